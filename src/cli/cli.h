@@ -1,0 +1,8 @@
+/* The qdit command line: one cmd_*.c per sub-command, each an int (*)(int argc, char **argv) that
+ * returns the process exit status. main.c only dispatches. */
+#ifndef QD_CLI_H
+#define QD_CLI_H
+
+int qd_cmd_inspect(int argc, char **argv);
+
+#endif

@@ -1,0 +1,40 @@
+/* qdit — entry point: dispatch to a sub-command (see docs/cli.md). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "qdit.h"
+
+static void usage(FILE *to) {
+    fprintf(to,
+            "qdit %s — quantized diffusion transformers in C\n"
+            "\n"
+            "usage: qdit <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  inspect PATH [--json]   what is inside a pipeline, component folder, .safetensors file\n"
+            "                          or cached Hugging Face repo id\n"
+            "  version                 print the version\n"
+            "\n"
+            "Run `qdit <command> --help` for a command's options; docs/cli.md has the full reference.\n",
+            QDIT_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "inspect")) return qd_cmd_inspect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("qdit %s\n", QDIT_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "qdit: unknown command '%s' (expected inspect or version; see qdit --help)\n", cmd);
+    return 2;
+}

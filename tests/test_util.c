@@ -1,0 +1,157 @@
+/* Helpers for the tests (see test_util.h). */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(buf, 0777);
+            *p = '/';
+        }
+    }
+    mkdir(buf, 0777);
+}
+
+char *qt_mkdtemp(const char *tag) {
+    const char *base = getenv("QDIT_TEST_TMP");
+    if (!base || !*base) base = "/tmp";
+    mkdirs(base);
+    char *p = malloc(4096);
+    snprintf(p, 4096, "%s/qdit-%s-XXXXXX", base, tag);
+    if (!mkdtemp(p)) fail_msg("mkdtemp %s: %s", p, strerror(errno));
+    return p;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void qt_rmtree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+char *qt_path(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+void qt_write_file(const char *path, const void *data, size_t n) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) { *slash = '\0'; mkdirs(dir); }
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot write %s: %s", path, strerror(errno));
+    if (n && fwrite(data, 1, n, f) != n) fail_msg("short write %s", path);
+    fclose(f);
+}
+
+void qt_write_text(const char *path, const char *text) { qt_write_file(path, text, strlen(text)); }
+
+void *qt_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot read %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)sz + 1);
+    if (sz && fread(buf, 1, (size_t)sz, f) != (size_t)sz) fail_msg("short read %s", path);
+    buf[sz] = '\0';
+    fclose(f);
+    if (n) *n = (size_t)sz;
+    return buf;
+}
+
+uint64_t qt_seed(void) {
+    const char *env = getenv("QDIT_TEST_SEED");
+    uint64_t s = env ? strtoull(env, NULL, 0) : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    if (s == 0) s = 0x9E3779B97F4A7C15ull;
+    fprintf(stderr, "[ seed     ] QDIT_TEST_SEED=%llu\n", (unsigned long long)s);
+    return s;
+}
+
+uint64_t qt_rand_u64(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+float qt_rand_uniform(uint64_t *state, float lo, float hi) {
+    double u = (double)(qt_rand_u64(state) >> 11) / 9007199254740992.0;
+    return (float)(lo + (hi - lo) * u);
+}
+
+static char *slurp_fd(int fd) {
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1024 > cap) buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int qt_run_qdit(char **out, char **err, ...) {
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = (char *)QDIT_BINARY;
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL && argc < 63;) argv[argc++] = (char *)a;
+    va_end(ap);
+    argv[argc] = NULL;
+
+    char outp[] = "/tmp/qdit-out-XXXXXX", errp[] = "/tmp/qdit-err-XXXXXX";
+    int ofd = mkstemp(outp), efd = mkstemp(errp);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(efd, 2);
+        alarm(60);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    lseek(ofd, 0, SEEK_SET);
+    lseek(efd, 0, SEEK_SET);
+    char *o = slurp_fd(ofd), *e = slurp_fd(efd);
+    close(ofd); close(efd);
+    unlink(outp); unlink(errp);
+    if (out) *out = o; else free(o);
+    if (err) *err = e; else free(e);
+    if (WIFSIGNALED(st)) return WTERMSIG(st) == SIGALRM ? -1 : 128 + WTERMSIG(st);
+    return WEXITSTATUS(st);
+}
+
+void qt_write_raw_safetensors(const char *path, const char *header_json, const void *data, size_t n) {
+    size_t hl = strlen(header_json);
+    size_t total = 8 + hl + n;
+    unsigned char *buf = malloc(total ? total : 1);
+    uint64_t len = hl;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(len >> (8 * i));
+    memcpy(buf + 8, header_json, hl);
+    if (n) memcpy(buf + 8 + hl, data, n);
+    qt_write_file(path, buf, total);
+    free(buf);
+}

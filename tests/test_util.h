@@ -1,0 +1,40 @@
+/* Shared helpers for the cmocka tests: temporary folders, small file writers, random inputs, and a
+ * way to run the qdit binary and capture what it prints. */
+#ifndef QD_TEST_UTIL_H
+#define QD_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* A fresh empty directory under $QDIT_TEST_TMP (or /tmp), unique per call; caller frees the path. */
+char *qt_mkdtemp(const char *tag);
+/* Remove a directory tree (for cleanup; ignores errors). */
+void qt_rmtree(const char *path);
+
+/* Join path parts with '/'; returns a static-free malloc'd string. */
+char *qt_path(const char *a, const char *b);
+
+/* Write bytes / a string to a file (creating parent dirs as needed); aborts the test on failure. */
+void qt_write_file(const char *path, const void *data, size_t n);
+void qt_write_text(const char *path, const char *text);
+/* Read a whole file; *n gets its size; caller frees. */
+void *qt_read_file(const char *path, size_t *n);
+
+/* A seeded xorshift generator for fresh random inputs: qt_seed() picks a seed from the clock (or
+ * $QDIT_TEST_SEED) and prints it so a failure can be replayed. */
+uint64_t qt_seed(void);
+uint64_t qt_rand_u64(uint64_t *state);
+float qt_rand_uniform(uint64_t *state, float lo, float hi);
+
+/* Run `QDIT_BINARY args...` (a NULL-terminated list), capture stdout and stderr (caller frees),
+ * and return the exit status (or 128+signal if it was killed, or -1 on a timeout of 60 s). */
+int qt_run_qdit(char **out, char **err, ...);
+
+/* A tiny safetensors writer for building test inputs byte by byte, independent of the library's
+ * own writer: `header_json` is written verbatim after its 8-byte length, then `data`. */
+void qt_write_raw_safetensors(const char *path, const char *header_json, const void *data, size_t n);
+
+#endif
