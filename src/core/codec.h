@@ -16,10 +16,12 @@
 /* ---- scalar ---- */
 
 float qd_bf16_to_f32(uint16_t h);
-uint16_t qd_f32_to_bf16(float f);   /* RNE; NaN → quiet NaN of the same sign; overflow → ±inf */
+uint16_t qd_f32_to_bf16(float f);   /* RNE; NaN → quiet NaN of the same sign (top payload bits kept,
+                                       quiet bit set); overflow → ±inf */
 
 float qd_f16_to_f32(uint16_t h);
-uint16_t qd_f32_to_f16(float f);    /* RNE incl. subnormals; NaN → quiet NaN; overflow → ±inf */
+uint16_t qd_f32_to_f16(float f);    /* RNE incl. subnormals; NaN → quiet NaN of the same sign;
+                                       overflow → ±inf (65520, the tie above 65504, is inf) */
 
 /* E4M3FN: bias 7, subnormal step 2^-9, max ±448, NaN = 0x7F/0xFF, no infinities. */
 float qd_e4m3_to_f32(uint8_t b);
@@ -36,9 +38,11 @@ uint8_t qd_f32_to_e2m1(float f);    /* RNE (ties to even mantissa); |f| > 6 → 
 
 /* E8M0: value 2^(e-127) for e = 0..254 (0x00 is 2^-127, not zero); 0xFF is NaN. */
 float qd_e8m0_to_f32(uint8_t e);
-/* Nearest power of two (RNE on the exponent: mantissa ≥ 1.5 rounds up, exactly 1.5 rounds to the
- * even exponent), sign ignored; NaN/±inf → 0xFF; 0 and values below 2^-127 → 0x00;
- * values ≥ 2^127 that round past 2^127 → 0xFE (saturate). */
+/* Nearest power of two, bit for bit as PyTorch's fp8e8m0fnu_from_fp32_value (formats.md §4.1) except
+ * for overflow: the result is the fp32 exponent field of |f|, plus one when the significand is
+ * ≥ 1.5 (a tie rounds up: the implicit leading 1 is an odd LSB). Sign ignored; NaN/±inf → 0xFF.
+ * fp32 subnormals (|f| < 2^-126): ≤ 2^-127 (0 included) → 0x00, above 2^-127 → 0x01.
+ * |f| ≥ 1.5·2^127 → 0xFE (saturate; PyTorch gives 0xFF). */
 uint8_t qd_f32_to_e8m0(float f);
 
 /* int8: RNE and saturation to [-128, 127]; NaN → 0. */
@@ -57,13 +61,15 @@ void qd_swap_nibbles(uint8_t *bytes, size_t n);
 
 /* ---- bulk row conversions ---- */
 
-/* Decode `n` elements of `src` (stored as dtype `t`) to f32. For F4, `n` elements occupy n/2 bytes
- * (n must be even, low nibble first). Supported: BOOL, U8, I8, U16, I16, U32, I32, U64, I64, F16,
- * BF16, F32, F64, F8_E4M3, F8_E5M2, F8_E8M0, F4. Returns 0 on success, -1 if `t` has no f32 decode. */
+/* Decode `n` elements of `src` (stored as dtype `t`, little-endian, any alignment) to f32. For F4,
+ * `n` elements occupy n/2 bytes (n must be even, low nibble first). Supported: BOOL (nonzero → 1),
+ * U8, I8, U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64 (integers and F64 round to nearest f32),
+ * F8_E4M3, F8_E5M2, F8_E8M0, F4. Returns 0 on success, -1 if `t` has no f32 decode or F4 has odd n. */
 int qd_decode_row(qd_dtype t, const void *src, float *dst, size_t n);
 
-/* Encode `n` f32 values to dtype `t` with the scalar encoders above. Supported: F32, F16, BF16,
- * F8_E4M3, F8_E5M2, F8_E8M0, F4 (n even), I8. Returns 0 on success, -1 if unsupported. */
+/* Encode `n` f32 values to dtype `t` with the scalar encoders above (`dst` may be unaligned).
+ * Supported: F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, F4 (n even, low nibble first), I8.
+ * Returns 0 on success, -1 if unsupported or F4 has odd n. */
 int qd_encode_row(qd_dtype t, const float *src, void *dst, size_t n);
 
 #endif
