@@ -1,4 +1,5 @@
 /* Helpers for the tests (see test_util.h). */
+#define _XOPEN_SOURCE 700
 #include "test_util.h"
 
 #include <errno.h>

@@ -185,16 +185,17 @@ uint8_t qd_f32_to_e8m0(float f) {
 /* ---- int8 ---- */
 
 int8_t qd_f32_to_i8(float f) {
-    if (f != f) return 0;
-    float c = f < -128.0f ? -128.0f : (f > 127.0f ? 127.0f : f);
+    /* Selects rather than early returns, so the compiler can use min/max instead of branches. */
+    float c = f != f ? 0.0f : f;
+    c = c < -128.0f ? -128.0f : c;
+    c = c > 127.0f ? 127.0f : c;
     /* Round explicitly rather than through rintf or a magic-constant add, so the result does not
      * depend on the FPU rounding mode or on excess precision; c - q is exact for |c| <= 128. */
-    int q = (int)c;
+    int q = (int)c; /* toward zero */
     float d = c - (float)q;
-    if (d > 0.5f || (d == 0.5f && (q & 1)))
-        q++;
-    else if (d < -0.5f || (d == -0.5f && (q & 1)))
-        q--;
+    /* Non-short-circuit operators keep this branch-free: random data would mispredict every tie test. */
+    int odd = q & 1;
+    q += ((d > 0.5f) | ((d == 0.5f) & odd)) - ((d < -0.5f) | ((d == -0.5f) & odd));
     return (int8_t)q;
 }
 

@@ -12,7 +12,7 @@
 
 qd_status qd_json_parse(const char *label, const char *buf, size_t len, json_t **out) {
     json_error_t err;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!j) {
         return qd_fail(QD_EFORMAT, "%s: invalid JSON at line %d, column %d: %s", label, err.line,
                        err.column, err.text);

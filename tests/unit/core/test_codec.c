@@ -292,18 +292,26 @@ static float rand_input_for(const fmt *f) {
         float x = (float)ldexp(1.0 + rand_unit(), e);
         return rand_below(2) ? -x : x;
     }
-    case 2: return qt_rand_uniform(&rng, -(float)ref_magnitude(f, f->max_code + 1),
-                                   (float)fmin(ref_magnitude(f, f->max_code + 1), FLT_MAX));
+    case 2: { /* uniform up to the next power past max (FLT_MAX for bf16) */
+        float lim = (float)fmin(ref_magnitude(f, f->max_code + 1), FLT_MAX);
+        return qt_rand_uniform(&rng, -lim, lim);
+    }
     default: return qt_rand_uniform(&rng, -4.0f, 4.0f);
     }
 }
+
+/* Half the inputs sweep the whole f32 bit space with an odd stride (a random start, so every run
+ * covers different low bits); the other half are drawn by rand_input_for. */
+#define SWEEP_STRIDE 8191u
+#define SWEEP_COUNT (0xFFFFFFFFu / SWEEP_STRIDE)
 
 static void test_encode_random_vs_reference(void **state) {
     (void)state;
     for (size_t k = 0; k < N_FMTS; k++) {
         const fmt *f = ALL_FMTS[k];
-        for (int i = 0; i < 200000; i++) {
-            float x = rand_input_for(f);
+        uint32_t start = (uint32_t)qt_rand_u64(&rng) % SWEEP_STRIDE;
+        for (uint32_t i = 0; i < 2 * SWEEP_COUNT; i++) {
+            float x = (i & 1) ? rand_input_for(f) : u2f(start + (i / 2) * SWEEP_STRIDE);
             uint32_t code = f->encode(x);
             CHECK(code < n_codes(f), "%s: code 0x%X out of range", f->name, code);
             if (isnan(x)) {
@@ -442,8 +450,9 @@ static void test_e8m0_encode(void **state) {
     CHECK(qd_f32_to_e8m0(FLT_MAX) == 0xFE && qd_f32_to_e8m0(0x1.8p127f) == 0xFE, "e8m0 saturates");
     CHECK(qd_f32_to_e8m0(1.0f) == 0x7F && qd_f32_to_e8m0(0.75f) == 0x7F && qd_f32_to_e8m0(3.0f) == 0x81,
           "e8m0 small");
-    for (int i = 0; i < 300000; i++) {
-        float x = i & 1 ? u2f((uint32_t)qt_rand_u64(&rng)) : (float)ldexp(1.0 + rand_unit(), (int)rand_below(40) - 20);
+    for (int i = 0; i < 1000000; i++) {
+        float x = i & 1 ? u2f((uint32_t)qt_rand_u64(&rng))
+                        : (float)ldexp(1.0 + rand_unit(), (int)rand_below(40) - 20);
         if (isnan(x) || isinf(x)) {
             CHECK(qd_f32_to_e8m0(x) == 0xFF, "e8m0 special 0x%08X", f2u(x));
             continue;
@@ -488,7 +497,7 @@ static void test_int8(void **state) {
             CHECK(qd_f32_to_i8(xs[j]) == ref_i8(xs[j]), "i8(%a) = %d, want %d", (double)xs[j],
                   qd_f32_to_i8(xs[j]), ref_i8(xs[j]));
     }
-    for (int i = 0; i < 200000; i++) {
+    for (int i = 0; i < 1000000; i++) {
         float x = i & 1 ? qt_rand_uniform(&rng, -300.0f, 300.0f) : u2f((uint32_t)qt_rand_u64(&rng));
         CHECK(qd_f32_to_i8(x) == ref_i8(x), "i8(%a) = %d, want %d", (double)x, qd_f32_to_i8(x), ref_i8(x));
     }
@@ -661,8 +670,10 @@ static void test_spec_vectors(void **state) {
         /* Dequantization (§3.4) recovers code values times the step. */
         float deq[16];
         CHECK(qd_decode_row(QD_DTYPE_F4, packed, deq, 16) == 0, "decode_row F4");
-        for (int i = 0; i < 16; i++)
-            CHECK(deq[i] * step == qd_e2m1_to_f32(want_codes[i]) * 0.34375f, "nvfp4 dequant %d", i);
+        for (int i = 0; i < 16; i++) {
+            CHECK(deq[i] == qd_e2m1_to_f32(want_codes[i]), "nvfp4 decode %d", i);
+            CHECK(fabsf(deq[i] * step - x[i]) <= step, "nvfp4 dequant %d too far from the input", i);
+        }
     }
 
     /* MXFP4 block, OCP floor rule (§4.3). */
@@ -782,7 +793,7 @@ static void test_decode_row(void **state) {
                     memcpy(src + 8 * i, &v, sizeof v);
                 }
             }
-            for (size_t i = 0; i < n + 4; i++) dst[i] = u2f(0x7F8CAFE0u);
+            for (size_t i = 0; i < n + 4; i++) dst[i] = u2f(0x7FCAFE00u);
             CHECK(qd_decode_row(t, src, dst, n) == 0, "decode_row %s n=%zu", qd_dtype_name(t), n);
             for (size_t i = 0; i < n; i++) {
                 float want = t == QD_DTYPE_F4 ? qd_e2m1_to_f32((uint8_t)(i & 1 ? src[i / 2] >> 4 : src[i / 2]))
@@ -791,7 +802,7 @@ static void test_decode_row(void **state) {
                       (double)dst[i], (double)want);
             }
             for (size_t i = n; i < n + 4; i++)
-                CHECK(f2u(dst[i]) == 0x7F8CAFE0u, "decode_row %s wrote past n=%zu", qd_dtype_name(t), n);
+                CHECK(f2u(dst[i]) == 0x7FCAFE00u, "decode_row %s wrote past n=%zu", qd_dtype_name(t), n);
             free(raw);
             free(dst);
         }
@@ -845,8 +856,10 @@ static void test_encode_row(void **state) {
                 const uint8_t *p = dst + i * (size_t)bits / 8;
                 uint32_t got, want;
                 switch (t) {
-                case QD_DTYPE_F32: got = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-                                   want = f2u(src[i]); break;
+                case QD_DTYPE_F32:
+                    got = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+                    want = f2u(src[i]);
+                    break;
                 case QD_DTYPE_F16: got = (uint32_t)(p[0] | p[1] << 8); want = qd_f32_to_f16(src[i]); break;
                 case QD_DTYPE_BF16: got = (uint32_t)(p[0] | p[1] << 8); want = qd_f32_to_bf16(src[i]); break;
                 case QD_DTYPE_F8_E4M3: got = *p; want = qd_f32_to_e4m3(src[i]); break;
@@ -863,7 +876,8 @@ static void test_encode_row(void **state) {
             }
             for (size_t i = nbytes; i < nbytes + 16 - off; i++)
                 CHECK(dst[i] == 0xA5, "encode_row %s wrote past n=%zu", qd_dtype_name(t), n);
-            for (size_t i = 0; i < off; i++) CHECK(raw[i] == 0xA5, "encode_row %s wrote before dst", qd_dtype_name(t));
+            for (size_t i = 0; i < off; i++)
+                CHECK(raw[i] == 0xA5, "encode_row %s wrote before dst", qd_dtype_name(t));
             free(src);
             free(raw);
         }
