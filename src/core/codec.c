@@ -3,8 +3,9 @@
  * Follows ../shared/spec/formats.md §1.1–1.2 (FP8), §2 (E2M1 and nibble order), §4.1 (E8M0) and
  * §6.1 (int8 RNE); the vectors of §7 are checked in tests/unit/core/test_codec.c.
  *
- * Every encoder works on the fp32 bit pattern with integer arithmetic, so the result does not depend
- * on the FPU rounding mode or on flush-to-zero, and one rounding routine serves every small format.
+ * Every float encoder works on the fp32 bit pattern with integer arithmetic, so the result does not
+ * depend on the FPU rounding mode or on flush-to-zero, and one rounding routine serves every small
+ * format.
  * Floats and their bits are exchanged through memcpy (the only well-defined pun in C). Stored data is
  * little-endian (safetensors); rows are read with memcpy because checkpoint offsets need not be
  * aligned. */
@@ -28,7 +29,6 @@ static inline float bits_f32(uint32_t u) {
     return f;
 }
 
-#define F32_SIGN 0x80000000u
 #define F32_ABS 0x7FFFFFFFu
 #define F32_INF 0x7F800000u
 #define F32_QNAN 0x7FC00000u
@@ -177,18 +177,16 @@ uint8_t qd_f32_to_e8m0(float f) {
     uint32_t exp = (u >> 23) & 0xFFu;
     if (exp == 0xFF) return 0xFF;
     uint32_t frac = u & 0x7FFFFFu;
-    if (frac > 0x400000u || (frac == 0x400000u && exp > 0)) exp++;
-    if (exp > 0xFE) exp = 0xFE; /* PyTorch would give 0xFF (NaN) for |f| >= 1.5 * 2^127 */
+    exp += (uint32_t)((frac > 0x400000u) | ((frac == 0x400000u) & (exp > 0))); /* branch-free for rows */
+    exp -= (uint32_t)(exp > 0xFE); /* saturate: PyTorch would give 0xFF (NaN) for |f| >= 1.5 * 2^127 */
     return (uint8_t)exp;
 }
 
 /* ---- int8 ---- */
 
 int8_t qd_f32_to_i8(float f) {
-    /* Selects rather than early returns, so the compiler can use min/max instead of branches. */
-    float c = f != f ? 0.0f : f;
-    c = c < -128.0f ? -128.0f : c;
-    c = c > 127.0f ? 127.0f : c;
+    if (f != f) return 0;
+    float c = f < -128.0f ? -128.0f : (f > 127.0f ? 127.0f : f);
     /* Round explicitly rather than through rintf or a magic-constant add, so the result does not
      * depend on the FPU rounding mode or on excess precision; c - q is exact for |c| <= 128. */
     int q = (int)c; /* toward zero */

@@ -1,9 +1,10 @@
 /* Numeric codecs: bf16, f16, FP8 E4M3FN / E5M2, FP4 E2M1, E8M0, int4/uint4 packing and int8.
  * Bit layouts and rounding rules follow ../shared/spec/formats.md §1, §2, §4.1 and §6.1.
  *
- * Encoders round to nearest, ties to even (RNE). The 8- and 4-bit float encoders saturate finite
- * overflow (and ±inf) to the largest finite value of the format, as every producer in the spec does
- * (formats.md §1.2 "Recommendation for the C engine"); bf16/f16 follow IEEE (overflow → ±inf).
+ * Encoders round to nearest, ties to even (RNE; E8M0 has its own tie rule, below). The 8- and 4-bit
+ * float encoders saturate finite overflow (and ±inf) to the largest finite value of the format, as
+ * every producer in the spec does (formats.md §1.2 "Recommendation for the C engine"); bf16/f16
+ * follow IEEE (overflow → ±inf).
  * Decoders are exact: every code maps to the f32 it denotes. */
 #ifndef QD_CORE_CODEC_H
 #define QD_CORE_CODEC_H
@@ -41,7 +42,8 @@ float qd_e8m0_to_f32(uint8_t e);
 /* Nearest power of two, bit for bit as PyTorch's fp8e8m0fnu_from_fp32_value (formats.md §4.1) except
  * for overflow: the result is the fp32 exponent field of |f|, plus one when the significand is
  * ≥ 1.5 (a tie rounds up: the implicit leading 1 is an odd LSB). Sign ignored; NaN/±inf → 0xFF.
- * fp32 subnormals (|f| < 2^-126): ≤ 2^-127 (0 included) → 0x00, above 2^-127 → 0x01.
+ * fp32 subnormals (|f| < 2^-126): ≤ 2^-127 (0 included) → 0x00, above 2^-127 → 0x01 (PyTorch's
+ * rule; not the nearest power between 2^-127 and 1.5·2^-127).
  * |f| ≥ 1.5·2^127 → 0xFE (saturate; PyTorch gives 0xFF). */
 uint8_t qd_f32_to_e8m0(float f);
 

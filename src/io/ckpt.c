@@ -72,15 +72,16 @@ qd_status qd_ckpt_open_files(const char *const *paths, size_t n, qd_ckpt **out) 
 
 static bool safe_relative_name(const char *name) {
     if (!*name || name[0] == '/') return false;
-    /* no ".." path component */
-    for (const char *p = name; *p;) {
+    /* no ".." and no empty path component; the last one is checked too, so a trailing '/' (a
+     * folder, not a shard file) is rejected */
+    for (const char *p = name;;) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
         if (len == 2 && p[0] == '.' && p[1] == '.') return false;
         if (len == 0) return false;
-        p += len + (slash ? 1 : 0);
+        if (!slash) return true;
+        p = slash + 1;
     }
-    return true;
 }
 
 static int compare_strings(const void *a, const void *b) {

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,9 +27,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Name the broken invariant before trapping: the trap alone gives no line in an optimised build. */
 #define CHECK(cond)                                                                                    \
     do {                                                                                               \
-        if (!(cond)) __builtin_trap();                                                                 \
+        if (!(cond)) {                                                                                 \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
+            __builtin_trap();                                                                          \
+        }                                                                                              \
     } while (0)
 
 static void check_failed(qd_status s) {

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/dtype.h"
@@ -25,9 +26,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * libFuzzer generates at its default lengths stay well below it. */
 #define MAX_PAIRWISE 1024
 
+/* Name the broken invariant before trapping: the trap alone gives no line in an optimised build. */
 #define CHECK(cond)                                                                                    \
     do {                                                                                               \
-        if (!(cond)) __builtin_trap();                                                                 \
+        if (!(cond)) {                                                                                 \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
+            __builtin_trap();                                                                          \
+        }                                                                                              \
     } while (0)
 
 static void check_rejected(qd_status s, const qd_st_file *f) {

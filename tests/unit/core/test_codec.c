@@ -480,11 +480,14 @@ static void test_int8(void **state) {
     static const struct {
         float x;
         int want;
-    } vec[] = {{2.5f, 2},       {3.5f, 4},      {-2.5f, -2},      {-3.5f, -4},    {0.5f, 0},    {-0.5f, 0},
-               {1.5f, 2},       {0.49f, 0},     {0.51f, 1},       {-0.51f, -1},   {126.5f, 126}, {127.0f, 127},
-               {127.4f, 127},   {127.5f, 127},  {128.0f, 127},    {1e9f, 127},    {INFINITY, 127},
-               {FLT_MAX, 127},  {-127.5f, -128}, {-128.0f, -128}, {-128.5f, -128}, {-129.0f, -128},
-               {-1e9f, -128},   {-INFINITY, -128}, {0.0f, 0},     {-0.0f, 0}};
+    } vec[] = {
+        {2.5f, 2},        {3.5f, 4},         {-2.5f, -2},     {-3.5f, -4},      {0.5f, 0},
+        {-0.5f, 0},       {1.5f, 2},         {0.49f, 0},      {0.51f, 1},       {-0.51f, -1},
+        {126.5f, 126},    {127.0f, 127},     {127.4f, 127},   {127.5f, 127},    {128.0f, 127},
+        {1e9f, 127},      {INFINITY, 127},   {FLT_MAX, 127},  {-127.5f, -128},  {-128.0f, -128},
+        {-128.5f, -128},  {-129.0f, -128},   {-1e9f, -128},   {-INFINITY, -128}, {0.0f, 0},
+        {-0.0f, 0},
+    };
     for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++)
         CHECK(qd_f32_to_i8(vec[i].x) == vec[i].want, "i8(%g) = %d, want %d", (double)vec[i].x,
               qd_f32_to_i8(vec[i].x), vec[i].want);
@@ -551,7 +554,8 @@ static void test_pack_int4(void **state) {
             CHECK(nib == ((unsigned)v[i] & 0xFu), "n=%zu: element %zu in the wrong nibble", n, i);
         }
         qd_unpack_int4(packed, n, back);
-        for (size_t i = 0; i < n; i++) CHECK(back[i] == v[i], "n=%zu: element %zu %d != %d", n, i, back[i], v[i]);
+        for (size_t i = 0; i < n; i++)
+            CHECK(back[i] == v[i], "n=%zu: element %zu %d != %d", n, i, back[i], v[i]);
         for (size_t i = n; i < sizeof back; i++) CHECK(back[i] == 0x55, "n=%zu: unpack wrote past end", n);
     }
     report_checks(__func__);
@@ -572,8 +576,8 @@ static void test_pack_uint4(void **state) {
     {
         uint8_t v[3] = {0x1F, 0xA3, 0x5E}, b[3] = {0xCC, 0xCC, 0xCC};
         qd_pack_uint4(v, 3, b);
-        CHECK(b[0] == 0x3F && b[1] == 0x0E && b[2] == 0xCC, "pack_uint4 masks / odd: %02X %02X %02X", b[0], b[1],
-              b[2]);
+        CHECK(b[0] == 0x3F && b[1] == 0x0E && b[2] == 0xCC, "pack_uint4 masks / odd: %02X %02X %02X", b[0],
+              b[1], b[2]);
     }
     for (size_t n = 0; n <= 67; n++) {
         uint8_t v[70], back[72], packed[40];
@@ -629,8 +633,9 @@ static void test_spec_vectors(void **state) {
     static const struct {
         float x;
         uint8_t want;
-    } e2m1[] = {{0.24f, 0x0}, {0.25f, 0x0}, {0.26f, 0x1}, {0.75f, 0x2}, {1.25f, 0x2}, {1.75f, 0x4}, {2.5f, 0x4},
-                {3.5f, 0x6},  {5.0f, 0x6},  {5.01f, 0x7}, {7.0f, 0x7},  {-0.2f, 0x8}, {-0.3f, 0x9}, {-6.5f, 0xF}};
+    } e2m1[] = {{0.24f, 0x0}, {0.25f, 0x0}, {0.26f, 0x1}, {0.75f, 0x2}, {1.25f, 0x2},
+                {1.75f, 0x4}, {2.5f, 0x4},  {3.5f, 0x6},  {5.0f, 0x6},  {5.01f, 0x7},
+                {7.0f, 0x7},  {-0.2f, 0x8}, {-0.3f, 0x9}, {-6.5f, 0xF}};
     for (size_t i = 0; i < sizeof e2m1 / sizeof e2m1[0]; i++)
         CHECK(qd_f32_to_e2m1(e2m1[i].x) == e2m1[i].want, "e2m1(%g) = 0x%X, want 0x%X", (double)e2m1[i].x,
               qd_f32_to_e2m1(e2m1[i].x), e2m1[i].want);
@@ -664,8 +669,10 @@ static void test_spec_vectors(void **state) {
         qd_pack_uint4(codes, 16, packed);
         CHECK(qd_encode_row(QD_DTYPE_F4, scaled, scaled_packed, 16) == 0, "encode_row F4");
         for (int i = 0; i < 8; i++) {
-            CHECK(packed[i] == want_bytes[i], "nvfp4 byte %d = 0x%02X, want 0x%02X", i, packed[i], want_bytes[i]);
-            CHECK(scaled_packed[i] == want_bytes[i], "nvfp4 encode_row byte %d = 0x%02X", i, scaled_packed[i]);
+            CHECK(packed[i] == want_bytes[i], "nvfp4 byte %d = 0x%02X, want 0x%02X", i, packed[i],
+                  want_bytes[i]);
+            CHECK(scaled_packed[i] == want_bytes[i], "nvfp4 encode_row byte %d = 0x%02X", i,
+                  scaled_packed[i]);
         }
         /* Dequantization (§3.4) recovers code values times the step. */
         float deq[16];
@@ -701,7 +708,8 @@ static void test_spec_vectors(void **state) {
         qd_pack_uint4(codes, 32, packed);
         CHECK(qd_encode_row(QD_DTYPE_F4, scaled, row, 32) == 0, "encode_row F4");
         for (int i = 0; i < 16; i++) {
-            CHECK(packed[i] == want_bytes[i], "mxfp4 byte %d = 0x%02X, want 0x%02X", i, packed[i], want_bytes[i]);
+            CHECK(packed[i] == want_bytes[i], "mxfp4 byte %d = 0x%02X, want 0x%02X", i, packed[i],
+                  want_bytes[i]);
             CHECK(row[i] == want_bytes[i], "mxfp4 encode_row byte %d = 0x%02X", i, row[i]);
         }
     }
@@ -743,10 +751,11 @@ static float scalar_decode(qd_dtype t, const uint8_t *p) {
     return 0;
 }
 
-static const qd_dtype DECODABLE[] = {QD_DTYPE_BOOL, QD_DTYPE_U8,  QD_DTYPE_I8,      QD_DTYPE_U16,     QD_DTYPE_I16,
-                                     QD_DTYPE_U32,  QD_DTYPE_I32, QD_DTYPE_U64,     QD_DTYPE_I64,     QD_DTYPE_F16,
-                                     QD_DTYPE_BF16, QD_DTYPE_F32, QD_DTYPE_F64,     QD_DTYPE_F8_E4M3, QD_DTYPE_F8_E5M2,
-                                     QD_DTYPE_F8_E8M0, QD_DTYPE_F4};
+static const qd_dtype DECODABLE[] = {
+    QD_DTYPE_BOOL, QD_DTYPE_U8,  QD_DTYPE_I8,  QD_DTYPE_U16,     QD_DTYPE_I16,     QD_DTYPE_U32,
+    QD_DTYPE_I32,  QD_DTYPE_U64, QD_DTYPE_I64, QD_DTYPE_F16,     QD_DTYPE_BF16,    QD_DTYPE_F32,
+    QD_DTYPE_F64,  QD_DTYPE_F8_E4M3, QD_DTYPE_F8_E5M2, QD_DTYPE_F8_E8M0, QD_DTYPE_F4,
+};
 static const qd_dtype ENCODABLE[] = {QD_DTYPE_F32,     QD_DTYPE_F16,     QD_DTYPE_BF16, QD_DTYPE_F8_E4M3,
                                      QD_DTYPE_F8_E5M2, QD_DTYPE_F8_E8M0, QD_DTYPE_F4,   QD_DTYPE_I8};
 
@@ -796,10 +805,11 @@ static void test_decode_row(void **state) {
             for (size_t i = 0; i < n + 4; i++) dst[i] = u2f(0x7FCAFE00u);
             CHECK(qd_decode_row(t, src, dst, n) == 0, "decode_row %s n=%zu", qd_dtype_name(t), n);
             for (size_t i = 0; i < n; i++) {
-                float want = t == QD_DTYPE_F4 ? qd_e2m1_to_f32((uint8_t)(i & 1 ? src[i / 2] >> 4 : src[i / 2]))
-                                              : scalar_decode(t, src + i * (size_t)bits / 8);
-                CHECK(float_same(dst[i], want), "decode_row %s n=%zu [%zu]: %a, want %a", qd_dtype_name(t), n, i,
-                      (double)dst[i], (double)want);
+                float want = t == QD_DTYPE_F4
+                                 ? qd_e2m1_to_f32((uint8_t)(i & 1 ? src[i / 2] >> 4 : src[i / 2]))
+                                 : scalar_decode(t, src + i * (size_t)bits / 8);
+                CHECK(float_same(dst[i], want), "decode_row %s n=%zu [%zu]: %a, want %a", qd_dtype_name(t), n,
+                      i, (double)dst[i], (double)want);
             }
             for (size_t i = n; i < n + 4; i++)
                 CHECK(f2u(dst[i]) == 0x7FCAFE00u, "decode_row %s wrote past n=%zu", qd_dtype_name(t), n);
@@ -818,9 +828,11 @@ static void test_decode_row(void **state) {
 
 /* A mix of ordinary values, values near every format's limits, and specials. */
 static float rand_mixed_float(void) {
-    static const float special[] = {0.0f,    -0.0f,    INFINITY,  -INFINITY, NAN,        -NAN,    FLT_MAX,
-                                    FLT_MIN, 0x1p-149f, 448.0f,   464.0f,    57344.0f,   61440.0f, 65504.0f,
-                                    65520.0f, 6.0f,    5.0f,      0.25f,     2.5f,       -127.5f, 0x1.8p-127f};
+    static const float special[] = {
+        0.0f,     -0.0f,    INFINITY, -INFINITY, NAN,      -NAN,     FLT_MAX,
+        FLT_MIN,  0x1p-149f, 448.0f,  464.0f,    57344.0f, 61440.0f, 65504.0f,
+        65520.0f, 6.0f,     5.0f,     0.25f,     2.5f,     -127.5f,  0x1.8p-127f,
+    };
     switch (rand_below(6)) {
     case 0: return u2f((uint32_t)qt_rand_u64(&rng));
     case 1: return special[rand_below(sizeof special / sizeof special[0])];
