@@ -31,6 +31,35 @@ const char *qd_last_error(void);
 /* A short fixed name for a status ("format error", …). */
 const char *qd_status_name(qd_status s);
 
+/* ---- options: the model sources and quantization flags, with SGLang's names and meaning ----
+ * (../shared/spec/quant-sglang.md §1). Strings are borrowed: they must outlive the calls using them. */
+
+#define QD_MAX_COMPONENT_PATHS 16
+#define QD_MAX_IGNORED_LAYERS 256
+
+typedef struct {
+    const char *component; /* "transformer", "transformer_2", "vae", … (dashes become underscores) */
+    const char *path;      /* a folder (config.json + weights) or a single .safetensors file */
+} qd_component_path;
+
+typedef struct qd_options {
+    const char *model_path;               /* --model-path: pipeline folder or cached hub repo id */
+    const char *model_id;                 /* --model-id: architecture hint for local mirrors */
+    qd_component_path component_paths[QD_MAX_COMPONENT_PATHS]; /* --<component>-path */
+    size_t n_component_paths;
+    const char *transformer_weights_path; /* --transformer-weights-path */
+    const char *quantization;             /* --quantization (NULL: detect from the checkpoint) */
+    const char *ignored_layers[QD_MAX_IGNORED_LAYERS]; /* --quantization-ignored-layers P… */
+    size_t n_ignored_layers;
+    int enable_svdquant;                  /* --enable-svdquant: -1 unset, 0 false, 1 true */
+    const char *quantization_precision;   /* --quantization-precision int4|nvfp4 (NULL: infer) */
+    int quantization_rank;                /* --quantization-rank (0: infer) */
+    int quantization_act_unsigned;        /* --quantization-act-unsigned */
+} qd_options;
+
+/* Defaults: everything unset. */
+void qd_options_init(qd_options *o);
+
 /* `qdit inspect` as a library call: describe what is at PATH (a diffusers pipeline folder, a component
  * folder, a .safetensors file or index, or a Hugging Face repo id found in the local cache) as the JSON
  * document documented in docs/cli.md. On success *json_out is a NUL-terminated string the caller

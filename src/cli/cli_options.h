@@ -1,0 +1,22 @@
+/* Command-line flags shared by the commands that load a model (inspect, generate, forward, convert,
+ * serve), parsed with SGLang's names and rules (quant-sglang.md §1.1–1.2):
+ *   - `--flag value` and `--flag=value`;
+ *   - any undeclared `--<name>-path` is a component override: key = name with '-' → '_'
+ *     (`--transformer-2-path` → `transformer_2`);
+ *   - `--quantization-ignored-layers` takes one or more values, up to the next `--` flag;
+ *   - `--enable-svdquant` alone means true; it also takes an explicit true/false (StoreBoolean). */
+#ifndef QD_CLI_OPTIONS_H
+#define QD_CLI_OPTIONS_H
+
+#include "qdit.h"
+
+/* Parse argv[first..argc) into `o`; arguments that are not model/quantization flags are collected,
+ * in order, into `rest` (which must have room for argc entries) for the command's own parser.
+ * Errors (a flag missing its value, a bad number or boolean, too many patterns) return QD_EINVAL with
+ * a message naming the flag. */
+qd_status qd_cli_parse_model_flags(int argc, char **argv, int first, qd_options *o, char **rest, int *n_rest);
+
+/* The help text block for these flags. */
+const char *qd_cli_model_flags_help(void);
+
+#endif
