@@ -1,0 +1,111 @@
+/* qd_linear views and the dequantization dispatch (see linear.h). */
+#include "quant/linear.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/status.h"
+#include "quant/schemes.h"
+
+const char *qd_scheme_family_name(qd_scheme_id s) {
+    static const char *const names[QD_SCHEME_COUNT] = {"dense", "fp8",       "nvfp4",      "mxfp4",     "mxfp8",
+                                                       "svdq_int4", "svdq_nvfp4", "awq_w4a16", "int8", "int4"};
+    return (unsigned)s < QD_SCHEME_COUNT ? names[s] : "?";
+}
+
+int64_t qd_view_elements(const qd_view *v) {
+    if (!v->data) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < v->rank; i++) n *= v->shape[i];
+    return n;
+}
+
+float qd_view_get(const qd_view *v, int64_t r, int64_t c) {
+    if (qd_view_elements(v) == 1) return qd_view_get_flat(v, 0);
+    int64_t cols = v->rank >= 2 ? v->shape[v->rank - 1] : 1;
+    return qd_view_get_flat(v, v->rank >= 2 ? r * cols + c : r);
+}
+
+float qd_view_get_flat(const qd_view *v, int64_t i) {
+    const uint8_t *p = v->data;
+    switch (v->dtype) {
+    case QD_DTYPE_F32: {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    case QD_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return qd_bf16_to_f32(h);
+    }
+    case QD_DTYPE_F16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return qd_f16_to_f32(h);
+    }
+    case QD_DTYPE_F8_E4M3: return qd_e4m3_to_f32(p[i]);
+    case QD_DTYPE_F8_E5M2: return qd_e5m2_to_f32(p[i]);
+    case QD_DTYPE_F8_E8M0: return qd_e8m0_to_f32(p[i]);
+    case QD_DTYPE_U8: return (float)p[i];
+    case QD_DTYPE_I8: return (float)(int8_t)p[i];
+    case QD_DTYPE_I32: {
+        int32_t x;
+        memcpy(&x, p + 4 * i, 4);
+        return (float)x;
+    }
+    case QD_DTYPE_I64: {
+        int64_t x;
+        memcpy(&x, p + 8 * i, 8);
+        return (float)x;
+    }
+    default: return 0.0f;
+    }
+}
+
+void qd_view_free(qd_view *v) {
+    free(v->owned);
+    memset(v, 0, sizeof *v);
+}
+
+void qd_linear_free(qd_linear *l) {
+    free(l->name);
+    qd_view *views[] = {&l->weight, &l->scale, &l->scale2, &l->input_scale, &l->input_offset,
+                        &l->bias,   &l->smooth, &l->lora_down, &l->lora_up, &l->zeros};
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++) qd_view_free(views[i]);
+    memset(l, 0, sizeof *l);
+}
+
+void qd_linear_bias_f32(const qd_linear *l, float *out) {
+    if (l->scheme == QD_SCHEME_INT8 && l->act == QD_ACT_STATIC_TENSOR && l->zeros.data) {
+        /* msModelSlim W8A8: y = (Σ q_x·q_w + quant_bias)·deq with q_x ≈ x/input_scale + input_offset, so the
+           float bias is deq·(quant_bias + input_offset·Σ_k q_w) (formats.md §6.2) */
+        float io = qd_view_get(&l->input_offset, 0, 0);
+        const int8_t *q = l->weight.data;
+        for (int64_t n = 0; n < l->out_features; n++) {
+            double sum = 0;
+            for (int64_t k = 0; k < l->in_features; k++) sum += q[n * l->in_features + k];
+            out[n] = (float)(qd_view_get(&l->scale2, n, 0) * (qd_view_get(&l->zeros, n, 0) + io * sum));
+        }
+        return;
+    }
+    for (int64_t n = 0; n < l->out_features; n++) out[n] = l->bias.data ? qd_view_get(&l->bias, n, 0) : 0.0f;
+}
+
+qd_status qd_linear_dequantize(const qd_linear *l, float *out) {
+    switch (l->scheme) {
+    case QD_SCHEME_DENSE: return qd_dequantize_dense(l, out);
+    case QD_SCHEME_FP8: return qd_dequantize_fp8(l, out);
+    case QD_SCHEME_NVFP4: return qd_dequantize_nvfp4(l, out);
+    case QD_SCHEME_MXFP4:
+    case QD_SCHEME_MXFP8: return qd_dequantize_mx(l, out);
+    case QD_SCHEME_SVDQ_INT4:
+    case QD_SCHEME_SVDQ_NVFP4: return qd_dequantize_svdq(l, out);
+    case QD_SCHEME_AWQ_W4A16: return qd_dequantize_awq(l, out);
+    case QD_SCHEME_INT8:
+    case QD_SCHEME_INT4: return qd_dequantize_int(l, out);
+    case QD_SCHEME_COUNT: break;
+    }
+    return qd_fail(QD_EINVAL, "%s: unknown scheme", l->name ? l->name : "?");
+}
