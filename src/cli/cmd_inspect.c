@@ -6,18 +6,23 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_options.h"
 #include "load/inspect.h"
 #include "qdit.h"
 
 static void inspect_usage(FILE *to) {
     fprintf(to,
-            "usage: qdit inspect PATH [--json]\n"
+            "usage: qdit inspect [PATH] [--json] [model and quantization flags]\n"
             "\n"
             "PATH is a diffusers pipeline folder (model_index.json), a component folder (config.json +\n"
             "weights), a .safetensors file, a *.safetensors.index.json weight map, any folder of those, or\n"
-            "a Hugging Face repo id (org/name) already in the local cache ($HF_HOME/hub).\n"
+            "a Hugging Face repo id (org/name) already in the local cache ($HF_HOME/hub); --model-path\n"
+            "may give it instead. The flags are those of generate, so the quantization plan shown is the one\n"
+            "a run would use.\n"
             "\n"
-            "  --json   print the machine-readable report (schema in docs/cli.md)\n");
+            "  --json   print the machine-readable report (schema in docs/cli.md)\n"
+            "\n%s",
+            qd_cli_model_flags_help());
 }
 
 /* 1234567 → "1,234,567" */
@@ -45,6 +50,34 @@ static const char *human_bytes(uint64_t v, char *buf, size_t n) {
     return buf;
 }
 
+static void print_quantization(const qd_component_stats *st) {
+    char a[48];
+    printf("  quantization  %s — %s\n", st->quant.method == QD_QM_NONE ? "none" : qd_quant_method_name(st->quant.method),
+           st->quant.source);
+    /* scheme counts, then the per-layer table */
+    char seen[16][32];
+    size_t counts[16] = {0}, n_seen = 0;
+    for (size_t i = 0; i < st->n_layers; i++) {
+        size_t k = 0;
+        while (k < n_seen && strcmp(seen[k], st->layers[i].scheme)) k++;
+        if (k == n_seen && n_seen < 16) memcpy(seen[n_seen++], st->layers[i].scheme, 32);
+        if (k < 16) counts[k]++;
+    }
+    printf("  linears   %zu", st->n_layers);
+    for (size_t k = 0; k < n_seen; k++) printf("%s %s %zu", k ? "," : ":", seen[k], counts[k]);
+    printf("\n");
+    if (!st->n_layers) return;
+    size_t width = 4;
+    for (size_t i = 0; i < st->n_layers; i++)
+        if (strlen(st->layers[i].name) > width) width = strlen(st->layers[i].name);
+    printf("    %-*s  %-16s %8s %8s %14s\n", (int)width, "layer", "scheme", "in", "out", "stored bytes");
+    for (size_t i = 0; i < st->n_layers; i++) {
+        const qd_layer_report *l = &st->layers[i];
+        printf("    %-*s  %-16s %8lld %8lld %14s\n", (int)width, l->name, l->scheme, (long long)l->in_features,
+               (long long)l->out_features, grouped(l->bytes, a, sizeof a));
+    }
+}
+
 static void print_text(const qd_repo *r, const qd_component_stats *stats) {
     char a[48], b[48];
     printf("%s: %s", r->path, qd_layout_name(r->layout));
@@ -60,16 +93,12 @@ static void print_text(const qd_repo *r, const qd_component_stats *stats) {
         total_bytes += st->bytes;
         printf("\n%s  %s%s%s\n", c->name, c->class_name ? c->class_name : "(no class)", c->library ? "  " : "",
                c->library ? c->library : "");
-        if (c->weights.n_files == 0) {
+        if (st->n_files == 0) {
             printf("  (no weights)\n");
             continue;
         }
         printf("  files     ");
-        for (size_t f = 0; f < c->weights.n_files; f++) {
-            const char *p = c->weights.files[f];
-            const char *slash = strrchr(p, '/');
-            printf("%s%s", f ? ", " : "", slash ? slash + 1 : p);
-        }
+        for (size_t f = 0; f < st->n_files; f++) printf("%s%s", f ? ", " : "", st->files[f]);
         if (c->weights.index_path) {
             const char *slash = strrchr(c->weights.index_path, '/');
             printf("  (index %s)", slash ? slash + 1 : c->weights.index_path);
@@ -87,6 +116,7 @@ static void print_text(const qd_repo *r, const qd_component_stats *stats) {
             for (size_t k = 0; k < st->n_meta_keys; k++) printf("%s%s", k ? ", " : "", st->meta_keys[k]);
             printf("\n");
         }
+        if (st->has_quant) print_quantization(st);
     }
     if (r->n_components > 1) {
         printf("\ntotal  %s tensors, %s bytes (%s)\n", grouped(total_tensors, a, sizeof a),
@@ -95,41 +125,53 @@ static void print_text(const qd_repo *r, const qd_component_stats *stats) {
 }
 
 int qd_cmd_inspect(int argc, char **argv) {
+    qd_options opts;
+    qd_options_init(&opts);
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int n_rest = 0;
+    if (!rest) return 1;
+    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n_rest)) {
+        fprintf(stderr, "qdit inspect: %s\n", qd_last_error());
+        free(rest);
+        return 2;
+    }
     const char *path = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+    for (int i = 0; i < n_rest; i++) {
+        if (!strcmp(rest[i], "--json")) json = 1;
+        else if (!strcmp(rest[i], "--help") || !strcmp(rest[i], "-h")) {
             inspect_usage(stdout);
+            free(rest);
             return 0;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "qdit inspect: unknown option '%s' (expected --json)\n", argv[i]);
+        } else if (rest[i][0] == '-' && rest[i][1]) {
+            fprintf(stderr, "qdit inspect: unknown option '%s' (expected --json or a model/quantization flag; see --help)\n",
+                    rest[i]);
+            free(rest);
             return 2;
         } else if (path) {
-            fprintf(stderr, "qdit inspect: one PATH expected, got '%s' and '%s'\n", path, argv[i]);
+            fprintf(stderr, "qdit inspect: one PATH expected, got '%s' and '%s'\n", path, rest[i]);
+            free(rest);
             return 2;
-        } else path = argv[i];
+        } else path = rest[i];
     }
+    free(rest);
+    if (path && opts.model_path && strcmp(path, opts.model_path)) {
+        fprintf(stderr, "qdit inspect: PATH '%s' and --model-path '%s' disagree; give one\n", path, opts.model_path);
+        return 2;
+    }
+    if (!path) path = opts.model_path;
     if (!path) {
         inspect_usage(stderr);
         return 2;
     }
     qd_repo *r;
-    qd_status s = qd_repo_open(path, &r);
-    if (s) {
+    qd_component_stats *stats;
+    if (qd_inspect_run(path, &opts, &r, &stats)) {
         fprintf(stderr, "qdit inspect: %s\n", qd_last_error());
         return 1;
     }
-    qd_component_stats *stats = calloc(r->n_components + 1, sizeof *stats);
-    for (size_t i = 0; !s && stats && i < r->n_components; i++) s = qd_component_stats_compute(&r->components[i], &stats[i]);
     int rc = 0;
-    if (!stats) {
-        fprintf(stderr, "qdit inspect: out of memory\n");
-        rc = 1;
-    } else if (s) {
-        fprintf(stderr, "qdit inspect: %s\n", qd_last_error());
-        rc = 1;
-    } else if (json) {
+    if (json) {
         json_t *doc;
         if (qd_inspect_build(r, stats, &doc)) {
             fprintf(stderr, "qdit inspect: %s\n", qd_last_error());
@@ -142,7 +184,7 @@ int qd_cmd_inspect(int argc, char **argv) {
     } else {
         print_text(r, stats);
     }
-    for (size_t i = 0; stats && i < r->n_components; i++) qd_component_stats_free(&stats[i]);
+    for (size_t i = 0; i < r->n_components; i++) qd_component_stats_free(&stats[i]);
     free(stats);
     qd_repo_close(r);
     return rc;

@@ -1,6 +1,7 @@
 /* Per-layer scheme choice and binding (see plan.h). */
 #include "quant/plan.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -412,6 +413,31 @@ qd_status qd_linear_plan(const qd_quant_config *cfg, const qd_ckpt *ck, const ch
     return bind_or_plan(cfg, ck, name, shards, n_shards, true, out);
 }
 
+/* "blocks.2" before "blocks.10": digit runs compare as numbers. */
+static int natural_compare(const void *pa, const void *pb) {
+    const char *a = *(char *const *)pa, *b = *(char *const *)pb;
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            const char *ea = a, *eb = b;
+            while (*ea == '0') ea++;
+            while (*eb == '0') eb++;
+            const char *da = ea, *db = eb;
+            while (isdigit((unsigned char)*da)) da++;
+            while (isdigit((unsigned char)*db)) db++;
+            if (da - ea != db - eb) return (da - ea) < (db - eb) ? -1 : 1;
+            int c = strncmp(ea, eb, (size_t)(da - ea));
+            if (c) return c;
+            a = da;
+            b = db;
+            continue;
+        }
+        if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+        a++;
+        b++;
+    }
+    return *a ? 1 : *b ? -1 : 0;
+}
+
 static bool embedding_name(const char *module) {
     static const char *const tails[] = {"embed_tokens", "shared", "wte", "wpe", "token_embedding", "position_embedding",
                                         "pos_embed", "embeddings.word_embeddings", "embeddings.position_embeddings"};
@@ -445,6 +471,7 @@ qd_status qd_plan_candidates(const qd_ckpt *ck, char ***modules, size_t *n) {
         }
         v[count++] = m;
     }
+    qsort(v, count, sizeof *v, natural_compare);
     *modules = v;
     *n = count;
     return QD_OK;

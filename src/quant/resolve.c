@@ -308,10 +308,13 @@ qd_status qd_quant_resolve(const qd_options *o, const qd_component_source *src, 
 
     /* 8. quantized tensors nobody declared */
     if (!found && scan.quantized_tensors) {
-        s = qd_fail(QD_EFORMAT, "%s holds quantized tensors (e.g. %s) but declares no quantization: add a "
-                                "quantization_config to its config.json, or name the method with --quantization "
-                                "modelopt_fp8|modelopt_fp4|modelslim",
-                    src->weights.files[0], scan.quantized_example);
+        bool nunchaku = strstr(scan.quantized_example, ".qweight'") != NULL;
+        s = qd_fail(QD_EFORMAT, "%s holds quantized tensors (e.g. %s) but declares no quantization: %s",
+                    src->weights.files[0], scan.quantized_example,
+                    nunchaku ? "these are Nunchaku SVDQuant layers; pass the file with --transformer-weights-path and "
+                               "--enable-svdquant (or name it svdq-<int4|fp4>_r<rank>-….safetensors)"
+                             : "add a quantization_config to its config.json, or name the method with --quantization "
+                               "modelopt_fp8|modelopt_fp4|modelslim");
         goto done;
     }
 done:

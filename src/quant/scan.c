@@ -397,7 +397,9 @@ qd_status qd_quant_scan_ckpt(const qd_ckpt *ck, qd_quant_scan *out) {
     qd_status s = QD_OK;
     for (size_t i = 0; i < ck->n_tensors && !out->quantized_tensors; i++) {
         const qd_st_tensor *t = ck->entries[i].tensor;
+        /* SGLang's markers (§1.4 step 4a), plus Nunchaku's packed `.qweight` */
         if (ends_with(t->name, ".weight_scale") || ends_with(t->name, ".input_scale") || ends_with(t->name, ".comfy_quant") ||
+            ends_with(t->name, ".qweight") ||
             (ends_with(t->name, ".weight") &&
              (t->dtype == QD_DTYPE_F8_E4M3 || t->dtype == QD_DTYPE_I8 || t->dtype == QD_DTYPE_U8))) {
             out->quantized_tensors = true;

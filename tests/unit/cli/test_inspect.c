@@ -94,8 +94,7 @@ static void test_fixture_components(void **state) {
 /* Whole fixture folders (component sub-folder + io.safetensors) and the packing fixtures. */
 static void test_fixture_folders(void **state) {
     (void)state;
-    const char *folders[] = {"flux_tiny_a", "zimage_tiny_a", "vae_kl_tiny_a", "clip_tiny_a",
-                             "t5_tiny_a",   "qwen3_tiny_a",  "nunchaku_packing"};
+    const char *folders[] = {"flux_tiny_a", "zimage_tiny_a", "vae_kl_tiny_a", "clip_tiny_a", "t5_tiny_a", "qwen3_tiny_a"};
     for (size_t i = 0; i < sizeof folders / sizeof *folders; i++) {
         char *dir = qt_path(QDIT_SHARED_DIR "/fixtures", folders[i]);
         json_t *doc = inspect_json(dir);
@@ -123,6 +122,44 @@ static void test_fixture_folders(void **state) {
         }
         json_decref(doc);
         free(dir);
+    }
+}
+
+/* Nunchaku layers are quantized: inspecting them without SVDQuant enabled says how to enable it, and with
+ * it the file's layer is planned (the packing fixtures hold one packed layer each). */
+static void test_nunchaku_files(void **state) {
+    (void)state;
+    const char *dir = QDIT_SHARED_DIR "/fixtures/nunchaku_packing";
+    char *out, *err;
+    assert_int_equal(qt_run_qdit(&out, &err, "inspect", dir, NULL), 1);
+    assert_non_null(strstr(err, "these are Nunchaku SVDQuant layers"));
+    free(out);
+    free(err);
+    struct {
+        const char *file, *precision, *scheme;
+    } cases[] = {{"svdq_int4_a.safetensors", "int4", "svdq_int4"}, {"svdq_fp4_a.safetensors", "nvfp4", "svdq_nvfp4"}};
+    for (int i = 0; i < 2; i++) {
+        char *p = qt_path(dir, cases[i].file);
+        assert_int_equal(qt_run_qdit(&out, &err, "inspect", p, "--json", "--enable-svdquant", "--quantization-precision",
+                                     cases[i].precision, NULL),
+                         0);
+        json_t *doc = json_loads(out, 0, NULL);
+        json_t *q = json_object_get(json_array_get(json_object_get(doc, "components"), 0), "quantization");
+        assert_string_equal(json_string_value(json_object_get(q, "method")), "svdquant");
+        json_t *layer = json_array_get(json_object_get(q, "layers"), 0);
+        assert_string_equal(json_string_value(json_object_get(layer, "name")), "packed");
+        assert_string_equal(json_string_value(json_object_get(layer, "scheme")), cases[i].scheme);
+        json_decref(doc);
+        free(out);
+        free(err);
+        /* the wrong precision is caught from the tensors */
+        assert_int_equal(qt_run_qdit(&out, &err, "inspect", p, "--enable-svdquant", "--quantization-precision",
+                                     i ? "int4" : "nvfp4", NULL),
+                         1);
+        assert_non_null(strstr(err, i ? "holds nvfp4 SVDQuant layers" : "is not an nvfp4 SVDQuant file"));
+        free(out);
+        free(err);
+        free(p);
     }
 }
 
@@ -200,7 +237,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_components), cmocka_unit_test(test_fixture_folders),
         cmocka_unit_test(test_example_pipeline),   cmocka_unit_test(test_library_matches_cli),
-        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_usage_errors),       cmocka_unit_test(test_nunchaku_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -318,7 +318,7 @@ static const row rows[] = {
     {"§4.6 Comfy MXFP8 with wrong scale shape", s_comfy_mxfp8_bad, NULL, "--transformer-weights-path|{D}/w", NULL, "MXFP8 layer 'a' has incompatible"},
     {"§1.2 svdq-int4_r32 file name enables SVDQuant", s_svdq_int4, NULL, "--transformer-weights-path|{D}/w/svdq-int4_r32-flux.1-dev.safetensors", "svdquant", "precision int4, rank 32"},
     {"§1.2 svdq-fp4_r128 → nvfp4, rank 128", s_svdq_fp4, NULL, "--transformer-weights-path|{D}/w/svdq-fp4_r128-flux.1-dev.safetensors", "svdquant", "precision nvfp4, rank 128"},
-    {"§1.2 --enable-svdquant false disables the name rule", s_svdq_int4, NULL, "--transformer-weights-path|{D}/w/svdq-int4_r32-flux.1-dev.safetensors|--enable-svdquant|false", "none", "no quantization"},
+    {"§1.2 --enable-svdquant false disables the name rule (the file then declares nothing usable)", s_svdq_int4, NULL, "--transformer-weights-path|{D}/w/svdq-int4_r32-flux.1-dev.safetensors|--enable-svdquant|false", NULL, "no supported native quantization declaration"},
     {"§1.2 --enable-svdquant needs a weights path", s_none, NULL, "--enable-svdquant", NULL, "requires --transformer-weights-path"},
     {"§1.2 precision must be int4 or nvfp4", s_svdq_int4, NULL, "--transformer-weights-path|{D}/w/svdq-int4_r32-flux.1-dev.safetensors|--quantization-precision|int8", NULL, "expected int4 or nvfp4"},
     {"§1.4 step 5 SVDQuant + --quantization", s_svdq_int4, NULL, "--transformer-weights-path|{D}/w/svdq-int4_r32-flux.1-dev.safetensors|--quantization|fp8", NULL, "mutually exclusive"},
