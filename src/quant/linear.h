@@ -5,14 +5,19 @@
  *   scheme        weight                         scale                    scale2 / extra
  *   dense         BF16/F16/F32 [N,K]             —                        —
  *   fp8           F8_E4M3 [N,K]                  F32 [1] | [N] | [N/bn,K/bk]   input_scale F32 [1] (static)
- *   nvfp4         U8 [N,K/2] E2M1, lo-first      F8_E4M3 [N,K/16] linear  scale2 F32 [1] or [N] (global)
- *   mxfp4         U8 [N,K/2] E2M1, lo-first      U8 E8M0 [N,K/32]         scale2 F32 [N,K/512] (dual-scale)
+ *   nvfp4         U8 [N,K/2] E2M1, lo-first      F8_E4M3 [N,K/16] linear  scale2 F32 [1] or [N] (global);
+ *                                                                         smooth = pre_quant_scale [K] (x·s)
+ *   mxfp4         U8 [N,K/2] E2M1, lo-first      U8 E8M0 [N,K/32]         scale2 F32 [N,K/512] (dual-scale);
+ *                                                                         smooth = mul_scale [K] (x·s)
  *   mxfp8         F8_E4M3 [N,K]                  U8 E8M0 [N,K/32]         —
  *   svdq_int4     U8 [N,K/2] int4, lo-first      BF16/F16 [N,K/64]        smooth [K], lora_down [r,K],
- *   svdq_nvfp4    U8 [N,K/2] E2M1, lo-first      F8_E4M3 [N,K/16]         lora_up [N,r]; scale2 = wtscale [1]
- *                                                                         or wcscales [N]
+ *   svdq_nvfp4    U8 [N,K/2] E2M1, lo-first      F8_E4M3 [N,K/16]         lora_up [N,r]; alpha = wtscale,
+ *                                                                         scale2 = wcscales [N] (optional)
  *   awq_w4a16     U8 [N,K/2] uint4, lo-first     BF16/F16 [N,K/64]        zeros [N,K/64] (W = q·s + z)
- *   int8          I8 [N,K]                       F32 [N]                  input_scale/offset (static)
+ *   int8          I8 [N,K]                       F32 [N] or [N,1]         W8A8 static: input_scale/offset,
+ *                                                                         scale2 = deq_scale [N], zeros =
+ *                                                                         quant_bias I32 [N]; dynamic: zeros =
+ *                                                                         weight_offset
  *   int4          I8 [N,K], one value per byte   F32 [N] or [N,K/g]       —
  *
  * Views point into the mapped checkpoint when the stored bytes are already canonical, or own a copy

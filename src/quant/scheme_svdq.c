@@ -79,14 +79,20 @@ static float f16ish_to_f32(qd_dtype t, const void *p, int64_t i) {
     return t == QD_DTYPE_BF16 ? qd_bf16_to_f32(h) : qd_f16_to_f32(h);
 }
 
-/* Every element of a 16-bit (or E4M3) buffer finite; the message names the tensor and element. */
-static qd_status check_finite(const qd_bind_ctx *c, const char *suffix, qd_dtype t, const void *p, int64_t count) {
+/* Every element of an unpacked 16-bit (or E4M3) buffer of `count` elements finite. The message names the
+ * tensor and the logical position: index i of a vector, or (output, group) of a [N][groups] scale matrix
+ * (cols > 1) — the stored position is a permutation of it and would not help a reader. */
+static qd_status check_finite(const qd_bind_ctx *c, const char *suffix, qd_dtype t, const void *p, int64_t count,
+                              int64_t cols) {
     for (int64_t i = 0; i < count; i++) {
         float v = t == QD_DTYPE_F8_E4M3 ? qd_e4m3_to_f32(((const uint8_t *)p)[i]) : f16ish_to_f32(t, p, i);
-        if (!isfinite(v)) {
-            return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' element %lld is %g (expected a finite value)", c->module,
-                           c->module, suffix, (long long)i, (double)v);
+        if (isfinite(v)) continue;
+        if (cols > 1) {
+            return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' has %g for output %lld, group %lld (expected a finite scale)",
+                           c->module, c->module, suffix, (double)v, (long long)(i / cols), (long long)(i % cols));
         }
+        return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' has %g at index %lld (expected a finite value)", c->module,
+                       c->module, suffix, (double)v, (long long)i);
     }
     return QD_OK;
 }
@@ -184,6 +190,16 @@ qd_status qd_bind_svdq(const qd_bind_ctx *c, qd_linear *l) {
     if ((s = expect_shape(c, &up, t, np, rank, "low-rank up, [Np, rank]"))) return s;
     if (bias.e && (s = expect_shape(c, &bias, t, np, -1, "one per output, permuted"))) return s;
     if (wcs.e && (s = expect_shape(c, &wcs, t, np, -1, "per-channel scale, permuted"))) return s;
+    if (c->dry) {
+        /* a plan: the headers are checked; the data is neither read nor unpacked */
+        l->scheme = nvfp4 ? QD_SCHEME_SVDQ_NVFP4 : QD_SCHEME_SVDQ_INT4;
+        snprintf(l->scheme_name, sizeof l->scheme_name, nvfp4 ? "svdq_nvfp4" : "svdq_int4");
+        l->out_features = np;
+        l->in_features = kp;
+        l->act = QD_ACT_DYNAMIC_GROUP;
+        l->act_group = l->block_k = (int)group;
+        return QD_OK;
+    }
     float alpha = 1.0f;
     if (wts.e) {
         if ((s = qd_bind_scalar(c, "wtscale", &alpha))) return s;
@@ -223,9 +239,9 @@ qd_status qd_bind_svdq(const qd_bind_ctx *c, qd_linear *l) {
     if (!s && wcs_v) s = qd_svdq_vector_unpack(qd_st_data(wcs.e->file, wcs.e->tensor), np, wcs_v);
     /* NaN scales would poison every output; padding entries are 0 or 1 depending on the converter (§8.9),
      * both fine. */
-    if (!s) s = check_finite(c, "wscales", nvfp4 ? QD_DTYPE_F8_E4M3 : t, scale, (int64_t)scale_elems);
-    if (!s) s = check_finite(c, sm.suffix, t, smooth, kp);
-    if (!s && wcs_v) s = check_finite(c, "wcscales", t, wcs_v, np);
+    if (!s) s = check_finite(c, "wscales", nvfp4 ? QD_DTYPE_F8_E4M3 : t, scale, (int64_t)scale_elems, kp / group);
+    if (!s) s = check_finite(c, sm.suffix, t, smooth, kp, 1);
+    if (!s && wcs_v) s = check_finite(c, "wcscales", t, wcs_v, np, 1);
     if (!s) {
         /* A zero smoothing divisor is legitimate only for a padded input column, whose codes are all zero
          * (nunchaku's own packer pads smooth with 0, §5.3); anywhere else the layer would divide by zero. */
@@ -369,6 +385,15 @@ qd_status qd_bind_awq(const qd_bind_ctx *c, qd_linear *l) {
         }
     }
     if ((s = qd_bind_bias(c, n, l))) return s;
+    if (c->dry) {
+        l->scheme = QD_SCHEME_AWQ_W4A16;
+        snprintf(l->scheme_name, sizeof l->scheme_name, "awq_w4a16");
+        l->out_features = n;
+        l->in_features = k;
+        l->act = QD_ACT_NONE;
+        l->block_k = 64;
+        return QD_OK;
+    }
 
     uint8_t *codes = malloc((size_t)(n * k)), *weight = malloc((size_t)(n * k / 2));
     uint8_t *scale = malloc((size_t)(n * groups) * 2), *zeros = malloc((size_t)(n * groups) * 2);
