@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev python3)
+packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev python3 python3-numpy)
 deps_only=0
 for arg in "$@"; do
   case "$arg" in

@@ -53,14 +53,9 @@ void qd_log(qd_log_level level, const char *fmt, ...) {
     pthread_mutex_unlock(&log_lock);
 }
 
-void qd_log_once(qd_log_level level, const char *fmt, ...) {
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+static void log_once_hashed(const char *key, qd_log_level level, const char *msg) {
     unsigned long h = 5381;
-    for (const char *p = msg; *p; p++) h = h * 33 + (unsigned char)*p;
+    for (const char *p = key; *p; p++) h = h * 33 + (unsigned char)*p;
     pthread_mutex_lock(&log_lock);
     bool seen = false;
     for (size_t i = 0; i < once_count; i++) seen |= once_hashes[i] == h;
@@ -69,4 +64,22 @@ void qd_log_once(qd_log_level level, const char *fmt, ...) {
         emit(level, msg);
     }
     pthread_mutex_unlock(&log_lock);
+}
+
+void qd_log_once(qd_log_level level, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_once_hashed(msg, level, msg);
+}
+
+void qd_log_once_key(const char *key, qd_log_level level, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_once_hashed(key, level, msg);
 }

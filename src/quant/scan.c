@@ -122,9 +122,15 @@ static qd_status comfy_validate(const qd_ckpt *ck, const char *prefix, json_t *m
         if (t2->dtype != QD_DTYPE_F32 || t2->elements != 1 || t2->rank > 1) {
             return qd_fail(QD_EFORMAT, "Comfy NVFP4 layer '%s' needs a scalar F32 weight_scale_2", prefix);
         }
-        if (tw->rank != 2 || ts->rank != 2 || (tw->shape[1] * 2) % 16 != 0 || ts->shape[0] != tw->shape[0] ||
-            ts->shape[1] != tw->shape[1] * 2 / 16) {
-            return qd_fail(QD_EFORMAT, "Comfy NVFP4 layer '%s' has incompatible weight/scale shapes", prefix);
+        /* SGLang checks [N, K/16]; comfy-kitchen writes the swizzled scales padded to [roundup(N,128),
+           roundup(K/16,4)] (formats.md §3.7): both are accepted */
+        int64_t n = tw->rank == 2 ? tw->shape[0] : 0, kg = tw->rank == 2 ? tw->shape[1] * 2 / 16 : 0;
+        bool exact = ts->rank == 2 && ts->shape[0] == n && ts->shape[1] == kg;
+        bool padded = ts->rank == 2 && ts->shape[0] == (n + 127) / 128 * 128 && ts->shape[1] == (kg + 3) / 4 * 4;
+        if (tw->rank != 2 || (tw->shape[1] * 2) % 16 != 0 || !(exact || padded)) {
+            return qd_fail(QD_EFORMAT, "Comfy NVFP4 layer '%s' has incompatible weight/scale shapes (weight U8 [N, K/2] with "
+                                       "weight_scale [N, K/16] or, swizzled, [roundup(N,128), roundup(K/16,4)])",
+                           prefix);
         }
     } else if (!strcmp(fmt, "mxfp8")) {
         if ((s = comfy_require(ck, prefix, "weight", &w)) || (s = comfy_require(ck, prefix, "weight_scale", &sc))) return s;

@@ -11,6 +11,7 @@
 
 #include "core/codec.h"
 #include "core/status.h"
+#include "quant/packing.h"
 #include "quant/schemes.h"
 
 qd_status qd_bind_mx(const qd_bind_ctx *c, qd_linear *l) {
@@ -45,6 +46,25 @@ qd_status qd_bind_mx(const qd_bind_ctx *c, qd_linear *l) {
     l->scale.rank = 2;
     l->scale.shape[0] = n;
     l->scale.shape[1] = k / 32;
+    if (c->cfg->comfy && c->cfg->method == QD_QM_MXFP8) {
+        /* Comfy stores MXFP8 scales already in the 128×4 swizzled byte order under the [N, K/32] shape
+           (quant-sglang.md §4.6), which holds them only when no padding is needed */
+        if (n % 128 || (k / 32) % 4) {
+            return qd_fail(QD_EFORMAT, "layer '%s': Comfy MXFP8 scales are 128x4-swizzled, which a [%lld, %lld] tensor can "
+                                       "hold only when N %% 128 == 0 and K/32 %% 4 == 0",
+                           c->module, (long long)n, (long long)(k / 32));
+        }
+        if (!c->dry) {
+            uint8_t *lin = malloc((size_t)(n * (k / 32)));
+            if (!lin) return qd_fail(QD_ENOMEM, "cannot allocate");
+            if ((s = qd_sf_unswizzle(QD_SF_LAYOUT_128X4, l->scale.data, n, k / 32, lin))) {
+                free(lin);
+                return s;
+            }
+            l->scale.data = lin;
+            l->scale.owned = lin;
+        }
+    }
     const qd_ckpt_entry *dual = qd_bind_find(c, "weight_dual_scale");
     if (dual) {
         if (!fp4 || k % 512) {

@@ -24,7 +24,10 @@ static qd_status global_scale(const qd_bind_ctx *c, const char *suffix, float *v
         return QD_OK;
     }
     if (!e) {
-        qd_log_once(QD_LOG_WARN, "layer '%s': no %s in the checkpoint; using 1.0 as SGLang does", c->module, suffix);
+        char key[64];
+        snprintf(key, sizeof key, "nvfp4-missing-%s", suffix);
+        qd_log_once_key(key, QD_LOG_WARN, "NVFP4 layers without %s (the first: '%s'): using 1.0, as SGLang does", suffix,
+                        c->module);
         *value = 1.0f;
         float *one = malloc(sizeof *one);
         if (!one) return qd_fail(QD_ENOMEM, "cannot allocate");

@@ -3,9 +3,11 @@
  * The first input byte picks the reader (selector % 3), the rest is the file's text:
  *   0  model_index.json   qd_model_index_parse (load/repo.h)
  *   1  *.index.json       qd_ckpt_parse_index  (io/ckpt.h)
- *   2  config.json        qd_json_parse plus the lookups qd_component_class makes; that function
- *                         reads files, and a from-memory entry point would be the only reason to
- *                         add one, so the same walk is repeated here on the parsed document.
+ *   2  config.json        qd_json_parse plus the lookups qd_component_class makes (that function
+ *                         reads files, so the same walk is repeated here on the parsed document),
+ *                         then the quantization declaration readers on it: quantization_config (or
+ *                         the document itself, as safetensors metadata holds it) through
+ *                         qd_quant_normalize_metadata_form and qd_quant_from_declaration.
  * One target rather than three so the three readers share one corpus: their inputs are all small
  * JSON objects, and a mutation useful for one is often useful for another.
  *
@@ -24,6 +26,7 @@
 #include "io/ckpt.h"
 #include "io/json.h"
 #include "load/repo.h"
+#include "quant/declaration.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -145,6 +148,29 @@ static void fuzz_config(const char *text, size_t len) {
     const char *direct = qd_json_string(root, "_class_name");
     if (direct) CHECK(class_name != NULL && strcmp(direct, class_name) == 0);
     free(class_name);
+
+    /* The quantization declaration it may carry, or the document itself read as one (the form shard
+     * metadata uses); what the reader accepts must be a usable configuration. */
+    if (json_is_object(root)) {
+        json_t *decl = qd_quant_config_in(root);
+        json_t *norm = qd_quant_normalize_metadata_form(decl ? decl : root);
+        CHECK(norm != NULL);
+        qd_quant_config cfg;
+        qd_clear_error();
+        qd_status qs = qd_quant_from_declaration("config.json", "fuzz", norm, &cfg);
+        if (qs) {
+            check_failed(qs);
+        } else {
+            CHECK(cfg.method > QD_QM_NONE && cfg.method < QD_QM_COUNT);
+            for (size_t i = 0; i < cfg.n_ignore; i++) CHECK(cfg.ignore[i] != NULL);
+            CHECK((cfg.block_n == 0) == (cfg.block_k == 0));
+            CHECK(cfg.block_n >= 0 && cfg.block_k >= 0);
+            if (cfg.method == QD_QM_MODELOPT_FP4) CHECK(cfg.group_size > 0);
+            CHECK(cfg.declaration != NULL);
+            qd_quant_config_free(&cfg);
+        }
+        json_decref(norm);
+    }
 
     /* What qdit writes back (inspect reports, converted checkpoints' configs) must read back the
      * same through the duplicate-rejecting parser. */
