@@ -8,11 +8,25 @@
 #include "core/status.h"
 #include "quant/schemes.h"
 
-const char *qd_scheme_family_name(qd_scheme_id s) {
-    static const char *const names[QD_SCHEME_COUNT] = {"dense", "fp8",       "nvfp4",      "mxfp4",     "mxfp8",
-                                                       "svdq_int4", "svdq_nvfp4", "awq_w4a16", "int8", "int4"};
-    return (unsigned)s < QD_SCHEME_COUNT ? names[s] : "?";
-}
+/* One row per scheme family: its name and its f32 reference. Binding is not a table: which family a
+ * layer gets depends on the method and on the tensors (quant/plan.c). */
+static const struct {
+    const char *name;
+    qd_status (*dequantize)(const qd_linear *l, float *out);
+} scheme_table[QD_SCHEME_COUNT] = {
+    [QD_SCHEME_DENSE] = {"dense", qd_dequantize_dense},
+    [QD_SCHEME_FP8] = {"fp8", qd_dequantize_fp8},
+    [QD_SCHEME_NVFP4] = {"nvfp4", qd_dequantize_nvfp4},
+    [QD_SCHEME_MXFP4] = {"mxfp4", qd_dequantize_mx},
+    [QD_SCHEME_MXFP8] = {"mxfp8", qd_dequantize_mx},
+    [QD_SCHEME_SVDQ_INT4] = {"svdq_int4", qd_dequantize_svdq},
+    [QD_SCHEME_SVDQ_NVFP4] = {"svdq_nvfp4", qd_dequantize_svdq},
+    [QD_SCHEME_AWQ_W4A16] = {"awq_w4a16", qd_dequantize_awq},
+    [QD_SCHEME_INT8] = {"int8", qd_dequantize_int},
+    [QD_SCHEME_INT4] = {"int4", qd_dequantize_int},
+};
+
+const char *qd_scheme_family_name(qd_scheme_id s) { return (unsigned)s < QD_SCHEME_COUNT ? scheme_table[s].name : "?"; }
 
 int64_t qd_view_elements(const qd_view *v) {
     if (!v->data) return 0;
@@ -94,18 +108,6 @@ void qd_linear_bias_f32(const qd_linear *l, float *out) {
 }
 
 qd_status qd_linear_dequantize(const qd_linear *l, float *out) {
-    switch (l->scheme) {
-    case QD_SCHEME_DENSE: return qd_dequantize_dense(l, out);
-    case QD_SCHEME_FP8: return qd_dequantize_fp8(l, out);
-    case QD_SCHEME_NVFP4: return qd_dequantize_nvfp4(l, out);
-    case QD_SCHEME_MXFP4:
-    case QD_SCHEME_MXFP8: return qd_dequantize_mx(l, out);
-    case QD_SCHEME_SVDQ_INT4:
-    case QD_SCHEME_SVDQ_NVFP4: return qd_dequantize_svdq(l, out);
-    case QD_SCHEME_AWQ_W4A16: return qd_dequantize_awq(l, out);
-    case QD_SCHEME_INT8:
-    case QD_SCHEME_INT4: return qd_dequantize_int(l, out);
-    case QD_SCHEME_COUNT: break;
-    }
-    return qd_fail(QD_EINVAL, "%s: unknown scheme", l->name ? l->name : "?");
+    if ((unsigned)l->scheme >= QD_SCHEME_COUNT) return qd_fail(QD_EINVAL, "%s: unknown scheme", l->name ? l->name : "?");
+    return scheme_table[l->scheme].dequantize(l, out);
 }

@@ -7,7 +7,10 @@
  *   - every quantized layer binds, with its scheme family, and dequantizes to the expected weights
  *     (tolerance: 2^-20 of the layer's largest weight — the expected values are f64 products rounded
  *     once, ours are f32 products), and effective biases match where the manifest gives them;
- *   - the plan (what inspect shows) quantizes exactly the modules the manifest says. */
+ *   - the plan quantizes exactly the modules the manifest says, and `qdit inspect --json` reports that
+ *     method and that many quantized linears;
+ *   - the generator found every layer within its format's error bound of the BF16 source (the
+ *     manifest's bound_ok), so the weights qdit reproduces are the source's within that bound. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -182,7 +185,14 @@ static void check_family(const char *src, const char *dir) {
     assert_int_equal(qd_st_open(epath, &expected), QD_OK);
     tally t = {0};
     json_t *layers = json_object_get(m, "quantized_layers");
-    for (size_t i = 0; i < json_array_size(layers); i++) check_layer(&cfg, ck, expected, json_array_get(layers, i), family, &t);
+    for (size_t i = 0; i < json_array_size(layers); i++) {
+        json_t *l = json_array_get(layers, i);
+        if (!json_is_true(json_object_get(l, "bound_ok"))) {
+            fail_msg("%s/%s: the generator reports %s outside its format's error bound", src, family,
+                     json_string_value(json_object_get(l, "name")));
+        }
+        check_layer(&cfg, ck, expected, l, family, &t);
+    }
 
     /* the plan quantizes exactly the manifest's checkpoint modules */
     json_t *quantized = json_object();
@@ -211,6 +221,25 @@ static void check_family(const char *src, const char *dir) {
     }
     free(mods);
     assert_int_equal(planned_quantized, json_object_size(quantized));
+
+    /* the same through the command line */
+    char *out, *err;
+    int rc = qt_run_qdit(&out, &err, "inspect", weights ? weights : dir, "--json", NULL);
+    if (rc != 0) fail_msg("%s/%s: qdit inspect: rc %d: %s", src, family, rc, err);
+    json_t *doc = json_loads(out, 0, NULL);
+    json_t *q = json_object_get(json_array_get(json_object_get(doc, "components"), 0), "quantization");
+    const char *cli_method = json_string_value(json_object_get(q, "method"));
+    if (!cli_method || !method_matches(want_method, alt, cli_method)) fail_msg("%s/%s: inspect says %s", src, family, cli_method);
+    size_t cli_quantized = 0;
+    json_t *cli_layers = json_object_get(q, "layers");
+    for (size_t i = 0; i < json_array_size(cli_layers); i++) {
+        const char *sch = json_string_value(json_object_get(json_array_get(cli_layers, i), "scheme"));
+        cli_quantized += strcmp(sch, "bf16") && strcmp(sch, "f16") && strcmp(sch, "f32");
+    }
+    assert_int_equal(cli_quantized, planned_quantized);
+    json_decref(doc);
+    free(out);
+    free(err);
     print_message("%-13s %-31s %-13s %3d layers %3d biases, worst %.2e of max|W|; %zu quantized modules planned\n", src, family,
                   qd_quant_method_name(cfg.method), t.layers, t.biases, t.worst, planned_quantized);
     json_decref(quantized);
