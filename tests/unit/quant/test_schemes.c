@@ -202,13 +202,37 @@ static void test_nvfp4_stored_forms(void **state) {
     assert_true(qd_view_get(&l.scale2, 0, 0) == 1.0f);
     assert_memory_equal(l.weight.data, ref.weight.data, wb);
     qd_linear_free(&l);
-    /* a K that is not a multiple of 16 is refused by name */
     free(d1);
     free(d2);
     free(hi);
     free(swz);
     free(w);
     qd_linear_free(&ref);
+    qd_ckpt_close(ck);
+    qt_rmtree(tmpdir);
+    free(tmpdir);
+}
+
+/* §4.8: an NVFP4 layer whose K is not a multiple of 16 is refused, naming the layer. */
+static void test_nvfp4_k_not_multiple_of_16(void **state) {
+    (void)state;
+    tmpdir = qt_mkdtemp("nvfp4k");
+    uint8_t w[4 * 12] = {0x21}, sc[4 * 2] = {0x38};
+    const char *names[] = {"odd.weight", "odd.weight_scale"};
+    const qd_dtype dt[] = {QD_DTYPE_U8, QD_DTYPE_F8_E4M3};
+    const int rank[] = {2, 2};
+    const int64_t shape[][2] = {{4, 12}, {4, 2}}; /* K = 24 */
+    const void *data[] = {w, sc};
+    write_tensors("m.safetensors", 2, names, dt, rank, shape, data);
+    qd_ckpt *ck = open_file("m.safetensors");
+    qd_quant_config cfg;
+    qd_quant_config_init(&cfg);
+    cfg.method = QD_QM_MODELOPT_FP4;
+    cfg.group_size = 16;
+    const char *m[] = {"odd"};
+    qd_linear l;
+    assert_int_equal(qd_linear_bind(&cfg, ck, "odd", m, 1, &l), QD_EFORMAT);
+    assert_non_null(strstr(qd_last_error(), "layer 'odd': NVFP4 needs in_features a multiple of 16, got 24"));
     qd_ckpt_close(ck);
     qt_rmtree(tmpdir);
     free(tmpdir);
@@ -389,7 +413,7 @@ int main(void) {
         cmocka_unit_test(test_nvfp4_spec_vector),    cmocka_unit_test(test_mxfp4_spec_vector),
         cmocka_unit_test(test_online_error_bounds),  cmocka_unit_test(test_nvfp4_stored_forms),
         cmocka_unit_test(test_fp8_fused_shards),     cmocka_unit_test(test_modelslim_w8a8_static),
-        cmocka_unit_test(test_online_plan),
+        cmocka_unit_test(test_online_plan),          cmocka_unit_test(test_nvfp4_k_not_multiple_of_16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
