@@ -6,12 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev python3 python3-numpy)
+packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev libdnnl-dev python3 python3-numpy)
 deps_only=0
 for arg in "$@"; do
   case "$arg" in
     --deps-only) deps_only=1 ;;
-    --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    --fuzz) packages+=(clang libclang-rt-14-dev libomp-14-dev) ;;
     *) echo "setup.sh: unknown option '$arg' (expected --deps-only or --fuzz)" >&2; exit 2 ;;
   esac
 done

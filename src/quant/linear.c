@@ -84,6 +84,7 @@ void qd_view_free(qd_view *v) {
 }
 
 void qd_linear_free(qd_linear *l) {
+    if (l->prepared && l->prepared_free) l->prepared_free(l->prepared);
     free(l->name);
     qd_view *views[] = {&l->weight, &l->scale, &l->scale2, &l->input_scale, &l->input_offset,
                         &l->bias,   &l->smooth, &l->lora_down, &l->lora_up, &l->zeros};

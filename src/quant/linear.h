@@ -77,6 +77,11 @@ typedef struct qd_linear {
     qd_view smooth, lora_down, lora_up, zeros;
     int n_shards;           /* > 1 for fused layers (to_qkv = to_q, to_k, to_v) */
     int64_t shard_out[4];   /* output rows of each shard */
+    /* a backend's prepared form of the weights (repacked for its kernels, or uploaded), made by its
+       prepare_linear op or on first use; freed with the layer */
+    void *prepared;
+    void (*prepared_free)(void *prepared);
+    const void *prepared_for; /* the backend that made it */
 } qd_linear;
 
 const char *qd_scheme_family_name(qd_scheme_id s);

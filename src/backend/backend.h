@@ -1,0 +1,124 @@
+/* qd_backend — what a compute backend provides; models call only these (DESIGN.md "Core abstractions",
+ * in the spirit of ggml's backend interface). The CPU backend (src/backend/cpu) is the reference and
+ * the fallback; the CUDA backend must agree with it within each op's tolerance.
+ *
+ * Tensors are contiguous, row-major, rank ≤ 5, F32 / BF16 / F16 (and I32/I64 for ids), owned by one
+ * backend. Activations flow token-major: a linear's input is [..., K], attention takes q/k/v as
+ * [B, L, H, D] (what the projections produce) and returns [B, L, H, D]. Every op accepts F32 and BF16
+ * activations; BF16 ops compute in f32 and round once on output, as PyTorch's bf16 kernels do.
+ * Output tensors are allocated by the caller (shape and dtype set); ops may run in place where noted. */
+#ifndef QD_BACKEND_H
+#define QD_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "qdit.h"
+#include "quant/linear.h"
+
+#define QD_MAX_RANK 5
+
+typedef struct qd_backend qd_backend;
+
+typedef struct {
+    qd_dtype dtype;
+    int rank;
+    int64_t shape[QD_MAX_RANK];
+    void *data;
+    qd_backend *backend; /* the owner of `data` (NULL: caller-owned host memory) */
+} qd_tensor;
+
+typedef enum { QD_ACT_GELU_TANH, QD_ACT_GELU_ERF, QD_ACT_SILU, QD_ACT_QUICK_GELU, QD_ACT_RELU } qd_act_kind;
+typedef enum { QD_ROPE_INTERLEAVED, QD_ROPE_HALF } qd_rope_mode;
+
+typedef struct {
+    const qd_tensor *q;    /* [B, Lq, H, D] */
+    const qd_tensor *k;    /* [B, Lk, Hkv, D]; H % Hkv == 0 (grouped-query attention) */
+    const qd_tensor *v;    /* [B, Lk, Hkv, Dv] */
+    const qd_tensor *mask; /* optional key mask [B, Lk], nonzero = attend */
+    const qd_tensor *bias; /* optional additive score bias [H, Lq, Lk] (T5 relative positions), F32 */
+    bool causal;           /* key j visible to query i only when j ≤ i + (Lk − Lq) */
+    float scale;           /* 0: 1/sqrt(D) */
+} qd_attn_args;
+
+typedef struct {
+    int64_t stride[3], pad[3]; /* per spatial axis (2-D convs use the last two) */
+    bool causal_time;          /* 3-D: pad time on the left only (Wan's causal conv) */
+} qd_conv_args;
+
+typedef struct qd_backend_ops {
+    const char *name;
+
+    /* memory */
+    qd_status (*alloc)(qd_backend *b, qd_tensor *t); /* t->dtype, rank, shape set; fills data */
+    void (*release)(qd_backend *b, qd_tensor *t);
+    qd_status (*upload)(qd_backend *b, qd_tensor *dst, const void *host); /* host bytes of dst's size */
+    qd_status (*download)(qd_backend *b, const qd_tensor *src, void *host);
+    qd_status (*copy)(qd_backend *b, const qd_tensor *src, qd_tensor *dst); /* also converts dtype */
+
+    /* Put a bound layer's weights in the form this backend's kernels read (repacked, still at their
+       quantized size; or uploaded). Optional: linear() prepares on first use. */
+    qd_status (*prepare_linear)(qd_backend *b, qd_linear *l);
+    /* y[..., N] = x[..., K]·Wᵀ + b, dispatching on the layer's scheme (activations quantized on the fly
+       where the scheme says so) */
+    qd_status (*linear)(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y);
+
+    qd_status (*attention)(qd_backend *b, const qd_attn_args *a, qd_tensor *out);
+
+    /* normalisation over the last dim (weights/bias may be NULL); group_norm over [N, C, ...] */
+    qd_status (*rms_norm)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y);
+    qd_status (*layer_norm)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps,
+                            qd_tensor *y);
+    qd_status (*group_norm)(qd_backend *b, const qd_tensor *x, int groups, const qd_tensor *w, const qd_tensor *bias,
+                            float eps, qd_tensor *y);
+
+    /* x [B, L, H, D] rotated by cos/sin [L, D/2] (F32); in place allowed */
+    qd_status (*rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
+                      qd_tensor *y);
+
+    /* element-wise; in place allowed */
+    qd_status (*activation)(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
+    /* x [..., 2N] → y [..., N] = x[..., value half] · act(x[..., gate half]); gate_first picks the half */
+    qd_status (*gated)(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
+    /* y = x·(1 + scale) + shift; x [B, L, D], scale/shift [B, D] (shift may be NULL) */
+    qd_status (*modulate)(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+    /* y = r + gate·x; gate [B, D] broadcast over L (NULL: plain add); y may be r */
+    qd_status (*gated_add)(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y);
+    /* y = a ∘ c with c broadcast over a's leading dims (c's shape a suffix of a's) */
+    qd_status (*add)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
+    qd_status (*mul)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
+    qd_status (*softmax)(qd_backend *b, const qd_tensor *x, qd_tensor *y); /* over the last dim */
+
+    /* convolutions, NC(T)HW; w [O, C, (kt,) kh, kw]; bias [O] or NULL */
+    qd_status (*conv2d)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias,
+                        const qd_conv_args *c, qd_tensor *y);
+    qd_status (*conv3d)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias,
+                        const qd_conv_args *c, qd_tensor *y);
+    qd_status (*upsample_nearest)(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y); /* last 2 dims */
+
+    /* layout: y = x with dims permuted (perm[i] = source dim of y's dim i); concat along `dim` */
+    qd_status (*permute)(qd_backend *b, const qd_tensor *x, const int *perm, qd_tensor *y);
+    qd_status (*concat)(qd_backend *b, const qd_tensor *const *xs, int n, int dim, qd_tensor *y);
+    /* rows of table [V, D] picked by ids [...] (I32/I64) → y [..., D] */
+    qd_status (*embedding)(qd_backend *b, const qd_tensor *table, const qd_tensor *ids, qd_tensor *y);
+
+    void (*destroy)(qd_backend *b);
+} qd_backend_ops;
+
+struct qd_backend {
+    const qd_backend_ops *ops;
+    void *impl;
+};
+
+/* Helpers on tensors. */
+int64_t qd_tensor_elements(const qd_tensor *t);
+size_t qd_tensor_bytes(const qd_tensor *t);
+/* Set dtype/rank/shape (data untouched); shape has `rank` entries. */
+void qd_tensor_shape(qd_tensor *t, qd_dtype dtype, int rank, const int64_t *shape);
+/* Allocate through the backend: qd_tensor_new(b, &t, QD_DTYPE_F32, 2, (int64_t[]){M, N}). */
+qd_status qd_tensor_new(qd_backend *b, qd_tensor *t, qd_dtype dtype, int rank, const int64_t *shape);
+void qd_tensor_free(qd_tensor *t);
+
+#endif
