@@ -101,6 +101,8 @@ typedef struct qd_backend_ops {
     /* layout: y = x with dims permuted (perm[i] = source dim of y's dim i); concat along `dim` */
     qd_status (*permute)(qd_backend *b, const qd_tensor *x, const int *perm, qd_tensor *y);
     qd_status (*concat)(qd_backend *b, const qd_tensor *const *xs, int n, int dim, qd_tensor *y);
+    /* y = x[..., start : start + len, ...] along `dim` (a contiguous copy) */
+    qd_status (*slice)(qd_backend *b, const qd_tensor *x, int dim, int64_t start, int64_t len, qd_tensor *y);
     /* rows of table [V, D] picked by ids [...] (I32/I64) → y [..., D] */
     qd_status (*embedding)(qd_backend *b, const qd_tensor *table, const qd_tensor *ids, qd_tensor *y);
 

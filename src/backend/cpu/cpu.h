@@ -57,6 +57,7 @@ qd_status qd_cpu_conv3d(qd_backend *b, const qd_tensor *x, const qd_tensor *w, c
 qd_status qd_cpu_upsample_nearest(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y);
 qd_status qd_cpu_permute(qd_backend *b, const qd_tensor *x, const int *perm, qd_tensor *y);
 qd_status qd_cpu_concat(qd_backend *b, const qd_tensor *const *xs, int n, int dim, qd_tensor *y);
+qd_status qd_cpu_slice(qd_backend *b, const qd_tensor *x, int dim, int64_t start, int64_t len, qd_tensor *y);
 qd_status qd_cpu_embedding(qd_backend *b, const qd_tensor *table, const qd_tensor *ids, qd_tensor *y);
 
 /* Create the CPU backend. */

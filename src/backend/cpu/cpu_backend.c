@@ -127,6 +127,7 @@ static const qd_backend_ops cpu_ops = {
     .upsample_nearest = qd_cpu_upsample_nearest,
     .permute = qd_cpu_permute,
     .concat = qd_cpu_concat,
+    .slice = qd_cpu_slice,
     .embedding = qd_cpu_embedding,
     .destroy = cpu_destroy,
 };

@@ -1,0 +1,426 @@
+/* FLUX.1 transformer forward, straight-line over backend ops (models.md §2.3). Temporaries are
+ * allocated per op and freed as soon as they are dead; a per-step arena comes with the pipeline. */
+#include "models/dit/flux.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/status.h"
+
+typedef struct {
+    qd_linear norm1, norm1_context, to_q, to_k, to_v, add_q, add_k, add_v, to_out, to_add_out;
+    qd_linear ff_in, ff_out, ffc_in, ffc_out;
+    qd_tensor norm_q, norm_k, norm_added_q, norm_added_k;
+} double_block;
+
+typedef struct {
+    qd_linear norm, to_q, to_k, to_v, proj_mlp, proj_out;
+    qd_tensor norm_q, norm_k;
+} single_block;
+
+struct qd_flux {
+    qd_model_ctx ctx;
+    qd_flux_config c;
+    qd_linear x_embedder, context_embedder, t_lin1, t_lin2, g_lin1, g_lin2, p_lin1, p_lin2, norm_out, proj_out;
+    double_block *dbl;
+    single_block *sgl;
+};
+
+qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_config *c) {
+    memset(c, 0, sizeof *c);
+    int64_t patch;
+    qd_status s = QD_OK;
+    if (!s) s = qd_config_int(label, cfg, "patch_size", 1, &patch);
+    if (!s) s = qd_config_int(label, cfg, "in_channels", 64, &c->in_channels);
+    if (!s) s = qd_config_int(label, cfg, "out_channels", c->in_channels, &c->out_channels);
+    if (!s) s = qd_config_int(label, cfg, "num_layers", 19, &c->num_layers);
+    if (!s) s = qd_config_int(label, cfg, "num_single_layers", 38, &c->num_single_layers);
+    if (!s) s = qd_config_int(label, cfg, "attention_head_dim", 128, &c->head_dim);
+    if (!s) s = qd_config_int(label, cfg, "num_attention_heads", 24, &c->heads);
+    if (!s) s = qd_config_int(label, cfg, "joint_attention_dim", 4096, &c->joint_attention_dim);
+    if (!s) s = qd_config_int(label, cfg, "pooled_projection_dim", 768, &c->pooled_projection_dim);
+    if (!s) s = qd_config_bool(label, cfg, "guidance_embeds", false, &c->guidance_embeds);
+    if (s) return s;
+    if (patch != 1) return qd_fail(QD_EUNSUPPORTED, "%s: patch_size %lld (FLUX.1 packs latents itself: 1)", label, (long long)patch);
+    json_t *axes = json_object_get(cfg, "axes_dims_rope");
+    int64_t sum = 0;
+    c->axes_dims[0] = 16, c->axes_dims[1] = 56, c->axes_dims[2] = 56;
+    if (axes) {
+        if (!json_is_array(axes) || json_array_size(axes) != 3) return qd_fail(QD_EFORMAT, "%s: 'axes_dims_rope' must list 3 sizes", label);
+        for (int i = 0; i < 3; i++) {
+            json_int_t d = json_integer_value(json_array_get(axes, (size_t)i));
+            if (d <= 0 || d % 2 || d > 4096) return qd_fail(QD_EFORMAT, "%s: 'axes_dims_rope'[%d] must be a positive even size", label, i);
+            c->axes_dims[i] = (int)d;
+        }
+    }
+    for (int i = 0; i < 3; i++) sum += c->axes_dims[i];
+    if (c->heads <= 0 || c->head_dim <= 0 || c->num_layers < 0 || c->num_single_layers < 0 || c->in_channels <= 0 ||
+        c->out_channels <= 0 || c->joint_attention_dim <= 0 || c->pooled_projection_dim <= 0) {
+        return qd_fail(QD_EFORMAT, "%s: sizes must be positive", label);
+    }
+    if (sum != c->head_dim) {
+        return qd_fail(QD_EFORMAT, "%s: axes_dims_rope sum to %lld but attention_head_dim is %lld", label, (long long)sum,
+                       (long long)c->head_dim);
+    }
+    c->inner_dim = c->heads * c->head_dim;
+    return QD_OK;
+}
+
+static void free_double(double_block *b) {
+    qd_linear *ls[] = {&b->norm1, &b->norm1_context, &b->to_q, &b->to_k, &b->to_v, &b->add_q, &b->add_k,
+                       &b->add_v, &b->to_out, &b->to_add_out, &b->ff_in, &b->ff_out, &b->ffc_in, &b->ffc_out};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k), qd_tensor_free(&b->norm_added_q), qd_tensor_free(&b->norm_added_k);
+}
+
+static void free_single(single_block *b) {
+    qd_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k);
+}
+
+void qd_flux_free(qd_flux *m) {
+    if (!m) return;
+    qd_linear *ls[] = {&m->x_embedder, &m->context_embedder, &m->t_lin1, &m->t_lin2, &m->g_lin1,
+                       &m->g_lin2,     &m->p_lin1,           &m->p_lin2, &m->norm_out, &m->proj_out};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    for (int64_t i = 0; m->dbl && i < m->c.num_layers; i++) free_double(&m->dbl[i]);
+    for (int64_t i = 0; m->sgl && i < m->c.num_single_layers; i++) free_single(&m->sgl[i]);
+    free(m->dbl);
+    free(m->sgl);
+    free(m);
+}
+
+qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux **out) {
+    *out = NULL;
+    qd_flux *m = calloc(1, sizeof *m);
+    if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the FLUX transformer");
+    m->ctx = *ctx;
+    m->c = *c;
+    m->dbl = calloc((size_t)c->num_layers + 1, sizeof *m->dbl);
+    m->sgl = calloc((size_t)c->num_single_layers + 1, sizeof *m->sgl);
+    int64_t D = c->inner_dim, hd = c->head_dim, mlp = 4 * D;
+    char n[256];
+    qd_status s = m->dbl && m->sgl ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate the FLUX blocks");
+#define LIN(dst, name, in, outf) \
+    if (!s) s = qd_model_linear(ctx, name, in, outf, dst)
+#define PARAM(dst, name, len) \
+    if (!s) s = qd_model_param(ctx, name, 1, (int64_t[]){len}, dst)
+    LIN(&m->x_embedder, "x_embedder", c->in_channels, D);
+    LIN(&m->context_embedder, "context_embedder", c->joint_attention_dim, D);
+    LIN(&m->t_lin1, "time_text_embed.timestep_embedder.linear_1", 256, D);
+    LIN(&m->t_lin2, "time_text_embed.timestep_embedder.linear_2", D, D);
+    if (c->guidance_embeds) {
+        LIN(&m->g_lin1, "time_text_embed.guidance_embedder.linear_1", 256, D);
+        LIN(&m->g_lin2, "time_text_embed.guidance_embedder.linear_2", D, D);
+    }
+    LIN(&m->p_lin1, "time_text_embed.text_embedder.linear_1", c->pooled_projection_dim, D);
+    LIN(&m->p_lin2, "time_text_embed.text_embedder.linear_2", D, D);
+    for (int64_t i = 0; !s && i < c->num_layers; i++) {
+        double_block *b = &m->dbl[i];
+#define BL(dst, suffix, in, outf)                                         \
+    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
+    LIN(dst, n, in, outf)
+#define BP(dst, suffix, len)                                              \
+    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
+    PARAM(dst, n, len)
+        BL(&b->norm1, "norm1.linear", D, 6 * D);
+        BL(&b->norm1_context, "norm1_context.linear", D, 6 * D);
+        BL(&b->to_q, "attn.to_q", D, D);
+        BL(&b->to_k, "attn.to_k", D, D);
+        BL(&b->to_v, "attn.to_v", D, D);
+        BL(&b->add_q, "attn.add_q_proj", D, D);
+        BL(&b->add_k, "attn.add_k_proj", D, D);
+        BL(&b->add_v, "attn.add_v_proj", D, D);
+        BL(&b->to_out, "attn.to_out.0", D, D);
+        BL(&b->to_add_out, "attn.to_add_out", D, D);
+        BL(&b->ff_in, "ff.net.0.proj", D, mlp);
+        BL(&b->ff_out, "ff.net.2", mlp, D);
+        BL(&b->ffc_in, "ff_context.net.0.proj", D, mlp);
+        BL(&b->ffc_out, "ff_context.net.2", mlp, D);
+        BP(&b->norm_q, "attn.norm_q.weight", hd);
+        BP(&b->norm_k, "attn.norm_k.weight", hd);
+        BP(&b->norm_added_q, "attn.norm_added_q.weight", hd);
+        BP(&b->norm_added_k, "attn.norm_added_k.weight", hd);
+#undef BL
+#undef BP
+    }
+    for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
+        single_block *b = &m->sgl[i];
+#define SL(dst, suffix, in, outf)                                                \
+    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
+    LIN(dst, n, in, outf)
+#define SP(dst, suffix, len)                                                     \
+    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
+    PARAM(dst, n, len)
+        SL(&b->norm, "norm.linear", D, 3 * D);
+        SL(&b->to_q, "attn.to_q", D, D);
+        SL(&b->to_k, "attn.to_k", D, D);
+        SL(&b->to_v, "attn.to_v", D, D);
+        SL(&b->proj_mlp, "proj_mlp", D, mlp);
+        SL(&b->proj_out, "proj_out", D + mlp, D);
+        SP(&b->norm_q, "attn.norm_q.weight", hd);
+        SP(&b->norm_k, "attn.norm_k.weight", hd);
+#undef SL
+#undef SP
+    }
+    LIN(&m->norm_out, "norm_out.linear", D, 2 * D);
+    LIN(&m->proj_out, "proj_out", D, c->out_channels);
+#undef LIN
+#undef PARAM
+    if (s) {
+        qd_flux_free(m);
+        return s;
+    }
+    *out = m;
+    return QD_OK;
+}
+
+/* ---- forward ---- */
+
+typedef struct {
+    qd_backend *be;
+    qd_dtype act;
+    qd_status s;
+} run;
+
+/* A new activation tensor, or nothing once something failed (every step checks r->s). */
+static qd_tensor t_new(run *r, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, r->act, rank, shape);
+    return t;
+}
+
+static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->out_features;
+    qd_tensor y = t_new(r, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
+    return y;
+}
+
+static qd_tensor chunk(run *r, const qd_tensor *x, int i, int64_t d) {
+    int64_t shape[2] = {x->shape[0], d};
+    qd_tensor y = t_new(r, 2, shape);
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);
+    return y;
+}
+
+/* LayerNorm (no affine, eps 1e-6) then ·(1 + scale) + shift */
+static qd_tensor norm_modulate(run *r, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift) {
+    qd_tensor y = t_new(r, x->rank, x->shape);
+    if (!r->s) r->s = r->be->ops->layer_norm(r->be, x, NULL, NULL, 1e-6f, &y);
+    if (!r->s) r->s = r->be->ops->modulate(r->be, &y, scale, shift, &y);
+    return y;
+}
+
+/* q/k/v of one stream as [B, L, H, hd] views of the projections (same bytes, new shape) */
+static void as_heads(qd_tensor *t, int64_t heads, int64_t hd) {
+    int64_t shape[4] = {t->shape[0], t->shape[1], heads, hd};
+    qd_tensor_shape(t, t->dtype, 4, shape);
+}
+
+static void as_tokens(qd_tensor *t) {
+    int64_t shape[3] = {t->shape[0], t->shape[1], t->shape[2] * t->shape[3]};
+    qd_tensor_shape(t, t->dtype, 3, shape);
+}
+
+static qd_tensor concat2(run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[dim] += b->shape[dim];
+    qd_tensor y = t_new(r, a->rank, shape);
+    const qd_tensor *xs[2] = {a, b};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
+    return y;
+}
+
+static qd_tensor seq_slice(run *r, const qd_tensor *x, int64_t start, int64_t len) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[1] = len;
+    qd_tensor y = t_new(r, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, start, len, &y);
+    return y;
+}
+
+static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w) {
+    if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, 1e-6f, x);
+}
+
+/* An MLP: out(gelu_tanh(in(x))) */
+static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x) {
+    qd_tensor h = linear(r, in, x);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &h, &h);
+    qd_tensor y = linear(r, outl, &h);
+    qd_tensor_free(&h);
+    return y;
+}
+
+/* Host values as a [n, dim] activation tensor. */
+static qd_tensor upload(run *r, const float *host, int64_t n, int64_t dim) {
+    qd_tensor t = t_new(r, 2, (int64_t[]){n, dim});
+    if (r->s) return t;
+    qd_tensor f = {0};
+    r->s = qd_tensor_new(r->be, &f, QD_DTYPE_F32, 2, (int64_t[]){n, dim});
+    if (!r->s) r->s = r->be->ops->upload(r->be, &f, host);
+    if (!r->s) r->s = r->be->ops->copy(r->be, &f, &t);
+    qd_tensor_free(&f);
+    return t;
+}
+
+/* temb contribution of a scalar per batch item: linear_2(silu(linear_1(sinus(v·1000)))) with v rounded to
+ * the activation dtype before and after ×1000, as the pipeline's bf16 math does (models.md §11.2) */
+static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const float *v, int64_t B) {
+    float *t = malloc(sizeof *t * (size_t)B), *emb = malloc(sizeof *emb * (size_t)(B * 256));
+    for (int64_t b = 0; b < B; b++) {
+        float x = v[b];
+        if (r->act == QD_DTYPE_BF16) x = qd_bf16_to_f32(qd_f32_to_bf16(qd_bf16_to_f32(qd_f32_to_bf16(x)) * 1000.0f));
+        else x *= 1000.0f;
+        t[b] = x;
+    }
+    qd_timestep_embedding(t, (int)B, 256, true, 0.0f, 1.0f, emb);
+    qd_tensor e = upload(r, emb, B, 256);
+    free(t);
+    free(emb);
+    qd_tensor h = linear(r, l1, &e);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
+    qd_tensor y = linear(r, l2, &h);
+    qd_tensor_free(&e);
+    qd_tensor_free(&h);
+    return y;
+}
+
+static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd_tensor *cos, const qd_tensor *sin,
+                      qd_tensor *out) {
+    if (!r->s) r->s = r->be->ops->rope(r->be, q, cos, sin, QD_ROPE_INTERLEAVED, q);
+    if (!r->s) r->s = r->be->ops->rope(r->be, k, cos, sin, QD_ROPE_INTERLEAVED, k);
+    qd_attn_args a = {.q = q, .k = k, .v = v};
+    if (!r->s) r->s = r->be->ops->attention(r->be, &a, out);
+}
+
+qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) {
+    const qd_flux_config *c = &m->c;
+    run R = {.be = m->ctx.backend, .act = m->ctx.act, .s = QD_OK}, *r = &R;
+    const qd_tensor *hs = in->hidden, *enc = in->encoder;
+    if (hs->rank != 3 || enc->rank != 3 || hs->shape[2] != c->in_channels || enc->shape[2] != c->joint_attention_dim ||
+        enc->shape[0] != hs->shape[0] || in->pooled->rank != 2 || in->pooled->shape[1] != c->pooled_projection_dim) {
+        return qd_fail(QD_EINVAL, "FLUX forward: hidden [B, N, %lld], encoder [B, T, %lld] and pooled [B, %lld] expected",
+                       (long long)c->in_channels, (long long)c->joint_attention_dim, (long long)c->pooled_projection_dim);
+    }
+    if (c->guidance_embeds && !in->guidance) return qd_fail(QD_EINVAL, "FLUX forward: this model embeds guidance; pass one");
+    int64_t B = hs->shape[0], N = hs->shape[1], T = enc->shape[1], L = T + N, D = c->inner_dim, H = c->heads, hd = c->head_dim;
+
+    qd_tensor x = linear(r, &m->x_embedder, hs);
+    qd_tensor temb = scalar_embedding(r, &m->t_lin1, &m->t_lin2, in->timestep, B);
+    if (c->guidance_embeds) {
+        qd_tensor g = scalar_embedding(r, &m->g_lin1, &m->g_lin2, in->guidance, B);
+        if (!r->s) r->s = r->be->ops->add(r->be, &temb, &g, &temb);
+        qd_tensor_free(&g);
+    }
+    {
+        qd_tensor h = linear(r, &m->p_lin1, in->pooled);
+        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
+        qd_tensor p = linear(r, &m->p_lin2, &h);
+        if (!r->s) r->s = r->be->ops->add(r->be, &temb, &p, &temb);
+        qd_tensor_free(&h);
+        qd_tensor_free(&p);
+    }
+    qd_tensor ctx = linear(r, &m->context_embedder, enc);
+
+    /* RoPE over [text, image] positions, angles in float64 (models.md §1.2) */
+    qd_tensor cos = {0}, sin = {0};
+    {
+        float *ids = malloc(sizeof *ids * (size_t)(L * 3)), *cs = malloc(sizeof *cs * (size_t)(L * hd / 2)),
+              *sn = malloc(sizeof *sn * (size_t)(L * hd / 2));
+        memcpy(ids, in->txt_ids, sizeof *ids * (size_t)(T * 3));
+        memcpy(ids + T * 3, in->img_ids, sizeof *ids * (size_t)(N * 3));
+        qd_rope_table(ids, L, 3, c->axes_dims, 10000.0, true, cs, sn);
+        if (!r->s) r->s = qd_tensor_new(r->be, &cos, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
+        if (!r->s) r->s = qd_tensor_new(r->be, &sin, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
+        if (!r->s) r->s = r->be->ops->upload(r->be, &cos, cs);
+        if (!r->s) r->s = r->be->ops->upload(r->be, &sin, sn);
+        free(ids), free(cs), free(sn);
+    }
+    qd_tensor silu_temb = t_new(r, 2, (int64_t[]){B, D});
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &temb, &silu_temb);
+
+    for (int64_t i = 0; i < c->num_layers && !r->s; i++) {
+        double_block *b = &m->dbl[i];
+        qd_tensor e = linear(r, &b->norm1, &silu_temb), ce = linear(r, &b->norm1_context, &silu_temb);
+        qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
+        for (int k = 0; k < 6; k++) mod[k] = chunk(r, &e, k, D), cmod[k] = chunk(r, &ce, k, D);
+        qd_tensor_free(&e), qd_tensor_free(&ce);
+
+        qd_tensor xn = norm_modulate(r, &x, &mod[1], &mod[0]), cn = norm_modulate(r, &ctx, &cmod[1], &cmod[0]);
+        qd_tensor q = linear(r, &b->to_q, &xn), k = linear(r, &b->to_k, &xn), v = linear(r, &b->to_v, &xn);
+        qd_tensor cq = linear(r, &b->add_q, &cn), ck = linear(r, &b->add_k, &cn), cv = linear(r, &b->add_v, &cn);
+        qd_tensor_free(&xn), qd_tensor_free(&cn);
+        qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
+        for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
+        rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
+        rms_heads(r, &cq, &b->norm_added_q), rms_heads(r, &ck, &b->norm_added_k);
+        qd_tensor Q = concat2(r, &cq, &q, 1), K = concat2(r, &ck, &k, 1), V = concat2(r, &cv, &v, 1);
+        for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]);
+        qd_tensor A = t_new(r, 4, (int64_t[]){B, L, H, hd});
+        attention(r, &Q, &K, &V, &cos, &sin, &A);
+        qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
+        as_tokens(&A);
+        qd_tensor ca = seq_slice(r, &A, 0, T), xa = seq_slice(r, &A, T, N);
+        qd_tensor_free(&A);
+        qd_tensor xo = linear(r, &b->to_out, &xa), co = linear(r, &b->to_add_out, &ca);
+        qd_tensor_free(&xa), qd_tensor_free(&ca);
+        if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xo, &mod[2], &x);
+        if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &co, &cmod[2], &ctx);
+        qd_tensor_free(&xo), qd_tensor_free(&co);
+
+        qd_tensor xn2 = norm_modulate(r, &x, &mod[4], &mod[3]);
+        qd_tensor xf = mlp(r, &b->ff_in, &b->ff_out, &xn2);
+        if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xf, &mod[5], &x);
+        qd_tensor cn2 = norm_modulate(r, &ctx, &cmod[4], &cmod[3]);
+        qd_tensor cf = mlp(r, &b->ffc_in, &b->ffc_out, &cn2);
+        if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &cf, &cmod[5], &ctx);
+        qd_tensor_free(&xn2), qd_tensor_free(&xf), qd_tensor_free(&cn2), qd_tensor_free(&cf);
+        for (int j = 0; j < 6; j++) qd_tensor_free(&mod[j]), qd_tensor_free(&cmod[j]);
+    }
+
+    /* single-stream blocks over [text, image] */
+    qd_tensor s = concat2(r, &ctx, &x, 1);
+    qd_tensor_free(&ctx), qd_tensor_free(&x);
+    for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
+        single_block *b = &m->sgl[i];
+        qd_tensor e = linear(r, &b->norm, &silu_temb);
+        qd_tensor shift = chunk(r, &e, 0, D), scale = chunk(r, &e, 1, D), gate = chunk(r, &e, 2, D);
+        qd_tensor_free(&e);
+        qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
+        qd_tensor hmlp = linear(r, &b->proj_mlp, &sn);
+        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &hmlp, &hmlp);
+        qd_tensor q = linear(r, &b->to_q, &sn), k = linear(r, &b->to_k, &sn), v = linear(r, &b->to_v, &sn);
+        qd_tensor_free(&sn);
+        as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
+        rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
+        qd_tensor A = t_new(r, 4, (int64_t[]){B, L, H, hd});
+        attention(r, &q, &k, &v, &cos, &sin, &A);
+        qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
+        as_tokens(&A);
+        qd_tensor cat = concat2(r, &A, &hmlp, 2);
+        qd_tensor_free(&A), qd_tensor_free(&hmlp);
+        qd_tensor o = linear(r, &b->proj_out, &cat);
+        qd_tensor_free(&cat);
+        if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
+        qd_tensor_free(&o), qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
+    }
+    qd_tensor img = seq_slice(r, &s, T, N);
+    qd_tensor_free(&s);
+    /* AdaLayerNormContinuous: (scale, shift) in diffusers' order */
+    qd_tensor e = linear(r, &m->norm_out, &silu_temb);
+    qd_tensor scale = chunk(r, &e, 0, D), shift = chunk(r, &e, 1, D);
+    qd_tensor xn = norm_modulate(r, &img, &scale, &shift);
+    if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, out);
+    qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb, &cos, &sin};
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
+    return r->s ? qd_fail_context(r->s, "FLUX forward") : QD_OK;
+}

@@ -1,0 +1,138 @@
+/* Shared model plumbing (see model.h). */
+#include "models/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/status.h"
+#include "quant/plan.h"
+
+qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l) {
+    const char *shards[1] = {name};
+    qd_status s = qd_linear_bind(m->quant, m->ck, name, shards, 1, l);
+    if (s) return s;
+    if ((in > 0 && l->in_features != in) || (out > 0 && l->out_features != out)) {
+        s = qd_fail(QD_EFORMAT, "layer '%s' is %lld → %lld, the config says %lld → %lld", name, (long long)l->in_features,
+                    (long long)l->out_features, (long long)in, (long long)out);
+        qd_linear_free(l);
+        return s;
+    }
+    if (m->backend->ops->prepare_linear && (s = m->backend->ops->prepare_linear(m->backend, l))) qd_linear_free(l);
+    return s;
+}
+
+bool qd_model_has(const qd_model_ctx *m, const char *name) { return qd_ckpt_find(m->ck, name) != NULL; }
+
+qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t) {
+    memset(t, 0, sizeof *t);
+    const qd_ckpt_entry *e = qd_ckpt_find(m->ck, name);
+    if (!e) return qd_fail(QD_EFORMAT, "the checkpoint has no tensor '%s'", name);
+    const qd_st_tensor *st = e->tensor;
+    bool same = st->rank == rank;
+    for (int i = 0; same && i < rank; i++) same = st->shape[i] == shape[i];
+    if (!same) {
+        char want[96] = "", got[96] = "";
+        for (int i = 0; i < rank; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "", (long long)shape[i]);
+        for (int i = 0; i < st->rank; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)st->shape[i]);
+        return qd_fail(QD_EFORMAT, "tensor '%s' is [%s], the config says [%s]", name, got, want);
+    }
+    float *host = malloc(sizeof *host * (size_t)st->elements + 4);
+    if (!host) return qd_fail(QD_ENOMEM, "cannot allocate '%s'", name);
+    if ((st->dtype != QD_DTYPE_F32 && st->dtype != QD_DTYPE_BF16 && st->dtype != QD_DTYPE_F16) ||
+        qd_decode_row(st->dtype, qd_st_data(e->file, st), host, (size_t)st->elements) != 0) {
+        free(host);
+        return qd_fail(QD_EFORMAT, "tensor '%s' is %s; a parameter must be a float tensor", name, qd_dtype_name(st->dtype));
+    }
+    qd_status s = qd_tensor_new(m->backend, t, QD_DTYPE_F32, rank, shape);
+    if (!s) s = m->backend->ops->upload(m->backend, t, host);
+    free(host);
+    if (s) qd_tensor_free(t);
+    return s;
+}
+
+static qd_status config_number(const char *label, const json_t *cfg, const char *key, double *out, bool *present) {
+    json_t *v = json_object_get(cfg, key);
+    *present = v && !json_is_null(v);
+    if (!*present) return QD_OK;
+    if (!json_is_number(v)) return qd_fail(QD_EFORMAT, "%s: '%s' must be a number", label, key);
+    *out = json_number_value(v);
+    return QD_OK;
+}
+
+qd_status qd_config_int(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t *out) {
+    double v = 0;
+    bool present;
+    qd_status s = config_number(label, cfg, key, &v, &present);
+    if (s) return s;
+    if (!present) {
+        *out = def;
+        return QD_OK;
+    }
+    if (v != floor(v) || fabs(v) > 1e15) return qd_fail(QD_EFORMAT, "%s: '%s' must be an integer", label, key);
+    *out = (int64_t)v;
+    return QD_OK;
+}
+
+qd_status qd_config_float(const char *label, const json_t *cfg, const char *key, double def, double *out) {
+    bool present;
+    double v = def;
+    qd_status s = config_number(label, cfg, key, &v, &present);
+    *out = present ? v : def;
+    return s;
+}
+
+qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, bool def, bool *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return QD_OK;
+    }
+    if (!json_is_boolean(v)) return qd_fail(QD_EFORMAT, "%s: '%s' must be true or false", label, key);
+    *out = json_is_true(v);
+    return QD_OK;
+}
+
+void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
+                           float *out) {
+    int half = dim / 2;
+    for (int r = 0; r < n; r++) {
+        for (int i = 0; i < half; i++) {
+            /* exponent = −ln(10000)·i / (half − shift), then exp, all in f32 as torch computes them */
+            float exponent = -logf(10000.0f) * (float)i / ((float)half - downscale_freq_shift);
+            float freq = expf(exponent);
+            float arg = t[r] * freq * scale;
+            float sn = sinf(arg), cs = cosf(arg);
+            out[r * dim + i] = flip_sin_to_cos ? cs : sn;
+            out[r * dim + half + i] = flip_sin_to_cos ? sn : cs;
+        }
+        if (dim % 2) out[r * dim + dim - 1] = 0.0f;
+    }
+}
+
+void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, bool float64, float *cos_out,
+                   float *sin_out) {
+    int total = 0;
+    for (int a = 0; a < axes; a++) total += dims[a] / 2;
+    for (int64_t p = 0; p < n; p++) {
+        int col = 0;
+        for (int a = 0; a < axes; a++) {
+            int d = dims[a];
+            for (int j = 0; j < d / 2; j++) {
+                double angle;
+                if (float64) {
+                    double inv = 1.0 / pow(theta, (double)(2 * j) / (double)d);
+                    angle = (double)ids[p * axes + a] * inv;
+                } else {
+                    float inv = 1.0f / powf((float)theta, (float)(2 * j) / (float)d);
+                    angle = (double)(ids[p * axes + a] * inv);
+                }
+                cos_out[p * total + col] = (float)cos(angle);
+                sin_out[p * total + col] = (float)sin(angle);
+                col++;
+            }
+        }
+    }
+}

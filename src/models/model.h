@@ -1,0 +1,44 @@
+/* What every model shares: the context a model is loaded in (backend, checkpoint, quantization,
+ * activation dtype), binding its linears and loading its small parameters by diffusers name, and the
+ * host-side tables (sinusoidal timestep embeddings, RoPE angles) that models.md §1 defines exactly. */
+#ifndef QD_MODELS_MODEL_H
+#define QD_MODELS_MODEL_H
+
+#include <jansson.h>
+
+#include "backend/backend.h"
+#include "io/ckpt.h"
+#include "quant/config.h"
+#include "quant/linear.h"
+
+typedef struct {
+    qd_backend *backend;
+    const qd_ckpt *ck;
+    const qd_quant_config *quant;
+    qd_dtype act; /* activation dtype: F32 (reference precision) or BF16 */
+} qd_model_ctx;
+
+/* Bind the linear `name` (its module prefix) and check its shape when `in`/`out` are > 0. */
+qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
+/* A small parameter (norm weights, biases, tables) as an F32 backend tensor of the expected shape. */
+qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t);
+/* Does the checkpoint hold `name`? */
+bool qd_model_has(const qd_model_ctx *m, const char *name);
+
+/* Config lookups with defaults; a present key of the wrong type is an error naming it. */
+qd_status qd_config_int(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t *out);
+qd_status qd_config_float(const char *label, const json_t *cfg, const char *key, double def, double *out);
+qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, bool def, bool *out);
+
+/* get_timestep_embedding (models.md §1.1): [cos | sin] when flip_sin_to_cos, freq_i =
+ * exp(−ln(10000)·i/(half − shift)), in f32. out is [n, dim]. */
+void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
+                           float *out);
+
+/* RoPE tables for multi-axis positions (models.md §1.2): ids [n, axes] (positions as floats), axis a
+ * takes dims[a] of the head dim; angles pos·θ^(−2j/d) in float64 (FLUX, Z-Image) or f32; cos/sin
+ * [n, Σdims/2] in f32, axes concatenated in order. */
+void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, bool float64, float *cos_out,
+                   float *sin_out);
+
+#endif
