@@ -30,7 +30,7 @@ typedef struct {
     qd_backend *backend; /* the owner of `data` (NULL: caller-owned host memory) */
 } qd_tensor;
 
-typedef enum { QD_ACT_GELU_TANH, QD_ACT_GELU_ERF, QD_ACT_SILU, QD_ACT_QUICK_GELU, QD_ACT_RELU } qd_act_kind;
+typedef enum { QD_ACT_GELU_TANH, QD_ACT_GELU_ERF, QD_ACT_SILU, QD_ACT_QUICK_GELU, QD_ACT_RELU, QD_ACT_TANH } qd_act_kind;
 typedef enum { QD_ROPE_INTERLEAVED, QD_ROPE_HALF } qd_rope_mode;
 
 typedef struct {

@@ -112,8 +112,8 @@ void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos,
     }
 }
 
-void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, bool float64, float *cos_out,
-                   float *sin_out) {
+void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, qd_rope_angles mode,
+                   float *cos_out, float *sin_out) {
     int total = 0;
     for (int a = 0; a < axes; a++) total += dims[a] / 2;
     for (int64_t p = 0; p < n; p++) {
@@ -122,12 +122,13 @@ void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, doubl
             int d = dims[a];
             for (int j = 0; j < d / 2; j++) {
                 double angle;
-                if (float64) {
-                    double inv = 1.0 / pow(theta, (double)(2 * j) / (double)d);
-                    angle = (double)ids[p * axes + a] * inv;
-                } else {
+                if (mode == QD_ROPE_ANGLES_F32) {
                     float inv = 1.0f / powf((float)theta, (float)(2 * j) / (float)d);
                     angle = (double)(ids[p * axes + a] * inv);
+                } else {
+                    double inv = 1.0 / pow(theta, (double)(2 * j) / (double)d);
+                    angle = (double)ids[p * axes + a] * inv;
+                    if (mode == QD_ROPE_ANGLES_F64_TO_F32) angle = (double)(float)angle;
                 }
                 cos_out[p * total + col] = (float)cos(angle);
                 sin_out[p * total + col] = (float)sin(angle);

@@ -35,10 +35,16 @@ qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, 
 void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                            float *out);
 
-/* RoPE tables for multi-axis positions (models.md §1.2): ids [n, axes] (positions as floats), axis a
- * takes dims[a] of the head dim; angles pos·θ^(−2j/d) in float64 (FLUX, Z-Image) or f32; cos/sin
- * [n, Σdims/2] in f32, axes concatenated in order. */
-void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, bool float64, float *cos_out,
-                   float *sin_out);
+/* How a model computes its RoPE angles (models.md §1.2, §11.4). */
+typedef enum {
+    QD_ROPE_ANGLES_F32,      /* inv_freq and pos·inv_freq in f32 (Qwen-Image, HunyuanVideo) */
+    QD_ROPE_ANGLES_F64,      /* angles and cos/sin in float64, cast to f32 (FLUX.1, FLUX.2, Wan) */
+    QD_ROPE_ANGLES_F64_TO_F32 /* angles in float64 cast to f32, then polar in f32 (Z-Image) */
+} qd_rope_angles;
+
+/* RoPE tables for multi-axis positions: ids [n, axes] (positions as floats), axis a takes dims[a] of the
+ * head dim, angle = pos·θ^(−2j/d); cos/sin [n, Σdims/2] in f32, axes concatenated in order. */
+void qd_rope_table(const float *ids, int64_t n, int axes, const int *dims, double theta, qd_rope_angles mode,
+                   float *cos_out, float *sin_out);
 
 #endif

@@ -338,7 +338,7 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
               *sn = malloc(sizeof *sn * (size_t)(L * hd / 2));
         memcpy(ids, in->txt_ids, sizeof *ids * (size_t)(T * 3));
         memcpy(ids + T * 3, in->img_ids, sizeof *ids * (size_t)(N * 3));
-        qd_rope_table(ids, L, 3, c->axes_dims, 10000.0, true, cs, sn);
+        qd_rope_table(ids, L, 3, c->axes_dims, 10000.0, QD_ROPE_ANGLES_F64, cs, sn);
         if (!r->s) r->s = qd_tensor_new(r->be, &cos, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
         if (!r->s) r->s = qd_tensor_new(r->be, &sin, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
         if (!r->s) r->s = r->be->ops->upload(r->be, &cos, cs);

@@ -1,0 +1,395 @@
+/* Z-Image transformer forward over backend ops (models.md §3.3), for one latent at a time: the
+ * pipeline's batch of 1 (no attention mask, so pad tokens attend, as in diffusers). */
+#include "models/dit/zimage.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/status.h"
+
+typedef struct {
+    bool modulated;
+    qd_linear adaln, to_q, to_k, to_v, to_out, w1, w2, w3;
+    qd_tensor norm_q, norm_k, attn_norm1, attn_norm2, ffn_norm1, ffn_norm2;
+} block;
+
+struct qd_zimage {
+    qd_model_ctx ctx;
+    qd_zimage_config c;
+    qd_linear x_embedder, t_lin1, t_lin2, cap_lin, final_adaln, final_linear;
+    qd_tensor cap_norm, x_pad, cap_pad;
+    block *layers, *noise_refiner, *context_refiner;
+};
+
+qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage_config *c) {
+    memset(c, 0, sizeof *c);
+    qd_status s = QD_OK;
+    if (!s) s = qd_config_int(label, cfg, "dim", 3840, &c->dim);
+    if (!s) s = qd_config_int(label, cfg, "n_heads", 30, &c->heads);
+    if (!s) s = qd_config_int(label, cfg, "n_kv_heads", c->heads, &c->kv_heads);
+    if (!s) s = qd_config_int(label, cfg, "n_layers", 30, &c->layers);
+    if (!s) s = qd_config_int(label, cfg, "n_refiner_layers", 2, &c->refiner_layers);
+    if (!s) s = qd_config_int(label, cfg, "in_channels", 16, &c->in_channels);
+    if (!s) s = qd_config_int(label, cfg, "cap_feat_dim", 2560, &c->cap_feat_dim);
+    if (!s) s = qd_config_float(label, cfg, "norm_eps", 1e-5, &c->norm_eps);
+    if (!s) s = qd_config_float(label, cfg, "rope_theta", 256.0, &c->rope_theta);
+    if (!s) s = qd_config_float(label, cfg, "t_scale", 1000.0, &c->t_scale);
+    if (s) return s;
+    json_t *p = json_array_get(json_object_get(cfg, "all_patch_size"), 0), *fp = json_array_get(json_object_get(cfg, "all_f_patch_size"), 0);
+    c->patch = p ? json_integer_value(p) : 2;
+    c->f_patch = fp ? json_integer_value(fp) : 1;
+    if (c->patch != 2 || c->f_patch != 1) {
+        return qd_fail(QD_EUNSUPPORTED, "%s: patch size %lld / frame patch %lld (Z-Image text-to-image uses 2 and 1)", label,
+                       (long long)c->patch, (long long)c->f_patch);
+    }
+    json_t *axes = json_object_get(cfg, "axes_dims");
+    c->axes_dims[0] = 32, c->axes_dims[1] = 48, c->axes_dims[2] = 48;
+    if (axes) {
+        if (!json_is_array(axes) || json_array_size(axes) != 3) return qd_fail(QD_EFORMAT, "%s: 'axes_dims' must list 3 sizes", label);
+        for (int i = 0; i < 3; i++) {
+            json_int_t d = json_integer_value(json_array_get(axes, (size_t)i));
+            if (d <= 0 || d % 2 || d > 4096) return qd_fail(QD_EFORMAT, "%s: 'axes_dims'[%d] must be a positive even size", label, i);
+            c->axes_dims[i] = (int)d;
+        }
+    }
+    if (c->dim <= 0 || c->heads <= 0 || c->dim % c->heads || c->kv_heads <= 0 || c->heads % c->kv_heads || c->layers < 0 ||
+        c->refiner_layers < 0 || c->in_channels <= 0 || c->cap_feat_dim <= 0) {
+        return qd_fail(QD_EFORMAT, "%s: dim, heads and layer counts must be positive and dim divisible by n_heads", label);
+    }
+    c->head_dim = c->dim / c->heads;
+    if (c->axes_dims[0] + c->axes_dims[1] + c->axes_dims[2] != c->head_dim) {
+        return qd_fail(QD_EFORMAT, "%s: axes_dims sum to %d but the head dim is %lld", label,
+                       c->axes_dims[0] + c->axes_dims[1] + c->axes_dims[2], (long long)c->head_dim);
+    }
+    c->ffn_hidden = (int64_t)((double)c->dim / 3.0 * 8.0);
+    c->adaln_dim = c->dim < 256 ? c->dim : 256;
+    return QD_OK;
+}
+
+static void free_block(block *b) {
+    qd_linear *ls[] = {&b->adaln, &b->to_q, &b->to_k, &b->to_v, &b->to_out, &b->w1, &b->w2, &b->w3};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_tensor *ts[] = {&b->norm_q, &b->norm_k, &b->attn_norm1, &b->attn_norm2, &b->ffn_norm1, &b->ffn_norm2};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
+}
+
+void qd_zimage_free(qd_zimage *m) {
+    if (!m) return;
+    qd_linear *ls[] = {&m->x_embedder, &m->t_lin1, &m->t_lin2, &m->cap_lin, &m->final_adaln, &m->final_linear};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_tensor_free(&m->cap_norm), qd_tensor_free(&m->x_pad), qd_tensor_free(&m->cap_pad);
+    for (int64_t i = 0; m->layers && i < m->c.layers; i++) free_block(&m->layers[i]);
+    for (int64_t i = 0; m->noise_refiner && i < m->c.refiner_layers; i++) free_block(&m->noise_refiner[i]);
+    for (int64_t i = 0; m->context_refiner && i < m->c.refiner_layers; i++) free_block(&m->context_refiner[i]);
+    free(m->layers), free(m->noise_refiner), free(m->context_refiner);
+    free(m);
+}
+
+static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, const char *prefix, bool modulated, block *b) {
+    char n[256];
+    int64_t D = c->dim, hd = c->head_dim, kvd = c->kv_heads * hd;
+    qd_status s = QD_OK;
+    b->modulated = modulated;
+#define LIN(dst, suffix, in, outf)                      \
+    snprintf(n, sizeof n, "%s.%s", prefix, suffix); \
+    if (!s) s = qd_model_linear(ctx, n, in, outf, dst)
+#define PARAM(dst, suffix, len)                         \
+    snprintf(n, sizeof n, "%s.%s", prefix, suffix); \
+    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){len}, dst)
+    if (modulated) {
+        LIN(&b->adaln, "adaLN_modulation.0", c->adaln_dim, 4 * D);
+    }
+    LIN(&b->to_q, "attention.to_q", D, D);
+    LIN(&b->to_k, "attention.to_k", D, kvd);
+    LIN(&b->to_v, "attention.to_v", D, kvd);
+    LIN(&b->to_out, "attention.to_out.0", D, D);
+    LIN(&b->w1, "feed_forward.w1", D, c->ffn_hidden);
+    LIN(&b->w2, "feed_forward.w2", c->ffn_hidden, D);
+    LIN(&b->w3, "feed_forward.w3", D, c->ffn_hidden);
+    PARAM(&b->norm_q, "attention.norm_q.weight", hd);
+    PARAM(&b->norm_k, "attention.norm_k.weight", hd);
+    PARAM(&b->attn_norm1, "attention_norm1.weight", D);
+    PARAM(&b->attn_norm2, "attention_norm2.weight", D);
+    PARAM(&b->ffn_norm1, "ffn_norm1.weight", D);
+    PARAM(&b->ffn_norm2, "ffn_norm2.weight", D);
+#undef LIN
+#undef PARAM
+    return s;
+}
+
+qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_zimage **out) {
+    *out = NULL;
+    qd_zimage *m = calloc(1, sizeof *m);
+    if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the Z-Image transformer");
+    m->ctx = *ctx;
+    m->c = *c;
+    m->layers = calloc((size_t)c->layers + 1, sizeof *m->layers);
+    m->noise_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->noise_refiner);
+    m->context_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->context_refiner);
+    qd_status s = m->layers && m->noise_refiner && m->context_refiner ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate blocks");
+    int64_t D = c->dim, tokdim = c->patch * c->patch * c->f_patch * c->in_channels;
+    if (!s) s = qd_model_linear(ctx, "all_x_embedder.2-1", tokdim, D, &m->x_embedder);
+    if (!s) s = qd_model_linear(ctx, "t_embedder.mlp.0", 256, -1, &m->t_lin1);
+    if (!s) s = qd_model_linear(ctx, "t_embedder.mlp.2", m->t_lin1.out_features, c->adaln_dim, &m->t_lin2);
+    if (!s) s = qd_model_param(ctx, "cap_embedder.0.weight", 1, (int64_t[]){c->cap_feat_dim}, &m->cap_norm);
+    if (!s) s = qd_model_linear(ctx, "cap_embedder.1", c->cap_feat_dim, D, &m->cap_lin);
+    if (!s) s = qd_model_param(ctx, "x_pad_token", 2, (int64_t[]){1, D}, &m->x_pad);
+    if (!s) s = qd_model_param(ctx, "cap_pad_token", 2, (int64_t[]){1, D}, &m->cap_pad);
+    if (!s) s = qd_model_linear(ctx, "all_final_layer.2-1.adaLN_modulation.1", c->adaln_dim, D, &m->final_adaln);
+    if (!s) s = qd_model_linear(ctx, "all_final_layer.2-1.linear", D, tokdim, &m->final_linear);
+    char prefix[64];
+    for (int64_t i = 0; !s && i < c->layers; i++) {
+        snprintf(prefix, sizeof prefix, "layers.%lld", (long long)i);
+        s = load_block(ctx, c, prefix, true, &m->layers[i]);
+    }
+    for (int64_t i = 0; !s && i < c->refiner_layers; i++) {
+        snprintf(prefix, sizeof prefix, "noise_refiner.%lld", (long long)i);
+        s = load_block(ctx, c, prefix, true, &m->noise_refiner[i]);
+        snprintf(prefix, sizeof prefix, "context_refiner.%lld", (long long)i);
+        if (!s) s = load_block(ctx, c, prefix, false, &m->context_refiner[i]);
+    }
+    if (s) {
+        qd_zimage_free(m);
+        return s;
+    }
+    *out = m;
+    return QD_OK;
+}
+
+/* ---- forward ---- */
+
+typedef struct {
+    qd_backend *be;
+    qd_dtype act;
+    qd_status s;
+} run;
+
+static qd_tensor t_new(run *r, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, r->act, rank, shape);
+    return t;
+}
+
+static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->out_features;
+    qd_tensor y = t_new(r, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
+    return y;
+}
+
+static qd_tensor rms(run *r, const qd_tensor *x, const qd_tensor *w, float eps) {
+    qd_tensor y = t_new(r, x->rank, x->shape);
+    if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, eps, &y);
+    return y;
+}
+
+static qd_tensor chunk(run *r, const qd_tensor *x, int i, int64_t d) {
+    qd_tensor y = t_new(r, 2, (int64_t[]){x->shape[0], d});
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);
+    return y;
+}
+
+static qd_tensor concat2(run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[dim] += b->shape[dim];
+    qd_tensor y = t_new(r, a->rank, shape);
+    const qd_tensor *xs[2] = {a, b};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
+    return y;
+}
+
+/* rows [0, n) of x followed by `pad` repeated to `total` rows (x [1, n, D] → [1, total, D]) */
+static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor *pad, int64_t total) {
+    if (total == n) {
+        qd_tensor y = t_new(r, x->rank, x->shape);
+        if (!r->s) r->s = r->be->ops->copy(r->be, x, &y);
+        return y;
+    }
+    int64_t D = x->shape[2];
+    qd_tensor p = t_new(r, 3, (int64_t[]){1, total - n, D});
+    for (int64_t i = 0; i < total - n && !r->s; i++) {
+        qd_tensor row = p;
+        row.data = (char *)p.data + (size_t)(i * D) * (size_t)(qd_dtype_bits(p.dtype) / 8);
+        qd_tensor_shape(&row, p.dtype, 2, (int64_t[]){1, D});
+        row.backend = NULL; /* a view: not freed */
+        r->s = r->be->ops->copy(r->be, pad, &row);
+    }
+    qd_tensor y = concat2(r, x, &p, 1);
+    qd_tensor_free(&p);
+    return y;
+}
+
+static qd_tensor upload_f32(run *r, const float *host, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, QD_DTYPE_F32, rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &t, host);
+    return t;
+}
+
+/* One block on x [1, L, D] with RoPE tables for its L positions; adaln is [1, adaln_dim] or NULL. */
+static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const qd_tensor *adaln,
+                      const qd_tensor *cos, const qd_tensor *sin) {
+    int64_t D = c->dim, L = x->shape[1], hd = c->head_dim;
+    float eps = (float)c->norm_eps;
+    qd_tensor mod[4] = {{0}}; /* scale_msa, gate_msa, scale_mlp, gate_mlp */
+    if (b->modulated) {
+        qd_tensor e = linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
+        for (int k = 0; k < 4; k++) mod[k] = chunk(r, &e, k, D);
+        qd_tensor_free(&e);
+        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
+        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
+    }
+    qd_tensor h = rms(r, x, &b->attn_norm1, eps);
+    if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &h, &mod[0], NULL, &h);
+    qd_tensor q = linear(r, &b->to_q, &h), k = linear(r, &b->to_k, &h), v = linear(r, &b->to_v, &h);
+    qd_tensor_free(&h);
+    qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
+    qd_tensor_shape(&k, k.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
+    qd_tensor_shape(&v, v.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
+    if (!r->s) r->s = r->be->ops->rms_norm(r->be, &q, &b->norm_q, eps, &q);
+    if (!r->s) r->s = r->be->ops->rms_norm(r->be, &k, &b->norm_k, eps, &k);
+    if (!r->s) r->s = r->be->ops->rope(r->be, &q, cos, sin, QD_ROPE_INTERLEAVED, &q);
+    if (!r->s) r->s = r->be->ops->rope(r->be, &k, cos, sin, QD_ROPE_INTERLEAVED, &k);
+    qd_tensor a = t_new(r, 4, (int64_t[]){1, L, c->heads, hd});
+    qd_attn_args args = {.q = &q, .k = &k, .v = &v};
+    if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
+    qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
+    qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
+    qd_tensor o = linear(r, &b->to_out, &a);
+    qd_tensor_free(&a);
+    qd_tensor on = rms(r, &o, &b->attn_norm2, eps);
+    if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
+    qd_tensor_free(&o), qd_tensor_free(&on);
+
+    qd_tensor f = rms(r, x, &b->ffn_norm1, eps);
+    if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &f, &mod[2], NULL, &f);
+    qd_tensor g = linear(r, &b->w1, &f), u = linear(r, &b->w3, &f);
+    qd_tensor_free(&f);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g);
+    if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
+    qd_tensor ff = linear(r, &b->w2, &g);
+    qd_tensor_free(&g), qd_tensor_free(&u);
+    qd_tensor fn = rms(r, &ff, &b->ffn_norm2, eps);
+    if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
+    qd_tensor_free(&ff), qd_tensor_free(&fn);
+    for (int i = 0; i < 4; i++) qd_tensor_free(&mod[i]);
+}
+
+static int64_t ceil32(int64_t n) { return (n + 31) / 32 * 32; }
+
+qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out) {
+    const qd_zimage_config *c = &m->c;
+    run R = {.be = m->ctx.backend, .act = m->ctx.act, .s = QD_OK}, *r = &R;
+    if (x->rank != 4 || x->shape[0] != c->in_channels || x->shape[1] != 1 || x->shape[2] % 2 || x->shape[3] % 2 ||
+        cap->rank != 2 || cap->shape[1] != c->cap_feat_dim || cap->shape[0] < 1) {
+        return qd_fail(QD_EINVAL, "Z-Image forward: x [%lld, 1, H, W] with even H, W and caption features [L, %lld] expected",
+                       (long long)c->in_channels, (long long)c->cap_feat_dim);
+    }
+    int64_t C = c->in_channels, H2 = x->shape[2] / 2, W2 = x->shape[3] / 2, N = H2 * W2, Np = ceil32(N);
+    int64_t Lc = cap->shape[0], Lp = ceil32(Lc), D = c->dim, hd = c->head_dim;
+
+    /* adaln = t_embedder(t·t_scale): [cos | sin] over 256 in f32, cast to the activation dtype */
+    qd_tensor adaln;
+    {
+        float tt = t * (float)c->t_scale, emb[256];
+        qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
+        qd_tensor e32 = upload_f32(r, emb, 2, (int64_t[]){1, 256});
+        qd_tensor e = t_new(r, 2, (int64_t[]){1, 256});
+        if (!r->s) r->s = r->be->ops->copy(r->be, &e32, &e);
+        qd_tensor_free(&e32);
+        qd_tensor h = linear(r, &m->t_lin1, &e);
+        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
+        adaln = linear(r, &m->t_lin2, &h);
+        qd_tensor_free(&e), qd_tensor_free(&h);
+    }
+
+    /* patchify [C, 1, 2·H2, 2·W2] → tokens (h, w), features (ph, pw, c) (§3.3 step 2) */
+    qd_tensor tokens = t_new(r, 5, (int64_t[]){H2, W2, 2, 2, C});
+    {
+        qd_tensor v = *x;
+        v.backend = NULL;
+        qd_tensor_shape(&v, x->dtype, 5, (int64_t[]){C, H2, 2, W2, 2});
+        int perm[5] = {1, 3, 2, 4, 0};
+        if (x->dtype == r->act) {
+            if (!r->s) r->s = r->be->ops->permute(r->be, &v, perm, &tokens);
+        } else {
+            qd_tensor vc = t_new(r, 5, v.shape);
+            if (!r->s) r->s = r->be->ops->copy(r->be, &v, &vc);
+            if (!r->s) r->s = r->be->ops->permute(r->be, &vc, perm, &tokens);
+            qd_tensor_free(&vc);
+        }
+        qd_tensor_shape(&tokens, tokens.dtype, 3, (int64_t[]){1, N, 4 * C});
+    }
+    qd_tensor xe = linear(r, &m->x_embedder, &tokens);
+    qd_tensor_free(&tokens);
+    qd_tensor img = pad_rows(r, &xe, N, &m->x_pad, Np);
+    qd_tensor_free(&xe);
+
+    /* caption: RMSNorm then Linear, padded with cap_pad_token */
+    qd_tensor capx = t_new(r, 2, cap->shape);
+    if (!r->s) r->s = r->be->ops->copy(r->be, cap, &capx);
+    qd_tensor capn = rms(r, &capx, &m->cap_norm, (float)c->norm_eps);
+    qd_tensor_free(&capx);
+    qd_tensor_shape(&capn, capn.dtype, 3, (int64_t[]){1, Lc, c->cap_feat_dim});
+    qd_tensor ce = linear(r, &m->cap_lin, &capn);
+    qd_tensor_free(&capn);
+    qd_tensor txt = pad_rows(r, &ce, Lc, &m->cap_pad, Lp);
+    qd_tensor_free(&ce);
+
+    /* positions: caption k → (1+k, 0, 0); image (h, w) → (Lp+1, h, w); image padding → (0, 0, 0) */
+    int64_t L = Np + Lp, half = hd / 2;
+    float *ids = calloc((size_t)(L * 3), sizeof *ids), *cs = malloc(sizeof *cs * (size_t)(L * half)),
+          *sn = malloc(sizeof *sn * (size_t)(L * half));
+    for (int64_t i = 0; i < N; i++) {
+        ids[i * 3 + 0] = (float)(Lp + 1);
+        ids[i * 3 + 1] = (float)(i / W2);
+        ids[i * 3 + 2] = (float)(i % W2);
+    }
+    for (int64_t k = 0; k < Lp; k++) ids[(Np + k) * 3] = (float)(1 + k);
+    qd_rope_table(ids, L, 3, c->axes_dims, c->rope_theta, QD_ROPE_ANGLES_F64_TO_F32, cs, sn);
+    qd_tensor cos_img = upload_f32(r, cs, 2, (int64_t[]){Np, half}), sin_img = upload_f32(r, sn, 2, (int64_t[]){Np, half});
+    qd_tensor cos_txt = upload_f32(r, cs + Np * half, 2, (int64_t[]){Lp, half}),
+              sin_txt = upload_f32(r, sn + Np * half, 2, (int64_t[]){Lp, half});
+    qd_tensor cos_all = upload_f32(r, cs, 2, (int64_t[]){L, half}), sin_all = upload_f32(r, sn, 2, (int64_t[]){L, half});
+    free(ids), free(cs), free(sn);
+
+    for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
+    for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
+    qd_tensor u = concat2(r, &img, &txt, 1); /* [image, caption] */
+    qd_tensor_free(&img), qd_tensor_free(&txt);
+    for (int64_t i = 0; i < c->layers && !r->s; i++) run_block(r, c, &m->layers[i], &u, &adaln, &cos_all, &sin_all);
+
+    /* final layer: LN(x)·(1 + Linear(SiLU(adaln))), then the token projection, image tokens only */
+    qd_tensor sa = t_new(r, 2, adaln.shape);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &adaln, &sa);
+    qd_tensor scale = linear(r, &m->final_adaln, &sa);
+    qd_tensor xi = t_new(r, 3, (int64_t[]){1, N, D});
+    if (!r->s) r->s = r->be->ops->slice(r->be, &u, 1, 0, N, &xi);
+    if (!r->s) r->s = r->be->ops->layer_norm(r->be, &xi, NULL, NULL, 1e-6f, &xi);
+    if (!r->s) r->s = r->be->ops->modulate(r->be, &xi, &scale, NULL, &xi);
+    qd_tensor y = linear(r, &m->final_linear, &xi);
+    /* unpatchify: tokens (h, w) × (ph, pw, c) → [C, 1, 2·H2, 2·W2] */
+    if (!r->s) {
+        qd_tensor_shape(&y, y.dtype, 5, (int64_t[]){H2, W2, 2, 2, C});
+        qd_tensor o = *out;
+        o.backend = NULL;
+        qd_tensor_shape(&o, out->dtype, 5, (int64_t[]){C, H2, 2, W2, 2});
+        int perm[5] = {4, 0, 2, 1, 3};
+        if (out->dtype == y.dtype) r->s = r->be->ops->permute(r->be, &y, perm, &o);
+        else {
+            qd_tensor tmp = t_new(r, 5, o.shape);
+            if (!r->s) r->s = r->be->ops->permute(r->be, &y, perm, &tmp);
+            if (!r->s) r->s = r->be->ops->copy(r->be, &tmp, &o);
+            qd_tensor_free(&tmp);
+        }
+    }
+    qd_tensor *rest[] = {&u, &sa, &scale, &xi, &y, &adaln, &cos_img, &sin_img, &cos_txt, &sin_txt, &cos_all, &sin_all};
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
+    return r->s ? qd_fail_context(r->s, "Z-Image forward") : QD_OK;
+}
