@@ -4,5 +4,6 @@
 #define QD_CLI_H
 
 int qd_cmd_inspect(int argc, char **argv);
+int qd_cmd_forward(int argc, char **argv);
 
 #endif

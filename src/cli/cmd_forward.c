@@ -1,0 +1,69 @@
+/* qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors [--precision f32|bf16]
+ * [--device cpu] [model and quantization flags] — one module on named inputs (docs/cli.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_options.h"
+#include "models/forward.h"
+
+static void forward_usage(FILE *to) {
+    fprintf(to,
+            "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
+            "                    [--precision f32|bf16] [--device cpu] [model and quantization flags]\n"
+            "\n"
+            "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode) on the\n"
+            "named inputs of IN and writes its outputs to OUT as float32; input names as in the shared fixtures\n"
+            "(hidden_states, encoder_hidden_states, pooled_projections, timestep, guidance, img_ids, txt_ids |\n"
+            "x, cap_feats, t | z). DIR may also be a .safetensors file with config.json beside it.\n\n%s",
+            qd_cli_model_flags_help());
+}
+
+int qd_cmd_forward(int argc, char **argv) {
+    qd_options opts;
+    qd_options_init(&opts);
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int n = 0;
+    if (!rest) return 1;
+    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n)) {
+        fprintf(stderr, "qdit forward: %s\n", qd_last_error());
+        free(rest);
+        return 2;
+    }
+    qd_forward_args a = {0};
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const char **slot = !strcmp(rest[i], "--component") ? &a.component
+                            : !strcmp(rest[i], "--inputs")  ? &a.inputs
+                            : !strcmp(rest[i], "--output")  ? &a.output
+                            : !strcmp(rest[i], "--device")  ? &a.device
+                            : !strcmp(rest[i], "--precision") ? &a.precision
+                                                            : NULL;
+        if (!strcmp(rest[i], "--help") || !strcmp(rest[i], "-h")) {
+            forward_usage(stdout);
+            free(rest);
+            return 0;
+        }
+        if (!slot) {
+            fprintf(stderr, "qdit forward: unexpected argument '%s' (see qdit forward --help)\n", rest[i]);
+            rc = 2;
+        } else if (i + 1 >= n) {
+            fprintf(stderr, "qdit forward: %s needs a value\n", rest[i]);
+            rc = 2;
+        } else {
+            *slot = rest[++i];
+        }
+    }
+    free(rest);
+    if (rc) return rc;
+    if (!a.component || !a.inputs || !a.output) {
+        forward_usage(stderr);
+        return 2;
+    }
+    if (qd_forward_run(&opts, &a)) {
+        fprintf(stderr, "qdit forward: %s\n", qd_last_error());
+        return 1;
+    }
+    return 0;
+}

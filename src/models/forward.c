@@ -1,0 +1,216 @@
+/* qdit forward (see forward.h). */
+#include "models/forward.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "io/ckpt.h"
+#include "io/fs.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "load/sources.h"
+#include "models/dit/flux.h"
+#include "models/dit/zimage.h"
+#include "models/vae/kl.h"
+#include "quant/resolve.h"
+
+/* An input as an activation tensor; F32 or integer (ids) inputs are read as floats. */
+static qd_status input(qd_backend *be, const qd_st_file *io, const char *name, qd_dtype act, qd_tensor *t) {
+    memset(t, 0, sizeof *t);
+    const qd_st_tensor *st = qd_st_find(io, name);
+    if (!st) return qd_fail(QD_EINVAL, "%s: no input named '%s'", io->path, name);
+    if (st->dtype != QD_DTYPE_F32 && st->dtype != QD_DTYPE_BF16 && st->dtype != QD_DTYPE_F16) {
+        return qd_fail(QD_EINVAL, "%s: input '%s' must be F32/BF16/F16, got %s", io->path, name, qd_dtype_name(st->dtype));
+    }
+    if (st->rank > QD_MAX_RANK) return qd_fail(QD_EINVAL, "%s: input '%s' has rank %d", io->path, name, st->rank);
+    qd_tensor raw = {0};
+    qd_status s = qd_tensor_new(be, &raw, st->dtype, st->rank, st->shape);
+    if (!s) s = be->ops->upload(be, &raw, qd_st_data(io, st));
+    if (!s) s = qd_tensor_new(be, t, act, st->rank, st->shape);
+    if (!s) s = be->ops->copy(be, &raw, t);
+    qd_tensor_free(&raw);
+    return s;
+}
+
+/* A host f32 copy of a small input (timesteps, ids) with its element count checked. */
+static qd_status host_input(const qd_st_file *io, const char *name, int64_t want_elements, float **out) {
+    *out = NULL;
+    const qd_st_tensor *st = qd_st_find(io, name);
+    if (!st) return qd_fail(QD_EINVAL, "%s: no input named '%s'", io->path, name);
+    if (want_elements >= 0 && (int64_t)st->elements != want_elements) {
+        return qd_fail(QD_EINVAL, "%s: input '%s' has %llu elements, expected %lld", io->path, name,
+                       (unsigned long long)st->elements, (long long)want_elements);
+    }
+    float *f = malloc(sizeof *f * (size_t)st->elements + 4);
+    if (!f) return qd_fail(QD_ENOMEM, "cannot allocate");
+    for (uint64_t i = 0; i < st->elements; i++) {
+        const uint8_t *p = (const uint8_t *)qd_st_data(io, st);
+        switch (st->dtype) {
+        case QD_DTYPE_F32: memcpy(&f[i], p + 4 * i, 4); break;
+        case QD_DTYPE_I64: {
+            int64_t v;
+            memcpy(&v, p + 8 * i, 8);
+            f[i] = (float)v;
+            break;
+        }
+        case QD_DTYPE_I32: {
+            int32_t v;
+            memcpy(&v, p + 4 * i, 4);
+            f[i] = (float)v;
+            break;
+        }
+        default:
+            free(f);
+            return qd_fail(QD_EINVAL, "%s: input '%s' must be F32, I32 or I64, got %s", io->path, name, qd_dtype_name(st->dtype));
+        }
+    }
+    *out = f;
+    return QD_OK;
+}
+
+static qd_status write_output(qd_backend *be, const char *path, const char *name, const qd_tensor *t) {
+    float *host = malloc(sizeof *host * (size_t)qd_tensor_elements(t) + 4);
+    if (!host) return qd_fail(QD_ENOMEM, "cannot allocate the output");
+    qd_tensor f32 = {0};
+    qd_status s = qd_tensor_new(be, &f32, QD_DTYPE_F32, t->rank, t->shape);
+    if (!s) s = be->ops->copy(be, t, &f32);
+    if (!s) s = be->ops->download(be, &f32, host);
+    qd_tensor_free(&f32);
+    qd_st_writer *w = NULL;
+    if (!s) s = qd_st_writer_create(path, &w);
+    if (!s) s = qd_st_writer_add(w, name, QD_DTYPE_F32, t->rank, t->shape);
+    if (!s) s = qd_st_writer_meta(w, "producer", "qdit forward");
+    if (!s) s = qd_st_writer_put(w, name, host, sizeof *host * (uint64_t)qd_tensor_elements(t));
+    if (!s) s = qd_st_writer_finish(w);
+    else if (w) qd_st_writer_abort(w);
+    free(host);
+    return s;
+}
+
+static qd_status run_flux(const qd_model_ctx *ctx, const json_t *cfg, const char *label, const qd_st_file *io, const char *out) {
+    qd_flux_config c;
+    qd_status s = qd_flux_config_parse(label, cfg, &c);
+    if (s) return s;
+    qd_flux *m = NULL;
+    if ((s = qd_flux_load(ctx, &c, &m))) return s;
+    qd_tensor hs = {0}, enc = {0}, pooled = {0}, y = {0};
+    float *ts = NULL, *gs = NULL, *img = NULL, *txt = NULL;
+    if (!s) s = input(ctx->backend, io, "hidden_states", ctx->act, &hs);
+    if (!s) s = input(ctx->backend, io, "encoder_hidden_states", ctx->act, &enc);
+    if (!s) s = input(ctx->backend, io, "pooled_projections", ctx->act, &pooled);
+    if (!s && (hs.rank != 3 || enc.rank != 3)) s = qd_fail(QD_EINVAL, "%s: hidden_states and encoder_hidden_states must be [B, N, C]", io->path);
+    int64_t B = hs.shape[0], N = hs.shape[1], T = enc.shape[1];
+    if (!s) s = host_input(io, "timestep", B, &ts);
+    if (!s && c.guidance_embeds) s = host_input(io, "guidance", B, &gs);
+    if (!s) s = host_input(io, "img_ids", N * 3, &img);
+    if (!s) s = host_input(io, "txt_ids", T * 3, &txt);
+    if (!s) s = qd_tensor_new(ctx->backend, &y, ctx->act, 3, (int64_t[]){B, N, c.out_channels});
+    qd_flux_inputs in = {.hidden = &hs, .encoder = &enc, .pooled = &pooled, .timestep = ts, .guidance = gs, .img_ids = img, .txt_ids = txt};
+    if (!s) s = qd_flux_forward(m, &in, &y);
+    if (!s) s = write_output(ctx->backend, out, "output", &y);
+    qd_tensor_free(&hs), qd_tensor_free(&enc), qd_tensor_free(&pooled), qd_tensor_free(&y);
+    free(ts), free(gs), free(img), free(txt);
+    qd_flux_free(m);
+    return s;
+}
+
+static qd_status run_zimage(const qd_model_ctx *ctx, const json_t *cfg, const char *label, const qd_st_file *io, const char *out) {
+    qd_zimage_config c;
+    qd_status s = qd_zimage_config_parse(label, cfg, &c);
+    if (s) return s;
+    qd_zimage *m = NULL;
+    if ((s = qd_zimage_load(ctx, &c, &m))) return s;
+    qd_tensor x = {0}, cap = {0}, y = {0};
+    float *t = NULL;
+    if (!s) s = input(ctx->backend, io, "x", ctx->act, &x);
+    if (!s) s = input(ctx->backend, io, "cap_feats", ctx->act, &cap);
+    if (!s) s = host_input(io, "t", 1, &t);
+    if (!s) s = qd_tensor_new(ctx->backend, &y, ctx->act, x.rank, x.shape);
+    if (!s) s = qd_zimage_forward(m, &x, t[0], &cap, &y);
+    if (!s) s = write_output(ctx->backend, out, "output", &y);
+    qd_tensor_free(&x), qd_tensor_free(&cap), qd_tensor_free(&y);
+    free(t);
+    qd_zimage_free(m);
+    return s;
+}
+
+static qd_status run_vae(const qd_model_ctx *ctx, const json_t *cfg, const char *label, const qd_st_file *io, const char *out) {
+    qd_vae_kl_config c;
+    qd_status s = qd_vae_kl_config_parse(label, cfg, &c);
+    if (s) return s;
+    qd_vae_kl *m = NULL;
+    if ((s = qd_vae_kl_load(ctx, &c, &m))) return s;
+    qd_tensor z = {0}, y = {0};
+    if (!s) s = input(ctx->backend, io, "z", ctx->act, &z);
+    if (!s && z.rank != 4) s = qd_fail(QD_EINVAL, "%s: z must be [B, C, h, w]", io->path);
+    int64_t scale = (int64_t)1 << (c.n_blocks - 1);
+    if (!s) s = qd_tensor_new(ctx->backend, &y, ctx->act, 4, (int64_t[]){z.shape[0], c.out_channels, z.shape[2] * scale, z.shape[3] * scale});
+    if (!s) s = qd_vae_kl_decode(m, &z, &y);
+    if (!s) s = write_output(ctx->backend, out, "output", &y);
+    qd_tensor_free(&z), qd_tensor_free(&y);
+    qd_vae_kl_free(m);
+    return s;
+}
+
+qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
+    if (!a->component || !a->inputs || !a->output) {
+        return qd_fail(QD_EINVAL, "forward needs --component DIR, --inputs FILE and --output FILE");
+    }
+    if (a->device && strcmp(a->device, "cpu")) {
+        return qd_fail(QD_EUNSUPPORTED, "--device %s: this qdit was built with the CPU backend only (expected cpu)", a->device);
+    }
+    qd_dtype act = QD_DTYPE_F32;
+    if (a->precision && !strcmp(a->precision, "bf16")) act = QD_DTYPE_BF16;
+    else if (a->precision && strcmp(a->precision, "f32")) return qd_fail(QD_EINVAL, "--precision %s: expected f32 or bf16", a->precision);
+
+    /* the component: a folder, or a weights file whose folder holds config.json */
+    char *dir = qd_is_dir(a->component) ? strdup(a->component) : qd_path_dirname(a->component);
+    char *cfg_path = dir ? qd_path_join(dir, "config.json") : NULL;
+    json_t *cfg = NULL;
+    qd_status s = cfg_path ? qd_json_load_object(cfg_path, &cfg) : qd_fail(QD_ENOMEM, "cannot allocate");
+    const char *cls = s ? NULL : qd_json_string(cfg, "_class_name");
+    if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name, so the module is unknown", cfg_path);
+    bool is_vae = cls && !strcmp(cls, "AutoencoderKL");
+    if (!s && !is_vae && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
+        s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel and AutoencoderKL, "
+                                     "not %s",
+                    cfg_path, cls);
+    }
+    /* weights: the transformer takes the flags (a file component is a weights override of its folder) */
+    qd_options opts = *o;
+    if (!qd_is_dir(a->component) && !opts.transformer_weights_path) opts.transformer_weights_path = a->component;
+    qd_options none;
+    qd_options_init(&none);
+    const qd_options *use = is_vae ? &none : &opts;
+    qd_component_source src = {0};
+    qd_ckpt *ck = NULL;
+    qd_quant_config quant;
+    qd_quant_config_init(&quant);
+    qd_backend *be = NULL;
+    qd_st_file *io = NULL;
+    if (!s) s = qd_component_source_resolve(use, is_vae ? "vae" : "transformer", qd_is_dir(a->component) ? dir : NULL, &src);
+    if (!s) s = qd_weight_set_open(&src.weights, &ck);
+    if (!s) s = qd_quant_resolve(use, &src, ck, cls, &quant);
+    if (!s && quant.method != QD_QM_NONE) qd_log(QD_LOG_INFO, "%s: quantization %s (%s)", cls, qd_quant_method_name(quant.method), quant.source);
+    if (!s) s = qd_st_open(a->inputs, &io);
+    if (!s) s = qd_backend_cpu_create(&be);
+    if (!s) {
+        qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act};
+        if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output);
+        else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
+        else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);
+    }
+    if (be) be->ops->destroy(be);
+    qd_st_close(io);
+    qd_quant_config_free(&quant);
+    qd_ckpt_close(ck);
+    qd_component_source_free(&src);
+    json_decref(cfg);
+    free(cfg_path);
+    free(dir);
+    return s;
+}

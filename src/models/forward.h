@@ -1,0 +1,24 @@
+/* `qdit forward`: run one module on named inputs and write its named outputs (docs/cli.md), the way users
+ * check a converted or quantized checkpoint against its original. The module's class comes from its
+ * config.json `_class_name`; inputs and outputs use the names of ../shared/fixtures/README.md:
+ *   FluxTransformer2DModel    hidden_states, encoder_hidden_states, pooled_projections, timestep,
+ *                             guidance, img_ids, txt_ids → output
+ *   ZImageTransformer2DModel  x [C, 1, H, W], cap_feats [L, cap], t [1] → output
+ *   AutoencoderKL             z → output (decode)
+ * Transformers take the quantization flags; outputs are written as F32. */
+#ifndef QD_MODELS_FORWARD_H
+#define QD_MODELS_FORWARD_H
+
+#include "qdit.h"
+
+typedef struct {
+    const char *component;  /* a component folder, or a .safetensors file with config.json beside it */
+    const char *inputs;     /* a safetensors file of named inputs */
+    const char *output;     /* where to write the outputs */
+    const char *device;     /* "cpu" (default) */
+    const char *precision;  /* "f32" (default) or "bf16" */
+} qd_forward_args;
+
+qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a);
+
+#endif
