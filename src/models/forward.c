@@ -166,6 +166,12 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     qd_dtype act = QD_DTYPE_F32;
     if (a->precision && !strcmp(a->precision, "bf16")) act = QD_DTYPE_BF16;
     else if (a->precision && strcmp(a->precision, "f32")) return qd_fail(QD_EINVAL, "--precision %s: expected f32 or bf16", a->precision);
+    qd_scalar_rounding scalars = QD_SCALARS_AS_ACTIVATIONS;
+    if (a->scalars && !strcmp(a->scalars, "exact")) scalars = QD_SCALARS_EXACT;
+    else if (a->scalars && !strcmp(a->scalars, "bf16")) scalars = QD_SCALARS_BF16;
+    else if (a->scalars && strcmp(a->scalars, "activation")) {
+        return qd_fail(QD_EINVAL, "--scalar-rounding %s: expected activation, exact or bf16", a->scalars);
+    }
 
     /* the component: a folder, or a weights file whose folder holds config.json */
     char *dir = qd_is_dir(a->component) ? strdup(a->component) : qd_path_dirname(a->component);
@@ -199,7 +205,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!s) s = qd_st_open(a->inputs, &io);
     if (!s) s = qd_backend_cpu_create(&be);
     if (!s) {
-        qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act};
+        qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars};
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);

@@ -17,6 +17,7 @@ typedef struct {
     const char *output;     /* where to write the outputs */
     const char *device;     /* "cpu" (default) */
     const char *precision;  /* "f32" (default) or "bf16" */
+    const char *scalars;    /* rounding of timestep/guidance before ×1000: "activation" (default), "exact", "bf16" */
 } qd_forward_args;
 
 qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a);

@@ -26,6 +26,12 @@ qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, i
 
 bool qd_model_has(const qd_model_ctx *m, const char *name) { return qd_ckpt_find(m->ck, name) != NULL; }
 
+float qd_model_scalar_x1000(const qd_model_ctx *m, float v) {
+    bool bf16 = m->scalars == QD_SCALARS_BF16 || (m->scalars == QD_SCALARS_AS_ACTIVATIONS && m->act == QD_DTYPE_BF16);
+    if (!bf16) return v * 1000.0f;
+    return qd_bf16_to_f32(qd_f32_to_bf16(qd_bf16_to_f32(qd_f32_to_bf16(v)) * 1000.0f));
+}
+
 qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t) {
     memset(t, 0, sizeof *t);
     const qd_ckpt_entry *e = qd_ckpt_find(m->ck, name);

@@ -11,12 +11,22 @@
 #include "quant/config.h"
 #include "quant/linear.h"
 
+/* How scalar conditioning (timestep, guidance) is rounded before the model's ×1000 (models.md §11.2).
+ * diffusers casts it to the activation dtype and multiplies in that dtype, so a bf16 run embeds
+ * bf16(bf16(σ)·1000): the default, to match diffusers' own bf16 runs. EXACT keeps f32 (to compare a
+ * bf16 run's compute with an f32 reference); BF16 rounds even with f32 activations. */
+typedef enum { QD_SCALARS_AS_ACTIVATIONS = 0, QD_SCALARS_EXACT, QD_SCALARS_BF16 } qd_scalar_rounding;
+
 typedef struct {
     qd_backend *backend;
     const qd_ckpt *ck;
     const qd_quant_config *quant;
     qd_dtype act; /* activation dtype: F32 (reference precision) or BF16 */
+    qd_scalar_rounding scalars;
 } qd_model_ctx;
+
+/* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */
+float qd_model_scalar_x1000(const qd_model_ctx *m, float v);
 
 /* Bind the linear `name` (its module prefix) and check its shape when `in`/`out` are > 0. */
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);

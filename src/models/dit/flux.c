@@ -182,6 +182,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
 
 typedef struct {
     qd_backend *be;
+    const qd_model_ctx *ctx;
     qd_dtype act;
     qd_status s;
 } run;
@@ -272,15 +273,12 @@ static qd_tensor upload(run *r, const float *host, int64_t n, int64_t dim) {
     return t;
 }
 
-/* temb contribution of a scalar per batch item: linear_2(silu(linear_1(sinus(v·1000)))) with v rounded to
- * the activation dtype before and after ×1000, as the pipeline's bf16 math does (models.md §11.2) */
+/* temb contribution of a scalar per batch item: linear_2(silu(linear_1(sinus(v·1000)))), v·1000 rounded
+ * as the context says (by default in the activation dtype, as diffusers does; models.md §11.2) */
 static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const float *v, int64_t B) {
     float *t = malloc(sizeof *t * (size_t)B), *emb = malloc(sizeof *emb * (size_t)(B * 256));
     for (int64_t b = 0; b < B; b++) {
-        float x = v[b];
-        if (r->act == QD_DTYPE_BF16) x = qd_bf16_to_f32(qd_f32_to_bf16(qd_bf16_to_f32(qd_f32_to_bf16(x)) * 1000.0f));
-        else x *= 1000.0f;
-        t[b] = x;
+        t[b] = qd_model_scalar_x1000(r->ctx, v[b]);
     }
     qd_timestep_embedding(t, (int)B, 256, true, 0.0f, 1.0f, emb);
     qd_tensor e = upload(r, emb, B, 256);
@@ -304,7 +302,7 @@ static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd
 
 qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) {
     const qd_flux_config *c = &m->c;
-    run R = {.be = m->ctx.backend, .act = m->ctx.act, .s = QD_OK}, *r = &R;
+    run R = {.be = m->ctx.backend, .ctx = &m->ctx, .act = m->ctx.act, .s = QD_OK}, *r = &R;
     const qd_tensor *hs = in->hidden, *enc = in->encoder;
     if (hs->rank != 3 || enc->rank != 3 || hs->shape[2] != c->in_channels || enc->shape[2] != c->joint_attention_dim ||
         enc->shape[0] != hs->shape[0] || in->pooled->rank != 2 || in->pooled->shape[1] != c->pooled_projection_dim) {
