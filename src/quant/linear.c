@@ -106,6 +106,7 @@ void qd_linear_bias_f32(const qd_linear *l, float *out) {
         return;
     }
     for (int64_t n = 0; n < l->out_features; n++) out[n] = l->bias.data ? qd_view_get(&l->bias, n, 0) : 0.0f;
+    qd_svdq_add_shift_bias(l, out);
 }
 
 qd_status qd_linear_dequantize(const qd_linear *l, float *out) {

@@ -95,10 +95,13 @@ int64_t qd_view_elements(const qd_view *v);
 void qd_view_free(qd_view *v);
 void qd_linear_free(qd_linear *l);
 
-/* The reference: W as f32 [N][K] (out must hold N·K floats), computed from the stored form with the
- * scheme's dequantization rule. Every fast path is tested against this. */
+/* The reference: the effective W as f32 [N][K] (out must hold N·K floats), such that the layer computes
+ * x·Wᵀ + b in full precision: the scheme's dequantization rule with any smoothing vector folded in
+ * (pre_quant_scale / mul_scale multiply column k, SVDQuant's smooth divides it). Every fast path is
+ * tested against this. */
 qd_status qd_linear_dequantize(const qd_linear *l, float *out);
-/* The bias as f32 [N] (zeros when there is none). */
+/* The layer's effective bias as f32 [N] (zeros when there is none): the stored bias plus what a stored form
+ * moved out of it (msModelSlim's quant_bias/offset, SVDQuant's unsigned shift compensation). */
 void qd_linear_bias_f32(const qd_linear *l, float *out);
 
 #endif

@@ -148,6 +148,7 @@ qd_status qd_dequantize_mx(const qd_linear *l, float *out) {
             float e = fp4 ? qd_e2m1_to_f32((i & 1) ? q[i / 2] >> 4 : q[i / 2] & 15) : qd_e4m3_to_f32(q[i]);
             float v = e * qd_e8m0_to_f32(sc[r * (k / 32) + j / 32]);
             if (l->scale2.data) v *= qd_view_get(&l->scale2, r, j / 512);
+            if (l->smooth.data) v *= qd_view_get_flat(&l->smooth, j); /* x·mul_scale */
             out[i] = v;
         }
     }

@@ -183,6 +183,7 @@ qd_status qd_dequantize_nvfp4(const qd_linear *l, float *out) {
             uint8_t byte = q[(r * k + j) / 2];
             uint8_t code = (j & 1) ? byte >> 4 : byte & 15;
             out[r * k + j] = qd_e2m1_to_f32(code) * qd_e4m3_to_f32(sc[r * kg + j / 16]) * g;
+            if (l->smooth.data) out[r * k + j] *= qd_view_get_flat(&l->smooth, j); /* x·pre_quant_scale */
         }
     }
     return QD_OK;

@@ -339,6 +339,26 @@ qd_status qd_dequantize_svdq(const qd_linear *l, float *out) {
     return QD_OK;
 }
 
+/* Unsigned int4 layers (fc2 after GELU, formats.md §5.4): the kernel quantizes x + SHIFT_GELU on the main
+ * path, and the converter stored b − SHIFT·Σ_k main[n][k] as the bias. The layer's true bias is thus the
+ * stored one plus that sum: added here so the reference x·W_effᵀ + b is the layer's function. */
+void qd_svdq_add_shift_bias(const qd_linear *l, float *bias) {
+    if (l->scheme != QD_SCHEME_SVDQ_INT4 || !l->act_unsigned) return;
+    const int64_t n_out = l->out_features, k_in = l->in_features;
+    const uint8_t *w = l->weight.data;
+    for (int64_t n = 0; n < n_out; n++) {
+        const double channel = (double)l->alpha * (l->scale2.data ? qd_view_get(&l->scale2, n, 0) : 1.0);
+        double sum = 0;
+        for (int64_t k = 0; k < k_in; k++) {
+            const double sm = qd_view_get(&l->smooth, k, 0);
+            if (sm == 0.0) continue;
+            const uint8_t code = (uint8_t)((w[(n * k_in + k) / 2] >> (4 * (k & 1))) & 0x0F);
+            sum += (double)((int)code - ((code & 8) ? 16 : 0)) * (double)qd_view_get(&l->scale, n, k / l->block_k) / sm;
+        }
+        bias[n] = (float)((double)bias[n] + QD_SVDQ_SHIFT_GELU * channel * sum);
+    }
+}
+
 /* ================================ AWQ W4A16 ================================ */
 
 /* Binds the layer in its STORED row order with the stored bias. Modulation layers (FLUX norm1.linear,

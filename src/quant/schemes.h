@@ -49,6 +49,9 @@ qd_status qd_quantize_int8(const float *w, int64_t n, int64_t k, qd_linear *l);
 qd_status qd_dequantize_dense(const qd_linear *l, float *out);
 qd_status qd_dequantize_fp8(const qd_linear *l, float *out);
 qd_status qd_dequantize_nvfp4(const qd_linear *l, float *out);
+/* nunchaku's shift added to post-GELU activations of unsigned int4 layers (formats.md §5.4) */
+#define QD_SVDQ_SHIFT_GELU 0.171875
+void qd_svdq_add_shift_bias(const qd_linear *l, float *bias);
 qd_status qd_dequantize_mx(const qd_linear *l, float *out);
 qd_status qd_dequantize_svdq(const qd_linear *l, float *out);
 qd_status qd_dequantize_awq(const qd_linear *l, float *out);

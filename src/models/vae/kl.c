@@ -61,20 +61,27 @@ qd_status qd_vae_kl_config_parse(const char *label, const json_t *cfg, qd_vae_kl
     return QD_OK;
 }
 
+/* prefix + suffix into n, or an error naming the prefix when it does not fit */
+static qd_status param_name(char *n, size_t size, const char *prefix, const char *suffix) {
+    int len = snprintf(n, size, "%s.%s", prefix, suffix);
+    if (len < 0 || (size_t)len >= size) return qd_fail(QD_EINVAL, "VAE parameter name '%s.%s' is too long", prefix, suffix);
+    return QD_OK;
+}
+
 static qd_status load_conv(const qd_model_ctx *ctx, const char *prefix, int64_t out, int64_t in, int64_t k, conv *cv) {
-    char n[256];
-    snprintf(n, sizeof n, "%s.weight", prefix);
-    qd_status s = qd_model_param(ctx, n, 4, (int64_t[]){out, in, k, k}, &cv->conv_w);
-    snprintf(n, sizeof n, "%s.bias", prefix);
+    char n[320];
+    qd_status s = param_name(n, sizeof n, prefix, "weight");
+    if (!s) s = qd_model_param(ctx, n, 4, (int64_t[]){out, in, k, k}, &cv->conv_w);
+    if (!s) s = param_name(n, sizeof n, prefix, "bias");
     if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){out}, &cv->conv_b);
     return s;
 }
 
 static qd_status load_norm(const qd_model_ctx *ctx, const char *prefix, int64_t ch, qd_tensor *w, qd_tensor *b) {
-    char n[256];
-    snprintf(n, sizeof n, "%s.weight", prefix);
-    qd_status s = qd_model_param(ctx, n, 1, (int64_t[]){ch}, w);
-    snprintf(n, sizeof n, "%s.bias", prefix);
+    char n[320];
+    qd_status s = param_name(n, sizeof n, prefix, "weight");
+    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){ch}, w);
+    if (!s) s = param_name(n, sizeof n, prefix, "bias");
     if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){ch}, b);
     return s;
 }
