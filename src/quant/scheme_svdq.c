@@ -182,9 +182,11 @@ qd_status qd_bind_svdq(const qd_bind_ctx *c, qd_linear *l) {
         return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' has rank %lld; the low-rank rank must be a positive multiple of 16",
                        c->module, c->module, down.suffix, (long long)rank);
     }
-    if (c->cfg->svdq_rank > 0 && c->cfg->svdq_rank != rank) {
-        return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' has rank %lld, but the SVDQuant config says rank %d", c->module,
-                       c->module, down.suffix, (long long)rank, c->cfg->svdq_rank);
+    /* nunchaku pads the rank to a multiple of 16 with zero rows (formats.md §5.5, pitfall 9): an r8 file
+       stores 16 */
+    if (c->cfg->svdq_rank > 0 && (c->cfg->svdq_rank + 15) / 16 * 16 != rank) {
+        return qd_fail(QD_EFORMAT, "layer '%s': '%s.%s' has rank %lld, but the SVDQuant config says rank %d (stored padded to %d)",
+                       c->module, c->module, down.suffix, (long long)rank, c->cfg->svdq_rank, (c->cfg->svdq_rank + 15) / 16 * 16);
     }
     if ((s = expect_shape(c, &down, t, kp, rank, "low-rank down, [Kp, rank]"))) return s;
     if ((s = expect_shape(c, &up, t, np, rank, "low-rank up, [Np, rank]"))) return s;

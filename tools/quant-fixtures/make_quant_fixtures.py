@@ -1479,9 +1479,8 @@ def nunchaku_zimage_layers(src):
     return L, {}, None
 
 
-def _family_svdquant(ctx, precision):
+def _family_svdquant(ctx, precision, rank=32):
     src = ctx.src
-    rank = 32
     tag = "int4" if precision == "int4" else "fp4"
     tensors = {}
     used = set()
@@ -1672,6 +1671,10 @@ def family_svdquant_int4(ctx):
 
 def family_svdquant_fp4(ctx):
     return _family_svdquant(ctx, "nvfp4")
+
+
+def family_svdquant_int4_r8(ctx):
+    return _family_svdquant(ctx, "int4", rank=8)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1995,6 +1998,7 @@ FAMILIES = [
     ("modelopt_nvfp4_tensor_only", family_modelopt_nvfp4_tensor_only),
     ("svdquant_int4", family_svdquant_int4),
     ("svdquant_fp4", family_svdquant_fp4),
+    ("svdquant_int4_r8", family_svdquant_int4_r8),
     ("modelslim_w8a8", family_modelslim_w8a8),
     ("modelslim_w8a8_int64", family_modelslim_w8a8_int64),
     ("modelslim_w8a8_dynamic", family_modelslim_w8a8_dynamic),
