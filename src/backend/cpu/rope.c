@@ -1,0 +1,125 @@
+/* qd_cpu_rope — rotary position embedding applied to x [B, L, H, D] with per-position angles given
+ * as cos/sin [L, D/2] (F32; the caller computes them in the precision each model needs, models.md
+ * §1.2 and §11.4).
+ *  - QD_ROPE_INTERLEAVED: pairs (x[2i], x[2i+1]) — every DiT here (FLUX, FLUX.2, Qwen-Image, Z-Image,
+ *    Wan, HunyuanVideo): out[2i] = x[2i]·c_i − x[2i+1]·s_i, out[2i+1] = x[2i+1]·c_i + x[2i]·s_i.
+ *  - QD_ROPE_HALF: rotate_half pairs (x[i], x[i+D/2]) — Llama/Qwen text encoders:
+ *    out[i] = x[i]·c_i − x[i+D/2]·s_i, out[i+D/2] = x[i+D/2]·c_i + x[i]·s_i.
+ * Math in f32, one rounding to y's dtype (the spec: "apply in fp32, then cast back"). In place allowed.
+ *
+ * Fast path (AVX-512): per position the cos row is expanded once to the lane pattern the rotation
+ * needs ([c0,c0,c1,c1,…] and [−s0,s0,−s1,s1,…] for interleaved pairs), then every head of that
+ * position is one multiply, one in-lane pair swap and one FMA per 16 values. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops_internal.h"
+
+QD_CPU_OPS_ANCHOR(rope);
+
+/* one head row, generic: reads both members of a pair before writing either (in place is safe) */
+static void rope_row_generic(qd_rope_mode mode, const float *x, const float *c, const float *s, int64_t D, float *out) {
+    int64_t h = D / 2;
+    for (int64_t i = 0; i < h; i++) {
+        int64_t a = mode == QD_ROPE_INTERLEAVED ? 2 * i : i, b = mode == QD_ROPE_INTERLEAVED ? 2 * i + 1 : i + h;
+        float xa = x[a], xb = x[b];
+        out[a] = xa * c[i] - xb * s[i];
+        out[b] = xb * c[i] + xa * s[i];
+    }
+}
+
+#if defined(__x86_64__)
+/* interleaved: cd = [c0,c0,c1,c1,…] (D), ss = [−s0,s0,−s1,s1,…] (D); out = x·cd + swap_pairs(x)·ss */
+static QD_TARGET_AVX512 void rope_interleaved_avx512(const float *x, const float *cd, const float *ss, int64_t D, float *out) {
+    for (int64_t i = 0; i < D; i += 16) {
+        __mmask16 m = D - i >= 16 ? 0xffff : (__mmask16)((1u << (D - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 sw = _mm512_permute_ps(v, 0xB1); /* (x1, x0, x3, x2, …) within each 128-bit lane */
+        __m512 r = _mm512_fmadd_ps(sw, _mm512_maskz_loadu_ps(m, ss + i), _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, cd + i)));
+        _mm512_mask_storeu_ps(out + i, m, r);
+    }
+}
+
+static QD_TARGET_AVX512 void rope_half_avx512(const float *x, const float *c, const float *s, int64_t D, float *out) {
+    int64_t h = D / 2;
+    for (int64_t i = 0; i < h; i += 16) {
+        __mmask16 m = h - i >= 16 ? 0xffff : (__mmask16)((1u << (h - i)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(m, x + i), b = _mm512_maskz_loadu_ps(m, x + h + i);
+        __m512 cv = _mm512_maskz_loadu_ps(m, c + i), sv = _mm512_maskz_loadu_ps(m, s + i);
+        __m512 ra = _mm512_fnmadd_ps(b, sv, _mm512_mul_ps(a, cv));
+        __m512 rb = _mm512_fmadd_ps(a, sv, _mm512_mul_ps(b, cv));
+        _mm512_mask_storeu_ps(out + i, m, ra);
+        _mm512_mask_storeu_ps(out + h + i, m, rb);
+    }
+}
+#endif
+
+qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
+                      qd_tensor *y) {
+    (void)be;
+    qd_status s;
+    if ((s = qd_cpu_check_float("rope", "x", x)) || (s = qd_cpu_check_float("rope", "y", y)) ||
+        (s = qd_cpu_check_same_shape("rope", "x", x, "y", y)) || (s = qd_cpu_check_inplace("rope", x, y))) {
+        return s;
+    }
+    char sx[128], sc[128];
+    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cpu rope: unknown mode %d", (int)mode);
+    if (x->rank != 4 || x->shape[3] % 2 != 0) {
+        return qd_fail(QD_EINVAL, "cpu rope: x must be [B, L, H, D] with D even, got %s", qd_cpu_shape_str(x, sx, sizeof sx));
+    }
+    int64_t B = x->shape[0], L = x->shape[1], H = x->shape[2], D = x->shape[3];
+    const qd_tensor *cs[2] = {cos, sin};
+    for (int k = 0; k < 2; k++) {
+        const char *what = k ? "sin" : "cos";
+        const qd_tensor *t = cs[k];
+        if (!t) return qd_fail(QD_EINVAL, "cpu rope: %s is required", what);
+        if (t->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cpu rope: %s must be F32, got %s", what, qd_dtype_name(t->dtype));
+        if (t->rank != 2 || t->shape[0] != L || t->shape[1] != D / 2 || (!t->data && L * D > 0)) {
+            return qd_fail(QD_EINVAL, "cpu rope: %s must be [L, D/2] = [%lld, %lld] for x %s, got %s", what, (long long)L,
+                           (long long)(D / 2), qd_cpu_shape_str(x, sx, sizeof sx), qd_cpu_shape_str(t, sc, sizeof sc));
+        }
+    }
+    int64_t rows = B * L, n = rows * H * D;
+    if (n == 0) return QD_OK;
+    const float *cf = cos->data, *sf = sin->data;
+    bool avx = qd_cpu_has_avx512();
+    int failed = 0;
+#pragma omp parallel if (n > 16384)
+    {
+        /* row buffers: x and y for one position (H·D), the expanded cos/sin (2·D) */
+        float *bi = malloc(sizeof(float) * (size_t)(H * D)), *bo = malloc(sizeof(float) * (size_t)(H * D));
+        float *ex = malloc(sizeof(float) * (size_t)(2 * D));
+        if (!bi || !bo || !ex) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!bi || !bo || !ex) continue;
+            int64_t l = r % L;
+            const float *c = cf + l * (D / 2), *sn = sf + l * (D / 2);
+            const float *in = qd_cpu_in_f32(x, r * H * D, H * D, bi);
+            float *out = qd_cpu_out_f32(y, r * H * D, bo);
+#if defined(__x86_64__)
+            if (avx && mode == QD_ROPE_INTERLEAVED) {
+                for (int64_t i = 0; i < D / 2; i++) {
+                    ex[2 * i] = ex[2 * i + 1] = c[i];
+                    ex[D + 2 * i] = -sn[i];
+                    ex[D + 2 * i + 1] = sn[i];
+                }
+                for (int64_t h = 0; h < H; h++) rope_interleaved_avx512(in + h * D, ex, ex + D, D, out + h * D);
+            } else if (avx) {
+                for (int64_t h = 0; h < H; h++) rope_half_avx512(in + h * D, c, sn, D, out + h * D);
+            } else
+#endif
+            {
+                for (int64_t h = 0; h < H; h++) rope_row_generic(mode, in + h * D, c, sn, D, out + h * D);
+            }
+            qd_cpu_out_commit(y, r * H * D, H * D, out);
+        }
+        free(bi), free(bo), free(ex);
+    }
+    (void)avx;
+    if (failed) return qd_fail(QD_ENOMEM, "cpu rope: cannot allocate row buffers");
+    return QD_OK;
+}
