@@ -1,5 +1,18 @@
 /* FLUX.1 transformer forward, straight-line over backend ops (models.md §2.3). Temporaries are
- * allocated per op and freed as soon as they are dead; a per-step arena comes with the pipeline. */
+ * allocated per op and freed as soon as they are dead; a per-step arena comes with the pipeline.
+ *
+ * Two checkpoint layouts load: diffusers names, and Nunchaku SVDQuant's legacy names (formats.md §5.7,
+ * detected by `transformer_blocks.0.qkv_proj` / `single_transformer_blocks.0.qkv_proj`):
+ *   joint block   qkv_proj = [to_q; to_k; to_v] and qkv_proj_context = [add_q; add_k; add_v] (rows, one
+ *                 linear each, sliced after), out_proj, out_proj_context, mlp_fc1/2, mlp_context_fc1/2,
+ *                 AWQ norm1.linear / norm1_context.linear; norm_q, norm_k, norm_added_* under the block;
+ *   single block  qkv_proj, mlp_fc1 (= proj_mlp), and proj_out split by input columns into out_proj
+ *                 (attention part) + mlp_fc2 (MLP part, carries the bias), so proj_out(cat(a, m)) =
+ *                 out_proj(a) + mlp_fc2(m); AWQ norm.linear; norm_q, norm_k under the block.
+ * The AWQ modulation layers store their rows interleaved by chunk with +1 in the scale chunks' bias
+ * (§5.6): undone once at load, so the forward is the diffusers one. The int4 fc2 layers (after GELU)
+ * quantize their activations unsigned (§5.4). SVDQuant pads N and K to multiples of 128: the forward
+ * pads x with zeros and crops y (linear_n). */
 #include "models/dit/flux.h"
 
 #include <stdio.h>
@@ -8,21 +21,26 @@
 
 #include "core/codec.h"
 #include "core/status.h"
+#include "quant/packing.h"
+#include "quant/plan.h"
 
 typedef struct {
     qd_linear norm1, norm1_context, to_q, to_k, to_v, add_q, add_k, add_v, to_out, to_add_out;
     qd_linear ff_in, ff_out, ffc_in, ffc_out;
+    qd_linear qkv, qkv_ctx; /* Nunchaku: fused [q; k; v] of each stream */
     qd_tensor norm_q, norm_k, norm_added_q, norm_added_k;
 } double_block;
 
 typedef struct {
     qd_linear norm, to_q, to_k, to_v, proj_mlp, proj_out;
+    qd_linear qkv, out_attn, mlp_fc2; /* Nunchaku: fused [q; k; v]; proj_out's two column blocks */
     qd_tensor norm_q, norm_k;
 } single_block;
 
 struct qd_flux {
     qd_model_ctx ctx;
     qd_flux_config c;
+    bool nunchaku; /* Nunchaku SVDQuant legacy module names and fused layouts */
     qd_linear x_embedder, context_embedder, t_lin1, t_lin2, g_lin1, g_lin2, p_lin1, p_lin2, norm_out, proj_out;
     double_block *dbl;
     single_block *sgl;
@@ -70,13 +88,14 @@ qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_con
 
 static void free_double(double_block *b) {
     qd_linear *ls[] = {&b->norm1, &b->norm1_context, &b->to_q, &b->to_k, &b->to_v, &b->add_q, &b->add_k,
-                       &b->add_v, &b->to_out, &b->to_add_out, &b->ff_in, &b->ff_out, &b->ffc_in, &b->ffc_out};
+                       &b->add_v, &b->to_out, &b->to_add_out, &b->ff_in, &b->ff_out, &b->ffc_in, &b->ffc_out,
+                       &b->qkv,   &b->qkv_ctx};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k), qd_tensor_free(&b->norm_added_q), qd_tensor_free(&b->norm_added_k);
 }
 
 static void free_single(single_block *b) {
-    qd_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out};
+    qd_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out, &b->qkv, &b->out_attn, &b->mlp_fc2};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k);
 }
@@ -91,6 +110,141 @@ void qd_flux_free(qd_flux *m) {
     free(m->dbl);
     free(m->sgl);
     free(m);
+}
+
+/* ---- Nunchaku SVDQuant layers ---- */
+
+/* A copy of view v with its N rows (v viewed as [N][row bytes]) de-interleaved from the AWQ modulation
+ * order (stored row i·C + c = logical row c·(N/C) + i, formats.md §5.6). */
+static qd_status view_deinterleave(const char *layer, qd_view *v, int64_t n, int64_t chunks) {
+    if (!v->data) return QD_OK;
+    const int64_t el = qd_view_elements(v);
+    const size_t row = (size_t)(el / n) * (size_t)qd_dtype_bits(v->dtype) / 8;
+    if (el % n || !row) return qd_fail(QD_EFORMAT, "layer '%s': a %lld-element tensor does not split into %lld rows", layer, (long long)el, (long long)n);
+    void *buf = malloc(row * (size_t)n);
+    if (!buf) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its de-interleaved rows", layer);
+    qd_status s = qd_awq_mod_deinterleave(v->data, 1, n, row, chunks, buf);
+    if (s) {
+        free(buf);
+        return qd_fail_context(s, "layer '%s'", layer);
+    }
+    qd_view nv = *v;
+    nv.data = nv.owned = buf;
+    qd_view_free(v);
+    *v = nv;
+    return QD_OK;
+}
+
+/* An AWQ W4A16 modulation linear (norm1.linear: 6 chunks, single norm.linear: 3) brought to the diffusers
+ * row order, with the +1 that the converter baked into the bias of the scale chunks (c = 1 and c = C − 2)
+ * taken out again: afterwards it computes exactly the diffusers layer's function. */
+static qd_status awq_mod_to_logical(qd_linear *l, int64_t chunks) {
+    const char *name = l->name ? l->name : "?";
+    const int64_t n = l->out_features;
+    if (n % chunks) return qd_fail(QD_EFORMAT, "layer '%s': %lld output rows do not split into %lld modulation chunks", name, (long long)n, (long long)chunks);
+    qd_status s = QD_OK;
+    if (!s) s = view_deinterleave(name, &l->weight, n, chunks);
+    if (!s) s = view_deinterleave(name, &l->scale, n, chunks);
+    if (!s) s = view_deinterleave(name, &l->zeros, n, chunks);
+    if (!s && !l->bias.data) {
+        return qd_fail(QD_EFORMAT, "layer '%s': a Nunchaku AWQ modulation layer carries a bias (with +1 on its scale chunks); "
+                       "'%s.bias' is missing", name, name);
+    }
+    if (!s) s = view_deinterleave(name, &l->bias, n, chunks);
+    if (s) return s;
+    float *b = malloc(sizeof *b * (size_t)n);
+    if (!b) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its bias", name);
+    const int64_t per = n / chunks;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t c = j / per;
+        b[j] = qd_view_get(&l->bias, j, 0) - ((c == 1 || c == chunks - 2) ? 1.0f : 0.0f);
+    }
+    qd_view_free(&l->bias);
+    l->bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {n}, .data = b, .owned = b};
+    return QD_OK;
+}
+
+/* Bind a linear of a Nunchaku checkpoint: SVDQuant layers may be padded (N, K to multiples of 128), so
+ * they need at least in → out; `chunks` > 0 marks an AWQ modulation layer; `after_gelu` an fc2 whose int4
+ * activations are quantized unsigned with nunchaku's shift (formats.md §5.4). */
+static qd_status nk_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, int64_t chunks, bool after_gelu,
+                           qd_linear *l) {
+    char q[300], w[300];
+    snprintf(q, sizeof q, "%s.qweight", name);
+    snprintf(w, sizeof w, "%s.weight", name);
+    if (!qd_model_has(ctx, q) && !qd_model_has(ctx, w)) {
+        const char *file = ctx->ck->n_files ? ctx->ck->files[0]->path : "the transformer checkpoint";
+        return qd_fail(QD_EFORMAT,
+                       "%s%s: a Nunchaku FLUX checkpoint (legacy names, as its transformer_blocks.0.qkv_proj says) "
+                       "needs layer '%s' ('%s' or '%s'), and it is missing",
+                       file, ctx->ck->n_files > 1 ? " (and the other files of its set)" : "", name, q, w);
+    }
+    const char *shards[1] = {name};
+    qd_status s = qd_linear_bind(ctx->quant, ctx->ck, name, shards, 1, l);
+    if (s) return s;
+    const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
+    const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;
+    if (!fits) {
+        s = qd_fail(QD_EFORMAT, "layer '%s' (%s) is %lld → %lld; the config needs %lld → %lld%s", name, l->scheme_name,
+                    (long long)l->in_features, (long long)l->out_features, (long long)in, (long long)out,
+                    svdq ? " (or larger: SVDQuant pads to multiples of 128)" : "");
+    }
+    if (!s && svdq) l->act_unsigned = after_gelu && l->scheme == QD_SCHEME_SVDQ_INT4;
+    if (!s && chunks > 0 && l->scheme == QD_SCHEME_AWQ_W4A16) s = awq_mod_to_logical(l, chunks);
+    if (!s && ctx->backend->ops->prepare_linear) s = ctx->backend->ops->prepare_linear(ctx->backend, l);
+    if (s) qd_linear_free(l);
+    return s;
+}
+
+static qd_status load_nunchaku(const qd_model_ctx *ctx, qd_flux *m) {
+    const qd_flux_config *c = &m->c;
+    const int64_t D = c->inner_dim, hd = c->head_dim, mlp = 4 * D;
+    char n[256];
+    qd_status s = QD_OK;
+    for (int64_t i = 0; !s && i < c->num_layers; i++) {
+        double_block *b = &m->dbl[i];
+#define NL(dst, suffix, in, outf, chunks, gelu)                                 \
+    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
+    if (!s) s = nk_linear(ctx, n, in, outf, chunks, gelu, dst)
+#define NP(dst, suffix, len)                                                    \
+    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
+    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){len}, dst)
+        NL(&b->norm1, "norm1.linear", D, 6 * D, 6, false);
+        NL(&b->norm1_context, "norm1_context.linear", D, 6 * D, 6, false);
+        NL(&b->qkv, "qkv_proj", D, 3 * D, 0, false);
+        NL(&b->qkv_ctx, "qkv_proj_context", D, 3 * D, 0, false);
+        NL(&b->to_out, "out_proj", D, D, 0, false);
+        NL(&b->to_add_out, "out_proj_context", D, D, 0, false);
+        NL(&b->ff_in, "mlp_fc1", D, mlp, 0, false);
+        NL(&b->ff_out, "mlp_fc2", mlp, D, 0, true);
+        NL(&b->ffc_in, "mlp_context_fc1", D, mlp, 0, false);
+        NL(&b->ffc_out, "mlp_context_fc2", mlp, D, 0, true);
+        NP(&b->norm_q, "norm_q.weight", hd);
+        NP(&b->norm_k, "norm_k.weight", hd);
+        NP(&b->norm_added_q, "norm_added_q.weight", hd);
+        NP(&b->norm_added_k, "norm_added_k.weight", hd);
+#undef NL
+#undef NP
+    }
+    for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
+        single_block *b = &m->sgl[i];
+#define NL(dst, suffix, in, outf, chunks, gelu)                                        \
+    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
+    if (!s) s = nk_linear(ctx, n, in, outf, chunks, gelu, dst)
+#define NP(dst, suffix, len)                                                           \
+    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
+    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){len}, dst)
+        NL(&b->norm, "norm.linear", D, 3 * D, 3, false);
+        NL(&b->qkv, "qkv_proj", D, 3 * D, 0, false);
+        NL(&b->proj_mlp, "mlp_fc1", D, mlp, 0, false);
+        NL(&b->out_attn, "out_proj", D, D, 0, false);
+        NL(&b->mlp_fc2, "mlp_fc2", mlp, D, 0, true);
+        NP(&b->norm_q, "norm_q.weight", hd);
+        NP(&b->norm_k, "norm_k.weight", hd);
+#undef NL
+#undef NP
+    }
+    return s;
 }
 
 qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux **out) {
@@ -118,7 +272,11 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     }
     LIN(&m->p_lin1, "time_text_embed.text_embedder.linear_1", c->pooled_projection_dim, D);
     LIN(&m->p_lin2, "time_text_embed.text_embedder.linear_2", D, D);
-    for (int64_t i = 0; !s && i < c->num_layers; i++) {
+    /* Nunchaku's legacy layout, told by its fused qkv of the first block (formats.md §5.7) */
+    m->nunchaku = qd_model_has(ctx, c->num_layers > 0 ? "transformer_blocks.0.qkv_proj.qweight"
+                                                      : "single_transformer_blocks.0.qkv_proj.qweight");
+    if (m->nunchaku && !s) s = load_nunchaku(ctx, m);
+    for (int64_t i = 0; !s && !m->nunchaku && i < c->num_layers; i++) {
         double_block *b = &m->dbl[i];
 #define BL(dst, suffix, in, outf)                                         \
     snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
@@ -147,7 +305,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
 #undef BL
 #undef BP
     }
-    for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
+    for (int64_t i = 0; !s && !m->nunchaku && i < c->num_single_layers; i++) {
         single_block *b = &m->sgl[i];
 #define SL(dst, suffix, in, outf)                                                \
     snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
@@ -203,6 +361,51 @@ static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
     return y;
 }
 
+/* columns [start, start + len) of x's last dim */
+static qd_tensor slice_last(run *r, const qd_tensor *x, int64_t start, int64_t len) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = len;
+    qd_tensor y = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &y, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, x->rank - 1, start, len, &y);
+    return y;
+}
+
+/* The layer on x when the layer is wider than x (SVDQuant pads K to a multiple of 128): x with zero
+ * columns appended — padded columns have zero weights and smooth, so they add nothing. Output width as
+ * stored (padded N included). */
+static qd_tensor linear_padded(run *r, qd_linear *l, const qd_tensor *x) {
+    const int64_t k = x->shape[x->rank - 1];
+    if (r->s || k >= l->in_features) return linear(r, l, x);
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->in_features - k;
+    qd_tensor z = {0}, xp = {0};
+    const size_t bytes = (size_t)(qd_tensor_elements(x) / k * (l->in_features - k)) * (size_t)qd_dtype_bits(x->dtype) / 8;
+    void *zeros = calloc(1, bytes + 1);
+    if (!zeros) r->s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its input padding", l->name ? l->name : "?");
+    if (!r->s) r->s = qd_tensor_new(r->be, &z, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &z, zeros);
+    free(zeros);
+    shape[x->rank - 1] = l->in_features;
+    if (!r->s) r->s = qd_tensor_new(r->be, &xp, x->dtype, x->rank, shape);
+    const qd_tensor *xs[2] = {x, &z};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, x->rank - 1, &xp);
+    qd_tensor y = linear(r, l, &xp);
+    qd_tensor_free(&z), qd_tensor_free(&xp);
+    return y;
+}
+
+/* The layer's n logical outputs (the stored ones cropped when SVDQuant padded them). */
+static qd_tensor linear_n(run *r, qd_linear *l, const qd_tensor *x, int64_t n) {
+    qd_tensor y = linear_padded(r, l, x);
+    if (r->s || y.shape[y.rank - 1] == n) return y;
+    qd_tensor c = slice_last(r, &y, 0, n);
+    qd_tensor_free(&y);
+    return c;
+}
+
 static qd_tensor chunk(run *r, const qd_tensor *x, int i, int64_t d) {
     int64_t shape[2] = {x->shape[0], d};
     qd_tensor y = t_new(r, 2, shape);
@@ -253,10 +456,10 @@ static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w) {
 }
 
 /* An MLP: out(gelu_tanh(in(x))) */
-static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x) {
-    qd_tensor h = linear(r, in, x);
+static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, int64_t n) {
+    qd_tensor h = linear_n(r, in, x, hidden);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &h, &h);
-    qd_tensor y = linear(r, outl, &h);
+    qd_tensor y = linear_n(r, outl, &h, n);
     qd_tensor_free(&h);
     return y;
 }
@@ -348,14 +551,22 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
 
     for (int64_t i = 0; i < c->num_layers && !r->s; i++) {
         double_block *b = &m->dbl[i];
-        qd_tensor e = linear(r, &b->norm1, &silu_temb), ce = linear(r, &b->norm1_context, &silu_temb);
+        qd_tensor e = linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
         for (int k = 0; k < 6; k++) mod[k] = chunk(r, &e, k, D), cmod[k] = chunk(r, &ce, k, D);
         qd_tensor_free(&e), qd_tensor_free(&ce);
 
         qd_tensor xn = norm_modulate(r, &x, &mod[1], &mod[0]), cn = norm_modulate(r, &ctx, &cmod[1], &cmod[0]);
-        qd_tensor q = linear(r, &b->to_q, &xn), k = linear(r, &b->to_k, &xn), v = linear(r, &b->to_v, &xn);
-        qd_tensor cq = linear(r, &b->add_q, &cn), ck = linear(r, &b->add_k, &cn), cv = linear(r, &b->add_v, &cn);
+        qd_tensor q, k, v, cq, ck, cv;
+        if (m->nunchaku) { /* one fused [q; k; v] per stream */
+            qd_tensor qkv = linear_padded(r, &b->qkv, &xn), cqkv = linear_padded(r, &b->qkv_ctx, &cn);
+            q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, D), v = slice_last(r, &qkv, 2 * D, D);
+            cq = slice_last(r, &cqkv, 0, D), ck = slice_last(r, &cqkv, D, D), cv = slice_last(r, &cqkv, 2 * D, D);
+            qd_tensor_free(&qkv), qd_tensor_free(&cqkv);
+        } else {
+            q = linear(r, &b->to_q, &xn), k = linear(r, &b->to_k, &xn), v = linear(r, &b->to_v, &xn);
+            cq = linear(r, &b->add_q, &cn), ck = linear(r, &b->add_k, &cn), cv = linear(r, &b->add_v, &cn);
+        }
         qd_tensor_free(&xn), qd_tensor_free(&cn);
         qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
         for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
@@ -369,17 +580,17 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
         as_tokens(&A);
         qd_tensor ca = seq_slice(r, &A, 0, T), xa = seq_slice(r, &A, T, N);
         qd_tensor_free(&A);
-        qd_tensor xo = linear(r, &b->to_out, &xa), co = linear(r, &b->to_add_out, &ca);
+        qd_tensor xo = linear_n(r, &b->to_out, &xa, D), co = linear_n(r, &b->to_add_out, &ca, D);
         qd_tensor_free(&xa), qd_tensor_free(&ca);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xo, &mod[2], &x);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &co, &cmod[2], &ctx);
         qd_tensor_free(&xo), qd_tensor_free(&co);
 
         qd_tensor xn2 = norm_modulate(r, &x, &mod[4], &mod[3]);
-        qd_tensor xf = mlp(r, &b->ff_in, &b->ff_out, &xn2);
+        qd_tensor xf = mlp(r, &b->ff_in, &b->ff_out, &xn2, 4 * D, D);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xf, &mod[5], &x);
         qd_tensor cn2 = norm_modulate(r, &ctx, &cmod[4], &cmod[3]);
-        qd_tensor cf = mlp(r, &b->ffc_in, &b->ffc_out, &cn2);
+        qd_tensor cf = mlp(r, &b->ffc_in, &b->ffc_out, &cn2, 4 * D, D);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &cf, &cmod[5], &ctx);
         qd_tensor_free(&xn2), qd_tensor_free(&xf), qd_tensor_free(&cn2), qd_tensor_free(&cf);
         for (int j = 0; j < 6; j++) qd_tensor_free(&mod[j]), qd_tensor_free(&cmod[j]);
@@ -390,13 +601,20 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     qd_tensor_free(&ctx), qd_tensor_free(&x);
     for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
         single_block *b = &m->sgl[i];
-        qd_tensor e = linear(r, &b->norm, &silu_temb);
+        qd_tensor e = linear_n(r, &b->norm, &silu_temb, 3 * D);
         qd_tensor shift = chunk(r, &e, 0, D), scale = chunk(r, &e, 1, D), gate = chunk(r, &e, 2, D);
         qd_tensor_free(&e);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
-        qd_tensor hmlp = linear(r, &b->proj_mlp, &sn);
+        qd_tensor hmlp = linear_n(r, &b->proj_mlp, &sn, 4 * D);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &hmlp, &hmlp);
-        qd_tensor q = linear(r, &b->to_q, &sn), k = linear(r, &b->to_k, &sn), v = linear(r, &b->to_v, &sn);
+        qd_tensor q, k, v;
+        if (m->nunchaku) {
+            qd_tensor qkv = linear_padded(r, &b->qkv, &sn);
+            q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, D), v = slice_last(r, &qkv, 2 * D, D);
+            qd_tensor_free(&qkv);
+        } else {
+            q = linear(r, &b->to_q, &sn), k = linear(r, &b->to_k, &sn), v = linear(r, &b->to_v, &sn);
+        }
         qd_tensor_free(&sn);
         as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
         rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
@@ -404,10 +622,18 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
         attention(r, &q, &k, &v, &cos, &sin, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
         as_tokens(&A);
-        qd_tensor cat = concat2(r, &A, &hmlp, 2);
-        qd_tensor_free(&A), qd_tensor_free(&hmlp);
-        qd_tensor o = linear(r, &b->proj_out, &cat);
-        qd_tensor_free(&cat);
+        qd_tensor o;
+        if (m->nunchaku) { /* proj_out(cat(A, hmlp)) = out_proj(A) + mlp_fc2(hmlp) */
+            o = linear_n(r, &b->out_attn, &A, D);
+            qd_tensor o2 = linear_n(r, &b->mlp_fc2, &hmlp, D);
+            if (!r->s) r->s = r->be->ops->add(r->be, &o, &o2, &o);
+            qd_tensor_free(&A), qd_tensor_free(&hmlp), qd_tensor_free(&o2);
+        } else {
+            qd_tensor cat = concat2(r, &A, &hmlp, 2);
+            qd_tensor_free(&A), qd_tensor_free(&hmlp);
+            o = linear(r, &b->proj_out, &cat);
+            qd_tensor_free(&cat);
+        }
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
         qd_tensor_free(&o), qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
     }

@@ -1,5 +1,11 @@
 /* Z-Image transformer forward over backend ops (models.md §3.3), for one latent at a time: the
- * pipeline's batch of 1 (no attention mask, so pad tokens attend, as in diffusers). */
+ * pipeline's batch of 1 (no attention mask, so pad tokens attend, as in diffusers).
+ *
+ * Besides diffusers names, a block may come in Nunchaku SVDQuant's layout (formats.md §5.7, nunchaku
+ * transformer_zimage.py), told per block by its tensors (skip_refiners leaves the refiners in diffusers
+ * form): attention.to_qkv = [to_q; to_k; to_v] (rows), feed_forward.net.0.proj = [w3; w1] (diffusers'
+ * SwiGLU: first half the value, second half the SiLU gate), feed_forward.net.2 = w2; attention.to_out.0
+ * keeps its name. SVDQuant pads N and K to multiples of 128: x is padded with zeros, y cropped. */
 #include "models/dit/zimage.h"
 
 #include <math.h>
@@ -9,10 +15,12 @@
 
 #include "core/codec.h"
 #include "core/status.h"
+#include "quant/plan.h"
 
 typedef struct {
     bool modulated;
-    qd_linear adaln, to_q, to_k, to_v, to_out, w1, w2, w3;
+    bool fused_qkv, fused_w13; /* Nunchaku: to_qkv = [q; k; v], net.0.proj = [w3; w1] */
+    qd_linear adaln, to_q, to_k, to_v, to_out, w1, w2, w3, qkv, w13;
     qd_tensor norm_q, norm_k, attn_norm1, attn_norm2, ffn_norm1, ffn_norm2;
 } block;
 
@@ -70,7 +78,7 @@ qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage
 }
 
 static void free_block(block *b) {
-    qd_linear *ls[] = {&b->adaln, &b->to_q, &b->to_k, &b->to_v, &b->to_out, &b->w1, &b->w2, &b->w3};
+    qd_linear *ls[] = {&b->adaln, &b->to_q, &b->to_k, &b->to_v, &b->to_out, &b->w1, &b->w2, &b->w3, &b->qkv, &b->w13};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
     qd_tensor *ts[] = {&b->norm_q, &b->norm_k, &b->attn_norm1, &b->attn_norm2, &b->ffn_norm1, &b->ffn_norm2};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
@@ -88,6 +96,35 @@ void qd_zimage_free(qd_zimage *m) {
     free(m);
 }
 
+/* Bind a linear that may be an SVDQuant one: those pad N and K to multiples of 128, so they need at least
+ * in → out; any other scheme exactly that. Z-Image's SVDQuant activations are all signed (its FFN is SwiGLU,
+ * no GELU before an fc2; formats.md §5.4). */
+static qd_status padded_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, qd_linear *l) {
+    const char *shards[1] = {name};
+    qd_status s = qd_linear_bind(ctx->quant, ctx->ck, name, shards, 1, l);
+    if (s) return s;
+    const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
+    const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;
+    if (!fits) {
+        s = qd_fail(QD_EFORMAT, "layer '%s' (%s) is %lld → %lld; the config needs %lld → %lld%s", name, l->scheme_name,
+                    (long long)l->in_features, (long long)l->out_features, (long long)in, (long long)out,
+                    svdq ? " (or larger: SVDQuant pads to multiples of 128)" : "");
+    }
+    if (!s && svdq) l->act_unsigned = false;
+    if (!s && ctx->backend->ops->prepare_linear) s = ctx->backend->ops->prepare_linear(ctx->backend, l);
+    if (s) qd_linear_free(l);
+    return s;
+}
+
+/* Does the checkpoint hold module `prefix.suffix` (as a plain or a Nunchaku weight)? */
+static bool has_module(const qd_model_ctx *ctx, const char *prefix, const char *suffix) {
+    char n[320];
+    snprintf(n, sizeof n, "%s.%s.qweight", prefix, suffix);
+    if (qd_model_has(ctx, n)) return true;
+    snprintf(n, sizeof n, "%s.%s.weight", prefix, suffix);
+    return qd_model_has(ctx, n);
+}
+
 static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, const char *prefix, bool modulated, block *b) {
     char n[256];
     int64_t D = c->dim, hd = c->head_dim, kvd = c->kv_heads * hd;
@@ -102,13 +139,28 @@ static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, 
     if (modulated) {
         LIN(&b->adaln, "adaLN_modulation.0", c->adaln_dim, 4 * D);
     }
-    LIN(&b->to_q, "attention.to_q", D, D);
-    LIN(&b->to_k, "attention.to_k", D, kvd);
-    LIN(&b->to_v, "attention.to_v", D, kvd);
-    LIN(&b->to_out, "attention.to_out.0", D, D);
-    LIN(&b->w1, "feed_forward.w1", D, c->ffn_hidden);
-    LIN(&b->w2, "feed_forward.w2", c->ffn_hidden, D);
-    LIN(&b->w3, "feed_forward.w3", D, c->ffn_hidden);
+#define PLIN(dst, suffix, in, outf)                 \
+    snprintf(n, sizeof n, "%s.%s", prefix, suffix); \
+    if (!s) s = padded_linear(ctx, n, in, outf, dst)
+    b->fused_qkv = has_module(ctx, prefix, "attention.to_qkv") && !has_module(ctx, prefix, "attention.to_q");
+    b->fused_w13 = has_module(ctx, prefix, "feed_forward.net.0.proj") && !has_module(ctx, prefix, "feed_forward.w1");
+    if (b->fused_qkv) {
+        PLIN(&b->qkv, "attention.to_qkv", D, D + 2 * kvd);
+    } else {
+        LIN(&b->to_q, "attention.to_q", D, D);
+        LIN(&b->to_k, "attention.to_k", D, kvd);
+        LIN(&b->to_v, "attention.to_v", D, kvd);
+    }
+    PLIN(&b->to_out, "attention.to_out.0", D, D);
+    if (b->fused_w13) {
+        PLIN(&b->w13, "feed_forward.net.0.proj", D, 2 * c->ffn_hidden);
+        PLIN(&b->w2, "feed_forward.net.2", c->ffn_hidden, D);
+    } else {
+        LIN(&b->w1, "feed_forward.w1", D, c->ffn_hidden);
+        LIN(&b->w2, "feed_forward.w2", c->ffn_hidden, D);
+        LIN(&b->w3, "feed_forward.w3", D, c->ffn_hidden);
+    }
+#undef PLIN
     PARAM(&b->norm_q, "attention.norm_q.weight", hd);
     PARAM(&b->norm_k, "attention.norm_k.weight", hd);
     PARAM(&b->attn_norm1, "attention_norm1.weight", D);
@@ -182,6 +234,51 @@ static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
     return y;
 }
 
+/* columns [start, start + len) of x's last dim */
+static qd_tensor slice_last(run *r, const qd_tensor *x, int64_t start, int64_t len) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = len;
+    qd_tensor y = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &y, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, x->rank - 1, start, len, &y);
+    return y;
+}
+
+/* The layer on x when the layer is wider than x (SVDQuant pads K to a multiple of 128): x with zero
+ * columns appended — padded columns have zero weights and smooth, so they add nothing. Output width as
+ * stored (padded N included). */
+static qd_tensor linear_padded(run *r, qd_linear *l, const qd_tensor *x) {
+    const int64_t k = x->shape[x->rank - 1];
+    if (r->s || k >= l->in_features) return linear(r, l, x);
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->in_features - k;
+    qd_tensor z = {0}, xp = {0};
+    const size_t bytes = (size_t)(qd_tensor_elements(x) / k * (l->in_features - k)) * (size_t)qd_dtype_bits(x->dtype) / 8;
+    void *zeros = calloc(1, bytes + 1);
+    if (!zeros) r->s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its input padding", l->name ? l->name : "?");
+    if (!r->s) r->s = qd_tensor_new(r->be, &z, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &z, zeros);
+    free(zeros);
+    shape[x->rank - 1] = l->in_features;
+    if (!r->s) r->s = qd_tensor_new(r->be, &xp, x->dtype, x->rank, shape);
+    const qd_tensor *xs[2] = {x, &z};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, x->rank - 1, &xp);
+    qd_tensor y = linear(r, l, &xp);
+    qd_tensor_free(&z), qd_tensor_free(&xp);
+    return y;
+}
+
+/* The layer's n logical outputs (the stored ones cropped when SVDQuant padded them). */
+static qd_tensor linear_n(run *r, qd_linear *l, const qd_tensor *x, int64_t n) {
+    qd_tensor y = linear_padded(r, l, x);
+    if (r->s || y.shape[y.rank - 1] == n) return y;
+    qd_tensor c = slice_last(r, &y, 0, n);
+    qd_tensor_free(&y);
+    return c;
+}
+
 static qd_tensor rms(run *r, const qd_tensor *x, const qd_tensor *w, float eps) {
     qd_tensor y = t_new(r, x->rank, x->shape);
     if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, eps, &y);
@@ -247,7 +344,15 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     }
     qd_tensor h = rms(r, x, &b->attn_norm1, eps);
     if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &h, &mod[0], NULL, &h);
-    qd_tensor q = linear(r, &b->to_q, &h), k = linear(r, &b->to_k, &h), v = linear(r, &b->to_v, &h);
+    const int64_t kvd = c->kv_heads * hd;
+    qd_tensor q, k, v;
+    if (b->fused_qkv) {
+        qd_tensor qkv = linear_padded(r, &b->qkv, &h);
+        q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, kvd), v = slice_last(r, &qkv, D + kvd, kvd);
+        qd_tensor_free(&qkv);
+    } else {
+        q = linear(r, &b->to_q, &h), k = linear(r, &b->to_k, &h), v = linear(r, &b->to_v, &h);
+    }
     qd_tensor_free(&h);
     qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
     qd_tensor_shape(&k, k.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
@@ -261,7 +366,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
     qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
     qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
-    qd_tensor o = linear(r, &b->to_out, &a);
+    qd_tensor o = linear_n(r, &b->to_out, &a, D);
     qd_tensor_free(&a);
     qd_tensor on = rms(r, &o, &b->attn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
@@ -269,11 +374,19 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
 
     qd_tensor f = rms(r, x, &b->ffn_norm1, eps);
     if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &f, &mod[2], NULL, &f);
-    qd_tensor g = linear(r, &b->w1, &f), u = linear(r, &b->w3, &f);
+    const int64_t F = c->ffn_hidden;
+    qd_tensor g, u;
+    if (b->fused_w13) { /* [w3; w1]: value first, gate second */
+        qd_tensor h13 = linear_padded(r, &b->w13, &f);
+        u = slice_last(r, &h13, 0, F), g = slice_last(r, &h13, F, F);
+        qd_tensor_free(&h13);
+    } else {
+        g = linear(r, &b->w1, &f), u = linear(r, &b->w3, &f);
+    }
     qd_tensor_free(&f);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g);
     if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
-    qd_tensor ff = linear(r, &b->w2, &g);
+    qd_tensor ff = linear_n(r, &b->w2, &g, D);
     qd_tensor_free(&g), qd_tensor_free(&u);
     qd_tensor fn = rms(r, &ff, &b->ffn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
