@@ -36,8 +36,6 @@
 
 #include "backend/cpu/ops_internal.h"
 
-QD_CPU_OPS_ANCHOR(attention);
-
 #define NK 128 /* keys per block: one block's K and V (bf16, D = 128) are 32 KiB each, L2-resident */
 #define MQ 96  /* queries per work tile: 16 groups of the 6-row micro-kernels */
 #define RQ 6   /* rows per micro-kernel: 6×4 accumulators (QK) and 6×4 (PV) fill 24 of 32 zmm */

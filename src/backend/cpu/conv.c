@@ -26,8 +26,6 @@
 
 #include "backend/cpu/ops_internal.h"
 
-QD_CPU_OPS_ANCHOR(conv);
-
 typedef struct {
     int64_t N, C, T, H, W;
     int64_t O, kt, kh, kw;

@@ -26,8 +26,6 @@
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
 
-QD_CPU_OPS_ANCHOR(elementwise);
-
 #define CH 2048 /* elements per chunk: a few 8 KiB f32 buffers per thread, L1-resident */
 #define PAR_MIN (4 * CH) /* below this, threads cost more than they give */
 

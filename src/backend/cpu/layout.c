@@ -13,8 +13,6 @@
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
 
-QD_CPU_OPS_ANCHOR(layout);
-
 #define TILE 64
 
 static size_t elem_bytes(qd_dtype t) { return (size_t)qd_dtype_bits(t) / 8; }

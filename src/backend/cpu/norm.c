@@ -23,8 +23,6 @@
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
 
-QD_CPU_OPS_ANCHOR(norm);
-
 #define CH 4096
 #define AI static inline __attribute__((always_inline))
 

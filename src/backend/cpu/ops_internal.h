@@ -102,20 +102,6 @@ static inline qd_status qd_cpu_check_inplace(const char *op, const qd_tensor *x,
     return QD_OK;
 }
 
-/* Link anchors. pending.c's weak stand-ins live in the same static archive as the real ops, and the
- * linker pulls an archive member only for a symbol still undefined: whenever pending.o is pulled
- * first (it is, for attention.c.o, conv.c.o and rope.c.o, whose names sort around it), the weak
- * definition satisfies cpu_backend.o and the real file is silently left out. Each op file therefore
- * defines an anchor and references all the others', so that as soon as one of them is linked, all
- * are, and their strong definitions replace the weak ones. Harmless once pending.c is gone. */
-extern const char qd_cpu_anchor_attention, qd_cpu_anchor_conv, qd_cpu_anchor_elementwise, qd_cpu_anchor_layout,
-    qd_cpu_anchor_norm, qd_cpu_anchor_rope;
-#define QD_CPU_OPS_ANCHOR(name)                                                                                        \
-    const char qd_cpu_anchor_##name = 0;                                                                               \
-    __attribute__((used)) static const char *const qd_cpu_anchors_[] = {                                               \
-        &qd_cpu_anchor_attention, &qd_cpu_anchor_conv, &qd_cpu_anchor_elementwise,                                     \
-        &qd_cpu_anchor_layout,    &qd_cpu_anchor_norm, &qd_cpu_anchor_rope}
-
 /* Rows as f32, without a copy for F32 tensors (elementwise.c; AVX-512 conversions where available,
  * bit-identical to core/codec's RNE encoders).
  * qd_cpu_in_f32: n elements of t from element `off`: t's own memory when t is F32, else decoded into

@@ -15,8 +15,6 @@
 
 #include "backend/cpu/ops_internal.h"
 
-QD_CPU_OPS_ANCHOR(rope);
-
 /* one head row, generic: reads both members of a pair before writing either (in place is safe) */
 static void rope_row_generic(qd_rope_mode mode, const float *x, const float *c, const float *s, int64_t D, float *out) {
     int64_t h = D / 2;
