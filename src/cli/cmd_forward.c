@@ -1,5 +1,5 @@
 /* qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors [--precision f32|bf16]
- * [--scalar-rounding activation|exact|bf16] [--device cpu] [model and quantization flags] — one module on named inputs (docs/cli.md). */
+ * [--scalar-rounding activation|exact|bf16] [--tiled] [--device cpu] [model and quantization flags] — one module on named inputs (docs/cli.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +12,15 @@ static void forward_usage(FILE *to) {
     fprintf(to,
             "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
             "                    [--precision f32|bf16] [--scalar-rounding activation|exact|bf16]\n"
-            "                    [--device cpu] [model and quantization flags]\n"
+            "                    [--tiled] [--device cpu] [model and quantization flags]\n"
             "\n"
             "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode) on the\n"
             "named inputs of IN and writes its outputs to OUT as float32; input names as in the shared fixtures\n"
             "(hidden_states, encoder_hidden_states, pooled_projections, timestep, guidance, img_ids, txt_ids |\n"
             "x, cap_feats, t | z). DIR may also be a .safetensors file with config.json beside it.\n"
             "--scalar-rounding: how timestep and guidance are rounded before the model's x1000; 'activation'\n"
-            "(default) rounds them to bf16 in a bf16 run as diffusers does, 'exact' keeps f32, 'bf16' always rounds.\n\n%s",
+            "(default) rounds them to bf16 in a bf16 run as diffusers does, 'exact' keeps f32, 'bf16' always rounds.\n"
+            "--tiled: decode a VAE latent in overlapping tiles (diffusers' enable_tiling), memory bounded by a tile.\n\n%s",
             qd_cli_model_flags_help());
 }
 
@@ -37,6 +38,10 @@ int qd_cmd_forward(int argc, char **argv) {
     qd_forward_args a = {0};
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
+        if (!strcmp(rest[i], "--tiled")) {
+            a.tiled = true;
+            continue;
+        }
         const char **slot = !strcmp(rest[i], "--component") ? &a.component
                             : !strcmp(rest[i], "--inputs")  ? &a.inputs
                             : !strcmp(rest[i], "--output")  ? &a.output

@@ -138,7 +138,8 @@ static qd_status run_zimage(const qd_model_ctx *ctx, const json_t *cfg, const ch
     return s;
 }
 
-static qd_status run_vae(const qd_model_ctx *ctx, const json_t *cfg, const char *label, const qd_st_file *io, const char *out) {
+static qd_status run_vae(const qd_model_ctx *ctx, const json_t *cfg, const char *label, const qd_st_file *io, const char *out,
+                         bool tiled) {
     qd_vae_kl_config c;
     qd_status s = qd_vae_kl_config_parse(label, cfg, &c);
     if (s) return s;
@@ -149,7 +150,7 @@ static qd_status run_vae(const qd_model_ctx *ctx, const json_t *cfg, const char 
     if (!s && z.rank != 4) s = qd_fail(QD_EINVAL, "%s: z must be [B, C, h, w]", io->path);
     int64_t scale = (int64_t)1 << (c.n_blocks - 1);
     if (!s) s = qd_tensor_new(ctx->backend, &y, ctx->act, 4, (int64_t[]){z.shape[0], c.out_channels, z.shape[2] * scale, z.shape[3] * scale});
-    if (!s) s = qd_vae_kl_decode(m, &z, &y);
+    if (!s) s = tiled ? qd_vae_kl_decode_tiled(m, &z, &y) : qd_vae_kl_decode(m, &z, &y);
     if (!s) s = write_output(ctx->backend, out, "output", &y);
     qd_tensor_free(&z), qd_tensor_free(&y);
     qd_vae_kl_free(m);
@@ -181,6 +182,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     const char *cls = s ? NULL : qd_json_string(cfg, "_class_name");
     if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name, so the module is unknown", cfg_path);
     bool is_vae = cls && !strcmp(cls, "AutoencoderKL");
+    if (!s && a->tiled && !is_vae) s = qd_fail(QD_EINVAL, "--tiled applies to AutoencoderKL, not %s", cls);
     if (!s && !is_vae && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
         s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel and AutoencoderKL, "
                                      "not %s",
@@ -206,7 +208,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!s) s = qd_backend_cpu_create(&be);
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars};
-        if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output);
+        if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);
     }

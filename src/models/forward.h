@@ -9,6 +9,8 @@
 #ifndef QD_MODELS_FORWARD_H
 #define QD_MODELS_FORWARD_H
 
+#include <stdbool.h>
+
 #include "qdit.h"
 
 typedef struct {
@@ -18,6 +20,7 @@ typedef struct {
     const char *device;     /* "cpu" (default) */
     const char *precision;  /* "f32" (default) or "bf16" */
     const char *scalars;    /* rounding of timestep/guidance before ×1000: "activation" (default), "exact", "bf16" */
+    bool tiled;             /* VAE: decode in tiles (diffusers' enable_tiling) */
 } qd_forward_args;
 
 qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a);

@@ -128,6 +128,48 @@ static void test_vae(void **state) {
     free(f32), free(bf16);
 }
 
+/* Tiled decoding against diffusers' own (enable_tiling) on a 40×36 latent: 16-latent tiles with 25% overlap,
+ * edge tiles of two sizes (tools/reference/vae_tiled_reference.py, float64). Tiling changes the output (the
+ * mid attention sees one tile: 0.21 from the untiled decode here), so matching it to f32 noise checks the
+ * tile grid, the blend order and weights and the crops; the untiled decode of the same z is checked too. */
+static void test_vae_tiled(void **state) {
+    env *e = *state;
+    const char *ref = QDIT_SOURCE_DIR "/tests/fixtures/vae_kl_tiny_a_tiled_f64.safetensors";
+    char *out = NULL, *err = NULL;
+    char *t32 = qt_path(e->dir, "tiled-f32.safetensors"), *t16 = qt_path(e->dir, "tiled-bf16.safetensors"),
+         *u32 = qt_path(e->dir, "untiled-f32.safetensors");
+    const char *vae = FIX "/vae_kl_tiny_a/vae";
+    int rc = qt_run_qdit(&out, &err, "forward", "--component", vae, "--inputs", ref, "--output", t32, "--tiled", NULL);
+    if (rc) fail_msg("tiled f32: %s", err);
+    free(out), free(err);
+    rc = qt_run_qdit(&out, &err, "forward", "--component", vae, "--inputs", ref, "--output", t16, "--tiled", "--precision", "bf16", NULL);
+    if (rc) fail_msg("tiled bf16: %s", err);
+    free(out), free(err);
+    rc = qt_run_qdit(&out, &err, "forward", "--component", vae, "--inputs", ref, "--output", u32, NULL);
+    if (rc) fail_msg("untiled f32: %s", err);
+    free(out), free(err);
+    check("vae tiled f32 vs diffusers tiled (float64)", rel_l2(t32, ref, "output"), 1e-5);
+    check("vae tiled bf16 vs diffusers tiled (float64)", rel_l2(t16, ref, "output"), 2e-2);
+    /* the reference stores the untiled decode as output_untiled */
+    double num = 0, den = 0;
+    {
+        qd_st_file *a, *b;
+        assert_int_equal(qd_st_open(u32, &a), QD_OK);
+        assert_int_equal(qd_st_open(ref, &b), QD_OK);
+        const qd_st_tensor *ta = qd_st_find(a, "output"), *tb = qd_st_find(b, "output_untiled");
+        assert_non_null(ta), assert_non_null(tb);
+        assert_int_equal(ta->elements, tb->elements);
+        const float *x = qd_st_data(a, ta), *y = qd_st_data(b, tb);
+        for (uint64_t i = 0; i < ta->elements; i++) num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]), den += (double)y[i] * y[i];
+        qd_st_close(a), qd_st_close(b);
+    }
+    check("vae untiled f32 (40x36 latent) vs diffusers", sqrt(num / den), 1e-5);
+    double apart = rel_l2(t32, u32, "output");
+    print_message("%-52s relative L2 %.3e\n", "vae tiled vs untiled (qdit)", apart);
+    assert_true(apart > 1e-2);
+    free(t32), free(t16), free(u32);
+}
+
 /* the float64 reference holds the fixture's own z: a guard against pairing it with other inputs */
 static void test_vae_reference_matches_fixture_inputs(void **state) {
     (void)state;
@@ -156,6 +198,7 @@ int main(void) {
         cmocka_unit_test(test_flux),
         cmocka_unit_test(test_zimage),
         cmocka_unit_test(test_vae),
+        cmocka_unit_test(test_vae_tiled),
         cmocka_unit_test(test_vae_reference_matches_fixture_inputs),
         cmocka_unit_test(test_forward_bad_flags),
     };

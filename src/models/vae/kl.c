@@ -40,6 +40,10 @@ qd_status qd_vae_kl_config_parse(const char *label, const json_t *cfg, qd_vae_kl
     if (!s) s = qd_config_float(label, cfg, "scaling_factor", 0.3611, &c->scaling_factor);
     if (!s) s = qd_config_float(label, cfg, "shift_factor", 0.0, &c->shift_factor);
     if (s) return s;
+    json_t *ss = json_object_get(cfg, "sample_size");
+    if (json_is_array(ss)) ss = json_array_get(ss, 0);
+    c->sample_size = json_is_integer(ss) ? json_integer_value(ss) : 1024;
+    if (c->sample_size <= 0) return qd_fail(QD_EFORMAT, "%s: 'sample_size' must be a positive integer", label);
     json_t *b = json_object_get(cfg, "block_out_channels");
     if (!json_is_array(b) || json_array_size(b) < 1 || json_array_size(b) > 8) {
         return qd_fail(QD_EFORMAT, "%s: 'block_out_channels' must list 1 to 8 channel counts", label);
@@ -276,4 +280,124 @@ qd_status qd_vae_kl_decode(qd_vae_kl *m, const qd_tensor *z, qd_tensor *out) {
     if (!r->s) r->s = r->be->ops->conv2d(r->be, &h, &m->conv_out.conv_w, &m->conv_out.conv_b, &a, out);
     qd_tensor_free(&h);
     return r->s ? qd_fail_context(r->s, "VAE decode") : QD_OK;
+}
+
+/* ---- tiled decode ---- */
+
+/* z[:, :, i0:i0+h, j0:j0+w] of a host f32 copy of z [B, C, H, W] into a new activation tensor */
+static qd_status tile_of(qd_backend *be, qd_dtype act, const float *z, const int64_t *zs, int64_t i0, int64_t h, int64_t j0,
+                         int64_t w, qd_tensor *t) {
+    int64_t B = zs[0], C = zs[1], H = zs[2], W = zs[3];
+    float *host = malloc(sizeof *host * (size_t)(B * C * h * w));
+    if (!host) return qd_fail(QD_ENOMEM, "VAE tiled decode: cannot allocate a latent tile");
+    for (int64_t bc = 0; bc < B * C; bc++)
+        for (int64_t y = 0; y < h; y++) memcpy(host + (bc * h + y) * w, z + (bc * H + i0 + y) * W + j0, sizeof *host * (size_t)w);
+    qd_tensor f = {0};
+    memset(t, 0, sizeof *t);
+    qd_status s = qd_tensor_new(be, &f, QD_DTYPE_F32, 4, (int64_t[]){B, C, h, w});
+    if (!s) s = be->ops->upload(be, &f, host);
+    if (!s) s = qd_tensor_new(be, t, act, 4, f.shape);
+    if (!s) s = be->ops->copy(be, &f, t);
+    qd_tensor_free(&f);
+    free(host);
+    return s;
+}
+
+typedef struct {
+    float *px; /* [B, C, h, w] f32, blended in place as diffusers does */
+    int64_t h, w;
+} tile_img;
+
+qd_status qd_vae_kl_decode_tiled(qd_vae_kl *m, const qd_tensor *z, qd_tensor *out) {
+    const qd_vae_kl_config *c = &m->c;
+    qd_backend *be = m->ctx.backend;
+    int64_t scale = (int64_t)1 << (c->n_blocks - 1);
+    int64_t tl = c->sample_size / scale; /* latent tile */
+    if (z->rank != 4 || tl < 1 || (z->shape[2] <= tl && z->shape[3] <= tl)) return qd_vae_kl_decode(m, z, out);
+    int64_t B = z->shape[0], C = c->out_channels, H = z->shape[2], W = z->shape[3];
+    if (out->rank != 4 || out->shape[0] != B || out->shape[1] != C || out->shape[2] != H * scale || out->shape[3] != W * scale) {
+        return qd_fail(QD_EINVAL, "VAE tiled decode: z [B, %lld, h, w] into [B, %lld, %lld·h, %lld·w] expected",
+                       (long long)c->latent_channels, (long long)C, (long long)scale, (long long)scale);
+    }
+    const int64_t stride = (int64_t)((double)tl * 0.75), ts = c->sample_size, blend = (int64_t)((double)ts * 0.25),
+                  limit = ts - blend;
+    if (stride < 1 || stride * scale != limit) {
+        /* diffusers' crops would then not add up to the image size */
+        return qd_fail(QD_EUNSUPPORTED, "VAE tiled decode: sample_size %lld does not split into %lld-latent tiles with a 25%% overlap "
+                       "that crop to whole strides", (long long)c->sample_size, (long long)tl);
+    }
+    const int64_t rows = (H + stride - 1) / stride, cols = (W + stride - 1) / stride, OH = H * scale, OW = W * scale;
+    float *zh = malloc(sizeof *zh * (size_t)qd_tensor_elements(z)), *img = malloc(sizeof *img * (size_t)(B * C * OH * OW));
+    tile_img *above = calloc((size_t)cols, sizeof *above), *cur = calloc((size_t)cols, sizeof *cur);
+    qd_status s = zh && img && above && cur ? QD_OK : qd_fail(QD_ENOMEM, "VAE tiled decode: cannot allocate");
+    qd_tensor zf = {0};
+    if (!s) s = qd_tensor_new(be, &zf, QD_DTYPE_F32, 4, z->shape);
+    if (!s) s = be->ops->copy(be, z, &zf);
+    if (!s) s = be->ops->download(be, &zf, zh);
+    qd_tensor_free(&zf);
+    for (int64_t r = 0; r < rows && !s; r++) {
+        for (int64_t k = 0; k < cols && !s; k++) {
+            int64_t i0 = r * stride, j0 = k * stride;
+            int64_t h = H - i0 < tl ? H - i0 : tl, w = W - j0 < tl ? W - j0 : tl;
+            qd_tensor zt = {0}, yt = {0}, yf = {0};
+            s = tile_of(be, m->ctx.act, zh, z->shape, i0, h, j0, w, &zt);
+            tile_img *t = &cur[k];
+            t->h = h * scale, t->w = w * scale;
+            t->px = malloc(sizeof *t->px * (size_t)(B * C * t->h * t->w));
+            if (!s && !t->px) s = qd_fail(QD_ENOMEM, "VAE tiled decode: cannot allocate a tile");
+            if (!s) s = qd_tensor_new(be, &yt, m->ctx.act, 4, (int64_t[]){B, C, t->h, t->w});
+            if (!s) s = qd_vae_kl_decode(m, &zt, &yt);
+            if (!s) s = qd_tensor_new(be, &yf, QD_DTYPE_F32, 4, yt.shape);
+            if (!s) s = be->ops->copy(be, &yt, &yf);
+            if (!s) s = be->ops->download(be, &yf, t->px);
+            qd_tensor_free(&zt), qd_tensor_free(&yt), qd_tensor_free(&yf);
+            if (s) break;
+            /* blend the tile above (already blended itself), then the one on the left */
+            for (int64_t bc = 0; bc < B * C; bc++) {
+                float *p = t->px + bc * t->h * t->w;
+                if (r > 0) {
+                    const tile_img *a = &above[k];
+                    int64_t e = blend < a->h ? blend : a->h;
+                    e = e < t->h ? e : t->h;
+                    for (int64_t y = 0; y < e; y++) {
+                        const float *ar = a->px + (bc * a->h + a->h - e + y) * a->w;
+                        float wa = (float)(1.0 - (double)y / (double)e), wb = (float)((double)y / (double)e);
+                        for (int64_t x = 0; x < t->w; x++) p[y * t->w + x] = ar[x] * wa + p[y * t->w + x] * wb;
+                    }
+                }
+                if (k > 0) {
+                    const tile_img *a = &cur[k - 1];
+                    int64_t e = blend < a->w ? blend : a->w;
+                    e = e < t->w ? e : t->w;
+                    for (int64_t y = 0; y < t->h; y++) {
+                        const float *ar = a->px + (bc * a->h + y) * a->w;
+                        for (int64_t x = 0; x < e; x++) {
+                            float wa = (float)(1.0 - (double)x / (double)e), wb = (float)((double)x / (double)e);
+                            p[y * t->w + x] = ar[a->w - e + x] * wa + p[y * t->w + x] * wb;
+                        }
+                    }
+                }
+            }
+            /* its top-left limit × limit into the image */
+            int64_t ch = t->h < limit ? t->h : limit, cw = t->w < limit ? t->w : limit, oy = r * limit, ox = k * limit;
+            for (int64_t bc = 0; bc < B * C; bc++)
+                for (int64_t y = 0; y < ch; y++)
+                    memcpy(img + (bc * OH + oy + y) * OW + ox, t->px + (bc * t->h + y) * t->w, sizeof *img * (size_t)cw);
+        }
+        for (int64_t k = 0; k < cols; k++) {
+            free(above[k].px);
+            above[k] = cur[k];
+            cur[k] = (tile_img){0};
+        }
+    }
+    /* the crops tile the image exactly: rows·limit ≥ OH, and the last crop ends at the image edge */
+    qd_tensor of = {0};
+    if (!s) s = qd_tensor_new(be, &of, QD_DTYPE_F32, 4, out->shape);
+    if (!s) s = be->ops->upload(be, &of, img);
+    if (!s) s = be->ops->copy(be, &of, out);
+    qd_tensor_free(&of);
+    for (int64_t k = 0; above && k < cols; k++) free(above[k].px);
+    for (int64_t k = 0; cur && k < cols; k++) free(cur[k].px);
+    free(above), free(cur), free(zh), free(img);
+    return s ? qd_fail_context(s, "VAE tiled decode") : QD_OK;
 }
