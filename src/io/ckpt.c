@@ -70,6 +70,25 @@ qd_status qd_ckpt_open_files(const char *const *paths, size_t n, qd_ckpt **out) 
     return QD_OK;
 }
 
+qd_status qd_ckpt_adopt_files(qd_st_file **files, size_t n, qd_ckpt **out) {
+    *out = NULL;
+    qd_ckpt *c = calloc(1, sizeof *c);
+    if (!c || !(c->files = calloc(n ? n : 1, sizeof *c->files))) {
+        free(c);
+        for (size_t i = 0; i < n; i++) qd_st_close(files[i]);
+        return qd_fail(QD_ENOMEM, "cannot allocate a checkpoint");
+    }
+    qd_strmap_init(&c->by_name);
+    for (size_t i = 0; i < n; i++) c->files[c->n_files++] = files[i];
+    qd_status s = index_entries(c);
+    if (s) {
+        qd_ckpt_close(c);
+        return s;
+    }
+    *out = c;
+    return QD_OK;
+}
+
 static bool safe_relative_name(const char *name) {
     if (!*name || name[0] == '/') return false;
     /* no ".." and no empty path component; the last one is checked too, so a trailing '/' (a

@@ -40,6 +40,9 @@ qd_status qd_ckpt_open_index(const char *index_path, qd_ckpt **out);
 qd_status qd_ckpt_parse_index(const char *label, const char *text, size_t len, char ***shards,
                               size_t *n_shards);
 
+/* A checkpoint over files already open (e.g. qd_st_open_memory); it takes them, closing them with itself. */
+qd_status qd_ckpt_adopt_files(qd_st_file **files, size_t n, qd_ckpt **out);
+
 void qd_ckpt_close(qd_ckpt *c);
 
 const qd_ckpt_entry *qd_ckpt_find(const qd_ckpt *c, const char *name);

@@ -26,7 +26,7 @@ static char *dup_string(const char *s) {
 
 void qd_st_close(qd_st_file *f) {
     if (!f) return;
-    if (f->map) munmap((void *)f->map, f->map_len);
+    if (f->map && !f->borrowed) munmap((void *)f->map, f->map_len);
     for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     for (size_t i = 0; i < f->n_meta; i++) {
         free(f->meta[i].key);
@@ -565,4 +565,18 @@ void qd_st_writer_abort(qd_st_writer *w) {
     if (!w) return;
     if (w->tmp_path) unlink(w->tmp_path);
     writer_free(w);
+}
+
+qd_status qd_st_open_memory(const char *label, const uint8_t *bytes, size_t len, qd_st_file **out) {
+    *out = NULL;
+    if (len < 8) return qd_fail(QD_EFORMAT, "%s: %zu bytes, shorter than the 8-byte header length", label, len);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | bytes[i];
+    if (n > len - 8) return qd_fail(QD_EFORMAT, "%s: header length %llu exceeds the %zu bytes given", label, (unsigned long long)n, len);
+    qd_status s = qd_st_parse_header(label, (const char *)bytes + 8, (size_t)n, len, out);
+    if (s) return s;
+    (*out)->map = bytes;
+    (*out)->map_len = len;
+    (*out)->borrowed = true;
+    return QD_OK;
 }

@@ -46,6 +46,7 @@ typedef struct qd_st_file {
     qd_strmap by_name;
     const uint8_t *map;   /* the whole file, mapped read-only (pages load only when touched) */
     size_t map_len;
+    bool borrowed;        /* map is the caller's memory (qd_st_open_memory): close leaves it */
 } qd_st_file;
 
 /* Open and validate a file. */
@@ -56,6 +57,10 @@ qd_status qd_st_open(const char *path, qd_st_file **out);
  * source in messages. This is the parser the fuzzer drives. */
 qd_status qd_st_parse_header(const char *label, const char *header, size_t len, uint64_t file_size,
                              qd_st_file **out);
+
+/* The same checks on a whole safetensors image held in memory (`bytes`, `len`); the file views that
+ * memory, which must outlive it and stays the caller's. `label` names it in messages. */
+qd_status qd_st_open_memory(const char *label, const uint8_t *bytes, size_t len, qd_st_file **out);
 
 void qd_st_close(qd_st_file *f);
 

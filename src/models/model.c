@@ -8,11 +8,17 @@
 
 #include "core/codec.h"
 #include "core/status.h"
+#include "models/random_weights.h"
 #include "quant/plan.h"
 
-qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l) {
+qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l) {
     const char *shards[1] = {name};
-    qd_status s = qd_linear_bind(m->quant, m->ck, name, shards, 1, l);
+    return m->random_weights ? qd_random_linear(m->quant, m->random_seed, name, in, out, l)
+                             : qd_linear_bind(m->quant, m->ck, name, shards, 1, l);
+}
+
+qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l) {
+    qd_status s = qd_model_bind(m, name, in, out, l);
     if (s) return s;
     if ((in > 0 && l->in_features != in) || (out > 0 && l->out_features != out)) {
         s = qd_fail(QD_EFORMAT, "layer '%s' is %lld → %lld, the config says %lld → %lld", name, (long long)l->in_features,
@@ -24,7 +30,9 @@ qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, i
     return s;
 }
 
-bool qd_model_has(const qd_model_ctx *m, const char *name) { return qd_ckpt_find(m->ck, name) != NULL; }
+bool qd_model_has(const qd_model_ctx *m, const char *name) {
+    return m->random_weights ? qd_random_has(name) : qd_ckpt_find(m->ck, name) != NULL;
+}
 
 float qd_model_scalar_x1000(const qd_model_ctx *m, float v) {
     bool bf16 = m->scalars == QD_SCALARS_BF16 || (m->scalars == QD_SCALARS_AS_ACTIVATIONS && m->act == QD_DTYPE_BF16);
@@ -34,6 +42,18 @@ float qd_model_scalar_x1000(const qd_model_ctx *m, float v) {
 
 qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t) {
     memset(t, 0, sizeof *t);
+    if (m->random_weights) {
+        int64_t n = 1;
+        for (int i = 0; i < rank; i++) n *= shape[i];
+        float *host = malloc(sizeof *host * (size_t)n + 4);
+        if (!host) return qd_fail(QD_ENOMEM, "cannot allocate '%s'", name);
+        qd_random_param(m->random_seed, name, n, host);
+        qd_status s = qd_tensor_new(m->backend, t, QD_DTYPE_F32, rank, shape);
+        if (!s) s = m->backend->ops->upload(m->backend, t, host);
+        free(host);
+        if (s) qd_tensor_free(t);
+        return s;
+    }
     const qd_ckpt_entry *e = qd_ckpt_find(m->ck, name);
     if (!e) return qd_fail(QD_EFORMAT, "the checkpoint has no tensor '%s'", name);
     const qd_st_tensor *st = e->tensor;

@@ -23,11 +23,16 @@ typedef struct {
     const qd_quant_config *quant;
     qd_dtype act; /* activation dtype: F32 (reference precision) or BF16 */
     qd_scalar_rounding scalars;
+    bool random_weights;  /* no checkpoint (ck NULL): weights drawn in memory (models/random_weights.h) */
+    uint64_t random_seed;
 } qd_model_ctx;
 
 /* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */
 float qd_model_scalar_x1000(const qd_model_ctx *m, float v);
 
+/* Bind the linear `name` from the checkpoint, or draw it (random weights; in/out give the shape), with no
+ * shape check and no backend preparation: for model code that adjusts a layer before preparing it. */
+qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* Bind the linear `name` (its module prefix) and check its shape when `in`/`out` are > 0. */
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* A small parameter (norm weights, biases, tables) as an F32 backend tensor of the expected shape. */

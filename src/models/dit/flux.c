@@ -179,8 +179,7 @@ static qd_status nk_linear(const qd_model_ctx *ctx, const char *name, int64_t in
                        "needs layer '%s' ('%s' or '%s'), and it is missing",
                        file, ctx->ck->n_files > 1 ? " (and the other files of its set)" : "", name, q, w);
     }
-    const char *shards[1] = {name};
-    qd_status s = qd_linear_bind(ctx->quant, ctx->ck, name, shards, 1, l);
+    qd_status s = qd_model_bind(ctx, name, in, out, l);
     if (s) return s;
     const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
     const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;

@@ -100,8 +100,7 @@ void qd_zimage_free(qd_zimage *m) {
  * in → out; any other scheme exactly that. Z-Image's SVDQuant activations are all signed (its FFN is SwiGLU,
  * no GELU before an fc2; formats.md §5.4). */
 static qd_status padded_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, qd_linear *l) {
-    const char *shards[1] = {name};
-    qd_status s = qd_linear_bind(ctx->quant, ctx->ck, name, shards, 1, l);
+    qd_status s = qd_model_bind(ctx, name, in, out, l);
     if (s) return s;
     const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
     const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;
@@ -184,7 +183,7 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
     qd_status s = m->layers && m->noise_refiner && m->context_refiner ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate blocks");
     int64_t D = c->dim, tokdim = c->patch * c->patch * c->f_patch * c->in_channels;
     if (!s) s = qd_model_linear(ctx, "all_x_embedder.2-1", tokdim, D, &m->x_embedder);
-    if (!s) s = qd_model_linear(ctx, "t_embedder.mlp.0", 256, -1, &m->t_lin1);
+    if (!s) s = qd_model_linear(ctx, "t_embedder.mlp.0", 256, 1024, &m->t_lin1); /* mid_size 1024 in diffusers */
     if (!s) s = qd_model_linear(ctx, "t_embedder.mlp.2", m->t_lin1.out_features, c->adaln_dim, &m->t_lin2);
     if (!s) s = qd_model_param(ctx, "cap_embedder.0.weight", 1, (int64_t[]){c->cap_feat_dim}, &m->cap_norm);
     if (!s) s = qd_model_linear(ctx, "cap_embedder.1", c->cap_feat_dim, D, &m->cap_lin);

@@ -1,0 +1,128 @@
+/* Random module weights in memory (see random_weights.h). */
+#include "models/random_weights.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/status.h"
+#include "io/ckpt.h"
+#include "quant/plan.h"
+
+static uint64_t hash_name(uint64_t seed, const char *name) {
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t mix(uint64_t x) { /* splitmix64 finaliser */
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* U(−1, 1) stream of row r */
+static void fill_row(uint64_t h, int64_t r, float a, int64_t n, uint16_t *bf16, float *f32) {
+    uint64_t s = mix(h + (uint64_t)r * 0x632be59bd9b4e019ull) | 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        float u = a * ((float)(s >> 40) * 0x1.0p-23f - 1.0f);
+        if (bf16) bf16[i] = qd_f32_to_bf16(u);
+        else f32[i] = u;
+    }
+}
+
+void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out) {
+    bool norm = strstr(name, "norm") != NULL;
+    fill_row(hash_name(seed, name), 0, norm ? 0.05f : 0.02f, n, NULL, out);
+    if (norm)
+        for (int64_t i = 0; i < n; i++) out[i] += 1.0f;
+}
+
+bool qd_random_has(const char *name) {
+    static const char *const nunchaku[] = {".qweight", "qkv_proj", "to_qkv", "mlp_fc", "out_proj", "feed_forward.net."};
+    for (size_t i = 0; i < sizeof nunchaku / sizeof *nunchaku; i++)
+        if (strstr(name, nunchaku[i])) return false;
+    return true;
+}
+
+/* A one-tensor BF16 safetensors image; its data section starts at *data. */
+static uint8_t *bf16_image(const char *tensor, int rank, const int64_t *shape, size_t *len, uint16_t **data) {
+    uint64_t elements = 1;
+    for (int i = 0; i < rank; i++) elements *= (uint64_t)shape[i];
+    char header[512];
+    int n = rank == 2 ? snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld,%lld],\"data_offsets\":[0,%llu]}}", tensor,
+                                 (long long)shape[0], (long long)shape[1], (unsigned long long)(2 * elements))
+                      : snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld],\"data_offsets\":[0,%llu]}}", tensor,
+                                 (long long)shape[0], (unsigned long long)(2 * elements));
+    if (n < 0 || (size_t)n >= sizeof header - 8) return NULL;
+    size_t hl = ((size_t)n + 7) / 8 * 8; /* pad with spaces so the data is 8-byte aligned */
+    *len = 8 + hl + 2 * elements;
+    uint8_t *img = malloc(*len);
+    if (!img) return NULL;
+    for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(img + 8, header, (size_t)n);
+    memset(img + 8 + n, ' ', hl - (size_t)n);
+    *data = (uint16_t *)(img + 8 + hl);
+    return img;
+}
+
+/* hand `img` to the first view of l that points into it (it then frees it with the layer) */
+static bool give_image(qd_linear *l, uint8_t *img, size_t len) {
+    qd_view *views[] = {&l->weight, &l->scale, &l->scale2, &l->input_scale, &l->input_offset,
+                        &l->bias,   &l->smooth, &l->lora_down, &l->lora_up, &l->zeros};
+    bool given = false;
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++) {
+        const uint8_t *d = views[i]->data;
+        if (d && d >= img && d < img + len) {
+            if (!given && !views[i]->owned) {
+                views[i]->owned = img;
+                given = true;
+            } else if (!given) {
+                return false; /* cannot happen: a view into our image that already owns something else */
+            }
+        }
+    }
+    return given;
+}
+
+qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l) {
+    memset(l, 0, sizeof *l);
+    if (in <= 0 || out <= 0) return qd_fail(QD_EINVAL, "random weights: layer '%s' needs its shape", name);
+    char wn[300], bn[300];
+    snprintf(wn, sizeof wn, "%s.weight", name);
+    snprintf(bn, sizeof bn, "%s.bias", name);
+    size_t wl = 0, bl = 0;
+    uint16_t *wd = NULL, *bd = NULL;
+    uint8_t *wi = bf16_image(wn, 2, (int64_t[]){out, in}, &wl, &wd), *bi = bf16_image(bn, 1, (int64_t[]){out}, &bl, &bd);
+    if (!wi || !bi) {
+        free(wi), free(bi);
+        return qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s' (%lld x %lld)", name, (long long)out, (long long)in);
+    }
+    uint64_t h = hash_name(seed, wn);
+    float a = sqrtf(3.0f / (float)in);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out; r++) fill_row(h, r, a, in, wd + r * in, NULL);
+    fill_row(hash_name(seed, bn), 0, 0.01f, out, bd, NULL);
+    qd_st_file *files[2] = {NULL, NULL};
+    qd_ckpt *ck = NULL;
+    qd_status s = qd_st_open_memory(wn, wi, wl, &files[0]);
+    if (!s) s = qd_st_open_memory(bn, bi, bl, &files[1]);
+    if (!s) {
+        s = qd_ckpt_adopt_files(files, 2, &ck);
+        files[0] = files[1] = NULL;
+    }
+    const char *shards[1] = {name};
+    if (!s) s = qd_linear_bind(q, ck, name, shards, 1, l);
+    qd_ckpt_close(ck);
+    qd_st_close(files[0]), qd_st_close(files[1]);
+    /* the layer may view the draw (full precision kept) or hold its own quantized copy */
+    if (!s && give_image(l, wi, wl)) wi = NULL;
+    if (!s && give_image(l, bi, bl)) bi = NULL;
+    free(wi), free(bi);
+    if (s) qd_linear_free(l);
+    return s;
+}

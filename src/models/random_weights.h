@@ -1,0 +1,23 @@
+/* Random weights at a module's real configuration, in memory, with no file: for benchmarks and memory
+ * checks of full-size models (qdit forward/bench --random-weights). Each linear is drawn as BF16 (uniform,
+ * variance 1/in, so activations keep their scale through the layers) and then bound through the same
+ * path as a checkpoint's — so online quantization applies and, for quantized runs, the BF16 draw is freed
+ * once the layer holds its quantized form: peak memory is the quantized weights plus one layer. Values
+ * are a function of (seed, tensor name, row), so runs repeat and threads can draw rows in parallel. */
+#ifndef QD_MODELS_RANDOM_WEIGHTS_H
+#define QD_MODELS_RANDOM_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "quant/linear.h"
+#include "quant/config.h"
+
+/* Bind linear `name` [out, in] with a bias, drawn from `seed`, under the quantization config `q`. */
+qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l);
+/* n values for parameter `name`: 1 + U(−0.05, 0.05) for norm weights ("norm" in the name), else U(−0.02, 0.02). */
+void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out);
+/* Random modules follow the diffusers layout: Nunchaku's module names are absent, all others present. */
+bool qd_random_has(const char *name);
+
+#endif
