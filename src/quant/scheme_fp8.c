@@ -107,8 +107,11 @@ qd_status qd_quantize_fp8(const float *w, int64_t n, int64_t k, bool per_tensor,
         return qd_fail(QD_ENOMEM, "cannot allocate an FP8 weight of %lld×%lld", (long long)n, (long long)k);
     }
     float tensor_amax = 0;
-    if (per_tensor)
+    if (per_tensor) {
+#pragma omp parallel for reduction(max : tensor_amax) schedule(static)
         for (int64_t i = 0; i < n * k; i++) tensor_amax = fmaxf(tensor_amax, fabsf(w[i]));
+    }
+#pragma omp parallel for schedule(static) /* rows are independent */
     for (int64_t r = 0; r < n; r++) {
         float amax = tensor_amax;
         if (!per_tensor) {

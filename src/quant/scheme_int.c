@@ -140,6 +140,7 @@ qd_status qd_quantize_int8(const float *w, int64_t n, int64_t k, qd_linear *l) {
         free(sc);
         return qd_fail(QD_ENOMEM, "cannot allocate an int8 weight of %lld×%lld", (long long)n, (long long)k);
     }
+#pragma omp parallel for schedule(static) /* rows are independent */
     for (int64_t r = 0; r < n; r++) {
         float amax = 0;
         for (int64_t j = 0; j < k; j++) amax = fmaxf(amax, fabsf(w[r * k + j]));

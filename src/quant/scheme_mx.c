@@ -111,6 +111,7 @@ qd_status qd_quantize_mx(const float *w, int64_t n, int64_t k, bool fp4, qd_line
         free(sc);
         return qd_fail(QD_ENOMEM, "cannot allocate an MX weight of %lld×%lld", (long long)n, (long long)k);
     }
+#pragma omp parallel for schedule(static) /* rows are independent: k is even, so no byte is shared */
     for (int64_t r = 0; r < n; r++) {
         for (int64_t b = 0; b < k / 32; b++) {
             const float *x = w + r * k + b * 32;
