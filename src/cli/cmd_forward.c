@@ -12,7 +12,7 @@ static void forward_usage(FILE *to) {
     fprintf(to,
             "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
             "                    [--precision f32|bf16] [--scalar-rounding activation|exact|bf16]\n"
-            "                    [--tiled] [--device cpu] [model and quantization flags]\n"
+            "                    [--tiled] [--random-weights] [--device cpu] [model and quantization flags]\n"
             "\n"
             "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode) on the\n"
             "named inputs of IN and writes its outputs to OUT as float32; input names as in the shared fixtures\n"
@@ -20,7 +20,9 @@ static void forward_usage(FILE *to) {
             "x, cap_feats, t | z). DIR may also be a .safetensors file with config.json beside it.\n"
             "--scalar-rounding: how timestep and guidance are rounded before the model's x1000; 'activation'\n"
             "(default) rounds them to bf16 in a bf16 run as diffusers does, 'exact' keeps f32, 'bf16' always rounds.\n"
-            "--tiled: decode a VAE latent in overlapping tiles (diffusers' enable_tiling), memory bounded by a tile.\n\n%s",
+            "--tiled: decode a VAE latent in overlapping tiles (diffusers' enable_tiling), memory bounded by a tile.\n"
+            "--random-weights: no weights file; DIR's config.json alone, weights drawn in memory (benchmarks, memory\n"
+            "checks of full-size configurations); --quantization METHOD quantizes them at load.\n\n%s",
             qd_cli_model_flags_help());
 }
 
@@ -40,6 +42,11 @@ int qd_cmd_forward(int argc, char **argv) {
     for (int i = 0; i < n && !rc; i++) {
         if (!strcmp(rest[i], "--tiled")) {
             a.tiled = true;
+            continue;
+        }
+        if (!strcmp(rest[i], "--random-weights")) {
+            a.random_weights = true;
+            a.random_seed = 1;
             continue;
         }
         const char **slot = !strcmp(rest[i], "--component") ? &a.component

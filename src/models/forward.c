@@ -200,14 +200,27 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     qd_quant_config_init(&quant);
     qd_backend *be = NULL;
     qd_st_file *io = NULL;
-    if (!s) s = qd_component_source_resolve(use, is_vae ? "vae" : "transformer", qd_is_dir(a->component) ? dir : NULL, &src);
-    if (!s) s = qd_weight_set_open(&src.weights, &ck);
-    if (!s) s = qd_quant_resolve(use, &src, ck, cls, &quant);
+    if (a->random_weights) {
+        /* no checkpoint: the config alone, weights drawn in memory; --quantization applies online */
+        if (!s && (o->ignored_layers[0] || o->transformer_weights_path || o->enable_svdquant == 1)) {
+            s = qd_fail(QD_EINVAL, "--random-weights takes --quantization METHOD only (no weights files, no ignored layers)");
+        }
+        if (!s && o->quantization && !is_vae) {
+            s = qd_quant_method_parse(o->quantization, &quant.method);
+            quant.online = true;
+            snprintf(quant.source, sizeof quant.source, "--quantization %s on random weights (online)", o->quantization);
+        }
+    } else {
+        if (!s) s = qd_component_source_resolve(use, is_vae ? "vae" : "transformer", qd_is_dir(a->component) ? dir : NULL, &src);
+        if (!s) s = qd_weight_set_open(&src.weights, &ck);
+        if (!s) s = qd_quant_resolve(use, &src, ck, cls, &quant);
+    }
     if (!s && quant.method != QD_QM_NONE) qd_log(QD_LOG_INFO, "%s: quantization %s (%s)", cls, qd_quant_method_name(quant.method), quant.source);
     if (!s) s = qd_st_open(a->inputs, &io);
     if (!s) s = qd_backend_cpu_create(&be);
     if (!s) {
-        qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars};
+        qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
+                            .random_weights = a->random_weights, .random_seed = a->random_seed};
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);

@@ -177,6 +177,40 @@ static void test_vae_reference_matches_fixture_inputs(void **state) {
     assert_true(d == 0.0);
 }
 
+/* --random-weights: a folder holding only config.json runs; the draw repeats exactly; online FP8 of the same
+ * draw lands near it (the random layers keep activations at unit scale, so this is the FP8 error of a
+ * 4-block module: well under 0.3) and not on it; weights files are refused with it. */
+static void test_random_weights(void **state) {
+    env *e = *state;
+    char *cfg_dir = qt_path(e->dir, "config-only"), *cfg = qt_path(cfg_dir, "config.json");
+    size_t n = 0;
+    char *text = qt_read_file(FIX "/flux_tiny_a/transformer/config.json", &n);
+    qt_write_file(cfg, text, n);
+    free(text);
+    const char *io = FIX "/flux_tiny_a/io.safetensors";
+    char *r1 = qt_path(e->dir, "random-1.safetensors"), *r2 = qt_path(e->dir, "random-2.safetensors"),
+         *rq = qt_path(e->dir, "random-fp8.safetensors");
+    char *out = NULL, *err = NULL;
+    char *const outs[3] = {r1, r2, rq};
+    for (int i = 0; i < 3; i++) {
+        int rc = i < 2 ? qt_run_qdit(&out, &err, "forward", "--component", cfg_dir, "--random-weights", "--inputs", io, "--output", outs[i], NULL)
+                       : qt_run_qdit(&out, &err, "forward", "--component", cfg_dir, "--random-weights", "--quantization", "fp8", "--inputs", io,
+                                     "--output", outs[i], NULL);
+        if (rc) fail_msg("random weights run %d: %s", i, err);
+        free(out), free(err);
+    }
+    assert_true(rel_l2(r2, r1, "output") == 0.0);
+    double q = rel_l2(rq, r1, "output");
+    print_message("%-52s relative L2 %.3e\n", "random flux_tiny_a: online fp8 vs bf16", q);
+    assert_true(q > 1e-4 && q < 0.3);
+    int rc = qt_run_qdit(&out, &err, "forward", "--component", cfg_dir, "--random-weights", "--transformer-weights-path",
+                         FIX "/flux_tiny_a/transformer/diffusion_pytorch_model.safetensors", "--inputs", io, "--output", rq, NULL);
+    assert_true(rc != 0);
+    assert_non_null(strstr(err, "--random-weights"));
+    free(out), free(err);
+    free(cfg_dir), free(cfg), free(r1), free(r2), free(rq);
+}
+
 static void test_forward_bad_flags(void **state) {
     env *e = *state;
     char *out = NULL, *err = NULL;
@@ -199,6 +233,7 @@ int main(void) {
         cmocka_unit_test(test_zimage),
         cmocka_unit_test(test_vae),
         cmocka_unit_test(test_vae_tiled),
+        cmocka_unit_test(test_random_weights),
         cmocka_unit_test(test_vae_reference_matches_fixture_inputs),
         cmocka_unit_test(test_forward_bad_flags),
     };
