@@ -3,6 +3,7 @@
 #include "test_util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -13,6 +14,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "io/safetensors.h"
 
 static void mkdirs(const char *path) {
     char buf[4096];
@@ -155,4 +158,28 @@ void qt_write_raw_safetensors(const char *path, const char *header_json, const v
     if (n) memcpy(buf + 8 + hl, data, n);
     qt_write_file(path, buf, total);
     free(buf);
+}
+
+double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *name_b) {
+    qd_st_file *fa, *fb;
+    if (qd_st_open(a, &fa)) fail_msg("%s: %s", a, qd_last_error());
+    if (qd_st_open(b, &fb)) fail_msg("%s: %s", b, qd_last_error());
+    const qd_st_tensor *ta = qd_st_find(fa, name_a), *tb = qd_st_find(fb, name_b);
+    if (!ta) fail_msg("%s has no tensor %s", a, name_a);
+    if (!tb) fail_msg("%s has no tensor %s", b, name_b);
+    assert_int_equal(ta->dtype, QD_DTYPE_F32);
+    assert_int_equal(tb->dtype, QD_DTYPE_F32);
+    assert_int_equal(ta->rank, tb->rank);
+    for (int i = 0; i < ta->rank; i++) assert_int_equal(ta->shape[i], tb->shape[i]);
+    const float *x = qd_st_data(fa, ta), *y = qd_st_data(fb, tb);
+    double num = 0, den = 0;
+    for (uint64_t i = 0; i < ta->elements; i++) {
+        if (!isfinite(x[i])) fail_msg("%s: %s[%llu] is not finite", a, name_a, (unsigned long long)i);
+        double d = (double)x[i] - y[i];
+        num += d * d;
+        den += (double)y[i] * y[i];
+    }
+    if (!(den > 0)) fail_msg("%s: reference %s is all zeros", b, name_b);
+    qd_st_close(fa), qd_st_close(fb);
+    return sqrt(num / den);
 }

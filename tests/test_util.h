@@ -37,4 +37,9 @@ int qt_run_qdit(char **out, char **err, ...);
  * own writer: `header_json` is written verbatim after its 8-byte length, then `data`. */
 void qt_write_raw_safetensors(const char *path, const char *header_json, const void *data, size_t n);
 
+/* ‖a − b‖ / ‖b‖ over the F32 tensor `name_a` of safetensors file a and `name_b` of file b (the reference),
+ * which must have the same shape; fails the test on a missing tensor, another dtype or shape, a
+ * non-finite value in a, or an all-zero reference. */
+double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *name_b);
+
 #endif

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/safetensors.h"
 #include "test_util.h"
 
 #define FIX QDIT_SHARED_DIR "/fixtures"
@@ -60,30 +59,6 @@ static char *run_forward(env *e, const char *fixture, const char *component, con
     return out_path;
 }
 
-/* relative L2 distance of tensor `name` in file a to the same tensor in file b */
-static double rel_l2(const char *a, const char *b, const char *name) {
-    qd_st_file *fa, *fb;
-    if (qd_st_open(a, &fa)) fail_msg("%s: %s", a, qd_last_error());
-    if (qd_st_open(b, &fb)) fail_msg("%s: %s", b, qd_last_error());
-    const qd_st_tensor *ta = qd_st_find(fa, name), *tb = qd_st_find(fb, name);
-    if (!ta || !tb) fail_msg("%s missing in %s or %s", name, a, b);
-    assert_int_equal(ta->dtype, QD_DTYPE_F32);
-    assert_int_equal(tb->dtype, QD_DTYPE_F32);
-    assert_int_equal(ta->rank, tb->rank);
-    for (int i = 0; i < ta->rank; i++) assert_int_equal(ta->shape[i], tb->shape[i]);
-    const float *x = qd_st_data(fa, ta), *y = qd_st_data(fb, tb);
-    double num = 0, den = 0;
-    for (uint64_t i = 0; i < ta->elements; i++) {
-        if (!isfinite(x[i])) fail_msg("%s: %s[%llu] is not finite", a, name, (unsigned long long)i);
-        double d = (double)x[i] - y[i];
-        num += d * d;
-        den += (double)y[i] * y[i];
-    }
-    assert_true(den > 0);
-    qd_st_close(fa), qd_st_close(fb);
-    return sqrt(num / den);
-}
-
 static void check(const char *what, double e, double bound) {
     print_message("%-52s relative L2 %.3e (bound %.0e)\n", what, e, bound);
     if (!(e <= bound)) fail_msg("%s: relative L2 %.3e > %.0e", what, e, bound);
@@ -93,14 +68,14 @@ static void test_flux(void **state) {
     env *e = *state;
     const char *ref = FIX "/flux_tiny_a/io.safetensors";
     char *f32 = run_forward(e, "flux_tiny_a", "transformer", "f32", NULL, NULL);
-    check("flux_tiny_a f32", rel_l2(f32, ref, "output"), 1e-5);
+    check("flux_tiny_a f32", qt_rel_l2(f32, "output", ref, "output"), 1e-5);
     char *exact = run_forward(e, "flux_tiny_a", "transformer", "bf16", "--scalar-rounding", "exact");
-    check("flux_tiny_a bf16 (exact scalars)", rel_l2(exact, ref, "output"), 2e-2);
+    check("flux_tiny_a bf16 (exact scalars)", qt_rel_l2(exact, "output", ref, "output"), 2e-2);
     char *faithful = run_forward(e, "flux_tiny_a", "transformer", "bf16", NULL, NULL);
     char *f32r = run_forward(e, "flux_tiny_a", "transformer", "f32", "--scalar-rounding", "bf16");
-    check("flux_tiny_a bf16 (diffusers' scalars) vs f32, same", rel_l2(faithful, f32r, "output"), 2e-2);
+    check("flux_tiny_a bf16 (diffusers' scalars) vs f32, same", qt_rel_l2(faithful, "output", f32r, "output"), 2e-2);
     /* the rounding is real: it moves the output well past f32 noise */
-    double moved = rel_l2(f32r, ref, "output");
+    double moved = qt_rel_l2(f32r, "output", ref, "output");
     print_message("%-52s relative L2 %.3e\n", "flux_tiny_a f32 with bf16-rounded scalars vs fixture", moved);
     assert_true(moved > 1e-3);
     free(f32), free(exact), free(faithful), free(f32r);
@@ -110,9 +85,9 @@ static void test_zimage(void **state) {
     env *e = *state;
     const char *ref = FIX "/zimage_tiny_a/io.safetensors";
     char *f32 = run_forward(e, "zimage_tiny_a", "transformer", "f32", NULL, NULL);
-    check("zimage_tiny_a f32", rel_l2(f32, ref, "output"), 1e-5);
+    check("zimage_tiny_a f32", qt_rel_l2(f32, "output", ref, "output"), 1e-5);
     char *bf16 = run_forward(e, "zimage_tiny_a", "transformer", "bf16", NULL, NULL);
-    check("zimage_tiny_a bf16", rel_l2(bf16, ref, "output"), 2e-2);
+    check("zimage_tiny_a bf16", qt_rel_l2(bf16, "output", ref, "output"), 2e-2);
     free(f32), free(bf16);
 }
 
@@ -120,11 +95,11 @@ static void test_vae(void **state) {
     env *e = *state;
     const char *tf32 = FIX "/vae_kl_tiny_a/io.safetensors", *f64 = QDIT_SOURCE_DIR "/tests/fixtures/vae_kl_tiny_a_f64.safetensors";
     char *f32 = run_forward(e, "vae_kl_tiny_a", "vae", "f32", NULL, NULL);
-    check("vae_kl_tiny_a f32 vs float64 decode", rel_l2(f32, f64, "output"), 1e-5);
-    check("vae_kl_tiny_a f32 vs the TF32 fixture", rel_l2(f32, tf32, "output"), 6e-4);
+    check("vae_kl_tiny_a f32 vs float64 decode", qt_rel_l2(f32, "output", f64, "output"), 1e-5);
+    check("vae_kl_tiny_a f32 vs the TF32 fixture", qt_rel_l2(f32, "output", tf32, "output"), 6e-4);
     char *bf16 = run_forward(e, "vae_kl_tiny_a", "vae", "bf16", NULL, NULL);
-    check("vae_kl_tiny_a bf16 vs float64 decode", rel_l2(bf16, f64, "output"), 2e-2);
-    check("vae_kl_tiny_a bf16 vs the TF32 fixture", rel_l2(bf16, tf32, "output"), 2e-2);
+    check("vae_kl_tiny_a bf16 vs float64 decode", qt_rel_l2(bf16, "output", f64, "output"), 2e-2);
+    check("vae_kl_tiny_a bf16 vs the TF32 fixture", qt_rel_l2(bf16, "output", tf32, "output"), 2e-2);
     free(f32), free(bf16);
 }
 
@@ -148,23 +123,11 @@ static void test_vae_tiled(void **state) {
     rc = qt_run_qdit(&out, &err, "forward", "--component", vae, "--inputs", ref, "--output", u32, NULL);
     if (rc) fail_msg("untiled f32: %s", err);
     free(out), free(err);
-    check("vae tiled f32 vs diffusers tiled (float64)", rel_l2(t32, ref, "output"), 1e-5);
-    check("vae tiled bf16 vs diffusers tiled (float64)", rel_l2(t16, ref, "output"), 2e-2);
+    check("vae tiled f32 vs diffusers tiled (float64)", qt_rel_l2(t32, "output", ref, "output"), 1e-5);
+    check("vae tiled bf16 vs diffusers tiled (float64)", qt_rel_l2(t16, "output", ref, "output"), 2e-2);
     /* the reference stores the untiled decode as output_untiled */
-    double num = 0, den = 0;
-    {
-        qd_st_file *a, *b;
-        assert_int_equal(qd_st_open(u32, &a), QD_OK);
-        assert_int_equal(qd_st_open(ref, &b), QD_OK);
-        const qd_st_tensor *ta = qd_st_find(a, "output"), *tb = qd_st_find(b, "output_untiled");
-        assert_non_null(ta), assert_non_null(tb);
-        assert_int_equal(ta->elements, tb->elements);
-        const float *x = qd_st_data(a, ta), *y = qd_st_data(b, tb);
-        for (uint64_t i = 0; i < ta->elements; i++) num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]), den += (double)y[i] * y[i];
-        qd_st_close(a), qd_st_close(b);
-    }
-    check("vae untiled f32 (40x36 latent) vs diffusers", sqrt(num / den), 1e-5);
-    double apart = rel_l2(t32, u32, "output");
+    check("vae untiled f32 (40x36 latent) vs diffusers", qt_rel_l2(u32, "output", ref, "output_untiled"), 1e-5);
+    double apart = qt_rel_l2(t32, "output", u32, "output");
     print_message("%-52s relative L2 %.3e\n", "vae tiled vs untiled (qdit)", apart);
     assert_true(apart > 1e-2);
     free(t32), free(t16), free(u32);
@@ -173,7 +136,7 @@ static void test_vae_tiled(void **state) {
 /* the float64 reference holds the fixture's own z: a guard against pairing it with other inputs */
 static void test_vae_reference_matches_fixture_inputs(void **state) {
     (void)state;
-    double d = rel_l2(QDIT_SOURCE_DIR "/tests/fixtures/vae_kl_tiny_a_f64.safetensors", FIX "/vae_kl_tiny_a/io.safetensors", "z");
+    double d = qt_rel_l2(QDIT_SOURCE_DIR "/tests/fixtures/vae_kl_tiny_a_f64.safetensors", "z", FIX "/vae_kl_tiny_a/io.safetensors", "z");
     assert_true(d == 0.0);
 }
 
@@ -199,8 +162,8 @@ static void test_random_weights(void **state) {
         if (rc) fail_msg("random weights run %d: %s", i, err);
         free(out), free(err);
     }
-    assert_true(rel_l2(r2, r1, "output") == 0.0);
-    double q = rel_l2(rq, r1, "output");
+    assert_true(qt_rel_l2(r2, "output", r1, "output") == 0.0);
+    double q = qt_rel_l2(rq, "output", r1, "output");
     print_message("%-52s relative L2 %.3e\n", "random flux_tiny_a: online fp8 vs bf16", q);
     assert_true(q > 1e-4 && q < 0.3);
     int rc = qt_run_qdit(&out, &err, "forward", "--component", cfg_dir, "--random-weights", "--transformer-weights-path",

@@ -58,28 +58,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static double rel_l2(const char *a, const char *b) {
-    qd_st_file *fa, *fb;
-    if (qd_st_open(a, &fa)) fail_msg("%s: %s", a, qd_last_error());
-    if (qd_st_open(b, &fb)) fail_msg("%s: %s", b, qd_last_error());
-    const qd_st_tensor *ta = qd_st_find(fa, "output"), *tb = qd_st_find(fb, "output");
-    if (!ta || !tb) fail_msg("output missing in %s or %s", a, b);
-    assert_int_equal(ta->dtype, QD_DTYPE_F32);
-    assert_int_equal(tb->dtype, QD_DTYPE_F32);
-    assert_int_equal(ta->elements, tb->elements);
-    const float *x = qd_st_data(fa, ta), *y = qd_st_data(fb, tb);
-    double num = 0, den = 0;
-    for (uint64_t i = 0; i < ta->elements; i++) {
-        if (!isfinite(x[i])) fail_msg("%s: output[%llu] is not finite", a, (unsigned long long)i);
-        double d = (double)x[i] - y[i];
-        num += d * d;
-        den += (double)y[i] * y[i];
-    }
-    assert_true(den > 0);
-    qd_st_close(fa), qd_st_close(fb);
-    return sqrt(num / den);
-}
-
 /* qdit forward of the fixture module `model` with `weights` as --transformer-weights-path (NULL: the
  * fixture's own weights); returns the output path (caller frees). */
 static char *run_forward(env *e, const char *model, const char *weights, const char *precision, const char *tag) {
@@ -180,19 +158,19 @@ static void run_family(env *e, const char *model, const char *precision, double 
     char *nk32 = run_forward(e, model, file, "f32", precision);
     char *nk16 = run_forward(e, model, file, "bf16", precision);
     snprintf(what, sizeof what, "%s svdq %s f32 vs dequantized weights", model, precision);
-    const double a = rel_l2(nk32, deq);
+    const double a = qt_rel_l2(nk32, "output", deq, "output");
     check_le(what, a, bound_deq);
     snprintf(what, sizeof what, "%s svdq %s f32 vs fixture", model, precision);
-    const double b = rel_l2(nk32, ref);
+    const double b = qt_rel_l2(nk32, "output", ref, "output");
     check_le(what, b, BOUND_FIX);
     if (!(b >= FLOOR)) fail_msg("%s: relative L2 %.3e < %.2g: the layers did not run quantized", what, b, FLOOR);
     snprintf(what, sizeof what, "%s svdq %s bf16 vs fixture", model, precision);
-    check_le(what, rel_l2(nk16, ref), BOUND_FIX);
+    check_le(what, qt_rel_l2(nk16, "output", ref, "output"), BOUND_FIX);
     snprintf(what, sizeof what, "%s dequantized weights f32 vs fixture", model);
-    print_message("%-60s relative L2 %.3e\n", what, rel_l2(deq, ref));
+    print_message("%-60s relative L2 %.3e\n", what, qt_rel_l2(deq, "output", ref, "output"));
     /* the bound rejects a layout error: the run is farther than it from a mis-wired reference */
     snprintf(what, sizeof what, "%s svdq %s f32 vs mis-wired (%s)", model, precision, miswiring);
-    check_ge(what, rel_l2(nk32, bad), 1.25 * bound_deq);
+    check_ge(what, qt_rel_l2(nk32, "output", bad, "output"), 1.25 * bound_deq);
     free(deq_w), free(bad_w), free(deq), free(bad), free(nk32), free(nk16);
 }
 

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/safetensors.h"
 #include "test_util.h"
 
 #define FIX QDIT_SHARED_DIR "/fixtures"
@@ -45,25 +44,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static double rel_l2(const char *a, const char *b) {
-    qd_st_file *fa, *fb;
-    if (qd_st_open(a, &fa)) fail_msg("%s: %s", a, qd_last_error());
-    if (qd_st_open(b, &fb)) fail_msg("%s: %s", b, qd_last_error());
-    const qd_st_tensor *ta = qd_st_find(fa, "output"), *tb = qd_st_find(fb, "output");
-    if (!ta || !tb) fail_msg("output missing in %s or %s", a, b);
-    assert_int_equal(ta->elements, tb->elements);
-    const float *x = qd_st_data(fa, ta), *y = qd_st_data(fb, tb);
-    double num = 0, den = 0;
-    for (uint64_t i = 0; i < ta->elements; i++) {
-        if (!isfinite(x[i])) fail_msg("%s: output[%llu] is not finite", a, (unsigned long long)i);
-        double d = (double)x[i] - y[i];
-        num += d * d;
-        den += (double)y[i] * y[i];
-    }
-    qd_st_close(fa), qd_st_close(fb);
-    return sqrt(num / den);
-}
-
 /* runs forward on `model`'s inputs with either a component folder or --quantization METHOD */
 static void run_case(env *e, const char *model, const char *component, const char *weights, const char *method, const char *label,
                      double bound) {
@@ -79,7 +59,7 @@ static void run_case(env *e, const char *model, const char *component, const cha
                        : qt_run_qdit(&so, &se, "forward", "--component", comp, "--inputs", io, "--output", out, NULL);
     if (rc != 0) fail_msg("%s %s: qdit forward failed (%d): %s", model, label, rc, se);
     free(so), free(se);
-    double err = rel_l2(out, io);
+    double err = qt_rel_l2(out, "output", io, "output");
     print_message("%-14s %-22s relative L2 to the unquantized output %.3e (bound %.2f)\n", model, label, err, bound);
     if (!(err > FLOOR)) fail_msg("%s %s: output within %.1e of the unquantized one: the layers did not run quantized", model, label, err);
     if (!(err <= bound)) fail_msg("%s %s: relative L2 %.3e exceeds %.2f", model, label, err, bound);

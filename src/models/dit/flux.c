@@ -12,8 +12,9 @@
  * The AWQ modulation layers store their rows interleaved by chunk with +1 in the scale chunks' bias
  * (§5.6): undone once at load, so the forward is the diffusers one. The int4 fc2 layers (after GELU)
  * quantize their activations unsigned (§5.4). SVDQuant pads N and K to multiples of 128: the forward
- * pads x with zeros and crops y (linear_n). */
+ * pads x with zeros and crops y (qd_run_linear_n). */
 #include "models/dit/flux.h"
+#include "models/run.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,84 +338,11 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
 
 /* ---- forward ---- */
 
-typedef struct {
-    qd_backend *be;
-    const qd_model_ctx *ctx;
-    qd_dtype act;
-    qd_status s;
-} run;
-
-/* A new activation tensor, or nothing once something failed (every step checks r->s). */
-static qd_tensor t_new(run *r, int rank, const int64_t *shape) {
-    qd_tensor t = {0};
-    if (!r->s) r->s = qd_tensor_new(r->be, &t, r->act, rank, shape);
-    return t;
-}
-
-static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = l->out_features;
-    qd_tensor y = t_new(r, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
-    return y;
-}
-
-/* columns [start, start + len) of x's last dim */
-static qd_tensor slice_last(run *r, const qd_tensor *x, int64_t start, int64_t len) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = len;
-    qd_tensor y = {0};
-    if (!r->s) r->s = qd_tensor_new(r->be, &y, x->dtype, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->slice(r->be, x, x->rank - 1, start, len, &y);
-    return y;
-}
-
-/* The layer on x when the layer is wider than x (SVDQuant pads K to a multiple of 128): x with zero
- * columns appended — padded columns have zero weights and smooth, so they add nothing. Output width as
- * stored (padded N included). */
-static qd_tensor linear_padded(run *r, qd_linear *l, const qd_tensor *x) {
-    const int64_t k = x->shape[x->rank - 1];
-    if (r->s || k >= l->in_features) return linear(r, l, x);
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = l->in_features - k;
-    qd_tensor z = {0}, xp = {0};
-    const size_t bytes = (size_t)(qd_tensor_elements(x) / k * (l->in_features - k)) * (size_t)qd_dtype_bits(x->dtype) / 8;
-    void *zeros = calloc(1, bytes + 1);
-    if (!zeros) r->s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its input padding", l->name ? l->name : "?");
-    if (!r->s) r->s = qd_tensor_new(r->be, &z, x->dtype, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->upload(r->be, &z, zeros);
-    free(zeros);
-    shape[x->rank - 1] = l->in_features;
-    if (!r->s) r->s = qd_tensor_new(r->be, &xp, x->dtype, x->rank, shape);
-    const qd_tensor *xs[2] = {x, &z};
-    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, x->rank - 1, &xp);
-    qd_tensor y = linear(r, l, &xp);
-    qd_tensor_free(&z), qd_tensor_free(&xp);
-    return y;
-}
-
-/* The layer's n logical outputs (the stored ones cropped when SVDQuant padded them). */
-static qd_tensor linear_n(run *r, qd_linear *l, const qd_tensor *x, int64_t n) {
-    qd_tensor y = linear_padded(r, l, x);
-    if (r->s || y.shape[y.rank - 1] == n) return y;
-    qd_tensor c = slice_last(r, &y, 0, n);
-    qd_tensor_free(&y);
-    return c;
-}
-
-static qd_tensor chunk(run *r, const qd_tensor *x, int i, int64_t d) {
-    int64_t shape[2] = {x->shape[0], d};
-    qd_tensor y = t_new(r, 2, shape);
-    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);
-    return y;
-}
+typedef qd_run run;
 
 /* LayerNorm (no affine, eps 1e-6) then ·(1 + scale) + shift */
 static qd_tensor norm_modulate(run *r, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift) {
-    qd_tensor y = t_new(r, x->rank, x->shape);
+    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
     if (!r->s) r->s = r->be->ops->layer_norm(r->be, x, NULL, NULL, 1e-6f, &y);
     if (!r->s) r->s = r->be->ops->modulate(r->be, &y, scale, shift, &y);
     return y;
@@ -431,21 +359,11 @@ static void as_tokens(qd_tensor *t) {
     qd_tensor_shape(t, t->dtype, 3, shape);
 }
 
-static qd_tensor concat2(run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, a->shape, sizeof shape);
-    shape[dim] += b->shape[dim];
-    qd_tensor y = t_new(r, a->rank, shape);
-    const qd_tensor *xs[2] = {a, b};
-    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
-    return y;
-}
-
 static qd_tensor seq_slice(run *r, const qd_tensor *x, int64_t start, int64_t len) {
     int64_t shape[QD_MAX_RANK];
     memcpy(shape, x->shape, sizeof shape);
     shape[1] = len;
-    qd_tensor y = t_new(r, x->rank, shape);
+    qd_tensor y = qd_run_tensor(r, x->rank, shape);
     if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, start, len, &y);
     return y;
 }
@@ -456,16 +374,16 @@ static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w) {
 
 /* An MLP: out(gelu_tanh(in(x))) */
 static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, int64_t n) {
-    qd_tensor h = linear_n(r, in, x, hidden);
+    qd_tensor h = qd_run_linear_n(r, in, x, hidden);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &h, &h);
-    qd_tensor y = linear_n(r, outl, &h, n);
+    qd_tensor y = qd_run_linear_n(r, outl, &h, n);
     qd_tensor_free(&h);
     return y;
 }
 
 /* Host values as a [n, dim] activation tensor. */
 static qd_tensor upload(run *r, const float *host, int64_t n, int64_t dim) {
-    qd_tensor t = t_new(r, 2, (int64_t[]){n, dim});
+    qd_tensor t = qd_run_tensor(r, 2, (int64_t[]){n, dim});
     if (r->s) return t;
     qd_tensor f = {0};
     r->s = qd_tensor_new(r->be, &f, QD_DTYPE_F32, 2, (int64_t[]){n, dim});
@@ -486,9 +404,9 @@ static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const fl
     qd_tensor e = upload(r, emb, B, 256);
     free(t);
     free(emb);
-    qd_tensor h = linear(r, l1, &e);
+    qd_tensor h = qd_run_linear(r, l1, &e);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
-    qd_tensor y = linear(r, l2, &h);
+    qd_tensor y = qd_run_linear(r, l2, &h);
     qd_tensor_free(&e);
     qd_tensor_free(&h);
     return y;
@@ -514,7 +432,7 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     if (c->guidance_embeds && !in->guidance) return qd_fail(QD_EINVAL, "FLUX forward: this model embeds guidance; pass one");
     int64_t B = hs->shape[0], N = hs->shape[1], T = enc->shape[1], L = T + N, D = c->inner_dim, H = c->heads, hd = c->head_dim;
 
-    qd_tensor x = linear(r, &m->x_embedder, hs);
+    qd_tensor x = qd_run_linear(r, &m->x_embedder, hs);
     qd_tensor temb = scalar_embedding(r, &m->t_lin1, &m->t_lin2, in->timestep, B);
     if (c->guidance_embeds) {
         qd_tensor g = scalar_embedding(r, &m->g_lin1, &m->g_lin2, in->guidance, B);
@@ -522,14 +440,14 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
         qd_tensor_free(&g);
     }
     {
-        qd_tensor h = linear(r, &m->p_lin1, in->pooled);
+        qd_tensor h = qd_run_linear(r, &m->p_lin1, in->pooled);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
-        qd_tensor p = linear(r, &m->p_lin2, &h);
+        qd_tensor p = qd_run_linear(r, &m->p_lin2, &h);
         if (!r->s) r->s = r->be->ops->add(r->be, &temb, &p, &temb);
         qd_tensor_free(&h);
         qd_tensor_free(&p);
     }
-    qd_tensor ctx = linear(r, &m->context_embedder, enc);
+    qd_tensor ctx = qd_run_linear(r, &m->context_embedder, enc);
 
     /* RoPE over [text, image] positions, angles in float64 (models.md §1.2) */
     qd_tensor cos = {0}, sin = {0};
@@ -545,41 +463,41 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
         if (!r->s) r->s = r->be->ops->upload(r->be, &sin, sn);
         free(ids), free(cs), free(sn);
     }
-    qd_tensor silu_temb = t_new(r, 2, (int64_t[]){B, D});
+    qd_tensor silu_temb = qd_run_tensor(r, 2, (int64_t[]){B, D});
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &temb, &silu_temb);
 
     for (int64_t i = 0; i < c->num_layers && !r->s; i++) {
         double_block *b = &m->dbl[i];
-        qd_tensor e = linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
+        qd_tensor e = qd_run_linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = qd_run_linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
-        for (int k = 0; k < 6; k++) mod[k] = chunk(r, &e, k, D), cmod[k] = chunk(r, &ce, k, D);
+        for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk(r, &e, k, D), cmod[k] = qd_run_chunk(r, &ce, k, D);
         qd_tensor_free(&e), qd_tensor_free(&ce);
 
         qd_tensor xn = norm_modulate(r, &x, &mod[1], &mod[0]), cn = norm_modulate(r, &ctx, &cmod[1], &cmod[0]);
         qd_tensor q, k, v, cq, ck, cv;
         if (m->nunchaku) { /* one fused [q; k; v] per stream */
-            qd_tensor qkv = linear_padded(r, &b->qkv, &xn), cqkv = linear_padded(r, &b->qkv_ctx, &cn);
-            q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, D), v = slice_last(r, &qkv, 2 * D, D);
-            cq = slice_last(r, &cqkv, 0, D), ck = slice_last(r, &cqkv, D, D), cv = slice_last(r, &cqkv, 2 * D, D);
+            qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &xn), cqkv = qd_run_linear_padded(r, &b->qkv_ctx, &cn);
+            q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
+            cq = qd_run_slice_last(r, &cqkv, 0, D), ck = qd_run_slice_last(r, &cqkv, D, D), cv = qd_run_slice_last(r, &cqkv, 2 * D, D);
             qd_tensor_free(&qkv), qd_tensor_free(&cqkv);
         } else {
-            q = linear(r, &b->to_q, &xn), k = linear(r, &b->to_k, &xn), v = linear(r, &b->to_v, &xn);
-            cq = linear(r, &b->add_q, &cn), ck = linear(r, &b->add_k, &cn), cv = linear(r, &b->add_v, &cn);
+            q = qd_run_linear(r, &b->to_q, &xn), k = qd_run_linear(r, &b->to_k, &xn), v = qd_run_linear(r, &b->to_v, &xn);
+            cq = qd_run_linear(r, &b->add_q, &cn), ck = qd_run_linear(r, &b->add_k, &cn), cv = qd_run_linear(r, &b->add_v, &cn);
         }
         qd_tensor_free(&xn), qd_tensor_free(&cn);
         qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
         for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
         rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
         rms_heads(r, &cq, &b->norm_added_q), rms_heads(r, &ck, &b->norm_added_k);
-        qd_tensor Q = concat2(r, &cq, &q, 1), K = concat2(r, &ck, &k, 1), V = concat2(r, &cv, &v, 1);
+        qd_tensor Q = qd_run_concat2(r, &cq, &q, 1), K = qd_run_concat2(r, &ck, &k, 1), V = qd_run_concat2(r, &cv, &v, 1);
         for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]);
-        qd_tensor A = t_new(r, 4, (int64_t[]){B, L, H, hd});
+        qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
         attention(r, &Q, &K, &V, &cos, &sin, &A);
         qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
         as_tokens(&A);
         qd_tensor ca = seq_slice(r, &A, 0, T), xa = seq_slice(r, &A, T, N);
         qd_tensor_free(&A);
-        qd_tensor xo = linear_n(r, &b->to_out, &xa, D), co = linear_n(r, &b->to_add_out, &ca, D);
+        qd_tensor xo = qd_run_linear_n(r, &b->to_out, &xa, D), co = qd_run_linear_n(r, &b->to_add_out, &ca, D);
         qd_tensor_free(&xa), qd_tensor_free(&ca);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xo, &mod[2], &x);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &co, &cmod[2], &ctx);
@@ -596,41 +514,41 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     }
 
     /* single-stream blocks over [text, image] */
-    qd_tensor s = concat2(r, &ctx, &x, 1);
+    qd_tensor s = qd_run_concat2(r, &ctx, &x, 1);
     qd_tensor_free(&ctx), qd_tensor_free(&x);
     for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
         single_block *b = &m->sgl[i];
-        qd_tensor e = linear_n(r, &b->norm, &silu_temb, 3 * D);
-        qd_tensor shift = chunk(r, &e, 0, D), scale = chunk(r, &e, 1, D), gate = chunk(r, &e, 2, D);
+        qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
+        qd_tensor shift = qd_run_chunk(r, &e, 0, D), scale = qd_run_chunk(r, &e, 1, D), gate = qd_run_chunk(r, &e, 2, D);
         qd_tensor_free(&e);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
-        qd_tensor hmlp = linear_n(r, &b->proj_mlp, &sn, 4 * D);
+        qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &hmlp, &hmlp);
         qd_tensor q, k, v;
         if (m->nunchaku) {
-            qd_tensor qkv = linear_padded(r, &b->qkv, &sn);
-            q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, D), v = slice_last(r, &qkv, 2 * D, D);
+            qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &sn);
+            q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             qd_tensor_free(&qkv);
         } else {
-            q = linear(r, &b->to_q, &sn), k = linear(r, &b->to_k, &sn), v = linear(r, &b->to_v, &sn);
+            q = qd_run_linear(r, &b->to_q, &sn), k = qd_run_linear(r, &b->to_k, &sn), v = qd_run_linear(r, &b->to_v, &sn);
         }
         qd_tensor_free(&sn);
         as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
         rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
-        qd_tensor A = t_new(r, 4, (int64_t[]){B, L, H, hd});
+        qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
         attention(r, &q, &k, &v, &cos, &sin, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
         as_tokens(&A);
         qd_tensor o;
         if (m->nunchaku) { /* proj_out(cat(A, hmlp)) = out_proj(A) + mlp_fc2(hmlp) */
-            o = linear_n(r, &b->out_attn, &A, D);
-            qd_tensor o2 = linear_n(r, &b->mlp_fc2, &hmlp, D);
+            o = qd_run_linear_n(r, &b->out_attn, &A, D);
+            qd_tensor o2 = qd_run_linear_n(r, &b->mlp_fc2, &hmlp, D);
             if (!r->s) r->s = r->be->ops->add(r->be, &o, &o2, &o);
             qd_tensor_free(&A), qd_tensor_free(&hmlp), qd_tensor_free(&o2);
         } else {
-            qd_tensor cat = concat2(r, &A, &hmlp, 2);
+            qd_tensor cat = qd_run_concat2(r, &A, &hmlp, 2);
             qd_tensor_free(&A), qd_tensor_free(&hmlp);
-            o = linear(r, &b->proj_out, &cat);
+            o = qd_run_linear(r, &b->proj_out, &cat);
             qd_tensor_free(&cat);
         }
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
@@ -639,8 +557,8 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     qd_tensor img = seq_slice(r, &s, T, N);
     qd_tensor_free(&s);
     /* AdaLayerNormContinuous: (scale, shift) in diffusers' order */
-    qd_tensor e = linear(r, &m->norm_out, &silu_temb);
-    qd_tensor scale = chunk(r, &e, 0, D), shift = chunk(r, &e, 1, D);
+    qd_tensor e = qd_run_linear(r, &m->norm_out, &silu_temb);
+    qd_tensor scale = qd_run_chunk(r, &e, 0, D), shift = qd_run_chunk(r, &e, 1, D);
     qd_tensor xn = norm_modulate(r, &img, &scale, &shift);
     if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, out);
     qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb, &cos, &sin};

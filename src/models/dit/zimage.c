@@ -7,6 +7,7 @@
  * SwiGLU: first half the value, second half the SiLU gate), feed_forward.net.2 = w2; attention.to_out.0
  * keeps its name. SVDQuant pads N and K to multiples of 128: x is padded with zeros, y cropped. */
 #include "models/dit/zimage.h"
+#include "models/run.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -212,103 +213,23 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
 
 /* ---- forward ---- */
 
-typedef struct {
-    qd_backend *be;
-    qd_dtype act;
-    qd_status s;
-} run;
-
-static qd_tensor t_new(run *r, int rank, const int64_t *shape) {
-    qd_tensor t = {0};
-    if (!r->s) r->s = qd_tensor_new(r->be, &t, r->act, rank, shape);
-    return t;
-}
-
-static qd_tensor linear(run *r, qd_linear *l, const qd_tensor *x) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = l->out_features;
-    qd_tensor y = t_new(r, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
-    return y;
-}
-
-/* columns [start, start + len) of x's last dim */
-static qd_tensor slice_last(run *r, const qd_tensor *x, int64_t start, int64_t len) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = len;
-    qd_tensor y = {0};
-    if (!r->s) r->s = qd_tensor_new(r->be, &y, x->dtype, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->slice(r->be, x, x->rank - 1, start, len, &y);
-    return y;
-}
-
-/* The layer on x when the layer is wider than x (SVDQuant pads K to a multiple of 128): x with zero
- * columns appended — padded columns have zero weights and smooth, so they add nothing. Output width as
- * stored (padded N included). */
-static qd_tensor linear_padded(run *r, qd_linear *l, const qd_tensor *x) {
-    const int64_t k = x->shape[x->rank - 1];
-    if (r->s || k >= l->in_features) return linear(r, l, x);
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->rank - 1] = l->in_features - k;
-    qd_tensor z = {0}, xp = {0};
-    const size_t bytes = (size_t)(qd_tensor_elements(x) / k * (l->in_features - k)) * (size_t)qd_dtype_bits(x->dtype) / 8;
-    void *zeros = calloc(1, bytes + 1);
-    if (!zeros) r->s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its input padding", l->name ? l->name : "?");
-    if (!r->s) r->s = qd_tensor_new(r->be, &z, x->dtype, x->rank, shape);
-    if (!r->s) r->s = r->be->ops->upload(r->be, &z, zeros);
-    free(zeros);
-    shape[x->rank - 1] = l->in_features;
-    if (!r->s) r->s = qd_tensor_new(r->be, &xp, x->dtype, x->rank, shape);
-    const qd_tensor *xs[2] = {x, &z};
-    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, x->rank - 1, &xp);
-    qd_tensor y = linear(r, l, &xp);
-    qd_tensor_free(&z), qd_tensor_free(&xp);
-    return y;
-}
-
-/* The layer's n logical outputs (the stored ones cropped when SVDQuant padded them). */
-static qd_tensor linear_n(run *r, qd_linear *l, const qd_tensor *x, int64_t n) {
-    qd_tensor y = linear_padded(r, l, x);
-    if (r->s || y.shape[y.rank - 1] == n) return y;
-    qd_tensor c = slice_last(r, &y, 0, n);
-    qd_tensor_free(&y);
-    return c;
-}
+typedef qd_run run;
 
 static qd_tensor rms(run *r, const qd_tensor *x, const qd_tensor *w, float eps) {
-    qd_tensor y = t_new(r, x->rank, x->shape);
+    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
     if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, eps, &y);
-    return y;
-}
-
-static qd_tensor chunk(run *r, const qd_tensor *x, int i, int64_t d) {
-    qd_tensor y = t_new(r, 2, (int64_t[]){x->shape[0], d});
-    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);
-    return y;
-}
-
-static qd_tensor concat2(run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
-    int64_t shape[QD_MAX_RANK];
-    memcpy(shape, a->shape, sizeof shape);
-    shape[dim] += b->shape[dim];
-    qd_tensor y = t_new(r, a->rank, shape);
-    const qd_tensor *xs[2] = {a, b};
-    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
     return y;
 }
 
 /* rows [0, n) of x followed by `pad` repeated to `total` rows (x [1, n, D] → [1, total, D]) */
 static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor *pad, int64_t total) {
     if (total == n) {
-        qd_tensor y = t_new(r, x->rank, x->shape);
+        qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
         if (!r->s) r->s = r->be->ops->copy(r->be, x, &y);
         return y;
     }
     int64_t D = x->shape[2];
-    qd_tensor p = t_new(r, 3, (int64_t[]){1, total - n, D});
+    qd_tensor p = qd_run_tensor(r, 3, (int64_t[]){1, total - n, D});
     for (int64_t i = 0; i < total - n && !r->s; i++) {
         qd_tensor row = p;
         row.data = (char *)p.data + (size_t)(i * D) * (size_t)(qd_dtype_bits(p.dtype) / 8);
@@ -316,7 +237,7 @@ static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor
         row.backend = NULL; /* a view: not freed */
         r->s = r->be->ops->copy(r->be, pad, &row);
     }
-    qd_tensor y = concat2(r, x, &p, 1);
+    qd_tensor y = qd_run_concat2(r, x, &p, 1);
     qd_tensor_free(&p);
     return y;
 }
@@ -335,8 +256,8 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     float eps = (float)c->norm_eps;
     qd_tensor mod[4] = {{0}}; /* scale_msa, gate_msa, scale_mlp, gate_mlp */
     if (b->modulated) {
-        qd_tensor e = linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
-        for (int k = 0; k < 4; k++) mod[k] = chunk(r, &e, k, D);
+        qd_tensor e = qd_run_linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
+        for (int k = 0; k < 4; k++) mod[k] = qd_run_chunk(r, &e, k, D);
         qd_tensor_free(&e);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
@@ -346,11 +267,11 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v;
     if (b->fused_qkv) {
-        qd_tensor qkv = linear_padded(r, &b->qkv, &h);
-        q = slice_last(r, &qkv, 0, D), k = slice_last(r, &qkv, D, kvd), v = slice_last(r, &qkv, D + kvd, kvd);
+        qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &h);
+        q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, kvd), v = qd_run_slice_last(r, &qkv, D + kvd, kvd);
         qd_tensor_free(&qkv);
     } else {
-        q = linear(r, &b->to_q, &h), k = linear(r, &b->to_k, &h), v = linear(r, &b->to_v, &h);
+        q = qd_run_linear(r, &b->to_q, &h), k = qd_run_linear(r, &b->to_k, &h), v = qd_run_linear(r, &b->to_v, &h);
     }
     qd_tensor_free(&h);
     qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
@@ -360,12 +281,12 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->rms_norm(r->be, &k, &b->norm_k, eps, &k);
     if (!r->s) r->s = r->be->ops->rope(r->be, &q, cos, sin, QD_ROPE_INTERLEAVED, &q);
     if (!r->s) r->s = r->be->ops->rope(r->be, &k, cos, sin, QD_ROPE_INTERLEAVED, &k);
-    qd_tensor a = t_new(r, 4, (int64_t[]){1, L, c->heads, hd});
+    qd_tensor a = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
     qd_attn_args args = {.q = &q, .k = &k, .v = &v};
     if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
     qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
     qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
-    qd_tensor o = linear_n(r, &b->to_out, &a, D);
+    qd_tensor o = qd_run_linear_n(r, &b->to_out, &a, D);
     qd_tensor_free(&a);
     qd_tensor on = rms(r, &o, &b->attn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
@@ -376,16 +297,16 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     const int64_t F = c->ffn_hidden;
     qd_tensor g, u;
     if (b->fused_w13) { /* [w3; w1]: value first, gate second */
-        qd_tensor h13 = linear_padded(r, &b->w13, &f);
-        u = slice_last(r, &h13, 0, F), g = slice_last(r, &h13, F, F);
+        qd_tensor h13 = qd_run_linear_padded(r, &b->w13, &f);
+        u = qd_run_slice_last(r, &h13, 0, F), g = qd_run_slice_last(r, &h13, F, F);
         qd_tensor_free(&h13);
     } else {
-        g = linear(r, &b->w1, &f), u = linear(r, &b->w3, &f);
+        g = qd_run_linear(r, &b->w1, &f), u = qd_run_linear(r, &b->w3, &f);
     }
     qd_tensor_free(&f);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g);
     if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
-    qd_tensor ff = linear_n(r, &b->w2, &g, D);
+    qd_tensor ff = qd_run_linear_n(r, &b->w2, &g, D);
     qd_tensor_free(&g), qd_tensor_free(&u);
     qd_tensor fn = rms(r, &ff, &b->ffn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
@@ -397,7 +318,7 @@ static int64_t ceil32(int64_t n) { return (n + 31) / 32 * 32; }
 
 qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out) {
     const qd_zimage_config *c = &m->c;
-    run R = {.be = m->ctx.backend, .act = m->ctx.act, .s = QD_OK}, *r = &R;
+    run R = {.be = m->ctx.backend, .ctx = &m->ctx, .act = m->ctx.act, .s = QD_OK}, *r = &R;
     if (x->rank != 4 || x->shape[0] != c->in_channels || x->shape[1] != 1 || x->shape[2] % 2 || x->shape[3] % 2 ||
         cap->rank != 2 || cap->shape[1] != c->cap_feat_dim || cap->shape[0] < 1) {
         return qd_fail(QD_EINVAL, "Z-Image forward: x [%lld, 1, H, W] with even H, W and caption features [L, %lld] expected",
@@ -412,17 +333,17 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
         float tt = t * (float)c->t_scale, emb[256];
         qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
         qd_tensor e32 = upload_f32(r, emb, 2, (int64_t[]){1, 256});
-        qd_tensor e = t_new(r, 2, (int64_t[]){1, 256});
+        qd_tensor e = qd_run_tensor(r, 2, (int64_t[]){1, 256});
         if (!r->s) r->s = r->be->ops->copy(r->be, &e32, &e);
         qd_tensor_free(&e32);
-        qd_tensor h = linear(r, &m->t_lin1, &e);
+        qd_tensor h = qd_run_linear(r, &m->t_lin1, &e);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
-        adaln = linear(r, &m->t_lin2, &h);
+        adaln = qd_run_linear(r, &m->t_lin2, &h);
         qd_tensor_free(&e), qd_tensor_free(&h);
     }
 
     /* patchify [C, 1, 2·H2, 2·W2] → tokens (h, w), features (ph, pw, c) (§3.3 step 2) */
-    qd_tensor tokens = t_new(r, 5, (int64_t[]){H2, W2, 2, 2, C});
+    qd_tensor tokens = qd_run_tensor(r, 5, (int64_t[]){H2, W2, 2, 2, C});
     {
         qd_tensor v = *x;
         v.backend = NULL;
@@ -431,25 +352,25 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
         if (x->dtype == r->act) {
             if (!r->s) r->s = r->be->ops->permute(r->be, &v, perm, &tokens);
         } else {
-            qd_tensor vc = t_new(r, 5, v.shape);
+            qd_tensor vc = qd_run_tensor(r, 5, v.shape);
             if (!r->s) r->s = r->be->ops->copy(r->be, &v, &vc);
             if (!r->s) r->s = r->be->ops->permute(r->be, &vc, perm, &tokens);
             qd_tensor_free(&vc);
         }
         qd_tensor_shape(&tokens, tokens.dtype, 3, (int64_t[]){1, N, 4 * C});
     }
-    qd_tensor xe = linear(r, &m->x_embedder, &tokens);
+    qd_tensor xe = qd_run_linear(r, &m->x_embedder, &tokens);
     qd_tensor_free(&tokens);
     qd_tensor img = pad_rows(r, &xe, N, &m->x_pad, Np);
     qd_tensor_free(&xe);
 
     /* caption: RMSNorm then Linear, padded with cap_pad_token */
-    qd_tensor capx = t_new(r, 2, cap->shape);
+    qd_tensor capx = qd_run_tensor(r, 2, cap->shape);
     if (!r->s) r->s = r->be->ops->copy(r->be, cap, &capx);
     qd_tensor capn = rms(r, &capx, &m->cap_norm, (float)c->norm_eps);
     qd_tensor_free(&capx);
     qd_tensor_shape(&capn, capn.dtype, 3, (int64_t[]){1, Lc, c->cap_feat_dim});
-    qd_tensor ce = linear(r, &m->cap_lin, &capn);
+    qd_tensor ce = qd_run_linear(r, &m->cap_lin, &capn);
     qd_tensor_free(&capn);
     qd_tensor txt = pad_rows(r, &ce, Lc, &m->cap_pad, Lp);
     qd_tensor_free(&ce);
@@ -473,19 +394,19 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
 
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
-    qd_tensor u = concat2(r, &img, &txt, 1); /* [image, caption] */
+    qd_tensor u = qd_run_concat2(r, &img, &txt, 1); /* [image, caption] */
     qd_tensor_free(&img), qd_tensor_free(&txt);
     for (int64_t i = 0; i < c->layers && !r->s; i++) run_block(r, c, &m->layers[i], &u, &adaln, &cos_all, &sin_all);
 
     /* final layer: LN(x)·(1 + Linear(SiLU(adaln))), then the token projection, image tokens only */
-    qd_tensor sa = t_new(r, 2, adaln.shape);
+    qd_tensor sa = qd_run_tensor(r, 2, adaln.shape);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &adaln, &sa);
-    qd_tensor scale = linear(r, &m->final_adaln, &sa);
-    qd_tensor xi = t_new(r, 3, (int64_t[]){1, N, D});
+    qd_tensor scale = qd_run_linear(r, &m->final_adaln, &sa);
+    qd_tensor xi = qd_run_tensor(r, 3, (int64_t[]){1, N, D});
     if (!r->s) r->s = r->be->ops->slice(r->be, &u, 1, 0, N, &xi);
     if (!r->s) r->s = r->be->ops->layer_norm(r->be, &xi, NULL, NULL, 1e-6f, &xi);
     if (!r->s) r->s = r->be->ops->modulate(r->be, &xi, &scale, NULL, &xi);
-    qd_tensor y = linear(r, &m->final_linear, &xi);
+    qd_tensor y = qd_run_linear(r, &m->final_linear, &xi);
     /* unpatchify: tokens (h, w) × (ph, pw, c) → [C, 1, 2·H2, 2·W2] */
     if (!r->s) {
         qd_tensor_shape(&y, y.dtype, 5, (int64_t[]){H2, W2, 2, 2, C});
@@ -495,7 +416,7 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
         int perm[5] = {4, 0, 2, 1, 3};
         if (out->dtype == y.dtype) r->s = r->be->ops->permute(r->be, &y, perm, &o);
         else {
-            qd_tensor tmp = t_new(r, 5, o.shape);
+            qd_tensor tmp = qd_run_tensor(r, 5, o.shape);
             if (!r->s) r->s = r->be->ops->permute(r->be, &y, perm, &tmp);
             if (!r->s) r->s = r->be->ops->copy(r->be, &tmp, &o);
             qd_tensor_free(&tmp);

@@ -1,0 +1,78 @@
+/* Shared forward-pass steps (see run.h). */
+#include "models/run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+
+qd_tensor qd_run_tensor(qd_run *r, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, r->act, rank, shape);
+    return t;
+}
+
+qd_tensor qd_run_linear(qd_run *r, qd_linear *l, const qd_tensor *x) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->out_features;
+    qd_tensor y = qd_run_tensor(r, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
+    return y;
+}
+
+qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_t len) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = len;
+    qd_tensor y = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &y, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, x->rank - 1, start, len, &y);
+    return y;
+}
+
+qd_tensor qd_run_linear_padded(qd_run *r, qd_linear *l, const qd_tensor *x) {
+    const int64_t k = x->shape[x->rank - 1];
+    if (r->s || k >= l->in_features) return qd_run_linear(r, l, x);
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->rank - 1] = l->in_features - k;
+    qd_tensor z = {0}, xp = {0};
+    const size_t bytes = (size_t)(qd_tensor_elements(x) / k * (l->in_features - k)) * (size_t)qd_dtype_bits(x->dtype) / 8;
+    void *zeros = calloc(1, bytes + 1);
+    if (!zeros) r->s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its input padding", l->name ? l->name : "?");
+    if (!r->s) r->s = qd_tensor_new(r->be, &z, x->dtype, x->rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &z, zeros);
+    free(zeros);
+    shape[x->rank - 1] = l->in_features;
+    if (!r->s) r->s = qd_tensor_new(r->be, &xp, x->dtype, x->rank, shape);
+    const qd_tensor *xs[2] = {x, &z};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, x->rank - 1, &xp);
+    qd_tensor y = qd_run_linear(r, l, &xp);
+    qd_tensor_free(&z), qd_tensor_free(&xp);
+    return y;
+}
+
+qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n) {
+    qd_tensor y = qd_run_linear_padded(r, l, x);
+    if (r->s || y.shape[y.rank - 1] == n) return y;
+    qd_tensor c = qd_run_slice_last(r, &y, 0, n);
+    qd_tensor_free(&y);
+    return c;
+}
+
+qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d) {
+    qd_tensor y = qd_run_tensor(r, 2, (int64_t[]){x->shape[0], d});
+    if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);
+    return y;
+}
+
+qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[dim] += b->shape[dim];
+    qd_tensor y = qd_run_tensor(r, a->rank, shape);
+    const qd_tensor *xs[2] = {a, b};
+    if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
+    return y;
+}

@@ -1,0 +1,33 @@
+/* One forward pass over backend ops with a sticky status: every step checks r->s and does nothing once
+ * something failed, so model code reads as a straight line of ops and checks the status once at the end.
+ * The helpers here are the steps the transformers share. */
+#ifndef QD_MODELS_RUN_H
+#define QD_MODELS_RUN_H
+
+#include "models/model.h"
+
+typedef struct {
+    qd_backend *be;
+    const qd_model_ctx *ctx;
+    qd_dtype act; /* dtype of new activations */
+    qd_status s;
+} qd_run;
+
+/* A new activation tensor, or an empty one once something failed. */
+qd_tensor qd_run_tensor(qd_run *r, int rank, const int64_t *shape);
+/* l applied to x's last dim. */
+qd_tensor qd_run_linear(qd_run *r, qd_linear *l, const qd_tensor *x);
+/* l on x with zero columns appended up to l's input width (SVDQuant pads K to a multiple of 128; the
+ * padded columns have zero weights); the output as stored, padded N included. */
+qd_tensor qd_run_linear_padded(qd_run *r, qd_linear *l, const qd_tensor *x);
+/* The layer's n logical outputs on x, for layers stored wider than x and than n (SVDQuant pads K and N to
+ * multiples of 128): x gets zero columns appended (padded columns have zero weights), y is cropped. */
+qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n);
+/* Columns [start, start + len) of x's last dim. */
+qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_t len);
+/* Chunk i of width d of a [B, k·d] tensor. */
+qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d);
+/* [a, b] along dim. */
+qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int dim);
+
+#endif
