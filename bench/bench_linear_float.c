@@ -13,7 +13,7 @@
  * bias) on the same shape. Every kernel and the baseline run once to warm up, then `reps` rounds of
  * [baseline, each kernel], interleaved so machine noise hits all alike; the best time of each is reported.
  *
- * usage: bench_linear_float [--m M] [--reps R] [--only K,N] */
+ * usage: bench_linear_float [--m M] [--reps R] [--only K,N] [--shape K,N (any other shape)] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,15 +258,22 @@ static void bench_shape(int64_t m, int64_t k, int64_t n, int reps) {
 int main(int argc, char **argv) {
     int64_t m = 4096;
     int reps = 3;
-    int64_t only_k = 0, only_n = 0;
+    int64_t only_k = 0, only_n = 0, shape_k = 0, shape_n = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--m") && i + 1 < argc) m = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             long long kk, nn;
             if (sscanf(argv[++i], "%lld,%lld", &kk, &nn) == 2) only_k = kk, only_n = nn;
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            long long kk, nn;
+            if (sscanf(argv[++i], "%lld,%lld", &kk, &nn) != 2 || kk <= 0 || nn <= 0) {
+                fprintf(stderr, "--shape wants K,N\n");
+                return 2;
+            }
+            shape_k = kk, shape_n = nn;
         } else {
-            fprintf(stderr, "usage: %s [--m M] [--reps R] [--only K,N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--m M] [--reps R] [--only K,N] [--shape K,N]\n", argv[0]);
             return 2;
         }
     }
@@ -274,6 +281,10 @@ int main(int argc, char **argv) {
            reps, qd_cpu_isa_get()->level, qd_cpu_threads());
     printf("| M     | K     | N     | kernel           | ms       | GFLOP/s | ratio |\n");
     printf("|-------|-------|-------|------------------|----------|---------|-------|\n");
+    if (shape_k) {
+        bench_shape(m, shape_k, shape_n, reps);
+        return 0;
+    }
     const int64_t shapes[3][2] = {{3072, 3072}, {3072, 12288}, {12288, 3072}};
     for (int s = 0; s < 3; s++) {
         if (only_k && (shapes[s][0] != only_k || shapes[s][1] != only_n)) continue;

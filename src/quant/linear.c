@@ -1,10 +1,14 @@
 /* qd_linear views and the dequantization dispatch (see linear.h). */
 #include "quant/linear.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/codec.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "quant/schemes.h"
 
@@ -92,7 +96,37 @@ void qd_linear_free(qd_linear *l) {
     memset(l, 0, sizeof *l);
 }
 
+/* Give a view's bytes back: free an owned copy, or drop the whole pages of a mapped range from this
+ * process (the mapping is read-only and shared, so the pages stay valid and would be read again). */
+static void release_view(qd_view *v) {
+    if (!v->data) return;
+    if (v->owned) {
+        free(v->owned);
+        v->owned = NULL;
+    } else {
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        const uintptr_t a = (uintptr_t)v->data;
+        const uintptr_t b = a + (uintptr_t)qd_view_elements(v) * (uintptr_t)qd_dtype_bits(v->dtype) / 8;
+        const uintptr_t first = (a + page - 1) / page * page, last = b / page * page;
+        if (last > first) (void)madvise((void *)first, last - first, MADV_DONTNEED);
+    }
+    v->data = NULL;
+}
+
+void qd_linear_release_stored(qd_linear *l) {
+    release_view(&l->weight);
+    release_view(&l->scale);
+    l->stored_released = true;
+}
+
 void qd_linear_bias_f32(const qd_linear *l, float *out) {
+    const bool needs_weight = (l->scheme == QD_SCHEME_INT8 && l->act == QD_ACT_STATIC_TENSOR && l->zeros.data) ||
+                              (l->scheme == QD_SCHEME_SVDQ_INT4 && l->act_unsigned);
+    if (needs_weight && l->stored_released) {
+        qd_log(QD_LOG_ERROR, "layer '%s': its effective bias needs the stored weight, which was released", l->name ? l->name : "?");
+        for (int64_t n = 0; n < l->out_features; n++) out[n] = NAN;
+        return;
+    }
     if (l->scheme == QD_SCHEME_INT8 && l->act == QD_ACT_STATIC_TENSOR && l->zeros.data) {
         /* msModelSlim W8A8: y = (Σ q_x·q_w + quant_bias)·deq with q_x ≈ x/input_scale + input_offset, so the
            float bias is deq·(quant_bias + input_offset·Σ_k q_w) (formats.md §6.2) */
@@ -111,5 +145,9 @@ void qd_linear_bias_f32(const qd_linear *l, float *out) {
 
 qd_status qd_linear_dequantize(const qd_linear *l, float *out) {
     if ((unsigned)l->scheme >= QD_SCHEME_COUNT) return qd_fail(QD_EINVAL, "%s: unknown scheme", l->name ? l->name : "?");
+    if (l->stored_released) {
+        return qd_fail(QD_EINVAL, "layer '%s': its stored weights were released when the backend prepared it; "
+                                  "dequantize a layer bound without preparation", l->name ? l->name : "?");
+    }
     return scheme_table[l->scheme].dequantize(l, out);
 }

@@ -82,6 +82,9 @@ typedef struct qd_linear {
     void *prepared;
     void (*prepared_free)(void *prepared);
     const void *prepared_for; /* the backend that made it */
+    /* the prepared form replaced the stored weight and scale (qd_linear_release_stored): their data is
+       NULL (dtype and shape kept), and the reference paths below refuse the layer */
+    bool stored_released;
 } qd_linear;
 
 const char *qd_scheme_family_name(qd_scheme_id s);
@@ -94,6 +97,11 @@ float qd_view_get_flat(const qd_view *v, int64_t i);
 int64_t qd_view_elements(const qd_view *v);
 void qd_view_free(qd_view *v);
 void qd_linear_free(qd_linear *l);
+/* Drop the stored weight and scale once a backend's prepared form holds the same values: owned copies
+ * are freed, views into a mapped checkpoint are returned to the page cache (madvise), so a loaded model
+ * keeps one copy of its weights (DESIGN.md "weights stay at their stored size"). Called by a backend's
+ * prepare_linear, never by lazy first-use preparation, so tests can still compare against the stored form. */
+void qd_linear_release_stored(qd_linear *l);
 
 /* The reference: the effective W as f32 [N][K] (out must hold N·K floats), such that the layer computes
  * x·Wᵀ + b in full precision: the scheme's dequantization rule with any smoothing vector folded in
@@ -101,7 +109,8 @@ void qd_linear_free(qd_linear *l);
  * tested against this. */
 qd_status qd_linear_dequantize(const qd_linear *l, float *out);
 /* The layer's effective bias as f32 [N] (zeros when there is none): the stored bias plus what a stored form
- * moved out of it (msModelSlim's quant_bias/offset, SVDQuant's unsigned shift compensation). */
+ * moved out of it (msModelSlim's quant_bias/offset, SVDQuant's unsigned shift compensation). Those two
+ * need the stored weight: on a layer whose stored form was released they give NaN (and log why). */
 void qd_linear_bias_f32(const qd_linear *l, float *out);
 
 #endif

@@ -181,6 +181,10 @@ qd_iq_prepared *qd_iq_prepared_of(const qd_linear *l);
 qd_status qd_iq_prepare(qd_linear *l, qd_status (*make)(const qd_linear *l, qd_iq_prepared *p), qd_iq_prepared **out,
                         bool *temporary);
 
+/* prepare_linear's part: make our form now and, when it is attached to l, drop the stored weight and
+ * scale it replaces (qd_linear_release_stored). */
+qd_status qd_iq_prepare_replacing(qd_linear *l, qd_status (*make)(const qd_linear *l, qd_iq_prepared *p));
+
 /* Small helpers: a vector view as f32 [n] padded with `pad` to np (NULL view → NULL result) */
 float *qd_iq_vector_f32(const qd_view *v, int64_t n, int64_t np, float pad);
 

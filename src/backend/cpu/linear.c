@@ -3,8 +3,16 @@
 #include "core/status.h"
 
 qd_status qd_cpu_prepare_linear(qd_backend *b, qd_linear *l) {
-    (void)b, (void)l; /* the kernels prepare their forms on first use */
-    return QD_OK;
+    (void)b;
+    switch (l->scheme) {
+    case QD_SCHEME_INT8:
+    case QD_SCHEME_INT4: return qd_cpu_prepare_int8(l);
+    case QD_SCHEME_NVFP4:
+    case QD_SCHEME_MXFP4: return qd_cpu_prepare_fp4(l);
+    case QD_SCHEME_SVDQ_INT4:
+    case QD_SCHEME_SVDQ_NVFP4: return qd_cpu_prepare_svdq(l);
+    default: return QD_OK; /* read in their stored form */
+    }
 }
 
 qd_status qd_cpu_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {

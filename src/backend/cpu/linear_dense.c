@@ -1,8 +1,11 @@
 /* CPU linears with full-precision weights (QD_SCHEME_DENSE: BF16 / F16 / F32 [N, K], linear.h), y = x·Wᵀ + b.
  *
- *   W BF16, x BF16  → oneDNN bf16 matmul (f32 accumulation, f32 bias in the epilogue). The weight is
- *                     reordered once into the blocked layout oneDNN picks (`prepared`: the same bytes as
- *                     the stored weight), primitives are cached per layer for a few (M, x, y dtype) keys.
+ *   W BF16, x BF16  → oneDNN bf16 matmul (f32 accumulation, f32 bias in the epilogue) reading the stored
+ *                     weight as it is ([N, K] seen as a transposed [K, N]); primitives are cached per
+ *                     layer for a few (M, x, y dtype) keys. Why not oneDNN's own blocked layout: it is a
+ *                     second copy of every weight (a loaded bf16 model would need twice its size; the
+ *                     stored form is also what a mapped checkpoint provides for free), and at M = 4096
+ *                     the plain layout costs oneDNN only a few percent (docs/benchmarks.md).
  *   W F32,  x F32   → oneDNN f32 matmul, likewise.
  *   W BF16/F16, x F32 (the reference precision mode), W F32 with x BF16, W F16 with x BF16
  *                   → the backend's own engine (gemm_bf16.h), converting weight tiles while it packs them:
@@ -42,17 +45,13 @@ typedef struct {
     int64_t m;
     qd_dtype xt, yt;
     dnnl_primitive_t prim;
-    bool plain; /* reads the stored weight as is (oneDNN declined the prepared layout for this M) */
     uint64_t used;
 } dense_prim;
 
 typedef struct {
     pthread_mutex_t mu;
-    bool no_dnnl;           /* oneDNN cannot run this layer here: use the engine */
-    bool have_layout;       /* wmd chosen */
-    dnnl_memory_desc_t wmd; /* the reordered weight's layout */
-    void *w;                /* the reordered weight (NULL: wmd is the stored layout) */
-    float *bias;            /* f32 [N] or NULL */
+    bool no_dnnl; /* oneDNN cannot run this layer here: use the engine */
+    float *bias;  /* f32 [N] or NULL */
     dense_prim cache[DENSE_CACHE];
     uint64_t tick;
 } dense_prep;
@@ -72,7 +71,6 @@ static void dense_prep_free(void *p) {
     if (!d) return;
     for (int i = 0; i < DENSE_CACHE; i++)
         if (d->cache[i].prim) dnnl_primitive_destroy(d->cache[i].prim);
-    qd_cpu_free(d->w);
     free(d->bias);
     pthread_mutex_destroy(&d->mu);
     free(d);
@@ -117,60 +115,19 @@ static const dense_prim *dense_prim_get(qd_linear *l, dense_prep *d, int64_t m, 
         }
     }
     const int64_t n = l->out_features, k = l->in_features;
-    const dnnl_data_type_t wt = dnnl_type(l->weight.dtype);
-    dnnl_memory_desc_t src, dst, bias, plain, any;
+    dnnl_memory_desc_t src, dst, bias, plain;
     const dnnl_dims_t sd = {m, k}, dd = {m, n}, wd = {k, n}, bd = {1, n}, ws = {1, k};
     if (dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_type(xt), dnnl_ab) ||
         dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_type(yt), dnnl_ab) ||
         dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab) ||
-        dnnl_memory_desc_init_by_strides(&plain, 2, wd, wt, ws) || /* W [N, K] seen as [K, N] */
-        dnnl_memory_desc_init_by_tag(&any, 2, wd, wt, dnnl_format_tag_any)) {
+        dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_type(l->weight.dtype), ws)) { /* W [N, K] seen as [K, N] */
         return NULL;
     }
-    const dnnl_memory_desc_t *want = d->have_layout ? &d->wmd : &any;
-    bool plain_used = false;
     dnnl_matmul_desc_t md;
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_matmul_desc_init(&md, &src, want, d->bias ? &bias : NULL, &dst) ||
+    if (dnnl_matmul_desc_init(&md, &src, &plain, d->bias ? &bias : NULL, &dst) ||
         dnnl_primitive_desc_create(&pd, &md, NULL, dnnl_cpu_engine, NULL)) {
-        pd = NULL;
-        if (!d->have_layout) return NULL;
-        /* the layout chosen for another M does not suit this one: read the stored weight directly */
-        if (dnnl_matmul_desc_init(&md, &src, &plain, d->bias ? &bias : NULL, &dst) ||
-            dnnl_primitive_desc_create(&pd, &md, NULL, dnnl_cpu_engine, NULL)) {
-            return NULL;
-        }
-        plain_used = true;
-    }
-    if (!d->have_layout) {
-        const dnnl_memory_desc_t *chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        d->wmd = *chosen;
-        if (!dnnl_memory_desc_equal(chosen, &plain)) {
-            /* reorder the stored weight once; the blocked form has the same size (bf16 stays bf16) */
-            dnnl_primitive_desc_t rpd = NULL;
-            dnnl_primitive_t rp = NULL;
-            dnnl_memory_t from = NULL, to = NULL;
-            void *w = qd_cpu_alloc(dnnl_memory_desc_get_size(chosen));
-            bool ok = w && !dnnl_reorder_primitive_desc_create(&rpd, &plain, dnnl_cpu_engine, chosen, dnnl_cpu_engine, NULL) &&
-                      !dnnl_primitive_create(&rp, rpd) &&
-                      !dnnl_memory_create(&from, &plain, dnnl_cpu_engine, (void *)l->weight.data) &&
-                      !dnnl_memory_create(&to, chosen, dnnl_cpu_engine, w);
-            if (ok) {
-                dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-                ok = !dnnl_primitive_execute(rp, dnnl_thread_stream, 2, args) && !dnnl_stream_wait(dnnl_thread_stream);
-            }
-            if (from) dnnl_memory_destroy(from);
-            if (to) dnnl_memory_destroy(to);
-            if (rp) dnnl_primitive_destroy(rp);
-            if (rpd) dnnl_primitive_desc_destroy(rpd);
-            if (!ok) {
-                qd_cpu_free(w);
-                dnnl_primitive_desc_destroy(pd);
-                return NULL;
-            }
-            d->w = w;
-        }
-        d->have_layout = true;
+        return NULL;
     }
     dnnl_primitive_t prim = NULL;
     const dnnl_status_t st = dnnl_primitive_create(&prim, pd);
@@ -180,7 +137,7 @@ static const dense_prim *dense_prim_get(qd_linear *l, dense_prep *d, int64_t m, 
     for (int i = 1; i < DENSE_CACHE; i++)
         if (!d->cache[i].prim || (d->cache[slot].prim && d->cache[i].used < d->cache[slot].used)) slot = i;
     if (d->cache[slot].prim) dnnl_primitive_destroy(d->cache[slot].prim);
-    d->cache[slot] = (dense_prim){.m = m, .xt = xt, .yt = yt, .prim = prim, .plain = plain_used, .used = ++d->tick};
+    d->cache[slot] = (dense_prim){.m = m, .xt = xt, .yt = yt, .prim = prim, .used = ++d->tick};
     return &d->cache[slot];
 }
 
@@ -199,9 +156,6 @@ static qd_status dense_dnnl(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const dense_prim *e = d->no_dnnl ? NULL : dense_prim_get(l, d, m, x->dtype, y->dtype);
     if (!e) d->no_dnnl = true; /* this layer takes the engine from now on */
     const dnnl_primitive_t prim = e ? e->prim : NULL;
-    const bool plain = e && e->plain;
-    const dnnl_memory_desc_t wmd = d->wmd;
-    void *w = d->w;
     pthread_mutex_unlock(&d->mu);
     if (!prim) return QD_EUNSUPPORTED;
 
@@ -211,10 +165,9 @@ static qd_status dense_dnnl(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_type(y->dtype), dnnl_ab);
     dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
     dnnl_memory_desc_init_by_strides(&plain_md, 2, wd, dnnl_type(l->weight.dtype), ws);
-    const bool stored = plain || !w;
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL;
     bool ok = !dnnl_memory_create(&ms, &src, dnnl_cpu_engine, x->data) &&
-              !dnnl_memory_create(&mw, stored ? &plain_md : &wmd, dnnl_cpu_engine, stored ? (void *)l->weight.data : w) &&
+              !dnnl_memory_create(&mw, &plain_md, dnnl_cpu_engine, (void *)l->weight.data) &&
               !dnnl_memory_create(&md, &dst, dnnl_cpu_engine, y->data) &&
               (!d->bias || !dnnl_memory_create(&mb, &bias, dnnl_cpu_engine, d->bias));
     if (ok) {

@@ -69,6 +69,8 @@ nomem:
     return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its prepared form", name);
 }
 
+qd_status qd_cpu_prepare_fp4(qd_linear *l) { return qd_iq_prepare_replacing(l, make_fp4); }
+
 qd_status qd_cpu_linear_fp4(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
     const bool nv = l->scheme == QD_SCHEME_NVFP4;

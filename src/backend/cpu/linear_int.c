@@ -102,6 +102,16 @@ qd_status qd_iq_prepare(qd_linear *l, qd_status (*make)(const qd_linear *l, qd_i
     return QD_OK;
 }
 
+qd_status qd_iq_prepare_replacing(qd_linear *l, qd_status (*make)(const qd_linear *l, qd_iq_prepared *p)) {
+    qd_iq_prepared *p;
+    bool temp;
+    const qd_status s = qd_iq_prepare(l, make, &p, &temp);
+    if (s) return s;
+    if (temp) qd_iq_prepared_free(p);
+    else qd_linear_release_stored(l);
+    return QD_OK;
+}
+
 float *qd_iq_vector_f32(const qd_view *v, int64_t n, int64_t np, float pad) {
     if (!v->data) return NULL;
     float *f = malloc(sizeof *f * (size_t)(np ? np : 1));
@@ -737,6 +747,8 @@ nomem:
     free(sw);
     return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its prepared form", name);
 }
+
+qd_status qd_cpu_prepare_int8(qd_linear *l) { return qd_iq_prepare_replacing(l, make_int); }
 
 qd_status qd_cpu_linear_int8(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";

@@ -18,4 +18,10 @@ qd_status qd_cpu_linear_int8(qd_linear *l, const qd_tensor *x, qd_tensor *y);   
 qd_status qd_cpu_linear_fp4(qd_linear *l, const qd_tensor *x, qd_tensor *y);     /* linear_fp4.c: nvfp4, mxfp4 */
 qd_status qd_cpu_linear_svdq(qd_linear *l, const qd_tensor *x, qd_tensor *y);    /* linear_svdq.c */
 
+/* prepare_linear for the families with a prepared form (VNNI panels): made at load, replacing the
+ * stored weight and scale. Dense, fp8, mxfp8 and AWQ kernels read the stored form itself. */
+qd_status qd_cpu_prepare_int8(qd_linear *l);
+qd_status qd_cpu_prepare_fp4(qd_linear *l);
+qd_status qd_cpu_prepare_svdq(qd_linear *l);
+
 #endif

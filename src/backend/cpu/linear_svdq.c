@@ -70,6 +70,8 @@ nomem:
     return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its prepared form", name);
 }
 
+qd_status qd_cpu_prepare_svdq(qd_linear *l) { return qd_iq_prepare_replacing(l, make_svdq); }
+
 qd_status qd_cpu_linear_svdq(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
     const bool nv = l->scheme == QD_SCHEME_SVDQ_NVFP4;

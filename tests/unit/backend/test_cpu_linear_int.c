@@ -658,6 +658,65 @@ static void test_foreign_prepared(void **state) {
     free(x.data), free(y1.data), free(y2.data);
 }
 
+/* prepare_linear makes the prepared form at load and drops the stored weight and scale (one copy of the
+ * weights in memory): the layer computes exactly what a lazily prepared twin computes, and the
+ * reference paths that need the stored form refuse it with a message naming the layer. */
+static void check_prepare_replaces(qd_linear *lazy, qd_linear *loaded, int64_t m) {
+    const int64_t k = lazy->in_features, n = lazy->out_features;
+    assert_int_equal(qd_cpu_prepare_linear(NULL, loaded), QD_OK);
+    assert_true(loaded->stored_released);
+    assert_null(loaded->weight.data);
+    assert_null(loaded->scale.data);
+    assert_int_equal(loaded->weight.shape[0], n); /* shape and dtype stay for printing */
+    float *w = xmalloc(sizeof *w * (size_t)(n * k));
+    assert_int_equal(qd_linear_dequantize(loaded, w), QD_EINVAL);
+    assert_non_null(strstr(qd_last_error(), loaded->name));
+    assert_non_null(strstr(qd_last_error(), "released"));
+    free(w);
+    qd_tensor x = {0}, y1 = {0}, y2 = {0};
+    qd_tensor_shape(&x, QD_DTYPE_F32, 2, (int64_t[]){m, k});
+    qd_tensor_shape(&y1, QD_DTYPE_F32, 2, (int64_t[]){m, n});
+    y2 = y1;
+    x.data = xmalloc(qd_tensor_bytes(&x));
+    y1.data = xmalloc(qd_tensor_bytes(&y1));
+    y2.data = xmalloc(qd_tensor_bytes(&y2));
+    for (int64_t i = 0; i < m * k; i++) ((float *)x.data)[i] = draw(6.0f, 50);
+    assert_int_equal(qd_cpu_linear(NULL, lazy, &x, &y1), QD_OK);
+    assert_int_equal(qd_cpu_linear(NULL, loaded, &x, &y2), QD_OK);
+    assert_memory_equal(y1.data, y2.data, qd_tensor_bytes(&y1));
+    assert_non_null(lazy->weight.data); /* lazy preparation keeps the stored form */
+    assert_false(lazy->stored_released);
+    free(x.data), free(y1.data), free(y2.data);
+}
+
+static void test_prepare_replaces_stored(void **state) {
+    (void)state;
+    const uint64_t seed = rng;
+    qd_linear a, b;
+    make_int8_dynamic(&a, 40, 96, true);
+    rng = seed;
+    make_int8_dynamic(&b, 40, 96, true);
+    check_prepare_replaces(&a, &b, 5);
+    qd_linear_free(&a), qd_linear_free(&b);
+    rng = seed;
+    make_nvfp4(&a, 48, 256, true, true, false);
+    rng = seed;
+    make_nvfp4(&b, 48, 256, true, true, false);
+    check_prepare_replaces(&a, &b, 9);
+    qd_linear_free(&a), qd_linear_free(&b);
+    rng = seed;
+    make_svdq(&a, 64, 256, 16, false, true, QD_DTYPE_BF16);
+    rng = seed;
+    make_svdq(&b, 64, 256, 16, false, true, QD_DTYPE_BF16);
+    check_prepare_replaces(&a, &b, 7);
+    /* the unsigned layer's effective bias needs the stored weight: NaN (loud), never a silent wrong value */
+    float *bias = xmalloc(sizeof *bias * 64);
+    qd_linear_bias_f32(&b, bias);
+    assert_true(isnan(bias[0]));
+    free(bias);
+    qd_linear_free(&a), qd_linear_free(&b);
+}
+
 /* The scalar rounding rules against the codec (the generic and AVX-512 paths both follow them). */
 static void test_rounding_rules(void **state) {
     (void)state;
@@ -679,7 +738,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rounding_rules), cmocka_unit_test(test_int8_dynamic), cmocka_unit_test(test_w8a8_static),
         cmocka_unit_test(test_w4a4),           cmocka_unit_test(test_nvfp4),        cmocka_unit_test(test_mxfp4),
-        cmocka_unit_test(test_svdq),           cmocka_unit_test(test_foreign_prepared),
+        cmocka_unit_test(test_svdq),           cmocka_unit_test(test_foreign_prepared), cmocka_unit_test(test_prepare_replaces_stored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
