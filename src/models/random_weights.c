@@ -1,10 +1,13 @@
 /* Random module weights in memory (see random_weights.h). */
 #include "models/random_weights.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/codec.h"
 #include "core/status.h"
@@ -49,6 +52,36 @@ bool qd_random_has(const char *name) {
     return true;
 }
 
+static char *disk_dir; /* qd_random_weights_on_disk */
+
+qd_status qd_random_weights_on_disk(const char *dir) {
+    free(disk_dir);
+    disk_dir = NULL;
+    if (!dir) return QD_OK;
+    if (access(dir, W_OK) != 0) return qd_fail(QD_EIO, "random weights: cannot write to '%s'", dir);
+    if (!(disk_dir = strdup(dir))) return qd_fail(QD_ENOMEM, "random weights: out of memory");
+    return QD_OK;
+}
+
+/* len bytes for an image: heap memory, or a shared mapping of a fresh unlinked file in disk_dir */
+static uint8_t *image_alloc(size_t len) {
+    if (!disk_dir) return malloc(len);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/qdit-random-XXXXXX", disk_dir);
+    const int fd = mkstemp(path);
+    if (fd < 0) return NULL;
+    unlink(path);
+    void *p = ftruncate(fd, (off_t)len) == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void image_free(uint8_t *img, size_t len) {
+    if (!img) return;
+    if (disk_dir) munmap(img, len);
+    else free(img);
+}
+
 /* A one-tensor BF16 safetensors image; its data section starts at *data. */
 static uint8_t *bf16_image(const char *tensor, int rank, const int64_t *shape, size_t *len, uint16_t **data) {
     uint64_t elements = 1;
@@ -61,7 +94,7 @@ static uint8_t *bf16_image(const char *tensor, int rank, const int64_t *shape, s
     if (n < 0 || (size_t)n >= sizeof header - 8) return NULL;
     size_t hl = ((size_t)n + 7) / 8 * 8; /* pad with spaces so the data is 8-byte aligned */
     *len = 8 + hl + 2 * elements;
-    uint8_t *img = malloc(*len);
+    uint8_t *img = image_alloc(*len);
     if (!img) return NULL;
     for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(img + 8, header, (size_t)n);
@@ -80,6 +113,7 @@ static bool give_image(qd_linear *l, uint8_t *img, size_t len) {
         if (d && d >= img && d < img + len) {
             if (!given && !views[i]->owned) {
                 views[i]->owned = img;
+                views[i]->owned_map = disk_dir ? len : 0;
                 given = true;
             } else if (!given) {
                 return false; /* cannot happen: a view into our image that already owns something else */
@@ -99,7 +133,7 @@ qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *
     uint16_t *wd = NULL, *bd = NULL;
     uint8_t *wi = bf16_image(wn, 2, (int64_t[]){out, in}, &wl, &wd), *bi = bf16_image(bn, 1, (int64_t[]){out}, &bl, &bd);
     if (!wi || !bi) {
-        free(wi), free(bi);
+        image_free(wi, wl), image_free(bi, bl);
         return qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s' (%lld x %lld)", name, (long long)out, (long long)in);
     }
     uint64_t h = hash_name(seed, wn);
@@ -122,7 +156,7 @@ qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *
     /* the layer may view the draw (full precision kept) or hold its own quantized copy */
     if (!s && give_image(l, wi, wl)) wi = NULL;
     if (!s && give_image(l, bi, bl)) bi = NULL;
-    free(wi), free(bi);
+    image_free(wi, wl), image_free(bi, bl);
     if (s) qd_linear_free(l);
     return s;
 }

@@ -13,6 +13,10 @@
 #include "quant/linear.h"
 #include "quant/config.h"
 
+/* Draw linears into files in `dir` (each a shared mapping of an unlinked file) instead of the heap, or
+ * back into the heap with NULL: the weights then behave like a checkpoint mapped from disk, whose pages the
+ * kernel can evict and read again — to run a model larger than memory. Process-wide. */
+qd_status qd_random_weights_on_disk(const char *dir);
 /* Bind linear `name` [out, in] with a bias, drawn from `seed`, under the quantization config `q`. */
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* n values for parameter `name`: 1 + U(−0.05, 0.05) for norm weights ("norm" in the name), else U(−0.02, 0.02). */

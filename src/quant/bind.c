@@ -23,6 +23,7 @@ void qd_view_of(const qd_ckpt_entry *e, qd_view *v) {
     v->rank = e->tensor->rank > 4 ? 4 : e->tensor->rank;
     for (int i = 0; i < v->rank; i++) v->shape[i] = e->tensor->shape[i];
     v->data = qd_st_data(e->file, e->tensor);
+    v->file_mapped = !e->file->borrowed;
 }
 
 qd_status qd_bind_scalar(const qd_bind_ctx *c, const char *suffix, float *out) {

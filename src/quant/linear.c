@@ -82,8 +82,15 @@ float qd_view_get_flat(const qd_view *v, int64_t i) {
     }
 }
 
+static void free_owned(qd_view *v) {
+    if (v->owned_map) munmap(v->owned, v->owned_map);
+    else free(v->owned);
+    v->owned = NULL;
+    v->owned_map = 0;
+}
+
 void qd_view_free(qd_view *v) {
-    free(v->owned);
+    free_owned(v);
     memset(v, 0, sizeof *v);
 }
 
@@ -96,14 +103,14 @@ void qd_linear_free(qd_linear *l) {
     memset(l, 0, sizeof *l);
 }
 
-/* Give a view's bytes back: free an owned copy, or drop the whole pages of a mapped range from this
- * process (the mapping is read-only and shared, so the pages stay valid and would be read again). */
+/* Give a view's bytes back: free an owned copy, or drop the whole pages of a range in a checkpoint's file
+ * mapping from this process (the mapping is read-only and shared: the pages stay valid, and a view of the
+ * same tensor elsewhere would read them again from the file). Borrowed memory is left alone. */
 static void release_view(qd_view *v) {
     if (!v->data) return;
     if (v->owned) {
-        free(v->owned);
-        v->owned = NULL;
-    } else {
+        free_owned(v);
+    } else if (v->file_mapped) {
         const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
         const uintptr_t a = (uintptr_t)v->data;
         const uintptr_t b = a + (uintptr_t)qd_view_elements(v) * (uintptr_t)qd_dtype_bits(v->dtype) / 8;

@@ -26,6 +26,7 @@
 #define QD_QUANT_LINEAR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/dtype.h"
@@ -37,6 +38,8 @@ typedef struct {
     int64_t shape[4];
     const void *data; /* NULL: absent */
     void *owned;      /* set when the view owns its bytes */
+    size_t owned_map; /* > 0: `owned` is a file mapping of this many bytes (munmap, not free) */
+    bool file_mapped; /* data lies in a checkpoint's read-only file mapping (pages can be given back) */
 } qd_view;
 
 typedef enum {

@@ -1,0 +1,115 @@
+/* bench_cuda_ops — the CUDA backend's linears and attention at FLUX.1-dev 1024² shapes, timed on the GPU
+ * (run on the device machine; tools/device/cuda_checks.sh runs it next to PyTorch's numbers from
+ * tools/device/torch_ref_bench.py, so ratios come from one call on one card).
+ *
+ *   linears: M = 4608 tokens (4096 image + 512 text), (K, N) of FLUX's projections, BF16 x and y:
+ *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
+ *            fp8), fp8 per-tensor static (ModelOpt FP8) — each including its activation quantization
+ *            and epilogue, as a model step runs them;
+ *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16.
+ * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
+ * that loop is reported (launches are asynchronous, so the loop measures device time). Inputs are random. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cuda/cuda.h"
+#include "core/codec.h"
+#include "quant/schemes.h"
+
+static uint64_t st = 0x9E3779B97F4A7C15ull;
+static float frand(void) {
+    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+    return (float)((double)(st >> 11) / 9007199254740992.0) * 2.0f - 1.0f;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_cuda_ops: %s: %s\n", what, qd_last_error());
+    exit(1);
+}
+
+static qd_tensor dev_random(qd_backend *be, qd_dtype t, int rank, const int64_t *shape, float a) {
+    qd_tensor x = {0};
+    if (qd_tensor_new(be, &x, t, rank, shape)) die("alloc");
+    int64_t n = qd_tensor_elements(&x);
+    uint16_t *h = malloc(2 * (size_t)n);
+    for (int64_t i = 0; i < n; i++) h[i] = qd_f32_to_bf16(a * frand());
+    if (be->ops->upload(be, &x, h)) die("upload");
+    free(h);
+    return x;
+}
+
+#define TIME(label, flop, reps, call)                                                                            \
+    do {                                                                                                         \
+        for (int w_ = 0; w_ < 3; w_++)                                                                           \
+            if (call) die(label);                                                                                \
+        cudaDeviceSynchronize();                                                                                 \
+        double t0_ = now();                                                                                      \
+        for (int r_ = 0; r_ < (reps); r_++)                                                                      \
+            if (call) die(label);                                                                                \
+        cudaDeviceSynchronize();                                                                                 \
+        double ms_ = (now() - t0_) / (reps) * 1e3;                                                               \
+        printf("| %-34s | %9.3f | %7.1f |\n", label, ms_, (flop) / (ms_ * 1e-3) / 1e12);                         \
+    } while (0)
+
+int main(int argc, char **argv) {
+    int reps = argc > 1 ? atoi(argv[1]) : 20;
+    qd_backend *be;
+    if (qd_backend_cuda_create(0, &be)) die("cuda");
+    const int64_t M = 4608;
+    const int64_t shapes[][2] = {{3072, 3072}, {3072, 9216}, {3072, 12288}, {12288, 3072}, {15360, 3072}, {3072, 21504}};
+    printf("CUDA backend, M = %lld, BF16 activations; mean of %d runs\n\n", (long long)M, reps);
+    printf("| op (K x N)                         | ms        | TFLOP/s |\n|---|---:|---:|\n");
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int64_t K = shapes[si][0], N = shapes[si][1];
+        float *w = malloc(sizeof(float) * (size_t)(N * K));
+        uint16_t *wb = malloc(2 * (size_t)(N * K));
+        for (int64_t i = 0; i < N * K; i++) {
+            w[i] = 0.03f * frand();
+            wb[i] = qd_f32_to_bf16(w[i]);
+        }
+        qd_linear dense = {0}, f8c = {0}, f8t = {0};
+        dense.scheme = QD_SCHEME_DENSE;
+        snprintf(dense.scheme_name, sizeof dense.scheme_name, "bf16");
+        dense.out_features = N, dense.in_features = K, dense.alpha = 1;
+        dense.weight = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {N, K}, .data = wb, .owned = wb};
+        dense.name = strdup("dense");
+        if (qd_quantize_fp8(w, N, K, false, &f8c) || qd_quantize_fp8(w, N, K, true, &f8t)) die("quantize");
+        f8c.name = strdup("fp8_channel"), f8t.name = strdup("fp8_tensor");
+        float *is = malloc(4);
+        *is = 4.0f / 448.0f;
+        f8t.input_scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {1}, .data = is, .owned = is};
+        f8t.act = QD_ACT_STATIC_TENSOR;
+        free(w);
+        qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){M, K}, 1.0f), y = {0};
+        if (qd_tensor_new(be, &y, QD_DTYPE_BF16, 2, (int64_t[]){M, N})) die("alloc");
+        const double flop = 2.0 * (double)M * (double)N * (double)K;
+        char label[64];
+        snprintf(label, sizeof label, "linear bf16 %lldx%lld", (long long)K, (long long)N);
+        TIME(label, flop, reps, be->ops->linear(be, &dense, &x, &y));
+        snprintf(label, sizeof label, "linear fp8 chan/token %lldx%lld", (long long)K, (long long)N);
+        TIME(label, flop, reps, be->ops->linear(be, &f8c, &x, &y));
+        snprintf(label, sizeof label, "linear fp8 tensor/static %lldx%lld", (long long)K, (long long)N);
+        TIME(label, flop, reps, be->ops->linear(be, &f8t, &x, &y));
+        qd_tensor_free(&x), qd_tensor_free(&y);
+        qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t);
+    }
+    const int64_t L = 4608, H = 24, D = 128;
+    qd_tensor q = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f);
+    qd_tensor k = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f);
+    qd_tensor v = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f), o = {0};
+    if (qd_tensor_new(be, &o, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D})) die("alloc");
+    qd_attn_args a = {.q = &q, .k = &k, .v = &v};
+    TIME("attention L4608 H24 D128", 4.0 * (double)L * (double)L * (double)H * (double)D, reps > 5 ? 5 : reps, be->ops->attention(be, &a, &o));
+    be->ops->destroy(be);
+    return 0;
+}

@@ -1,0 +1,24 @@
+/* The CUDA backend (Hopper first): the same vtable as the CPU backend (backend.h), every op on the GPU.
+ * Tensors live in device memory (stream-ordered cudaMallocAsync on one stream, so nothing synchronises
+ * the host except download); ops are launched on that stream. Built only when nvcc is found
+ * (QDIT_CUDA); without it qd_backend_cuda_create says so. */
+#ifndef QD_BACKEND_CUDA_H
+#define QD_BACKEND_CUDA_H
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Create the backend on device `device` (0: the first GPU). QD_EUNSUPPORTED when qdit was built without
+ * CUDA, QD_EDEVICE when no usable GPU is present, each with a message saying which. */
+qd_status qd_backend_cuda_create(int device, qd_backend **out);
+/* Was this build made with the CUDA backend? */
+bool qd_backend_cuda_built(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

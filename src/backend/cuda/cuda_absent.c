@@ -1,0 +1,11 @@
+/* qd_backend_cuda_create in a build without CUDA (no nvcc found, or QDIT_CUDA=OFF): it says so. */
+#include "backend/cuda/cuda.h"
+#include "core/status.h"
+
+bool qd_backend_cuda_built(void) { return false; }
+
+qd_status qd_backend_cuda_create(int device, qd_backend **out) {
+    (void)device;
+    *out = NULL;
+    return qd_fail(QD_EUNSUPPORTED, "this qdit was built without the CUDA backend (no nvcc at build time, or -DQDIT_CUDA=OFF)");
+}

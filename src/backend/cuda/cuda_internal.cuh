@@ -1,0 +1,138 @@
+/* What the CUDA backend's op files share: the backend state, error checks, dtype loads/stores in
+ * kernels, and launch helpers. C++ only (nvcc); the entry points are extern "C" for the vtable. */
+#ifndef QD_BACKEND_CUDA_INTERNAL_CUH
+#define QD_BACKEND_CUDA_INTERNAL_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "backend/cuda/cuda.h"
+}
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;
+    size_t lt_workspace_bytes;
+    int sm_count;
+    int cc_major, cc_minor;
+    char name[256];
+} qd_cuda;
+
+static inline qd_cuda *qd_cuda_of(qd_backend *b) { return (qd_cuda *)b->impl; }
+
+/* A failed CUDA call or launch as a qd_status naming the op and the CUDA error. */
+qd_status qd_cuda_fail(cudaError_t e, const char *what);
+#define QD_CUDA_TRY(call, what)                                                                                \
+    do {                                                                                                       \
+        cudaError_t e_ = (call);                                                                               \
+        if (e_ != cudaSuccess) return qd_cuda_fail(e_, what);                                                  \
+    } while (0)
+/* after a launch: the launch error (bad configuration), without synchronising */
+#define QD_CUDA_LAUNCHED(what) QD_CUDA_TRY(cudaGetLastError(), what)
+
+/* device scratch of `bytes` on the backend's stream (stream-ordered; freed with qd_cuda_scratch_free) */
+qd_status qd_cuda_scratch(qd_cuda *c, size_t bytes, void **out);
+void qd_cuda_scratch_free(qd_cuda *c, void *p);
+
+/* -------------------------------------------------------------- element access in kernels ------ */
+
+/* the float dtypes an op's tensors may have (backend.h: F32 / BF16 / F16) */
+__device__ __forceinline__ float qd_ld(const void *p, int dt, int64_t i) {
+    switch (dt) {
+    case QD_DTYPE_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    case QD_DTYPE_F16: return __half2float(((const __half *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+__device__ __forceinline__ void qd_st(void *p, int dt, int64_t i, float v) {
+    switch (dt) {
+    case QD_DTYPE_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); break;
+    case QD_DTYPE_F16: ((__half *)p)[i] = __float2half_rn(v); break;
+    default: ((float *)p)[i] = v; break;
+    }
+}
+
+/* round v as a store to dtype dt would (for ops that reproduce an intermediate cast) */
+__device__ __forceinline__ float qd_round_to(int dt, float v) {
+    switch (dt) {
+    case QD_DTYPE_BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    case QD_DTYPE_F16: return __half2float(__float2half_rn(v));
+    default: return v;
+    }
+}
+
+static inline bool qd_cuda_float_dtype(qd_dtype t) { return t == QD_DTYPE_F32 || t == QD_DTYPE_BF16 || t == QD_DTYPE_F16; }
+
+/* blocks for n elements at `threads` per block, capped for grid-stride loops */
+static inline unsigned qd_cuda_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    return (unsigned)(b > 65535 * 16 ? 65535 * 16 : b);
+}
+
+/* block-wide sum of v (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result */
+__device__ __forceinline__ float qd_block_sum(float v, float *smem32) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) smem32[warp] = v;
+    __syncthreads();
+    v = lane < nw ? smem32[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float qd_block_max(float v, float *smem32) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) smem32[warp] = v;
+    __syncthreads();
+    v = lane < nw ? smem32[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* the op entry points, one file each */
+extern "C" {
+qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst);
+qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l);
+qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *out);
+qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y);
+qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps,
+                             qd_tensor *y);
+qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int groups, const qd_tensor *w, const qd_tensor *bias,
+                             float eps, qd_tensor *y);
+qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
+                       qd_tensor *y);
+qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y);
+qd_status qd_cuda_add(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
+qd_status qd_cuda_mul(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
+qd_status qd_cuda_softmax(qd_backend *b, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_conv2d(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const qd_conv_args *c,
+                         qd_tensor *y);
+qd_status qd_cuda_conv3d(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const qd_conv_args *c,
+                         qd_tensor *y);
+qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y);
+qd_status qd_cuda_permute(qd_backend *b, const qd_tensor *x, const int *perm, qd_tensor *y);
+qd_status qd_cuda_concat(qd_backend *b, const qd_tensor *const *xs, int n, int dim, qd_tensor *y);
+qd_status qd_cuda_slice(qd_backend *b, const qd_tensor *x, int dim, int64_t start, int64_t len, qd_tensor *y);
+qd_status qd_cuda_embedding(qd_backend *b, const qd_tensor *table, const qd_tensor *ids, qd_tensor *y);
+}
+
+#endif

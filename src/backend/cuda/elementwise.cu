@@ -1,0 +1,209 @@
+/* Element-wise CUDA ops: activations, gated halves, AdaLN modulation, gated residual adds, broadcast
+ * add/mul, softmax over the last dim, nearest upsampling. Same contract as the CPU file
+ * (elementwise.c): f32 math, one rounding into y's dtype, any F32/BF16/F16 mix, in place allowed.
+ * These are memory-bound: one pass, grid-stride loops; the dtype switch per element is a branch every
+ * warp takes the same way. */
+#include <stdio.h>
+
+#include "backend/cuda/cuda_internal.cuh"
+
+static qd_status check_float(const char *op, const char *what, const qd_tensor *t) {
+    if (!t->data || !qd_cuda_float_dtype(t->dtype)) {
+        return qd_fail(QD_EINVAL, "cuda %s: %s must be an F32/BF16/F16 device tensor", op, what);
+    }
+    return QD_OK;
+}
+
+static bool same_shape(const qd_tensor *a, const qd_tensor *b) {
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+__device__ __forceinline__ float act_f(int kind, float x) {
+    switch (kind) {
+    case QD_ACT_GELU_TANH: return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case QD_ACT_GELU_ERF: return 0.5f * x * erfcf(x * -0.70710678118654752f);
+    case QD_ACT_SILU: return x / (1.0f + expf(-x));
+    case QD_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
+    case QD_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case QD_ACT_TANH: return tanhf(x);
+    default: return x;
+    }
+}
+
+#define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+__global__ void activation_kernel(int kind, const void *x, int xt, void *y, int yt, int64_t n) {
+    GRID_LOOP(i, n) qd_st(y, yt, i, act_f(kind, qd_ld(x, xt, i)));
+}
+
+extern "C" qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("activation", "x", x)) || (s = check_float("activation", "y", y))) return s;
+    if (!same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda activation: x and y shapes differ");
+    const int64_t n = qd_tensor_elements(x);
+    activation_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, x->data, x->dtype, y->data, y->dtype, n);
+    QD_CUDA_LAUNCHED("activation");
+    return QD_OK;
+}
+
+__global__ void gated_kernel(int kind, bool gate_first, const void *x, int xt, void *y, int yt, int64_t rows, int64_t N) {
+    GRID_LOOP(i, rows * N) {
+        const int64_t r = i / N, c = i % N;
+        const float a = qd_ld(x, xt, r * 2 * N + c), g2 = qd_ld(x, xt, r * 2 * N + N + c);
+        const float gate = gate_first ? a : g2, value = gate_first ? g2 : a;
+        qd_st(y, yt, i, value * act_f(kind, gate));
+    }
+}
+
+extern "C" qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("gated", "x", x)) || (s = check_float("gated", "y", y))) return s;
+    bool ok = x->rank >= 1 && y->rank == x->rank && x->shape[x->rank - 1] == 2 * y->shape[y->rank - 1];
+    for (int i = 0; ok && i + 1 < x->rank; i++) ok = x->shape[i] == y->shape[i];
+    if (!ok) return qd_fail(QD_EINVAL, "cuda gated: x must be [..., 2N] and y [..., N] with the same leading dims");
+    const int64_t N = y->shape[y->rank - 1], rows = N ? qd_tensor_elements(y) / N : 0;
+    gated_kernel<<<qd_cuda_blocks(rows * N, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, gate_first, x->data, x->dtype, y->data,
+                                                                                   y->dtype, rows, N);
+    QD_CUDA_LAUNCHED("gated");
+    return QD_OK;
+}
+
+/* x [B, L, D]; scale/shift [B, D] */
+__global__ void modulate_kernel(const void *x, int xt, const void *sc, int st, const void *sh, int ht, void *y, int yt, int64_t n,
+                                int64_t D, int64_t LD) {
+    GRID_LOOP(i, n) {
+        const int64_t bd = (i / LD) * D + i % D;
+        float v = qd_ld(x, xt, i) * (1.0f + qd_ld(sc, st, bd));
+        if (sh) v += qd_ld(sh, ht, bd);
+        qd_st(y, yt, i, v);
+    }
+}
+
+/* the [B, D] conditioning vector of a [B, ..., D] tensor */
+static qd_status check_bd(const char *op, const char *what, const qd_tensor *v, const qd_tensor *x) {
+    qd_status s = check_float(op, what, v);
+    if (s) return s;
+    if (qd_tensor_elements(v) != x->shape[0] * x->shape[x->rank - 1]) {
+        return qd_fail(QD_EINVAL, "cuda %s: %s must hold [B, D] = [%lld, %lld] values", op, what, (long long)x->shape[0],
+                       (long long)x->shape[x->rank - 1]);
+    }
+    return QD_OK;
+}
+
+extern "C" qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift,
+                                      qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("modulate", "x", x)) || (s = check_float("modulate", "y", y)) || (s = check_bd("modulate", "scale", scale, x)) ||
+        (shift && (s = check_bd("modulate", "shift", shift, x))))
+        return s;
+    if (x->rank < 2 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda modulate: x must be [B, L, D] and y its shape");
+    const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
+    modulate_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, scale->data, scale->dtype,
+                                                                               shift ? shift->data : NULL, shift ? shift->dtype : 0,
+                                                                               y->data, y->dtype, n, D, LD);
+    QD_CUDA_LAUNCHED("modulate");
+    return QD_OK;
+}
+
+__global__ void gated_add_kernel(const void *r, int rt, const void *x, int xt, const void *g, int gt, void *y, int yt, int64_t n,
+                                 int64_t D, int64_t LD) {
+    GRID_LOOP(i, n) {
+        float v = qd_ld(x, xt, i);
+        if (g) v *= qd_ld(g, gt, (i / LD) * D + i % D);
+        qd_st(y, yt, i, qd_ld(r, rt, i) + v);
+    }
+}
+
+extern "C" qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("gated_add", "r", r)) || (s = check_float("gated_add", "x", x)) || (s = check_float("gated_add", "y", y)) ||
+        (gate && (s = check_bd("gated_add", "gate", gate, x))))
+        return s;
+    if (!same_shape(r, x) || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda gated_add: r, x and y must share one shape");
+    const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
+    gated_add_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(r->data, r->dtype, x->data, x->dtype,
+                                                                                gate ? gate->data : NULL, gate ? gate->dtype : 0,
+                                                                                y->data, y->dtype, n, D, LD);
+    QD_CUDA_LAUNCHED("gated_add");
+    return QD_OK;
+}
+
+__global__ void binary_kernel(bool mul, const void *a, int at, const void *c, int ct, void *y, int yt, int64_t n, int64_t nc) {
+    GRID_LOOP(i, n) {
+        const float u = qd_ld(a, at, i), v = qd_ld(c, ct, i % nc);
+        qd_st(y, yt, i, mul ? u * v : u + v);
+    }
+}
+
+static qd_status binary(qd_backend *b, bool mul, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) {
+    const char *op = mul ? "mul" : "add";
+    qd_status s;
+    if ((s = check_float(op, "a", a)) || (s = check_float(op, "c", c)) || (s = check_float(op, "y", y))) return s;
+    /* c's shape without its leading 1s must be a suffix of a's */
+    int cr = c->rank, lead = 0;
+    while (lead < cr && c->shape[lead] == 1) lead++;
+    bool ok = same_shape(a, y) && cr - lead <= a->rank;
+    for (int i = 0; ok && i < cr - lead; i++) ok = c->shape[cr - 1 - i] == a->shape[a->rank - 1 - i];
+    if (!ok) return qd_fail(QD_EINVAL, "cuda %s: c's shape must be a suffix of a's, and y a's shape", op);
+    const int64_t n = qd_tensor_elements(a), nc = qd_tensor_elements(c);
+    if (n == 0) return QD_OK;
+    binary_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(mul, a->data, a->dtype, c->data, c->dtype, y->data,
+                                                                             y->dtype, n, nc ? nc : 1);
+    QD_CUDA_LAUNCHED(op);
+    return QD_OK;
+}
+
+extern "C" qd_status qd_cuda_add(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) { return binary(b, false, a, c, y); }
+extern "C" qd_status qd_cuda_mul(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) { return binary(b, true, a, c, y); }
+
+/* one block per row: max, then Σ exp(x − max), then the normalised values (three passes over a row
+ * that stays in L1/L2) */
+__global__ void softmax_kernel(const void *x, int xt, void *y, int yt, int64_t n) {
+    __shared__ float red[32];
+    const int64_t base = blockIdx.x * n;
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, qd_ld(x, xt, base + i));
+    m = qd_block_max(m, red);
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += expf(qd_ld(x, xt, base + i) - m);
+    sum = qd_block_sum(sum, red);
+    const float inv = 1.0f / sum;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) qd_st(y, yt, base + i, expf(qd_ld(x, xt, base + i) - m) * inv);
+}
+
+extern "C" qd_status qd_cuda_softmax(qd_backend *b, const qd_tensor *x, qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("softmax", "x", x)) || (s = check_float("softmax", "y", y))) return s;
+    if (x->rank < 1 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda softmax: x and y shapes differ");
+    const int64_t n = x->shape[x->rank - 1], rows = n ? qd_tensor_elements(x) / n : 0;
+    if (rows == 0) return QD_OK;
+    if (rows > INT32_MAX) return qd_fail(QD_EUNSUPPORTED, "cuda softmax: %lld rows", (long long)rows);
+    softmax_kernel<<<(unsigned)rows, 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, y->data, y->dtype, n);
+    QD_CUDA_LAUNCHED("softmax");
+    return QD_OK;
+}
+
+__global__ void upsample_kernel(const void *x, int xt, void *y, int yt, int64_t n, int64_t H, int64_t W, int f) {
+    GRID_LOOP(i, n) {
+        const int64_t Wo = W * f, Ho = H * f;
+        const int64_t ox = i % Wo, oy = (i / Wo) % Ho, plane = i / (Wo * Ho);
+        qd_st(y, yt, i, qd_ld(x, xt, plane * H * W + (oy / f) * W + ox / f));
+    }
+}
+
+extern "C" qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y) {
+    qd_status s;
+    if ((s = check_float("upsample_nearest", "x", x)) || (s = check_float("upsample_nearest", "y", y))) return s;
+    bool ok = factor >= 1 && x->rank >= 2 && y->rank == x->rank && y->shape[x->rank - 1] == x->shape[x->rank - 1] * factor &&
+              y->shape[x->rank - 2] == x->shape[x->rank - 2] * factor;
+    for (int i = 0; ok && i + 2 < x->rank; i++) ok = x->shape[i] == y->shape[i];
+    if (!ok) return qd_fail(QD_EINVAL, "cuda upsample_nearest: y must be x with its last two dims × %d", factor);
+    const int64_t n = qd_tensor_elements(y);
+    upsample_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, y->data, y->dtype, n,
+                                                                               x->shape[x->rank - 2], x->shape[x->rank - 1], factor);
+    QD_CUDA_LAUNCHED("upsample_nearest");
+    return QD_OK;
+}

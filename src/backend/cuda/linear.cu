@@ -1,0 +1,306 @@
+/* Linears on the GPU: y[M, N] = x[M, K]·Wᵀ + b through cuBLASLt.
+ *
+ *   dense  BF16/F16 W with BF16/F16 x: one cuBLASLt matmul (f32 accumulation), the effective bias in its
+ *          epilogue. F32 activations or F32 weights (the reference precision mode): both operands widened
+ *          to f32 in scratch and an f32 matmul (CUBLAS_COMPUTE_32F, no TF32), so an f32 run stays f32.
+ *   fp8    E4M3 W [N, K] with its scale per tensor or per output channel; activations quantized here to
+ *          E4M3 per token (dynamic), per tensor (dynamic), or with the checkpoint's static input_scale,
+ *          by the rules of the CPU file (linear_fp8.c: s = max(amax/448, 1/(448·512)), q = e4m3(x/s),
+ *          RNE, saturating). The E4M3×E4M3 matmul writes f32 with unit scales and one epilogue kernel
+ *          applies s_x[m]·s_w[n] and the bias into y. fp8_block (128×128 weights, 1×128 activation
+ *          groups) is not here yet.
+ * Operand order: cuBLASLt is column-major, so W [N, K] row-major is its K×N matrix taken transposed (A,
+ * "T") and x [M, K] its K×M matrix (B, "N"); D = Aᵀ·B is N×M column-major, which is y [M, N] row-major —
+ * the TN form FP8 matmuls require.
+ *
+ * Other schemes (NVFP4, MXFP4/8, SVDQuant, AWQ, int8/int4) have no CUDA kernel yet (issue 9): such a
+ * layer fails with a message naming it and the scheme, logged once per scheme — never an upcast copy. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_internal.cuh"
+
+static const char cuda_linear_tag = 0; /* prepared_for */
+
+typedef struct {
+    void *w;         /* weight in its stored dtype: BF16/F16/F32 or E4M3 */
+    qd_dtype wt;
+    float *bias;     /* effective bias f32 [N] or NULL */
+    float *wscale;   /* fp8: [1] or [N] */
+    bool wscale_per_channel;
+    float input_scale; /* fp8 static */
+} cuda_linear;
+
+static void cuda_linear_free(void *p) {
+    cuda_linear *d = (cuda_linear *)p;
+    if (!d) return;
+    cudaFree(d->w), cudaFree(d->bias), cudaFree(d->wscale);
+    free(d);
+}
+
+static qd_status upload(const void *host, size_t bytes, void **dev, const char *what) {
+    QD_CUDA_TRY(cudaMalloc(dev, bytes ? bytes : 1), what);
+    QD_CUDA_TRY(cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice), what);
+    return QD_OK;
+}
+
+static qd_status unsupported(const qd_linear *l) {
+    qd_log_once_key(l->scheme_name, QD_LOG_WARN, "cuda: no kernel for scheme %s yet (issue 9); layers in it cannot run on the GPU",
+                    l->scheme_name);
+    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name ? l->name : "linear",
+                   l->scheme_name);
+}
+
+extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
+    (void)b;
+    if (l->prepared && l->prepared_for == &cuda_linear_tag) return QD_OK;
+    if (l->prepared) return qd_fail(QD_EINVAL, "layer '%s': already prepared by another backend", l->name ? l->name : "linear");
+    const bool fp8 = l->scheme == QD_SCHEME_FP8 && !l->block_n;
+    if (l->scheme != QD_SCHEME_DENSE && !fp8) return unsupported(l);
+    if (l->stored_released || !l->weight.data) return qd_fail(QD_EINVAL, "layer '%s': no stored weight to upload", l->name ? l->name : "linear");
+    const int64_t n = l->out_features, k = l->in_features;
+    cuda_linear *d = (cuda_linear *)calloc(1, sizeof *d);
+    if (!d) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+    d->wt = l->weight.dtype;
+    qd_status s = upload(l->weight.data, (size_t)(n * k) * (size_t)(qd_dtype_bits(d->wt) / 8), &d->w, "weight upload");
+    if (!s && l->bias.data) {
+        float *hb = (float *)malloc(sizeof(float) * (size_t)n);
+        if (!hb) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+        if (!s) {
+            qd_linear_bias_f32(l, hb);
+            s = upload(hb, sizeof(float) * (size_t)n, (void **)&d->bias, "bias upload");
+        }
+        free(hb);
+    }
+    if (!s && fp8) {
+        const int64_t ns = qd_view_elements(&l->scale);
+        d->wscale_per_channel = ns == n && n > 1;
+        if (ns != 1 && ns != n) s = qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
+        float *hs = (float *)malloc(sizeof(float) * (size_t)(ns > 0 ? ns : 1));
+        for (int64_t i = 0; !s && hs && i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
+        if (!s) s = hs ? upload(hs, sizeof(float) * (size_t)ns, (void **)&d->wscale, "scale upload") : qd_fail(QD_ENOMEM, "cannot allocate");
+        free(hs);
+        if (!s && l->act == QD_ACT_STATIC_TENSOR) {
+            d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
+            if (!(d->input_scale > 0.0f)) s = qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
+        }
+    }
+    if (s) {
+        cuda_linear_free(d);
+        return s;
+    }
+    l->prepared = d;
+    l->prepared_free = cuda_linear_free;
+    l->prepared_for = &cuda_linear_tag;
+    return QD_OK;
+}
+
+static cudaDataType_t lt_type(qd_dtype t) {
+    switch (t) {
+    case QD_DTYPE_BF16: return CUDA_R_16BF;
+    case QD_DTYPE_F16: return CUDA_R_16F;
+    case QD_DTYPE_F8_E4M3: return CUDA_R_8F_E4M3;
+    default: return CUDA_R_32F;
+    }
+}
+
+/* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; types as given. */
+static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+                           cudaDataType_t bt, void *d, cudaDataType_t dt, const float *bias) {
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T);
+    if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
+    if (!st && bias) {
+        const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bdt = CUDA_R_32F;
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e);
+        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof bdt);
+        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    }
+    if (!st) st = cublasLtMatrixLayoutCreate(&la, at, (uint64_t)k, (uint64_t)n, k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&lb, bt, (uint64_t)k, (uint64_t)m, k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&ld, dt, (uint64_t)n, (uint64_t)m, n);
+    if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
+    if (!st) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_workspace_bytes,
+                                                       sizeof c->lt_workspace_bytes);
+    cublasLtMatmulHeuristicResult_t h = {};
+    int found = 0;
+    if (!st) st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &h, &found);
+    qd_status s = QD_OK;
+    if (st || !found) {
+        s = qd_fail(QD_EUNSUPPORTED, "layer '%s': cuBLASLt has no matmul for M %lld, N %lld, K %lld in these types (status %d)", name, (long long)m,
+                    (long long)n, (long long)k, (int)st);
+    } else {
+        const float one = 1.0f, zero = 0.0f;
+        st = cublasLtMatmul(c->lt, op, &one, a, la, bm, lb, &zero, d, ld, d, ld, &h.algo, c->lt_workspace, c->lt_workspace_bytes, c->stream);
+        if (st) s = qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
+    }
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return s;
+}
+
+__global__ void widen_kernel(const void *src, int st, float *dst, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dst[i] = qd_ld(src, st, i);
+}
+
+__global__ void narrow_kernel(const float *src, void *dst, int dt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) qd_st(dst, dt, i, src[i]);
+}
+
+static qd_status widen(qd_cuda *c, const void *src, qd_dtype st, int64_t n, float **out) {
+    qd_status s = qd_cuda_scratch(c, sizeof(float) * (size_t)n, (void **)out);
+    if (s) return s;
+    widen_kernel<<<qd_cuda_blocks(n, 256), 256, 0, c->stream>>>(src, st, *out, n);
+    QD_CUDA_LAUNCHED("widen");
+    return QD_OK;
+}
+
+static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+    const int64_t n = l->out_features, k = l->in_features;
+    const bool half_w = d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16;
+    if (half_w && x->dtype == d->wt && y->dtype != QD_DTYPE_F16) {
+        qd_status s = lt_matmul(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias);
+        if (s != QD_EUNSUPPORTED || !d->bias) return s;
+        /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
+        float *yf = NULL;
+        if ((s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) return s;
+        s = lt_matmul(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias);
+        if (!s) {
+            narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) s = qd_cuda_fail(e, "narrow");
+        }
+        qd_cuda_scratch_free(c, yf);
+        return s;
+    }
+    /* the f32 route: widen what is not f32, f32 matmul into f32, narrow into y */
+    float *wf = NULL, *xf = NULL, *yf = NULL;
+    qd_status s = QD_OK;
+    const float *wp = (const float *)d->w, *xp = (const float *)x->data;
+    if (d->wt != QD_DTYPE_F32 && !(s = widen(c, d->w, d->wt, n * k, &wf))) wp = wf;
+    if (!s && x->dtype != QD_DTYPE_F32 && !(s = widen(c, x->data, x->dtype, m * k, &xf))) xp = xf;
+    float *yp = (float *)y->data;
+    if (!s && y->dtype != QD_DTYPE_F32 && !(s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) yp = yf;
+    if (!s) s = lt_matmul(c, l->name, m, n, k, wp, CUDA_R_32F, xp, CUDA_R_32F, yp, CUDA_R_32F, d->bias);
+    if (!s && yf) {
+        narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "narrow");
+    }
+    qd_cuda_scratch_free(c, wf), qd_cuda_scratch_free(c, xf), qd_cuda_scratch_free(c, yf);
+    return s;
+}
+
+#define TOKEN_MIN_SCALE (1.0f / (448.0f * 512.0f))
+
+/* per-row amax → s = max(amax/448, floor) → e4m3(x/s); one block per row. For per-tensor modes the
+ * row scale comes in (`fixed` > 0) instead. */
+__global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+    __shared__ float red[32];
+    const int64_t base = blockIdx.x * k;
+    float s = fixed;
+    if (!(s > 0.0f)) {
+        float amax = 0.0f;
+        for (int64_t i = threadIdx.x; i < k; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(x, xt, base + i)));
+        amax = qd_block_max(amax, red);
+        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+    }
+    if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) q[base + i] = __nv_fp8_e4m3(qd_ld(x, xt, base + i) / s);
+}
+
+/* max |x| over the tensor into *amax (as an int: non-negative floats order like their bits) */
+__global__ void amax_kernel(const void *x, int xt, int64_t n, int *amax) {
+    __shared__ float red[32];
+    float a = 0.0f;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) a = fmaxf(a, fabsf(qd_ld(x, xt, i)));
+    a = qd_block_max(a, red);
+    if (threadIdx.x == 0) atomicMax(amax, __float_as_int(a));
+}
+
+__global__ void tensor_scale_kernel(const int *amax, float *s) { *s = fmaxf(__int_as_float(*amax) / 448.0f, TOKEN_MIN_SCALE); }
+
+__global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t n, const float *scale, __nv_fp8_e4m3 *q, float *row_scale) {
+    const float s = *scale;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        q[i] = __nv_fp8_e4m3(qd_ld(x, xt, i) / s);
+        if (i % k == 0) row_scale[i / k] = s;
+    }
+}
+
+/* y[m, n] = D[m, n]·s_x[m]·s_w[n or 0] + bias[n] */
+__global__ void fp8_epilogue_kernel(const float *dacc, const float *sx, const float *sw, bool sw_per_n, const float *bias, void *y, int yt,
+                                    int64_t m, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n, c = i % n;
+        float v = dacc[i] * sx[r] * sw[sw_per_n ? c : 0];
+        if (bias) v += bias[c];
+        qd_st(y, yt, i, v);
+    }
+}
+
+static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+    const int64_t n = l->out_features, k = l->in_features;
+    if (k % 16) return qd_fail(QD_EUNSUPPORTED, "layer '%s': fp8 matmuls need K %% 16 == 0 (K = %lld)", l->name, (long long)k);
+    if (l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
+    __nv_fp8_e4m3 *q = NULL;
+    float *sx = NULL, *acc = NULL, *ts = NULL;
+    int *amax = NULL;
+    qd_status s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
+    if (!s && l->act == QD_ACT_DYNAMIC_TOKEN) {
+        fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, 0.0f, q, sx);
+    } else if (!s && l->act == QD_ACT_STATIC_TENSOR) {
+        fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->input_scale, q, sx);
+    } else if (!s) {
+        s = qd_cuda_scratch(c, sizeof(int) + sizeof(float), (void **)&amax);
+        if (!s) {
+            ts = (float *)(amax + 1);
+            cudaMemsetAsync(amax, 0, sizeof(int), c->stream);
+            amax_kernel<<<qd_cuda_blocks(m * k, 256) > 1024 ? 1024 : qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, m * k, amax);
+            tensor_scale_kernel<<<1, 1, 0, c->stream>>>(amax, ts);
+            fp8_quant_fixed_kernel<<<qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, k, m * k, ts, q, sx);
+        }
+    }
+    if (!s) {
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 activation quantization");
+    }
+    if (!s) s = lt_matmul(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
+    if (!s) {
+        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, sx, d->wscale, d->wscale_per_channel, d->bias, y->data,
+                                                                               y->dtype, m, n);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 epilogue");
+    }
+    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, acc), qd_cuda_scratch_free(c, amax);
+    return s;
+}
+
+extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
+    const char *name = l->name ? l->name : "linear";
+    if (x->rank < 1 || y->rank != x->rank || x->shape[x->rank - 1] != l->in_features || y->shape[y->rank - 1] != l->out_features)
+        return qd_fail(QD_EINVAL, "layer '%s': linear of a [..., %lld] input into [..., %lld] needs in/out features %lld/%lld", name,
+                       (long long)(x->rank ? x->shape[x->rank - 1] : 0), (long long)(y->rank ? y->shape[y->rank - 1] : 0),
+                       (long long)l->in_features, (long long)l->out_features);
+    if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype)) return qd_fail(QD_EUNSUPPORTED, "layer '%s': activations must be F32/BF16/F16", name);
+    if (!l->prepared) {
+        qd_status s = qd_cuda_prepare_linear(b, l);
+        if (s) return s;
+    }
+    if (l->prepared_for != &cuda_linear_tag) return qd_fail(QD_EINVAL, "layer '%s': prepared by another backend", name);
+    const cuda_linear *d = (const cuda_linear *)l->prepared;
+    const int64_t m = qd_tensor_elements(x) / l->in_features;
+    if (m == 0) return QD_OK;
+    qd_cuda *c = qd_cuda_of(b);
+    return l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m) : fp8(c, l, d, x, y, m);
+}

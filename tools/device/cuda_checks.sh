@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (device tool) from the repo root, with the binaries built on the CI-class machine
+# carried in .devrun/ (bin/ and the .so files Debian's build links: lib/). Checks the CUDA backend with
+# the op harness against the CPU references, then runs the GPU benchmarks that exist. Writes logs to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null || true)
+export LD_LIBRARY_PATH="$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+for t in "$@"; do
+  echo "== $t"
+  case "$t" in
+    ops) .devrun/bin/test_backend_ops --backend cuda 2>&1 | tee "$OUT/ops.log" | grep -Ev "^(ok  |skip)" ;;
+    bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
+           python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;
+    *) echo "unknown check $t" ;;
+  esac
+done
