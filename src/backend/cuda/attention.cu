@@ -92,6 +92,202 @@ __global__ void attention_kernel(const void *q, const void *k, const void *v, in
     }
 }
 
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The tensor-core path: BF16 q/k/v with D = Dv = 128 and no score bias (every DiT here), FlashAttention-2
+ * style on mma.sync m16n8k16 (bf16 in, f32 accumulate). A block of 4 warps takes 64 queries of one
+ * (b, h); each warp owns 16 query rows and keeps their Q fragments, scores S (16×64) and output O
+ * (16×128) in registers. Per tile of 64 keys: K and V are staged row-major in shared memory (rows padded
+ * by 8 elements so that ldmatrix's 8 rows fall in distinct banks) and read as mma fragments with
+ * ldmatrix (V with .trans, which gives the key-pairs the B operand wants), S = Q·Kᵀ, masking (keys past Lk, key mask, causal) to −inf, the online softmax in base 2 on
+ * the accumulator layout, and O += P·V with P re-used from the accumulators as A fragments (the
+ * m16n8 C layout of two adjacent key tiles is the m16n8k16 A layout). */
+
+#define FA_BR 64
+#define FA_BC 64
+#define FA_D 128
+#define FA_QS (FA_D + 8)  /* Q, K and V row stride (bf16): 272 bytes, so 8 rows of 16 bytes hit 32 banks */
+
+__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* four 8×8 b16 matrices from shared memory; lane L gives the address of row L%8 of matrix L/8 */
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+/* 16 bytes global → shared without passing through registers; `valid` false writes zeros */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+__global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                                    const uint8_t *keyok, bool causal, float scale_log2, void *o, int ot,
+                                                    int64_t Lq, int64_t Lk, int H, int Hkv) {
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    __nv_bfloat16 *qs = (__nv_bfloat16 *)fa_smem;   /* [64][136] */
+    __nv_bfloat16 *kbuf = qs + FA_BR * FA_QS;        /* two stages of K [64][136] then V [64][136] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, bb = blockIdx.z, hk = h / (H / Hkv);
+    const int64_t q0 = (int64_t)blockIdx.x * FA_BR;
+    const int64_t qstride = (int64_t)H * FA_D, kstride = (int64_t)Hkv * FA_D;
+    const __nv_bfloat16 *qb = q + ((int64_t)bb * Lq * H + h) * FA_D;
+    const __nv_bfloat16 *kb = k + ((int64_t)bb * Lk * Hkv + hk) * FA_D;
+    const __nv_bfloat16 *vb = v + ((int64_t)bb * Lk * Hkv + hk) * FA_D;
+
+    /* Q tile → shared (16-byte loads; rows past Lq are zeros) → fragments */
+    for (int e = threadIdx.x; e < FA_BR * FA_D / 8; e += 128) {
+        const int r = e / (FA_D / 8), c = (e % (FA_D / 8)) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (q0 + r < Lq) val = *(const uint4 *)(qb + (q0 + r) * qstride + c);
+        *(uint4 *)(qs + r * FA_QS + c) = val;
+    }
+    __syncthreads();
+    uint32_t qa[FA_D / 16][4];
+    const int r0 = warp * 16;
+#pragma unroll
+    for (int kk = 0; kk < FA_D / 16; kk++) {
+        qa[kk][0] = *(const uint32_t *)(qs + (r0 + g) * FA_QS + kk * 16 + 2 * t);
+        qa[kk][1] = *(const uint32_t *)(qs + (r0 + g + 8) * FA_QS + kk * 16 + 2 * t);
+        qa[kk][2] = *(const uint32_t *)(qs + (r0 + g) * FA_QS + kk * 16 + 2 * t + 8);
+        qa[kk][3] = *(const uint32_t *)(qs + (r0 + g + 8) * FA_QS + kk * 16 + 2 * t + 8);
+    }
+    float oacc[FA_D / 8][4];
+#pragma unroll
+    for (int n = 0; n < FA_D / 8; n++) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const int64_t qi[2] = {q0 + r0 + g, q0 + r0 + g + 8};
+    const int64_t shift = Lk - Lq;
+    const int64_t last_q = min(q0 + FA_BR - 1, Lq - 1);
+    const int64_t kend = causal ? min(last_q + shift + 1, Lk) : Lk;
+
+    /* K/V tiles are double-buffered: tile i+1 is in flight (cp.async) while tile i is computed */
+    auto load_tile = [&](int64_t j0, int stage) {
+        __nv_bfloat16 *kd = kbuf + stage * 2 * FA_BC * FA_QS, *vd = kd + FA_BC * FA_QS;
+        for (int e = threadIdx.x; e < FA_BC * FA_D / 8; e += 128) {
+            const int r = e / (FA_D / 8), c = (e % (FA_D / 8)) * 8;
+            const bool ok = j0 + r < Lk;
+            const int64_t jr = ok ? j0 + r : 0;
+            cp_async16(kd + r * FA_QS + c, kb + jr * kstride + c, ok);
+            cp_async16(vd + r * FA_QS + c, vb + jr * kstride + c, ok);
+        }
+        cp_async_commit();
+    };
+    if (kend > 0) load_tile(0, 0);
+    int stage = 0;
+    for (int64_t j0 = 0; j0 < kend; j0 += FA_BC, stage ^= 1) {
+        if (j0 + FA_BC < kend) {
+            load_tile(j0 + FA_BC, stage ^ 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const __nv_bfloat16 *ks = kbuf + stage * 2 * FA_BC * FA_QS, *vs = ks + FA_BC * FA_QS;
+        float sacc[FA_BC / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; n++) {
+            sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < FA_D / 16; kk += 2) {
+                /* keys n·8.. +7, dims kk·16 + {0, 8, 16, 24}: b0, b1 of step kk and of step kk + 1 */
+                uint32_t bf[4];
+                ldsm_x4(bf, ks + (n * 8 + (lane & 7)) * FA_QS + kk * 16 + (lane >> 3) * 8);
+                mma_bf16(sacc[n], qa[kk], bf[0], bf[1]);
+                mma_bf16(sacc[n], qa[kk + 1], bf[2], bf[3]);
+            }
+        }
+        /* scale into base 2, mask, and the tile's row maxima (rows g and g + 8 of this warp) */
+        float tmax[2] = {-INFINITY, -INFINITY};
+        const bool check = j0 + FA_BC > Lk || keyok || causal; /* a tile with nothing to mask skips the tests */
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int ri = c >> 1;
+                float sv = sacc[n][c] * scale_log2;
+                if (check) {
+                    const int64_t j = j0 + n * 8 + 2 * t + (c & 1);
+                    if (!(j < Lk && (!keyok || keyok[(int64_t)bb * Lk + j]) && (!causal || j <= qi[ri] + shift))) sv = -INFINITY;
+                }
+                sacc[n][c] = sv;
+                tmax[ri] = fmaxf(tmax[ri], sv);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            tmax[ri] = fmaxf(tmax[ri], __shfl_xor_sync(0xffffffffu, tmax[ri], 1));
+            tmax[ri] = fmaxf(tmax[ri], __shfl_xor_sync(0xffffffffu, tmax[ri], 2));
+            const float mn = fmaxf(mrow[ri], tmax[ri]);
+            alpha[ri] = mn == -INFINITY ? 1.0f : exp2f(mrow[ri] - mn); /* mrow −inf, mn finite → 0 */
+            mrow[ri] = mn;
+            lrow[ri] *= alpha[ri];
+        }
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int ri = c >> 1;
+                const float p = mrow[ri] == -INFINITY ? 0.0f : exp2f(sacc[n][c] - mrow[ri]);
+                sacc[n][c] = p;
+                lrow[ri] += p;
+            }
+#pragma unroll
+        for (int n = 0; n < FA_D / 8; n++) {
+            oacc[n][0] *= alpha[0], oacc[n][1] *= alpha[0];
+            oacc[n][2] *= alpha[1], oacc[n][3] *= alpha[1];
+        }
+        /* O += P·V, 16 keys per step */
+#pragma unroll
+        for (int kk = 0; kk < FA_BC / 16; kk++) {
+            uint32_t pa[4] = {pack_bf16(sacc[2 * kk][0], sacc[2 * kk][1]), pack_bf16(sacc[2 * kk][2], sacc[2 * kk][3]),
+                              pack_bf16(sacc[2 * kk + 1][0], sacc[2 * kk + 1][1]), pack_bf16(sacc[2 * kk + 1][2], sacc[2 * kk + 1][3])};
+#pragma unroll
+            for (int n = 0; n < FA_D / 8; n += 2) {
+                /* keys kk·16 + {0..7, 8..15} × dims n·8 + {0..7, 8..15}, transposed: b0, b1 of n and of n + 1 */
+                uint32_t bf[4];
+                ldsm_x4_t(bf, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * FA_QS + n * 8 + (lane >> 4) * 8);
+                mma_bf16(oacc[n], pa, bf[0], bf[1]);
+                mma_bf16(oacc[n + 1], pa, bf[2], bf[3]);
+            }
+        }
+        __syncthreads(); /* the next iteration's prefetch overwrites this stage */
+    }
+    /* the row sums live spread over the 4 lanes of a quad */
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        lrow[ri] += __shfl_xor_sync(0xffffffffu, lrow[ri], 1);
+        lrow[ri] += __shfl_xor_sync(0xffffffffu, lrow[ri], 2);
+    }
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        if (qi[ri] >= Lq) continue;
+        const float inv = lrow[ri] > 0.0f ? 1.0f / lrow[ri] : 0.0f;
+        const int64_t base = ((int64_t)bb * Lq + qi[ri]) * qstride + (int64_t)h * FA_D;
+#pragma unroll
+        for (int n = 0; n < FA_D / 8; n++) {
+            qd_st(o, ot, base + n * 8 + 2 * t, oacc[n][2 * ri] * inv);
+            qd_st(o, ot, base + n * 8 + 2 * t + 1, oacc[n][2 * ri + 1] * inv);
+        }
+    }
+}
+
 /* the key mask as one byte per key (1 = attend), checked on the host like the CPU's */
 static qd_status mask_bytes(qd_backend *b, const qd_tensor *mask, int64_t B, int64_t Lk, uint8_t **dev) {
     *dev = NULL;
@@ -153,13 +349,29 @@ extern "C" qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_
         qd_status s = mask_bytes(b, a->mask, B, Lk, &keyok);
         if (s) return s;
     }
+    const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
+    if (q->dtype == QD_DTYPE_BF16 && D == FA_D && Dv == FA_D && !a->bias && !getenv("QDIT_CUDA_ATTENTION_SIMPLE")) {
+        const size_t fsm = sizeof(__nv_bfloat16) * (size_t)(5 * FA_BR * FA_QS);
+        static bool fa_raised;
+        if (!fa_raised) {
+            cudaFuncSetAttribute(flash_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fsm);
+            fa_raised = true;
+        }
+        dim3 fgrid((unsigned)((Lq + FA_BR - 1) / FA_BR), (unsigned)H, (unsigned)B);
+        flash_kernel<<<fgrid, 128, fsm, c->stream>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+                                                     (const __nv_bfloat16 *)v->data, keyok, a->causal, scale * 1.4426950408889634f,
+                                                     out->data, out->dtype, Lq, Lk, (int)H, (int)Hkv);
+        cudaError_t fe = cudaGetLastError();
+        if (keyok) qd_cuda_scratch_free(c, keyok);
+        if (fe != cudaSuccess) return qd_cuda_fail(fe, "attention (tensor cores)");
+        return QD_OK;
+    }
     const size_t smem = sizeof(float) * (size_t)(TK * (D + 1) + TK * Dv + QW * D);
     static bool raised;
     if (!raised) {
         cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
         raised = true;
     }
-    const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     dim3 grid((unsigned)((Lq + QW - 1) / QW), (unsigned)H, (unsigned)B);
     attention_kernel<<<grid, QW * 32, smem, c->stream>>>(q->data, k->data, v->data, q->dtype, keyok, a->bias ? (const float *)a->bias->data : NULL,
                                                          a->causal, scale, out->data, out->dtype, Lq, Lk, (int)H, (int)Hkv, (int)D, (int)Dv);

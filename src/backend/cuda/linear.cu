@@ -6,9 +6,12 @@
  *   fp8    E4M3 W [N, K] with its scale per tensor or per output channel; activations quantized here to
  *          E4M3 per token (dynamic), per tensor (dynamic), or with the checkpoint's static input_scale,
  *          by the rules of the CPU file (linear_fp8.c: s = max(amax/448, 1/(448·512)), q = e4m3(x/s),
- *          RNE, saturating). The E4M3×E4M3 matmul writes f32 with unit scales and one epilogue kernel
- *          applies s_x[m]·s_w[n] and the bias into y. fp8_block (128×128 weights, 1×128 activation
- *          groups) is not here yet.
+ *          RNE, saturating). cuBLASLt applies the scales inside the matmul (outer-vector scaling: s_w per
+ *          output channel, s_x per token) and the bias in its epilogue (BF16 for a BF16 output, as cuBLASLt
+ *          requires there), writing y directly; where it has no such algorithm, the matmul writes f32
+ *          with unit scales and one epilogue kernel applies s_x[m]·s_w[n] and the f32 bias.
+ *   fp8_block  128×128 weight blocks with 1×128 dynamic activation groups (DeepSeek-style
+ *          weight_scale_inv): cuBLASLt's block scaling modes (BLK128x128 for W, VEC128 for x).
  * Operand order: cuBLASLt is column-major, so W [N, K] row-major is its K×N matrix taken transposed (A,
  * "T") and x [M, K] its K×M matrix (B, "N"); D = Aᵀ·B is N×M column-major, which is y [M, N] row-major —
  * the TN form FP8 matmuls require.
@@ -26,15 +29,18 @@ typedef struct {
     void *w;         /* weight in its stored dtype: BF16/F16/F32 or E4M3 */
     qd_dtype wt;
     float *bias;     /* effective bias f32 [N] or NULL */
-    float *wscale;   /* fp8: [1] or [N] */
+    float *wscale;   /* fp8: [1] or [N]; fp8_block: [N/128][K/128] */
     bool wscale_per_channel;
+    float *wscale_vec; /* fp8: the weight scale as an [N] vector (cuBLASLt's outer-vector scaling) */
+    void *bias16;      /* the bias in BF16 for FP8 matmuls writing BF16 (cuBLASLt wants the output's type) */
+    bool block;        /* fp8_block: 128×128 weight blocks, 1×128 activation groups */
     float input_scale; /* fp8 static */
 } cuda_linear;
 
 static void cuda_linear_free(void *p) {
     cuda_linear *d = (cuda_linear *)p;
     if (!d) return;
-    cudaFree(d->w), cudaFree(d->bias), cudaFree(d->wscale);
+    cudaFree(d->w), cudaFree(d->bias), cudaFree(d->wscale), cudaFree(d->wscale_vec), cudaFree(d->bias16);
     free(d);
 }
 
@@ -55,7 +61,9 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
     (void)b;
     if (l->prepared && l->prepared_for == &cuda_linear_tag) return QD_OK;
     if (l->prepared) return qd_fail(QD_EINVAL, "layer '%s': already prepared by another backend", l->name ? l->name : "linear");
-    const bool fp8 = l->scheme == QD_SCHEME_FP8 && !l->block_n;
+    const bool block = l->scheme == QD_SCHEME_FP8 && l->block_n == 128 && l->block_k == 128 && l->act == QD_ACT_DYNAMIC_GROUP &&
+                       l->act_group == 128 && l->in_features % 128 == 0;
+    const bool fp8 = l->scheme == QD_SCHEME_FP8 && (!l->block_n || block);
     if (l->scheme != QD_SCHEME_DENSE && !fp8) return unsupported(l);
     if (l->stored_released || !l->weight.data) return qd_fail(QD_EINVAL, "layer '%s': no stored weight to upload", l->name ? l->name : "linear");
     const int64_t n = l->out_features, k = l->in_features;
@@ -73,13 +81,34 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
         free(hb);
     }
     if (!s && fp8) {
-        const int64_t ns = qd_view_elements(&l->scale);
-        d->wscale_per_channel = ns == n && n > 1;
-        if (ns != 1 && ns != n) s = qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
-        float *hs = (float *)malloc(sizeof(float) * (size_t)(ns > 0 ? ns : 1));
+        const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (k / 128);
+        d->block = block;
+        d->wscale_per_channel = !block && ns == n && n > 1;
+        if (block ? ns != want_block : (ns != 1 && ns != n))
+            s = qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
+        float *hs = (float *)malloc(sizeof(float) * (size_t)(ns > n ? ns : n));
         for (int64_t i = 0; !s && hs && i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
         if (!s) s = hs ? upload(hs, sizeof(float) * (size_t)ns, (void **)&d->wscale, "scale upload") : qd_fail(QD_ENOMEM, "cannot allocate");
+        if (!s && !block) {
+            for (int64_t i = n - 1; i >= 0; i--) hs[i] = hs[d->wscale_per_channel ? i : 0];
+            s = upload(hs, sizeof(float) * (size_t)n, (void **)&d->wscale_vec, "scale upload");
+        }
         free(hs);
+        if (!s && l->bias.data) {
+            float *hb = (float *)malloc(sizeof(float) * (size_t)n);
+            uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)n);
+            if (hb && b16) {
+                qd_linear_bias_f32(l, hb);
+                for (int64_t i = 0; i < n; i++) {
+                    __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
+                    memcpy(&b16[i], &v, 2);
+                }
+                s = upload(b16, 2 * (size_t)n, &d->bias16, "bias upload");
+            } else {
+                s = qd_fail(QD_ENOMEM, "cannot allocate");
+            }
+            free(hb), free(b16);
+        }
         if (!s && l->act == QD_ACT_STATIC_TENSOR) {
             d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
             if (!(d->input_scale > 0.0f)) s = qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
@@ -104,9 +133,18 @@ static cudaDataType_t lt_type(qd_dtype t) {
     }
 }
 
-/* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; types as given. */
-static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
-                           cudaDataType_t bt, void *d, cudaDataType_t dt, const float *bias) {
+/* Optional parts of a cuBLASLt matmul: scale factors of A (the weight) and B (the activations) with
+ * their cuBLASLt scale modes, and the bias vector's type. */
+typedef struct {
+    const void *a_scale, *b_scale;
+    int a_mode, b_mode; /* cublasLtMatmulMatrixScale_t */
+    cudaDataType_t bias_type;
+} lt_extra;
+
+/* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; types as given. QD_EUNSUPPORTED when
+ * cuBLASLt has no algorithm for the combination (callers may fall back). */
+static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+                             cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, const lt_extra *x) {
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
@@ -116,10 +154,20 @@ static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, i
     if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
     if (!st && bias) {
         const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
-        const cudaDataType_t bdt = CUDA_R_32F;
+        const cudaDataType_t bdt = x ? x->bias_type : CUDA_R_32F;
         st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e);
         if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof bdt);
         if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    }
+    if (!st && x && x->a_scale) {
+        const int32_t mode = x->a_mode;
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode);
+        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
+    }
+    if (!st && x && x->b_scale) {
+        const int32_t mode = x->b_mode;
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode);
+        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
     }
     if (!st) st = cublasLtMatrixLayoutCreate(&la, at, (uint64_t)k, (uint64_t)n, k);
     if (!st) st = cublasLtMatrixLayoutCreate(&lb, bt, (uint64_t)k, (uint64_t)m, k);
@@ -145,6 +193,11 @@ static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, i
     if (la) cublasLtMatrixLayoutDestroy(la);
     if (op) cublasLtMatmulDescDestroy(op);
     return s;
+}
+
+static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+                           cudaDataType_t bt, void *d, cudaDataType_t dt, const float *bias) {
+    return lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, NULL);
 }
 
 __global__ void widen_kernel(const void *src, int st, float *dst, int64_t n) {
@@ -217,6 +270,43 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, float fi
     for (int64_t i = threadIdx.x; i < k; i += blockDim.x) q[base + i] = __nv_fp8_e4m3(qd_ld(x, xt, base + i) / s);
 }
 
+/* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
+ * activations); the row is read twice, the second time from L2 */
+__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+    __shared__ float red[32];
+    const uint4 *xr = (const uint4 *)(x + blockIdx.x * k);
+    const int64_t n8 = k / 8;
+    float s = fixed;
+    if (!(s > 0.0f)) {
+        float amax = 0.0f;
+        for (int64_t i = threadIdx.x; i < n8; i += blockDim.x) {
+            const uint4 u = xr[i];
+            const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float2 f = __bfloat1622float2(h[j]);
+                amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+            }
+        }
+        amax = qd_block_max(amax, red);
+        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+    }
+    if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
+    uint2 *qr = (uint2 *)(q + blockIdx.x * k);
+    for (int64_t i = threadIdx.x; i < n8; i += blockDim.x) {
+        const uint4 u = xr[i];
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+        __nv_fp8_e4m3 o[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 f = __bfloat1622float2(h[j]);
+            o[2 * j] = __nv_fp8_e4m3(f.x / s);
+            o[2 * j + 1] = __nv_fp8_e4m3(f.y / s);
+        }
+        qr[i] = *(const uint2 *)o;
+    }
+}
+
 /* max |x| over the tensor into *amax (as an int: non-negative floats order like their bits) */
 __global__ void amax_kernel(const void *x, int xt, int64_t n, int *amax) {
     __shared__ float red[32];
@@ -247,20 +337,65 @@ __global__ void fp8_epilogue_kernel(const float *dacc, const float *sx, const fl
     }
 }
 
+/* 1×128 groups: s = max(groupamax, 1e-10)/448, q = e4m3(x/s); one block of 128 threads per row of
+ * the Mp-row (padded) operand, rows past M zero. Scales are stored [K/128][Mp], tokens contiguous: the
+ * layout cuBLASLt's VEC128 scaling reads on Hopper. */
+__global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_t mp, int64_t k, __nv_fp8_e4m3 *q, float *scales) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x, kb = k / 128;
+    for (int64_t gi = 0; gi < kb; gi++) {
+        const int64_t i = row * k + gi * 128 + threadIdx.x;
+        const float v = row < m ? qd_ld(x, xt, i) : 0.0f;
+        const float amax = qd_block_max(fabsf(v), red);
+        const float s = fmaxf(amax, 1e-10f) / 448.0f;
+        q[i] = __nv_fp8_e4m3(v / s);
+        if (threadIdx.x == 0) scales[gi * mp + row] = s;
+    }
+}
+
 static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
     const int64_t n = l->out_features, k = l->in_features;
     if (k % 16) return qd_fail(QD_EUNSUPPORTED, "layer '%s': fp8 matmuls need K %% 16 == 0 (K = %lld)", l->name, (long long)k);
+    if (d->block) {
+        /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
+        /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
+           and write the first M rows of the result (a row-major prefix) */
+        const int64_t mp = (m + 15) / 16 * 16;
+        __nv_fp8_e4m3 *q = NULL;
+        float *sx = NULL;
+        void *yp = y->data;
+        qd_status s = qd_cuda_scratch(c, (size_t)(mp * k), (void **)&q);
+        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(mp * (k / 128)), (void **)&sx);
+        if (!s && mp != m) s = qd_cuda_scratch(c, qd_tensor_bytes(y) / (size_t)m * (size_t)mp, &yp);
+        if (!s) {
+            fp8_quant_groups_kernel<<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, q, sx);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 group quantization");
+        }
+        const bool b16 = y->dtype == QD_DTYPE_BF16;
+        lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+                       b16 ? CUDA_R_16BF : CUDA_R_32F};
+        if (!s) s = lt_matmul_x(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+                                b16 ? d->bias16 : d->bias, &ex);
+        if (!s && yp != y->data) {
+            cudaError_t e = cudaMemcpyAsync(y->data, yp, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
+            if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 block output");
+        }
+        qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+        if (yp != y->data) qd_cuda_scratch_free(c, yp);
+        return s;
+    }
     if (l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
     __nv_fp8_e4m3 *q = NULL;
     float *sx = NULL, *acc = NULL, *ts = NULL;
     int *amax = NULL;
     qd_status s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
-    if (!s && l->act == QD_ACT_DYNAMIC_TOKEN) {
-        fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, 0.0f, q, sx);
-    } else if (!s && l->act == QD_ACT_STATIC_TENSOR) {
-        fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->input_scale, q, sx);
+    const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0;
+    if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
+        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
+        if (vec) fp8_quant_rows_bf16x8_kernel<<<(unsigned)m, 128, 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, q, sx);
+        else fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, fixed, q, sx);
     } else if (!s) {
         s = qd_cuda_scratch(c, sizeof(int) + sizeof(float), (void **)&amax);
         if (!s) {
@@ -275,8 +410,21 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 activation quantization");
     }
-    if (!s) s = lt_matmul(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
-    if (!s) {
+    /* fused: per-channel and per-token scales as cuBLASLt outer vectors, the bias in its epilogue, written
+       straight into y; where cuBLASLt has no such algorithm, f32 out and our epilogue kernel */
+    bool fused = false;
+    if (!s && (y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !getenv("QDIT_CUDA_FP8_UNFUSED")) {
+        const bool b16 = y->dtype == QD_DTYPE_BF16;
+        lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+                       b16 ? CUDA_R_16BF : CUDA_R_32F};
+        qd_status f = lt_matmul_x(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, y->data, lt_type(y->dtype),
+                                  b16 ? d->bias16 : d->bias, &ex);
+        if (f == QD_OK) fused = true;
+        else if (f != QD_EUNSUPPORTED) s = f;
+    }
+    if (!s && !fused) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
+    if (!s && !fused) s = lt_matmul(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
+    if (!s && !fused) {
         fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, sx, d->wscale, d->wscale_per_channel, d->bias, y->data,
                                                                                y->dtype, m, n);
         cudaError_t e = cudaGetLastError();
