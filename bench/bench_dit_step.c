@@ -6,7 +6,7 @@
  * patches).
  *
  *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8] [--res 512]
- *                  [--steps 2] [--text 512] [--weights-on-disk DIR]
+ *                  [--steps 2] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *
  * --weights-on-disk DIR draws the weights into (unlinked) files in DIR mapped shared, so they behave like a
  * checkpoint mapped from disk: the kernel evicts and re-reads their pages when the model is larger than
@@ -27,6 +27,10 @@
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
 #include "models/random_weights.h"
+#include "backend/cuda/cuda.h"
+#ifdef QDIT_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 #include "quant/config.h"
 
 static const char *const FLUX_DEV =
@@ -67,11 +71,16 @@ static qd_tensor random_tensor(qd_backend *be, int rank, const int64_t *shape, f
         fprintf(stderr, "%s\n", qd_last_error());
         exit(1);
     }
-    uint16_t *p = t.data;
-    for (int64_t i = 0; i < qd_tensor_elements(&t); i++) {
+    uint16_t *p = malloc(qd_tensor_bytes(&t));
+    for (int64_t i = 0; p && i < qd_tensor_elements(&t); i++) {
         *st ^= *st << 13, *st ^= *st >> 7, *st ^= *st << 17;
         p[i] = qd_f32_to_bf16(a * ((float)(*st >> 40) * 0x1.0p-23f - 1.0f));
     }
+    if (!p || be->ops->upload(be, &t, p)) {
+        fprintf(stderr, "%s\n", p ? qd_last_error() : "out of memory");
+        exit(1);
+    }
+    free(p);
     return t;
 }
 
@@ -81,7 +90,7 @@ static void die(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = "z-image-turbo", *quant = "none", *disk = NULL;
+    const char *model = "z-image-turbo", *quant = "none", *disk = NULL, *device = "cpu";
     int res = 512, steps = 2, text = 512;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model = argv[i + 1];
@@ -90,6 +99,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--text")) text = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--weights-on-disk")) disk = argv[i + 1];
+        else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
         else {
             fprintf(stderr, "bench_dit_step: unknown flag %s\n", argv[i]);
             return 2;
@@ -112,7 +122,12 @@ int main(int argc, char **argv) {
         snprintf(q.source, sizeof q.source, "bench_dit_step --quant %s (online)", quant);
     }
     qd_backend *be;
-    if (qd_backend_cpu_create(&be)) die("cpu backend");
+    const bool gpu = !strcmp(device, "cuda");
+    if (!gpu && strcmp(device, "cpu")) {
+        fprintf(stderr, "bench_dit_step: --device cpu or cuda\n");
+        return 2;
+    }
+    if (gpu ? qd_backend_cuda_create(0, &be) : qd_backend_cpu_create(&be)) die("backend");
     if (qd_random_weights_on_disk(disk)) die("--weights-on-disk");
     qd_model_ctx ctx = {.backend = be, .quant = &q, .act = QD_DTYPE_BF16, .random_weights = true, .random_seed = 1};
     json_error_t je;
@@ -161,10 +176,21 @@ int main(int argc, char **argv) {
             rc = qd_zimage_forward(zm, &x, tsig, &cap, &y);
         }
         if (rc) die("forward");
-        printf("step %d: %.2f s\n", s + 1, now() - a);
+        /* the step is done when its output can be read (the GPU runs asynchronously) */
+        void *host = malloc(qd_tensor_bytes(&y));
+        if (!host || be->ops->download(be, &y, host)) die("download");
+        free(host);
+        printf("step %d: %.4f s\n", s + 1, now() - a);
         fflush(stdout);
     }
     printf("peak resident %.2f GiB\n", peak_gib());
+#ifdef QDIT_HAVE_CUDA
+    if (gpu) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        printf("GPU memory in use at the end %.2f GiB (of %.1f)\n", (double)(total_b - free_b) / 1073741824.0, (double)total_b / 1073741824.0);
+    }
+#endif
     qd_tensor_free(&hs), qd_tensor_free(&enc), qd_tensor_free(&pooled), qd_tensor_free(&x), qd_tensor_free(&cap), qd_tensor_free(&y);
     free(img_ids), free(txt_ids);
     qd_flux_free(fm);

@@ -1,5 +1,5 @@
 /* qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors [--precision f32|bf16]
- * [--scalar-rounding activation|exact|bf16] [--tiled] [--device cpu] [model and quantization flags] — one module on named inputs (docs/cli.md). */
+ * [--scalar-rounding activation|exact|bf16] [--tiled] [--device cpu|cuda[:N]] [model and quantization flags] — one module on named inputs (docs/cli.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@ static void forward_usage(FILE *to) {
     fprintf(to,
             "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
             "                    [--precision f32|bf16] [--scalar-rounding activation|exact|bf16]\n"
-            "                    [--tiled] [--random-weights] [--device cpu] [model and quantization flags]\n"
+            "                    [--tiled] [--random-weights] [--device cpu|cuda[:N]] [model and quantization flags]\n"
             "\n"
             "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode) on the\n"
             "named inputs of IN and writes its outputs to OUT as float32; input names as in the shared fixtures\n"

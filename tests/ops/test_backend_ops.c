@@ -1375,9 +1375,10 @@ int main(int argc, char **argv) {
         be->ops->destroy(be);
         return 0;
     }
-    const int64_t shapes[][3] = {{7, 256, 40}, {64, 512, 384}, {33, 3072, 256}};
+    /* K = 200, N = 170: not multiples of 16 (tiny models' layers), which GPU FP8 matmuls must pad */
+    const int64_t shapes[][3] = {{7, 256, 40}, {64, 512, 384}, {33, 3072, 256}, {9, 200, 170}};
     for (size_t c = 0; c < sizeof linear_cases / sizeof *linear_cases; c++)
-        for (int si = 0; si < 3; si++) {
+        for (int si = 0; si < 4; si++) {
             int64_t k = shapes[si][1], n = shapes[si][2];
             if (k % linear_cases[c].k_multiple) continue;
             if ((linear_cases[c].build == b_svdq_int4 || linear_cases[c].build == b_svdq_nvfp4) && n % 128) n = 128;

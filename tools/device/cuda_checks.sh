@@ -5,13 +5,19 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+# oneDNN travels xz-compressed (the tree that travels is limited to 64 MiB)
+mkdir -p /tmp/devlib
+[ -f .devrun/lib/libdnnl.so.2.xz ] && python3 -c "import lzma,sys; open('/tmp/devlib/libdnnl.so.2','wb').write(lzma.open('.devrun/lib/libdnnl.so.2.xz').read())"
 cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null || true)
-export LD_LIBRARY_PATH="$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 for t in "$@"; do
   echo "== $t"
   case "$t" in
     ops) .devrun/bin/test_backend_ops --backend cuda 2>&1 | tee "$OUT/ops.log" | grep -Ev "^(ok  |skip)" ;;
+    fixtures) python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" 2>&1 | tee "$OUT/fixtures.md" ;;
+    flux) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
+    diffusers) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md" ;;
     fallbacks) QDIT_CUDA_FP8_UNFUSED=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_unfused.log" | tail -2
                QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"

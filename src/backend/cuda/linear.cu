@@ -34,6 +34,7 @@ typedef struct {
     float *wscale_vec; /* fp8: the weight scale as an [N] vector (cuBLASLt's outer-vector scaling) */
     void *bias16;      /* the bias in BF16 for FP8 matmuls writing BF16 (cuBLASLt wants the output's type) */
     bool block;        /* fp8_block: 128×128 weight blocks, 1×128 activation groups */
+    int64_t kp, np;    /* fp8: K and N padded to multiples of 16 (cuBLASLt's FP8 matmuls need them), zeros */
     float input_scale; /* fp8 static */
 } cuda_linear;
 
@@ -57,8 +58,7 @@ static qd_status unsupported(const qd_linear *l) {
                    l->scheme_name);
 }
 
-extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
-    (void)b;
+static qd_status prepare(qd_linear *l) {
     if (l->prepared && l->prepared_for == &cuda_linear_tag) return QD_OK;
     if (l->prepared) return qd_fail(QD_EINVAL, "layer '%s': already prepared by another backend", l->name ? l->name : "linear");
     const bool block = l->scheme == QD_SCHEME_FP8 && l->block_n == 128 && l->block_k == 128 && l->act == QD_ACT_DYNAMIC_GROUP &&
@@ -70,13 +70,26 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
     cuda_linear *d = (cuda_linear *)calloc(1, sizeof *d);
     if (!d) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
     d->wt = l->weight.dtype;
-    qd_status s = upload(l->weight.data, (size_t)(n * k) * (size_t)(qd_dtype_bits(d->wt) / 8), &d->w, "weight upload");
+    d->kp = fp8 && !block ? (k + 15) / 16 * 16 : k;
+    d->np = fp8 && !block ? (n + 15) / 16 * 16 : n;
+    const int64_t np = d->np;
+    qd_status s = QD_OK;
+    if (d->kp == k && np == n) {
+        s = upload(l->weight.data, (size_t)(n * k) * (size_t)(qd_dtype_bits(d->wt) / 8), &d->w, "weight upload");
+    } else {
+        /* rows of K E4M3 codes into rows of Kp, the tail zero, and zero rows up to Np (zero codes: no
+           contribution; the padded outputs are dropped) */
+        cudaError_t e = cudaMalloc(&d->w, (size_t)(np * d->kp));
+        if (e == cudaSuccess) e = cudaMemset(d->w, 0, (size_t)(np * d->kp));
+        if (e == cudaSuccess) e = cudaMemcpy2D(d->w, (size_t)d->kp, l->weight.data, (size_t)k, (size_t)k, (size_t)n, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "weight upload");
+    }
     if (!s && l->bias.data) {
-        float *hb = (float *)malloc(sizeof(float) * (size_t)n);
+        float *hb = (float *)calloc((size_t)np, sizeof(float));
         if (!hb) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
         if (!s) {
             qd_linear_bias_f32(l, hb);
-            s = upload(hb, sizeof(float) * (size_t)n, (void **)&d->bias, "bias upload");
+            s = upload(hb, sizeof(float) * (size_t)np, (void **)&d->bias, "bias upload");
         }
         free(hb);
     }
@@ -86,24 +99,24 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
         d->wscale_per_channel = !block && ns == n && n > 1;
         if (block ? ns != want_block : (ns != 1 && ns != n))
             s = qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
-        float *hs = (float *)malloc(sizeof(float) * (size_t)(ns > n ? ns : n));
+        float *hs = (float *)calloc((size_t)(ns > np ? ns : np), sizeof(float));
         for (int64_t i = 0; !s && hs && i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
         if (!s) s = hs ? upload(hs, sizeof(float) * (size_t)ns, (void **)&d->wscale, "scale upload") : qd_fail(QD_ENOMEM, "cannot allocate");
         if (!s && !block) {
-            for (int64_t i = n - 1; i >= 0; i--) hs[i] = hs[d->wscale_per_channel ? i : 0];
-            s = upload(hs, sizeof(float) * (size_t)n, (void **)&d->wscale_vec, "scale upload");
+            for (int64_t i = np - 1; i >= 0; i--) hs[i] = i < n ? hs[d->wscale_per_channel ? i : 0] : 0.0f;
+            s = upload(hs, sizeof(float) * (size_t)np, (void **)&d->wscale_vec, "scale upload");
         }
         free(hs);
         if (!s && l->bias.data) {
-            float *hb = (float *)malloc(sizeof(float) * (size_t)n);
-            uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)n);
+            float *hb = (float *)calloc((size_t)np, sizeof(float));
+            uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)np);
             if (hb && b16) {
                 qd_linear_bias_f32(l, hb);
-                for (int64_t i = 0; i < n; i++) {
+                for (int64_t i = 0; i < np; i++) {
                     __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
                     memcpy(&b16[i], &v, 2);
                 }
-                s = upload(b16, 2 * (size_t)n, &d->bias16, "bias upload");
+                s = upload(b16, 2 * (size_t)np, &d->bias16, "bias upload");
             } else {
                 s = qd_fail(QD_ENOMEM, "cannot allocate");
             }
@@ -122,6 +135,17 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
     l->prepared_free = cuda_linear_free;
     l->prepared_for = &cuda_linear_tag;
     return QD_OK;
+}
+
+/* At load (the vtable op): upload, then give the host's stored weight and scale back — the GPU copy is
+ * the one the model runs on. First use from linear() uploads without releasing, so references built on
+ * the stored form still work. */
+extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
+    (void)b;
+    const bool had = l->prepared != NULL;
+    qd_status s = prepare(l);
+    if (!s && !had) qd_linear_release_stored(l);
+    return s;
 }
 
 static cudaDataType_t lt_type(qd_dtype t) {
@@ -256,7 +280,7 @@ static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, con
 
 /* per-row amax → s = max(amax/448, floor) → e4m3(x/s); one block per row. For per-tensor modes the
  * row scale comes in (`fixed` > 0) instead. */
-__global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+__global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t base = blockIdx.x * k;
     float s = fixed;
@@ -267,7 +291,7 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, float fi
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
-    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) q[base + i] = __nv_fp8_e4m3(qd_ld(x, xt, base + i) / s);
+    for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) q[blockIdx.x * kp + i] = __nv_fp8_e4m3(i < k ? qd_ld(x, xt, base + i) / s : 0.0f);
 }
 
 /* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
@@ -318,20 +342,23 @@ __global__ void amax_kernel(const void *x, int xt, int64_t n, int *amax) {
 
 __global__ void tensor_scale_kernel(const int *amax, float *s) { *s = fmaxf(__int_as_float(*amax) / 448.0f, TOKEN_MIN_SCALE); }
 
-__global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t n, const float *scale, __nv_fp8_e4m3 *q, float *row_scale) {
+/* n = M·Kp codes; column c ≥ K of a row is padding (zero) */
+__global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t kp, int64_t n, const float *scale, __nv_fp8_e4m3 *q,
+                                       float *row_scale) {
     const float s = *scale;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        q[i] = __nv_fp8_e4m3(qd_ld(x, xt, i) / s);
-        if (i % k == 0) row_scale[i / k] = s;
+        const int64_t r = i / kp, c = i % kp;
+        q[i] = __nv_fp8_e4m3(c < k ? qd_ld(x, xt, r * k + c) / s : 0.0f);
+        if (c == 0) row_scale[r] = s;
     }
 }
 
 /* y[m, n] = D[m, n]·s_x[m]·s_w[n or 0] + bias[n] */
-__global__ void fp8_epilogue_kernel(const float *dacc, const float *sx, const float *sw, bool sw_per_n, const float *bias, void *y, int yt,
-                                    int64_t m, int64_t n) {
+__global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *sx, const float *sw, bool sw_per_n, const float *bias, void *y,
+                                    int yt, int64_t m, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / n, c = i % n;
-        float v = dacc[i] * sx[r] * sw[sw_per_n ? c : 0];
+        float v = dacc[r * ld + c] * sx[r] * sw[sw_per_n ? c : 0];
         if (bias) v += bias[c];
         qd_st(y, yt, i, v);
     }
@@ -354,8 +381,7 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
 }
 
 static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
-    const int64_t n = l->out_features, k = l->in_features;
-    if (k % 16) return qd_fail(QD_EUNSUPPORTED, "layer '%s': fp8 matmuls need K %% 16 == 0 (K = %lld)", l->name, (long long)k);
+    const int64_t n = l->out_features, k = l->in_features, kp = d->kp, np = d->np;
     if (d->block) {
         /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
         /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
@@ -389,13 +415,13 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
     __nv_fp8_e4m3 *q = NULL;
     float *sx = NULL, *acc = NULL, *ts = NULL;
     int *amax = NULL;
-    qd_status s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
+    qd_status s = qd_cuda_scratch(c, (size_t)(m * kp), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0;
+    const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k;
     if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         if (vec) fp8_quant_rows_bf16x8_kernel<<<(unsigned)m, 128, 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, q, sx);
-        else fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, fixed, q, sx);
+        else fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, q, sx);
     } else if (!s) {
         s = qd_cuda_scratch(c, sizeof(int) + sizeof(float), (void **)&amax);
         if (!s) {
@@ -403,7 +429,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
             cudaMemsetAsync(amax, 0, sizeof(int), c->stream);
             amax_kernel<<<qd_cuda_blocks(m * k, 256) > 1024 ? 1024 : qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, m * k, amax);
             tensor_scale_kernel<<<1, 1, 0, c->stream>>>(amax, ts);
-            fp8_quant_fixed_kernel<<<qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, k, m * k, ts, q, sx);
+            fp8_quant_fixed_kernel<<<qd_cuda_blocks(m * kp, 256), 256, 0, c->stream>>>(x->data, x->dtype, k, kp, m * kp, ts, q, sx);
         }
     }
     if (!s) {
@@ -415,18 +441,25 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
     bool fused = false;
     if (!s && (y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !getenv("QDIT_CUDA_FP8_UNFUSED")) {
         const bool b16 = y->dtype == QD_DTYPE_BF16;
+        const size_t es = b16 ? 2 : 4;
+        void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
+        qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
                        b16 ? CUDA_R_16BF : CUDA_R_32F};
-        qd_status f = lt_matmul_x(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, y->data, lt_type(y->dtype),
-                                  b16 ? d->bias16 : d->bias, &ex);
+        if (!f) f = lt_matmul_x(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype), b16 ? d->bias16 : d->bias, &ex);
+        if (!f && yp != y->data) {
+            cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice, c->stream);
+            if (e != cudaSuccess) f = qd_cuda_fail(e, "fp8 output");
+        }
+        if (yp != y->data) qd_cuda_scratch_free(c, yp);
         if (f == QD_OK) fused = true;
         else if (f != QD_EUNSUPPORTED) s = f;
     }
-    if (!s && !fused) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
-    if (!s && !fused) s = lt_matmul(c, l->name, m, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
+    if (!s && !fused) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * np), (void **)&acc);
+    if (!s && !fused) s = lt_matmul(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
     if (!s && !fused) {
-        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, sx, d->wscale, d->wscale_per_channel, d->bias, y->data,
-                                                                               y->dtype, m, n);
+        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, np, sx, d->wscale, d->wscale_per_channel, d->bias,
+                                                                               y->data, y->dtype, m, n);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 epilogue");
     }
@@ -442,7 +475,7 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
                        (long long)l->in_features, (long long)l->out_features);
     if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype)) return qd_fail(QD_EUNSUPPORTED, "layer '%s': activations must be F32/BF16/F16", name);
     if (!l->prepared) {
-        qd_status s = qd_cuda_prepare_linear(b, l);
+        qd_status s = prepare(l);
         if (s) return s;
     }
     if (l->prepared_for != &cuda_linear_tag) return qd_fail(QD_EINVAL, "layer '%s': prepared by another backend", name);
