@@ -95,7 +95,7 @@ __global__ void attention_kernel(const void *q, const void *k, const void *v, in
 
 /* ------------------------------------------------------------------------------------------------ */
 /* The tensor-core path: BF16 q/k/v with D = Dv = 128 and no score bias (every DiT here), FlashAttention-2
- * style on mma.sync m16n8k16 (bf16 in, f32 accumulate). A block of 4 warps takes 64 queries of one
+ * style on mma.sync m16n8k16 (bf16 in, f32 accumulate). A block of 8 warps takes 128 queries of one
  * (b, h); each warp owns 16 query rows and keeps their Q fragments, scores S (16×64) and output O
  * (16×128) in registers. Per tile of 64 keys: K and V are staged row-major in shared memory (rows padded
  * by 8 elements so that ldmatrix's 8 rows fall in distinct banks) and read as mma fragments with
@@ -103,8 +103,9 @@ __global__ void attention_kernel(const void *q, const void *k, const void *v, in
  * the accumulator layout, and O += P·V with P re-used from the accumulators as A fragments (the
  * m16n8 C layout of two adjacent key tiles is the m16n8k16 A layout). */
 
-#define FA_BR 64
+#define FA_BR 128 /* queries per block: 8 warps × 16 rows share each K/V tile */
 #define FA_BC 64
+#define FA_THREADS (FA_BR / 16 * 32)
 #define FA_D 128
 #define FA_QS (FA_D + 8)  /* Q, K and V row stride (bf16): 272 bytes, so 8 rows of 16 bytes hit 32 banks */
 
@@ -137,11 +138,17 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *(uint32_t *)&v;
 }
 
-__global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); /* 2^x, ~2 ulp; 2^−inf = +0 */
+    return y;
+}
+
+__global__ void __launch_bounds__(FA_THREADS) flash_kernel(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                                     const uint8_t *keyok, bool causal, float scale_log2, void *o, int ot,
                                                     int64_t Lq, int64_t Lk, int H, int Hkv) {
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    __nv_bfloat16 *qs = (__nv_bfloat16 *)fa_smem;   /* [64][136] */
+    __nv_bfloat16 *qs = (__nv_bfloat16 *)fa_smem;   /* [128][136] */
     __nv_bfloat16 *kbuf = qs + FA_BR * FA_QS;        /* two stages of K [64][136] then V [64][136] */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, bb = blockIdx.z, hk = h / (H / Hkv);
@@ -152,7 +159,7 @@ __global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, cons
     const __nv_bfloat16 *vb = v + ((int64_t)bb * Lk * Hkv + hk) * FA_D;
 
     /* Q tile → shared (16-byte loads; rows past Lq are zeros) → fragments */
-    for (int e = threadIdx.x; e < FA_BR * FA_D / 8; e += 128) {
+    for (int e = threadIdx.x; e < FA_BR * FA_D / 8; e += FA_THREADS) {
         const int r = e / (FA_D / 8), c = (e % (FA_D / 8)) * 8;
         uint4 val = make_uint4(0, 0, 0, 0);
         if (q0 + r < Lq) val = *(const uint4 *)(qb + (q0 + r) * qstride + c);
@@ -180,7 +187,7 @@ __global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, cons
     /* K/V tiles are double-buffered: tile i+1 is in flight (cp.async) while tile i is computed */
     auto load_tile = [&](int64_t j0, int stage) {
         __nv_bfloat16 *kd = kbuf + stage * 2 * FA_BC * FA_QS, *vd = kd + FA_BC * FA_QS;
-        for (int e = threadIdx.x; e < FA_BC * FA_D / 8; e += 128) {
+        for (int e = threadIdx.x; e < FA_BC * FA_D / 8; e += FA_THREADS) {
             const int r = e / (FA_D / 8), c = (e % (FA_D / 8)) * 8;
             const bool ok = j0 + r < Lk;
             const int64_t jr = ok ? j0 + r : 0;
@@ -235,7 +242,7 @@ __global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, cons
             tmax[ri] = fmaxf(tmax[ri], __shfl_xor_sync(0xffffffffu, tmax[ri], 1));
             tmax[ri] = fmaxf(tmax[ri], __shfl_xor_sync(0xffffffffu, tmax[ri], 2));
             const float mn = fmaxf(mrow[ri], tmax[ri]);
-            alpha[ri] = mn == -INFINITY ? 1.0f : exp2f(mrow[ri] - mn); /* mrow −inf, mn finite → 0 */
+            alpha[ri] = mn == -INFINITY ? 1.0f : fast_exp2(mrow[ri] - mn); /* mrow −inf, mn finite → 0 */
             mrow[ri] = mn;
             lrow[ri] *= alpha[ri];
         }
@@ -244,7 +251,7 @@ __global__ void __launch_bounds__(128) flash_kernel(const __nv_bfloat16 *q, cons
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 const int ri = c >> 1;
-                const float p = mrow[ri] == -INFINITY ? 0.0f : exp2f(sacc[n][c] - mrow[ri]);
+                const float p = mrow[ri] == -INFINITY ? 0.0f : fast_exp2(sacc[n][c] - mrow[ri]);
                 sacc[n][c] = p;
                 lrow[ri] += p;
             }
@@ -351,14 +358,14 @@ extern "C" qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_
     }
     const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     if (q->dtype == QD_DTYPE_BF16 && D == FA_D && Dv == FA_D && !a->bias && !getenv("QDIT_CUDA_ATTENTION_SIMPLE")) {
-        const size_t fsm = sizeof(__nv_bfloat16) * (size_t)(5 * FA_BR * FA_QS);
+        const size_t fsm = sizeof(__nv_bfloat16) * (size_t)((FA_BR + 4 * FA_BC) * FA_QS);
         static bool fa_raised;
         if (!fa_raised) {
             cudaFuncSetAttribute(flash_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fsm);
             fa_raised = true;
         }
         dim3 fgrid((unsigned)((Lq + FA_BR - 1) / FA_BR), (unsigned)H, (unsigned)B);
-        flash_kernel<<<fgrid, 128, fsm, c->stream>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
+        flash_kernel<<<fgrid, FA_THREADS, fsm, c->stream>>>((const __nv_bfloat16 *)q->data, (const __nv_bfloat16 *)k->data,
                                                      (const __nv_bfloat16 *)v->data, keyok, a->causal, scale * 1.4426950408889634f,
                                                      out->data, out->dtype, Lq, Lk, (int)H, (int)Hkv);
         cudaError_t fe = cudaGetLastError();

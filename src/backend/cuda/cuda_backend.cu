@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/cuda/cuda_internal.cuh"
 
@@ -80,9 +81,11 @@ extern "C" qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor
 
 static void cuda_destroy(qd_backend *b) {
     if (!b) return;
+    if (b->impl && qd_cuda_of(b)->ops_owned) free((void *)b->ops); /* the profiling table */
     qd_cuda *c = qd_cuda_of(b);
     if (c) {
         cudaStreamSynchronize(c->stream);
+        qd_cuda_plans_free(c);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
         if (c->lt) cublasLtDestroy(c->lt);
         cudaStreamDestroy(c->stream);
@@ -121,6 +124,88 @@ static const qd_backend_ops cuda_ops = {
     .embedding = qd_cuda_embedding,
     .destroy = cuda_destroy,
 };
+
+/* ---- QDIT_CUDA_PROFILE=1: every op synchronised and timed, a table per op at destroy (where a step's time
+   goes; the synchronisation itself costs each op a few microseconds, so absolute sums run high) ---- */
+
+enum { P_LINEAR, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL, P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS,
+       P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
+static const char *const prof_names[P_COUNT] = {"linear", "attention", "rms_norm", "layer_norm", "group_norm", "rope", "activation",
+                                                "gated", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
+                                                "upsample", "permute", "concat", "slice", "embedding", "copy"};
+static double prof_s[P_COUNT];
+static long prof_n[P_COUNT];
+
+static double wall(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+#define PROF(idx, call)                                                                                        \
+    do {                                                                                                       \
+        cudaStreamSynchronize(qd_cuda_of(b)->stream);                                                          \
+        const double t0_ = wall();                                                                             \
+        const qd_status s_ = (call);                                                                           \
+        cudaStreamSynchronize(qd_cuda_of(b)->stream);                                                          \
+        prof_s[idx] += wall() - t0_;                                                                           \
+        prof_n[idx]++;                                                                                         \
+        return s_;                                                                                             \
+    } while (0)
+
+static qd_status p_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) { PROF(P_LINEAR, qd_cuda_linear(b, l, x, y)); }
+static qd_status p_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *o) { PROF(P_ATTN, qd_cuda_attention(b, a, o)); }
+static qd_status p_rms(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) { PROF(P_RMS, qd_cuda_rms_norm(b, x, w, eps, y)); }
+static qd_status p_ln(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bi, float eps, qd_tensor *y) {
+    PROF(P_LN, qd_cuda_layer_norm(b, x, w, bi, eps, y));
+}
+static qd_status p_gn(qd_backend *b, const qd_tensor *x, int g, const qd_tensor *w, const qd_tensor *bi, float eps, qd_tensor *y) {
+    PROF(P_GN, qd_cuda_group_norm(b, x, g, w, bi, eps, y));
+}
+static qd_status p_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *c, const qd_tensor *sn, qd_rope_mode m, qd_tensor *y) {
+    PROF(P_ROPE, qd_cuda_rope(b, x, c, sn, m, y));
+}
+static qd_status p_act(qd_backend *b, qd_act_kind k, const qd_tensor *x, qd_tensor *y) { PROF(P_ACT, qd_cuda_activation(b, k, x, y)); }
+static qd_status p_gated(qd_backend *b, qd_act_kind k, bool gf, const qd_tensor *x, qd_tensor *y) { PROF(P_GATED, qd_cuda_gated(b, k, gf, x, y)); }
+static qd_status p_mod(qd_backend *b, const qd_tensor *x, const qd_tensor *sc, const qd_tensor *sh, qd_tensor *y) {
+    PROF(P_MOD, qd_cuda_modulate(b, x, sc, sh, y));
+}
+static qd_status p_gadd(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *g, qd_tensor *y) {
+    PROF(P_GADD, qd_cuda_gated_add(b, r, x, g, y));
+}
+static qd_status p_add(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) { PROF(P_ADD, qd_cuda_add(b, a, c, y)); }
+static qd_status p_mul(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) { PROF(P_MUL, qd_cuda_mul(b, a, c, y)); }
+static qd_status p_softmax(qd_backend *b, const qd_tensor *x, qd_tensor *y) { PROF(P_SOFTMAX, qd_cuda_softmax(b, x, y)); }
+static qd_status p_conv2d(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bi, const qd_conv_args *c, qd_tensor *y) {
+    PROF(P_CONV2D, qd_cuda_conv2d(b, x, w, bi, c, y));
+}
+static qd_status p_conv3d(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bi, const qd_conv_args *c, qd_tensor *y) {
+    PROF(P_CONV3D, qd_cuda_conv3d(b, x, w, bi, c, y));
+}
+static qd_status p_ups(qd_backend *b, const qd_tensor *x, int f, qd_tensor *y) { PROF(P_UPS, qd_cuda_upsample_nearest(b, x, f, y)); }
+static qd_status p_perm(qd_backend *b, const qd_tensor *x, const int *perm, qd_tensor *y) { PROF(P_PERM, qd_cuda_permute(b, x, perm, y)); }
+static qd_status p_concat(qd_backend *b, const qd_tensor *const *xs, int n, int dim, qd_tensor *y) { PROF(P_CONCAT, qd_cuda_concat(b, xs, n, dim, y)); }
+static qd_status p_slice(qd_backend *b, const qd_tensor *x, int dim, int64_t st, int64_t len, qd_tensor *y) {
+    PROF(P_SLICE, qd_cuda_slice(b, x, dim, st, len, y));
+}
+static qd_status p_emb(qd_backend *b, const qd_tensor *t, const qd_tensor *ids, qd_tensor *y) { PROF(P_EMB, qd_cuda_embedding(b, t, ids, y)); }
+static qd_status p_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst) { PROF(P_COPY, qd_cuda_copy(b, src, dst)); }
+
+static void prof_report(void) {
+    double total = 0;
+    for (int i = 0; i < P_COUNT; i++) total += prof_s[i];
+    if (total <= 0) return;
+    fprintf(stderr, "cuda profile (synchronised per op): %.1f ms in ops\n", total * 1e3);
+    for (int i = 0; i < P_COUNT; i++)
+        if (prof_n[i]) fprintf(stderr, "  %-12s %8ld calls %10.2f ms %5.1f%%  %8.1f us/call\n", prof_names[i], prof_n[i], prof_s[i] * 1e3,
+                               100 * prof_s[i] / total, prof_s[i] / prof_n[i] * 1e6);
+}
+
+static void cuda_destroy(qd_backend *b);
+static void cuda_destroy_prof(qd_backend *b) {
+    prof_report();
+    cuda_destroy(b);
+}
 
 extern "C" bool qd_backend_cuda_built(void) { return true; }
 
@@ -170,6 +255,20 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
         return s;
     }
     qd_log(QD_LOG_INFO, "cuda: %s (sm_%d%d, %d SMs)", c->name, c->cc_major, c->cc_minor, c->sm_count);
+    const char *prof = getenv("QDIT_CUDA_PROFILE");
+    if (prof && *prof && strcmp(prof, "0")) {
+        qd_backend_ops *po = (qd_backend_ops *)malloc(sizeof *po);
+        if (po) {
+            *po = cuda_ops;
+            po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
+            po->rope = p_rope, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
+            po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
+            po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
+            po->copy = p_copy, po->destroy = cuda_destroy_prof;
+            b->ops = po;
+            c->ops_owned = true;
+        }
+    }
     *out = b;
     return QD_OK;
 }

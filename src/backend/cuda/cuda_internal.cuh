@@ -26,7 +26,11 @@ typedef struct {
     int sm_count;
     int cc_major, cc_minor;
     char name[256];
+    bool ops_owned; /* b->ops is a copy (QDIT_CUDA_PROFILE) */
+    void *lt_plans; /* linear.cu's cache of cuBLASLt matmul plans */
 } qd_cuda;
+
+extern "C" void qd_cuda_plans_free(qd_cuda *c);
 
 static inline qd_cuda *qd_cuda_of(qd_backend *b) { return (qd_cuda *)b->impl; }
 

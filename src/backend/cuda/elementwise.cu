@@ -33,10 +33,31 @@ __device__ __forceinline__ float act_f(int kind, float x) {
     }
 }
 
-#define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+/* Index arithmetic in I: 32-bit when the tensor has < 2^31 elements (64-bit division costs tens of
+ * instructions per element), 64-bit otherwise; LAUNCH picks. */
+#define GRID_LOOP(i, n) for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)(n); i += (I)gridDim.x * (I)blockDim.x)
+#define LAUNCH(kernel, n, stream, ...)                                                                         \
+    do {                                                                                                       \
+        if ((n) < ((int64_t)1 << 31)) kernel<int32_t><<<qd_cuda_blocks(n, 256), 256, 0, stream>>>(__VA_ARGS__); \
+        else kernel<int64_t><<<qd_cuda_blocks(n, 256), 256, 0, stream>>>(__VA_ARGS__);                         \
+    } while (0)
 
-__global__ void activation_kernel(int kind, const void *x, int xt, void *y, int yt, int64_t n) {
+template <typename I> __global__ void activation_kernel(int kind, const void *x, int xt, void *y, int yt, int64_t n) {
     GRID_LOOP(i, n) qd_st(y, yt, i, act_f(kind, qd_ld(x, xt, i)));
+}
+
+/* BF16 in and out, 8 values per 16-byte access (the model's MLP activations) */
+__global__ void activation_bf16x8_kernel(int kind, const uint4 *x, uint4 *y, int64_t n8) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+        uint4 u = x[i];
+        __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 f = __bfloat1622float2(h[j]);
+            h[j] = __floats2bfloat162_rn(act_f(kind, f.x), act_f(kind, f.y));
+        }
+        y[i] = u;
+    }
 }
 
 extern "C" qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y) {
@@ -44,14 +65,21 @@ extern "C" qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const q
     if ((s = check_float("activation", "x", x)) || (s = check_float("activation", "y", y))) return s;
     if (!same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda activation: x and y shapes differ");
     const int64_t n = qd_tensor_elements(x);
-    activation_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, x->data, x->dtype, y->data, y->dtype, n);
+    if (x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && n % 8 == 0 && (uintptr_t)x->data % 16 == 0 && (uintptr_t)y->data % 16 == 0) {
+        activation_bf16x8_kernel<<<qd_cuda_blocks(n / 8, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, (const uint4 *)x->data, (uint4 *)y->data,
+                                                                                                n / 8);
+        QD_CUDA_LAUNCHED("activation");
+        return QD_OK;
+    }
+    LAUNCH(activation_kernel, n, qd_cuda_of(b)->stream, kind, x->data, x->dtype, y->data, y->dtype, n);
     QD_CUDA_LAUNCHED("activation");
     return QD_OK;
 }
 
-__global__ void gated_kernel(int kind, bool gate_first, const void *x, int xt, void *y, int yt, int64_t rows, int64_t N) {
-    GRID_LOOP(i, rows * N) {
-        const int64_t r = i / N, c = i % N;
+template <typename I> __global__ void gated_kernel(int kind, bool gate_first, const void *x, int xt, void *y, int yt, int64_t rows, int64_t n_) {
+    const I N = (I)n_;
+    GRID_LOOP(i, rows * n_) {
+        const I r = i / N, c = i % N;
         const float a = qd_ld(x, xt, r * 2 * N + c), g2 = qd_ld(x, xt, r * 2 * N + N + c);
         const float gate = gate_first ? a : g2, value = gate_first ? g2 : a;
         qd_st(y, yt, i, value * act_f(kind, gate));
@@ -65,17 +93,18 @@ extern "C" qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_fi
     for (int i = 0; ok && i + 1 < x->rank; i++) ok = x->shape[i] == y->shape[i];
     if (!ok) return qd_fail(QD_EINVAL, "cuda gated: x must be [..., 2N] and y [..., N] with the same leading dims");
     const int64_t N = y->shape[y->rank - 1], rows = N ? qd_tensor_elements(y) / N : 0;
-    gated_kernel<<<qd_cuda_blocks(rows * N, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, gate_first, x->data, x->dtype, y->data,
-                                                                                   y->dtype, rows, N);
+    LAUNCH(gated_kernel, 2 * rows * N, qd_cuda_of(b)->stream, kind, gate_first, x->data, x->dtype, y->data, y->dtype, rows, N);
     QD_CUDA_LAUNCHED("gated");
     return QD_OK;
 }
 
 /* x [B, L, D]; scale/shift [B, D] */
+template <typename I>
 __global__ void modulate_kernel(const void *x, int xt, const void *sc, int st, const void *sh, int ht, void *y, int yt, int64_t n,
-                                int64_t D, int64_t LD) {
+                                int64_t D_, int64_t LD_) {
+    const I D = (I)D_, LD = (I)LD_;
     GRID_LOOP(i, n) {
-        const int64_t bd = (i / LD) * D + i % D;
+        const I bd = (i / LD) * D + i % D;
         float v = qd_ld(x, xt, i) * (1.0f + qd_ld(sc, st, bd));
         if (sh) v += qd_ld(sh, ht, bd);
         qd_st(y, yt, i, v);
@@ -101,15 +130,16 @@ extern "C" qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const q
         return s;
     if (x->rank < 2 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda modulate: x must be [B, L, D] and y its shape");
     const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
-    modulate_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, scale->data, scale->dtype,
-                                                                               shift ? shift->data : NULL, shift ? shift->dtype : 0,
-                                                                               y->data, y->dtype, n, D, LD);
+    LAUNCH(modulate_kernel, n, qd_cuda_of(b)->stream, x->data, x->dtype, scale->data, scale->dtype, shift ? shift->data : NULL,
+           shift ? shift->dtype : 0, y->data, y->dtype, n, D, LD);
     QD_CUDA_LAUNCHED("modulate");
     return QD_OK;
 }
 
+template <typename I>
 __global__ void gated_add_kernel(const void *r, int rt, const void *x, int xt, const void *g, int gt, void *y, int yt, int64_t n,
-                                 int64_t D, int64_t LD) {
+                                 int64_t D_, int64_t LD_) {
+    const I D = (I)D_, LD = (I)LD_;
     GRID_LOOP(i, n) {
         float v = qd_ld(x, xt, i);
         if (g) v *= qd_ld(g, gt, (i / LD) * D + i % D);
@@ -124,14 +154,14 @@ extern "C" qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const 
         return s;
     if (!same_shape(r, x) || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda gated_add: r, x and y must share one shape");
     const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
-    gated_add_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(r->data, r->dtype, x->data, x->dtype,
-                                                                                gate ? gate->data : NULL, gate ? gate->dtype : 0,
-                                                                                y->data, y->dtype, n, D, LD);
+    LAUNCH(gated_add_kernel, n, qd_cuda_of(b)->stream, r->data, r->dtype, x->data, x->dtype, gate ? gate->data : NULL,
+           gate ? gate->dtype : 0, y->data, y->dtype, n, D, LD);
     QD_CUDA_LAUNCHED("gated_add");
     return QD_OK;
 }
 
-__global__ void binary_kernel(bool mul, const void *a, int at, const void *c, int ct, void *y, int yt, int64_t n, int64_t nc) {
+template <typename I> __global__ void binary_kernel(bool mul, const void *a, int at, const void *c, int ct, void *y, int yt, int64_t n, int64_t nc_) {
+    const I nc = (I)nc_;
     GRID_LOOP(i, n) {
         const float u = qd_ld(a, at, i), v = qd_ld(c, ct, i % nc);
         qd_st(y, yt, i, mul ? u * v : u + v);
@@ -150,8 +180,7 @@ static qd_status binary(qd_backend *b, bool mul, const qd_tensor *a, const qd_te
     if (!ok) return qd_fail(QD_EINVAL, "cuda %s: c's shape must be a suffix of a's, and y a's shape", op);
     const int64_t n = qd_tensor_elements(a), nc = qd_tensor_elements(c);
     if (n == 0) return QD_OK;
-    binary_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(mul, a->data, a->dtype, c->data, c->dtype, y->data,
-                                                                             y->dtype, n, nc ? nc : 1);
+    LAUNCH(binary_kernel, n, qd_cuda_of(b)->stream, mul, a->data, a->dtype, c->data, c->dtype, y->data, y->dtype, n, nc ? nc : 1);
     QD_CUDA_LAUNCHED(op);
     return QD_OK;
 }
@@ -186,10 +215,11 @@ extern "C" qd_status qd_cuda_softmax(qd_backend *b, const qd_tensor *x, qd_tenso
     return QD_OK;
 }
 
-__global__ void upsample_kernel(const void *x, int xt, void *y, int yt, int64_t n, int64_t H, int64_t W, int f) {
+template <typename I> __global__ void upsample_kernel(const void *x, int xt, void *y, int yt, int64_t n, int64_t H_, int64_t W_, int f) {
+    const I H = (I)H_, W = (I)W_;
     GRID_LOOP(i, n) {
-        const int64_t Wo = W * f, Ho = H * f;
-        const int64_t ox = i % Wo, oy = (i / Wo) % Ho, plane = i / (Wo * Ho);
+        const I Wo = W * f, Ho = H * f;
+        const I ox = i % Wo, oy = (i / Wo) % Ho, plane = i / (Wo * Ho);
         qd_st(y, yt, i, qd_ld(x, xt, plane * H * W + (oy / f) * W + ox / f));
     }
 }
@@ -202,8 +232,8 @@ extern "C" qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x,
     for (int i = 0; ok && i + 2 < x->rank; i++) ok = x->shape[i] == y->shape[i];
     if (!ok) return qd_fail(QD_EINVAL, "cuda upsample_nearest: y must be x with its last two dims × %d", factor);
     const int64_t n = qd_tensor_elements(y);
-    upsample_kernel<<<qd_cuda_blocks(n, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, y->data, y->dtype, n,
-                                                                               x->shape[x->rank - 2], x->shape[x->rank - 1], factor);
+    LAUNCH(upsample_kernel, n, qd_cuda_of(b)->stream, x->data, x->dtype, y->data, y->dtype, n, x->shape[x->rank - 2], x->shape[x->rank - 1],
+           factor);
     QD_CUDA_LAUNCHED("upsample_nearest");
     return QD_OK;
 }

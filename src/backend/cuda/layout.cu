@@ -62,28 +62,45 @@ extern "C" qd_status qd_cuda_permute(qd_backend *b, const qd_tensor *x, const in
 
 /* a sub-block of y [outer, len, inner] taken from x [outer, xlen, inner] at offset `start` along the
  * middle dim (slice), or written into y at `start` (concat: the reverse) — as one 3-D copy */
-template <typename T>
-__global__ void block_copy_kernel(const T *x, T *y, int64_t outer, int64_t len, int64_t inner, int64_t xlen, int64_t ylen,
+template <typename T, typename I>
+__global__ void block_copy_kernel(const T *x, T *y, int64_t outer, int64_t len_, int64_t inner_, int64_t xlen, int64_t ylen,
                                   int64_t xstart, int64_t ystart) {
-    const int64_t n = outer * len * inner;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t in = i % inner, mid = (i / inner) % len, o = i / (inner * len);
+    const int64_t n = outer * len_ * inner_;
+    const I len = (I)len_, inner = (I)inner_;
+    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)n; i += (I)gridDim.x * (I)blockDim.x) {
+        const I in = i % inner, mid = (i / inner) % len, o = i / (inner * len);
         y[(o * ylen + ystart + mid) * inner + in] = x[(o * xlen + xstart + mid) * inner + in];
     }
 }
 
 static qd_status block_copy(qd_backend *b, const void *x, void *y, int es, int64_t outer, int64_t len, int64_t inner, int64_t xlen,
                             int64_t ylen, int64_t xstart, int64_t ystart, const char *op) {
+    /* move the widest unit (16, 8, 4 or 2 bytes) that divides a run of `inner` elements and both buffers'
+       alignment: a concat of token rows becomes a copy of 16-byte words */
+    if (es > 0) {
+        const int64_t run = inner * es;
+        int u = 16;
+        while (u > es && (run % u || (uintptr_t)x % u || (uintptr_t)y % u)) u /= 2;
+        if (u > es) {
+            inner = run / u;
+            es = u;
+        }
+    }
     const int64_t n = outer * len * inner;
     if (!n) return QD_OK;
     cudaStream_t s = qd_cuda_of(b)->stream;
     const unsigned g = qd_cuda_blocks(n, 256);
-#define BC(T) block_copy_kernel<<<g, 256, 0, s>>>((const T *)x, (T *)y, outer, len, inner, xlen, ylen, xstart, ystart)
+    /* the largest index is into the bigger of x and y */
+    const bool small = outer * (xlen > ylen ? xlen : ylen) * inner < ((int64_t)1 << 31);
+#define BC(T)                                                                                                  \
+    if (small) block_copy_kernel<T, int32_t><<<g, 256, 0, s>>>((const T *)x, (T *)y, outer, len, inner, xlen, ylen, xstart, ystart); \
+    else block_copy_kernel<T, int64_t><<<g, 256, 0, s>>>((const T *)x, (T *)y, outer, len, inner, xlen, ylen, xstart, ystart)
     switch (es) {
     case 1: BC(uint8_t); break;
     case 2: BC(uint16_t); break;
     case 4: BC(uint32_t); break;
     case 8: BC(uint64_t); break;
+    case 16: BC(uint4); break;
     default: return qd_fail(QD_EUNSUPPORTED, "cuda %s: %d-byte elements", op, es);
     }
 #undef BC

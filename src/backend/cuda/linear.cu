@@ -85,13 +85,20 @@ static qd_status prepare(qd_linear *l) {
         if (e != cudaSuccess) s = qd_cuda_fail(e, "weight upload");
     }
     if (!s && l->bias.data) {
+        /* the effective bias in f32, and in BF16 for matmuls writing BF16 (padded to Np with zeros) */
         float *hb = (float *)calloc((size_t)np, sizeof(float));
-        if (!hb) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+        uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)np);
+        if (!hb || !b16) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
         if (!s) {
             qd_linear_bias_f32(l, hb);
+            for (int64_t i = 0; i < np; i++) {
+                __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
+                memcpy(&b16[i], &v, 2);
+            }
             s = upload(hb, sizeof(float) * (size_t)np, (void **)&d->bias, "bias upload");
         }
-        free(hb);
+        if (!s) s = upload(b16, 2 * (size_t)np, &d->bias16, "bias upload");
+        free(hb), free(b16);
     }
     if (!s && fp8) {
         const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (k / 128);
@@ -107,21 +114,6 @@ static qd_status prepare(qd_linear *l) {
             s = upload(hs, sizeof(float) * (size_t)np, (void **)&d->wscale_vec, "scale upload");
         }
         free(hs);
-        if (!s && l->bias.data) {
-            float *hb = (float *)calloc((size_t)np, sizeof(float));
-            uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)np);
-            if (hb && b16) {
-                qd_linear_bias_f32(l, hb);
-                for (int64_t i = 0; i < np; i++) {
-                    __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
-                    memcpy(&b16[i], &v, 2);
-                }
-                s = upload(b16, 2 * (size_t)np, &d->bias16, "bias upload");
-            } else {
-                s = qd_fail(QD_ENOMEM, "cannot allocate");
-            }
-            free(hb), free(b16);
-        }
         if (!s && l->act == QD_ACT_STATIC_TENSOR) {
             d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
             if (!(d->input_scale > 0.0f)) s = qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
@@ -165,58 +157,161 @@ typedef struct {
     cudaDataType_t bias_type;
 } lt_extra;
 
+/* A matmul plan: the descriptors and the algorithm cuBLASLt's heuristic chose for one shape and type
+ * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
+ * linears of a dozen shapes). Pointers (bias, scales) are set per call. `none`: no algorithm exists. */
+typedef struct {
+    int64_t m, n, k;
+    cudaDataType_t at, bt, dt, bias_type;
+    bool bias, a_scale, b_scale, none;
+    int a_mode, b_mode;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t cand[8]; /* the heuristic's candidates, timed on the first call */
+    int ncand;
+    bool tuned;
+} lt_plan;
+
+#define LT_PLANS 256
+typedef struct {
+    lt_plan p[LT_PLANS];
+    int n, next;
+} lt_cache;
+
+static void plan_free(lt_plan *p) {
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void qd_cuda_plans_free(qd_cuda *c) {
+    lt_cache *lc = (lt_cache *)c->lt_plans;
+    if (!lc) return;
+    for (int i = 0; i < lc->n; i++) plan_free(&lc->p[i]);
+    free(lc);
+    c->lt_plans = NULL;
+}
+
+static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
+    lt_cache *lc = (lt_cache *)c->lt_plans;
+    if (!lc && !(lc = (lt_cache *)calloc(1, sizeof *lc))) return NULL;
+    c->lt_plans = lc;
+    for (int i = 0; i < lc->n; i++) {
+        const lt_plan *p = &lc->p[i];
+        if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
+            p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale &&
+            p->a_mode == key->a_mode && p->b_mode == key->b_mode)
+            return &lc->p[i];
+    }
+    /* a new plan: descriptors, layouts and the heuristic's first algorithm */
+    lt_plan *p;
+    if (lc->n < LT_PLANS) p = &lc->p[lc->n++];
+    else {
+        p = &lc->p[lc->next];
+        lc->next = (lc->next + 1) % LT_PLANS;
+        plan_free(p);
+    }
+    *p = *key;
+    p->op = NULL, p->la = p->lb = p->ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T);
+    if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
+    if (!st && p->bias) {
+        const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e);
+        if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p->bias_type, sizeof p->bias_type);
+    }
+    if (!st && p->a_scale) {
+        const int32_t mode = p->a_mode;
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode);
+    }
+    if (!st && p->b_scale) {
+        const int32_t mode = p->b_mode;
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode);
+    }
+    /* the heuristic must see the pointers' attributes present: dummies that the calls replace. Aligned
+       like cudaMalloc's pointers (256 bytes): the heuristic reads the alignment off them, and a 4-byte
+       aligned dummy made it choose algorithms 40% slower over a FLUX step (measured on an H200). */
+    alignas(256) static const float dummy[64] = {0};
+    const void *dp = dummy;
+    if (!st && p->bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dp, sizeof dp);
+    if (!st && p->a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dp, sizeof dp);
+    if (!st && p->b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dp, sizeof dp);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->n);
+    if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
+    if (!st) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_workspace_bytes,
+                                                       sizeof c->lt_workspace_bytes);
+    cublasLtMatmulHeuristicResult_t h[8] = {};
+    int found = 0;
+    if (!st) st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 8, h, &found);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    p->none = st || !found;
+    p->ncand = 0;
+    for (int i = 0; !p->none && i < found; i++)
+        if (h[i].state == CUBLAS_STATUS_SUCCESS) p->cand[p->ncand++] = h[i].algo;
+    if (!p->ncand) p->none = true;
+    else p->algo = p->cand[0];
+    p->tuned = p->ncand == 1;
+    return p;
+}
+
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; types as given. QD_EUNSUPPORTED when
  * cuBLASLt has no algorithm for the combination (callers may fall back). */
 static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
                              cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, const lt_extra *x) {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T);
-    if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
-    if (!st && bias) {
-        const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
-        const cudaDataType_t bdt = x ? x->bias_type : CUDA_R_32F;
-        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e);
-        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof bdt);
-        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    lt_plan key = {};
+    key.m = m, key.n = n, key.k = k, key.at = at, key.bt = bt, key.dt = dt;
+    key.bias = bias != NULL, key.bias_type = bias ? (x ? x->bias_type : CUDA_R_32F) : CUDA_R_32F;
+    key.a_scale = x && x->a_scale, key.b_scale = x && x->b_scale;
+    key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
+    lt_plan *p = plan_get(c, &key);
+    if (!p) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate a matmul plan", name);
+    if (p->none)
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s': cuBLASLt has no matmul for M %lld, N %lld, K %lld in these types", name, (long long)m,
+                       (long long)n, (long long)k);
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    if (bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    if (!st && key.a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
+    if (!st && key.b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
+    const float one = 1.0f, zero = 0.0f;
+    if (!st && !p->tuned) {
+        /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
+           first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest */
+        cudaEvent_t e0, e1;
+        float best = 1e30f;
+        int pick = 0;
+        if (cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess) {
+            for (int i = 0; i < p->ncand; i++) {
+                float ms = 0;
+                bool ok = true;
+                for (int r = 0; r < 3 && ok; r++) {
+                    if (r == 1) cudaEventRecord(e0, c->stream);
+                    ok = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &zero, d, p->ld, d, p->ld, &p->cand[i], c->lt_workspace,
+                                        c->lt_workspace_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
+                }
+                cudaEventRecord(e1, c->stream);
+                if (ok && cudaEventSynchronize(e1) == cudaSuccess && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess && ms < best) {
+                    best = ms;
+                    pick = i;
+                }
+            }
+            cudaEventDestroy(e0), cudaEventDestroy(e1);
+        }
+        cudaGetLastError();
+        p->algo = p->cand[pick];
+        p->tuned = true;
     }
-    if (!st && x && x->a_scale) {
-        const int32_t mode = x->a_mode;
-        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode);
-        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
-    }
-    if (!st && x && x->b_scale) {
-        const int32_t mode = x->b_mode;
-        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode);
-        if (!st) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
-    }
-    if (!st) st = cublasLtMatrixLayoutCreate(&la, at, (uint64_t)k, (uint64_t)n, k);
-    if (!st) st = cublasLtMatrixLayoutCreate(&lb, bt, (uint64_t)k, (uint64_t)m, k);
-    if (!st) st = cublasLtMatrixLayoutCreate(&ld, dt, (uint64_t)n, (uint64_t)m, n);
-    if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
-    if (!st) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_workspace_bytes,
-                                                       sizeof c->lt_workspace_bytes);
-    cublasLtMatmulHeuristicResult_t h = {};
-    int found = 0;
-    if (!st) st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &h, &found);
-    qd_status s = QD_OK;
-    if (st || !found) {
-        s = qd_fail(QD_EUNSUPPORTED, "layer '%s': cuBLASLt has no matmul for M %lld, N %lld, K %lld in these types (status %d)", name, (long long)m,
-                    (long long)n, (long long)k, (int)st);
-    } else {
-        const float one = 1.0f, zero = 0.0f;
-        st = cublasLtMatmul(c->lt, op, &one, a, la, bm, lb, &zero, d, ld, d, ld, &h.algo, c->lt_workspace, c->lt_workspace_bytes, c->stream);
-        if (st) s = qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
-    }
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
-    return s;
+    if (!st) st = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &zero, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+                                 c->lt_workspace_bytes, c->stream);
+    if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
+    return QD_OK;
 }
 
 static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
@@ -245,6 +340,12 @@ static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, con
     const bool half_w = d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16;
     if (half_w && x->dtype == d->wt && y->dtype != QD_DTYPE_F16) {
         qd_status s = lt_matmul(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias);
+        if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
+            /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
+               its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
+            lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF};
+            s = lt_matmul_x(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, &ex);
+        }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
         /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
         float *yf = NULL;

@@ -66,10 +66,45 @@ static qd_status rows_of(const char *op, const qd_tensor *x, const qd_tensor *y,
     return QD_OK;
 }
 
+/* rows of at most 1024: one warp per row (per-head q/k norms are rows of 128 — a block per row would
+ * leave most of its threads idle and pay two block barriers per row) */
+__global__ void rms_warp_kernel(const void *x, int xt, const void *w, int wt, float eps, void *y, int yt, int64_t rows, int d) {
+    const int64_t row = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const int64_t base = row * d;
+    float v[32];
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int i = lane + 32 * j;
+        v[j] = i < d ? qd_ld(x, xt, base + i) : 0.0f;
+        ss += v[j] * v[j];
+    }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float r = rsqrtf(ss / (float)d + eps);
+    const bool round_first = w && wt != QD_DTYPE_F32;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int i = lane + 32 * j;
+        if (i >= d) break;
+        float o = v[j] * r;
+        if (round_first) o = qd_round_to(wt, o);
+        if (w) o *= qd_ld(w, wt, i);
+        qd_st(y, yt, base + i, o);
+    }
+}
+
 extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
     int64_t rows, d;
     qd_status s = rows_of("rms_norm", x, y, w, &rows, &d);
     if (s || !rows) return s;
+    if (d <= 1024) {
+        rms_warp_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w ? w->data : NULL,
+                                                                                      w ? w->dtype : 0, eps, y->data, y->dtype, rows, (int)d);
+        QD_CUDA_LAUNCHED("rms_norm");
+        return QD_OK;
+    }
     rms_kernel<<<(unsigned)rows, 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w ? w->data : NULL, w ? w->dtype : 0, eps,
                                                                   y->data, y->dtype, d);
     QD_CUDA_LAUNCHED("rms_norm");

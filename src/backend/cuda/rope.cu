@@ -3,13 +3,14 @@
  * One thread per pair; both members are read before either is written, so in place is safe. */
 #include "backend/cuda/cuda_internal.cuh"
 
+template <typename I>
 __global__ void rope_kernel(const void *x, int xt, const float *cs, const float *sn, bool interleaved, void *y, int yt, int64_t pairs,
-                            int64_t L, int64_t H, int64_t D) {
-    const int64_t h2 = D / 2;
-    for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < pairs; p += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t i = p % h2, row = p / h2; /* row = (b, l, h) */
-        const int64_t l = (row / H) % L;
-        const int64_t a = row * D + (interleaved ? 2 * i : i), c = row * D + (interleaved ? 2 * i + 1 : i + h2);
+                            int64_t L_, int64_t H_, int64_t D_) {
+    const I L = (I)L_, H = (I)H_, D = (I)D_, h2 = D / 2;
+    for (I p = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; p < (I)pairs; p += (I)gridDim.x * (I)blockDim.x) {
+        const I i = p % h2, row = p / h2; /* row = (b, l, h) */
+        const I l = (row / H) % L;
+        const I a = row * D + (interleaved ? 2 * i : i), c = row * D + (interleaved ? 2 * i + 1 : i + h2);
         const float xa = qd_ld(x, xt, a), xb = qd_ld(x, xt, c), co = cs[l * h2 + i], si = sn[l * h2 + i];
         qd_st(y, yt, a, xa * co - xb * si);
         qd_st(y, yt, c, xb * co + xa * si);
@@ -28,7 +29,11 @@ extern "C" qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_te
         return qd_fail(QD_EINVAL, "cuda rope: cos and sin must be F32 [L, D/2] = [%lld, %lld] (D even)", (long long)L, (long long)(D / 2));
     const int64_t pairs = qd_tensor_elements(x) / 2;
     if (!pairs) return QD_OK;
-    rope_kernel<<<qd_cuda_blocks(pairs, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, (const float *)cos->data,
+    if (2 * pairs < ((int64_t)1 << 31))
+        rope_kernel<int32_t><<<qd_cuda_blocks(pairs, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, (const float *)cos->data,
+                                                                                            (const float *)sin->data, mode == QD_ROPE_INTERLEAVED,
+                                                                                            y->data, y->dtype, pairs, L, H, D);
+    else rope_kernel<int64_t><<<qd_cuda_blocks(pairs, 256), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, (const float *)cos->data,
                                                                                (const float *)sin->data, mode == QD_ROPE_INTERLEAVED,
                                                                                y->data, y->dtype, pairs, L, H, D);
     QD_CUDA_LAUNCHED("rope");
