@@ -79,6 +79,28 @@ qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, cons
     return s;
 }
 
+qd_status qd_model_table(const qd_model_ctx *m, const char *name, int64_t rows, int64_t cols, qd_tensor *t) {
+    memset(t, 0, sizeof *t);
+    const int64_t shape[2] = {rows, cols};
+    const qd_ckpt_entry *e = m->random_weights ? NULL : qd_ckpt_find(m->ck, name);
+    const qd_st_tensor *st = e ? e->tensor : NULL;
+    if (st && st->rank == 2 && st->shape[0] == rows && st->shape[1] == cols && (st->dtype == QD_DTYPE_BF16 || st->dtype == QD_DTYPE_F16)) {
+        qd_status s = qd_tensor_new(m->backend, t, st->dtype, 2, shape);
+        if (!s) s = m->backend->ops->upload(m->backend, t, qd_st_data(e->file, st));
+        if (s) qd_tensor_free(t);
+        return s;
+    }
+    if (!m->random_weights) return qd_model_param(m, name, 2, shape, t); /* F32, or the error that names the problem */
+    uint16_t *bf = malloc(sizeof *bf * (size_t)(rows * cols) + 2);
+    if (!bf) return qd_fail(QD_ENOMEM, "cannot allocate '%s' (%lld x %lld)", name, (long long)rows, (long long)cols);
+    qd_random_table_bf16(m->random_seed, name, rows, cols, bf);
+    qd_status s = qd_tensor_new(m->backend, t, QD_DTYPE_BF16, 2, shape);
+    if (!s) s = m->backend->ops->upload(m->backend, t, bf);
+    free(bf);
+    if (s) qd_tensor_free(t);
+    return s;
+}
+
 static qd_status config_number(const char *label, const json_t *cfg, const char *key, double *out, bool *present) {
     json_t *v = json_object_get(cfg, key);
     *present = v && !json_is_null(v);

@@ -37,6 +37,10 @@ qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* A small parameter (norm weights, biases, tables) as an F32 backend tensor of the expected shape. */
 qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t);
+/* A large lookup table (token embeddings) kept in its stored dtype when that is BF16 or F16 — half the
+ * memory of F32 for a 150k-token vocabulary, and exact either way, since lookups only copy rows. Random
+ * weights draw it directly as BF16 (qd_random_table_bf16). */
+qd_status qd_model_table(const qd_model_ctx *m, const char *name, int64_t rows, int64_t cols, qd_tensor *t);
 /* Does the checkpoint hold `name`? */
 bool qd_model_has(const qd_model_ctx *m, const char *name);
 

@@ -104,7 +104,7 @@ qd_status qd_clip_load(const qd_model_ctx *ctx, const qd_clip_config *c, qd_clip
     char n[256];
     const int64_t D = c->hidden;
 #define ROOT(name) (snprintf(n, sizeof n, "%s%s", root, name), n)
-    if (!s) s = qd_model_param(ctx, ROOT("embeddings.token_embedding.weight"), 2, (int64_t[]){c->vocab, D}, &m->tok);
+    if (!s) s = qd_model_table(ctx, ROOT("embeddings.token_embedding.weight"), c->vocab, D, &m->tok);
     if (!s) s = qd_model_param(ctx, ROOT("embeddings.position_embedding.weight"), 2, (int64_t[]){c->max_positions, D}, &m->pos);
     if (!s) s = qd_model_param(ctx, ROOT("final_layer_norm.weight"), 1, (int64_t[]){D}, &m->final_w);
     if (!s) s = qd_model_param(ctx, ROOT("final_layer_norm.bias"), 1, (int64_t[]){D}, &m->final_b);

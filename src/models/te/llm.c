@@ -154,7 +154,7 @@ qd_status qd_llm_load(const qd_model_ctx *ctx, const qd_llm_config *c, int64_t m
     const char *root = !ctx->random_weights && qd_model_has(ctx, "model.embed_tokens.weight") ? "model." : "";
     char n[256];
     snprintf(n, sizeof n, "%sembed_tokens.weight", root);
-    if (!s) s = qd_model_param(ctx, n, 2, (int64_t[]){c->vocab, c->hidden}, &m->embed);
+    if (!s) s = qd_model_table(ctx, n, c->vocab, c->hidden, &m->embed);
     for (int64_t i = 0; !s && i < max_index && i < c->layers; i++) {
         char prefix[64];
         snprintf(prefix, sizeof prefix, "%slayers.%lld", root, (long long)i);

@@ -143,7 +143,7 @@ qd_status qd_t5_load(const qd_model_ctx *ctx, const qd_t5_config *c, qd_t5 **out
     qd_status s = m->blocks ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate the T5 blocks");
     /* the shared table is saved once: as `shared` or as the encoder's own embed_tokens */
     const char *emb = ctx->random_weights || qd_model_has(ctx, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
-    if (!s) s = qd_model_param(ctx, emb, 2, (int64_t[]){c->vocab, c->d_model}, &m->embed);
+    if (!s) s = qd_model_table(ctx, emb, c->vocab, c->d_model, &m->embed);
     for (int64_t i = 0; !s && i < c->layers; i++) s = load_block(ctx, c, i, &m->blocks[i]);
     if (!s) s = qd_model_param(ctx, "encoder.final_layer_norm.weight", 1, (int64_t[]){c->d_model}, &m->final_norm);
     if (s) {
