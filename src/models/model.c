@@ -143,6 +143,20 @@ qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, 
     return QD_OK;
 }
 
+qd_status qd_config_size(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t max, int64_t *out) {
+    qd_status s = qd_config_int(label, cfg, key, def, out);
+    if (s) return s;
+    if (*out < 0 && def < 0) return qd_fail(QD_EFORMAT, "%s: '%s' is required", label, key);
+    if (*out < 1 || *out > max) return qd_fail(QD_EFORMAT, "%s: '%s' is %lld, expected 1..%lld", label, key, (long long)*out, (long long)max);
+    return QD_OK;
+}
+
+qd_status qd_config_eps(const char *label, const json_t *cfg, const char *key, double def, double *out) {
+    qd_status s = qd_config_float(label, cfg, key, def, out);
+    if (!s && !(*out > 0.0 && *out < 1.0)) s = qd_fail(QD_EFORMAT, "%s: '%s' is %g, expected a value in (0, 1)", label, key, *out);
+    return s;
+}
+
 void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                            float *out) {
     int half = dim / 2;

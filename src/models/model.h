@@ -48,6 +48,10 @@ bool qd_model_has(const qd_model_ctx *m, const char *name);
 qd_status qd_config_int(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t *out);
 qd_status qd_config_float(const char *label, const json_t *cfg, const char *key, double def, double *out);
 qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, bool def, bool *out);
+/* A size in 1..max (def < 0: the key is required), so products of sizes cannot overflow. */
+qd_status qd_config_size(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t max, int64_t *out);
+/* A norm epsilon: finite, in (0, 1). */
+qd_status qd_config_eps(const char *label, const json_t *cfg, const char *key, double def, double *out);
 
 /* get_timestep_embedding (models.md §1.1): [cos | sin] when flip_sin_to_cos, freq_i =
  * exp(−ln(10000)·i/(half − shift)), in f32. out is [n, dim]. */

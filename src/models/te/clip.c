@@ -30,18 +30,18 @@ qd_status qd_clip_config_parse(const char *label, const json_t *cfg, qd_clip_con
     const json_t *tc = json_object_get(cfg, "text_config");
     if (json_is_object(tc)) cfg = tc;
     qd_status s = QD_OK;
-    if (!s) s = qd_config_int(label, cfg, "hidden_size", 512, &c->hidden);
-    if (!s) s = qd_config_int(label, cfg, "num_attention_heads", 8, &c->heads);
-    if (!s) s = qd_config_int(label, cfg, "intermediate_size", 2048, &c->ffn);
-    if (!s) s = qd_config_int(label, cfg, "num_hidden_layers", 12, &c->layers);
-    if (!s) s = qd_config_int(label, cfg, "vocab_size", 49408, &c->vocab);
-    if (!s) s = qd_config_int(label, cfg, "max_position_embeddings", 77, &c->max_positions);
+    if (!s) s = qd_config_size(label, cfg, "hidden_size", 512, 1 << 20, &c->hidden);
+    if (!s) s = qd_config_size(label, cfg, "num_attention_heads", 8, 4096, &c->heads);
+    if (!s) s = qd_config_size(label, cfg, "intermediate_size", 2048, 1 << 22, &c->ffn);
+    if (!s) s = qd_config_size(label, cfg, "num_hidden_layers", 12, 4096, &c->layers);
+    if (!s) s = qd_config_size(label, cfg, "vocab_size", 49408, 1 << 24, &c->vocab);
+    if (!s) s = qd_config_size(label, cfg, "max_position_embeddings", 77, 1 << 20, &c->max_positions);
     if (!s) s = qd_config_int(label, cfg, "eos_token_id", 2, &c->eos_token_id);
-    if (!s) s = qd_config_float(label, cfg, "layer_norm_eps", 1e-5, &c->eps);
+    if (!s) s = qd_config_eps(label, cfg, "layer_norm_eps", 1e-5, &c->eps);
     if (s) return s;
-    if (c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads || (c->hidden / c->heads) % 2 || c->ffn <= 0 || c->layers <= 0 ||
-        c->vocab <= 0 || c->max_positions <= 0) {
-        return qd_fail(QD_EFORMAT, "%s: sizes must be positive and hidden_size divisible by num_attention_heads", label);
+    if (c->hidden % c->heads) {
+        return qd_fail(QD_EFORMAT, "%s: hidden_size %lld must be divisible by num_attention_heads (%lld)", label,
+                       (long long)c->hidden, (long long)c->heads);
     }
     const char *act = qd_json_string(cfg, "hidden_act");
     if (!act || !strcmp(act, "quick_gelu")) c->act = QD_ACT_QUICK_GELU;

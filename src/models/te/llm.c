@@ -8,6 +8,7 @@
  * (Qwen2's q/k/v). */
 #include "models/te/llm.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ static qd_status parse_rope(const char *label, const json_t *cfg, double *theta)
     }
     qd_status s = qd_config_float(label, cfg, "rope_theta", 10000.0, theta);
     if (!s && p && json_is_object(p)) s = qd_config_float(label, p, "rope_theta", *theta, theta);
-    if (!s && !(*theta > 1.0)) s = qd_fail(QD_EFORMAT, "%s: rope_theta must be > 1", label);
+    if (!s && !(*theta > 1.0 && isfinite(*theta))) s = qd_fail(QD_EFORMAT, "%s: rope_theta must be a finite number > 1", label);
     return s;
 }
 
@@ -62,26 +63,25 @@ static bool is_qwen3(const json_t *cfg) {
 qd_status qd_llm_config_parse(const char *label, const json_t *cfg, qd_llm_config *c) {
     memset(c, 0, sizeof *c);
     qd_status s = QD_OK;
-    if (!s) s = qd_config_int(label, cfg, "hidden_size", -1, &c->hidden);
-    if (!s) s = qd_config_int(label, cfg, "num_hidden_layers", -1, &c->layers);
-    if (!s) s = qd_config_int(label, cfg, "num_attention_heads", -1, &c->heads);
-    if (!s) s = qd_config_int(label, cfg, "num_key_value_heads", c->heads, &c->kv_heads);
-    if (!s) s = qd_config_int(label, cfg, "intermediate_size", -1, &c->ffn);
-    if (!s) s = qd_config_int(label, cfg, "vocab_size", -1, &c->vocab);
-    if (!s) s = qd_config_float(label, cfg, "rms_norm_eps", 1e-6, &c->eps);
+    if (!s) s = qd_config_size(label, cfg, "hidden_size", -1, 1 << 20, &c->hidden);
+    if (!s) s = qd_config_size(label, cfg, "num_hidden_layers", -1, 4096, &c->layers);
+    if (!s) s = qd_config_size(label, cfg, "num_attention_heads", -1, 4096, &c->heads);
+    if (!s) s = qd_config_size(label, cfg, "num_key_value_heads", c->heads, 4096, &c->kv_heads);
+    if (!s) s = qd_config_size(label, cfg, "intermediate_size", -1, 1 << 22, &c->ffn);
+    if (!s) s = qd_config_size(label, cfg, "vocab_size", -1, 1 << 24, &c->vocab);
+    if (!s) s = qd_config_eps(label, cfg, "rms_norm_eps", 1e-6, &c->eps);
     if (s) return s;
-    if (c->hidden <= 0 || c->layers <= 0 || c->heads <= 0 || c->ffn <= 0 || c->vocab <= 0) {
-        return qd_fail(QD_EFORMAT, "%s: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and vocab_size "
-                                   "must be present and positive", label);
-    }
-    if (c->kv_heads <= 0 || c->heads % c->kv_heads) {
+    if (c->heads % c->kv_heads) {
         return qd_fail(QD_EFORMAT, "%s: num_key_value_heads (%lld) must divide num_attention_heads (%lld)", label,
                        (long long)c->kv_heads, (long long)c->heads);
     }
-    if ((s = qd_config_int(label, cfg, "head_dim", c->hidden % c->heads ? -1 : c->hidden / c->heads, &c->head_dim))) return s;
-    if (c->head_dim <= 0 || c->head_dim % 2 || c->head_dim > 1024) {
-        return qd_fail(QD_EFORMAT, "%s: head_dim must be a positive even size (or hidden_size divisible by the heads)", label);
+    /* head_dim: explicit (Qwen3, Mistral-Small), else hidden / heads */
+    const json_t *hdv = json_object_get(cfg, "head_dim");
+    if ((!hdv || json_is_null(hdv)) && c->hidden % c->heads) {
+        return qd_fail(QD_EFORMAT, "%s: no head_dim and hidden_size is not divisible by num_attention_heads", label);
     }
+    if ((s = qd_config_size(label, cfg, "head_dim", c->hidden / c->heads, 1024, &c->head_dim))) return s;
+    if (c->head_dim % 2) return qd_fail(QD_EFORMAT, "%s: head_dim %lld must be even (RoPE rotates pairs)", label, (long long)c->head_dim);
     const char *act = qd_json_string(cfg, "hidden_act");
     if (act && strcmp(act, "silu")) return qd_fail(QD_EUNSUPPORTED, "%s: hidden_act '%s' (only silu, SwiGLU MLPs)", label, act);
     double partial = 1.0;
@@ -90,8 +90,8 @@ qd_status qd_llm_config_parse(const char *label, const json_t *cfg, qd_llm_confi
     if ((s = parse_rope(label, cfg, &c->rope_theta))) return s;
     bool sliding = true;
     if ((s = qd_config_bool(label, cfg, "use_sliding_window", true, &sliding))) return s;
-    if (sliding && (s = qd_config_int(label, cfg, "sliding_window", 0, &c->sliding_window))) return s;
-    if (c->sliding_window < 0) return qd_fail(QD_EFORMAT, "%s: sliding_window must be positive or null", label);
+    const json_t *sw = json_object_get(cfg, "sliding_window");
+    if (sliding && sw && !json_is_null(sw) && (s = qd_config_size(label, cfg, "sliding_window", 0, INT64_C(1) << 40, &c->sliding_window))) return s;
     c->qk_norm = is_qwen3(cfg);
     return QD_OK;
 }

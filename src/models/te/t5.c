@@ -30,21 +30,18 @@ struct qd_t5 {
 qd_status qd_t5_config_parse(const char *label, const json_t *cfg, qd_t5_config *c) {
     memset(c, 0, sizeof *c);
     qd_status s = QD_OK;
-    if (!s) s = qd_config_int(label, cfg, "d_model", -1, &c->d_model);
-    if (!s) s = qd_config_int(label, cfg, "d_kv", -1, &c->d_kv);
-    if (!s) s = qd_config_int(label, cfg, "num_heads", -1, &c->heads);
-    if (!s) s = qd_config_int(label, cfg, "d_ff", -1, &c->d_ff);
-    if (!s) s = qd_config_int(label, cfg, "num_layers", -1, &c->layers);
-    if (!s) s = qd_config_int(label, cfg, "vocab_size", -1, &c->vocab);
-    if (!s) s = qd_config_int(label, cfg, "relative_attention_num_buckets", 32, &c->buckets);
-    if (!s) s = qd_config_int(label, cfg, "relative_attention_max_distance", 128, &c->max_distance);
-    if (!s) s = qd_config_float(label, cfg, "layer_norm_epsilon", 1e-6, &c->eps);
+    if (!s) s = qd_config_size(label, cfg, "d_model", -1, 1 << 20, &c->d_model);
+    if (!s) s = qd_config_size(label, cfg, "d_kv", -1, 4096, &c->d_kv);
+    if (!s) s = qd_config_size(label, cfg, "num_heads", -1, 4096, &c->heads);
+    if (!s) s = qd_config_size(label, cfg, "d_ff", -1, 1 << 22, &c->d_ff);
+    if (!s) s = qd_config_size(label, cfg, "num_layers", -1, 4096, &c->layers);
+    if (!s) s = qd_config_size(label, cfg, "vocab_size", -1, 1 << 24, &c->vocab);
+    if (!s) s = qd_config_size(label, cfg, "relative_attention_num_buckets", 32, 4096, &c->buckets);
+    if (!s) s = qd_config_size(label, cfg, "relative_attention_max_distance", 128, 1 << 24, &c->max_distance);
+    if (!s) s = qd_config_eps(label, cfg, "layer_norm_epsilon", 1e-6, &c->eps);
     if (s) return s;
-    if (c->d_model <= 0 || c->d_kv <= 0 || c->heads <= 0 || c->d_ff <= 0 || c->layers <= 0 || c->vocab <= 0) {
-        return qd_fail(QD_EFORMAT, "%s: d_model, d_kv, num_heads, d_ff, num_layers and vocab_size must be present and positive", label);
-    }
-    if (c->buckets < 4 || c->buckets > 4096 || c->max_distance <= c->buckets / 4 || c->max_distance > (1 << 24)) {
-        return qd_fail(QD_EFORMAT, "%s: relative_attention_num_buckets (%lld) must be 4..4096 and relative_attention_max_distance "
+    if (c->buckets < 4 || c->max_distance <= c->buckets / 4) {
+        return qd_fail(QD_EFORMAT, "%s: relative_attention_num_buckets (%lld) must be at least 4 and relative_attention_max_distance "
                                    "(%lld) above a quarter of it", label, (long long)c->buckets, (long long)c->max_distance);
     }
     /* feed_forward_proj: "[gated-]ACT"; transformers turns gated-gelu into gelu_new (tanh) */

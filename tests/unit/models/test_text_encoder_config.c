@@ -76,6 +76,15 @@ static void test_llm_config(void **state) {
     assert_non_null(strstr(qd_last_error(), "hidden_size"));
     assert_int_equal(llm("{" LLM_BASE ",\"rope_theta\":\"big\"}", &c), QD_EFORMAT);
     assert_non_null(strstr(qd_last_error(), "rope_theta"));
+    assert_int_equal(llm("{" LLM_BASE ",\"rms_norm_eps\":-1e-6}", &c), QD_EFORMAT);
+    assert_non_null(strstr(qd_last_error(), "rms_norm_eps"));
+    assert_int_equal(llm("{" LLM_BASE ",\"head_dim\":15}", &c), QD_EFORMAT);
+    assert_non_null(strstr(qd_last_error(), "head_dim"));
+    /* sizes are bounded, so their products cannot overflow */
+    assert_int_equal(llm("{\"hidden_size\":4611686018427387904,\"num_hidden_layers\":3,\"num_attention_heads\":4,"
+                         "\"intermediate_size\":160,\"vocab_size\":1000}", &c), QD_EFORMAT);
+    assert_non_null(strstr(qd_last_error(), "hidden_size"));
+    assert_int_equal(llm("{" LLM_BASE ",\"sliding_window\":0}", &c), QD_EFORMAT);
 }
 
 static qd_status t5(const char *text, qd_t5_config *c) {
@@ -103,6 +112,8 @@ static void test_t5_config(void **state) {
     assert_non_null(strstr(qd_last_error(), "feed_forward_proj"));
     assert_int_equal(t5("{" T5_BASE ",\"relative_attention_num_buckets\":2}", &c), QD_EFORMAT);
     assert_int_equal(t5("{\"d_model\":64}", &c), QD_EFORMAT);
+    assert_int_equal(t5("{" T5_BASE ",\"layer_norm_epsilon\":0}", &c), QD_EFORMAT);
+    assert_non_null(strstr(qd_last_error(), "layer_norm_epsilon"));
 }
 
 int main(void) {
