@@ -18,21 +18,9 @@
 #include "models/te/clip.h"
 #include "models/te/llm.h"
 #include "models/te/t5.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
-            __builtin_trap();                                                                          \
-        }                                                                                              \
-    } while (0)
-
-static void check_failed(qd_status s) {
-    CHECK(s != QD_OK);
-    CHECK(qd_last_error()[0] != '\0');
-}
 
 static int in(int64_t v, int64_t max) { return v >= 1 && v <= max; }
 
