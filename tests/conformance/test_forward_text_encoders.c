@@ -313,6 +313,39 @@ static void test_random_weights(void **state) {
     }
 }
 
+/* UMT5 (Wan's encoder) is T5 with a relative-bias table in every layer: the t5_tiny_a configuration as
+ * UMT5EncoderModel with random weights runs, draws those tables (the model differs from the T5 form of
+ * the same draw, whose layers 1.. reuse layer 0's bias) */
+static void test_umt5_random(void **state) {
+    env *e = *state;
+    const char *io = FIX "/t5_tiny_a/io.safetensors";
+    char *out[2];
+    for (int k = 0; k < 2; k++) {
+        char sub[64], name[64];
+        snprintf(sub, sizeof sub, "umt5-config-%d", k);
+        snprintf(name, sizeof name, "umt5-random-%d.safetensors", k);
+        char *dir = qt_path(e->dir, sub), *cfg = qt_path(dir, "config.json");
+        json_t *j = json_load_file(FIX "/t5_tiny_a/text_encoder/config.json", 0, NULL);
+        assert_non_null(j);
+        if (k) {
+            json_object_set_new(j, "model_type", json_string("umt5"));
+            json_object_set_new(j, "architectures", json_pack("[s]", "UMT5EncoderModel"));
+        }
+        qt_write_text(cfg, ""); /* creates the folder */
+        assert_int_equal(json_dump_file(j, cfg, 0), 0);
+        json_decref(j);
+        out[k] = qt_path(e->dir, name);
+        char *so = NULL, *se = NULL;
+        int rc = qt_run_qdit(&so, &se, "forward", "--component", dir, "--random-weights", "--inputs", io, "--output", out[k], NULL);
+        if (rc) fail_msg("umt5 random run %d: %s", k, se);
+        free(so), free(se), free(dir), free(cfg);
+    }
+    double d = qt_rel_l2(out[1], "last_hidden_state", out[0], "last_hidden_state");
+    print_message("t5_tiny_a as UMT5 (per-layer relative bias) vs as T5, same random draw: relative L2 %.3e\n", d);
+    assert_true(d > 1e-4);
+    free(out[0]), free(out[1]);
+}
+
 /* bad inputs: named, never a crash */
 static void test_bad_inputs(void **state) {
     env *e = *state;
@@ -359,6 +392,7 @@ int main(void) {
         cmocka_unit_test(test_published_forms),
         cmocka_unit_test(test_t5_mask),
         cmocka_unit_test(test_random_weights),
+        cmocka_unit_test(test_umt5_random),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
