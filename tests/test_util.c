@@ -160,26 +160,49 @@ void qt_write_raw_safetensors(const char *path, const char *header_json, const v
     free(buf);
 }
 
-double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *name_b) {
-    qd_st_file *fa, *fb;
+/* ‖a − b‖ / ‖b‖, over the rows whose mask entry is nonzero when `mask` (I64 [B, L], rows = the
+ * elements of a per mask entry) is given */
+static double rel_l2(const char *a, const char *name_a, const char *b, const char *name_b, const char *mf, const char *mask_name) {
+    qd_st_file *fa, *fb, *fm = NULL;
     if (qd_st_open(a, &fa)) fail_msg("%s: %s", a, qd_last_error());
     if (qd_st_open(b, &fb)) fail_msg("%s: %s", b, qd_last_error());
-    const qd_st_tensor *ta = qd_st_find(fa, name_a), *tb = qd_st_find(fb, name_b);
+    if (mf && qd_st_open(mf, &fm)) fail_msg("%s: %s", mf, qd_last_error());
+    const qd_st_tensor *ta = qd_st_find(fa, name_a), *tb = qd_st_find(fb, name_b), *tm = fm ? qd_st_find(fm, mask_name) : NULL;
     if (!ta) fail_msg("%s has no tensor %s", a, name_a);
     if (!tb) fail_msg("%s has no tensor %s", b, name_b);
+    if (fm && !tm) fail_msg("%s has no tensor %s", mf, mask_name);
     assert_int_equal(ta->dtype, QD_DTYPE_F32);
     assert_int_equal(tb->dtype, QD_DTYPE_F32);
     assert_int_equal(ta->rank, tb->rank);
     for (int i = 0; i < ta->rank; i++) assert_int_equal(ta->shape[i], tb->shape[i]);
+    const int64_t *mask = NULL;
+    uint64_t per = 1;
+    if (tm) {
+        assert_int_equal(tm->dtype, QD_DTYPE_I64);
+        assert_true(tm->rank <= ta->rank);
+        for (int i = 0; i < tm->rank; i++) assert_int_equal(tm->shape[i], ta->shape[i]);
+        mask = qd_st_data(fm, tm);
+        per = ta->elements / tm->elements;
+    }
     const float *x = qd_st_data(fa, ta), *y = qd_st_data(fb, tb);
     double num = 0, den = 0;
     for (uint64_t i = 0; i < ta->elements; i++) {
+        if (mask && !mask[i / per]) continue;
         if (!isfinite(x[i])) fail_msg("%s: %s[%llu] is not finite", a, name_a, (unsigned long long)i);
         double d = (double)x[i] - y[i];
         num += d * d;
         den += (double)y[i] * y[i];
     }
     if (!(den > 0)) fail_msg("%s: reference %s is all zeros", b, name_b);
-    qd_st_close(fa), qd_st_close(fb);
+    qd_st_close(fa), qd_st_close(fb), qd_st_close(fm);
     return sqrt(num / den);
+}
+
+double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *name_b) {
+    return rel_l2(a, name_a, b, name_b, NULL, NULL);
+}
+
+double qt_rel_l2_masked(const char *a, const char *name_a, const char *b, const char *name_b, const char *mask_file,
+                        const char *mask_name) {
+    return rel_l2(a, name_a, b, name_b, mask_file, mask_name);
 }

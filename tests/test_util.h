@@ -41,5 +41,9 @@ void qt_write_raw_safetensors(const char *path, const char *header_json, const v
  * which must have the same shape; fails the test on a missing tensor, another dtype or shape, a
  * non-finite value in a, or an all-zero reference. */
 double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *name_b);
+/* The same over the positions where `mask_name` (I64 [B, L] in mask_file) is nonzero: the leading dims of
+ * the compared tensors are the mask's (masked positions of a padded batch are not compared). */
+double qt_rel_l2_masked(const char *a, const char *name_a, const char *b, const char *name_b, const char *mask_file,
+                        const char *mask_name);
 
 #endif

@@ -16,6 +16,9 @@
 #include "load/sources.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
+#include "models/te/clip.h"
+#include "models/te/llm.h"
+#include "models/te/t5.h"
 #include "models/vae/kl.h"
 #include "quant/resolve.h"
 
@@ -73,22 +76,118 @@ static qd_status host_input(const qd_st_file *io, const char *name, int64_t want
     return QD_OK;
 }
 
-static qd_status write_output(qd_backend *be, const char *path, const char *name, const qd_tensor *t) {
-    float *host = malloc(sizeof *host * (size_t)qd_tensor_elements(t) + 4);
-    if (!host) return qd_fail(QD_ENOMEM, "cannot allocate the output");
-    qd_tensor f32 = {0};
-    qd_status s = qd_tensor_new(be, &f32, QD_DTYPE_F32, t->rank, t->shape);
-    if (!s) s = be->ops->copy(be, t, &f32);
-    if (!s) s = be->ops->download(be, &f32, host);
-    qd_tensor_free(&f32);
+/* Named outputs, written as F32 into one safetensors file. */
+static qd_status write_outputs(qd_backend *be, const char *path, int n, const char *const *names, const qd_tensor *ts) {
+    float *host[8] = {0};
+    qd_status s = n <= 8 ? QD_OK : qd_fail(QD_EINVAL, "too many outputs");
+    for (int i = 0; i < n && !s; i++) {
+        const qd_tensor *t = &ts[i];
+        host[i] = malloc(sizeof *host[i] * (size_t)qd_tensor_elements(t) + 4);
+        if (!host[i]) s = qd_fail(QD_ENOMEM, "cannot allocate the output");
+        qd_tensor f32 = {0};
+        if (!s) s = qd_tensor_new(be, &f32, QD_DTYPE_F32, t->rank, t->shape);
+        if (!s) s = be->ops->copy(be, t, &f32);
+        if (!s) s = be->ops->download(be, &f32, host[i]);
+        qd_tensor_free(&f32);
+    }
     qd_st_writer *w = NULL;
     if (!s) s = qd_st_writer_create(path, &w);
-    if (!s) s = qd_st_writer_add(w, name, QD_DTYPE_F32, t->rank, t->shape);
+    for (int i = 0; i < n && !s; i++) s = qd_st_writer_add(w, names[i], QD_DTYPE_F32, ts[i].rank, ts[i].shape);
     if (!s) s = qd_st_writer_meta(w, "producer", "qdit forward");
-    if (!s) s = qd_st_writer_put(w, name, host, sizeof *host * (uint64_t)qd_tensor_elements(t));
+    for (int i = 0; i < n && !s; i++) s = qd_st_writer_put(w, names[i], host[i], sizeof *host[i] * (uint64_t)qd_tensor_elements(&ts[i]));
     if (!s) s = qd_st_writer_finish(w);
     else if (w) qd_st_writer_abort(w);
-    free(host);
+    for (int i = 0; i < n && i < 8; i++) free(host[i]);
+    return s;
+}
+
+static qd_status write_output(qd_backend *be, const char *path, const char *name, const qd_tensor *t) {
+    return write_outputs(be, path, 1, &name, t);
+}
+
+/* Token ids [B, L] (I64 or I32) as host int64, and an optional `attention_mask` of the same shape. */
+static qd_status ids_input(const qd_st_file *io, int64_t **ids, int64_t **mask, int64_t *B, int64_t *L) {
+    *ids = *mask = NULL;
+    const char *names[2] = {"input_ids", "attention_mask"};
+    int64_t **dst[2] = {ids, mask};
+    for (int k = 0; k < 2; k++) {
+        const qd_st_tensor *st = qd_st_find(io, names[k]);
+        if (!st && k == 1) break;
+        if (!st) return qd_fail(QD_EINVAL, "%s: no input named 'input_ids'", io->path);
+        if ((st->dtype != QD_DTYPE_I64 && st->dtype != QD_DTYPE_I32) || st->rank != 2 || st->shape[0] < 1 || st->shape[1] < 1 ||
+            (k == 1 && (st->shape[0] != *B || st->shape[1] != *L))) {
+            return qd_fail(QD_EINVAL, "%s: '%s' must be I64 or I32 [B, L]%s", io->path, names[k], k ? " like input_ids" : "");
+        }
+        if (k == 0) *B = st->shape[0], *L = st->shape[1];
+        int64_t *v = malloc(sizeof *v * (size_t)st->elements);
+        if (!v) return qd_fail(QD_ENOMEM, "cannot allocate '%s'", names[k]);
+        const uint8_t *p = (const uint8_t *)qd_st_data(io, st);
+        for (uint64_t i = 0; i < st->elements; i++) {
+            if (st->dtype == QD_DTYPE_I64) memcpy(&v[i], p + 8 * i, 8);
+            else {
+                int32_t x;
+                memcpy(&x, p + 4 * i, 4);
+                v[i] = x;
+            }
+        }
+        *dst[k] = v;
+    }
+    return QD_OK;
+}
+
+typedef enum { TE_NONE, TE_CLIP, TE_T5, TE_LLM } te_kind;
+
+static te_kind te_of(const char *cls) {
+    static const char *const llm[] = {"Qwen3Model", "Qwen3ForCausalLM", "Qwen2Model", "Qwen2ForCausalLM",
+                                      "LlamaModel", "LlamaForCausalLM", "MistralModel", "MistralForCausalLM"};
+    if (!strcmp(cls, "CLIPTextModel")) return TE_CLIP;
+    if (!strcmp(cls, "T5EncoderModel") || !strcmp(cls, "UMT5EncoderModel")) return TE_T5;
+    for (size_t i = 0; i < sizeof llm / sizeof *llm; i++)
+        if (!strcmp(cls, llm[i])) return TE_LLM;
+    return TE_NONE;
+}
+
+/* A text encoder on input_ids (and attention_mask): last_hidden_state, plus pooler_output (CLIP) or
+ * hidden_states_minus2 (decoder LLMs: Z-Image's features). */
+static qd_status run_text_encoder(const qd_model_ctx *ctx, te_kind kind, const json_t *cfg, const char *label, const qd_st_file *io,
+                                  const char *out) {
+    int64_t *ids = NULL, *mask = NULL, B = 0, L = 0;
+    qd_status s = ids_input(io, &ids, &mask, &B, &L);
+    qd_tensor y[2] = {{0}, {0}};
+    const char *names[2] = {"last_hidden_state", NULL};
+    int n = 1;
+    if (!s && kind == TE_CLIP) {
+        qd_clip_config c;
+        qd_clip *m = NULL;
+        s = qd_clip_config_parse(label, cfg, &c);
+        if (!s) s = qd_clip_load(ctx, &c, &m);
+        if (!s) s = qd_tensor_new(ctx->backend, &y[0], ctx->act, 3, (int64_t[]){B, L, c.hidden});
+        if (!s) s = qd_tensor_new(ctx->backend, &y[1], ctx->act, 2, (int64_t[]){B, c.hidden});
+        if (!s) s = qd_clip_forward(m, ids, mask, B, L, &y[0], &y[1]);
+        names[1] = "pooler_output", n = 2;
+        qd_clip_free(m);
+    } else if (!s && kind == TE_T5) {
+        qd_t5_config c;
+        qd_t5 *m = NULL;
+        s = qd_t5_config_parse(label, cfg, &c);
+        if (!s) s = qd_t5_load(ctx, &c, &m);
+        if (!s) s = qd_tensor_new(ctx->backend, &y[0], ctx->act, 3, (int64_t[]){B, L, c.d_model});
+        if (!s) s = qd_t5_forward(m, ids, mask, B, L, &y[0]);
+        qd_t5_free(m);
+    } else if (!s) {
+        qd_llm_config c;
+        qd_llm *m = NULL;
+        s = qd_llm_config_parse(label, cfg, &c);
+        if (!s) s = qd_llm_load(ctx, &c, c.layers, &m);
+        if (!s) s = qd_tensor_new(ctx->backend, &y[0], ctx->act, 3, (int64_t[]){B, L, c.hidden});
+        if (!s) s = qd_tensor_new(ctx->backend, &y[1], ctx->act, 3, (int64_t[]){B, L, c.hidden});
+        if (!s) s = qd_llm_forward(m, ids, mask, B, L, 2, (const int[]){-1, -2}, y);
+        names[1] = "hidden_states_minus2", n = 2;
+        qd_llm_free(m);
+    }
+    if (!s) s = write_outputs(ctx->backend, out, n, names, y);
+    qd_tensor_free(&y[0]), qd_tensor_free(&y[1]);
+    free(ids), free(mask);
     return s;
 }
 
@@ -188,16 +287,22 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     char *cfg_path = dir ? qd_path_join(dir, "config.json") : NULL;
     json_t *cfg = NULL;
     qd_status s = cfg_path ? qd_json_load_object(cfg_path, &cfg) : qd_fail(QD_ENOMEM, "cannot allocate");
+    /* diffusers names the class in _class_name, transformers in architectures[0] */
     const char *cls = s ? NULL : qd_json_string(cfg, "_class_name");
-    if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name, so the module is unknown", cfg_path);
+    const json_t *arch = s ? NULL : json_array_get(json_object_get(cfg, "architectures"), 0);
+    if (!s && !cls && json_is_string(arch)) cls = json_string_value(arch);
+    if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name or architectures, so the module is unknown", cfg_path);
     bool is_vae = cls && !strcmp(cls, "AutoencoderKL");
+    te_kind te = cls ? te_of(cls) : TE_NONE;
     if (!s && a->tiled && !is_vae) s = qd_fail(QD_EINVAL, "--tiled applies to AutoencoderKL, not %s", cls);
-    if (!s && !is_vae && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
-        s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel and AutoencoderKL, "
-                                     "not %s",
+    if (!s && !is_vae && !te && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
+        s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL, "
+                                     "CLIPTextModel, T5EncoderModel, UMT5EncoderModel and Qwen3/Qwen2/Llama/Mistral decoders "
+                                     "(…Model, …ForCausalLM), not %s",
                     cfg_path, cls);
     }
-    /* weights: the transformer takes the flags (a file component is a weights override of its folder) */
+    /* weights: transformers and text encoders take the flags (a file component is a weights override of
+       its folder); a text encoder is quantized only when asked, as SGLang quantizes only the DiT */
     qd_options opts = *o;
     if (!qd_is_dir(a->component) && !opts.transformer_weights_path) opts.transformer_weights_path = a->component;
     qd_options none;
@@ -231,6 +336,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
                             .random_weights = a->random_weights, .random_seed = a->random_seed};
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
+        else if (te) s = run_text_encoder(&ctx, te, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);
     }

@@ -5,7 +5,12 @@
  *                             guidance, img_ids, txt_ids → output
  *   ZImageTransformer2DModel  x [C, 1, H, W], cap_feats [L, cap], t [1] → output
  *   AutoencoderKL             z → output (decode)
- * Transformers take the quantization flags; outputs are written as F32. */
+ *   CLIPTextModel             input_ids [B, L] (, attention_mask) → last_hidden_state, pooler_output
+ *   T5EncoderModel, UMT5…     input_ids (, attention_mask) → last_hidden_state
+ *   Qwen3Model, Qwen2/Llama/Mistral …Model / …ForCausalLM
+ *                             input_ids, attention_mask → last_hidden_state, hidden_states_minus2
+ * A transformers config names its class in `architectures`. Transformers and text encoders take the
+ * quantization flags; outputs are written as F32. */
 #ifndef QD_MODELS_FORWARD_H
 #define QD_MODELS_FORWARD_H
 

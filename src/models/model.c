@@ -79,6 +79,28 @@ qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, cons
     return s;
 }
 
+qd_status qd_model_table(const qd_model_ctx *m, const char *name, int64_t rows, int64_t cols, qd_tensor *t) {
+    memset(t, 0, sizeof *t);
+    const int64_t shape[2] = {rows, cols};
+    const qd_ckpt_entry *e = m->random_weights ? NULL : qd_ckpt_find(m->ck, name);
+    const qd_st_tensor *st = e ? e->tensor : NULL;
+    if (st && st->rank == 2 && st->shape[0] == rows && st->shape[1] == cols && (st->dtype == QD_DTYPE_BF16 || st->dtype == QD_DTYPE_F16)) {
+        qd_status s = qd_tensor_new(m->backend, t, st->dtype, 2, shape);
+        if (!s) s = m->backend->ops->upload(m->backend, t, qd_st_data(e->file, st));
+        if (s) qd_tensor_free(t);
+        return s;
+    }
+    if (!m->random_weights) return qd_model_param(m, name, 2, shape, t); /* F32, or the error that names the problem */
+    uint16_t *bf = malloc(sizeof *bf * (size_t)(rows * cols) + 2);
+    if (!bf) return qd_fail(QD_ENOMEM, "cannot allocate '%s' (%lld x %lld)", name, (long long)rows, (long long)cols);
+    qd_random_table_bf16(m->random_seed, name, rows, cols, bf);
+    qd_status s = qd_tensor_new(m->backend, t, QD_DTYPE_BF16, 2, shape);
+    if (!s) s = m->backend->ops->upload(m->backend, t, bf);
+    free(bf);
+    if (s) qd_tensor_free(t);
+    return s;
+}
+
 static qd_status config_number(const char *label, const json_t *cfg, const char *key, double *out, bool *present) {
     json_t *v = json_object_get(cfg, key);
     *present = v && !json_is_null(v);
@@ -119,6 +141,20 @@ qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, 
     if (!json_is_boolean(v)) return qd_fail(QD_EFORMAT, "%s: '%s' must be true or false", label, key);
     *out = json_is_true(v);
     return QD_OK;
+}
+
+qd_status qd_config_size(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t max, int64_t *out) {
+    qd_status s = qd_config_int(label, cfg, key, def, out);
+    if (s) return s;
+    if (*out < 0 && def < 0) return qd_fail(QD_EFORMAT, "%s: '%s' is required", label, key);
+    if (*out < 1 || *out > max) return qd_fail(QD_EFORMAT, "%s: '%s' is %lld, expected 1..%lld", label, key, (long long)*out, (long long)max);
+    return QD_OK;
+}
+
+qd_status qd_config_eps(const char *label, const json_t *cfg, const char *key, double def, double *out) {
+    qd_status s = qd_config_float(label, cfg, key, def, out);
+    if (!s && !(*out > 0.0 && *out < 1.0)) s = qd_fail(QD_EFORMAT, "%s: '%s' is %g, expected a value in (0, 1)", label, key, *out);
+    return s;
 }
 
 void qd_timestep_embedding(const float *t, int n, int dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,

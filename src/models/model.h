@@ -37,6 +37,10 @@ qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* A small parameter (norm weights, biases, tables) as an F32 backend tensor of the expected shape. */
 qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t);
+/* A large lookup table (token embeddings) kept in its stored dtype when that is BF16 or F16 — half the
+ * memory of F32 for a 150k-token vocabulary, and exact either way, since lookups only copy rows. Random
+ * weights draw it directly as BF16 (qd_random_table_bf16). */
+qd_status qd_model_table(const qd_model_ctx *m, const char *name, int64_t rows, int64_t cols, qd_tensor *t);
 /* Does the checkpoint hold `name`? */
 bool qd_model_has(const qd_model_ctx *m, const char *name);
 
@@ -44,6 +48,10 @@ bool qd_model_has(const qd_model_ctx *m, const char *name);
 qd_status qd_config_int(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t *out);
 qd_status qd_config_float(const char *label, const json_t *cfg, const char *key, double def, double *out);
 qd_status qd_config_bool(const char *label, const json_t *cfg, const char *key, bool def, bool *out);
+/* A size in 1..max (def < 0: the key is required), so products of sizes cannot overflow. */
+qd_status qd_config_size(const char *label, const json_t *cfg, const char *key, int64_t def, int64_t max, int64_t *out);
+/* A norm epsilon: finite, in (0, 1). */
+qd_status qd_config_eps(const char *label, const json_t *cfg, const char *key, double def, double *out);
 
 /* get_timestep_embedding (models.md §1.1): [cos | sin] when flip_sin_to_cos, freq_i =
  * exp(−ln(10000)·i/(half − shift)), in f32. out is [n, dim]. */

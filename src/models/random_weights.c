@@ -45,6 +45,12 @@ void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out) {
         for (int64_t i = 0; i < n; i++) out[i] += 1.0f;
 }
 
+void qd_random_table_bf16(uint64_t seed, const char *name, int64_t rows, int64_t cols, uint16_t *out) {
+    uint64_t h = hash_name(seed, name);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) fill_row(h, r, 0.02f, cols, out + r * cols, NULL);
+}
+
 bool qd_random_has(const char *name) {
     static const char *const nunchaku[] = {".qweight", "qkv_proj", "to_qkv", "mlp_fc", "out_proj", "feed_forward.net."};
     for (size_t i = 0; i < sizeof nunchaku / sizeof *nunchaku; i++)

@@ -21,6 +21,8 @@ qd_status qd_random_weights_on_disk(const char *dir);
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* n values for parameter `name`: 1 + U(−0.05, 0.05) for norm weights ("norm" in the name), else U(−0.02, 0.02). */
 void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out);
+/* A [rows, cols] lookup table (token embeddings) as BF16, U(−0.02, 0.02), drawn row by row (no F32 copy). */
+void qd_random_table_bf16(uint64_t seed, const char *name, int64_t rows, int64_t cols, uint16_t *out);
 /* Random modules follow the diffusers layout: Nunchaku's module names are absent, all others present. */
 bool qd_random_has(const char *name);
 

@@ -76,3 +76,35 @@ qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int 
     if (!r->s) r->s = r->be->ops->concat(r->be, xs, 2, dim, &y);
     return y;
 }
+
+qd_tensor qd_run_upload_f32(qd_run *r, const float *host, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, QD_DTYPE_F32, rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &t, host);
+    return t;
+}
+
+qd_tensor qd_run_upload_i64(qd_run *r, const int64_t *host, int rank, const int64_t *shape) {
+    qd_tensor t = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &t, QD_DTYPE_I64, rank, shape);
+    if (!r->s) r->s = r->be->ops->upload(r->be, &t, host);
+    return t;
+}
+
+qd_tensor qd_run_embed(qd_run *r, const qd_tensor *table, const qd_tensor *ids) {
+    qd_tensor y = qd_run_tensor(r, 3, (int64_t[]){ids->shape[0], ids->shape[1], table->shape[1]});
+    if (!r->s) r->s = r->be->ops->embedding(r->be, table, ids, &y);
+    return y;
+}
+
+qd_tensor qd_run_rms_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, float eps) {
+    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
+    if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, eps, &y);
+    return y;
+}
+
+qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps) {
+    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
+    if (!r->s) r->s = r->be->ops->layer_norm(r->be, x, w, bias, eps, &y);
+    return y;
+}

@@ -29,5 +29,14 @@ qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_
 qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d);
 /* [a, b] along dim. */
 qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int dim);
+/* Host f32 values as an F32 backend tensor (RoPE tables, score biases). */
+qd_tensor qd_run_upload_f32(qd_run *r, const float *host, int rank, const int64_t *shape);
+/* Host int64 values (token ids, masks) as an I64 backend tensor. */
+qd_tensor qd_run_upload_i64(qd_run *r, const int64_t *host, int rank, const int64_t *shape);
+/* Rows of table [V, D] picked by ids [B, L] (I64) → [B, L, D] activations. */
+qd_tensor qd_run_embed(qd_run *r, const qd_tensor *table, const qd_tensor *ids);
+/* Normalisations over the last dim into a new activation tensor (w, bias may be NULL). */
+qd_tensor qd_run_rms_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, float eps);
+qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps);
 
 #endif

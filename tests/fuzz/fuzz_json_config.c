@@ -27,22 +27,9 @@
 #include "io/json.h"
 #include "load/repo.h"
 #include "quant/declaration.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Name the broken invariant before trapping: the trap alone gives no line in an optimised build. */
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
-            __builtin_trap();                                                                          \
-        }                                                                                              \
-    } while (0)
-
-static void check_failed(qd_status s) {
-    CHECK(s != QD_OK);
-    CHECK(qd_last_error()[0] != '\0');
-}
 
 static void fuzz_model_index(const char *text, size_t len) {
     char *pipeline_class = (char *)1; /* poisoned: the parser must reset every output */

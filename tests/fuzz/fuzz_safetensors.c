@@ -17,6 +17,7 @@
 #include "core/dtype.h"
 #include "core/status.h"
 #include "io/safetensors.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,19 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * libFuzzer generates at its default lengths stay well below it. */
 #define MAX_PAIRWISE 1024
 
-/* Name the broken invariant before trapping: the trap alone gives no line in an optimised build. */
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
-            __builtin_trap();                                                                          \
-        }                                                                                              \
-    } while (0)
-
 static void check_rejected(qd_status s, const qd_st_file *f) {
-    CHECK(s != QD_OK);
+    check_failed(s);
     CHECK(f == NULL);
-    CHECK(qd_last_error()[0] != '\0');
 }
 
 static void check_tensor(const qd_st_file *f, size_t i, uint64_t data_size) {

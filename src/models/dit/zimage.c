@@ -215,12 +215,6 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
 
 typedef qd_run run;
 
-static qd_tensor rms(run *r, const qd_tensor *x, const qd_tensor *w, float eps) {
-    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
-    if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, eps, &y);
-    return y;
-}
-
 /* rows [0, n) of x followed by `pad` repeated to `total` rows (x [1, n, D] → [1, total, D]) */
 static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor *pad, int64_t total) {
     if (total == n) {
@@ -242,13 +236,6 @@ static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor
     return y;
 }
 
-static qd_tensor upload_f32(run *r, const float *host, int rank, const int64_t *shape) {
-    qd_tensor t = {0};
-    if (!r->s) r->s = qd_tensor_new(r->be, &t, QD_DTYPE_F32, rank, shape);
-    if (!r->s) r->s = r->be->ops->upload(r->be, &t, host);
-    return t;
-}
-
 /* One block on x [1, L, D] with RoPE tables for its L positions; adaln is [1, adaln_dim] or NULL. */
 static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const qd_tensor *adaln,
                       const qd_tensor *cos, const qd_tensor *sin) {
@@ -262,7 +249,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
     }
-    qd_tensor h = rms(r, x, &b->attn_norm1, eps);
+    qd_tensor h = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
     if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &h, &mod[0], NULL, &h);
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v;
@@ -288,11 +275,11 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
     qd_tensor o = qd_run_linear_n(r, &b->to_out, &a, D);
     qd_tensor_free(&a);
-    qd_tensor on = rms(r, &o, &b->attn_norm2, eps);
+    qd_tensor on = qd_run_rms_norm(r, &o, &b->attn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
     qd_tensor_free(&o), qd_tensor_free(&on);
 
-    qd_tensor f = rms(r, x, &b->ffn_norm1, eps);
+    qd_tensor f = qd_run_rms_norm(r, x, &b->ffn_norm1, eps);
     if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &f, &mod[2], NULL, &f);
     const int64_t F = c->ffn_hidden;
     qd_tensor g, u;
@@ -308,7 +295,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
     qd_tensor ff = qd_run_linear_n(r, &b->w2, &g, D);
     qd_tensor_free(&g), qd_tensor_free(&u);
-    qd_tensor fn = rms(r, &ff, &b->ffn_norm2, eps);
+    qd_tensor fn = qd_run_rms_norm(r, &ff, &b->ffn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
     qd_tensor_free(&ff), qd_tensor_free(&fn);
     for (int i = 0; i < 4; i++) qd_tensor_free(&mod[i]);
@@ -332,7 +319,7 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     {
         float tt = t * (float)c->t_scale, emb[256];
         qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
-        qd_tensor e32 = upload_f32(r, emb, 2, (int64_t[]){1, 256});
+        qd_tensor e32 = qd_run_upload_f32(r, emb, 2, (int64_t[]){1, 256});
         qd_tensor e = qd_run_tensor(r, 2, (int64_t[]){1, 256});
         if (!r->s) r->s = r->be->ops->copy(r->be, &e32, &e);
         qd_tensor_free(&e32);
@@ -367,7 +354,7 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     /* caption: RMSNorm then Linear, padded with cap_pad_token */
     qd_tensor capx = qd_run_tensor(r, 2, cap->shape);
     if (!r->s) r->s = r->be->ops->copy(r->be, cap, &capx);
-    qd_tensor capn = rms(r, &capx, &m->cap_norm, (float)c->norm_eps);
+    qd_tensor capn = qd_run_rms_norm(r, &capx, &m->cap_norm, (float)c->norm_eps);
     qd_tensor_free(&capx);
     qd_tensor_shape(&capn, capn.dtype, 3, (int64_t[]){1, Lc, c->cap_feat_dim});
     qd_tensor ce = qd_run_linear(r, &m->cap_lin, &capn);
@@ -386,10 +373,10 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     }
     for (int64_t k = 0; k < Lp; k++) ids[(Np + k) * 3] = (float)(1 + k);
     qd_rope_table(ids, L, 3, c->axes_dims, c->rope_theta, QD_ROPE_ANGLES_F64_TO_F32, cs, sn);
-    qd_tensor cos_img = upload_f32(r, cs, 2, (int64_t[]){Np, half}), sin_img = upload_f32(r, sn, 2, (int64_t[]){Np, half});
-    qd_tensor cos_txt = upload_f32(r, cs + Np * half, 2, (int64_t[]){Lp, half}),
-              sin_txt = upload_f32(r, sn + Np * half, 2, (int64_t[]){Lp, half});
-    qd_tensor cos_all = upload_f32(r, cs, 2, (int64_t[]){L, half}), sin_all = upload_f32(r, sn, 2, (int64_t[]){L, half});
+    qd_tensor cos_img = qd_run_upload_f32(r, cs, 2, (int64_t[]){Np, half}), sin_img = qd_run_upload_f32(r, sn, 2, (int64_t[]){Np, half});
+    qd_tensor cos_txt = qd_run_upload_f32(r, cs + Np * half, 2, (int64_t[]){Lp, half}),
+              sin_txt = qd_run_upload_f32(r, sn + Np * half, 2, (int64_t[]){Lp, half});
+    qd_tensor cos_all = qd_run_upload_f32(r, cs, 2, (int64_t[]){L, half}), sin_all = qd_run_upload_f32(r, sn, 2, (int64_t[]){L, half});
     free(ids), free(cs), free(sn);
 
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
