@@ -90,16 +90,34 @@ static bool tensor_group(const run *r, const char *name, size_t *group) {
     return qd_strmap_get(&r->module_group, module, group);
 }
 
+/* Does a part give its targets a bias? When it stores one; and when it moved one into other tensors
+ * (msModelSlim W8A8's quant_bias and input offset) that is not zero — a module built without a bias
+ * (Z-Image's) stays without one when its effective bias is exactly zero. */
+static qd_status part_has_bias(run *r, const qd_layout_part *p, bool *out) {
+    *out = has_tensor(r->cs->ck, p->module, "bias");
+    if (*out || !has_tensor(r->cs->ck, p->module, "quant_bias")) return QD_OK;
+    qd_linear l;
+    qd_status s = qd_model_bind_part(&r->ctx, p, &l);
+    if (s) return s;
+    float *b = malloc(sizeof *b * (size_t)l.out_features + 4);
+    if (!b) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its bias", p->module);
+    if (!s) qd_linear_bias_f32(&l, b);
+    for (int64_t i = 0; !s && i < l.out_features; i++) *out |= b[i] != 0.0f;
+    free(b);
+    qd_linear_free(&l);
+    return s;
+}
+
 static qd_status declare_group(run *r, qd_shards *out, size_t gi) {
     const qd_layout_group *g = &r->lay.groups[gi];
+    bool part_bias[QD_LAYOUT_MAX] = {0};
+    for (int p = 0; p < g->n_parts; p++) {
+        qd_status s = part_has_bias(r, &g->parts[p], &part_bias[p]);
+        if (s) return s;
+    }
     for (int t = 0; t < g->n_targets; t++) {
-        /* a bias when a part stores one, or moved something into one (msModelSlim quant_bias) */
         bool bias = false;
-        for (int k = 0; k < g->n_pieces; k++) {
-            if (g->pieces[k].target != t) continue;
-            const char *m = g->parts[g->pieces[k].part].module;
-            bias |= has_tensor(r->cs->ck, m, "bias") || has_tensor(r->cs->ck, m, "quant_bias");
-        }
+        for (int k = 0; k < g->n_pieces; k++) bias |= g->pieces[k].target == t && part_bias[g->pieces[k].part];
         r->target_bias[gi * QD_LAYOUT_MAX + (size_t)t] = bias;
         char n[QD_LAYOUT_NAME + 16];
         snprintf(n, sizeof n, "%s.weight", g->targets[t].name);

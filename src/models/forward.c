@@ -182,6 +182,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     const char *cls = s ? NULL : qd_json_string(cfg, "_class_name");
     if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name, so the module is unknown", cfg_path);
     bool is_vae = cls && !strcmp(cls, "AutoencoderKL");
+    if (!s && a->no_act_quant && act != QD_DTYPE_F32) s = qd_fail(QD_EINVAL, "--no-act-quant runs the f32 reference: use it with --precision f32");
     if (!s && a->tiled && !is_vae) s = qd_fail(QD_EINVAL, "--tiled applies to AutoencoderKL, not %s", cls);
     if (!s && !is_vae && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
         s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel and AutoencoderKL, "
@@ -220,7 +221,8 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!s) s = qd_backend_cpu_create(&be);
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
-                            .random_weights = a->random_weights, .random_seed = a->random_seed};
+                            .random_weights = a->random_weights, .random_seed = a->random_seed,
+                            .reference_linears = a->no_act_quant};
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);
