@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "core/codec.h"
@@ -246,10 +247,188 @@ static void families(void **state, const char *model) {
 static void test_flux_families(void **state) { families(state, "flux_tiny_a"); }
 static void test_zimage_families(void **state) { families(state, "zimage_tiny_a"); }
 
+/* round-to-nearest-even to bf16, written here rather than taken from the library's codec */
+static uint16_t bf16_rne(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* qdit convert dequantize with up to 8 arguments (the first NULL ends them) */
+static int convert8(char **err, const char *a, const char *b, const char *c, const char *d, const char *e2, const char *f, const char *g,
+                    const char *h) {
+    char *out = NULL;
+    int rc = qt_run_qdit(&out, err, "convert", "dequantize", a, b, c, d, e2, f, g, h, NULL);
+    free(out);
+    return rc;
+}
+#define convert(err, a, b, c, d, e2, f) convert8(err, a, b, c, d, e2, f, NULL, NULL)
+
+static char *family_dir(env *e, const char *model, const char *family) {
+    if (!e->quant) fail_msg("QDIT_QUANT_FIXTURES is not set (ctest sets it after quant_fixtures_generate)");
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s/%s", e->quant, model, family);
+    return strdup(p);
+}
+
+/* the default dtype: every tensor bf16, each the RNE of the exact f32 value */
+static void test_bf16_output(void **state) {
+    env *e = *state;
+    char *src = family_dir(e, "flux_tiny_a", "modelopt_nvfp4"), *f32 = qt_path(e->dir, "bf16-ref"), *bf = qt_path(e->dir, "bf16");
+    char *err = NULL;
+    if (convert(&err, src, "--save-dir", f32, "--dtype", "f32", NULL)) fail_msg("f32: %s", err);
+    free(err);
+    if (convert(&err, src, "--save-dir", bf, NULL, NULL, NULL)) fail_msg("bf16: %s", err);
+    free(err);
+    char *i32 = qt_path(f32, "diffusion_pytorch_model.safetensors.index.json"), *i16 = qt_path(bf, "diffusion_pytorch_model.safetensors.index.json");
+    qd_ckpt *a, *b;
+    assert_int_equal(qd_ckpt_open_index(i32, &a), QD_OK);
+    assert_int_equal(qd_ckpt_open_index(i16, &b), QD_OK);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    size_t values = 0;
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const qd_ckpt_entry *x = &a->entries[i], *y = qd_ckpt_find(b, x->tensor->name);
+        assert_non_null(y);
+        assert_int_equal(y->tensor->dtype, QD_DTYPE_BF16);
+        const float *fv = qd_st_data(x->file, x->tensor);
+        const uint8_t *hv = qd_st_data(y->file, y->tensor);
+        for (uint64_t k = 0; k < x->tensor->elements; k++, values++) {
+            uint16_t h;
+            memcpy(&h, hv + 2 * k, 2);
+            if (h != bf16_rne(fv[k])) fail_msg("'%s'[%llu]: bf16 0x%04x, expected 0x%04x", x->tensor->name, (unsigned long long)k, h, bf16_rne(fv[k]));
+        }
+    }
+    print_message("bf16 output: %zu values, each the RNE of the f32 output\n", values);
+    qd_ckpt_close(a), qd_ckpt_close(b);
+    free(i32), free(i16), free(src), free(f32), free(bf);
+}
+
+/* small shards: several files, one index over them, the same tensors and the same forward output */
+static void test_shards(void **state) {
+    env *e = *state;
+    char *src = family_dir(e, "flux_tiny_a", "svdquant_int4_r8"), *one = qt_path(e->dir, "shards-1"), *many = qt_path(e->dir, "shards-n");
+    char file[600];
+    snprintf(file, sizeof file, "%s/svdq-int4_r8-flux_tiny_a.safetensors", src);
+    char *err = NULL;
+    if (convert(&err, file, "--save-dir", one, "--dtype", "f32", NULL)) fail_msg("%s", err);
+    free(err);
+    if (convert8(&err, file, "--save-dir", many, "--dtype", "f32", "--max-shard-size", "1MiB", NULL)) fail_msg("%s", err);
+    free(err);
+    char *idx = qt_path(many, "diffusion_pytorch_model.safetensors.index.json");
+    json_t *doc = json_load_file(idx, 0, NULL);
+    assert_non_null(doc);
+    json_t *map = json_object_get(doc, "weight_map");
+    const char *key;
+    json_t *v;
+    json_t *shards = json_object();
+    json_object_foreach(map, key, v) json_object_set_new(shards, json_string_value(v), json_true());
+    size_t n = json_object_size(shards);
+    print_message("--max-shard-size 1MiB: %zu shards, %zu tensors\n", n, json_object_size(map));
+    if (n < 3) fail_msg("7 MB of f32 tensors in %zu shards of at most 1 MiB", n);
+    uint64_t total = 0;
+    json_object_foreach(shards, key, v) {
+        char *p = qt_path(many, key);
+        qd_st_file *f;
+        if (qd_st_open(p, &f)) fail_msg("%s", qd_last_error());
+        /* a shard holds more than 1 MiB only when it is one tensor */
+        if (f->file_size > (1u << 20) + f->header_len + 8 && f->n_tensors > 1) fail_msg("%s: %llu bytes in %zu tensors", key, (unsigned long long)f->file_size, f->n_tensors);
+        for (size_t i = 0; i < f->n_tensors; i++) total += f->tensors[i].end - f->tensors[i].begin;
+        qd_st_close(f);
+        free(p);
+    }
+    assert_int_equal(total, (uint64_t)json_integer_value(json_object_get(json_object_get(doc, "metadata"), "total_size")));
+    qd_ckpt *a, *b;
+    char *i1 = qt_path(one, "diffusion_pytorch_model.safetensors.index.json");
+    assert_int_equal(qd_ckpt_open_index(i1, &a), QD_OK);
+    assert_int_equal(qd_ckpt_open_index(idx, &b), QD_OK);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const qd_ckpt_entry *x = &a->entries[i], *y = qd_ckpt_find(b, x->tensor->name);
+        assert_non_null(y);
+        assert_int_equal(x->tensor->end - x->tensor->begin, y->tensor->end - y->tensor->begin);
+        assert_memory_equal(qd_st_data(x->file, x->tensor), qd_st_data(y->file, y->tensor), x->tensor->end - x->tensor->begin);
+    }
+    qd_ckpt_close(a), qd_ckpt_close(b);
+    json_decref(shards), json_decref(doc);
+    free(i1), free(idx), free(src), free(one), free(many);
+}
+
+/* --model-path on a pipeline folder, and --transformer-path, find the same transformer as PATH */
+static void test_source_flags(void **state) {
+    env *e = *state;
+    char *src = family_dir(e, "zimage_tiny_a", "modelopt_fp8_flat"), *pipe = qt_path(e->dir, "pipeline");
+    char *mi = qt_path(pipe, "model_index.json"), *link = qt_path(pipe, "transformer");
+    qt_write_text(mi, "{\"_class_name\": \"ZImagePipeline\", \"transformer\": [\"diffusers\", \"ZImageTransformer2DModel\"]}");
+    assert_int_equal(symlink(src, link), 0);
+    const char *how[3][2] = {{NULL, NULL}, {"--model-path", pipe}, {"--transformer-path", src}};
+    char *first = NULL;
+    size_t first_n = 0;
+    for (int i = 0; i < 3; i++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/flags-%d", e->dir, i);
+        char *err = NULL;
+        int rc = how[i][0] ? convert(&err, how[i][0], how[i][1], "--save-dir", out, NULL, NULL) : convert(&err, src, "--save-dir", out, NULL, NULL, NULL);
+        if (rc) fail_msg("source %d: %s", i, err);
+        free(err);
+        char *shard = qt_path(out, "diffusion_pytorch_model-00001-of-00001.safetensors");
+        size_t n;
+        char *bytes = qt_read_file(shard, &n);
+        if (!first) first = bytes, first_n = n;
+        else {
+            if (n != first_n || memcmp(bytes, first, n)) fail_msg("%s %s wrote another file than PATH", how[i][0], how[i][1]);
+            free(bytes);
+        }
+        free(shard);
+    }
+    free(first), free(mi), free(link), free(src), free(pipe);
+}
+
+/* runs the conversion and checks its exit status and that its message names `needle` */
+static void expect_error(int want_rc, const char *needle, const char *what, const char *a, const char *b, const char *c, const char *d,
+                         const char *e2, const char *f) {
+    char *err = NULL;
+    int rc = convert(&err, a, b, c, d, e2, f);
+    if (rc != want_rc) fail_msg("%s: exit %d, expected %d (%s)", what, rc, want_rc, err);
+    if (!strstr(err, needle)) fail_msg("%s: the message '%s' does not name '%s'", what, err, needle);
+    print_message("%-34s exit %d: %s", what, rc, err);
+    free(err);
+}
+
+static void test_bad_inputs(void **state) {
+    env *e = *state;
+    char *src = family_dir(e, "flux_tiny_a", "modelopt_fp8_flat"), *out = qt_path(e->dir, "bad-out"), *err = NULL;
+    expect_error(2, "--save-dir", "no --save-dir", src, NULL, NULL, NULL, NULL, NULL);
+    expect_error(1, "--dtype f16", "--dtype f16", src, "--save-dir", out, "--dtype", "f16", NULL);
+    expect_error(2, "--max-shard-size lots", "--max-shard-size lots", src, "--save-dir", out, "--max-shard-size", "lots", NULL);
+    char *missing = qt_path(e->dir, "no-such-model");
+    expect_error(1, missing, "missing PATH", missing, "--save-dir", out, NULL, NULL, NULL);
+    expect_error(1, "--model-path", "no source", "--save-dir", out, NULL, NULL, NULL, NULL);
+    /* a corrupt weights file beside a config */
+    char *bad = qt_path(e->dir, "corrupt"), *bad_cfg = qt_path(bad, "config.json"), *bad_w = qt_path(bad, "diffusion_pytorch_model.safetensors");
+    qt_write_text(bad_cfg, "{\"_class_name\": \"FluxTransformer2DModel\"}");
+    qt_write_text(bad_w, "this is not a safetensors file");
+    expect_error(1, bad_w, "corrupt weights", bad, "--save-dir", out, NULL, NULL, NULL);
+    /* a folder with something in it: refused, then replaced with --overwrite (only a converter's files) */
+    char *used = qt_path(e->dir, "used"), *old = qt_path(used, "config.json");
+    qt_write_text(old, "{}");
+    expect_error(1, "not empty", "non-empty --save-dir", src, "--save-dir", used, NULL, NULL, NULL);
+    if (convert(&err, src, "--save-dir", used, "--overwrite", NULL, NULL)) fail_msg("--overwrite: %s", err);
+    free(err);
+    char *notes = qt_path(used, "notes.txt");
+    qt_write_text(notes, "mine");
+    expect_error(1, "notes.txt", "--overwrite over a foreign file", src, "--save-dir", used, "--overwrite", NULL, NULL);
+    free(notes), free(used), free(old), free(bad), free(bad_cfg), free(bad_w), free(missing), free(src), free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flux_families),
         cmocka_unit_test(test_zimage_families),
+        cmocka_unit_test(test_bf16_output),
+        cmocka_unit_test(test_shards),
+        cmocka_unit_test(test_source_flags),
+        cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
