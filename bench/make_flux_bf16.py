@@ -2,6 +2,10 @@
 # A random-weight BF16 FLUX.1-style transformer folder of any size (diffusers names, config.json), for
 # benchmarks that need a real checkpoint on disk, e.g. `qdit convert dequantize` (docs/benchmarks.md).
 # usage: /usr/bin/python3 bench/make_flux_bf16.py INNER_DIM DOUBLE_BLOCKS SINGLE_BLOCKS OUT_DIR   (numpy only)
+import json, struct, sys
+
+import numpy as np
+
 D=int(sys.argv[1]); L=int(sys.argv[2]); S=int(sys.argv[3]); out=sys.argv[4]
 H=D//128
 cfg={"_class_name":"FluxTransformer2DModel","patch_size":1,"in_channels":64,"out_channels":None,"num_layers":L,"num_single_layers":S,
