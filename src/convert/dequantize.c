@@ -312,6 +312,12 @@ qd_status qd_convert_dequantize(const qd_options *o, const qd_dequantize_args *a
     if (cs.quant.method != QD_QM_NONE) {
         qd_log(QD_LOG_INFO, "%s: quantization %s (%s)", cs.class_name, qd_quant_method_name(cs.quant.method), cs.quant.source);
     }
+    if (cs.quant.packed_qkv) {
+        /* BFL's raw export names (double_blocks.N.img_attn.qkv, …): no model here loads them, so there is no
+           map to diffusers names; the tensors keep the names they have */
+        qd_log(QD_LOG_WARN, "%s: BFL export names (packed QKV); qdit has no map from them to diffusers names, so they are "
+                            "written as stored", cs.src.weights.files[0]);
+    }
     s = qd_save_dir_prepare(a->save_dir, a->overwrite);
     run r = {.cs = &cs, .out = dt};
     r.ctx = (qd_model_ctx){.backend = NULL, .ck = cs.ck, .quant = &cs.quant, .act = QD_DTYPE_F32};
