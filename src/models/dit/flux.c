@@ -12,20 +12,19 @@
  * The AWQ modulation layers store their rows interleaved by chunk with +1 in the scale chunks' bias
  * (§5.6): undone once at load, so the forward is the diffusers one. The int4 fc2 layers (after GELU)
  * quantize their activations unsigned (§5.4). SVDQuant pads N and K to multiples of 128: the forward
- * pads x with zeros and crops y (qd_run_linear_n). */
+ * pads x with zeros and crops y (qd_run_linear_n). The table of Nunchaku layers below drives both the loader
+ * and qd_flux_layout (models/layout.h), the map `qdit convert dequantize` splits them back by. */
 #include "models/dit/flux.h"
 #include "models/run.h"
 #include "models/layout.h"
 
 #include <stddef.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/codec.h"
 #include "core/status.h"
-#include "quant/packing.h"
 #include "quant/plan.h"
 
 typedef struct {
