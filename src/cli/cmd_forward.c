@@ -1,5 +1,5 @@
 /* qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors [--precision f32|bf16]
- * [--scalar-rounding activation|exact|bf16] [--tiled] [--device cpu|cuda[:N]] [model and quantization flags] — one module on named inputs (docs/cli.md). */
+ * [--scalar-rounding activation|exact|bf16] [--tiled] [--no-act-quant] [--device cpu|cuda[:N]] [model and quantization flags] — one module on named inputs (docs/cli.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@ static void forward_usage(FILE *to) {
     fprintf(to,
             "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
             "                    [--precision f32|bf16] [--scalar-rounding activation|exact|bf16]\n"
-            "                    [--tiled] [--random-weights] [--device cpu|cuda[:N]] [model and quantization flags]\n"
+            "                    [--tiled] [--random-weights] [--no-act-quant] [--device cpu|cuda[:N]] [model and quantization flags]\n"
             "\n"
             "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode, CLIPTextModel,\n"
             "T5EncoderModel, Qwen3Model and Qwen2/Llama/Mistral decoders) on the named inputs of IN and writes its\n"
@@ -23,7 +23,10 @@ static void forward_usage(FILE *to) {
             "(default) rounds them to bf16 in a bf16 run as diffusers does, 'exact' keeps f32, 'bf16' always rounds.\n"
             "--tiled: decode a VAE latent in overlapping tiles (diffusers' enable_tiling), memory bounded by a tile.\n"
             "--random-weights: no weights file; DIR's config.json alone, weights drawn in memory (benchmarks, memory\n"
-            "checks of full-size configurations); --quantization METHOD quantizes them at load.\n\n%s",
+            "checks of full-size configurations); --quantization METHOD quantizes them at load.\n"
+            "--no-act-quant: every quantized linear runs as its f32 reference, x·Wᵀ + b with the dequantized W and\n"
+            "effective b and the activations not quantized (what `qdit convert dequantize` writes); needs --precision\n"
+            "f32 (the default) and holds the f32 weights of the whole model in memory.\n\n%s",
             qd_cli_model_flags_help());
 }
 
@@ -43,6 +46,10 @@ int qd_cmd_forward(int argc, char **argv) {
     for (int i = 0; i < n && !rc; i++) {
         if (!strcmp(rest[i], "--tiled")) {
             a.tiled = true;
+            continue;
+        }
+        if (!strcmp(rest[i], "--no-act-quant")) {
+            a.no_act_quant = true;
             continue;
         }
         if (!strcmp(rest[i], "--random-weights")) {

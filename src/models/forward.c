@@ -294,6 +294,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!s && !cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name or architectures, so the module is unknown", cfg_path);
     bool is_vae = cls && !strcmp(cls, "AutoencoderKL");
     te_kind te = cls ? te_of(cls) : TE_NONE;
+    if (!s && a->no_act_quant && act != QD_DTYPE_F32) s = qd_fail(QD_EINVAL, "--no-act-quant runs the f32 reference: use it with --precision f32");
     if (!s && a->tiled && !is_vae) s = qd_fail(QD_EINVAL, "--tiled applies to AutoencoderKL, not %s", cls);
     if (!s && !is_vae && !te && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
         s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL, "
@@ -334,7 +335,8 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!s) s = cuda_device >= 0 ? qd_backend_cuda_create(cuda_device, &be) : qd_backend_cpu_create(&be);
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
-                            .random_weights = a->random_weights, .random_seed = a->random_seed};
+                            .random_weights = a->random_weights, .random_seed = a->random_seed,
+                            .reference_linears = a->no_act_quant};
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (te) s = run_text_encoder(&ctx, te, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);

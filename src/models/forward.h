@@ -26,6 +26,7 @@ typedef struct {
     const char *precision;  /* "f32" (default) or "bf16" */
     const char *scalars;    /* rounding of timestep/guidance before ×1000: "activation" (default), "exact", "bf16" */
     bool tiled;             /* VAE: decode in tiles (diffusers' enable_tiling) */
+    bool no_act_quant;      /* every linear as its f32 reference: dequantized W, effective b, x not quantized */
     bool random_weights;    /* weights drawn in memory from the config (models/random_weights.h), no file */
     uint64_t random_seed;
 } qd_forward_args;

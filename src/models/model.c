@@ -26,7 +26,41 @@ qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, i
         qd_linear_free(l);
         return s;
     }
-    if (m->backend->ops->prepare_linear && (s = m->backend->ops->prepare_linear(m->backend, l))) qd_linear_free(l);
+    return qd_model_prepare(m, l);
+}
+
+/* l replaced by a dense F32 layer computing x·Wᵀ + b with its reference W and effective b. */
+static qd_status to_reference(qd_linear *l) {
+    const int64_t n = l->out_features, k = l->in_features;
+    float *w = malloc(sizeof *w * (size_t)(n * k) + 4), *b = malloc(sizeof *b * (size_t)n + 4);
+    if (!w || !b) {
+        free(w), free(b);
+        return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its f32 reference (%lld×%lld)", l->name ? l->name : "?",
+                       (long long)n, (long long)k);
+    }
+    qd_status s = qd_linear_dequantize(l, w);
+    if (s) {
+        free(w), free(b);
+        return s;
+    }
+    qd_linear_bias_f32(l, b);
+    qd_linear d = {.name = l->name, .out_features = n, .in_features = k, .scheme = QD_SCHEME_DENSE, .act = QD_ACT_NONE,
+                   .alpha = 1.0f, .n_shards = l->n_shards};
+    snprintf(d.scheme_name, sizeof d.scheme_name, "f32");
+    memcpy(d.shard_out, l->shard_out, sizeof d.shard_out);
+    d.weight = (qd_view){.dtype = QD_DTYPE_F32, .rank = 2, .shape = {n, k}, .data = w, .owned = w};
+    d.bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {n}, .data = b, .owned = b};
+    l->name = NULL;
+    qd_linear_free(l);
+    *l = d;
+    return QD_OK;
+}
+
+qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l) {
+    qd_status s = QD_OK;
+    if (m->reference_linears && l->scheme != QD_SCHEME_DENSE) s = to_reference(l);
+    if (!s && m->backend && m->backend->ops->prepare_linear) s = m->backend->ops->prepare_linear(m->backend, l);
+    if (s) qd_linear_free(l);
     return s;
 }
 

@@ -24,6 +24,8 @@ typedef struct {
     qd_dtype act; /* activation dtype: F32 (reference precision) or BF16 */
     qd_scalar_rounding scalars;
     bool random_weights;  /* no checkpoint (ck NULL): weights drawn in memory (models/random_weights.h) */
+    bool reference_linears; /* every linear runs as its f32 reference: W and b as qd_linear_dequantize and
+                               qd_linear_bias_f32 give them, activations not quantized (forward --no-act-quant) */
     uint64_t random_seed;
 } qd_model_ctx;
 
@@ -35,6 +37,9 @@ float qd_model_scalar_x1000(const qd_model_ctx *m, float v);
 qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* Bind the linear `name` (its module prefix) and check its shape when `in`/`out` are > 0. */
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
+/* Make a bound linear ready to run: its f32 reference when the context asks for it, then the backend's
+ * preparation. Frees l on failure. */
+qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l);
 /* A small parameter (norm weights, biases, tables) as an F32 backend tensor of the expected shape. */
 qd_status qd_model_param(const qd_model_ctx *m, const char *name, int rank, const int64_t *shape, qd_tensor *t);
 /* A large lookup table (token embeddings) kept in its stored dtype when that is BF16 or F16 — half the

@@ -21,9 +21,9 @@
 #include "io/ckpt.h"
 #include "io/fs.h"
 #include "load/sources.h"
-#include "quant/packing.h"
 #include "quant/plan.h"
 #include "quant/resolve.h"
+#include "quant_manifest.h"
 #include "test_util.h"
 
 static const char *fixtures_root(void) {
@@ -70,12 +70,6 @@ static void compare(const char *what, const float *got, const float *want, int64
     if (rel > t->worst) t->worst = rel;
 }
 
-/* Rows [r0, r1) and columns [c0, c1) of a layer's dequantized [N][K] weight into dst [r1-r0][K_logical]. */
-static void take(const float *src, int64_t k, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float *dst, int64_t kl, int64_t dc0) {
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t c = c0; c < c1; c++) dst[(r - r0) * kl + dc0 + (c - c0)] = src[r * k + c];
-}
-
 static void check_layer(const qd_quant_config *cfg, const qd_ckpt *ck, const qd_st_file *expected, json_t *layer,
                         const char *family, tally *t) {
     const char *name = json_string_value(json_object_get(layer, "name"));
@@ -90,59 +84,13 @@ static void check_layer(const qd_quant_config *cfg, const qd_ckpt *ck, const qd_
     assert_int_equal(count, n_out * k_in);
     float *got = calloc((size_t)count, sizeof *got);
     float *bias_got = calloc((size_t)n_out, sizeof *bias_got);
-    bool bias_known = true;
-
-    /* the checkpoint modules this logical layer comes from */
-    json_t *parts = json_object_get(layer, "parts");
-    size_t n_parts = parts ? json_array_size(parts) : 1;
-    for (size_t p = 0; p < n_parts; p++) {
-        json_t *part = parts ? json_array_get(parts, p) : layer;
-        const char *prefix = json_string_value(json_object_get(part, "checkpoint_prefix"));
-        const char *shards[1] = {prefix};
-        qd_linear l;
-        if (qd_linear_bind(cfg, ck, prefix, shards, 1, &l)) fail_msg("%s: bind %s: %s", what, prefix, qd_last_error());
-        if (l.scheme == QD_SCHEME_DENSE) fail_msg("%s: %s bound as %s, expected a quantized scheme", what, prefix, l.scheme_name);
-        float *w = malloc(sizeof *w * (size_t)(l.out_features * l.in_features));
-        float *b = malloc(sizeof *b * (size_t)l.out_features);
-        assert_int_equal(qd_linear_dequantize(&l, w), QD_OK);
-        qd_linear_bias_f32(&l, b);
-        /* AWQ modulation layers keep the stored chunk interleave; the model de-interleaves (§5.6) */
-        int64_t splits = json_integer_value(json_object_get(layer, "adanorm_splits"));
-        if (splits) {
-            float *d = malloc(sizeof *d * (size_t)(l.out_features * l.in_features));
-            float *db = malloc(sizeof *db * (size_t)l.out_features);
-            assert_int_equal(qd_awq_mod_deinterleave(w, 1, l.out_features, l.in_features * 4, (int)splits, d), QD_OK);
-            assert_int_equal(qd_awq_mod_deinterleave(b, 1, l.out_features, 4, (int)splits, db), QD_OK);
-            /* and the +1 baked into the scale chunks' bias comes back out */
-            int64_t per = l.out_features / splits;
-            for (int64_t c = 0; c < splits; c++)
-                if (c == 1 || c == 4)
-                    for (int64_t i = 0; i < per; i++) db[c * per + i] -= 1.0f;
-            free(w);
-            free(b);
-            w = d;
-            b = db;
-        }
-        json_t *rows = json_object_get(layer, "fused_rows");
-        json_t *cols = json_object_get(part, "in_columns");
-        int64_t r0 = rows ? json_integer_value(json_array_get(rows, 0)) : 0;
-        int64_t c0 = cols ? json_integer_value(json_array_get(cols, 0)) : 0;
-        int64_t c1 = cols ? json_integer_value(json_array_get(cols, 1)) : k_in;
-        /* padded Nunchaku layers: the logical block is the top-left corner */
-        take(w, l.in_features, r0, r0 + n_out, 0, c1 - c0, got, k_in, c0);
-        if (p == n_parts - 1)
-            for (int64_t r = 0; r < n_out; r++) bias_got[r] += b[r0 + r];
-        if (json_object_get(part, "act_unsigned") && json_is_true(json_object_get(part, "act_unsigned"))) bias_known = false;
-        if (json_is_true(json_object_get(layer, "act_unsigned"))) bias_known = false;
-        free(w);
-        free(b);
-        qd_linear_free(&l);
-    }
+    /* the GELU shift of unsigned-activation fc2 layers lives in the bias; the model code sets it */
+    bool bias_known;
+    qt_manifest_reference(cfg, ck, layer, false, got, bias_got, &bias_known);
     compare(what, got, want, count, t);
     t->layers++;
     snprintf(key, sizeof key, "%s.bias", name);
     const float *want_bias = expected_tensor(expected, key, &count);
-    /* the GELU shift of unsigned-activation fc2 layers lives in the bias; the model code removes it */
     if (want_bias && bias_known) {
         snprintf(what, sizeof what, "%s: %s bias", family, name);
         compare(what, bias_got, want_bias, n_out, t);

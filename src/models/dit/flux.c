@@ -12,17 +12,19 @@
  * The AWQ modulation layers store their rows interleaved by chunk with +1 in the scale chunks' bias
  * (§5.6): undone once at load, so the forward is the diffusers one. The int4 fc2 layers (after GELU)
  * quantize their activations unsigned (§5.4). SVDQuant pads N and K to multiples of 128: the forward
- * pads x with zeros and crops y (qd_run_linear_n). */
+ * pads x with zeros and crops y (qd_run_linear_n). The table of Nunchaku layers below drives both the loader
+ * and qd_flux_layout (models/layout.h), the map `qdit convert dequantize` splits them back by. */
 #include "models/dit/flux.h"
 #include "models/run.h"
+#include "models/layout.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/codec.h"
 #include "core/status.h"
-#include "quant/packing.h"
 #include "quant/plan.h"
 
 typedef struct {
@@ -115,135 +117,159 @@ void qd_flux_free(qd_flux *m) {
 
 /* ---- Nunchaku SVDQuant layers ---- */
 
-/* A copy of view v with its N rows (v viewed as [N][row bytes]) de-interleaved from the AWQ modulation
- * order (stored row i·C + c = logical row c·(N/C) + i, formats.md §5.6). */
-static qd_status view_deinterleave(const char *layer, qd_view *v, int64_t n, int64_t chunks) {
-    if (!v->data) return QD_OK;
-    const int64_t el = qd_view_elements(v);
-    const size_t row = (size_t)(el / n) * (size_t)qd_dtype_bits(v->dtype) / 8;
-    if (el % n || !row) return qd_fail(QD_EFORMAT, "layer '%s': a %lld-element tensor does not split into %lld rows", layer, (long long)el, (long long)n);
-    void *buf = malloc(row * (size_t)n);
-    if (!buf) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its de-interleaved rows", layer);
-    qd_status s = qd_awq_mod_deinterleave(v->data, 1, n, row, chunks, buf);
-    if (s) {
-        free(buf);
-        return qd_fail_context(s, "layer '%s'", layer);
-    }
-    qd_view nv = *v;
-    nv.data = nv.owned = buf;
-    qd_view_free(v);
-    *v = nv;
-    return QD_OK;
+/* Nunchaku's legacy layout, told by its fused qkv of the first block (formats.md §5.7) */
+static bool flux_is_nunchaku(const qd_model_ctx *ctx, const qd_flux_config *c) {
+    return qd_model_has(ctx, c->num_layers > 0 ? "transformer_blocks.0.qkv_proj.qweight" : "single_transformer_blocks.0.qkv_proj.qweight");
 }
 
-/* An AWQ W4A16 modulation linear (norm1.linear: 6 chunks, single norm.linear: 3) brought to the diffusers
- * row order, with the +1 that the converter baked into the bias of the scale chunks (c = 1 and c = C − 2)
- * taken out again: afterwards it computes exactly the diffusers layer's function. */
-static qd_status awq_mod_to_logical(qd_linear *l, int64_t chunks) {
-    const char *name = l->name ? l->name : "?";
-    const int64_t n = l->out_features;
-    if (n % chunks) return qd_fail(QD_EFORMAT, "layer '%s': %lld output rows do not split into %lld modulation chunks", name, (long long)n, (long long)chunks);
-    qd_status s = QD_OK;
-    if (!s) s = view_deinterleave(name, &l->weight, n, chunks);
-    if (!s) s = view_deinterleave(name, &l->scale, n, chunks);
-    if (!s) s = view_deinterleave(name, &l->zeros, n, chunks);
-    if (!s && !l->bias.data) {
-        return qd_fail(QD_EFORMAT, "layer '%s': a Nunchaku AWQ modulation layer carries a bias (with +1 on its scale chunks); "
-                       "'%s.bias' is missing", name, name);
-    }
-    if (!s) s = view_deinterleave(name, &l->bias, n, chunks);
-    if (s) return s;
-    float *b = malloc(sizeof *b * (size_t)n);
-    if (!b) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its bias", name);
-    const int64_t per = n / chunks;
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t c = j / per;
-        b[j] = qd_view_get(&l->bias, j, 0) - ((c == 1 || c == chunks - 2) ? 1.0f : 0.0f);
-    }
-    qd_view_free(&l->bias);
-    l->bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {n}, .data = b, .owned = b};
-    return QD_OK;
+/* The Nunchaku block layers (formats.md §5.7): checkpoint suffix, where the loader keeps it, logical
+ * in → out as multiples of the inner dim D, AWQ modulation chunks, after GELU (unsigned int4 activations),
+ * and the diffusers modules it holds: `to` lists them ('|'), its rows split equally among them; with
+ * `col` ≥ 0 it is the columns [col·D, col·D + in) of the one module `to`, which is to_in·D wide. */
+typedef struct {
+    const char *suffix;
+    size_t field;
+    int in, out, chunks;
+    bool after_gelu;
+    const char *to;
+    int col, to_in;
+} nk_layer;
+
+static const nk_layer nk_double[] = {
+    {"norm1.linear", offsetof(double_block, norm1), 1, 6, 6, false, "norm1.linear", -1, 0},
+    {"norm1_context.linear", offsetof(double_block, norm1_context), 1, 6, 6, false, "norm1_context.linear", -1, 0},
+    {"qkv_proj", offsetof(double_block, qkv), 1, 3, 0, false, "attn.to_q|attn.to_k|attn.to_v", -1, 0},
+    {"qkv_proj_context", offsetof(double_block, qkv_ctx), 1, 3, 0, false, "attn.add_q_proj|attn.add_k_proj|attn.add_v_proj", -1, 0},
+    {"out_proj", offsetof(double_block, to_out), 1, 1, 0, false, "attn.to_out.0", -1, 0},
+    {"out_proj_context", offsetof(double_block, to_add_out), 1, 1, 0, false, "attn.to_add_out", -1, 0},
+    {"mlp_fc1", offsetof(double_block, ff_in), 1, 4, 0, false, "ff.net.0.proj", -1, 0},
+    {"mlp_fc2", offsetof(double_block, ff_out), 4, 1, 0, true, "ff.net.2", -1, 0},
+    {"mlp_context_fc1", offsetof(double_block, ffc_in), 1, 4, 0, false, "ff_context.net.0.proj", -1, 0},
+    {"mlp_context_fc2", offsetof(double_block, ffc_out), 4, 1, 0, true, "ff_context.net.2", -1, 0},
+};
+
+static const nk_layer nk_single[] = {
+    {"norm.linear", offsetof(single_block, norm), 1, 3, 3, false, "norm.linear", -1, 0},
+    {"qkv_proj", offsetof(single_block, qkv), 1, 3, 0, false, "attn.to_q|attn.to_k|attn.to_v", -1, 0},
+    {"mlp_fc1", offsetof(single_block, proj_mlp), 1, 4, 0, false, "proj_mlp", -1, 0},
+    {"out_proj", offsetof(single_block, out_attn), 1, 1, 0, false, "proj_out", 0, 5},
+    {"mlp_fc2", offsetof(single_block, mlp_fc2), 4, 1, 0, true, "proj_out", 1, 5},
+};
+
+/* The per-head norms, kept under the block by Nunchaku: stored suffix → diffusers suffix. */
+static const char *const nk_double_norms[][2] = {{"norm_q.weight", "attn.norm_q.weight"},
+                                                 {"norm_k.weight", "attn.norm_k.weight"},
+                                                 {"norm_added_q.weight", "attn.norm_added_q.weight"},
+                                                 {"norm_added_k.weight", "attn.norm_added_k.weight"}};
+static const char *const nk_single_norms[][2] = {{"norm_q.weight", "attn.norm_q.weight"}, {"norm_k.weight", "attn.norm_k.weight"}};
+
+static qd_layout_part nk_part(const nk_layer *t, const char *block, int64_t i, int64_t D) {
+    qd_layout_part p = {.in = t->in * D, .out = t->out * D, .padded = true, .after_gelu = t->after_gelu, .chunks = t->chunks};
+    snprintf(p.module, sizeof p.module, "%s.%lld.%s", block, (long long)i, t->suffix);
+    return p;
 }
 
-/* Bind a linear of a Nunchaku checkpoint: SVDQuant layers may be padded (N, K to multiples of 128), so
- * they need at least in → out; `chunks` > 0 marks an AWQ modulation layer; `after_gelu` an fc2 whose int4
- * activations are quantized unsigned with nunchaku's shift (formats.md §5.4). */
-static qd_status nk_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, int64_t chunks, bool after_gelu,
-                           qd_linear *l) {
+/* Bind a linear of a Nunchaku checkpoint as its table row says, and prepare it. */
+static qd_status nk_linear(const qd_model_ctx *ctx, const qd_layout_part *p, qd_linear *l) {
     char q[300], w[300];
-    snprintf(q, sizeof q, "%s.qweight", name);
-    snprintf(w, sizeof w, "%s.weight", name);
+    snprintf(q, sizeof q, "%s.qweight", p->module);
+    snprintf(w, sizeof w, "%s.weight", p->module);
     if (!qd_model_has(ctx, q) && !qd_model_has(ctx, w)) {
         const char *file = ctx->ck->n_files ? ctx->ck->files[0]->path : "the transformer checkpoint";
         return qd_fail(QD_EFORMAT,
                        "%s%s: a Nunchaku FLUX checkpoint (legacy names, as its transformer_blocks.0.qkv_proj says) "
                        "needs layer '%s' ('%s' or '%s'), and it is missing",
-                       file, ctx->ck->n_files > 1 ? " (and the other files of its set)" : "", name, q, w);
+                       file, ctx->ck->n_files > 1 ? " (and the other files of its set)" : "", p->module, q, w);
     }
-    qd_status s = qd_model_bind(ctx, name, in, out, l);
-    if (s) return s;
-    const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
-    const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;
-    if (!fits) {
-        s = qd_fail(QD_EFORMAT, "layer '%s' (%s) is %lld → %lld; the config needs %lld → %lld%s", name, l->scheme_name,
-                    (long long)l->in_features, (long long)l->out_features, (long long)in, (long long)out,
-                    svdq ? " (or larger: SVDQuant pads to multiples of 128)" : "");
-    }
-    if (!s && svdq) l->act_unsigned = after_gelu && l->scheme == QD_SCHEME_SVDQ_INT4;
-    if (!s && chunks > 0 && l->scheme == QD_SCHEME_AWQ_W4A16) s = awq_mod_to_logical(l, chunks);
-    if (!s && ctx->backend->ops->prepare_linear) s = ctx->backend->ops->prepare_linear(ctx->backend, l);
-    if (s) qd_linear_free(l);
-    return s;
+    qd_status s = qd_model_bind_part(ctx, p, l);
+    return s ? s : qd_model_prepare(ctx, l);
 }
 
 static qd_status load_nunchaku(const qd_model_ctx *ctx, qd_flux *m) {
     const qd_flux_config *c = &m->c;
-    const int64_t D = c->inner_dim, hd = c->head_dim, mlp = 4 * D;
+    const int64_t D = c->inner_dim, hd = c->head_dim;
     char n[256];
     qd_status s = QD_OK;
     for (int64_t i = 0; !s && i < c->num_layers; i++) {
         double_block *b = &m->dbl[i];
-#define NL(dst, suffix, in, outf, chunks, gelu)                                 \
-    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
-    if (!s) s = nk_linear(ctx, n, in, outf, chunks, gelu, dst)
-#define NP(dst, suffix, len)                                                    \
-    snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, suffix); \
-    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){len}, dst)
-        NL(&b->norm1, "norm1.linear", D, 6 * D, 6, false);
-        NL(&b->norm1_context, "norm1_context.linear", D, 6 * D, 6, false);
-        NL(&b->qkv, "qkv_proj", D, 3 * D, 0, false);
-        NL(&b->qkv_ctx, "qkv_proj_context", D, 3 * D, 0, false);
-        NL(&b->to_out, "out_proj", D, D, 0, false);
-        NL(&b->to_add_out, "out_proj_context", D, D, 0, false);
-        NL(&b->ff_in, "mlp_fc1", D, mlp, 0, false);
-        NL(&b->ff_out, "mlp_fc2", mlp, D, 0, true);
-        NL(&b->ffc_in, "mlp_context_fc1", D, mlp, 0, false);
-        NL(&b->ffc_out, "mlp_context_fc2", mlp, D, 0, true);
-        NP(&b->norm_q, "norm_q.weight", hd);
-        NP(&b->norm_k, "norm_k.weight", hd);
-        NP(&b->norm_added_q, "norm_added_q.weight", hd);
-        NP(&b->norm_added_k, "norm_added_k.weight", hd);
-#undef NL
-#undef NP
+        for (size_t j = 0; !s && j < sizeof nk_double / sizeof *nk_double; j++) {
+            qd_layout_part p = nk_part(&nk_double[j], "transformer_blocks", i, D);
+            s = nk_linear(ctx, &p, (qd_linear *)((char *)b + nk_double[j].field));
+        }
+        qd_tensor *norms[] = {&b->norm_q, &b->norm_k, &b->norm_added_q, &b->norm_added_k};
+        for (size_t j = 0; !s && j < 4; j++) {
+            snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, nk_double_norms[j][0]);
+            s = qd_model_param(ctx, n, 1, (int64_t[]){hd}, norms[j]);
+        }
     }
     for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
         single_block *b = &m->sgl[i];
-#define NL(dst, suffix, in, outf, chunks, gelu)                                        \
-    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
-    if (!s) s = nk_linear(ctx, n, in, outf, chunks, gelu, dst)
-#define NP(dst, suffix, len)                                                           \
-    snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
-    if (!s) s = qd_model_param(ctx, n, 1, (int64_t[]){len}, dst)
-        NL(&b->norm, "norm.linear", D, 3 * D, 3, false);
-        NL(&b->qkv, "qkv_proj", D, 3 * D, 0, false);
-        NL(&b->proj_mlp, "mlp_fc1", D, mlp, 0, false);
-        NL(&b->out_attn, "out_proj", D, D, 0, false);
-        NL(&b->mlp_fc2, "mlp_fc2", mlp, D, 0, true);
-        NP(&b->norm_q, "norm_q.weight", hd);
-        NP(&b->norm_k, "norm_k.weight", hd);
-#undef NL
-#undef NP
+        for (size_t j = 0; !s && j < sizeof nk_single / sizeof *nk_single; j++) {
+            qd_layout_part p = nk_part(&nk_single[j], "single_transformer_blocks", i, D);
+            s = nk_linear(ctx, &p, (qd_linear *)((char *)b + nk_single[j].field));
+        }
+        qd_tensor *norms[] = {&b->norm_q, &b->norm_k};
+        for (size_t j = 0; !s && j < 2; j++) {
+            snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, nk_single_norms[j][0]);
+            s = qd_model_param(ctx, n, 1, (int64_t[]){hd}, norms[j]);
+        }
     }
+    return s;
+}
+
+/* One block's Nunchaku layers as layout groups: a group per stored layer, except that layers landing in
+ * the same diffusers module (single-block out_proj + mlp_fc2 → proj_out) share one. */
+static qd_status nk_block_layout(qd_layout *lay, const nk_layer *tab, size_t n_tab, const char *block, int64_t i, int64_t D) {
+    qd_layout_group *shared = NULL;
+    for (size_t j = 0; j < n_tab; j++) {
+        const nk_layer *t = &tab[j];
+        qd_layout_group *g = t->col >= 0 ? shared : NULL;
+        qd_status s = QD_OK;
+        if (!g && (s = qd_layout_group_new(lay, &g))) return s;
+        qd_layout_part p = nk_part(t, block, i, D);
+        int part = qd_layout_add_part(g, p.in, p.out, p.padded, p.after_gelu, p.chunks, "%s", p.module);
+        if (t->col >= 0) {
+            int target = g->n_targets ? 0 : qd_layout_add_target(g, t->to_in * D, p.out, "%s.%lld.%s", block, (long long)i, t->to);
+            qd_layout_add_piece(g, part, target, 0, p.out, 0, t->col * D);
+            shared = g;
+            continue;
+        }
+        int n_to = 1;
+        for (const char *c = t->to; *c; c++) n_to += *c == '|';
+        const char *name = t->to;
+        for (int k = 0; k < n_to; k++) {
+            size_t len = strcspn(name, "|");
+            int target = qd_layout_add_target(g, p.in, p.out / n_to, "%s.%lld.%.*s", block, (long long)i, (int)len, name);
+            qd_layout_add_piece(g, part, target, k * (p.out / n_to), p.out / n_to, 0, 0);
+            name += len + (name[len] == '|');
+        }
+    }
+    return QD_OK;
+}
+
+qd_status qd_flux_layout(const qd_model_ctx *ctx, const qd_flux_config *c, qd_layout *out) {
+    memset(out, 0, sizeof *out);
+    if (!flux_is_nunchaku(ctx, c)) return QD_OK; /* diffusers names throughout */
+    const int64_t D = c->inner_dim;
+    char from[QD_LAYOUT_NAME], to[QD_LAYOUT_NAME];
+    qd_status s = QD_OK;
+    for (int64_t i = 0; !s && i < c->num_layers; i++) {
+        s = nk_block_layout(out, nk_double, sizeof nk_double / sizeof *nk_double, "transformer_blocks", i, D);
+        for (size_t j = 0; !s && j < 4; j++) {
+            snprintf(from, sizeof from, "transformer_blocks.%lld.%s", (long long)i, nk_double_norms[j][0]);
+            snprintf(to, sizeof to, "transformer_blocks.%lld.%s", (long long)i, nk_double_norms[j][1]);
+            s = qd_layout_add_rename(out, from, to);
+        }
+    }
+    for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
+        s = nk_block_layout(out, nk_single, sizeof nk_single / sizeof *nk_single, "single_transformer_blocks", i, D);
+        for (size_t j = 0; !s && j < 2; j++) {
+            snprintf(from, sizeof from, "single_transformer_blocks.%lld.%s", (long long)i, nk_single_norms[j][0]);
+            snprintf(to, sizeof to, "single_transformer_blocks.%lld.%s", (long long)i, nk_single_norms[j][1]);
+            s = qd_layout_add_rename(out, from, to);
+        }
+    }
+    if (s) qd_layout_free(out);
     return s;
 }
 
@@ -272,9 +298,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     }
     LIN(&m->p_lin1, "time_text_embed.text_embedder.linear_1", c->pooled_projection_dim, D);
     LIN(&m->p_lin2, "time_text_embed.text_embedder.linear_2", D, D);
-    /* Nunchaku's legacy layout, told by its fused qkv of the first block (formats.md §5.7) */
-    m->nunchaku = qd_model_has(ctx, c->num_layers > 0 ? "transformer_blocks.0.qkv_proj.qweight"
-                                                      : "single_transformer_blocks.0.qkv_proj.qweight");
+    m->nunchaku = flux_is_nunchaku(ctx, c);
     if (m->nunchaku && !s) s = load_nunchaku(ctx, m);
     for (int64_t i = 0; !s && !m->nunchaku && i < c->num_layers; i++) {
         double_block *b = &m->dbl[i];

@@ -22,6 +22,11 @@ qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_con
 qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux **out);
 void qd_flux_free(qd_flux *m);
 
+/* How this checkpoint stores the model's diffusers linears (models/layout.h): empty for diffusers names,
+ * the Nunchaku legacy layout's fused and renamed layers otherwise. */
+struct qd_layout;
+qd_status qd_flux_layout(const qd_model_ctx *ctx, const qd_flux_config *c, struct qd_layout *out);
+
 /* The arguments of diffusers' forward (timestep is σ, the model multiplies by 1000 itself): hidden
  * [B, N, in], encoder [B, T, joint], pooled [B, pooled], timestep/guidance [B] (host), img_ids [N, 3],
  * txt_ids [T, 3] (host). Output [B, N, out] in the context's activation dtype. */

@@ -8,6 +8,7 @@
  * keeps its name. SVDQuant pads N and K to multiples of 128: x is padded with zeros, y cropped. */
 #include "models/dit/zimage.h"
 #include "models/run.h"
+#include "models/layout.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -97,23 +98,13 @@ void qd_zimage_free(qd_zimage *m) {
     free(m);
 }
 
-/* Bind a linear that may be an SVDQuant one: those pad N and K to multiples of 128, so they need at least
- * in → out; any other scheme exactly that. Z-Image's SVDQuant activations are all signed (its FFN is SwiGLU,
- * no GELU before an fc2; formats.md §5.4). */
+/* Bind a linear that may be an SVDQuant one (padded N and K allowed) and prepare it. Z-Image's SVDQuant
+ * activations are all signed (its FFN is SwiGLU, no GELU before an fc2; formats.md §5.4). */
 static qd_status padded_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, qd_linear *l) {
-    qd_status s = qd_model_bind(ctx, name, in, out, l);
-    if (s) return s;
-    const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
-    const bool fits = svdq ? l->in_features >= in && l->out_features >= out : l->in_features == in && l->out_features == out;
-    if (!fits) {
-        s = qd_fail(QD_EFORMAT, "layer '%s' (%s) is %lld → %lld; the config needs %lld → %lld%s", name, l->scheme_name,
-                    (long long)l->in_features, (long long)l->out_features, (long long)in, (long long)out,
-                    svdq ? " (or larger: SVDQuant pads to multiples of 128)" : "");
-    }
-    if (!s && svdq) l->act_unsigned = false;
-    if (!s && ctx->backend->ops->prepare_linear) s = ctx->backend->ops->prepare_linear(ctx->backend, l);
-    if (s) qd_linear_free(l);
-    return s;
+    qd_layout_part p = {.in = in, .out = out, .padded = true};
+    snprintf(p.module, sizeof p.module, "%s", name);
+    qd_status s = qd_model_bind_part(ctx, &p, l);
+    return s ? s : qd_model_prepare(ctx, l);
 }
 
 /* Does the checkpoint hold module `prefix.suffix` (as a plain or a Nunchaku weight)? */
@@ -209,6 +200,53 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
     }
     *out = m;
     return QD_OK;
+}
+
+/* One block's stored layers as layout groups (models/layout.h): Nunchaku's fused to_qkv and [w3; w1], its
+ * net.2 (= w2) and the padded to_out.0; a block in diffusers form adds nothing but to_out.0. */
+static qd_status block_layout(const qd_model_ctx *ctx, const qd_zimage_config *c, const char *prefix, qd_layout *lay) {
+    const int64_t D = c->dim, kvd = c->kv_heads * c->head_dim, H = c->ffn_hidden;
+    qd_layout_group *g;
+    qd_status s;
+    if (has_module(ctx, prefix, "attention.to_qkv") && !has_module(ctx, prefix, "attention.to_q")) {
+        if ((s = qd_layout_group_new(lay, &g))) return s;
+        int p = qd_layout_add_part(g, D, D + 2 * kvd, true, false, 0, "%s.attention.to_qkv", prefix);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, D, D, "%s.attention.to_q", prefix), 0, D, 0, 0);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, D, kvd, "%s.attention.to_k", prefix), D, kvd, 0, 0);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, D, kvd, "%s.attention.to_v", prefix), D + kvd, kvd, 0, 0);
+    }
+    if ((s = qd_layout_group_new(lay, &g))) return s;
+    int p = qd_layout_add_part(g, D, D, true, false, 0, "%s.attention.to_out.0", prefix);
+    qd_layout_add_piece(g, p, qd_layout_add_target(g, D, D, "%s.attention.to_out.0", prefix), 0, D, 0, 0);
+    if (has_module(ctx, prefix, "feed_forward.net.0.proj") && !has_module(ctx, prefix, "feed_forward.w1")) {
+        /* [w3; w1]: diffusers' SwiGLU takes the value from the first half, the SiLU gate from the second */
+        if ((s = qd_layout_group_new(lay, &g))) return s;
+        p = qd_layout_add_part(g, D, 2 * H, true, false, 0, "%s.feed_forward.net.0.proj", prefix);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, D, H, "%s.feed_forward.w3", prefix), 0, H, 0, 0);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, D, H, "%s.feed_forward.w1", prefix), H, H, 0, 0);
+        if ((s = qd_layout_group_new(lay, &g))) return s;
+        p = qd_layout_add_part(g, H, D, true, false, 0, "%s.feed_forward.net.2", prefix);
+        qd_layout_add_piece(g, p, qd_layout_add_target(g, H, D, "%s.feed_forward.w2", prefix), 0, D, 0, 0);
+    }
+    return QD_OK;
+}
+
+qd_status qd_zimage_layout(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_layout *out) {
+    memset(out, 0, sizeof *out);
+    char prefix[64];
+    qd_status s = QD_OK;
+    for (int64_t i = 0; !s && i < c->layers; i++) {
+        snprintf(prefix, sizeof prefix, "layers.%lld", (long long)i);
+        s = block_layout(ctx, c, prefix, out);
+    }
+    for (int64_t i = 0; !s && i < c->refiner_layers; i++) {
+        snprintf(prefix, sizeof prefix, "noise_refiner.%lld", (long long)i);
+        s = block_layout(ctx, c, prefix, out);
+        snprintf(prefix, sizeof prefix, "context_refiner.%lld", (long long)i);
+        if (!s) s = block_layout(ctx, c, prefix, out);
+    }
+    if (s) qd_layout_free(out);
+    return s;
 }
 
 /* ---- forward ---- */

@@ -22,6 +22,11 @@ qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage
 qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_zimage **out);
 void qd_zimage_free(qd_zimage *m);
 
+/* How this checkpoint stores the model's diffusers linears (models/layout.h): Nunchaku's fused blocks
+ * (to_qkv, net.0.proj = [w3; w1], net.2 = w2) and padded to_out.0. */
+struct qd_layout;
+qd_status qd_zimage_layout(const qd_model_ctx *ctx, const qd_zimage_config *c, struct qd_layout *out);
+
 /* One latent x [C, F, H, W] (F = 1), t (the model multiplies by t_scale), caption features [L, cap]
  * (host f32, the valid tokens only). Output [C, F, H, W] in the activation dtype. */
 qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out);
