@@ -16,6 +16,8 @@ static void usage(FILE *to) {
             "                          or cached Hugging Face repo id\n"
             "  forward --component DIR --inputs IN --output OUT\n"
             "                          run one module on named inputs (conformance checks)\n"
+            "  tokenize --model DIR --prompt TEXT\n"
+            "                          print the token ids of a prompt (tokenizer debugging)\n"
             "  version                 print the version\n"
             "\n"
             "Run `qdit <command> --help` for a command's options; docs/cli.md has the full reference.\n",
@@ -30,6 +32,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "inspect")) return qd_cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return qd_cmd_forward(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return qd_cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("qdit %s\n", QDIT_VERSION);
         return 0;
@@ -38,6 +41,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, forward or version; see qdit --help)\n", cmd);
+    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, forward, tokenize or version; see qdit --help)\n", cmd);
     return 2;
 }
