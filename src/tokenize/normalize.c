@@ -207,12 +207,6 @@ static qd_status unicode_form(tk_buf *s, int options) {
     return QD_OK;
 }
 
-static bool is_cased_letter(utf8proc_int32_t cp) {
-    return utf8proc_tolower(cp) != cp || utf8proc_toupper(cp) != cp;
-}
-
-/* Rust's str::to_lowercase (what HF's Lowercase calls): full mappings, where utf8proc's simple ones
- * differ only for U+0130 (→ "i̇") and final sigma (Σ at a word end → ς). */
 static qd_status lowercase(tk_buf *s) {
     tk_buf out = {0};
     for (size_t i = 0; i < s->n;) {
@@ -226,19 +220,6 @@ static qd_status lowercase(tk_buf *s) {
             tl = 3;
         } else {
             lc = utf8proc_tolower(cp);
-            if (cp == 0x3A3) {
-                bool before = false, after = false;
-                if (i > 0) {
-                    size_t p = i - 1;
-                    while (p > 0 && ((unsigned char)s->s[p] & 0xC0) == 0x80) p--;
-                    before = is_cased_letter((utf8proc_int32_t)tk_utf8_get(s->s + p, i - p));
-                }
-                if (i + l < s->n) {
-                    size_t nl = tk_utf8_len(s->s + i + l, s->n - i - l);
-                    if (nl) after = is_cased_letter((utf8proc_int32_t)tk_utf8_get(s->s + i + l, nl));
-                }
-                if (before && !after) lc = 0x3C2;
-            }
             tl = tk_utf8_put((uint32_t)lc, tmp);
         }
         if (!tk_buf_add(&out, tmp, tl)) {

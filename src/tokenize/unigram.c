@@ -1,7 +1,12 @@
 /* Unigram language-model tokenization (SentencePiece, HF tokenizers' Unigram): the segmentation with
  * the highest sum of piece log-probabilities, found by Viterbi over byte positions. A character no
  * piece starts with becomes the unknown token with score min_score − 10 (both implementations'
- * penalty); consecutive unknowns fuse into one, or become <0xXX> byte pieces with byte fallback. */
+ * penalty); consecutive unknowns fuse into one, or become <0xXX> byte pieces with byte fallback.
+ *
+ * Ties are common (a run of one repeated character), so the arithmetic must be the reference's to the
+ * bit: HF sums in f64; SentencePiece stores path scores as float but forms each candidate in double
+ * (piece score + stored float) and compares that against the stored float. The first candidate in
+ * (start, length) order wins a tie in both. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,15 +43,10 @@ qd_status tk_unigram_word(const tk_model *m, const char *w, size_t n, tk_ids *ou
             int32_t id = tk_model_id(m, w + i, j - i);
             if (id >= 0 && usable(m, id)) {
                 double ps = m->scores[id];
-                if (m->types[id] == TK_PIECE_USER) {
-                    /* SentencePiece makes user-defined pieces win: length × max score − 0.1 */
-                    size_t chars = 0;
-                    for (size_t k = i; k < j; k += (tk_utf8_len(w + k, j - k) ? tk_utf8_len(w + k, j - k) : 1)) chars++;
-                    ps = (double)chars * m->max_score - 0.1;
-                }
+                if (m->types[id] == TK_PIECE_USER) /* SentencePiece makes them win: bytes × max score − ε */
+                    ps = (double)(j - i) * m->max_score - 1e-7;
                 double s = nodes[i].score + ps;
-                if (m->spm_float) s = (double)((float)nodes[i].score + (float)ps);
-                if (!nodes[j].reached || s > nodes[j].score) nodes[j] = (node){s, i, id, true};
+                if (!nodes[j].reached || s > nodes[j].score) nodes[j] = (node){m->spm_float ? (double)(float)s : s, i, id, true};
                 if (j == i + cl) single = true;
             }
             if (j == n) break;
@@ -54,10 +54,9 @@ qd_status tk_unigram_word(const tk_model *m, const char *w, size_t n, tk_ids *ou
             j += l ? l : 1;
         }
         if (!single) {
-            double s = nodes[i].score + unk_score;
-            if (m->spm_float) s = (double)((float)nodes[i].score + (float)unk_score);
+            double s = m->spm_float ? (double)((float)nodes[i].score + (float)unk_score) : nodes[i].score + unk_score;
             size_t j = i + cl;
-            if (!nodes[j].reached || s > nodes[j].score) nodes[j] = (node){s, i, -2, true};
+            if (!nodes[j].reached || s > nodes[j].score) nodes[j] = (node){m->spm_float ? (double)(float)s : s, i, -2, true};
         }
         i += cl;
     }
