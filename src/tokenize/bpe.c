@@ -68,6 +68,12 @@ qd_status tk_bpe_add_merge(qd_tokenizer *t, size_t rank, const char *a, size_t n
     return QD_OK;
 }
 
+static bool bytes_known(const tk_model *m, const char *c, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (m->byte_ids[(unsigned char)c[i]] < 0) return false;
+    return true;
+}
+
 /* Symbols of a word: ids; merged symbols are removed by compaction. */
 static qd_status push_char(const tk_model *m, const char *c, size_t n, bool last, tk_ids *syms) {
     char tmp[TK_MAX_TOKEN_BYTES + 8];
@@ -78,11 +84,8 @@ static qd_status push_char(const tk_model *m, const char *c, size_t n, bool last
     bool ok = true;
     if (id >= 0) {
         ok = tk_ids_add(syms, id);
-    } else if (m->byte_fallback && m->byte_ids[(unsigned char)c[0]] >= 0) {
-        for (size_t i = 0; i < n && ok; i++) {
-            int32_t b = m->byte_ids[(unsigned char)c[i]];
-            ok = tk_ids_add(syms, b >= 0 ? b : m->unk_id);
-        }
+    } else if (m->byte_fallback && bytes_known(m, c, n)) {
+        for (size_t i = 0; i < n && ok; i++) ok = tk_ids_add(syms, m->byte_ids[(unsigned char)c[i]]);
     } else if (m->unk_id >= 0) {
         if (!(m->fuse_unk && syms->n && syms->v[syms->n - 1] == m->unk_id)) ok = tk_ids_add(syms, m->unk_id);
     } /* no unknown token: the character is dropped, as HF does */

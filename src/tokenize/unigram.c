@@ -23,6 +23,12 @@ typedef struct {
     bool reached;
 } node;
 
+static bool all_bytes_known(const tk_model *m, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (m->byte_ids[(unsigned char)s[i]] < 0) return false;
+    return true;
+}
+
 static bool usable(const tk_model *m, int32_t id) {
     uint8_t ty = m->types[id];
     return ty == TK_PIECE_NORMAL || ty == TK_PIECE_USER;
@@ -77,11 +83,9 @@ qd_status tk_unigram_word(const tk_model *m, const char *w, size_t n, tk_ids *ou
         if (nd->id != -2) {
             ok = tk_ids_add(out, nd->id);
             prev_unk = false;
-        } else if (m->byte_fallback) {
-            for (size_t b = nd->start; b < ends[q] && ok; b++) {
-                int32_t id = m->byte_ids[(unsigned char)w[b]];
-                ok = tk_ids_add(out, id >= 0 ? id : m->unk_id);
-            }
+        } else if (m->byte_fallback && all_bytes_known(m, w + nd->start, ends[q] - nd->start)) {
+            for (size_t b = nd->start; b < ends[q] && ok; b++) ok = tk_ids_add(out, m->byte_ids[(unsigned char)w[b]]);
+            prev_unk = false;
         } else {
             if (!prev_unk && m->unk_id >= 0) ok = tk_ids_add(out, m->unk_id);
             prev_unk = true;
