@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "io/fs.h"
 #include "test_util.h"
@@ -86,6 +87,18 @@ static size_t check_set(json_t *set, size_t *checked) {
                 print_ids("qdit     ", got.ids, got.n, first > 3 ? first - 3 : 0);
                 free(r);
             }
+        }
+        /* Byte-level BPE is lossless: decoding gives the NFC form of the prompt back. */
+        if (same && strstr(name, "qwen3 plain")) {
+            char *back = NULL;
+            utf8proc_uint8_t *nfc = utf8proc_NFC((const utf8proc_uint8_t *)prompt);
+            assert_int_equal(qd_tokenizer_decode(t, got.ids, got.n, false, &back), QD_OK);
+            if (strcmp(back, (const char *)nfc) != 0) {
+                fprintf(stderr, "  %s: prompt %zu does not decode back to itself: \"%.60s\"\n", name, i, back);
+                bad++;
+            }
+            free(back);
+            free(nfc);
         }
         qd_token_ids_free(&got);
     }
