@@ -20,29 +20,27 @@ typedef struct {
     size_t len;
 } pb_field;
 
+static bool varint(reader *r, uint64_t *v) {
+    *v = 0;
+    for (int s = 0;; s += 7) {
+        if (r->p >= r->end || s > 63) return false;
+        uint8_t b = *r->p++;
+        *v |= (uint64_t)(b & 0x7F) << s;
+        if (!(b & 0x80)) return true;
+    }
+}
+
 /* 1: a field read; 0: end of message; -1: malformed. */
 static int pb_next(reader *r, pb_field *f) {
     if (r->p >= r->end) return 0;
-    uint64_t key = 0;
-    for (int s = 0;; s += 7) {
-        if (r->p >= r->end || s > 63) return -1;
-        uint8_t b = *r->p++;
-        key |= (uint64_t)(b & 0x7F) << s;
-        if (!(b & 0x80)) break;
-    }
+    uint64_t key;
+    if (!varint(r, &key)) return -1;
     f->field = (uint32_t)(key >> 3);
     f->wire = (uint32_t)(key & 7);
     if (f->field == 0 || key >> 32) return -1;
     switch (f->wire) {
     case 0:
-        f->v = 0;
-        for (int s = 0;; s += 7) {
-            if (r->p >= r->end || s > 63) return -1;
-            uint8_t b = *r->p++;
-            f->v |= (uint64_t)(b & 0x7F) << s;
-            if (!(b & 0x80)) break;
-        }
-        return 1;
+        return varint(r, &f->v) ? 1 : -1;
     case 1:
         if (r->end - r->p < 8) return -1;
         f->v = 0;
@@ -55,14 +53,8 @@ static int pb_next(reader *r, pb_field *f) {
         r->p += 4;
         return 1;
     case 2: {
-        uint64_t n = 0;
-        for (int s = 0;; s += 7) {
-            if (r->p >= r->end || s > 63) return -1;
-            uint8_t b = *r->p++;
-            n |= (uint64_t)(b & 0x7F) << s;
-            if (!(b & 0x80)) break;
-        }
-        if (n > (uint64_t)(r->end - r->p)) return -1;
+        uint64_t n;
+        if (!varint(r, &n) || n > (uint64_t)(r->end - r->p)) return -1;
         f->data = r->p;
         f->len = (size_t)n;
         r->p += n;
