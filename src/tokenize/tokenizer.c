@@ -143,14 +143,16 @@ static bool is_ws_at(const char *s, size_t n, size_t *len) {
 
 static bool is_word_byte(unsigned char c) { return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z'); }
 
-/* The leftmost, then longest, added token at or after `from`: [*a, *b) is the matched span with the
- * lstrip / rstrip whitespace it takes. Returns its index, or -1. */
-static long find_added(const qd_tokenizer *t, const char *s, size_t n, size_t from, size_t floor, size_t *a, size_t *b) {
+/* The leftmost, then longest, added token of the given kind (matched on raw or on normalized text) at
+ * or after `from`: [*a, *b) is the matched span with the lstrip / rstrip whitespace it takes.
+ * Returns its index, or -1. */
+static long find_added(const qd_tokenizer *t, const char *s, size_t n, size_t from, bool normalized, size_t *a, size_t *b) {
+    size_t floor = from;
     for (size_t i = from; i < n; i++) {
         long best = -1;
         for (size_t k = 0; k < t->n_added; k++) {
             const tk_added *x = &t->added[k];
-            if (x->len == 0 || x->len > n - i || s[i] != x->content[0] || memcmp(s + i, x->content, x->len) != 0) continue;
+            if (x->normalized != normalized || x->len == 0 || x->len > n - i || s[i] != x->content[0] || memcmp(s + i, x->content, x->len) != 0) continue;
             if (x->single_word && ((i > 0 && is_word_byte((unsigned char)s[i - 1])) ||
                                    (i + x->len < n && is_word_byte((unsigned char)s[i + x->len]))))
                 continue;
@@ -175,26 +177,49 @@ static long find_added(const qd_tokenizer *t, const char *s, size_t n, size_t fr
     return -1;
 }
 
-static qd_status encode_piece(const qd_tokenizer *t, const char *s, size_t n, bool first, tk_ids *ids) {
-    qd_status st = QD_OK;
-    if (t->spm.on) {
-        tk_buf norm = {0};
-        st = tk_spm_normalize(t, s, n, &norm);
-        if (!st) st = t->model.kind == TK_MODEL_UNIGRAM ? tk_unigram_word(&t->model, norm.s, norm.n, ids)
-                                                       : tk_bpe_word(&t->model, norm.s, norm.n, ids);
-        tk_buf_free(&norm);
-        return st;
-    }
-    tk_buf norm = {0};
+static qd_status encode_words(const qd_tokenizer *t, const char *s, size_t n, bool first, tk_ids *ids) {
     tk_list words = {0};
-    if (!tk_buf_add(&norm, s, n)) return oom();
-    st = tk_normalize(t, &norm);
-    if (!st) st = tk_pretokenize(t, norm.s, norm.n, first, &words);
+    qd_status st = tk_pretokenize(t, s, n, first, &words);
     for (size_t i = 0; i < words.n && !st; i++)
         st = t->model.kind == TK_MODEL_UNIGRAM ? tk_unigram_word(&t->model, words.v[i].s, words.v[i].n, ids)
                                                : tk_bpe_word(&t->model, words.v[i].s, words.v[i].n, ids);
     tk_list_free(&words);
+    return st;
+}
+
+static qd_status split_added(const qd_tokenizer *t, const char *s, size_t n, bool normalized, bool first, tk_ids *ids);
+
+/* Text between raw-matched added tokens: normalized, then split again on the added tokens HF matches
+ * on normalized text ("normalized": true), then pre-tokenized and run through the model. */
+static qd_status encode_gap(const qd_tokenizer *t, const char *s, size_t n, bool first, tk_ids *ids) {
+    tk_buf norm = {0};
+    qd_status st;
+    if (t->spm.on) {
+        st = tk_spm_normalize(t, s, n, &norm);
+        if (!st) st = t->model.kind == TK_MODEL_UNIGRAM ? tk_unigram_word(&t->model, norm.s, norm.n, ids)
+                                                       : tk_bpe_word(&t->model, norm.s, norm.n, ids);
+    } else if (!tk_buf_add(&norm, s, n)) {
+        st = oom();
+    } else {
+        st = tk_normalize(t, &norm);
+        if (!st) st = split_added(t, norm.s, norm.n, true, first, ids);
+    }
     tk_buf_free(&norm);
+    return st;
+}
+
+static qd_status split_added(const qd_tokenizer *t, const char *s, size_t n, bool normalized, bool first, tk_ids *ids) {
+    qd_status st = QD_OK;
+    for (size_t pos = 0; !st && pos <= n;) {
+        size_t a = n, b = n;
+        long k = find_added(t, s, n, pos, normalized, &a, &b);
+        if (k < 0) a = b = n;
+        if (a > pos) st = normalized ? encode_words(t, s + pos, a - pos, first && pos == 0, ids)
+                                     : encode_gap(t, s + pos, a - pos, first && pos == 0, ids);
+        if (k < 0 || st) break;
+        if (!tk_ids_add(ids, t->added[k].id)) st = oom();
+        pos = b;
+    }
     return st;
 }
 
@@ -211,16 +236,7 @@ qd_status qd_tokenizer_encode(const qd_tokenizer *t, const char *text, size_t le
     if (add_special)
         for (size_t i = 0; i < t->n_prefix && !st; i++)
             if (!tk_ids_add(&ids, t->prefix_ids[i])) st = oom();
-    size_t pos = 0;
-    while (!st && pos <= len) {
-        size_t a = len, b = len;
-        long k = find_added(t, text, len, pos, pos, &a, &b);
-        if (k < 0) a = b = len;
-        if (a > pos) st = encode_piece(t, text + pos, a - pos, pos == 0, &ids);
-        if (k < 0 || st) break;
-        if (!tk_ids_add(&ids, t->added[k].id)) st = oom();
-        pos = b;
-    }
+    if (!st) st = split_added(t, text, len, false, true, &ids);
     if (add_special)
         for (size_t i = 0; i < t->n_suffix && !st; i++)
             if (!tk_ids_add(&ids, t->suffix_ids[i])) st = oom();

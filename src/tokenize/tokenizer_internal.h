@@ -146,6 +146,7 @@ typedef struct {
     size_t len;
     int32_t id;
     bool special, lstrip, rstrip, single_word;
+    bool normalized;  /* matched on the normalized text (HF's default for non-special tokens) */
 } tk_added;
 
 /* SentencePiece's own normalization (spiece.model), used instead of normalizers + pre-tokenizers. */

@@ -338,6 +338,7 @@ static qd_status load_added(qd_tokenizer *t, const json_t *list) {
         a->lstrip = get_bool(e, "lstrip", false);
         a->rstrip = get_bool(e, "rstrip", false);
         a->single_word = get_bool(e, "single_word", false);
+        a->normalized = get_bool(e, "normalized", !a->special);
     }
     return QD_OK;
 }

@@ -15,7 +15,7 @@ static const char CLIP_PATTERN[] =
     "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
 static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static qd_status add_special(qd_tokenizer *t, const char *tok) {
+static qd_status add_special(qd_tokenizer *t, const char *tok, bool normalized) {
     int32_t id = tk_model_id(&t->model, tok, strlen(tok));
     if (id < 0) return QD_OK;
     tk_added *v = realloc(t->added, (t->n_added + 1) * sizeof *v);
@@ -27,6 +27,7 @@ static qd_status add_special(qd_tokenizer *t, const char *tok) {
     a->len = strlen(tok);
     a->id = id;
     a->special = true;
+    a->normalized = normalized;
     t->n_added++;
     return QD_OK;
 }
@@ -60,8 +61,9 @@ static qd_status setup_pipeline(qd_tokenizer *t) {
         t->prefix_ids[0] = bos, t->suffix_ids[0] = eos;
         t->n_prefix = t->n_suffix = 1;
         t->pad_id = eos;
-        qd_status st = add_special(t, "<|startoftext|>");
-        return st ? st : add_special(t, "<|endoftext|>");
+        /* as in CLIP's published tokenizer.json: BOS is matched after lower-casing, EOS before */
+        qd_status st = add_special(t, "<|startoftext|>", true);
+        return st ? st : add_special(t, "<|endoftext|>", false);
     }
     t->pres = calloc(1, sizeof *t->pres);
     if (!t->pres) return oom();
@@ -69,7 +71,7 @@ static qd_status setup_pipeline(qd_tokenizer *t) {
     t->pres[0].kind = TK_PRE_BYTELEVEL;
     t->pres[0].re = tk_regex_compile(GPT2_PATTERN, sizeof GPT2_PATTERN - 1, err, sizeof err);
     if (!t->pres[0].re) return qd_fail(QD_ENOMEM, "tokenizer: cannot compile GPT-2's pattern: %s", err);
-    return add_special(t, "<|endoftext|>");
+    return add_special(t, "<|endoftext|>", false);
 }
 
 qd_status tk_load_vocab_merges(qd_tokenizer *t, const char *vocab_path, const char *merges_path) {
