@@ -231,11 +231,32 @@ static void test_bad_input(void **state) {
     qd_tokenizer_close(t);
 }
 
+/* qdit tokenize on a folder holding the hand-built BPE file. */
+static void test_cli(void **state) {
+    (void)state;
+    char *dir = qt_mkdtemp("tokcli"), *json = qt_path(dir, "tokenizer.json"), *out = NULL, *err = NULL;
+    qt_write_text(json, BPE);
+    assert_int_equal(qt_run_qdit(&out, &err, "tokenize", "--model", dir, "--prompt", "abc cab", NULL), 0);
+    assert_string_equal(out, "6 5 2 3 7\n");
+    free(out), free(err);
+    assert_int_equal(qt_run_qdit(&out, &err, "tokenize", "--model", dir, "--prompt", "c", "--style", "clip", "--max-length", "5", NULL), 0);
+    assert_string_equal(out, "6 2 7 8 8\n");
+    free(out), free(err);
+    assert_int_equal(qt_run_qdit(&out, &err, "tokenize", "--model", dir, "--prompt", "c", "--style", "gpt", NULL), 2);
+    assert_non_null(strstr(err, "--style"));
+    free(out), free(err);
+    assert_int_equal(qt_run_qdit(&out, &err, "tokenize", "--model", json, NULL), 2);
+    free(out), free(err);
+    qt_rmtree(dir);
+    free(json), free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_merge_order), cmocka_unit_test(test_prompt_truncate_pad),
         cmocka_unit_test(test_unigram_viterbi), cmocka_unit_test(test_spiece_protobuf),
         cmocka_unit_test(test_byte_map),        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
