@@ -437,7 +437,14 @@ qd_status tk_load_json(qd_tokenizer *t, const char *buf, size_t len) {
     if (!st) st = load_post(t, json_object_get(root, "post_processor"), 0);
     if (!st) load_decoder(t, json_object_get(root, "decoder"));
     json_t *pad = json_object_get(root, "padding");
-    if (!st && json_is_integer(json_object_get(pad, "pad_id"))) t->pad_id = (int32_t)json_integer_value(json_object_get(pad, "pad_id"));
+    json_t *pad_id = json_object_get(pad, "pad_id");
+    if (!st && json_is_integer(pad_id)) {
+        json_int_t v = json_integer_value(pad_id);
+        if (v < 0 || (size_t)v >= t->model.n_tokens || !t->model.tokens[v])
+            st = FAIL(t, "padding.pad_id", "%lld is not an id of the vocabulary", (long long)v);
+        else
+            t->pad_id = (int32_t)v;
+    }
     for (size_t i = 0; !st && i < t->n_prefix + t->n_suffix; i++) {
         int32_t id = i < t->n_prefix ? t->prefix_ids[i] : t->suffix_ids[i - t->n_prefix];
         if (id < 0 || (size_t)id >= t->model.n_tokens || !t->model.tokens[id])

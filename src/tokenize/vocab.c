@@ -81,6 +81,7 @@ int32_t tk_model_id(const tk_model *m, const char *tok, size_t len) {
 
 qd_status tk_model_finish(qd_tokenizer *t) {
     tk_model *m = &t->model;
+    if (m->n_tokens == 0) return qd_fail(QD_EFORMAT, "%s: the vocabulary is empty", t->source);
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
