@@ -76,7 +76,10 @@ function pbFields(buf) {
   return out;
 }
 
-// A T5-layout tokenizer.json from a spiece.model, as transformers' SpmConverter writes it.
+// A T5-layout tokenizer.json from a spiece.model: the normalizer, pre-tokenizer, post-processor and
+// decoder sections of the tokenizer.json that FLUX's T5 tokenizer ships (transformers' converter:
+// Precompiled, Strip right, Replace " {2,}" → ▁; Metaspace with prepend_scheme "first"), around the
+// model's own pieces, scores and charsmap.
 function spmToTokenizerJson(modelPath) {
   const buf = fs.readFileSync(modelPath);
   const pieces = [];
@@ -114,10 +117,11 @@ function spmToTokenizerJson(modelPath) {
       type: 'Sequence',
       normalizers: [
         { type: 'Precompiled', precompiled_charsmap: charsmap.toString('base64') },
-        { type: 'Replace', pattern: { Regex: ' {2,}' }, content: ' ' },
+        { type: 'Strip', strip_left: false, strip_right: true },
+        { type: 'Replace', pattern: { Regex: ' {2,}' }, content: '\u2581' },
       ],
     },
-    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', add_prefix_space: true, prepend_scheme: 'first' },
     post_processor: eos < 0 ? null : {
       type: 'TemplateProcessing',
       single: [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }],
@@ -125,7 +129,7 @@ function spmToTokenizerJson(modelPath) {
              { Sequence: { id: 'B', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }],
       special_tokens: { '</s>': { id: '</s>', ids: [eos], tokens: ['</s>'] } },
     },
-    decoder: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+    decoder: { type: 'Metaspace', replacement: '\u2581', add_prefix_space: true, prepend_scheme: 'always' },
     model: { type: 'Unigram', unk_id: unkId, vocab: pieces.map((p) => [p.piece, p.score]), byte_fallback: byteFallback },
   };
 }
