@@ -92,6 +92,79 @@ static qd_status push_char(const tk_model *m, const char *c, size_t n, bool last
     return ok ? QD_OK : qd_fail(QD_ENOMEM, "tokenizer: out of memory");
 }
 
+/* A queued merge: the pair starting at symbol `pos`, to become `id`. */
+typedef struct {
+    int32_t rank, id;
+    size_t pos;
+} pending;
+
+static bool pending_before(const pending *x, const pending *y) {
+    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+static void heap_push(pending *h, size_t *n, pending v) {
+    size_t i = (*n)++;
+    for (; i > 0 && pending_before(&v, &h[(i - 1) / 2]); i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
+    h[i] = v;
+}
+
+static pending heap_pop(pending *h, size_t *n) {
+    pending top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && pending_before(&h[c + 1], &h[c])) c++;
+        if (!pending_before(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+/* Merge the lowest-ranked pair, leftmost on ties, until none is left (HF's order), in O(n log n):
+ * the symbols form a linked list and candidate pairs wait in a heap; a popped pair whose symbols
+ * have changed since it was queued is dropped. Every merge queues at most two pairs, so the heap
+ * never holds more than 3n entries. */
+static qd_status merge_all(const tk_model *m, tk_ids *syms) {
+    size_t n = syms->n, hn = 0;
+    size_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
+    bool *alive = malloc(n);
+    pending *heap = malloc(3 * n * sizeof *heap);
+    if (!next || !prev || !alive || !heap) {
+        free(next), free(prev), free(alive), free(heap);
+        return qd_fail(QD_ENOMEM, "tokenizer: out of memory for a word of %zu symbols", n);
+    }
+    int32_t *id = syms->v;
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1, prev[i] = i - 1, alive[i] = true; /* prev[0] wraps to SIZE_MAX: none */
+        const tk_merge_slot *sl = i + 1 < n ? merge_find(m, id[i], id[i + 1]) : NULL;
+        if (sl) heap_push(heap, &hn, (pending){sl->rank, sl->id, i});
+    }
+    while (hn) {
+        pending p = heap_pop(heap, &hn);
+        size_t r = next[p.pos];
+        if (!alive[p.pos] || r >= n) continue;
+        const tk_merge_slot *sl = merge_find(m, id[p.pos], id[r]);
+        if (!sl || sl->id != p.id || sl->rank != p.rank) continue; /* stale */
+        id[p.pos] = p.id;
+        alive[r] = false;
+        next[p.pos] = next[r];
+        if (next[r] < n) prev[next[r]] = p.pos;
+        if (prev[p.pos] < n && (sl = merge_find(m, id[prev[p.pos]], id[p.pos])))
+            heap_push(heap, &hn, (pending){sl->rank, sl->id, prev[p.pos]});
+        if (next[p.pos] < n && (sl = merge_find(m, id[p.pos], id[next[p.pos]])))
+            heap_push(heap, &hn, (pending){sl->rank, sl->id, p.pos});
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (alive[i]) id[k++] = id[i];
+    syms->n = k;
+    free(next), free(prev), free(alive), free(heap);
+    return QD_OK;
+}
+
 qd_status tk_bpe_word(const tk_model *m, const char *w, size_t n, tk_ids *out) {
     if (n == 0) return QD_OK;
     if (m->ignore_merges) {
@@ -106,20 +179,7 @@ qd_status tk_bpe_word(const tk_model *m, const char *w, size_t n, tk_ids *out) {
         st = push_char(m, w + i, l, i + l == n, &syms);
         i += l;
     }
-    /* Merge the lowest-ranked pair (leftmost on ties) until none is left: the same result as HF's
-     * priority queue, since a pair's rank never changes while it waits. */
-    while (!st && syms.n > 1) {
-        int32_t best_rank = INT32_MAX, best_id = -1;
-        size_t best = 0;
-        for (size_t i = 0; i + 1 < syms.n; i++) {
-            const tk_merge_slot *s = merge_find(m, syms.v[i], syms.v[i + 1]);
-            if (s && s->rank < best_rank) best_rank = s->rank, best_id = s->id, best = i;
-        }
-        if (best_id < 0) break;
-        syms.v[best] = best_id;
-        memmove(syms.v + best + 1, syms.v + best + 2, (syms.n - best - 2) * sizeof *syms.v);
-        syms.n--;
-    }
+    if (!st && syms.n > 1) st = merge_all(m, &syms);
     for (size_t i = 0; i < syms.n && !st; i++)
         if (!tk_ids_add(out, syms.v[i])) st = qd_fail(QD_ENOMEM, "tokenizer: out of memory");
     free(syms.v);
