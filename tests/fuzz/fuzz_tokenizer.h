@@ -18,7 +18,7 @@
         }                                                                                              \
     } while (0)
 
-static void check_encodes(const qd_tokenizer *t) {
+static inline void check_encodes(const qd_tokenizer *t) {
     static const char *texts[] = {
         "", "a photo of a cat", "  Hello, WORLD!!  it's 2024\n\ttabs  ", "一只猫 🐱 café cafe\xcc\x81",
         "<|endoftext|></s><pad><|im_start|>x<|im_end|>", "\xe2\x96\x81\xe2\x96\x81 \xef\xbc\xa6 \xe2\x85\xa0"};
