@@ -39,42 +39,43 @@ static qd_status finish_open(qd_tokenizer *t, qd_status st, qd_tokenizer **out) 
     return QD_OK;
 }
 
-qd_status qd_tokenizer_open_json_buffer(const char *label, const char *buf, size_t len, qd_tokenizer **out) {
+/* A fresh tokenizer filled by one loader from a buffer (a file's contents, or fuzz input). */
+static qd_status open_buffer(const char *label, const void *buf, size_t len, bool spiece, qd_tokenizer **out) {
     qd_tokenizer *t = tk_new(label);
     if (!t) return oom();
-    return finish_open(t, tk_load_json(t, buf, len), out);
+    return finish_open(t, spiece ? tk_load_spiece(t, buf, len) : tk_load_json(t, buf, len), out);
+}
+
+static qd_status open_file(const char *path, size_t max, bool spiece, qd_tokenizer **out) {
+    char *buf;
+    size_t len;
+    qd_status st = qd_read_small_file(path, max, &buf, &len);
+    if (st) return st;
+    st = open_buffer(path, buf, len, spiece, out);
+    free(buf);
+    return st;
+}
+
+qd_status qd_tokenizer_open_json_buffer(const char *label, const char *buf, size_t len, qd_tokenizer **out) {
+    return open_buffer(label, buf, len, false, out);
 }
 
 qd_status qd_tokenizer_open_json(const char *path, qd_tokenizer **out) {
-    char *buf;
-    size_t len;
-    qd_status st = qd_read_small_file(path, QD_JSON_MAX_FILE, &buf, &len);
-    if (st) return st;
-    st = qd_tokenizer_open_json_buffer(path, buf, len, out);
-    free(buf);
-    return st;
+    return open_file(path, QD_JSON_MAX_FILE, false, out);
+}
+
+qd_status qd_tokenizer_open_spiece_buffer(const char *label, const uint8_t *buf, size_t len, qd_tokenizer **out) {
+    return open_buffer(label, buf, len, true, out);
+}
+
+qd_status qd_tokenizer_open_spiece(const char *path, qd_tokenizer **out) {
+    return open_file(path, 1u << 30, true, out);
 }
 
 qd_status qd_tokenizer_open_vocab_merges(const char *vocab_path, const char *merges_path, qd_tokenizer **out) {
     qd_tokenizer *t = tk_new(vocab_path);
     if (!t) return oom();
     return finish_open(t, tk_load_vocab_merges(t, vocab_path, merges_path), out);
-}
-
-qd_status qd_tokenizer_open_spiece_buffer(const char *label, const uint8_t *buf, size_t len, qd_tokenizer **out) {
-    qd_tokenizer *t = tk_new(label);
-    if (!t) return oom();
-    return finish_open(t, tk_load_spiece(t, buf, len), out);
-}
-
-qd_status qd_tokenizer_open_spiece(const char *path, qd_tokenizer **out) {
-    char *buf;
-    size_t len;
-    qd_status st = qd_read_small_file(path, 1u << 30, &buf, &len);
-    if (st) return st;
-    st = qd_tokenizer_open_spiece_buffer(path, (const uint8_t *)buf, len, out);
-    free(buf);
-    return st;
 }
 
 /* The pad token named by tokenizer_config.json or special_tokens_map.json (a string or an object
