@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev libdnnl-dev python3 python3-numpy)
+packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev libdnnl-dev libpcre2-dev libutf8proc-dev
+          python3 python3-numpy sentencepiece)
+# The tokenizer tests install their npm references with node + npm (tools/tokenizer-ref); Debian's
+# nodejs + npm only when no node is there already (a NodeSource nodejs ships its own npm).
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 deps_only=0
 for arg in "$@"; do
   case "$arg" in

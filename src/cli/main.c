@@ -18,6 +18,8 @@ static void usage(FILE *to) {
             "                          run one module on named inputs (conformance checks)\n"
             "  convert dequantize [PATH] --save-dir OUT\n"
             "                          write a quantized transformer as a plain diffusers folder\n"
+            "  tokenize --model DIR --prompt TEXT\n"
+            "                          print the token ids of a prompt (tokenizer debugging)\n"
             "  version                 print the version\n"
             "\n"
             "Run `qdit <command> --help` for a command's options; docs/cli.md has the full reference.\n",
@@ -33,6 +35,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return qd_cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return qd_cmd_forward(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return qd_cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return qd_cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("qdit %s\n", QDIT_VERSION);
         return 0;
@@ -41,6 +44,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, forward, convert or version; see qdit --help)\n", cmd);
+    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, forward, convert, tokenize or version; see qdit --help)\n", cmd);
     return 2;
 }
