@@ -471,7 +471,11 @@ static void test_fp8(void **state) {
             /* rows with planted saturating values (460, 464, 500 on the grid) lose up to 12% on their largest
                elements by design; the stated bound is for activations that do not saturate */
             const bool planted = xt == QD_DTYPE_F32 && (kind == FP8_STATIC_CHANNEL || kind == MXFP8);
-            const result r = run_and_check(&l, &x, yt, planted ? 5e-2 : mx ? 2e-2 : 2e-3, what);
+            /* a static per-tensor scale is set by the largest row, so rows with a smaller amax use fewer of
+               E4M3's levels (some fall on its subnormal grid): over 60 seeds NMSE reached 1.6e-3 and one seed
+               (QDIT_TEST_SEED=1883226662525395, M = 5) 2.35e-3 — hence 4e-3 for it, 2e-3 for dynamic scales */
+            const double tol = planted ? 5e-2 : mx ? 2e-2 : (kind == FP8_STATIC || kind == FP8_STATIC_CHANNEL) ? 4e-3 : 2e-3;
+            const result r = run_and_check(&l, &x, yt, tol, what);
             if (getenv("QDIT_TEST_VERBOSE")) fprintf(stderr, "  %-60s NMSE %.3g emu %.3g\n", what, r.nmse, r.emu_rel);
             /* the quantization must be visible against the f32 reference, or the test compares nothing */
             if (r.nmse < 1e-7) fail_msg("%s: NMSE %.3g, suspiciously exact", what, r.nmse);
