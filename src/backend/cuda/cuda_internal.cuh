@@ -78,6 +78,19 @@ __device__ __forceinline__ float qd_round_to(int dt, float v) {
 
 static inline bool qd_cuda_float_dtype(qd_dtype t) { return t == QD_DTYPE_F32 || t == QD_DTYPE_BF16 || t == QD_DTYPE_F16; }
 
+/* op argument checks shared by the op files */
+static inline qd_status qd_cuda_check_float(const char *op, const char *what, const qd_tensor *t) {
+    if (!t->data || !qd_cuda_float_dtype(t->dtype)) return qd_fail(QD_EINVAL, "cuda %s: %s must be an F32/BF16/F16 device tensor", op, what);
+    return QD_OK;
+}
+
+static inline bool qd_cuda_same_shape(const qd_tensor *a, const qd_tensor *b) {
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
 /* blocks for n elements at `threads` per block, capped for grid-stride loops */
 static inline unsigned qd_cuda_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;

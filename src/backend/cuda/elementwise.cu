@@ -7,20 +7,6 @@
 
 #include "backend/cuda/cuda_internal.cuh"
 
-static qd_status check_float(const char *op, const char *what, const qd_tensor *t) {
-    if (!t->data || !qd_cuda_float_dtype(t->dtype)) {
-        return qd_fail(QD_EINVAL, "cuda %s: %s must be an F32/BF16/F16 device tensor", op, what);
-    }
-    return QD_OK;
-}
-
-static bool same_shape(const qd_tensor *a, const qd_tensor *b) {
-    if (a->rank != b->rank) return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->shape[i] != b->shape[i]) return false;
-    return true;
-}
-
 __device__ __forceinline__ float act_f(int kind, float x) {
     switch (kind) {
     case QD_ACT_GELU_TANH: return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x)));
@@ -62,8 +48,8 @@ __global__ void activation_bf16x8_kernel(int kind, const uint4 *x, uint4 *y, int
 
 extern "C" qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("activation", "x", x)) || (s = check_float("activation", "y", y))) return s;
-    if (!same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda activation: x and y shapes differ");
+    if ((s = qd_cuda_check_float("activation", "x", x)) || (s = qd_cuda_check_float("activation", "y", y))) return s;
+    if (!qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda activation: x and y shapes differ");
     const int64_t n = qd_tensor_elements(x);
     if (x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && n % 8 == 0 && (uintptr_t)x->data % 16 == 0 && (uintptr_t)y->data % 16 == 0) {
         activation_bf16x8_kernel<<<qd_cuda_blocks(n / 8, 256), 256, 0, qd_cuda_of(b)->stream>>>(kind, (const uint4 *)x->data, (uint4 *)y->data,
@@ -88,7 +74,7 @@ template <typename I> __global__ void gated_kernel(int kind, bool gate_first, co
 
 extern "C" qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("gated", "x", x)) || (s = check_float("gated", "y", y))) return s;
+    if ((s = qd_cuda_check_float("gated", "x", x)) || (s = qd_cuda_check_float("gated", "y", y))) return s;
     bool ok = x->rank >= 1 && y->rank == x->rank && x->shape[x->rank - 1] == 2 * y->shape[y->rank - 1];
     for (int i = 0; ok && i + 1 < x->rank; i++) ok = x->shape[i] == y->shape[i];
     if (!ok) return qd_fail(QD_EINVAL, "cuda gated: x must be [..., 2N] and y [..., N] with the same leading dims");
@@ -113,7 +99,7 @@ __global__ void modulate_kernel(const void *x, int xt, const void *sc, int st, c
 
 /* the [B, D] conditioning vector of a [B, ..., D] tensor */
 static qd_status check_bd(const char *op, const char *what, const qd_tensor *v, const qd_tensor *x) {
-    qd_status s = check_float(op, what, v);
+    qd_status s = qd_cuda_check_float(op, what, v);
     if (s) return s;
     if (qd_tensor_elements(v) != x->shape[0] * x->shape[x->rank - 1]) {
         return qd_fail(QD_EINVAL, "cuda %s: %s must hold [B, D] = [%lld, %lld] values", op, what, (long long)x->shape[0],
@@ -125,10 +111,10 @@ static qd_status check_bd(const char *op, const char *what, const qd_tensor *v, 
 extern "C" qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift,
                                       qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("modulate", "x", x)) || (s = check_float("modulate", "y", y)) || (s = check_bd("modulate", "scale", scale, x)) ||
+    if ((s = qd_cuda_check_float("modulate", "x", x)) || (s = qd_cuda_check_float("modulate", "y", y)) || (s = check_bd("modulate", "scale", scale, x)) ||
         (shift && (s = check_bd("modulate", "shift", shift, x))))
         return s;
-    if (x->rank < 2 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda modulate: x must be [B, L, D] and y its shape");
+    if (x->rank < 2 || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda modulate: x must be [B, L, D] and y its shape");
     const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
     LAUNCH(modulate_kernel, n, qd_cuda_of(b)->stream, x->data, x->dtype, scale->data, scale->dtype, shift ? shift->data : NULL,
            shift ? shift->dtype : 0, y->data, y->dtype, n, D, LD);
@@ -149,10 +135,10 @@ __global__ void gated_add_kernel(const void *r, int rt, const void *x, int xt, c
 
 extern "C" qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("gated_add", "r", r)) || (s = check_float("gated_add", "x", x)) || (s = check_float("gated_add", "y", y)) ||
+    if ((s = qd_cuda_check_float("gated_add", "r", r)) || (s = qd_cuda_check_float("gated_add", "x", x)) || (s = qd_cuda_check_float("gated_add", "y", y)) ||
         (gate && (s = check_bd("gated_add", "gate", gate, x))))
         return s;
-    if (!same_shape(r, x) || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda gated_add: r, x and y must share one shape");
+    if (!qd_cuda_same_shape(r, x) || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda gated_add: r, x and y must share one shape");
     const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
     LAUNCH(gated_add_kernel, n, qd_cuda_of(b)->stream, r->data, r->dtype, x->data, x->dtype, gate ? gate->data : NULL,
            gate ? gate->dtype : 0, y->data, y->dtype, n, D, LD);
@@ -171,11 +157,11 @@ template <typename I> __global__ void binary_kernel(bool mul, const void *a, int
 static qd_status binary(qd_backend *b, bool mul, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) {
     const char *op = mul ? "mul" : "add";
     qd_status s;
-    if ((s = check_float(op, "a", a)) || (s = check_float(op, "c", c)) || (s = check_float(op, "y", y))) return s;
+    if ((s = qd_cuda_check_float(op, "a", a)) || (s = qd_cuda_check_float(op, "c", c)) || (s = qd_cuda_check_float(op, "y", y))) return s;
     /* c's shape without its leading 1s must be a suffix of a's */
     int cr = c->rank, lead = 0;
     while (lead < cr && c->shape[lead] == 1) lead++;
-    bool ok = same_shape(a, y) && cr - lead <= a->rank;
+    bool ok = qd_cuda_same_shape(a, y) && cr - lead <= a->rank;
     for (int i = 0; ok && i < cr - lead; i++) ok = c->shape[cr - 1 - i] == a->shape[a->rank - 1 - i];
     if (!ok) return qd_fail(QD_EINVAL, "cuda %s: c's shape must be a suffix of a's, and y a's shape", op);
     const int64_t n = qd_tensor_elements(a), nc = qd_tensor_elements(c);
@@ -205,8 +191,8 @@ __global__ void softmax_kernel(const void *x, int xt, void *y, int yt, int64_t n
 
 extern "C" qd_status qd_cuda_softmax(qd_backend *b, const qd_tensor *x, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("softmax", "x", x)) || (s = check_float("softmax", "y", y))) return s;
-    if (x->rank < 1 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda softmax: x and y shapes differ");
+    if ((s = qd_cuda_check_float("softmax", "x", x)) || (s = qd_cuda_check_float("softmax", "y", y))) return s;
+    if (x->rank < 1 || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda softmax: x and y shapes differ");
     const int64_t n = x->shape[x->rank - 1], rows = n ? qd_tensor_elements(x) / n : 0;
     if (rows == 0) return QD_OK;
     if (rows > INT32_MAX) return qd_fail(QD_EUNSUPPORTED, "cuda softmax: %lld rows", (long long)rows);
@@ -226,7 +212,7 @@ template <typename I> __global__ void upsample_kernel(const void *x, int xt, voi
 
 extern "C" qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("upsample_nearest", "x", x)) || (s = check_float("upsample_nearest", "y", y))) return s;
+    if ((s = qd_cuda_check_float("upsample_nearest", "x", x)) || (s = qd_cuda_check_float("upsample_nearest", "y", y))) return s;
     bool ok = factor >= 1 && x->rank >= 2 && y->rank == x->rank && y->shape[x->rank - 1] == x->shape[x->rank - 1] * factor &&
               y->shape[x->rank - 2] == x->shape[x->rank - 2] * factor;
     for (int i = 0; ok && i + 2 < x->rank; i++) ok = x->shape[i] == y->shape[i];

@@ -4,18 +4,6 @@
  * dtype before the multiply, LayerNorm and GroupNorm round once. */
 #include "backend/cuda/cuda_internal.cuh"
 
-static qd_status check_float(const char *op, const char *what, const qd_tensor *t) {
-    if (!t->data || !qd_cuda_float_dtype(t->dtype)) return qd_fail(QD_EINVAL, "cuda %s: %s must be an F32/BF16/F16 device tensor", op, what);
-    return QD_OK;
-}
-
-static bool same_shape(const qd_tensor *a, const qd_tensor *b) {
-    if (a->rank != b->rank) return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->shape[i] != b->shape[i]) return false;
-    return true;
-}
-
 __global__ void rms_kernel(const void *x, int xt, const void *w, int wt, float eps, void *y, int yt, int64_t d) {
     __shared__ float red[32];
     const int64_t base = blockIdx.x * d;
@@ -57,8 +45,8 @@ __global__ void layer_kernel(const void *x, int xt, const void *w, int wt, const
 
 static qd_status rows_of(const char *op, const qd_tensor *x, const qd_tensor *y, const qd_tensor *w, int64_t *rows, int64_t *d) {
     qd_status s;
-    if ((s = check_float(op, "x", x)) || (s = check_float(op, "y", y)) || (w && (s = check_float(op, "weight", w)))) return s;
-    if (x->rank < 1 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda %s: x and y shapes differ", op);
+    if ((s = qd_cuda_check_float(op, "x", x)) || (s = qd_cuda_check_float(op, "y", y)) || (w && (s = qd_cuda_check_float(op, "weight", w)))) return s;
+    if (x->rank < 1 || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda %s: x and y shapes differ", op);
     *d = x->shape[x->rank - 1];
     *rows = *d ? qd_tensor_elements(x) / *d : 0;
     if (w && qd_tensor_elements(w) != *d) return qd_fail(QD_EINVAL, "cuda %s: weight must have %lld elements", op, (long long)*d);
@@ -115,7 +103,7 @@ extern "C" qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const
                                         qd_tensor *y) {
     int64_t rows, d;
     qd_status s = rows_of("layer_norm", x, y, w, &rows, &d);
-    if (!s && bias && ((s = check_float("layer_norm", "bias", bias)) || qd_tensor_elements(bias) != d))
+    if (!s && bias && ((s = qd_cuda_check_float("layer_norm", "bias", bias)) || qd_tensor_elements(bias) != d))
         s = s ? s : qd_fail(QD_EINVAL, "cuda layer_norm: bias must have %lld elements", (long long)d);
     if (s || !rows) return s;
     layer_kernel<<<(unsigned)rows, 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w ? w->data : NULL, w ? w->dtype : 0,
@@ -150,8 +138,8 @@ __global__ void group_kernel(const void *x, int xt, const void *w, int wt, const
 extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int groups, const qd_tensor *w, const qd_tensor *bias,
                                         float eps, qd_tensor *y) {
     qd_status s;
-    if ((s = check_float("group_norm", "x", x)) || (s = check_float("group_norm", "y", y))) return s;
-    if (x->rank < 2 || !same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda group_norm: x must be [N, C, ...] and y its shape");
+    if ((s = qd_cuda_check_float("group_norm", "x", x)) || (s = qd_cuda_check_float("group_norm", "y", y))) return s;
+    if (x->rank < 2 || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda group_norm: x must be [N, C, ...] and y its shape");
     const int64_t N = x->shape[0], C = x->shape[1];
     if (groups < 1 || C % groups) return qd_fail(QD_EINVAL, "cuda group_norm: %lld channels in %d groups", (long long)C, groups);
     if ((w && qd_tensor_elements(w) != C) || (bias && qd_tensor_elements(bias) != C))
