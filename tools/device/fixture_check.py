@@ -47,4 +47,26 @@ for name, comp, key in cases:
             ok = err <= bound
             fails += not ok
             print(f"| {name} ({label}) | cuda | {prec} | {quant or '-'} | {err:.2e} | {bound:g} {'ok' if ok else 'FAIL'} |")
+# text encoders: every output (Qwen3 over the positions its attention_mask keeps)
+for name, keys in [("clip_tiny_a", ["last_hidden_state", "pooler_output"]), ("t5_tiny_a", ["last_hidden_state"]),
+                   ("qwen3_tiny_a", ["last_hidden_state", "hidden_states_minus2"])]:
+    io = load_file(os.path.join(fx, name, "io.safetensors"))
+    for prec in ["f32", "bf16"]:
+        path = os.path.join(out, f"{name}_{prec}.safetensors")
+        r = subprocess.run([qdit, "forward", "--component", os.path.join(fx, name, "text_encoder"), "--inputs", os.path.join(fx, name, "io.safetensors"),
+                            "--output", path, "--device", "cuda", "--precision", prec], capture_output=True, text=True)
+        if r.returncode:
+            print(f"| {name} | cuda | {prec} | - | FAILED: {r.stderr.strip()[-200:]} | |")
+            fails += 1
+            continue
+        got = load_file(path)
+        for key in keys:
+            rv, gv = io[key].astype(np.float64), got[key].astype(np.float64)
+            if "attention_mask" in io and rv.ndim == 3:
+                keep = io["attention_mask"].astype(bool)
+                rv, gv = rv[keep], gv[keep]
+            err = np.linalg.norm(gv - rv) / np.linalg.norm(rv)
+            bound = 1e-4 if prec == "f32" else 2e-2
+            fails += err > bound
+            print(f"| {name} {key} | cuda | {prec} | - | {err:.2e} | {bound:g} {'ok' if err <= bound else 'FAIL'} |")
 sys.exit(1 if fails else 0)
