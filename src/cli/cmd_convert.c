@@ -11,6 +11,7 @@ static const struct {
     const char *summary;
 } converters[] = {
     {"dequantize", qd_cmd_convert_dequantize, "write any checkpoint qdit reads as a plain diffusers transformer folder"},
+    {"fp8", qd_cmd_convert_fp8, "a BF16 model folder's linears in FP8, as SGLang's convert_hf_to_fp8 writes them"},
 };
 
 static void convert_usage(FILE *to) {

@@ -49,7 +49,21 @@ qd_status qd_bind_fp8(const qd_bind_ctx *c, qd_linear *l) {
     if (block) {
         int64_t bn = c->cfg->block_n, bk = c->cfg->block_k;
         int64_t gn = (n + bn - 1) / bn, gk = (k + bk - 1) / bk;
-        if (sc->tensor->rank != 2 || sc->tensor->shape[0] != gn || sc->tensor->shape[1] != gk) {
+        /* [gn, gk], or that shape with its size-1 dims squeezed out (SGLang's convert_hf_to_fp8 writes
+           scale.squeeze(): [gk] for a layer of at most bn rows, [] for one block) */
+        const int64_t full[2] = {gn, gk};
+        int64_t sq[2];
+        int sr = 0;
+        for (int i = 0; i < 2; i++)
+            if (full[i] != 1) sq[sr++] = full[i];
+        bool squeezed = sc->tensor->rank == sr;
+        for (int i = 0; squeezed && i < sr; i++) squeezed = sc->tensor->shape[i] == sq[i];
+        if (squeezed) {
+            l->scale.rank = 2;
+            l->scale.shape[0] = gn;
+            l->scale.shape[1] = gk;
+        }
+        if (!squeezed && (sc->tensor->rank != 2 || sc->tensor->shape[0] != gn || sc->tensor->shape[1] != gk)) {
             return qd_fail(QD_EFORMAT, "layer '%s': block %lldx%lld scales must be [%lld, %lld] for a [%lld, %lld] weight",
                            c->module, (long long)bn, (long long)bk, (long long)gn, (long long)gk, (long long)n, (long long)k);
         }
