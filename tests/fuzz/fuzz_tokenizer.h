@@ -8,15 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "tokenize/tokenizer.h"
-
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);              \
-            __builtin_trap();                                                                          \
-        }                                                                                              \
-    } while (0)
 
 static inline void check_encodes(const qd_tokenizer *t) {
     static const char *texts[] = {
