@@ -8,5 +8,6 @@ int qd_cmd_forward(int argc, char **argv);
 int qd_cmd_convert(int argc, char **argv);
 int qd_cmd_convert_dequantize(int argc, char **argv);
 int qd_cmd_tokenize(int argc, char **argv);
+int qd_cmd_generate(int argc, char **argv);
 
 #endif
