@@ -1,0 +1,408 @@
+/* `qdit generate` end to end on the tiny FLUX.1 and Z-Image pipelines that tools/tiny-pipeline writes
+ * (random weights, dimensions that chain, tokenizers that fit): the PNG reads back through libpng's own
+ * reader with the asked size, RGB8, and a "parameters" text chunk holding the settings; the same seed
+ * gives the same bytes and another seed another image; a CFG run differs from a plain one; a quantized
+ * transformer runs. The pieces: initial latents against the values torch drew
+ * (tests/fixtures/torch_randn.safetensors), FLUX's latent packing against hand-worked indices, and the
+ * image conversion against hand-computed bytes. Bad inputs each get an error naming the flag or
+ * component, exit status 2 for arguments, and no output file. */
+#include <math.h>
+#include <stdbool.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "io/safetensors.h"
+#include "pipeline/generate.h"
+#include "test_util.h"
+
+#define RANDN_REF QDIT_SOURCE_DIR "/tests/fixtures/torch_randn.safetensors"
+
+typedef struct {
+    char *dir;
+    const char *pipes; /* $QDIT_TINY_PIPELINES: flux/, zimage/ */
+    uint64_t seed;
+} env;
+
+static int setup(void **state) {
+    env *e = calloc(1, sizeof *e);
+    e->dir = qt_mkdtemp("generate");
+    e->pipes = getenv("QDIT_TINY_PIPELINES");
+    uint64_t r = qt_seed();
+    e->seed = qt_rand_u64(&r) % 1000000;
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    env *e = *state;
+    qt_rmtree(e->dir);
+    free(e->dir);
+    free(e);
+    return 0;
+}
+
+static char *pipe_dir(const env *e, const char *name) {
+    if (!e->pipes) fail_msg("QDIT_TINY_PIPELINES is not set (ctest sets it after tiny_pipelines_generate)");
+    return qt_path(e->pipes, name);
+}
+
+typedef struct {
+    uint32_t w, h;
+    uint8_t *rgb;
+    char *params;
+} png_read;
+
+/* libpng's reader: size, RGB8 without alpha, the "parameters" text (tEXt or iTXt) */
+static png_read read_png(const char *path) {
+    png_read r = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: not written", path);
+    png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(p);
+    if (setjmp(png_jmpbuf(p))) fail_msg("%s: libpng cannot read it", path);
+    png_init_io(p, f);
+    png_read_info(p, info);
+    r.w = png_get_image_width(p, info), r.h = png_get_image_height(p, info);
+    assert_int_equal(png_get_bit_depth(p, info), 8);
+    assert_int_equal(png_get_color_type(p, info), PNG_COLOR_TYPE_RGB);
+    r.rgb = malloc((size_t)r.w * r.h * 3);
+    for (uint32_t y = 0; y < r.h; y++) png_read_row(p, r.rgb + (size_t)y * r.w * 3, NULL);
+    png_read_end(p, info);
+    png_textp t;
+    int n = 0;
+    png_get_text(p, info, &t, &n);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(t[i].key, "parameters")) r.params = strdup(t[i].text);
+    png_destroy_read_struct(&p, &info, NULL);
+    fclose(f);
+    return r;
+}
+
+static void png_free_read(png_read *r) { free(r->rgb), free(r->params); }
+
+static void expect_param(const png_read *r, const char *line) {
+    if (!r->params || !strstr(r->params, line)) fail_msg("parameters lack \"%s\":\n%s", line, r->params ? r->params : "(none)");
+}
+
+/* generate with the arguments after "generate" (NULL-terminated, at most 24) */
+static int generate(char **err, ...) {
+    va_list ap;
+    char *args[32] = {"generate"};
+    int n = 1;
+    va_start(ap, err);
+    for (const char *a; n < 31 && (a = va_arg(ap, const char *));) args[n++] = (char *)a;
+    va_end(ap);
+    char *out = NULL;
+#define A(i) args[i]
+    int rc = qt_run_qdit(&out, err, A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), A(8), A(9), A(10), A(11), A(12), A(13), A(14),
+                         A(15), A(16), A(17), A(18), A(19), A(20), A(21), A(22), A(23), A(24), NULL);
+#undef A
+    if (rc) fprintf(stderr, "qdit generate exit %d: %s\n", rc, *err);
+    free(out);
+    return rc;
+}
+
+static double mean_abs_diff(const png_read *a, const png_read *b) {
+    double d = 0;
+    for (size_t i = 0; i < (size_t)a->w * a->h * 3; i++) d += fabs((double)a->rgb[i] - (double)b->rgb[i]);
+    return d / ((double)a->w * a->h * 3);
+}
+
+static void expect_not_flat(const png_read *r) {
+    int lo = 255, hi = 0;
+    for (size_t i = 0; i < (size_t)r->w * r->h * 3; i++) lo = r->rgb[i] < lo ? r->rgb[i] : lo, hi = r->rgb[i] > hi ? r->rgb[i] : hi;
+    if (hi - lo < 16) fail_msg("the image is flat (%d..%d)", lo, hi);
+}
+
+static bool same_file(const char *a, const char *b) {
+    size_t na, nb;
+    void *da = qt_read_file(a, &na), *db = qt_read_file(b, &nb);
+    bool same = na == nb && !memcmp(da, db, na);
+    free(da), free(db);
+    return same;
+}
+
+static void run_pipeline(env *e, const char *name, const char *pipeline, const char *h, const char *w, const char *guidance_line) {
+    char *model = pipe_dir(e, name), *p1 = qt_path(e->dir, "a.png"), *p2 = qt_path(e->dir, "b.png"), *p3 = qt_path(e->dir, "c.png");
+    char seed[32], seed2[32], *err = NULL;
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)e->seed);
+    snprintf(seed2, sizeof seed2, "%llu", (unsigned long long)e->seed + 1);
+    const char *prompt = "a red cat on the mat, photo";
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", prompt, "--height", h, "--width", w, "--num-inference-steps", "2",
+                              "--seed", seed, "--output", p1, NULL), 0);
+    /* not a terminal: no progress bar, but the timing summary */
+    assert_null(strstr(err, "denoising ["));
+    assert_non_null(strstr(err, "text encoding"));
+    free(err);
+    png_read a = read_png(p1);
+    assert_int_equal(a.h, atoi(h));
+    assert_int_equal(a.w, atoi(w));
+    char line[256];
+    snprintf(line, sizeof line, "prompt: %s\n", prompt);
+    expect_param(&a, line);
+    snprintf(line, sizeof line, "seed: %s\n", seed);
+    expect_param(&a, line);
+    snprintf(line, sizeof line, "size: %sx%s\n", w, h);
+    expect_param(&a, line);
+    snprintf(line, sizeof line, "pipeline: %s\n", pipeline);
+    expect_param(&a, line);
+    expect_param(&a, "steps: 2\n");
+    expect_param(&a, guidance_line);
+    expect_param(&a, "quantization: none\n");
+    expect_not_flat(&a);
+    /* same seed: the same file; --quiet prints nothing */
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", prompt, "--height", h, "--width", w, "--num-inference-steps", "2",
+                              "--seed", seed, "--output", p2, "--quiet", NULL), 0);
+    assert_string_equal(err, "");
+    free(err);
+    assert_true(same_file(p1, p2));
+    /* another seed: another image */
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", prompt, "--height", h, "--width", w, "--num-inference-steps", "2",
+                              "--seed", seed2, "--output", p3, "--quiet", NULL), 0);
+    free(err);
+    png_read c = read_png(p3);
+    double d = mean_abs_diff(&a, &c);
+    printf("  %s: seed %s vs %s, mean |Δ| = %.2f levels\n", name, seed, seed2, d);
+    assert_true(d > 1.0);
+    png_free_read(&a), png_free_read(&c);
+    free(model), free(p1), free(p2), free(p3);
+}
+
+static void test_flux_end_to_end(void **state) { run_pipeline(*state, "flux", "FluxPipeline", "64", "64", "guidance_scale: 3.5\n"); }
+
+static void test_zimage_end_to_end(void **state) { run_pipeline(*state, "zimage", "ZImagePipeline", "128", "64", "guidance_scale: 0\n"); }
+
+/* Z-Image with classifier-free guidance: a second (negative) pass changes the image */
+static void test_zimage_cfg(void **state) {
+    env *e = *state;
+    char *model = pipe_dir(e, "zimage"), *p1 = qt_path(e->dir, "plain.png"), *p2 = qt_path(e->dir, "cfg.png"), *err = NULL;
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", "a cat", "--height", "64", "--width", "64", "--num-inference-steps",
+                              "2", "--seed", "3", "--output", p1, "--quiet", NULL), 0);
+    free(err);
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", "a cat", "--negative-prompt", "dog", "--guidance-scale", "4",
+                              "--height", "64", "--width", "64", "--num-inference-steps", "2", "--seed", "3", "--output", p2, "--quiet", NULL), 0);
+    free(err);
+    png_read a = read_png(p1), b = read_png(p2);
+    expect_param(&b, "negative_prompt: dog\n");
+    expect_param(&b, "guidance_scale: 4\n");
+    double d = mean_abs_diff(&a, &b);
+    printf("  zimage: CFG 4 vs none, mean |Δ| = %.2f levels\n", d);
+    assert_true(d > 1.0);
+    png_free_read(&a), png_free_read(&b);
+    free(model), free(p1), free(p2);
+}
+
+/* --quantization on the transformer (online FP8) runs through and is recorded */
+static void test_flux_quantized(void **state) {
+    env *e = *state;
+    char *model = pipe_dir(e, "flux"), *p = qt_path(e->dir, "fp8.png"), *err = NULL;
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", "a cat", "--height", "64", "--width", "64", "--num-inference-steps",
+                              "1", "--output", p, "--quantization", "fp8", "--precision", "f32", "--quiet", NULL), 0);
+    free(err);
+    png_read a = read_png(p);
+    expect_param(&a, "quantization: fp8\n");
+    expect_param(&a, "precision: f32\n");
+    expect_not_flat(&a);
+    png_free_read(&a);
+    free(model), free(p);
+}
+
+/* The initial latents of a 512×512 image: what torch drew for the seed, in bf16 (FLUX bf16 runs) bit for
+ * bit and in f32 (Z-Image) within the 4 ulp of tests/unit/pipeline/test_torch_randn.c. */
+static void test_initial_latents(void **state) {
+    (void)state;
+    qd_st_file *f = NULL;
+    assert_int_equal(qd_st_open(RANDN_REF, &f), QD_OK);
+    const int64_t n = 16 * 64 * 64;
+    float *got = malloc(sizeof *got * (size_t)n);
+    static const uint64_t seeds[] = {0, 1, 12345};
+    for (size_t k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "seed%llu_1x16x64x64_bf16", (unsigned long long)seeds[k]);
+        const qd_st_tensor *t = qd_st_find(f, name);
+        assert_non_null(t);
+        assert_int_equal(qd_generate_noise(seeds[k], true, n, got), QD_OK);
+        const uint16_t *ref = qd_st_data(f, t);
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t r;
+            memcpy(&r, ref + i, 2);
+            float want;
+            uint32_t bits = (uint32_t)r << 16;
+            memcpy(&want, &bits, 4);
+            if (got[i] != want) fail_msg("%s[%lld]: %g, torch %g", name, (long long)i, got[i], want);
+        }
+        snprintf(name, sizeof name, "seed%llu_1x16x64x64_f32", (unsigned long long)seeds[k]);
+        t = qd_st_find(f, name);
+        assert_non_null(t);
+        assert_int_equal(qd_generate_noise(seeds[k], false, n, got), QD_OK);
+        const float *rf = qd_st_data(f, t);
+        for (int64_t i = 0; i < n; i++) {
+            float want;
+            memcpy(&want, rf + i, 4);
+            if (fabsf(got[i] - want) > 4 * fabsf(nextafterf(want, INFINITY) - want)) fail_msg("%s[%lld]: %.9g, torch %.9g", name, (long long)i, got[i], want);
+        }
+    }
+    free(got);
+    qd_st_close(f);
+}
+
+/* _pack_latents: token (i, j) holds x[c, 2i + ph, 2j + pw] at feature c·4 + ph·2 + pw */
+static void test_flux_packing(void **state) {
+    (void)state;
+    /* C = 2, h = 2, w = 4: x[c][y][x] = 100c + 10y + x */
+    float x[16], p[16], back[16];
+    for (int c = 0; c < 2; c++)
+        for (int y = 0; y < 2; y++)
+            for (int xx = 0; xx < 4; xx++) x[(c * 2 + y) * 4 + xx] = (float)(100 * c + 10 * y + xx);
+    qd_flux_pack_latents(x, 2, 2, 4, p);
+    const float want[16] = {0, 1, 10, 11, 100, 101, 110, 111, 2, 3, 12, 13, 102, 103, 112, 113};
+    for (int i = 0; i < 16; i++) assert_float_equal(p[i], want[i], 0);
+    qd_flux_unpack_latents(p, 2, 2, 4, back);
+    for (int i = 0; i < 16; i++) assert_float_equal(back[i], x[i], 0);
+}
+
+/* round((x/2 + 0.5).clamp(0, 1)·255), half to even, the denormalisation rounded to bf16 in a bf16 run */
+static void test_image_bytes(void **state) {
+    (void)state;
+    /* one pixel per channel plane: [3, 1, 1] */
+    const float cases[][2] = {{-1.0f, 0}, {1.0f, 255}, {0.0f, 128 /* 127.5 → even */}, {0.2f, 153}, {-3.0f, 0}, {7.0f, 255}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        float img[3] = {cases[i][0], cases[i][0], cases[i][0]};
+        uint8_t rgb[3];
+        qd_image_to_rgb8(img, 1, 1, false, rgb);
+        assert_int_equal(rgb[0], (int)cases[i][1]);
+        assert_int_equal(rgb[2], (int)cases[i][1]);
+    }
+    /* 0.3: f32 0.65·255 = 165.75 → 166; bf16: 0.15 → 0.150390625, + 0.5 = 0.650390625 → bf16 0.6484375 (tie to
+       even), ·255 = 165.35 → 165 */
+    float img[3] = {0.3f, 0.3f, 0.3f};
+    uint8_t rgb[3];
+    qd_image_to_rgb8(img, 1, 1, false, rgb);
+    assert_int_equal(rgb[0], 166);
+    qd_image_to_rgb8(img, 1, 1, true, rgb);
+    assert_int_equal(rgb[0], 165);
+}
+
+/* a pipeline folder with every entry of `from` but `skip` linked; drop_entry also removes skip from
+ * model_index.json (else the index still names it) */
+static char *without(const env *e, const char *from, const char *skip, bool drop_entry) {
+    char *dst = qt_path(e->dir, "partial");
+    qt_rmtree(dst);
+    static const char *const entries[] = {"scheduler", "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "transformer", "vae"};
+    char *src_index = qt_path(from, "model_index.json"), *dst_index = qt_path(dst, "model_index.json");
+    json_error_t je;
+    json_t *index = json_load_file(src_index, 0, &je);
+    assert_non_null(index);
+    if (drop_entry) json_object_del(index, skip);
+    char *text = json_dumps(index, JSON_INDENT(2));
+    qt_write_text(dst_index, text);
+    free(text);
+    json_decref(index);
+    for (size_t i = 0; i < sizeof entries / sizeof *entries; i++) {
+        if (!strcmp(entries[i], skip)) continue;
+        char *a = qt_path(from, entries[i]), *b = qt_path(dst, entries[i]);
+        if (access(a, F_OK) == 0) assert_int_equal(symlink(a, b), 0);
+        free(a), free(b);
+    }
+    free(src_index), free(dst_index);
+    return dst;
+}
+
+static void expect_failure(const char *a, const char *b, const char *err) {
+    if ((a && !strstr(err, a)) || (b && !strstr(err, b))) fail_msg("error \"%s\" lacks \"%s\" / \"%s\"", err, a ? a : "", b ? b : "");
+}
+
+static void test_bad_inputs(void **state) {
+    env *e = *state;
+    char *flux = pipe_dir(e, "flux"), *zimage = pipe_dir(e, "zimage"), *out = qt_path(e->dir, "bad.png"), *err = NULL;
+    struct {
+        const char *flag, *value, *expect1, *expect2;
+    } cases[] = {
+        {"--height", "0", "--height 0", "from 1"},
+        {"--width", "8192", "--width 8192", "4096"},
+        {"--height", "100", "--height 100", "multiple of 16"},
+        {"--width", "8", "--width 8", "at least 16"},
+        {"--num-inference-steps", "0", "--num-inference-steps 0", NULL},
+        {"--guidance-scale", "-1", "--guidance-scale -1", NULL},
+        {"--seed", "x1", "--seed x1", NULL},
+        {"--precision", "f16", "--precision f16", "bf16 or f32"},
+        {"--device", "tpu", "--device tpu", "cpu, cuda or cuda:N"},
+        {"--negative-prompt", "dog", "--negative-prompt", "FluxPipeline"},
+        {"--frobnicate", "1", "unknown argument '--frobnicate'", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = generate(&err, "--model-path", flux, "--prompt", "a cat", "--height", "64", "--width", "64", "--num-inference-steps", "1",
+                          "--output", out, cases[i].flag, cases[i].value, NULL);
+        printf("  %s %s → %d: %s", cases[i].flag, cases[i].value, rc, err);
+        assert_int_equal(rc, 2);
+        expect_failure(cases[i].expect1, cases[i].expect2, err);
+        assert_int_not_equal(access(out, F_OK), 0);
+        free(err);
+    }
+    /* Z-Image: a negative prompt without guidance */
+    assert_int_equal(generate(&err, "--model-path", zimage, "--prompt", "a cat", "--negative-prompt", "dog", "--output", out, NULL), 2);
+    expect_failure("--negative-prompt", "--guidance-scale", err);
+    free(err);
+    /* prompts past 512 tokens: FLUX's T5, Z-Image's Qwen3 */
+    size_t n = 700 * 4 + 1;
+    char *longp = malloc(n);
+    for (size_t i = 0; i < 700; i++) memcpy(longp + 4 * i, "cat ", 4);
+    longp[n - 1] = '\0';
+    assert_int_equal(generate(&err, "--model-path", flux, "--prompt", longp, "--output", out, "--height", "64", "--width", "64", NULL), 2);
+    expect_failure("--prompt", "limit of 512", err);
+    expect_failure("tokenizer_2", NULL, err);
+    free(err);
+    assert_int_equal(generate(&err, "--model-path", zimage, "--prompt", longp, "--output", out, "--height", "64", "--width", "64", NULL), 2);
+    expect_failure("--prompt", "limit of 512", err);
+    free(err);
+    free(longp);
+    /* a missing component, named with the flag that would supply it … */
+    char *partial = without(e, flux, "text_encoder_2", true);
+    assert_int_equal(generate(&err, "--model-path", partial, "--prompt", "a cat", "--output", out, "--height", "64", "--width", "64", NULL), 1);
+    expect_failure("'text_encoder_2'", "--text-encoder-2-path", err);
+    free(err);
+    /* … and supplied by that flag */
+    char *te2 = qt_path(flux, "text_encoder_2");
+    assert_int_equal(generate(&err, "--model-path", partial, "--text-encoder-2-path", te2, "--prompt", "a cat", "--output", out, "--height",
+                              "64", "--width", "64", "--num-inference-steps", "1", "--quiet", NULL), 0);
+    free(err);
+    assert_int_equal(access(out, F_OK), 0);
+    unlink(out);
+    free(partial);
+    /* a component model_index.json names whose folder is missing */
+    partial = without(e, flux, "vae", false);
+    assert_int_equal(generate(&err, "--model-path", partial, "--prompt", "a cat", "--output", out, NULL), 1);
+    expect_failure("'vae'", "is missing", err);
+    free(err);
+    free(partial);
+    partial = without(e, zimage, "tokenizer", true);
+    assert_int_equal(generate(&err, "--model-path", partial, "--prompt", "a cat", "--output", out, NULL), 1);
+    expect_failure("'tokenizer'", "--tokenizer-path", err);
+    free(err);
+    /* no pipeline */
+    char *te = qt_path(flux, "transformer");
+    assert_int_equal(generate(&err, "--model-path", te, "--prompt", "a cat", "--output", out, NULL), 2);
+    expect_failure("not a diffusers pipeline", NULL, err);
+    free(err);
+    assert_int_not_equal(access(out, F_OK), 0);
+    free(te), free(te2), free(partial), free(flux), free(zimage), free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_initial_latents),
+        cmocka_unit_test(test_flux_packing),
+        cmocka_unit_test(test_image_bytes),
+        cmocka_unit_test_setup_teardown(test_flux_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zimage_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zimage_cfg, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flux_quantized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
