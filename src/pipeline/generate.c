@@ -454,9 +454,9 @@ static qd_status decode(gen *g, float *latents, int64_t h, int64_t w, uint8_t *r
     if (!s) s = qd_vae_kl_load(&ctx, &vc, &m);
     const bool bf16 = g->act == QD_DTYPE_BF16;
     const int64_t n = 16 * h * w;
-    /* latents / scaling_factor + shift_factor, each op in the VAE's dtype */
+    /* latents.to(vae dtype) / scaling_factor + shift_factor, each op in the VAE's dtype */
     for (int64_t k = 0; !s && k < n; k++) {
-        float z = latents[k] / (float)vc.scaling_factor;
+        float z = (bf16 ? bf16_round(latents[k]) : latents[k]) / (float)vc.scaling_factor;
         if (bf16) z = bf16_round(z);
         z = z + (float)vc.shift_factor;
         latents[k] = bf16 ? bf16_round(z) : z;
