@@ -9,7 +9,6 @@ for end-to-end tests of `qdit generate` (tests/conformance/test_generate.c):
 
 Configs use the keys and weights the names of diffusers / transformers checkpoints; the tokenizers are
 small (byte-level alphabets plus a few merges) and every id fits the text encoders' vocab_size.
-The VAE holds its decoder only (qdit decodes; nothing here encodes images).
 Weights are float32 drawn from numpy's seeded generator: fan-in scaled so activations stay O(1).
 Usage: make_tiny_pipelines.py --out DIR [--seed N]"""
 import argparse
@@ -268,6 +267,22 @@ def vae(path, rng, blocks=(16, 16, 32, 32), groups=8, layers_per_block=1):
             w.conv(p + ".conv_shortcut", cout, cin, 1)
 
     top = blocks[-1]
+    # the encoder (qdit only decodes; it makes the folder one diffusers loads whole)
+    w.conv("encoder.conv_in", blocks[0], 3, 3)
+    prev = blocks[0]
+    for i, ch in enumerate(blocks):
+        for j in range(layers_per_block):
+            resnet(f"encoder.down_blocks.{i}.resnets.{j}", prev if j == 0 else ch, ch)
+        if i + 1 < n:
+            w.conv(f"encoder.down_blocks.{i}.downsamplers.0.conv", ch, ch, 3)
+        prev = ch
+    resnet("encoder.mid_block.resnets.0", top, top)
+    w.norm("encoder.mid_block.attentions.0.group_norm", top, bias=True)
+    for nm in ("to_q", "to_k", "to_v", "to_out.0"):
+        w.linear("encoder.mid_block.attentions.0." + nm, top, top)
+    resnet("encoder.mid_block.resnets.1", top, top)
+    w.norm("encoder.conv_norm_out", top, bias=True)
+    w.conv("encoder.conv_out", 32, top, 3)
     w.conv("decoder.conv_in", top, 16, 3)
     resnet("decoder.mid_block.resnets.0", top, top)
     w.norm("decoder.mid_block.attentions.0.group_norm", top, bias=True)
