@@ -352,41 +352,48 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
 /* ---- Z-Image ---- */
 
 /* hidden_states[-2] of the valid tokens of the chat-templated prompt: [L, hidden] */
-static qd_status zimage_features(gen *g, const qd_llm_config *lc, qd_llm *m, const char *prompt, const char *flag, qd_tensor *out) {
-    qd_token_ids t = {0};
-    /* unpadded: with right padding and causal attention the valid positions do not see the pad */
-    qd_status s = tokenize(g, "tokenizer", QD_PROMPT_QWEN3_CHAT, prompt, flag, PROMPT_LIMIT, false, &t);
-    int64_t *ids = s ? NULL : malloc(sizeof *ids * (t.n + 1));
-    if (!s && !ids) s = qd_fail(QD_ENOMEM, "cannot allocate");
-    for (size_t i = 0; !s && i < t.n; i++) {
-        ids[i] = t.ids[i];
-        if (ids[i] >= lc->vocab) s = qd_fail(QD_EFORMAT, "text_encoder: token id %lld is past its vocab_size %lld", (long long)ids[i], (long long)lc->vocab);
+static qd_status zimage_features(gen *g, const qd_llm_config *lc, qd_llm *m, const qd_token_ids *t, qd_tensor *out) {
+    int64_t *ids = malloc(sizeof *ids * (t->n + 1));
+    qd_status s = ids ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate");
+    for (size_t i = 0; !s && i < t->n; i++) {
+        ids[i] = t->ids[i];
+        if (ids[i] >= lc->vocab) s = qd_fail(QD_EFORMAT, "token id %lld is past the text encoder's vocab_size %lld", (long long)ids[i], (long long)lc->vocab);
     }
-    const int64_t L = (int64_t)t.n;
+    const int64_t L = (int64_t)t->n;
     if (!s) s = qd_tensor_new(g->be, out, g->act, 3, (int64_t[]){1, L, lc->hidden});
     if (!s) s = qd_llm_forward(m, ids, NULL, 1, L, 1, (const int[]){-2}, out);
     if (!s) qd_tensor_shape(out, out->dtype, 2, (int64_t[]){L, lc->hidden});
     free(ids);
-    qd_token_ids_free(&t);
     return s;
 }
 
 static qd_status zimage_encode(gen *g, qd_tensor *pos, qd_tensor *neg) {
+    /* tokenized first, so a prompt past the limit fails before the encoder loads; unpadded: with right
+       padding and causal attention the valid positions never see the pad */
+    qd_token_ids tp = {0}, tn = {0};
+    qd_status s = tokenize(g, "tokenizer", QD_PROMPT_QWEN3_CHAT, g->a->prompt, "--prompt", PROMPT_LIMIT, false, &tp);
+    if (!s && g->cfg) {
+        s = tokenize(g, "tokenizer", QD_PROMPT_QWEN3_CHAT, g->a->negative_prompt ? g->a->negative_prompt : "", "--negative-prompt",
+                     PROMPT_LIMIT, false, &tn);
+    }
     static const char *const cls[] = {"Qwen3Model", "Qwen3ForCausalLM"};
     qd_component_load c = {0};
-    qd_status s = open_component(g, "text_encoder", false, cls, 2, &c);
-    if (s) return s;
-    qd_model_ctx ctx = ctx_of(g, &c);
-    qd_llm_config lc;
+    if (!s) s = open_component(g, "text_encoder", false, cls, 2, &c);
     qd_llm *m = NULL;
-    s = qd_llm_config_parse(c.cfg_path, c.cfg, &lc);
-    if (!s && lc.layers < 1) s = qd_fail(QD_EFORMAT, "%s: hidden_states[-2] needs at least one layer", c.cfg_path);
-    if (!s) s = qd_llm_load(&ctx, &lc, lc.layers - 1, &m);
-    if (!s) s = zimage_features(g, &lc, m, g->a->prompt, "--prompt", pos);
-    if (!s && g->cfg) s = zimage_features(g, &lc, m, g->a->negative_prompt ? g->a->negative_prompt : "", "--negative-prompt", neg);
+    if (!s) {
+        qd_model_ctx ctx = ctx_of(g, &c);
+        qd_llm_config lc;
+        s = qd_llm_config_parse(c.cfg_path, c.cfg, &lc);
+        if (!s && lc.layers < 1) s = qd_fail(QD_EFORMAT, "%s: hidden_states[-2] needs at least one layer", c.cfg_path);
+        if (!s) s = qd_llm_load(&ctx, &lc, lc.layers - 1, &m);
+        if (!s) s = zimage_features(g, &lc, m, &tp, pos);
+        if (!s && g->cfg) s = zimage_features(g, &lc, m, &tn, neg);
+        if (s) s = qd_fail_context(s, "text_encoder");
+    }
     qd_llm_free(m);
     qd_component_load_close(&c);
-    return s ? qd_fail_context(s, "text_encoder") : QD_OK;
+    qd_token_ids_free(&tp), qd_token_ids_free(&tn);
+    return s;
 }
 
 static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *neg, float *latents, int64_t h, int64_t w) {
@@ -559,8 +566,8 @@ qd_status qd_generate_run(const qd_options *o, const qd_generate_args *a, qd_gen
     if (!s) s = qd_device_backend(a->device, &g->be);
 
     const int64_t h = g->H / 8, w = g->W / 8, n = 16 * h * w;
-    float *latents = malloc(sizeof *latents * (size_t)n);
-    uint8_t *rgb = malloc((size_t)(3 * g->H * g->W));
+    float *latents = s ? NULL : malloc(sizeof *latents * (size_t)n);
+    uint8_t *rgb = s ? NULL : malloc((size_t)(3 * g->H * g->W));
     if (!s && (!latents || !rgb)) s = qd_fail(QD_ENOMEM, "cannot allocate a %lld x %lld image", (long long)g->W, (long long)g->H);
     flux_text ft = {0};
     qd_tensor pos = {0}, neg = {0};
