@@ -18,6 +18,7 @@
 
 #include "io/safetensors.h"
 #include "pipeline/generate.h"
+#include "tokenize/tokenizer.h"
 #include "test_util.h"
 
 #define RANDN_REF QDIT_SOURCE_DIR "/tests/fixtures/torch_randn.safetensors"
@@ -393,6 +394,150 @@ static void test_bad_inputs(void **state) {
     free(te), free(te2), free(partial), free(flux), free(zimage), free(out);
 }
 
+/* ---- the FLUX.1 pipeline composed by hand from `qdit forward` runs of its modules ---- */
+
+typedef struct {
+    const char *name, *dtype;
+    int rank;
+    int64_t shape[4];
+    const void *data;
+    size_t bytes;
+} st_in;
+
+static void write_inputs(const char *path, const st_in *in, int n) {
+    char header[4096];
+    size_t off = 0, total = 0;
+    int k = snprintf(header, sizeof header, "{");
+    for (int i = 0; i < n; i++) {
+        k += snprintf(header + k, sizeof header - (size_t)k, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "", in[i].name, in[i].dtype);
+        for (int d = 0; d < in[i].rank; d++) k += snprintf(header + k, sizeof header - (size_t)k, "%s%lld", d ? "," : "", (long long)in[i].shape[d]);
+        k += snprintf(header + k, sizeof header - (size_t)k, "],\"data_offsets\":[%zu,%zu]}", off, off + in[i].bytes);
+        off += in[i].bytes;
+    }
+    snprintf(header + k, sizeof header - (size_t)k, "}");
+    total = off;
+    uint8_t *data = malloc(total + 1);
+    off = 0;
+    for (int i = 0; i < n; i++) memcpy(data + off, in[i].data, in[i].bytes), off += in[i].bytes;
+    qt_write_raw_safetensors(path, header, data, total);
+    free(data);
+}
+
+/* an F32 output of a `qdit forward` run, copied */
+static float *read_output(const char *path, const char *name, int64_t want) {
+    qd_st_file *f = NULL;
+    if (qd_st_open(path, &f)) fail_msg("%s: %s", path, qd_last_error());
+    const qd_st_tensor *t = qd_st_find(f, name);
+    if (!t || t->dtype != QD_DTYPE_F32 || (int64_t)t->elements != want) fail_msg("%s: no F32 '%s' of %lld values", path, name, (long long)want);
+    float *v = malloc(sizeof *v * (size_t)want);
+    memcpy(v, qd_st_data(f, t), sizeof *v * (size_t)want);
+    qd_st_close(f);
+    return v;
+}
+
+static void forward(const char *component, const char *in, const char *out) {
+    char *so = NULL, *se = NULL;
+    int rc = qt_run_qdit(&so, &se, "forward", "--component", component, "--inputs", in, "--output", out, NULL);
+    if (rc) fail_msg("qdit forward %s: %s", component, se);
+    free(so), free(se);
+}
+
+static int64_t *token_ids(const char *dir, qd_prompt_style style, const char *prompt, int64_t *n) {
+    qd_tokenizer *t = NULL;
+    assert_int_equal(qd_tokenizer_open(dir, &t), QD_OK);
+    qd_prompt_opts o = qd_prompt_defaults(style);
+    qd_token_ids ids;
+    assert_int_equal(qd_tokenize_prompt(t, &o, prompt, &ids), QD_OK);
+    int64_t *v = malloc(sizeof *v * ids.n);
+    for (size_t i = 0; i < ids.n; i++) v[i] = ids.ids[i];
+    *n = (int64_t)ids.n;
+    qd_token_ids_free(&ids);
+    qd_tokenizer_close(t);
+    return v;
+}
+
+/* Two f32 steps at 64×64 rebuilt from models.md §2.4–2.6 with each module run alone through `qdit
+ * forward`: CLIP pooled and T5 states of the tokenized prompt; noise from torch's generator, packed 2×2
+ * (feature c·4 + ph·2 + pw); sigmas linspace(1, 1/2, 2) shifted by e^mu/(e^mu + 1/σ − 1), mu from 16
+ * image tokens, computed here in double; Euler steps; unpacked, /0.3611 + 0.1159, decoded; bytes as
+ * diffusers' image processor. `qdit generate --precision f32` must give the same picture. */
+static void test_flux_composed(void **state) {
+    env *e = *state;
+    char *model = pipe_dir(e, "flux"), *png = qt_path(e->dir, "gen.png"), *err = NULL;
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)e->seed);
+    const char *prompt = "a photo of the red cat";
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", prompt, "--height", "64", "--width", "64", "--num-inference-steps",
+                              "2", "--guidance-scale", "2.5", "--seed", seed, "--precision", "f32", "--output", png, "--quiet", NULL), 0);
+    free(err);
+    char *tok = qt_path(model, "tokenizer"), *tok2 = qt_path(model, "tokenizer_2"), *te = qt_path(model, "text_encoder"),
+         *te2 = qt_path(model, "text_encoder_2"), *tr = qt_path(model, "transformer"), *vae = qt_path(model, "vae");
+    char *in = qt_path(e->dir, "in.safetensors"), *out = qt_path(e->dir, "out.safetensors");
+    int64_t L1, L2;
+    int64_t *ids1 = token_ids(tok, QD_PROMPT_CLIP, prompt, &L1), *ids2 = token_ids(tok2, QD_PROMPT_T5, prompt, &L2);
+    assert_int_equal(L1, 77);
+    assert_int_equal(L2, 512);
+    write_inputs(in, (st_in[]){{"input_ids", "I64", 2, {1, L1}, ids1, sizeof *ids1 * (size_t)L1}}, 1);
+    forward(te, in, out);
+    float *pooled = read_output(out, "pooler_output", 32);
+    write_inputs(in, (st_in[]){{"input_ids", "I64", 2, {1, L2}, ids2, sizeof *ids2 * (size_t)L2}}, 1);
+    forward(te2, in, out);
+    float *enc = read_output(out, "last_hidden_state", L2 * 32);
+    /* latents [16, 8, 8] → 16 tokens of 64 */
+    const int64_t C = 16, h = 8, w = 8, N = 16;
+    float noise[16 * 8 * 8], x[16 * 64], img_ids[16 * 3], *txt_ids = calloc((size_t)L2 * 3, sizeof(float));
+    assert_int_equal(qd_generate_noise(e->seed, false, C * h * w, noise), QD_OK);
+    for (int64_t i = 0; i < h / 2; i++)
+        for (int64_t j = 0; j < w / 2; j++) {
+            img_ids[(i * 4 + j) * 3] = 0, img_ids[(i * 4 + j) * 3 + 1] = (float)i, img_ids[(i * 4 + j) * 3 + 2] = (float)j;
+            for (int64_t c = 0; c < C; c++)
+                for (int p = 0; p < 4; p++) x[(i * 4 + j) * 64 + c * 4 + p] = noise[(c * h + 2 * i + p / 2) * w + 2 * j + p % 2];
+        }
+    const double m = (1.15 - 0.5) / (4096 - 256), mu = N * m + (0.5 - 256 * m);
+    const float sigmas[3] = {1.0f, (float)(exp(mu) / (exp(mu) + (1.0 / 0.5 - 1.0))), 0.0f};
+    const float guidance = 2.5f;
+    for (int step = 0; step < 2; step++) {
+        write_inputs(in, (st_in[]){{"hidden_states", "F32", 3, {1, N, 64}, x, sizeof x},
+                                   {"encoder_hidden_states", "F32", 3, {1, L2, 32}, enc, sizeof(float) * (size_t)(L2 * 32)},
+                                   {"pooled_projections", "F32", 2, {1, 32}, pooled, sizeof(float) * 32},
+                                   {"timestep", "F32", 1, {1}, &sigmas[step], 4},
+                                   {"guidance", "F32", 1, {1}, &guidance, 4},
+                                   {"img_ids", "F32", 2, {N, 3}, img_ids, sizeof img_ids},
+                                   {"txt_ids", "F32", 2, {L2, 3}, txt_ids, sizeof(float) * (size_t)(L2 * 3)}},
+                     7);
+        forward(tr, in, out);
+        float *v = read_output(out, "output", N * 64);
+        for (int64_t k = 0; k < N * 64; k++) x[k] += (sigmas[step + 1] - sigmas[step]) * v[k];
+        free(v);
+    }
+    float z[16 * 8 * 8];
+    for (int64_t i = 0; i < h / 2; i++)
+        for (int64_t j = 0; j < w / 2; j++)
+            for (int64_t c = 0; c < C; c++)
+                for (int p = 0; p < 4; p++)
+                    z[(c * h + 2 * i + p / 2) * w + 2 * j + p % 2] = x[(i * 4 + j) * 64 + c * 4 + p] / 0.3611f + 0.1159f;
+    write_inputs(in, (st_in[]){{"z", "F32", 4, {1, C, h, w}, z, sizeof z}}, 1);
+    forward(vae, in, out);
+    float *image = read_output(out, "output", 3 * 64 * 64);
+    png_read got = read_png(png);
+    int worst = 0;
+    long off = 0;
+    for (int64_t c = 0; c < 3; c++)
+        for (int64_t p = 0; p < 64 * 64; p++) {
+            float v = image[c * 4096 + p] / 2.0f + 0.5f;
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            int want = (int)nearbyintf(v * 255.0f), d = abs(want - got.rgb[p * 3 + c]);
+            worst = d > worst ? d : worst;
+            off += d > 0;
+        }
+    printf("  flux composed: %ld of %d bytes differ, worst %d levels\n", off, 3 * 4096, worst);
+    assert_true(worst <= 1);
+    assert_true(off <= 3 * 4096 / 100);
+    png_free_read(&got);
+    free(image), free(pooled), free(enc), free(txt_ids), free(ids1), free(ids2);
+    free(tok), free(tok2), free(te), free(te2), free(tr), free(vae), free(in), free(out), free(model), free(png);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_initial_latents),
@@ -402,6 +547,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_zimage_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zimage_cfg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_quantized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flux_composed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
