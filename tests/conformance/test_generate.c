@@ -2,7 +2,8 @@
  * (random weights, dimensions that chain, tokenizers that fit): the PNG reads back through libpng's own
  * reader with the asked size, RGB8, and a "parameters" text chunk holding the settings; the same seed
  * gives the same bytes and another seed another image; a CFG run differs from a plain one; a quantized
- * transformer runs. The pieces: initial latents against the values torch drew
+ * transformer runs. Both pipelines' images equal the pipeline composed by hand from models.md with each
+ * module run alone through `qdit forward` (f32, 2 steps, FLUX's guidance and Z-Image's CFG). The pieces: initial latents against the values torch drew
  * (tests/fixtures/torch_randn.safetensors), FLUX's latent packing against hand-worked indices, and the
  * image conversion against hand-computed bytes. Bad inputs each get an error naming the flag or
  * component, exit status 2 for arguments, and no output file. */
@@ -538,6 +539,81 @@ static void test_flux_composed(void **state) {
     free(tok), free(tok2), free(te), free(te2), free(tr), free(vae), free(in), free(out), free(model), free(png);
 }
 
+/* hidden_states[-2] of the Qwen3 encoder for a prompt: [L, 32] */
+static float *zimage_caption(const env *e, const char *model, const char *prompt, int64_t *L) {
+    char *tok = qt_path(model, "tokenizer"), *te = qt_path(model, "text_encoder"), *in = qt_path(e->dir, "te_in.safetensors"),
+         *out = qt_path(e->dir, "te_out.safetensors");
+    qd_tokenizer *t = NULL;
+    assert_int_equal(qd_tokenizer_open(tok, &t), QD_OK);
+    qd_prompt_opts o = qd_prompt_defaults(QD_PROMPT_QWEN3_CHAT);
+    o.pad = false;
+    qd_token_ids ids;
+    assert_int_equal(qd_tokenize_prompt(t, &o, prompt, &ids), QD_OK);
+    *L = (int64_t)ids.n;
+    int64_t *v = malloc(sizeof *v * ids.n), *mask = malloc(sizeof *mask * ids.n);
+    for (size_t i = 0; i < ids.n; i++) v[i] = ids.ids[i], mask[i] = 1;
+    write_inputs(in, (st_in[]){{"input_ids", "I64", 2, {1, *L}, v, sizeof *v * ids.n}, {"attention_mask", "I64", 2, {1, *L}, mask, sizeof *mask * ids.n}}, 2);
+    forward(te, in, out);
+    float *cap = read_output(out, "hidden_states_minus2", *L * 32);
+    qd_token_ids_free(&ids);
+    qd_tokenizer_close(t);
+    free(v), free(mask), free(tok), free(te), free(in), free(out);
+    return cap;
+}
+
+/* Z-Image the same way (models.md §3.4), with CFG 2 and a negative prompt: sigmas linspace(1, 1/2, 2)
+ * shifted statically 3σ/(1 + 2σ); the model gets (1000 − 1000σ)/1000; pred = −(pos + 2(pos − neg)). */
+static void test_zimage_composed(void **state) {
+    env *e = *state;
+    char *model = pipe_dir(e, "zimage"), *png = qt_path(e->dir, "gen.png"), *err = NULL;
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)e->seed);
+    assert_int_equal(generate(&err, "--model-path", model, "--prompt", "a cat on the mat", "--negative-prompt", "dog", "--guidance-scale",
+                              "2", "--height", "64", "--width", "64", "--num-inference-steps", "2", "--seed", seed, "--precision", "f32",
+                              "--output", png, "--quiet", NULL), 0);
+    free(err);
+    int64_t Lp, Ln;
+    float *pos = zimage_caption(e, model, "a cat on the mat", &Lp), *neg = zimage_caption(e, model, "dog", &Ln);
+    char *tr = qt_path(model, "transformer"), *vae = qt_path(model, "vae"), *in = qt_path(e->dir, "in.safetensors"),
+         *out = qt_path(e->dir, "out.safetensors");
+    const int64_t n = 16 * 8 * 8;
+    float x[16 * 8 * 8];
+    assert_int_equal(qd_generate_noise(e->seed, false, n, x), QD_OK);
+    const float sigmas[3] = {1.0f, (float)(3 * 0.5 / (1 + 2 * 0.5)), 0.0f};
+    for (int step = 0; step < 2; step++) {
+        float t = (1000.0f - sigmas[step] * 1000.0f) / 1000.0f, *v[2];
+        for (int k = 0; k < 2; k++) {
+            int64_t L = k ? Ln : Lp;
+            write_inputs(in, (st_in[]){{"x", "F32", 4, {16, 1, 8, 8}, x, sizeof x}, {"cap_feats", "F32", 2, {L, 32}, k ? neg : pos, sizeof(float) * (size_t)(L * 32)},
+                                       {"t", "F32", 1, {1}, &t, 4}}, 3);
+            forward(tr, in, out);
+            v[k] = read_output(out, "output", n);
+        }
+        for (int64_t k = 0; k < n; k++) x[k] += (sigmas[step + 1] - sigmas[step]) * -(v[0][k] + 2.0f * (v[0][k] - v[1][k]));
+        free(v[0]), free(v[1]);
+    }
+    for (int64_t k = 0; k < n; k++) x[k] = x[k] / 0.3611f + 0.1159f;
+    write_inputs(in, (st_in[]){{"z", "F32", 4, {1, 16, 8, 8}, x, sizeof x}}, 1);
+    forward(vae, in, out);
+    float *image = read_output(out, "output", 3 * 64 * 64);
+    png_read got = read_png(png);
+    int worst = 0;
+    long off = 0;
+    for (int64_t c = 0; c < 3; c++)
+        for (int64_t p = 0; p < 64 * 64; p++) {
+            float v = image[c * 4096 + p] / 2.0f + 0.5f;
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            int want = (int)nearbyintf(v * 255.0f), d = abs(want - got.rgb[p * 3 + c]);
+            worst = d > worst ? d : worst;
+            off += d > 0;
+        }
+    printf("  zimage composed: %ld of %d bytes differ, worst %d levels\n", off, 3 * 4096, worst);
+    assert_true(worst <= 1);
+    assert_true(off <= 3 * 4096 / 100);
+    png_free_read(&got);
+    free(image), free(pos), free(neg), free(tr), free(vae), free(in), free(out), free(model), free(png);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_initial_latents),
@@ -548,6 +624,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_zimage_cfg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_quantized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_composed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zimage_composed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
