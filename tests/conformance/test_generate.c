@@ -3,7 +3,7 @@
  * reader with the asked size, RGB8, and a "parameters" text chunk holding the settings; the same seed
  * gives the same bytes and another seed another image; a CFG run differs from a plain one; a quantized
  * transformer runs. Both pipelines' images equal the pipeline composed by hand from models.md with each
- * module run alone through `qdit forward` (f32, 2 steps, FLUX's guidance and Z-Image's CFG). The pieces: initial latents against the values torch drew
+ * module run alone through `qdit forward` (2 steps; FLUX in f32 and bf16 with its roundings, Z-Image in f32 with CFG). The pieces: initial latents against the values torch drew
  * (tests/fixtures/torch_randn.safetensors), FLUX's latent packing against hand-worked indices, and the
  * image conversion against hand-computed bytes. Bad inputs each get an error naming the flag or
  * component, exit status 2 for arguments, and no output file. */
@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "core/codec.h"
 #include "io/safetensors.h"
 #include "pipeline/generate.h"
 #include "tokenize/tokenizer.h"
@@ -436,12 +437,16 @@ static float *read_output(const char *path, const char *name, int64_t want) {
     return v;
 }
 
-static void forward(const char *component, const char *in, const char *out) {
+static void forward_in(const char *component, const char *in, const char *out, const char *precision) {
     char *so = NULL, *se = NULL;
-    int rc = qt_run_qdit(&so, &se, "forward", "--component", component, "--inputs", in, "--output", out, NULL);
+    int rc = qt_run_qdit(&so, &se, "forward", "--component", component, "--inputs", in, "--output", out, "--precision", precision, NULL);
     if (rc) fail_msg("qdit forward %s: %s", component, se);
     free(so), free(se);
 }
+
+static void forward(const char *component, const char *in, const char *out) { forward_in(component, in, out, "f32"); }
+
+static float bf16r(float x) { return qd_bf16_to_f32(qd_f32_to_bf16(x)); }
 
 static int64_t *token_ids(const char *dir, qd_prompt_style style, const char *prompt, int64_t *n) {
     qd_tokenizer *t = NULL;
@@ -457,19 +462,21 @@ static int64_t *token_ids(const char *dir, qd_prompt_style style, const char *pr
     return v;
 }
 
-/* Two f32 steps at 64×64 rebuilt from models.md §2.4–2.6 with each module run alone through `qdit
+/* Two steps at 64×64 rebuilt from models.md §2.4–2.6 with each module run alone through `qdit
  * forward`: CLIP pooled and T5 states of the tokenized prompt; noise from torch's generator, packed 2×2
  * (feature c·4 + ph·2 + pw); sigmas linspace(1, 1/2, 2) shifted by e^mu/(e^mu + 1/σ − 1), mu from 16
  * image tokens, computed here in double; Euler steps; unpacked, /0.3611 + 0.1159, decoded; bytes as
- * diffusers' image processor. `qdit generate --precision f32` must give the same picture. */
-static void test_flux_composed(void **state) {
-    env *e = *state;
+ * diffusers' image processor. `qdit generate` must give the same picture. In bf16 (§11.2–11.3): the noise
+ * drawn in bf16, the timestep cast to bf16 before /1000 in bf16, the latents cast back to bf16 after each
+ * step, the VAE input and the image's denormalisation in bf16. */
+static void flux_composed(env *e, bool bf16) {
+    const char *prec = bf16 ? "bf16" : "f32";
     char *model = pipe_dir(e, "flux"), *png = qt_path(e->dir, "gen.png"), *err = NULL;
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)e->seed);
     const char *prompt = "a photo of the red cat";
     assert_int_equal(generate(&err, "--model-path", model, "--prompt", prompt, "--height", "64", "--width", "64", "--num-inference-steps",
-                              "2", "--guidance-scale", "2.5", "--seed", seed, "--precision", "f32", "--output", png, "--quiet", NULL), 0);
+                              "2", "--guidance-scale", "2.5", "--seed", seed, "--precision", prec, "--output", png, "--quiet", NULL), 0);
     free(err);
     char *tok = qt_path(model, "tokenizer"), *tok2 = qt_path(model, "tokenizer_2"), *te = qt_path(model, "text_encoder"),
          *te2 = qt_path(model, "text_encoder_2"), *tr = qt_path(model, "transformer"), *vae = qt_path(model, "vae");
@@ -479,15 +486,15 @@ static void test_flux_composed(void **state) {
     assert_int_equal(L1, 77);
     assert_int_equal(L2, 512);
     write_inputs(in, (st_in[]){{"input_ids", "I64", 2, {1, L1}, ids1, sizeof *ids1 * (size_t)L1}}, 1);
-    forward(te, in, out);
+    forward_in(te, in, out, prec);
     float *pooled = read_output(out, "pooler_output", 32);
     write_inputs(in, (st_in[]){{"input_ids", "I64", 2, {1, L2}, ids2, sizeof *ids2 * (size_t)L2}}, 1);
-    forward(te2, in, out);
+    forward_in(te2, in, out, prec);
     float *enc = read_output(out, "last_hidden_state", L2 * 32);
     /* latents [16, 8, 8] → 16 tokens of 64 */
     const int64_t C = 16, h = 8, w = 8, N = 16;
     float noise[16 * 8 * 8], x[16 * 64], img_ids[16 * 3], *txt_ids = calloc((size_t)L2 * 3, sizeof(float));
-    assert_int_equal(qd_generate_noise(e->seed, false, C * h * w, noise), QD_OK);
+    assert_int_equal(qd_generate_noise(e->seed, bf16, C * h * w, noise), QD_OK);
     for (int64_t i = 0; i < h / 2; i++)
         for (int64_t j = 0; j < w / 2; j++) {
             img_ids[(i * 4 + j) * 3] = 0, img_ids[(i * 4 + j) * 3 + 1] = (float)i, img_ids[(i * 4 + j) * 3 + 2] = (float)j;
@@ -498,17 +505,21 @@ static void test_flux_composed(void **state) {
     const float sigmas[3] = {1.0f, (float)(exp(mu) / (exp(mu) + (1.0 / 0.5 - 1.0))), 0.0f};
     const float guidance = 2.5f;
     for (int step = 0; step < 2; step++) {
+        float t = sigmas[step] * 1000.0f, sigma = bf16 ? bf16r(bf16r(t) / 1000.0f) : t / 1000.0f;
         write_inputs(in, (st_in[]){{"hidden_states", "F32", 3, {1, N, 64}, x, sizeof x},
                                    {"encoder_hidden_states", "F32", 3, {1, L2, 32}, enc, sizeof(float) * (size_t)(L2 * 32)},
                                    {"pooled_projections", "F32", 2, {1, 32}, pooled, sizeof(float) * 32},
-                                   {"timestep", "F32", 1, {1}, &sigmas[step], 4},
+                                   {"timestep", "F32", 1, {1}, &sigma, 4},
                                    {"guidance", "F32", 1, {1}, &guidance, 4},
                                    {"img_ids", "F32", 2, {N, 3}, img_ids, sizeof img_ids},
                                    {"txt_ids", "F32", 2, {L2, 3}, txt_ids, sizeof(float) * (size_t)(L2 * 3)}},
                      7);
-        forward(tr, in, out);
+        forward_in(tr, in, out, prec);
         float *v = read_output(out, "output", N * 64);
-        for (int64_t k = 0; k < N * 64; k++) x[k] += (sigmas[step + 1] - sigmas[step]) * v[k];
+        for (int64_t k = 0; k < N * 64; k++) {
+            x[k] += (sigmas[step + 1] - sigmas[step]) * v[k];
+            if (bf16) x[k] = bf16r(x[k]);
+        }
         free(v);
     }
     float z[16 * 8 * 8];
@@ -516,28 +527,33 @@ static void test_flux_composed(void **state) {
         for (int64_t j = 0; j < w / 2; j++)
             for (int64_t c = 0; c < C; c++)
                 for (int p = 0; p < 4; p++)
-                    z[(c * h + 2 * i + p / 2) * w + 2 * j + p % 2] = x[(i * 4 + j) * 64 + c * 4 + p] / 0.3611f + 0.1159f;
+                    z[(c * h + 2 * i + p / 2) * w + 2 * j + p % 2] =
+                        bf16 ? bf16r(bf16r(x[(i * 4 + j) * 64 + c * 4 + p] / 0.3611f) + 0.1159f) : x[(i * 4 + j) * 64 + c * 4 + p] / 0.3611f + 0.1159f;
     write_inputs(in, (st_in[]){{"z", "F32", 4, {1, C, h, w}, z, sizeof z}}, 1);
-    forward(vae, in, out);
+    forward_in(vae, in, out, prec);
     float *image = read_output(out, "output", 3 * 64 * 64);
     png_read got = read_png(png);
     int worst = 0;
     long off = 0;
     for (int64_t c = 0; c < 3; c++)
         for (int64_t p = 0; p < 64 * 64; p++) {
-            float v = image[c * 4096 + p] / 2.0f + 0.5f;
+            float v = bf16 ? bf16r(bf16r(image[c * 4096 + p] / 2.0f) + 0.5f) : image[c * 4096 + p] / 2.0f + 0.5f;
             v = v < 0 ? 0 : v > 1 ? 1 : v;
             int want = (int)nearbyintf(v * 255.0f), d = abs(want - got.rgb[p * 3 + c]);
             worst = d > worst ? d : worst;
             off += d > 0;
         }
-    printf("  flux composed: %ld of %d bytes differ, worst %d levels\n", off, 3 * 4096, worst);
+    printf("  flux composed (%s): %ld of %d bytes differ, worst %d levels\n", prec, off, 3 * 4096, worst);
     assert_true(worst <= 1);
     assert_true(off <= 3 * 4096 / 100);
     png_free_read(&got);
     free(image), free(pooled), free(enc), free(txt_ids), free(ids1), free(ids2);
     free(tok), free(tok2), free(te), free(te2), free(tr), free(vae), free(in), free(out), free(model), free(png);
 }
+
+static void test_flux_composed(void **state) { flux_composed(*state, false); }
+
+static void test_flux_composed_bf16(void **state) { flux_composed(*state, true); }
 
 /* hidden_states[-2] of the Qwen3 encoder for a prompt: [L, 32] */
 static float *zimage_caption(const env *e, const char *model, const char *prompt, int64_t *L) {
@@ -624,6 +640,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_zimage_cfg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_quantized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_composed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flux_composed_bf16, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zimage_composed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
     };
