@@ -11,16 +11,30 @@
 #include "io/json.h"
 #include "quant/resolve.h"
 
-qd_status qd_device_backend(const char *device, qd_backend **out) {
-    *out = NULL;
-    if (!device || !strcmp(device, "cpu")) return qd_backend_cpu_create(out);
-    if (!strcmp(device, "cuda")) return qd_backend_cuda_create(0, out);
+qd_status qd_device_parse(const char *device, int *cuda_index) {
+    *cuda_index = -1;
+    if (!device || !strcmp(device, "cpu")) return QD_OK;
+    if (!strcmp(device, "cuda")) {
+        *cuda_index = 0;
+        return QD_OK;
+    }
     if (!strncmp(device, "cuda:", 5)) {
         char *end = NULL;
         long d = strtol(device + 5, &end, 10);
-        if (end != device + 5 && !*end && d >= 0 && d <= 1024) return qd_backend_cuda_create((int)d, out);
+        if (end != device + 5 && !*end && d >= 0 && d <= 1024) {
+            *cuda_index = (int)d;
+            return QD_OK;
+        }
     }
     return qd_fail(QD_EINVAL, "--device %s: expected cpu, cuda or cuda:N", device);
+}
+
+qd_status qd_device_backend(const char *device, qd_backend **out) {
+    *out = NULL;
+    int cuda;
+    qd_status s = qd_device_parse(device, &cuda);
+    if (s) return s;
+    return cuda < 0 ? qd_backend_cpu_create(out) : qd_backend_cuda_create(cuda, out);
 }
 
 void qd_component_load_close(qd_component_load *c) {

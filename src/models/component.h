@@ -11,7 +11,10 @@
 #include "load/sources.h"
 #include "quant/config.h"
 
-/* "cpu" (or NULL), "cuda", "cuda:N": the backend it names; anything else is an error naming --device. */
+/* "cpu" (or NULL), "cuda", "cuda:N": *cuda_index −1 for the CPU, else the GPU's index; anything else is an
+ * error naming --device (checked before loading anything). */
+qd_status qd_device_parse(const char *device, int *cuda_index);
+/* The backend the device names. */
 qd_status qd_device_backend(const char *device, qd_backend **out);
 
 typedef struct {

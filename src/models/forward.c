@@ -260,6 +260,8 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!a->component || !a->inputs || !a->output) {
         return qd_fail(QD_EINVAL, "forward needs --component DIR, --inputs FILE and --output FILE");
     }
+    int cuda_index;
+    if (qd_device_parse(a->device, &cuda_index)) return QD_EINVAL;
     qd_dtype act = QD_DTYPE_F32;
     if (a->precision && !strcmp(a->precision, "bf16")) act = QD_DTYPE_BF16;
     else if (a->precision && strcmp(a->precision, "f32")) return qd_fail(QD_EINVAL, "--precision %s: expected f32 or bf16", a->precision);

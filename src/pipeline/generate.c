@@ -534,6 +534,8 @@ qd_status qd_generate_run(const qd_options *o, const qd_generate_args *a, qd_gen
         s = qd_fail(QD_EINVAL, "--precision %s: expected bf16 or f32", a->precision);
     }
     g->act = a->precision && !strcmp(a->precision, "f32") ? QD_DTYPE_F32 : QD_DTYPE_BF16;
+    int cuda_index;
+    if (!s) s = qd_device_parse(a->device, &cuda_index);
     if (!s && !o->model_path) s = qd_fail(QD_EINVAL, "--model-path is required (a diffusers pipeline folder or a cached hub repo id)");
     if (!s) s = qd_repo_open(o->model_path, &g->repo);
     if (!s && (g->repo->layout != QD_LAYOUT_PIPELINE || !g->repo->pipeline_class)) {
