@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev libdnnl-dev libpcre2-dev libutf8proc-dev
+packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-dev libdnnl-dev libpcre2-dev libutf8proc-dev libpng-dev
           python3 python3-numpy sentencepiece)
 # The tokenizer tests install their npm references with node + npm (tools/tokenizer-ref); Debian's
 # nodejs + npm only when no node is there already (a NodeSource nodejs ships its own npm).

@@ -14,6 +14,8 @@ static void usage(FILE *to) {
             "commands:\n"
             "  inspect PATH [--json]   what is inside a pipeline, component folder, .safetensors file\n"
             "                          or cached Hugging Face repo id\n"
+            "  generate --model-path PIPELINE --prompt TEXT --output FILE.png\n"
+            "                          text to image with FLUX.1 or Z-Image\n"
             "  forward --component DIR --inputs IN --output OUT\n"
             "                          run one module on named inputs (conformance checks)\n"
             "  convert dequantize [PATH] --save-dir OUT\n"
@@ -33,6 +35,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "inspect")) return qd_cmd_inspect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return qd_cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return qd_cmd_forward(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return qd_cmd_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return qd_cmd_tokenize(argc - 1, argv + 1);
@@ -44,6 +47,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, forward, convert, tokenize or version; see qdit --help)\n", cmd);
+    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, generate, forward, convert, tokenize or version; see qdit --help)\n", cmd);
     return 2;
 }

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/cpu.h"
-#include "backend/cuda/cuda.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "io/ckpt.h"
@@ -14,6 +12,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "load/sources.h"
+#include "models/component.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
 #include "models/te/clip.h"
@@ -261,17 +260,8 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     if (!a->component || !a->inputs || !a->output) {
         return qd_fail(QD_EINVAL, "forward needs --component DIR, --inputs FILE and --output FILE");
     }
-    int cuda_device = -1; /* --device cuda or cuda:N */
-    if (a->device && !strcmp(a->device, "cuda")) {
-        cuda_device = 0;
-    } else if (a->device && !strncmp(a->device, "cuda:", 5)) {
-        char *end = NULL;
-        long d = strtol(a->device + 5, &end, 10);
-        if (!end || *end || d < 0 || d > 1024) return qd_fail(QD_EINVAL, "--device %s: expected cpu, cuda or cuda:N", a->device);
-        cuda_device = (int)d;
-    } else if (a->device && strcmp(a->device, "cpu")) {
-        return qd_fail(QD_EINVAL, "--device %s: expected cpu, cuda or cuda:N", a->device);
-    }
+    int cuda_index;
+    if (qd_device_parse(a->device, &cuda_index)) return QD_EINVAL;
     qd_dtype act = QD_DTYPE_F32;
     if (a->precision && !strcmp(a->precision, "bf16")) act = QD_DTYPE_BF16;
     else if (a->precision && strcmp(a->precision, "f32")) return qd_fail(QD_EINVAL, "--precision %s: expected f32 or bf16", a->precision);
@@ -332,7 +322,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     }
     if (!s && quant.method != QD_QM_NONE) qd_log(QD_LOG_INFO, "%s: quantization %s (%s)", cls, qd_quant_method_name(quant.method), quant.source);
     if (!s) s = qd_st_open(a->inputs, &io);
-    if (!s) s = cuda_device >= 0 ? qd_backend_cuda_create(cuda_device, &be) : qd_backend_cpu_create(&be);
+    if (!s) s = qd_device_backend(a->device, &be);
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
                             .random_weights = a->random_weights, .random_seed = a->random_seed,
