@@ -422,7 +422,10 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
         free(w), free(b), free(ref), free(xr);
     }
     double tol = act == QD_DTYPE_F32 ? c->tol_f32 : c->tol_bf16;
-    if (!s && c->int4_per_token) tol = fmax(tol, 1.5 * int4_row_nmse(&x, m, k));
+    /* int4 per-token activations: the bound follows the activations' own int4 error; the output's NMSE is
+       that error reweighted by the layer, whose ratio to it spreads with few rows: up to 1.38 over 80 seeds,
+       1.61 once (QDIT_TEST_SEED=11400601554082233365, generic ISA, M = 7) — hence 2× */
+    if (!s && c->int4_per_token) tol = fmax(tol, 2.0 * int4_row_nmse(&x, m, k));
     report(name, nmse, tol, s);
     qd_tensor_free(&x);
     qd_tensor_free(&y);
