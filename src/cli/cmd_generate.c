@@ -28,6 +28,8 @@ static void generate_usage(FILE *to) {
             "  --device cpu|cuda[:N]       where to run (default cpu)\n"
             "  --precision bf16|f32        activation dtype (default bf16, as diffusers runs these models)\n"
             "  --quiet                     no progress bar and no timing summary\n"
+            "  --random-weights            components need only config.json: weights drawn in memory (full-size\n"
+            "                              benchmarks; --quantization quantizes the transformer's draw at load)\n"
             "\n%s",
             QD_GENERATE_MAX_SIDE, qd_cli_model_flags_help());
 }
@@ -87,6 +89,11 @@ int qd_cmd_generate(int argc, char **argv) {
         }
         if (!strcmp(f, "--quiet") || !strcmp(f, "-q")) {
             quiet = true;
+            continue;
+        }
+        if (!strcmp(f, "--random-weights")) {
+            a.random_weights = true;
+            a.random_seed = 1;
             continue;
         }
         static const char *const known[] = {"--prompt", "--negative-prompt", "--height", "--width", "--num-inference-steps",

@@ -205,8 +205,9 @@ static bool has_file(const char *dir, const char *name) {
 }
 
 /* Fill a component from a folder: class, config, and (when it has a config.json or weights) its
- * weight files. A config.json without weights is an error: a model with nothing to load. */
-static qd_status fill_component(qd_component *c, const char *name, const char *dir) {
+ * weight files. A config.json without weights is an error — a model with nothing to load — unless the
+ * repo was opened for its configs only (qd_repo_open_configs). */
+static qd_status fill_component(const qd_repo *r, qd_component *c, const char *name, const char *dir) {
     c->name = strdup(name);
     c->dir = strdup(dir);
     if (!c->name || !c->dir) return qd_fail(QD_ENOMEM, "cannot allocate");
@@ -218,6 +219,10 @@ static qd_status fill_component(qd_component *c, const char *name, const char *d
     if (has_weights_or_index(dir) || has_file(dir, "config.json")) {
         s = qd_select_weight_files(dir, &c->weights);
         if (s == QD_ENOTFOUND && has_file(dir, "config.json")) {
+            if (r->configs_only) {
+                qd_clear_error();
+                return QD_OK;
+            }
             return qd_fail_context(QD_ENOTFOUND, "component '%s' has a config.json but no weights", name);
         }
     }
@@ -250,7 +255,7 @@ static qd_status open_pipeline(qd_repo *r, const char *index_path) {
             else {
                 c->library = dup_or_null(entries[i].library);
                 c->class_name = dup_or_null(entries[i].class_name);
-                s = fill_component(c, entries[i].name, dir);
+                s = fill_component(r, c, entries[i].name, dir);
             }
         }
         free(dir);
@@ -299,7 +304,7 @@ static qd_status open_folder(qd_repo *r) {
         r->layout = QD_LAYOUT_COMPONENT;
         char *name = qd_path_basename(r->root);
         qd_component *c = add_component(r);
-        s = !c || !name ? qd_fail(QD_ENOMEM, "cannot allocate") : fill_component(c, name, r->root);
+        s = !c || !name ? qd_fail(QD_ENOMEM, "cannot allocate") : fill_component(r, c, name, r->root);
         free(name);
         goto done;
     }
@@ -314,7 +319,7 @@ static qd_status open_folder(qd_repo *r) {
         if (!d) s = qd_fail(QD_ENOMEM, "cannot allocate");
         else if (has_file(d, "config.json") || has_weights_or_index(d)) {
             qd_component *c = add_component(r);
-            s = c ? fill_component(c, dirs[i], d) : qd_fail(QD_ENOMEM, "cannot allocate");
+            s = c ? fill_component(r, c, dirs[i], d) : qd_fail(QD_ENOMEM, "cannot allocate");
         }
         free(d);
     }
@@ -396,13 +401,19 @@ static qd_status open_file(qd_repo *r) {
     return QD_OK;
 }
 
-qd_status qd_repo_open(const char *path, qd_repo **out) {
+static qd_status repo_open(const char *path, bool configs_only, qd_repo **out);
+
+qd_status qd_repo_open(const char *path, qd_repo **out) { return repo_open(path, false, out); }
+qd_status qd_repo_open_configs(const char *path, qd_repo **out) { return repo_open(path, true, out); }
+
+static qd_status repo_open(const char *path, bool configs_only, qd_repo **out) {
     *out = NULL;
     qd_repo *r = calloc(1, sizeof *r);
     if (!r || !(r->path = strdup(path))) {
         free(r);
         return qd_fail(QD_ENOMEM, "cannot allocate");
     }
+    r->configs_only = configs_only;
     qd_status s = QD_OK;
     struct stat st;
     if (stat(path, &st) == 0) {
@@ -427,7 +438,7 @@ qd_status qd_repo_open(const char *path, qd_repo **out) {
             r->layout = QD_LAYOUT_COMPONENT;
             char *name = qd_path_basename(r->root);
             qd_component *c = add_component(r);
-            s = !c || !name ? qd_fail(QD_ENOMEM, "cannot allocate") : fill_component(c, name, r->root);
+            s = !c || !name ? qd_fail(QD_ENOMEM, "cannot allocate") : fill_component(r, c, name, r->root);
             free(name);
         } else {
             s = open_folder(r);

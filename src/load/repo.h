@@ -31,9 +31,12 @@ typedef struct qd_repo {
     char *pipeline_class; /* model_index.json `_class_name`, or NULL */
     size_t n_components;
     qd_component *components;
+    bool configs_only;   /* opened by qd_repo_open_configs */
 } qd_repo;
 
 qd_status qd_repo_open(const char *path, qd_repo **out);
+/* The same, for a pipeline whose model components may hold only config.json (random-weight runs). */
+qd_status qd_repo_open_configs(const char *path, qd_repo **out);
 void qd_repo_close(qd_repo *r);
 
 const char *qd_layout_name(qd_layout l);

@@ -1,6 +1,7 @@
 /* Devices and component loading shared by the commands that run models (see component.h). */
 #include "models/component.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "backend/cuda/cuda.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "io/fs.h"
 #include "io/json.h"
 #include "quant/resolve.h"
 
@@ -46,10 +48,20 @@ void qd_component_load_close(qd_component_load *c) {
     memset(c, 0, sizeof *c);
 }
 
-qd_status qd_component_load_open(const qd_options *o, const char *component, const char *base_dir, qd_component_load *out) {
+qd_status qd_component_load_open(const qd_options *o, const char *component, const char *base_dir, bool random_weights,
+                                 qd_component_load *out) {
     memset(out, 0, sizeof *out);
     qd_quant_config_init(&out->quant);
     qd_status s = qd_component_source_resolve(o, component, base_dir, &out->src);
+    if (s == QD_ENOTFOUND && random_weights && base_dir) {
+        /* a config-only folder: nothing to select, the config beside */
+        qd_clear_error();
+        memset(&out->src, 0, sizeof out->src);
+        out->src.component = strdup(component);
+        out->src.dir = strdup(base_dir);
+        out->src.config_path = qd_path_join(base_dir, "config.json");
+        s = out->src.component && out->src.dir && out->src.config_path ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate");
+    }
     const char *cfg_path = out->src.override_config_path ? out->src.override_config_path : out->src.config_path;
     if (!s && !cfg_path) s = qd_fail(QD_ENOTFOUND, "component '%s' (%s): no config.json", component, out->src.dir ? out->src.dir : "?");
     if (!s && !(out->cfg_path = strdup(cfg_path))) s = qd_fail(QD_ENOMEM, "cannot allocate");
@@ -60,9 +72,20 @@ qd_status qd_component_load_open(const qd_options *o, const char *component, con
         if (!out->cls && json_is_string(arch)) out->cls = json_string_value(arch);
         if (!out->cls) s = qd_fail(QD_EFORMAT, "%s: no _class_name or architectures, so the module is unknown", out->cfg_path);
     }
-    if (!s && out->src.weights.n_files == 0) s = qd_fail(QD_ENOTFOUND, "component '%s' (%s): no weight files", component, out->src.dir);
-    if (!s) s = qd_weight_set_open(&out->src.weights, &out->ck);
-    if (!s) s = qd_quant_resolve(o, &out->src, out->ck, out->cls, &out->quant);
+    if (random_weights) {
+        /* no checkpoint: the config alone; --quantization quantizes the drawn weights at load */
+        if (!s && (o->n_ignored_layers || o->transformer_weights_path || o->enable_svdquant == 1))
+            s = qd_fail(QD_EINVAL, "--random-weights takes --quantization METHOD only (no weights files, no ignored layers)");
+        if (!s && o->quantization) {
+            s = qd_quant_method_parse(o->quantization, &out->quant.method);
+            out->quant.online = true;
+            snprintf(out->quant.source, sizeof out->quant.source, "--quantization %s on random weights (online)", o->quantization);
+        }
+    } else {
+        if (!s && out->src.weights.n_files == 0) s = qd_fail(QD_ENOTFOUND, "component '%s' (%s): no weight files", component, out->src.dir);
+        if (!s) s = qd_weight_set_open(&out->src.weights, &out->ck);
+        if (!s) s = qd_quant_resolve(o, &out->src, out->ck, out->cls, &out->quant);
+    }
     if (!s && out->quant.method != QD_QM_NONE) {
         qd_log(QD_LOG_INFO, "%s: quantization %s (%s)", component, qd_quant_method_name(out->quant.method), out->quant.source);
     }

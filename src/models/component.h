@@ -5,6 +5,7 @@
 #define QD_MODELS_COMPONENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "backend/backend.h"
 #include "io/ckpt.h"
@@ -27,8 +28,10 @@ typedef struct {
 } qd_component_load;
 
 /* Open `component` (its folder in the pipeline is base_dir, NULL when only flags give it) with the
- * options o: weights, config.json and quantization. */
-qd_status qd_component_load_open(const qd_options *o, const char *component, const char *base_dir, qd_component_load *out);
+ * options o: weights, config.json and quantization. With random_weights only config.json is read (ck stays
+ * NULL; the model draws its weights, models/random_weights.h) and --quantization applies online. */
+qd_status qd_component_load_open(const qd_options *o, const char *component, const char *base_dir, bool random_weights,
+                                 qd_component_load *out);
 void qd_component_load_close(qd_component_load *c);
 
 #endif

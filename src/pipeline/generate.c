@@ -214,7 +214,8 @@ static qd_status tokenize(const gen *g, const char *component, qd_prompt_style s
 }
 
 static qd_model_ctx ctx_of(const gen *g, const qd_component_load *c) {
-    return (qd_model_ctx){.backend = g->be, .ck = c->ck, .quant = &c->quant, .act = g->act, .scalars = QD_SCALARS_AS_ACTIVATIONS};
+    return (qd_model_ctx){.backend = g->be, .ck = c->ck, .quant = &c->quant, .act = g->act, .scalars = QD_SCALARS_AS_ACTIVATIONS,
+                          .random_weights = g->a->random_weights, .random_seed = g->a->random_seed};
 }
 
 /* Open a component after checking its class. */
@@ -222,7 +223,7 @@ static qd_status open_component(const gen *g, const char *name, bool quantized, 
                                 qd_component_load *c) {
     const char *dir;
     qd_status s = component_dir(g, name, &dir);
-    if (!s) s = qd_component_load_open(quantized ? g->o : &g->plain, name, dir, c);
+    if (!s) s = qd_component_load_open(quantized ? g->o : &g->plain, name, dir, g->a->random_weights, c);
     if (s) return s;
     for (size_t i = 0; i < n_classes; i++)
         if (!strcmp(c->cls, classes[i])) return QD_OK;
@@ -537,7 +538,7 @@ qd_status qd_generate_run(const qd_options *o, const qd_generate_args *a, qd_gen
     int cuda_index;
     if (!s) s = qd_device_parse(a->device, &cuda_index);
     if (!s && !o->model_path) s = qd_fail(QD_EINVAL, "--model-path is required (a diffusers pipeline folder or a cached hub repo id)");
-    if (!s) s = qd_repo_open(o->model_path, &g->repo);
+    if (!s) s = a->random_weights ? qd_repo_open_configs(o->model_path, &g->repo) : qd_repo_open(o->model_path, &g->repo);
     if (!s && (g->repo->layout != QD_LAYOUT_PIPELINE || !g->repo->pipeline_class)) {
         s = qd_fail(QD_EINVAL, "--model-path %s: not a diffusers pipeline (no model_index.json)", o->model_path);
     }

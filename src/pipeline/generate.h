@@ -36,6 +36,8 @@ typedef struct {
     const char *output;           /* the PNG */
     const char *device;           /* cpu (default), cuda, cuda:N */
     const char *precision;        /* bf16 (default, as diffusers runs these models) or f32 */
+    bool random_weights;          /* configs only: every component's weights drawn (benchmarks of full sizes) */
+    uint64_t random_seed;         /* the draw's seed */
     qd_generate_progress progress;
     void *progress_user;
 } qd_generate_args;

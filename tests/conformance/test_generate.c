@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "core/codec.h"
+#include "io/fs.h"
 #include "io/safetensors.h"
 #include "pipeline/generate.h"
 #include "tokenize/tokenizer.h"
@@ -213,6 +215,64 @@ static void test_flux_quantized(void **state) {
     expect_not_flat(&a);
     png_free_read(&a);
     free(model), free(p);
+}
+
+
+/* Copy every file of folder `from` into `to` (created), or only config.json when `config_only`. */
+static void copy_folder(const char *from, const char *to, bool config_only) {
+    assert_int_equal(mkdir(to, 0777), 0);
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(qd_list_files(from, "", &names, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (config_only && strcmp(names[i], "config.json")) continue;
+        char *a = qt_path(from, names[i]), *b = qt_path(to, names[i]);
+        size_t len = 0;
+        void *data = qt_read_file(a, &len);
+        qt_write_file(b, data, len);
+        free(data), free(a), free(b);
+    }
+    qd_free_names(names, n);
+}
+
+/* --random-weights: the tiny FLUX pipeline with its model folders reduced to config.json runs, draws the
+ * same weights twice (identical PNG bytes), and without the flag the missing weights are an error. */
+static void test_random_weights(void **state) {
+    env *e = *state;
+    char *src = pipe_dir(e, "flux"), *dst = qt_path(e->dir, "configs");
+    assert_int_equal(mkdir(dst, 0777), 0);
+    static const char *const parts[][2] = {{"scheduler", "all"}, {"tokenizer", "all"}, {"tokenizer_2", "all"}, {"text_encoder", "config"},
+                                           {"text_encoder_2", "config"}, {"transformer", "config"}, {"vae", "config"}};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char *a = qt_path(src, parts[i][0]), *b = qt_path(dst, parts[i][0]);
+        copy_folder(a, b, !strcmp(parts[i][1], "config"));
+        free(a), free(b);
+    }
+    char *mi = qt_path(src, "model_index.json"), *mo = qt_path(dst, "model_index.json");
+    size_t len = 0;
+    void *data = qt_read_file(mi, &len);
+    qt_write_file(mo, data, len);
+    free(data);
+    char *p1 = qt_path(e->dir, "r1.png"), *p2 = qt_path(e->dir, "r2.png"), *err = NULL;
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(generate(&err, "--model-path", dst, "--prompt", "a cat", "--height", "64", "--width", "64", "--num-inference-steps",
+                                  "1", "--output", k ? p2 : p1, "--random-weights", "--quiet", NULL),
+                         0);
+        free(err);
+    }
+    size_t l1 = 0, l2 = 0;
+    void *b1 = qt_read_file(p1, &l1), *b2 = qt_read_file(p2, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(b1, b2, l1);
+    png_read a = read_png(p1);
+    expect_not_flat(&a);
+    png_free_read(&a);
+    assert_int_not_equal(generate(&err, "--model-path", dst, "--prompt", "a cat", "--height", "64", "--width", "64", "--output", p1, "--quiet",
+                                  NULL),
+                         0);
+    assert_non_null(strstr(err, "no weights"));
+    free(err);
+    free(b1), free(b2), free(src), free(dst), free(mi), free(mo), free(p1), free(p2);
 }
 
 /* The initial latents of a 512×512 image: what torch drew for the seed, in bf16 (FLUX bf16 runs) bit for
@@ -639,6 +699,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_zimage_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zimage_cfg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_quantized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_weights, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_composed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flux_composed_bf16, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zimage_composed, setup, teardown),

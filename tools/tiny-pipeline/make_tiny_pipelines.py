@@ -423,11 +423,73 @@ def make_zimage(out, seed):
         "vae": ["diffusers", "AutoencoderKL"]})
 
 
+def real_configs(out):
+    """FLUX.1-dev and Z-Image-Turbo at their published sizes, configs only (no weight files), for
+    `qdit generate --random-weights` benchmarks; the tokenizers are the tiny ones (their ids fit any table)."""
+    f = os.path.join(out, "flux-dev-config")
+    clip_tokenizer(os.path.join(f, "tokenizer"))
+    t5_tokenizer(os.path.join(f, "tokenizer_2"))
+    write_json(os.path.join(f, "text_encoder", "config.json"), {
+        "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu", "hidden_size": 768,
+        "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12, "layer_norm_eps": 1e-5,
+        "max_position_embeddings": 77, "vocab_size": 49408, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+        "projection_dim": 768, "torch_dtype": "bfloat16"})
+    write_json(os.path.join(f, "text_encoder_2", "config.json"), {
+        "architectures": ["T5EncoderModel"], "model_type": "t5", "d_model": 4096, "d_kv": 64, "num_heads": 64, "d_ff": 10240,
+        "num_layers": 24, "vocab_size": 32128, "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new",
+        "is_gated_act": True, "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+        "layer_norm_epsilon": 1e-6, "torch_dtype": "bfloat16"})
+    write_json(os.path.join(f, "transformer", "config.json"), {
+        "_class_name": "FluxTransformer2DModel", "_diffusers_version": "0.35.0", "patch_size": 1, "in_channels": 64,
+        "out_channels": None, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
+        "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": [16, 56, 56]})
+    vae_config = {
+        "_class_name": "AutoencoderKL", "_diffusers_version": "0.35.0", "act_fn": "silu", "in_channels": 3, "out_channels": 3,
+        "latent_channels": 16, "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "norm_num_groups": 32, "mid_block_add_attention": True,
+        "sample_size": 1024, "scaling_factor": 0.3611, "shift_factor": 0.1159, "force_upcast": True, "use_quant_conv": False,
+        "use_post_quant_conv": False, "latents_mean": None, "latents_std": None}
+    write_json(os.path.join(f, "vae", "config.json"), vae_config)
+    scheduler(os.path.join(f, "scheduler"), True)
+    write_json(os.path.join(f, "model_index.json"), {
+        "_class_name": "FluxPipeline", "_diffusers_version": "0.35.0",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"]})
+    z = os.path.join(out, "zimage-turbo-config")
+    qwen_tokenizer(os.path.join(z, "tokenizer"))
+    write_json(os.path.join(z, "text_encoder", "config.json"), {
+        "architectures": ["Qwen3Model"], "model_type": "qwen3", "hidden_size": 2560, "intermediate_size": 9728,
+        "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 40960, "hidden_act": "silu",
+        "attention_bias": False, "tie_word_embeddings": True, "torch_dtype": "bfloat16"})
+    write_json(os.path.join(z, "transformer", "config.json"), {
+        "_class_name": "ZImageTransformer2DModel", "_diffusers_version": "0.35.0", "all_patch_size": [2], "all_f_patch_size": [1],
+        "in_channels": 16, "dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30, "norm_eps": 1e-5,
+        "qk_norm": True, "cap_feat_dim": 2560, "rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": [32, 48, 48],
+        "axes_lens": [1536, 512, 512]})
+    write_json(os.path.join(z, "vae", "config.json"), vae_config)
+    scheduler(os.path.join(z, "scheduler"), False)
+    write_json(os.path.join(z, "model_index.json"), {
+        "_class_name": "ZImagePipeline", "_diffusers_version": "0.35.0",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "Qwen3Model"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"], "transformer": ["diffusers", "ZImageTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"]})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder that receives flux/ and zimage/")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--real-configs", action="store_true",
+                    help="instead: FLUX.1-dev and Z-Image-Turbo pipelines at their published sizes, configs only, for "
+                         "qdit generate --random-weights (flux-dev-config/, zimage-turbo-config/)")
     a = ap.parse_args()
+    if a.real_configs:
+        real_configs(a.out)
+        print(f"config-only pipelines in {a.out}: flux-dev-config/, zimage-turbo-config/")
+        return
     make_flux(os.path.join(a.out, "flux"), a.seed)
     make_zimage(os.path.join(a.out, "zimage"), a.seed)
     print(f"tiny pipelines (seed {a.seed}) in {a.out}: flux/, zimage/")
