@@ -157,8 +157,10 @@ int qd_cmd_generate(int argc, char **argv) {
     }
     if (!quiet) {
         fprintf(stderr, "wrote %s (%lldx%lld, %d steps)\n", a.output, (long long)r.width, (long long)r.height, r.steps);
-        fprintf(stderr, "time: text encoding %.2fs, denoising %.2fs (%.2f s/step), decoding %.2fs, total %.2fs\n", r.encode_s, r.denoise_s,
-                r.steps ? r.denoise_s / r.steps : 0.0, r.decode_s, r.encode_s + r.denoise_s + r.decode_s);
+        fprintf(stderr, "time: text encoding %.2fs, denoising %.2fs (transformer load %.2fs, %.2f s/step), decoding %.2fs, total %.2fs "
+                        "(each stage with its models' loading)\n",
+                r.encode_s, r.denoise_s, r.denoise_s - r.loop_s, r.steps ? r.loop_s / r.steps : 0.0, r.decode_s,
+                r.encode_s + r.denoise_s + r.decode_s);
     }
     return 0;
 }

@@ -125,6 +125,7 @@ typedef struct {
     double guidance;
     bool cfg;              /* Z-Image: a negative pass */
     char quant_desc[160];  /* the transformer's quantization, for the PNG's parameters */
+    double loop_s;         /* the denoising loop alone (reported beside the stage time, which includes loading) */
 } gen;
 
 static const char *override_of(const qd_options *o, const char *name) {
@@ -342,6 +343,7 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
             for (int64_t k = 0; k < N * 4 * C; k++) packed[k] = bf16_round(packed[k]);
         if (g->a->progress) g->a->progress(g->a->progress_user, i + 1, sch.n, now_s() - t0);
     }
+    g->loop_s = now_s() - t0;
     if (!s) qd_flux_unpack_latents(packed, C, h, w, latents);
     qd_flow_match_schedule_free(&sch);
     free(packed), free(v), free(img_ids), free(txt_ids);
@@ -437,6 +439,7 @@ static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *n
         qd_flow_match_step(&sch, i, v, latents, n);
         if (g->a->progress) g->a->progress(g->a->progress_user, i + 1, sch.n, now_s() - t0);
     }
+    g->loop_s = now_s() - t0;
     qd_flow_match_schedule_free(&sch);
     free(v), free(vn);
     qd_zimage_free(m);
@@ -585,7 +588,7 @@ qd_status qd_generate_run(const qd_options *o, const qd_generate_args *a, qd_gen
     if (!s) s = decode(g, latents, h, w, rgb);
     if (!s) s = write_image(g, rgb);
     double t3 = now_s();
-    if (!s) *report = (qd_generate_report){.encode_s = t1 - t0, .denoise_s = t2 - t1, .decode_s = t3 - t2, .steps = g->steps,
+    if (!s) *report = (qd_generate_report){.encode_s = t1 - t0, .denoise_s = t2 - t1, .loop_s = g->loop_s, .decode_s = t3 - t2, .steps = g->steps,
                                            .height = g->H, .width = g->W};
     free(latents), free(rgb);
     if (g->be) g->be->ops->destroy(g->be);

@@ -44,6 +44,7 @@ typedef struct {
 
 typedef struct {
     double encode_s, denoise_s, decode_s; /* each with its models' loading */
+    double loop_s;                        /* the denoising steps alone (denoise_s less the transformer's load) */
     int steps;
     int64_t height, width;
 } qd_generate_report;
