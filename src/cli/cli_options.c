@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -161,4 +162,17 @@ qd_status qd_cli_parse_model_flags(int argc, char **argv, int first, qd_options 
         }
     }
     return QD_OK;
+}
+
+int qd_cli_begin(const char *command, int argc, char **argv, qd_options *o, char ***rest, int *n_rest) {
+    qd_options_init(o);
+    *n_rest = 0;
+    if (!(*rest = calloc((size_t)argc + 1, sizeof **rest))) return 1;
+    if (qd_cli_parse_model_flags(argc, argv, 1, o, *rest, n_rest)) {
+        fprintf(stderr, "qdit %s: %s\n", command, qd_last_error());
+        free(*rest);
+        *rest = NULL;
+        return 2;
+    }
+    return 0;
 }

@@ -16,6 +16,11 @@
  * a message naming the flag. */
 qd_status qd_cli_parse_model_flags(int argc, char **argv, int first, qd_options *o, char **rest, int *n_rest);
 
+/* What every command taking the model flags starts with: options initialised, the model flags parsed
+ * out of argv[1..], the rest (allocated; the caller frees it) for the command's own flags. Returns 0, or
+ * the exit status after printing "qdit <command>: <message>" (2 for a bad flag, 1 when out of memory). */
+int qd_cli_begin(const char *command, int argc, char **argv, qd_options *o, char ***rest, int *n_rest);
+
 /* The help text block for these flags. */
 const char *qd_cli_model_flags_help(void);
 

@@ -30,15 +30,10 @@ static void usage(FILE *to) {
 
 int qd_cmd_convert_dequantize(int argc, char **argv) {
     qd_options opts;
-    qd_options_init(&opts);
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    int n = 0;
-    if (!rest) return 1;
-    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n)) {
-        fprintf(stderr, "qdit convert dequantize: %s\n", qd_last_error());
-        free(rest);
-        return 2;
-    }
+    char **rest;
+    int n;
+    const int begun = qd_cli_begin("convert dequantize", argc, argv, &opts, &rest, &n);
+    if (begun) return begun;
     qd_dequantize_args a = {0};
     const char *shard = NULL;
     int rc = 0;

@@ -32,15 +32,10 @@ static void forward_usage(FILE *to) {
 
 int qd_cmd_forward(int argc, char **argv) {
     qd_options opts;
-    qd_options_init(&opts);
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    int n = 0;
-    if (!rest) return 1;
-    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n)) {
-        fprintf(stderr, "qdit forward: %s\n", qd_last_error());
-        free(rest);
-        return 2;
-    }
+    char **rest;
+    int n;
+    const int begun = qd_cli_begin("forward", argc, argv, &opts, &rest, &n);
+    if (begun) return begun;
     qd_forward_args a = {0};
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {

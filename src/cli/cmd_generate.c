@@ -68,15 +68,10 @@ static void draw_progress(void *user, int step, int total, double elapsed) {
 
 int qd_cmd_generate(int argc, char **argv) {
     qd_options opts;
-    qd_options_init(&opts);
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    int n = 0;
-    if (!rest) return 1;
-    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n)) {
-        fprintf(stderr, "qdit generate: %s\n", qd_last_error());
-        free(rest);
-        return 2;
-    }
+    char **rest;
+    int n;
+    const int begun = qd_cli_begin("generate", argc, argv, &opts, &rest, &n);
+    if (begun) return begun;
     qd_generate_args a = {.guidance = -1};
     bool quiet = false;
     int rc = 0;

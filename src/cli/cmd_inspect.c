@@ -126,15 +126,10 @@ static void print_text(const qd_repo *r, const qd_component_stats *stats) {
 
 int qd_cmd_inspect(int argc, char **argv) {
     qd_options opts;
-    qd_options_init(&opts);
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    int n_rest = 0;
-    if (!rest) return 1;
-    if (qd_cli_parse_model_flags(argc, argv, 1, &opts, rest, &n_rest)) {
-        fprintf(stderr, "qdit inspect: %s\n", qd_last_error());
-        free(rest);
-        return 2;
-    }
+    char **rest;
+    int n_rest;
+    const int begun = qd_cli_begin("inspect", argc, argv, &opts, &rest, &n_rest);
+    if (begun) return begun;
     const char *path = NULL;
     int json = 0;
     for (int i = 0; i < n_rest; i++) {

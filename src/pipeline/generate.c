@@ -233,6 +233,15 @@ static qd_status open_component(const gen *g, const char *name, bool quantized, 
     return s;
 }
 
+/* The transformer (under the quantization flags), its quantization noted for the PNG's parameters. */
+static qd_status open_transformer(gen *g, const char *cls, qd_component_load *c) {
+    const char *const classes[] = {cls};
+    qd_status s = open_component(g, "transformer", true, classes, 1, c);
+    if (!s)
+        snprintf(g->quant_desc, sizeof g->quant_desc, "%s", c->quant.method == QD_QM_NONE ? "none" : qd_quant_method_name(c->quant.method));
+    return s;
+}
+
 /* ---- FLUX.1 ---- */
 
 typedef struct {
@@ -292,11 +301,9 @@ static qd_status flux_encode(gen *g, flux_text *out) {
 
 /* Denoise: latents [1, 16, h, w] (host, initial noise in) → the final latents. */
 static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int64_t h, int64_t w) {
-    static const char *const cls[] = {"FluxTransformer2DModel"};
     qd_component_load c = {0};
-    qd_status s = open_component(g, "transformer", true, cls, 1, &c);
+    qd_status s = open_transformer(g, "FluxTransformer2DModel", &c);
     if (s) return s;
-    snprintf(g->quant_desc, sizeof g->quant_desc, "%s", c.quant.method == QD_QM_NONE ? "none" : qd_quant_method_name(c.quant.method));
     qd_model_ctx ctx = ctx_of(g, &c);
     qd_flux_config fc;
     qd_flux *m = NULL;
@@ -400,11 +407,9 @@ static qd_status zimage_encode(gen *g, qd_tensor *pos, qd_tensor *neg) {
 }
 
 static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *neg, float *latents, int64_t h, int64_t w) {
-    static const char *const cls[] = {"ZImageTransformer2DModel"};
     qd_component_load c = {0};
-    qd_status s = open_component(g, "transformer", true, cls, 1, &c);
+    qd_status s = open_transformer(g, "ZImageTransformer2DModel", &c);
     if (s) return s;
-    snprintf(g->quant_desc, sizeof g->quant_desc, "%s", c.quant.method == QD_QM_NONE ? "none" : qd_quant_method_name(c.quant.method));
     qd_model_ctx ctx = ctx_of(g, &c);
     qd_zimage_config zc;
     qd_zimage *m = NULL;
