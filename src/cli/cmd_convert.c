@@ -13,11 +13,13 @@ static const struct {
     {"dequantize", qd_cmd_convert_dequantize, "write any checkpoint qdit reads as a plain diffusers transformer folder"},
     {"fp8", qd_cmd_convert_fp8, "a BF16 model folder's linears in FP8, as SGLang's convert_hf_to_fp8 writes them"},
     {"nvfp4-mixed", qd_cmd_convert_nvfp4_mixed, "a ModelOpt NVFP4 export with chosen modules back in BF16 (SGLang's builder)"},
+    {"modelopt-fp8", qd_cmd_convert_modelopt_fp8, "a BF16 transformer as a ModelOpt FP8 folder (SGLang's builder output)"},
+    {"modelopt-nvfp4", qd_cmd_convert_modelopt_nvfp4, "a BF16 transformer as a ModelOpt NVFP4 folder (SGLang's builder output)"},
 };
 
 static void convert_usage(FILE *to) {
     fprintf(to, "usage: qdit convert <converter> [options]\n\nconverters:\n");
-    for (size_t i = 0; i < sizeof converters / sizeof *converters; i++) fprintf(to, "  %-12s %s\n", converters[i].name, converters[i].summary);
+    for (size_t i = 0; i < sizeof converters / sizeof *converters; i++) fprintf(to, "  %-14s %s\n", converters[i].name, converters[i].summary);
     fprintf(to, "\nRun `qdit convert <converter> --help` for its options; docs/cli.md has the full reference.\n");
 }
 

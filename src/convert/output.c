@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,52 +43,164 @@ static bool converter_file(const char *name) {
            qd_path_has_suffix(name, ".safetensors.index.json");
 }
 
-qd_status qd_save_dir_prepare(const char *dir, bool overwrite) {
+/* Does `dir` exist, and may a conversion replace it? (absent; empty; or, with overwrite, only converter files) */
+static qd_status save_dir_check(const char *flag, const char *dir, bool overwrite, bool *exists) {
+    *exists = false;
     if (!qd_is_dir(dir)) {
         struct stat st;
-        if (stat(dir, &st) == 0) return qd_fail(QD_EINVAL, "--save-dir %s: exists and is not a folder", dir);
-        /* create it and any missing parents */
-        char *p = strdup(dir);
-        if (!p) return qd_fail(QD_ENOMEM, "cannot allocate");
-        for (char *c = p + 1; *c; c++) {
-            if (*c != '/') continue;
-            *c = '\0';
-            if (mkdir(p, 0777) && errno != EEXIST) break;
-            *c = '/';
-        }
-        int rc = mkdir(p, 0777);
-        free(p);
-        if (rc && errno != EEXIST) return qd_fail(QD_EIO, "--save-dir %s: cannot create it: %s", dir, strerror(errno));
+        if (stat(dir, &st) == 0) return qd_fail(QD_EINVAL, "%s %s: exists and is not a folder", flag, dir);
         return QD_OK;
     }
+    *exists = true;
     DIR *d = opendir(dir);
-    if (!d) return qd_fail(QD_EIO, "--save-dir %s: cannot read it: %s", dir, strerror(errno));
+    if (!d) return qd_fail(QD_EIO, "%s %s: cannot read it: %s", flag, dir, strerror(errno));
     qd_status s = QD_OK;
     struct dirent *e;
     while (!s && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (!overwrite) {
-            s = qd_fail(QD_EINVAL, "--save-dir %s: the folder is not empty (it holds '%s'); give an empty or new folder, "
+            s = qd_fail(QD_EINVAL, "%s %s: the folder is not empty (it holds '%s'); give an empty or new folder, "
                                    "or --overwrite to replace a previous conversion",
-                        dir, e->d_name);
+                        flag, dir, e->d_name);
         } else if (!converter_file(e->d_name)) {
-            s = qd_fail(QD_EINVAL, "--save-dir %s: --overwrite replaces only config.json and safetensors files, and the "
+            s = qd_fail(QD_EINVAL, "%s %s: --overwrite replaces only config.json and safetensors files, and the "
                                    "folder also holds '%s'",
-                        dir, e->d_name);
+                        flag, dir, e->d_name);
         }
     }
     closedir(d);
-    if (s || !overwrite) return s;
+    return s;
+}
+
+/* mkdir -p */
+static qd_status make_dirs(const char *flag, const char *dir) {
+    char *p = strdup(dir);
+    if (!p) return qd_fail(QD_ENOMEM, "cannot allocate");
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) break;
+        *c = '/';
+    }
+    int rc = mkdir(p, 0777);
+    free(p);
+    if (rc && errno != EEXIST) return qd_fail(QD_EIO, "%s %s: cannot create it: %s", flag, dir, strerror(errno));
+    return QD_OK;
+}
+
+/* Remove the files of `dir` that `which` accepts (NULL: every file). */
+static qd_status remove_files(const char *flag, const char *dir, bool (*which)(const char *)) {
     char **names = NULL;
     size_t n = 0;
-    if (qd_list_files(dir, NULL, &names, &n)) return qd_fail(QD_EIO, "--save-dir %s: cannot list it", dir);
+    if (qd_list_files(dir, NULL, &names, &n)) return qd_fail(QD_EIO, "%s %s: cannot list it", flag, dir);
+    qd_status s = QD_OK;
     for (size_t i = 0; !s && i < n; i++) {
+        if (which && !which(names[i])) continue;
         char *p = qd_path_join(dir, names[i]);
-        if (!p || unlink(p)) s = qd_fail(QD_EIO, "--save-dir %s: cannot remove '%s': %s", dir, names[i], strerror(errno));
+        if (!p || unlink(p)) s = qd_fail(QD_EIO, "%s %s: cannot remove '%s': %s", flag, dir, names[i], strerror(errno));
         free(p);
     }
     qd_free_names(names, n);
     return s;
+}
+
+qd_status qd_save_dir_prepare(const char *dir, bool overwrite) {
+    bool exists;
+    qd_status s = save_dir_check("--save-dir", dir, overwrite, &exists);
+    if (s) return s;
+    if (!exists) return make_dirs("--save-dir", dir);
+    return overwrite ? remove_files("--save-dir", dir, converter_file) : QD_OK;
+}
+
+qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir *o) {
+    memset(o, 0, sizeof *o);
+    bool exists;
+    qd_status s = save_dir_check(flag, save_dir, overwrite, &exists);
+    if (s) return s;
+    size_t n = strlen(save_dir);
+    while (n > 1 && save_dir[n - 1] == '/') n--;
+    o->save_dir = strndup(save_dir, n);
+    o->tmp = malloc(n + 40);
+    if (!o->save_dir || !o->tmp) {
+        qd_out_dir_abort(o);
+        return qd_fail(QD_ENOMEM, "cannot allocate");
+    }
+    snprintf(o->tmp, n + 40, "%s.qdit-tmp-%ld", o->save_dir, (long)getpid());
+    o->overwrite = overwrite;
+    if (qd_is_dir(o->tmp)) s = remove_files(flag, o->tmp, NULL); /* a stale one of a killed run with our pid */
+    else s = make_dirs(flag, o->tmp);
+    if (s) {
+        free(o->save_dir), free(o->tmp);
+        memset(o, 0, sizeof *o);
+    }
+    return s;
+}
+
+qd_status qd_out_dir_commit(qd_out_dir *o) {
+    qd_status s = QD_OK;
+    if (qd_is_dir(o->save_dir)) {
+        /* the previous conversion (checked at begin): its files, then the empty folder */
+        s = remove_files("--save-dir", o->save_dir, converter_file);
+        if (!s && rmdir(o->save_dir))
+            s = qd_fail(QD_EIO, "--save-dir %s: cannot replace it: %s (the new files are in %s)", o->save_dir, strerror(errno), o->tmp);
+    }
+    if (!s && rename(o->tmp, o->save_dir))
+        s = qd_fail(QD_EIO, "--save-dir %s: cannot move %s there: %s", o->save_dir, o->tmp, strerror(errno));
+    if (s) {
+        qd_out_dir_abort(o);
+        return s;
+    }
+    free(o->save_dir), free(o->tmp);
+    memset(o, 0, sizeof *o);
+    return QD_OK;
+}
+
+void qd_out_dir_abort(qd_out_dir *o) {
+    if (o->tmp && qd_is_dir(o->tmp)) {
+        (void)remove_files("--save-dir", o->tmp, NULL);
+        (void)rmdir(o->tmp);
+    }
+    free(o->save_dir), free(o->tmp);
+    memset(o, 0, sizeof *o);
+}
+
+char *qd_json_dumps_python(const json_t *v) {
+    char *compact = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!compact) return NULL;
+    /* jansson's compact form has no spaces; Python's default puts one after ',' and ':' outside strings */
+    size_t n = strlen(compact), o = 0;
+    char *out = malloc(2 * n + 1);
+    bool in_str = false, esc = false;
+    for (size_t i = 0; out && i < n; i++) {
+        const char c = compact[i];
+        out[o++] = c;
+        if (in_str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == ':') {
+            out[o++] = ' ';
+        }
+    }
+    if (out) out[o] = 0;
+    free(compact);
+    return out;
+}
+
+void qd_print_stats(const json_t *stats) {
+    char *text = json_dumps(stats, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (text) printf("%s\n", text);
+    fflush(stdout);
+    free(text);
+}
+
+void qd_release_mapped(const void *data, uint64_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = (uintptr_t)data, b = a + (uintptr_t)n;
+    const uintptr_t first = (a + page - 1) / page * page, last = b / page * page;
+    if (last > first) (void)madvise((void *)first, last - first, MADV_DONTNEED);
 }
 
 /* ---- shards ---- */

@@ -26,6 +26,32 @@ qd_status qd_parse_size(const char *flag, const char *text, uint64_t *out);
 
 qd_status qd_save_dir_prepare(const char *dir, bool overwrite);
 
+/* An output folder written whole or not at all: qd_out_dir_begin checks `save_dir` as
+ * qd_save_dir_prepare does (absent, empty, or with `overwrite` holding only a previous conversion's
+ * files) without changing it, and creates the temporary sibling `<save_dir>.qdit-tmp-<pid>` that the
+ * converter writes into (`tmp`); qd_out_dir_commit then puts it in place of save_dir (the previous
+ * conversion's files removed first), qd_out_dir_abort removes it. A failing conversion therefore leaves
+ * save_dir as it was and nothing beside it. */
+typedef struct {
+    char *save_dir, *tmp;
+    bool overwrite;
+} qd_out_dir;
+qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir *o);
+qd_status qd_out_dir_commit(qd_out_dir *o); /* frees o's strings */
+void qd_out_dir_abort(qd_out_dir *o);       /* frees o's strings; safe on a zeroed o */
+
+/* `v` as Python's json.dumps(v, sort_keys=True) writes it (", " and ": " separators), the form SGLang's
+ * tools put in safetensors metadata; malloc'd, NULL when out of memory. */
+char *qd_json_dumps_python(const json_t *v);
+
+/* The statistics object a converter prints at the end (as SGLang's tools print theirs): stdout, sorted
+ * keys, 2-space indent. */
+void qd_print_stats(const json_t *stats);
+
+/* Drop the whole pages of [data, data + n) of a read-only file mapping from this process, once a
+ * converter has read them: the peak resident memory stays about one tensor, not one checkpoint. */
+void qd_release_mapped(const void *data, uint64_t n);
+
 typedef struct qd_shards qd_shards;
 qd_status qd_shards_new(const char *dir, const char *stem, uint64_t max_shard_bytes, qd_shards **out);
 qd_status qd_shards_add(qd_shards *s, const char *name, qd_dtype dtype, int rank, const int64_t *shape);

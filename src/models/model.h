@@ -17,6 +17,10 @@
  * bf16 run's compute with an f32 reference); BF16 rounds even with f32 activations. */
 typedef enum { QD_SCALARS_AS_ACTIVATIONS = 0, QD_SCALARS_EXACT, QD_SCALARS_BF16 } qd_scalar_rounding;
 
+/* Called with each linear's input just before the linear runs (calibration records input amax per layer,
+ * convert/calibrate.c); off, and free, when NULL. */
+typedef void (*qd_linear_observer)(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x);
+
 typedef struct {
     qd_backend *backend;
     const qd_ckpt *ck;
@@ -27,6 +31,8 @@ typedef struct {
     bool reference_linears; /* every linear runs as its f32 reference: W and b as qd_linear_dequantize and
                                qd_linear_bias_f32 give them, activations not quantized (forward --no-act-quant) */
     uint64_t random_seed;
+    qd_linear_observer observe; /* NULL: no observer */
+    void *observe_user;
 } qd_model_ctx;
 
 /* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */

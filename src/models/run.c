@@ -17,8 +17,13 @@ qd_tensor qd_run_linear(qd_run *r, qd_linear *l, const qd_tensor *x) {
     memcpy(shape, x->shape, sizeof shape);
     shape[x->rank - 1] = l->out_features;
     qd_tensor y = qd_run_tensor(r, x->rank, shape);
+    qd_run_observe(r, l, x);
     if (!r->s) r->s = r->be->ops->linear(r->be, l, x, &y);
     return y;
+}
+
+void qd_run_observe(qd_run *r, const qd_linear *l, const qd_tensor *x) {
+    if (!r->s && r->ctx && r->ctx->observe) r->ctx->observe(r->ctx->observe_user, r->be, l, x);
 }
 
 qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_t len) {

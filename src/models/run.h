@@ -15,8 +15,10 @@ typedef struct {
 
 /* A new activation tensor, or an empty one once something failed. */
 qd_tensor qd_run_tensor(qd_run *r, int rank, const int64_t *shape);
-/* l applied to x's last dim. */
+/* l applied to x's last dim (the context's observer, if any, sees x first). */
 qd_tensor qd_run_linear(qd_run *r, qd_linear *l, const qd_tensor *x);
+/* Show x, the input of l, to the context's observer (for a linear run without qd_run_linear). */
+void qd_run_observe(qd_run *r, const qd_linear *l, const qd_tensor *x);
 /* l on x with zero columns appended up to l's input width (SVDQuant pads K to a multiple of 128; the
  * padded columns have zero weights); the output as stored, padded N included. */
 qd_tensor qd_run_linear_padded(qd_run *r, qd_linear *l, const qd_tensor *x);

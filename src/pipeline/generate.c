@@ -305,6 +305,7 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
     qd_status s = open_transformer(g, "FluxTransformer2DModel", &c);
     if (s) return s;
     qd_model_ctx ctx = ctx_of(g, &c);
+    ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
     qd_flux_config fc;
     qd_flux *m = NULL;
     const int64_t C = 16, N = (h / 2) * (w / 2), T = txt->T;
@@ -411,6 +412,7 @@ static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *n
     qd_status s = open_transformer(g, "ZImageTransformer2DModel", &c);
     if (s) return s;
     qd_model_ctx ctx = ctx_of(g, &c);
+    ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
     qd_zimage_config zc;
     qd_zimage *m = NULL;
     const int64_t C = 16, n = C * h * w;
@@ -515,7 +517,7 @@ static qd_status write_image(const gen *g, const uint8_t *rgb) {
 
 static qd_status check_args(const qd_generate_args *a, int64_t H, int64_t W) {
     if (!a->prompt) return qd_fail(QD_EINVAL, "--prompt is required");
-    if (!a->output || !*a->output) return qd_fail(QD_EINVAL, "--output FILE.png is required");
+    if (!a->no_image && (!a->output || !*a->output)) return qd_fail(QD_EINVAL, "--output FILE.png is required");
     const char *names[2] = {"--height", "--width"};
     const int64_t v[2] = {H, W};
     for (int i = 0; i < 2; i++) {
@@ -590,8 +592,8 @@ qd_status qd_generate_run(const qd_options *o, const qd_generate_args *a, qd_gen
     if (!s) s = g->kind == PIPE_FLUX ? flux_denoise(g, &ft, latents, h, w) : zimage_denoise(g, &pos, &neg, latents, h, w);
     qd_tensor_free(&ft.pooled), qd_tensor_free(&ft.enc), qd_tensor_free(&pos), qd_tensor_free(&neg);
     double t2 = now_s();
-    if (!s) s = decode(g, latents, h, w, rgb);
-    if (!s) s = write_image(g, rgb);
+    if (!s && !a->no_image) s = decode(g, latents, h, w, rgb);
+    if (!s && !a->no_image) s = write_image(g, rgb);
     double t3 = now_s();
     if (!s) *report = (qd_generate_report){.encode_s = t1 - t0, .denoise_s = t2 - t1, .loop_s = g->loop_s, .decode_s = t3 - t2, .steps = g->steps,
                                            .height = g->H, .width = g->W};

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "models/model.h"
 #include "qdit.h"
 
 #define QD_GENERATE_MAX_SIDE 4096
@@ -40,6 +41,9 @@ typedef struct {
     uint64_t random_seed;         /* the draw's seed */
     qd_generate_progress progress;
     void *progress_user;
+    qd_linear_observer observe;   /* sees every transformer linear's input (calibration); NULL: none */
+    void *observe_user;
+    bool no_image;                /* stop after denoising: no VAE decode, no PNG (output not needed) */
 } qd_generate_args;
 
 typedef struct {

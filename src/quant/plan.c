@@ -438,7 +438,7 @@ static int natural_compare(const void *pa, const void *pb) {
     return *a ? 1 : *b ? -1 : 0;
 }
 
-static bool embedding_name(const char *module) {
+bool qd_plan_is_embedding(const char *module) {
     static const char *const tails[] = {"embed_tokens", "shared", "wte", "wpe", "token_embedding", "position_embedding",
                                         "pos_embed", "embeddings.word_embeddings", "embeddings.position_embeddings"};
     for (size_t i = 0; i < sizeof tails / sizeof *tails; i++)
@@ -465,7 +465,7 @@ qd_status qd_plan_candidates(const qd_ckpt *ck, char ***modules, size_t *n) {
             free(v);
             return qd_fail(QD_ENOMEM, "cannot allocate");
         }
-        if (embedding_name(m)) {
+        if (qd_plan_is_embedding(m)) {
             free(m);
             continue;
         }

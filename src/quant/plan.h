@@ -24,6 +24,8 @@ qd_status qd_linear_plan(const qd_quant_config *cfg, const qd_ckpt *ck, const ch
 /* Until the model code names its linears: the checkpoint's linear modules — every module with a 2-D
  * `.weight` that is not an embedding table, or a Nunchaku `.qweight` — in checkpoint order. */
 qd_status qd_plan_candidates(const qd_ckpt *ck, char ***modules, size_t *n);
+/* Is a module with a 2-D weight an embedding table (embed_tokens, pos_embed, …) rather than a linear? */
+bool qd_plan_is_embedding(const char *module);
 
 /* Join bound shards into one fused layer (rows concatenated in order). Consumes `parts`. */
 qd_status qd_linear_concat(qd_linear *parts, int n, const char *name, qd_linear *out);

@@ -584,6 +584,7 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     qd_tensor e = qd_run_linear(r, &m->norm_out, &silu_temb);
     qd_tensor scale = qd_run_chunk(r, &e, 0, D), shift = qd_run_chunk(r, &e, 1, D);
     qd_tensor xn = norm_modulate(r, &img, &scale, &shift);
+    qd_run_observe(r, &m->proj_out, &xn);
     if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, out);
     qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb, &cos, &sin};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
