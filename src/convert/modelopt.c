@@ -246,6 +246,8 @@ static qd_status check_source_tensor(const qd_st_file *f, const qd_st_tensor *t)
 /* Decide every module: quantized, kept BF16 by a pattern, or left unquantized by calibration. */
 static qd_status plan(conv *c) {
     qd_status s = QD_OK;
+    int bad_k = 0; /* layers NVFP4 cannot take: all named in the log, the first in the error */
+    char first[1200] = "", hint[620] = "";
     for (size_t fi = 0; !s && fi < c->nf; fi++) {
         const qd_st_file *f = c->f[fi];
         for (size_t i = 0; !s && i < f->n_tensors; i++) {
@@ -267,9 +269,18 @@ static qd_status plan(conv *c) {
                 json_object_set_new(c->ignore, lin, json_true());
                 c->n_auto++;
             } else if (c->nv && t->shape[1] % 16) {
-                s = qd_fail(QD_EUNSUPPORTED, "%s: '%s' is [%lld, %lld]: NVFP4 needs in_features (K) a multiple of 16; keep the layer BF16 "
-                                             "with --keep-bf16-pattern '^%s$' (or use modelopt-fp8)",
-                            f->path, t->name, (long long)t->shape[0], (long long)t->shape[1], lin);
+                qd_log(QD_LOG_ERROR, "convert modelopt-nvfp4: '%s' has in_features %lld, not a multiple of 16", t->name, (long long)t->shape[1]);
+                if (!bad_k++) {
+                    char esc[600];
+                    size_t o = 0;
+                    for (const char *p = lin; *p && o + 3 < sizeof esc; p++) {
+                        if (*p == '.') esc[o++] = '\\';
+                        esc[o++] = *p;
+                    }
+                    esc[o] = 0;
+                    snprintf(first, sizeof first, "%s: '%s' is [%lld, %lld]", f->path, t->name, (long long)t->shape[0], (long long)t->shape[1]);
+                    snprintf(hint, sizeof hint, "^%s$", esc);
+                }
             } else {
                 json_object_set_new(c->quantized, lin, json_true());
                 c->n_quant++;
@@ -277,6 +288,10 @@ static qd_status plan(conv *c) {
             free(m), free(lin);
         }
     }
+    if (!s && bad_k)
+        s = qd_fail(QD_EUNSUPPORTED, "%s: NVFP4 needs in_features (K) a multiple of 16%s; keep such layers BF16 with --keep-bf16-pattern "
+                                     "(e.g. '%s') or use modelopt-fp8",
+                    first, bad_k > 1 ? " (and more layers like it; the run lists them)" : "", hint);
     return s;
 }
 
