@@ -224,6 +224,7 @@ static qd_status write_group(run *r, qd_shards *out, size_t gi, uint64_t *bytes)
             filled[pc->target]++;
         }
         free(w), free(b);
+        qd_linear_release_stored(&l); /* memory: about one layer group */
         qd_linear_free(&l);
     }
     char n[QD_LAYOUT_NAME + 16];
@@ -246,11 +247,12 @@ static qd_status copy_tensor(run *r, qd_shards *out, const qd_ckpt_entry *e, uin
     qd_status s = qd_decode_row(t->dtype, qd_st_data(e->file, t), f, (size_t)t->elements)
                       ? qd_fail(QD_EFORMAT, "%s: '%s' (%s) cannot be read as floats", e->file->path, t->name, qd_dtype_name(t->dtype))
                       : put_f32(r, out, out_name(r, t->name), f, (int64_t)t->elements, bytes);
+    qd_release_mapped(qd_st_data(e->file, t), t->end - t->begin); /* memory: about one tensor */
     free(f);
     return s;
 }
 
-static qd_status convert(run *r, const qd_dequantize_args *a, qd_dequantize_report *rep) {
+static qd_status convert(run *r, const qd_dequantize_args *a, const char *dir, qd_dequantize_report *rep) {
     const qd_ckpt *ck = r->cs->ck;
     qd_status s = qd_dit_layout(&r->ctx, r->cs->class_name, r->cs->cfg, r->cs->cfg_label, &r->lay);
     if (!s) s = index_groups(r);
@@ -264,7 +266,7 @@ static qd_status convert(run *r, const qd_dequantize_args *a, qd_dequantize_repo
     if (!r->target_bias || !r->emitted) return qd_fail(QD_ENOMEM, "cannot allocate");
 
     qd_shards *out = NULL;
-    s = qd_shards_new(a->save_dir, "diffusion_pytorch_model", a->max_shard_bytes ? a->max_shard_bytes : QD_DEFAULT_SHARD_BYTES, &out);
+    s = qd_shards_new(dir, "diffusion_pytorch_model", a->max_shard_bytes ? a->max_shard_bytes : QD_DEFAULT_SHARD_BYTES, &out);
     if (!s) s = declare_all(r, out, &rep->copied);
     if (!s) s = qd_shards_begin(out, "qdit convert dequantize");
     if (s) {
@@ -318,13 +320,16 @@ qd_status qd_convert_dequantize(const qd_options *o, const qd_dequantize_args *a
         qd_log(QD_LOG_WARN, "%s: BFL export names (packed QKV); qdit has no map from them to diffusers names, so they are "
                             "written as stored", cs.src.weights.files[0]);
     }
-    s = qd_save_dir_prepare(a->save_dir, a->overwrite);
+    qd_out_dir od = {0};
+    s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &od);
     run r = {.cs = &cs, .out = dt};
     r.ctx = (qd_model_ctx){.backend = NULL, .ck = cs.ck, .quant = &cs.quant, .act = QD_DTYPE_F32};
     qd_strmap_init(&r.module_group);
     qd_strmap_init(&r.renamed);
-    if (!s) s = convert(&r, a, rep);
-    if (!s) s = qd_write_config(a->save_dir, cs.cfg);
+    if (!s) s = convert(&r, a, od.tmp, rep);
+    if (!s) s = qd_write_config(od.tmp, cs.cfg);
+    if (!s) s = qd_out_dir_commit(&od);
+    else qd_out_dir_abort(&od);
     qd_strmap_free(&r.module_group);
     qd_strmap_free(&r.renamed);
     free(r.target_bias);

@@ -122,9 +122,9 @@ static qd_status quantize_put(const qd_convert_fp8_args *a, const qd_st_file *f,
 }
 
 /* one input shard → the output shard of the same name; records names in the index and the kept modules */
-static qd_status convert_file(const qd_convert_fp8_args *a, const char *fname, json_t *weight_map, json_t *kept, uint64_t *bytes,
-                              int *quantized) {
-    char *in = qd_path_join(a->model_dir, fname), *out = qd_path_join(a->save_dir, fname);
+static qd_status convert_file(const qd_convert_fp8_args *a, const char *out_dir, const char *fname, json_t *weight_map, json_t *kept,
+                              uint64_t *bytes, int *quantized, qd_progress *pr, int64_t *done) {
+    char *in = qd_path_join(a->model_dir, fname), *out = qd_path_join(out_dir, fname);
     qd_st_file *f = NULL;
     qd_st_writer *w = NULL;
     char **scale_names = NULL;
@@ -172,6 +172,8 @@ static qd_status convert_file(const qd_convert_fp8_args *a, const char *fname, j
     for (size_t i = 0; !s && i < f->n_tensors; i++) {
         const qd_st_tensor *t = &f->tensors[i];
         s = scale_names[i] ? quantize_put(a, f, t, scale_names[i], w) : qd_st_writer_put(w, t->name, qd_st_data(f, t), t->end - t->begin);
+        qd_release_mapped(qd_st_data(f, t), t->end - t->begin); /* memory: about one tensor */
+        if (scale_names[i]) qd_progress_step(pr, ++*done, *bytes);
     }
     if (!s) {
         s = qd_st_writer_finish(w);
@@ -214,14 +216,19 @@ qd_status qd_convert_fp8(const qd_convert_fp8_args *a) {
     size_t nf = 0;
     if (qd_list_files(a->model_dir, ".safetensors", &files, &nf)) return qd_fail(QD_EIO, "--model-dir %s: cannot list it", a->model_dir);
     qd_status s = nf ? QD_OK : qd_fail(QD_ENOTFOUND, "--model-dir %s: no .safetensors files", a->model_dir);
-    if (!s) s = qd_save_dir_prepare(a->save_dir, a->overwrite);
+    qd_out_dir od = {0};
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &od);
     json_t *weight_map = json_object(), *kept = json_object();
     uint64_t bytes = 0;
     int quantized = 0;
+    int64_t done = 0;
+    qd_progress pr;
+    qd_progress_start(&pr, "fp8", 0);
     for (size_t i = 0; !s && i < nf; i++) {
         qd_log(QD_LOG_INFO, "convert fp8: %s (%zu of %zu)", files[i], i + 1, nf);
-        s = convert_file(a, files[i], weight_map, kept, &bytes, &quantized);
+        s = convert_file(a, od.tmp, files[i], weight_map, kept, &bytes, &quantized, &pr, &done);
     }
+    qd_progress_end(&pr);
     /* modules_to_not_convert / ignore: every tensor left as it was, ".weight" dropped, sorted */
     json_t *kept_list = json_array();
     const char *key;
@@ -240,7 +247,7 @@ qd_status qd_convert_fp8(const qd_convert_fp8_args *a) {
     json_t *qc = s ? NULL : quant_config(a, kept_list);
     if (!s && !qc) s = qd_fail(QD_ENOMEM, "convert fp8: cannot build quantization_config");
     /* config.json: the source's, with quantization_config */
-    char *cin = qd_path_join(a->model_dir, "config.json"), *cout = qd_path_join(a->save_dir, "config.json");
+    char *cin = qd_path_join(a->model_dir, "config.json"), *cout = s ? NULL : qd_path_join(od.tmp, "config.json");
     if (!s && qd_is_file(cin)) {
         json_t *cfg = NULL;
         s = qd_json_load_object(cin, &cfg);
@@ -250,16 +257,23 @@ qd_status qd_convert_fp8(const qd_convert_fp8_args *a) {
         }
         json_decref(cfg);
     }
-    char *idx = qd_path_join(a->save_dir, "model.safetensors.index.json");
+    char *idx = s ? NULL : qd_path_join(od.tmp, "model.safetensors.index.json");
     if (!s) {
         json_t *index = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)bytes, "weight_map", weight_map);
         if (!index || json_dump_file(index, idx, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) s = qd_fail(QD_EIO, "%s: cannot write it", idx);
         json_decref(index);
     }
-    if (!s)
-        qd_log(QD_LOG_INFO, "convert fp8: %d weights quantized (%s), %zu tensors kept as they were, %zu file(s) in %s", quantized,
-               a->strategy == QD_FP8_TENSOR ? "per tensor" : a->strategy == QD_FP8_CHANNEL ? "per channel" : "per block", nk, nf,
+    if (!s) s = qd_out_dir_commit(&od);
+    else qd_out_dir_abort(&od);
+    if (!s) {
+        const char *how = a->strategy == QD_FP8_TENSOR ? "tensor" : a->strategy == QD_FP8_CHANNEL ? "channel" : "block";
+        printf("convert fp8: %d weights quantized (per %s), %zu tensors kept as they were, %zu file(s) in %s\n", quantized, how, nk, nf,
                a->save_dir);
+        json_t *st = json_pack("{s:i, s:I, s:I, s:s, s:I}", "quantized_weights", quantized, "kept_tensors", (json_int_t)nk, "output_files",
+                               (json_int_t)nf, "strategy", how, "total_bytes", (json_int_t)bytes);
+        if (st) qd_print_stats(st);
+        json_decref(st);
+    }
     free(cin), free(cout), free(idx);
     json_decref(qc), json_decref(kept_list), json_decref(weight_map), json_decref(kept);
     qd_free_names(files, nf);

@@ -178,48 +178,27 @@ qd_status qd_convert_nvfp4_mixed(const qd_nvfp4_mixed_args *a) {
         json_object_set_new(qc, "ignore", list);
         if (!json_object_get(qc, "quant_type")) json_object_set_new(qc, "quant_type", json_string(algo_up));
         json_object_set_new(qc, "swap_weight_nibbles", json_boolean(a->swap_weight_nibbles));
-        /* Python's json.dumps(sort_keys=True): ", " and ": " separators */
-        serialized = json_dumps(qc, JSON_SORT_KEYS | JSON_COMPACT);
-        if (serialized) {
-            /* jansson's compact form has no spaces; Python's default has ", " and ": " outside strings */
-            size_t n = strlen(serialized), o = 0;
-            char *sp = malloc(2 * n + 1);
-            bool in_str = false, esc = false;
-            for (size_t i = 0; sp && i < n; i++) {
-                const char c = serialized[i];
-                sp[o++] = c;
-                if (in_str) {
-                    if (esc) esc = false;
-                    else if (c == '\\') esc = true;
-                    else if (c == '"') in_str = false;
-                } else if (c == '"') {
-                    in_str = true;
-                } else if (c == ',' || c == ':') {
-                    sp[o++] = ' ';
-                }
-            }
-            if (sp) sp[o] = 0;
-            free(serialized);
-            serialized = sp;
-        }
+        serialized = qd_json_dumps_python(qc); /* as Python's json.dumps(sort_keys=True) */
         if (!serialized) s = qd_fail(QD_ENOMEM, "cannot allocate");
     }
     if (!s) s = weight_map("--modelopt-hf-dir", src, &smap, &sindex);
     if (!s) s = weight_map("--base-transformer-dir", base, &bmap, &bindex);
-    if (!s) s = qd_save_dir_prepare(a->output_dir, a->overwrite);
+    qd_out_dir od = {0};
+    if (!s) s = qd_out_dir_begin("--output-dir", a->output_dir, a->overwrite, &od);
+    const char *out_dir = od.tmp;
     /* the export's other files, then the new config */
     char **files = NULL;
     size_t nf = 0;
     if (!s && !qd_list_files(src, "", &files, &nf)) {
         for (size_t i = 0; !s && i < nf; i++) {
             if (qd_path_has_suffix(files[i], ".safetensors") || qd_path_has_suffix(files[i], ".safetensors.index.json")) continue;
-            char *from = qd_path_join(src, files[i]), *to = qd_path_join(a->output_dir, files[i]);
+            char *from = qd_path_join(src, files[i]), *to = qd_path_join(out_dir, files[i]);
             if (qd_is_file(from)) s = copy_file(from, to);
             free(from), free(to);
         }
     }
     qd_free_names(files, nf);
-    char *cout = qd_path_join(a->output_dir, "config.json");
+    char *cout = s ? NULL : qd_path_join(out_dir, "config.json");
     if (!s && json_dump_file(cfg, cout, JSON_INDENT(2) | JSON_SORT_KEYS)) s = qd_fail(QD_EIO, "%s: cannot write it", cout);
     /* per export shard */
     json_t *out_map = json_object(), *shards = json_object(), *fallback_modules = json_object();
@@ -239,9 +218,12 @@ qd_status qd_convert_nvfp4_mixed(const qd_nvfp4_mixed_args *a) {
     char *bfile_name = NULL;
     const char *shard;
     json_t *unused;
+    qd_progress pr;
+    int64_t done = 0;
+    qd_progress_start(&pr, "nvfp4-mixed", 0);
     json_object_foreach(shards, shard, unused) {
         if (s) break;
-        char *in = qd_path_join(src, shard), *out = qd_path_join(a->output_dir, shard);
+        char *in = qd_path_join(src, shard), *out = qd_path_join(out_dir, shard);
         qd_st_file *f = NULL;
         qd_st_writer *w = NULL;
         s = qd_st_open(in, &f);
@@ -315,6 +297,8 @@ qd_status qd_convert_nvfp4_mixed(const qd_nvfp4_mixed_args *a) {
                     }
             const qd_st_tensor *t = fate[i] == BASE ? bt[i] : &f->tensors[i];
             s = qd_st_writer_put(w, f->tensors[i].name, qd_st_data(owner, t), t->end - t->begin);
+            qd_release_mapped(qd_st_data(owner, t), t->end - t->begin); /* memory: about one tensor */
+            qd_progress_step(&pr, ++done, total);
         }
         if (!s) {
             s = qd_st_writer_finish(w);
@@ -329,16 +313,22 @@ qd_status qd_convert_nvfp4_mixed(const qd_nvfp4_mixed_args *a) {
         qd_st_close(f);
         free(in), free(out);
     }
-    char *ipath = sindex ? qd_path_join(a->output_dir, sindex) : NULL;
+    qd_progress_end(&pr);
+    char *ipath = sindex && !s ? qd_path_join(out_dir, sindex) : NULL;
     if (!s) {
         json_t *index = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", out_map);
         if (!index || json_dump_file(index, ipath, JSON_INDENT(2) | JSON_SORT_KEYS)) s = qd_fail(QD_EIO, "%s: cannot write it", ipath);
         json_decref(index);
     }
-    if (!s)
-        printf("{\n  \"fallback_modules\": %zu,\n  \"output_shards\": %zu,\n  \"removed_aux_tensors\": %d,\n  \"replaced_tensors\": %d,\n"
-               "  \"swap_weight_nibbles\": %s\n}\n",
-               json_object_size(fallback_modules), json_object_size(shards), removed, replaced, a->swap_weight_nibbles ? "true" : "false");
+    if (!s) s = qd_out_dir_commit(&od);
+    else qd_out_dir_abort(&od);
+    if (!s) {
+        json_t *st = json_pack("{s:I, s:I, s:i, s:i, s:b}", "fallback_modules", (json_int_t)json_object_size(fallback_modules), "output_shards",
+                               (json_int_t)json_object_size(shards), "removed_aux_tensors", removed, "replaced_tensors", replaced,
+                               "swap_weight_nibbles", a->swap_weight_nibbles);
+        if (st) qd_print_stats(st);
+        json_decref(st);
+    }
     free(ipath), free(cout), free(cin), free(src), free(base), free(sindex), free(bindex), free(serialized);
     json_decref(cfg), json_decref(smap), json_decref(bmap), json_decref(out_map), json_decref(shards), json_decref(fallback_modules);
     return s;

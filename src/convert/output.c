@@ -104,14 +104,6 @@ static qd_status remove_files(const char *flag, const char *dir, bool (*which)(c
     return s;
 }
 
-qd_status qd_save_dir_prepare(const char *dir, bool overwrite) {
-    bool exists;
-    qd_status s = save_dir_check("--save-dir", dir, overwrite, &exists);
-    if (s) return s;
-    if (!exists) return make_dirs("--save-dir", dir);
-    return overwrite ? remove_files("--save-dir", dir, converter_file) : QD_OK;
-}
-
 qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir *o) {
     memset(o, 0, sizeof *o);
     bool exists;
@@ -394,8 +386,12 @@ void qd_progress_start(qd_progress *p, const char *what, int64_t total) {
 
 void qd_progress_step(qd_progress *p, int64_t done, uint64_t bytes_written) {
     if (!p->tty) return;
-    fprintf(stderr, "\r%s: %lld/%lld layers, %.2f GB written, %.0f s", p->what, (long long)done, (long long)p->total,
-            (double)bytes_written / 1e9, now_s() - p->started);
+    if (p->total > 0)
+        fprintf(stderr, "\r%s: %lld/%lld layers, %.2f GB written, %.0f s", p->what, (long long)done, (long long)p->total,
+                (double)bytes_written / 1e9, now_s() - p->started);
+    else
+        fprintf(stderr, "\r%s: %lld layers, %.2f GB written, %.0f s", p->what, (long long)done, (double)bytes_written / 1e9,
+                now_s() - p->started);
     fflush(stderr);
 }
 

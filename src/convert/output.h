@@ -1,7 +1,7 @@
 /* What every `qdit convert` sub-command writes: a diffusers component folder (DESIGN.md "writer").
- *   - the save dir: created when missing; an existing one must be empty, unless `overwrite`, which
- *     removes the files a converter writes there (config.json, *.safetensors, *.safetensors.index.json)
- *     and refuses anything else;
+ *   - the save dir: written whole or not at all (qd_out_dir below): a new folder, an empty one, or with
+ *     `overwrite` one holding only a previous conversion's files (config.json, *.safetensors,
+ *     *.safetensors.index.json), which it replaces; anything else there is refused;
  *   - sharded safetensors: tensors declared first (name, dtype, shape), assigned in declaration order to
  *     shards of at most `max_shard_bytes` (a tensor larger than that gets a shard of its own), named
  *     `<stem>-0000i-of-0000n.safetensors`, with `<stem>.safetensors.index.json` ({"metadata":
@@ -24,11 +24,8 @@
 /* Parse a shard size: bytes, or a number with KB/MB/GB/KiB/MiB/GiB (diffusers' spelling, e.g. "5GB"). */
 qd_status qd_parse_size(const char *flag, const char *text, uint64_t *out);
 
-qd_status qd_save_dir_prepare(const char *dir, bool overwrite);
-
-/* An output folder written whole or not at all: qd_out_dir_begin checks `save_dir` as
- * qd_save_dir_prepare does (absent, empty, or with `overwrite` holding only a previous conversion's
- * files) without changing it, and creates the temporary sibling `<save_dir>.qdit-tmp-<pid>` that the
+/* An output folder written whole or not at all: qd_out_dir_begin checks `save_dir` (absent, empty, or
+ * with `overwrite` holding only a previous conversion's files) without changing it, and creates the temporary sibling `<save_dir>.qdit-tmp-<pid>` that the
  * converter writes into (`tmp`); qd_out_dir_commit then puts it in place of save_dir (the previous
  * conversion's files removed first), qd_out_dir_abort removes it. A failing conversion therefore leaves
  * save_dir as it was and nothing beside it. */
@@ -73,7 +70,7 @@ typedef struct {
     int64_t total;
     double started;
 } qd_progress;
-void qd_progress_start(qd_progress *p, const char *what, int64_t total);
+void qd_progress_start(qd_progress *p, const char *what, int64_t total); /* total 0: not known */
 void qd_progress_step(qd_progress *p, int64_t done, uint64_t bytes_written);
 void qd_progress_end(qd_progress *p);
 

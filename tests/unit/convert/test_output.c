@@ -117,31 +117,67 @@ static void test_shards_abort(void **state) {
     free(dir);
 }
 
+/* qd_out_dir: the folder appears only at commit, replaces only a previous conversion, and an abort leaves
+ * the old one as it was and no temporary sibling. */
 static void test_save_dir(void **state) {
     (void)state;
     char *root = qt_mkdtemp("savedir"), *fresh = qt_path(root, "a/b/c"), *file = qt_path(root, "plain");
-    assert_int_equal(qd_save_dir_prepare(fresh, false), QD_OK); /* created with its parents */
-    assert_true(qd_is_dir(fresh));
-    assert_int_equal(qd_save_dir_prepare(fresh, false), QD_OK); /* empty: fine */
-    qt_write_text(file, "x");
-    assert_int_equal(qd_save_dir_prepare(file, false), QD_EINVAL);
-    assert_non_null(strstr(qd_last_error(), "not a folder"));
+    qd_out_dir o;
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, &o), QD_OK);
+    assert_false(qd_is_dir(fresh)); /* nothing under the final name before commit */
+    char *in_tmp = qt_path(o.tmp, "config.json");
+    qt_write_text(in_tmp, "{\"v\": 1}");
+    free(in_tmp);
+    assert_int_equal(qd_out_dir_commit(&o), QD_OK); /* created with its parents */
     char *cfg = qt_path(fresh, "config.json"), *shard = qt_path(fresh, "m-00001-of-00001.safetensors"), *other = qt_path(fresh, "README");
-    qt_write_text(cfg, "{}");
+    assert_true(qd_is_file(cfg));
+    char *parent = qt_path(root, "a/b");
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(qd_list_dirs(parent, &names, &n), 0);
+    assert_int_equal(n, 1); /* no temporary folder left beside it */
+    qd_free_names(names, n);
+    qt_write_text(file, "x");
+    assert_int_equal(qd_out_dir_begin("--save-dir", file, false, &o), QD_EINVAL);
+    assert_non_null(strstr(qd_last_error(), "not a folder"));
     qt_write_text(shard, "x");
-    assert_int_equal(qd_save_dir_prepare(fresh, false), QD_EINVAL);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, &o), QD_EINVAL);
     assert_non_null(strstr(qd_last_error(), "not empty"));
-    assert_int_equal(qd_save_dir_prepare(fresh, true), QD_OK);
-    assert_false(qd_is_file(cfg));
+    /* overwrite, then abort: the previous conversion stays */
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_OK);
+    char *tmp = strdup(o.tmp);
+    qd_out_dir_abort(&o);
+    assert_false(qd_is_dir(tmp));
+    assert_true(qd_is_file(cfg));
+    assert_true(qd_is_file(shard));
+    /* overwrite, then commit: only the new files */
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_OK);
+    char *new_cfg = qt_path(o.tmp, "config.json");
+    qt_write_text(new_cfg, "{\"v\": 2}");
+    assert_int_equal(qd_out_dir_commit(&o), QD_OK);
     assert_false(qd_is_file(shard));
-    qt_write_text(cfg, "{}");
+    size_t len;
+    char *text = qt_read_file(cfg, &len);
+    assert_non_null(strstr(text, "2"));
+    free(text);
+    /* anything else is refused and nothing deleted */
     qt_write_text(other, "mine");
-    assert_int_equal(qd_save_dir_prepare(fresh, true), QD_EINVAL);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_EINVAL);
     assert_non_null(strstr(qd_last_error(), "README"));
-    assert_true(qd_is_file(cfg)); /* nothing deleted when refusing */
-    free(cfg), free(shard), free(other);
+    assert_true(qd_is_file(cfg));
+    free(cfg), free(shard), free(other), free(parent), free(tmp), free(new_cfg);
     qt_rmtree(root);
     free(root), free(fresh), free(file);
+}
+
+/* Python's json.dumps(sort_keys=True) form, including separators inside strings left alone. */
+static void test_json_python(void **state) {
+    (void)state;
+    json_t *v = json_pack("{s:[i, s], s:{s:b}, s:s}", "b", 1, "x,y", "a", "z", true, "c", "k: v, \"q\"");
+    char *text = qd_json_dumps_python(v);
+    assert_string_equal(text, "{\"a\": {\"z\": true}, \"b\": [1, \"x,y\"], \"c\": \"k: v, \\\"q\\\"\"}");
+    free(text);
+    json_decref(v);
 }
 
 static void test_write_config(void **state) {
@@ -166,7 +202,7 @@ static void test_write_config(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_size),  cmocka_unit_test(test_shards),       cmocka_unit_test(test_shards_abort),
-        cmocka_unit_test(test_save_dir),    cmocka_unit_test(test_write_config),
+        cmocka_unit_test(test_save_dir), cmocka_unit_test(test_json_python),    cmocka_unit_test(test_write_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
