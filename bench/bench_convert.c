@@ -208,6 +208,7 @@ int main(int argc, char **argv) {
         const char *c = argv[i];
         const char *sub = !strcmp(c, "fp8-tensor") ? "fp8" : c;
         rm_dir(out);
+        fflush(stdout); /* or the child's freopen would write our buffered lines a second time */
         double t = now_s();
         pid_t pid = fork();
         if (pid == 0) {
