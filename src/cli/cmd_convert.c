@@ -13,6 +13,7 @@ static const struct {
     {"dequantize", qd_cmd_convert_dequantize, "write any checkpoint qdit reads as a plain diffusers transformer folder"},
     {"fp8", qd_cmd_convert_fp8, "a BF16 model folder's linears in FP8, as SGLang's convert_hf_to_fp8 writes them"},
     {"nvfp4-mixed", qd_cmd_convert_nvfp4_mixed, "a ModelOpt NVFP4 export with chosen modules back in BF16 (SGLang's builder)"},
+    {"svdquant", qd_cmd_convert_svdquant, "a BF16 FLUX.1 / Z-Image transformer as one Nunchaku SVDQuant int4 / nvfp4 file"},
 };
 
 static void convert_usage(FILE *to) {
