@@ -16,6 +16,12 @@
 #define E4M3_ONE 0x38
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+uint64_t qd_svdq_layer_seed(const char *module) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *module; module++) h = (h ^ (uint8_t)*module) * 1099511628211ull;
+    return h;
+}
 static double bf(uint16_t h) { return (double)qd_bf16_to_f32(h); }
 
 /* ================================ SVDQ W4A4 ================================ */
@@ -128,7 +134,7 @@ qd_status qd_svdq_quantize(const char *name, const float *w, const float *bias, 
                            const qd_svdq_opts *o, qd_svdq_layer *out) {
     memset(out, 0, sizeof *out);
     if (n <= 0 || k <= 0) return qd_fail(QD_EINVAL, "layer '%s': %lld x %lld: sizes must be positive", name, (long long)n, (long long)k);
-    if (o->rank < 1 || o->rank > 4096) return qd_fail(QD_EINVAL, "layer '%s': rank %d: expected 1..4096", name, o->rank);
+    if (o->rank < 0 || o->rank > 4096) return qd_fail(QD_EINVAL, "layer '%s': rank %d: expected 0..4096", name, o->rank);
     if (o->n_shards > QD_SVDQ_MAX_SHARDS) return qd_fail(QD_EINVAL, "layer '%s': %d fused shards (at most %d)", name, o->n_shards, QD_SVDQ_MAX_SHARDS);
     if (o->n_shards > 1) {
         int64_t sum = 0;
@@ -151,8 +157,8 @@ qd_status qd_svdq_quantize(const char *name, const float *w, const float *bias, 
     l->wcscales = l->per_channel ? malloc(sizeof *l->wcscales * (size_t)np) : NULL;
     float *ws = malloc(sizeof *ws * (size_t)(n * k));
     float *res = calloc((size_t)(n * kp), sizeof *res);
-    double *u = malloc(sizeof *u * (size_t)(n * r_eff)), *sig = malloc(sizeof *sig * (size_t)r_eff);
-    double *v = malloc(sizeof *v * (size_t)(r_eff * k)), *row = malloc(sizeof *row * (size_t)k);
+    double *u = malloc(sizeof *u * (size_t)(n * r_eff) + 8), *sig = malloc(sizeof *sig * (size_t)r_eff + 8);
+    double *v = malloc(sizeof *v * (size_t)(r_eff * k) + 8), *row = malloc(sizeof *row * (size_t)k);
     qd_status s = QD_OK;
     if (!l->codes || (!o->nvfp4 && !l->wscales) || (o->nvfp4 && !l->wscales8) || !l->smooth || !l->down || !l->up || (o->bias && !l->bias_v) ||
         (l->per_channel && !l->wcscales) || !ws || !res || !u || !sig || !v || !row)
@@ -169,7 +175,7 @@ qd_status qd_svdq_quantize(const char *name, const float *w, const float *bias, 
         else ws[i] = w[i] * qd_bf16_to_f32(l->smooth[i % k]);
     }
     /* the low-rank branch of the smoothed weight */
-    if (!s) s = qd_lowrank_svd(ws, n, k, r_eff, o->seed, u, sig, v);
+    if (!s && r_eff > 0) s = qd_lowrank_svd(ws, n, k, r_eff, o->seed, u, sig, v);
     for (int r = 0; !s && r < r_eff; r++) {
         const double sq = sqrt(sig[r]);
         for (int64_t i = 0; i < n; i++) l->up[i * rs + r] = qd_f32_to_bf16((float)(u[i * r_eff + r] * sq));

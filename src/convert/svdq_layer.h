@@ -31,7 +31,7 @@
 
 typedef struct {
     bool nvfp4;
-    int rank;                                 /* requested; stored padded to a multiple of 16 */
+    int rank;                                 /* requested; stored padded to a multiple of 16 (0: no branch) */
     int n_shards;                             /* > 1: fused rows; nvfp4 then scales per shard (wcscales) */
     int64_t shard_rows[QD_SVDQ_MAX_SHARDS];
     bool after_gelu;                          /* int4 fc2 after GELU: unsigned activations, shifted bias */
@@ -55,6 +55,9 @@ typedef struct {
     uint16_t wtscale;   /* bf16 (nvfp4, single) */
     double rel_err;     /* ‖W − W_eff‖_F / ‖W‖_F, W_eff = q·scales/smooth + up·down */
 } qd_svdq_layer;
+
+/* The SVD seed `qdit convert svdquant` uses for a stored module (a hash of its name). */
+uint64_t qd_svdq_layer_seed(const char *module);
 
 /* w [n][k], bias [n] or NULL, smooth [k] (> 0) or NULL for ones. `name` names the layer in messages. */
 qd_status qd_svdq_quantize(const char *name, const float *w, const float *bias, int64_t n, int64_t k, const float *smooth,

@@ -275,14 +275,8 @@ static qd_status layer_smooth(const qd_st_file *amax, const planned *l, const fl
 
 /* ---- the run ---- */
 
-static uint64_t name_seed(const char *s) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
-
 static qd_svdq_opts layer_opts(const planned *l, bool nvfp4, int rank) {
-    qd_svdq_opts o = {.nvfp4 = nvfp4, .rank = rank, .after_gelu = l->after_gelu, .bias = l->bias, .v1_names = l->v1_names, .seed = name_seed(l->module)};
+    qd_svdq_opts o = {.nvfp4 = nvfp4, .rank = rank, .after_gelu = l->after_gelu, .bias = l->bias, .v1_names = l->v1_names, .seed = qd_svdq_layer_seed(l->module)};
     o.n_shards = l->n_parts > 1 ? l->n_parts : 0;
     for (int i = 0; l->n_parts > 1 && i < l->n_parts; i++) o.shard_rows[i] = l->part_rows[i];
     return o;
