@@ -685,10 +685,60 @@ static void test_failures(void **state) {
     free(dir), free(src_dir), free(save);
 }
 
+/* --amax: a layer with activation maxima gets smooth[k] = sqrt(amax_x[k] / max_n |W[n][k]|) (bf16), the
+ * others stay 1; the effective weight still approximates the source. */
+static void test_amax_smoothing(void **state) {
+    (void)state;
+    char *dir = qt_mkdtemp("convert-svdquant-amax"), *amax = qt_path(dir, "amax.safetensors"), *save = qt_path(dir, "out");
+    char *unp = qt_path(dir, "u.safetensors"), *out = NULL, *err = NULL;
+#define SRC_DIR FIX "/zimage_tiny_a/transformer"
+    const char *src_dir = SRC_DIR;
+    uint64_t rng = qt_seed();
+    float a[64];
+    for (int i = 0; i < 64; i++) a[i] = qt_rand_uniform(&rng, 0.1f, 20.0f);
+    qd_st_writer *w;
+    assert_int_equal(qd_st_writer_create(amax, &w), QD_OK);
+    assert_int_equal(qd_st_writer_add(w, "layers.0.attention.to_q.input_amax", QD_DTYPE_F32, 1, (int64_t[]){64}), QD_OK);
+    assert_int_equal(qd_st_writer_begin(w), QD_OK);
+    assert_int_equal(qd_st_writer_put(w, "layers.0.attention.to_q.input_amax", a, sizeof a), QD_OK);
+    assert_int_equal(qd_st_writer_finish(w), QD_OK);
+    int rc = qt_run_qdit(&out, &err, "convert", "svdquant", "--model-dir", src_dir, "--save-dir", save, "--amax", amax, "--name", "m", NULL);
+    if (rc) fail_msg("convert --amax: %s", err);
+    char *file = qt_path(save, "svdq-int4_r32-m.safetensors");
+    python_unpack(file, unp);
+    qd_st_file *src, *u;
+    assert_int_equal(qd_st_open(SRC_DIR "/diffusion_pytorch_model.safetensors", &src), QD_OK);
+    assert_int_equal(qd_st_open(unp, &u), QD_OK);
+    layer ls[16];
+    zimage_layers(ls, 2, 1);
+    int64_t n, k, r, c;
+    float *bias;
+    bool hb;
+    float *wt = layer_weight(src, &ls[0], 64, &n, &k, &bias, &hb); /* layers.0.attention.to_qkv */
+    float *sm = read_f32(u, "layers.0.attention.to_qkv.smooth", &r, &c), *we = read_f32(u, "layers.0.attention.to_qkv.w_eff", &r, &c);
+    for (int64_t x = 0; x < k; x++) {
+        float wmax = 0;
+        for (int64_t i = 0; i < n; i++) wmax = fmaxf(wmax, fabsf(wt[i * k + x]));
+        const float want = qd_bf16_to_f32(qd_f32_to_bf16(sqrtf(a[x] / wmax)));
+        if (sm[x] != want) fail_msg("smooth[%lld] = %g, expected %g", (long long)x, (double)sm[x], (double)want);
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t x = 0; x < k; x++) num += pow(we[i * c + x] - wt[i * k + x], 2), den += (double)wt[i * k + x] * wt[i * k + x];
+    print_message("smoothed to_qkv: effective weight relative error %.3e\n", sqrt(num / den));
+    assert_true(sqrt(num / den) <= BOUND_W);
+    float *other = read_f32(u, "layers.1.attention.to_qkv.smooth", &r, &c);
+    for (int64_t x = 0; x < r; x++) assert_true(other[x] == 1.0f);
+    free(wt), free(bias), free(sm), free(we), free(other), free(file), free(out), free(err);
+    qd_st_close(src), qd_st_close(u);
+    qt_rmtree(dir);
+    free(dir), free(amax), free(save), free(unp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zimage_int4), cmocka_unit_test(test_zimage_nvfp4), cmocka_unit_test(test_flux_int4), cmocka_unit_test(test_flux_nvfp4),
-        cmocka_unit_test(test_lowrank_helps_lead_shapes), cmocka_unit_test(test_failures),
+        cmocka_unit_test(test_lowrank_helps_lead_shapes), cmocka_unit_test(test_failures), cmocka_unit_test(test_amax_smoothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
