@@ -15,6 +15,7 @@ static const struct {
     {"nvfp4-mixed", qd_cmd_convert_nvfp4_mixed, "a ModelOpt NVFP4 export with chosen modules back in BF16 (SGLang's builder)"},
     {"modelopt-fp8", qd_cmd_convert_modelopt_fp8, "a BF16 transformer as a ModelOpt FP8 folder (SGLang's builder output)"},
     {"modelopt-nvfp4", qd_cmd_convert_modelopt_nvfp4, "a BF16 transformer as a ModelOpt NVFP4 folder (SGLang's builder output)"},
+    {"svdquant", qd_cmd_convert_svdquant, "a BF16 FLUX.1 / Z-Image transformer as one Nunchaku SVDQuant int4 / nvfp4 file"},
 };
 
 static void convert_usage(FILE *to) {

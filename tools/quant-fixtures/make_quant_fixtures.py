@@ -2358,6 +2358,72 @@ def default_fixtures_dir():
     return "/work/shared/fixtures"
 
 
+def unpack_nunchaku(path, out):
+    """Unpack every layer of a Nunchaku file (formats §5.5, §5.6) into plain logical tensors, for checking
+    files written by another producer (`qdit convert svdquant`). Per SVDQ module m (found by its
+    I8 `m.qweight`): m.codes U8 [Np, Kp] (nibble values), m.wscales [Np, G] (BF16 storage for int4,
+    E4M3 bytes as U8 for fp4), m.smooth / m.smooth_orig BF16 [Kp], m.down BF16 [Rp, Kp], m.up BF16
+    [Np, Rp], m.bias / m.wcscales BF16 [Np] and m.wtscale when present, and m.w_eff F32 [Np, Kp] =
+    residual / smooth + up @ down (the layer's effective weight, smooth 0 columns contribute no
+    residual). Per AWQ module (I32 qweight): m.codes U8 [N, K] and m.w_eff F32 [N, K], both in the
+    stored (interleaved) row order."""
+    t, meta = read_safetensors(path)
+    res = {}
+    alias = {"smooth": ("smooth_factor", "smooth"), "smooth_orig": ("smooth_factor_orig", "smooth_orig"),
+             "down": ("proj_down", "lora_down"), "up": ("proj_up", "lora_up")}
+    for key in sorted(t):
+        if not key.endswith(".qweight"):
+            continue
+        m = key[:-len(".qweight")]
+        qw = t[key]
+        if qw.dtype == "I32":
+            N, K = qw.arr.shape[0] * 4, qw.arr.shape[1] * 2
+            q = awq_unpack_qweight(qw.arr, N, K).astype(np.int64)
+            ng = K // 64
+            s_ = bf16_to_f32(t[m + ".wscales"].arr[:ng]).T.astype(np.float64)
+            z_ = bf16_to_f32(t[m + ".wzeros"].arr[:ng]).T.astype(np.float64)
+            res[m + ".codes"] = T("U8", q.astype(np.uint8))
+            res[m + ".w_eff"] = T("F32", (q * np.repeat(s_, 64, axis=1) + np.repeat(z_, 64, axis=1)).astype(np.float32))
+            continue
+        g = {k: next((t[m + "." + n] for n in names if m + "." + n in t), None) for k, names in alias.items()}
+        Np, Kp = qw.arr.shape[0], qw.arr.shape[1] * 2
+        nib = nk_unpack_qweight(qw.arr).astype(np.int64)
+        smooth = nk_unpack_scale(g["smooth"].arr, Kp, 1)[:, 0]
+        D = nk_unpack_lowrank(g["down"].arr, True)
+        U = nk_unpack_lowrank(g["up"].arr, False)
+        ws = t[m + ".wscales"]
+        if ws.dtype == "F8_E4M3":
+            G = ws.arr.shape[0]
+            sb = nk_unpack_micro_scale(ws.arr.reshape(-1), Np, G)
+            if m + ".wcscales" in t:
+                s1 = bf16_to_f32(nk_unpack_scale(t[m + ".wcscales"].arr, Np, 1)).astype(np.float64)
+            else:
+                s1 = np.float64(bf16_to_f32(t[m + ".wtscale"].arr)[0])
+            Q = E2M1_TABLE[nib] * np.repeat(E4M3_TABLE[sb], 16, axis=1) * s1
+            res[m + ".wscales"] = T("U8", sb.astype(np.uint8))
+        else:
+            G = ws.arr.shape[0]
+            sc = nk_unpack_scale(ws.arr.reshape(-1), Np, G)
+            Q = np.where(nib >= 8, nib - 16, nib) * np.repeat(bf16_to_f32(sc).astype(np.float64), 64, axis=1)
+            res[m + ".wscales"] = T("BF16", sc)
+        sm = bf16_to_f32(smooth).astype(np.float64)
+        W = np.where(sm[None, :] != 0, Q / np.where(sm == 0, 1, sm)[None, :], 0.0)
+        W = W + bf16_to_f32(U).astype(np.float64) @ bf16_to_f32(D).astype(np.float64)
+        res[m + ".codes"] = T("U8", nib.astype(np.uint8))
+        res[m + ".smooth"] = T("BF16", smooth)
+        res[m + ".smooth_orig"] = T("BF16", nk_unpack_scale(g["smooth_orig"].arr, Kp, 1)[:, 0])
+        res[m + ".down"] = T("BF16", D)
+        res[m + ".up"] = T("BF16", U)
+        for n in ("bias", "wcscales"):
+            if m + "." + n in t:
+                res[m + "." + n] = T("BF16", nk_unpack_scale(t[m + "." + n].arr, Np, 1)[:, 0])
+        if m + ".wtscale" in t:
+            res[m + ".wtscale"] = t[m + ".wtscale"]
+        res[m + ".w_eff"] = T("F32", W.astype(np.float32))
+    write_safetensors(out, res, {"source": os.path.basename(path)})
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Generate quantized checkpoint fixtures from a BF16 diffusers component.")
     ap.add_argument("--src", help="BF16 diffusers component folder (config.json + safetensors)")
@@ -2368,7 +2434,12 @@ def main(argv=None):
     ap.add_argument("--fixtures", default=None, help="shared/fixtures folder (default: found relative to this file)")
     ap.add_argument("--list", action="store_true", help="list family names")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--unpack-nunchaku", metavar="FILE", help="unpack a Nunchaku file into logical tensors (written to --out)")
     a = ap.parse_args(argv)
+    if a.unpack_nunchaku:
+        if not a.out:
+            ap.error("--unpack-nunchaku needs --out FILE.safetensors")
+        return unpack_nunchaku(a.unpack_nunchaku, a.out)
     if a.list:
         for n, _ in FAMILIES:
             print(n)
