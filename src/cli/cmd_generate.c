@@ -10,14 +10,17 @@
 #include "cli/cli.h"
 #include "cli/cli_options.h"
 #include "core/status.h"
+#include "pipeline/default_model.h"
 #include "pipeline/generate.h"
 
 static void generate_usage(FILE *to) {
     fprintf(to,
-            "usage: qdit generate --model-path PIPELINE --prompt TEXT --output FILE.png [options] [model and quantization flags]\n"
+            "usage: qdit generate [--model-path PIPELINE] --prompt TEXT --output FILE.png [options] [model and quantization flags]\n"
             "\n"
             "Text to image with a diffusers FluxPipeline (FLUX.1) or ZImagePipeline (Z-Image) folder; the PNG carries the\n"
-            "generation parameters in its \"parameters\" text chunk.\n"
+            "generation parameters in its \"parameters\" text chunk. Without --model-path: qdit's embedded %s model\n"
+            "(coloured shapes, e.g. \"a large red circle at the top left on a blue background\"; %dx%d, %d steps,\n"
+            "guidance %g unless given).\n"
             "  --prompt TEXT               what to draw (FLUX: at most 512 T5 tokens; Z-Image: 512 Qwen3 tokens)\n"
             "  --negative-prompt TEXT      Z-Image with --guidance-scale > 0 only (classifier-free guidance)\n"
             "  --height N, --width N       image size in pixels, multiples of 16 up to %d (default 1024)\n"
@@ -31,6 +34,7 @@ static void generate_usage(FILE *to) {
             "  --random-weights            components need only config.json: weights drawn in memory (full-size\n"
             "                              benchmarks; --quantization quantizes the transformer's draw at load)\n"
             "\n%s",
+            QD_DEFAULT_MODEL_NAME, QD_DEFAULT_MODEL_SIDE, QD_DEFAULT_MODEL_SIDE, QD_DEFAULT_MODEL_STEPS, QD_DEFAULT_MODEL_GUIDANCE,
             QD_GENERATE_MAX_SIDE, qd_cli_model_flags_help());
 }
 
@@ -137,10 +141,26 @@ int qd_cmd_generate(int argc, char **argv) {
     }
     free(rest);
     if (rc) return rc;
-    if (!a.prompt || !a.output || !opts.model_path) {
-        fprintf(stderr, "qdit generate: %s is required\n\n", !opts.model_path ? "--model-path" : !a.prompt ? "--prompt" : "--output");
+    if (!a.prompt || !a.output) {
+        fprintf(stderr, "qdit generate: %s is required\n\n", !a.prompt ? "--prompt" : "--output");
         generate_usage(stderr);
         return 2;
+    }
+    char embedded[4096];
+    if (!opts.model_path) { /* the embedded default, at the settings it was trained and evaluated for */
+        if (qd_default_model_dir(embedded, sizeof embedded)) {
+            fprintf(stderr, "qdit generate: no --model-path given, and %s\n", qd_last_error());
+            return 2;
+        }
+        opts.model_path = embedded;
+        if (!a.height) a.height = QD_DEFAULT_MODEL_SIDE;
+        if (!a.width) a.width = QD_DEFAULT_MODEL_SIDE;
+        if (!a.steps) a.steps = QD_DEFAULT_MODEL_STEPS;
+        if (a.guidance < 0) a.guidance = QD_DEFAULT_MODEL_GUIDANCE;
+        if (!quiet) {
+            fprintf(stderr, "qdit generate: no --model-path: using the embedded %s model (%s), %lldx%lld, %d steps, guidance %g\n",
+                    QD_DEFAULT_MODEL_NAME, embedded, (long long)a.width, (long long)a.height, a.steps, a.guidance);
+        }
     }
     progress_state ps = {.last_draw = -1};
     if (!quiet && isatty(STDERR_FILENO)) a.progress = draw_progress, a.progress_user = &ps;
