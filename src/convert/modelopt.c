@@ -515,7 +515,7 @@ static qd_status convert(conv *c) {
     if (ocfg) json_object_set(ocfg, "quantization_config", qc);
     char *meta_cfg = ocfg ? qd_json_dumps_python(ocfg) : NULL, *meta_q = qc ? qd_json_dumps_python(qc) : NULL;
     if (!s && (!meta_cfg || !meta_q)) s = qd_fail(QD_ENOMEM, "cannot allocate");
-    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &c->out);
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, NULL, &c->out);
     json_t *wm = json_object();
     uint64_t bytes = 0;
     int64_t done = 0;

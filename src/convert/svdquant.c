@@ -10,7 +10,6 @@
 
 #include "convert/output.h"
 #include "convert/source.h"
-#include "convert/staging.h"
 #include "convert/svdq_layer.h"
 #include "core/codec.h"
 #include "core/log.h"
@@ -282,14 +281,21 @@ static qd_svdq_opts layer_opts(const planned *l, bool nvfp4, int rank) {
     return o;
 }
 
-static bool looks_like_svdq_output(const char *dir) {
-    char **names = NULL;
-    size_t n = 0;
-    if (qd_list_files(dir, NULL, &names, &n)) return false;
-    char **dirs = NULL;
-    size_t nd = 0;
-    bool ok = !qd_list_dirs(dir, &dirs, &nd) && nd == 0 && n > 0;
-    for (size_t i = 0; ok && i < n; i++) ok = !strncmp(names[i], "svdq-", 5) && qd_path_has_suffix(names[i], ".safetensors");
+/* An earlier output of this converter: svdq-*.safetensors files and nothing else. */
+static bool looks_like_svdq_output(const char *dir, char *why, size_t why_len) {
+    char **names = NULL, **dirs = NULL;
+    size_t n = 0, nd = 0;
+    if (qd_list_files(dir, NULL, &names, &n) || qd_list_dirs(dir, &dirs, &nd)) {
+        snprintf(why, why_len, "it cannot be read");
+        qd_free_names(names, n);
+        return false;
+    }
+    bool ok = true;
+    if (nd) ok = false, snprintf(why, why_len, "it holds the folder '%s'", dirs[0]);
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = !strncmp(names[i], "svdq-", 5) && qd_path_has_suffix(names[i], ".safetensors");
+        if (!ok) snprintf(why, why_len, "it holds '%s', and convert svdquant writes only svdq-*.safetensors", names[i]);
+    }
     qd_free_names(names, n);
     qd_free_names(dirs, nd);
     return ok;
@@ -486,15 +492,15 @@ qd_status qd_convert_svdquant(const qd_svdquant_args *a, qd_svdquant_report *rep
     }
     if (!s) s = mark_used(&p);
     if (!s && a->amax_file) s = qd_st_open(a->amax_file, &amax);
-    qd_staging st = {0};
-    if (!s) s = qd_staging_begin("--save-dir", a->save_dir, a->overwrite, looks_like_svdq_output, &st);
+    qd_out_dir od = {0};
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, looks_like_svdq_output, &od);
     if (!s) {
         char fname[512];
         snprintf(fname, sizeof fname, "svdq-%s_r%d-%s.safetensors", nvfp4 ? "fp4" : "int4", rank, name);
-        char *tmp_path = qd_path_join(st.tmp, fname), *final_path = qd_path_join(a->save_dir, fname);
+        char *tmp_path = qd_path_join(od.tmp, fname), *final_path = qd_path_join(a->save_dir, fname);
         s = tmp_path && final_path ? convert(&cs, &p, tmp_path, nvfp4, rank, zimage, amax, rep) : qd_fail(QD_ENOMEM, "cannot allocate");
-        if (!s) s = qd_staging_commit(&st);
-        else qd_staging_abort(&st);
+        if (!s) s = qd_out_dir_commit(&od);
+        else qd_out_dir_abort(&od);
         if (!s) snprintf(rep->file, sizeof rep->file, "%s", final_path);
         free(tmp_path), free(final_path);
     }
