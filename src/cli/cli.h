@@ -12,6 +12,7 @@ int qd_cmd_convert_nvfp4_mixed(int argc, char **argv);
 int qd_cmd_convert_modelopt_fp8(int argc, char **argv);
 int qd_cmd_convert_modelopt_nvfp4(int argc, char **argv);
 int qd_cmd_convert_svdquant(int argc, char **argv);
+int qd_cmd_convert_wan_repack(int argc, char **argv);
 int qd_cmd_tokenize(int argc, char **argv);
 int qd_cmd_generate(int argc, char **argv);
 

@@ -176,3 +176,47 @@ int qd_cli_begin(const char *command, int argc, char **argv, qd_options *o, char
     }
     return 0;
 }
+
+static int calib_int(const char *cmd, const char *flag, const char *v, long max, long *out) {
+    char *end = NULL;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || x < 1 || x > max) {
+        fprintf(stderr, "qdit convert %s: %s %s: expected a whole number from 1 to %ld\n", cmd, flag, v ? v : "(missing)", max);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int qd_cli_calib_flag(const char *cmd, int argc, char **argv, int *i, qd_calib_args *a) {
+    const char *f = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long x = 0;
+    int rc = 1;
+    if (!strcmp(f, "--calibrate") || !strcmp(f, "--pipeline")) {
+        if (!v) {
+            fprintf(stderr, "qdit convert %s: %s needs a value\n", cmd, f);
+            return -1;
+        }
+        *(f[2] == 'c' ? &a->prompts : &a->pipeline) = v;
+    } else if (!strcmp(f, "--calib-steps")) {
+        if ((rc = calib_int(cmd, f, v, 1000, &x)) > 0) a->steps = (int)x;
+    } else if (!strcmp(f, "--calib-size")) {
+        if ((rc = calib_int(cmd, f, v, 4096, &x)) > 0) a->size = x;
+    } else {
+        return 0;
+    }
+    if (rc > 0) (*i)++;
+    return rc;
+}
+
+const char *qd_cli_calib_flags_help(const char *what) {
+    static char text[1024];
+    snprintf(text, sizeof text,
+             "  --calibrate PROMPTS_FILE  run the pipeline on these prompts (one a line, seed = line number from 0) and\n"
+             "                            %s\n"
+             "  --pipeline DIR            the pipeline to calibrate with (default: IN's parent, if it has model_index.json)\n"
+             "  --calib-steps N           denoising steps per prompt (default 4)\n"
+             "  --calib-size PX           image side for calibration, a multiple of 16 (default 256)\n",
+             what);
+    return text;
+}

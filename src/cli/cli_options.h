@@ -8,6 +8,7 @@
 #ifndef QD_CLI_OPTIONS_H
 #define QD_CLI_OPTIONS_H
 
+#include "convert/calibrate.h"
 #include "qdit.h"
 
 /* Parse argv[first..argc) into `o`; arguments that are not model/quantization flags are collected,
@@ -23,5 +24,13 @@ int qd_cli_begin(const char *command, int argc, char **argv, qd_options *o, char
 
 /* The help text block for these flags. */
 const char *qd_cli_model_flags_help(void);
+
+/* The calibration flags of the converters (convert/calibrate.h): --calibrate PROMPTS_FILE, --pipeline DIR,
+ * --calib-steps N, --calib-size PX. If argv[*i] is one of them, store it in `a`, step *i past its value
+ * and return 1; return 0 for any other argument, -1 after printing "qdit convert <cmd>: <message>" for a
+ * bad or missing value. */
+int qd_cli_calib_flag(const char *cmd, int argc, char **argv, int *i, qd_calib_args *a);
+/* Their help lines; `what` says what --calibrate does for the converter. (A static buffer.) */
+const char *qd_cli_calib_flags_help(const char *what);
 
 #endif

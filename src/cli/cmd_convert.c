@@ -16,6 +16,7 @@ static const struct {
     {"modelopt-fp8", qd_cmd_convert_modelopt_fp8, "a BF16 transformer as a ModelOpt FP8 folder (SGLang's builder output)"},
     {"modelopt-nvfp4", qd_cmd_convert_modelopt_nvfp4, "a BF16 transformer as a ModelOpt NVFP4 folder (SGLang's builder output)"},
     {"svdquant", qd_cmd_convert_svdquant, "a BF16 FLUX.1 / Z-Image transformer as one Nunchaku SVDQuant int4 / nvfp4 file"},
+    {"wan-repack", qd_cmd_convert_wan_repack, "msModelSlim's quantized Wan2.2 as a diffusers folder (SGLang's wan_repack)"},
 };
 
 static void convert_usage(FILE *to) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_options.h"
 #include "convert/modelopt.h"
 
 static void usage(FILE *to, const char *cmd) {
@@ -21,24 +22,10 @@ static void usage(FILE *to, const char *cmd) {
             "  --model-type TYPE         keep-BF16 preset: auto (default, from config _class_name), flux1, flux2, qwen-image,\n"
             "                            hunyuan-video, zimage, none\n"
             "  --keep-bf16-pattern REGEX a module whose name this regex finds stays BF16 (repeatable; Python re.search)\n"
-            "  --calibrate PROMPTS_FILE  run the pipeline on these prompts (one a line) and write static input_scale from\n"
-            "                            each layer's input amax; without it, see docs/cli.md for what is written\n"
-            "  --pipeline DIR            the pipeline to calibrate with (default: IN's parent, if it has model_index.json)\n"
-            "  --calib-steps N           denoising steps per prompt (default 4)\n"
-            "  --calib-size PX           image side for calibration, a multiple of 16 (default 256)\n"
+            "%s"
             "  --overwrite               replace the config.json and safetensors files of an earlier conversion in OUT\n",
-            cmd, cmd + 9, cmd + 9, !strcmp(cmd, "modelopt-nvfp4") ? ", weight_scale_2" : "");
-}
-
-static int parse_int(const char *cmd, const char *flag, const char *v, long max, long *out) {
-    char *end = NULL;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || !*v || *end || x < 1 || x > max) {
-        fprintf(stderr, "qdit convert %s: %s %s: expected a whole number from 1 to %ld\n", cmd, flag, v ? v : "(missing)", max);
-        return 2;
-    }
-    *out = x;
-    return 0;
+            cmd, cmd + 9, cmd + 9, !strcmp(cmd, "modelopt-nvfp4") ? ", weight_scale_2" : "",
+            qd_cli_calib_flags_help("write static input_scale from each layer's input amax; without it, see docs/cli.md for what is written"));
 }
 
 static int run(int argc, char **argv, qd_modelopt_algo algo) {
@@ -58,16 +45,8 @@ static int run(int argc, char **argv, qd_modelopt_algo algo) {
             a.save_dir = v, i++;
         } else if (!strcmp(f, "--model-type") && v) {
             a.model_type = v, i++;
-        } else if (!strcmp(f, "--calibrate") && v) {
-            a.calibrate = v, i++;
-        } else if (!strcmp(f, "--pipeline") && v) {
-            a.pipeline = v, i++;
-        } else if (!strcmp(f, "--calib-steps")) {
-            if (parse_int(cmd, f, v, 1000, &x)) return 2;
-            a.calib_steps = (int)x, i++;
-        } else if (!strcmp(f, "--calib-size")) {
-            if (parse_int(cmd, f, v, 4096, &x)) return 2;
-            a.calib_size = x, i++;
+        } else if ((x = qd_cli_calib_flag(cmd, argc, argv, &i, &a.calib))) {
+            if (x < 0) return 2;
         } else if (!strcmp(f, "--keep-bf16-pattern") && v) {
             if (a.n_patterns == QD_MODELOPT_MAX_PATTERNS) {
                 fprintf(stderr, "qdit convert %s: more than %d --keep-bf16-pattern flags\n", cmd, QD_MODELOPT_MAX_PATTERNS);

@@ -1,17 +1,19 @@
 /* qdit convert svdquant --model-dir IN --save-dir OUT [--precision int4|nvfp4] [--rank R] [--name NAME]
- * [--calibrate PROMPTS_FILE | --amax FILE] [--overwrite] — Nunchaku SVDQuant from a BF16 transformer
+ * [--calibrate PROMPTS_FILE [--pipeline DIR] [--calib-steps N] [--calib-size PX] | --amax FILE] [--overwrite] — Nunchaku SVDQuant from a BF16 transformer
  * (convert/svdquant.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_options.h"
 #include "convert/svdquant.h"
 
 static void usage(FILE *to) {
     fprintf(to,
             "usage: qdit convert svdquant --model-dir IN --save-dir OUT [--precision int4|nvfp4] [--rank R] [--name NAME]\n"
-            "                             [--amax FILE] [--overwrite]\n"
+            "                             [--calibrate PROMPTS_FILE [--pipeline DIR] [--calib-steps N] [--calib-size PX] | --amax FILE]\n"
+            "                             [--overwrite]\n"
             "\n"
             "Nunchaku SVDQuant W4A4 from a BF16 (or F16/F32) diffusers transformer folder (FluxTransformer2DModel or\n"
             "ZImageTransformer2DModel): per linear a low-rank branch (top singular directions of the smoothed weight, 16-bit)\n"
@@ -22,16 +24,21 @@ static void usage(FILE *to) {
             "  --precision P       int4 (default: group 64, 16-bit scales) or nvfp4 (group 16, E4M3 scales + global scale)\n"
             "  --rank R            the low-rank branch's rank (default 32; stored padded to a multiple of 16)\n"
             "  --name NAME         the NAME in the file name (default: the model folder's name)\n"
+            "%s"
             "  --amax FILE         per-input activation maxima (safetensors, '<module>.input_amax' F32 [K]) for the\n"
-            "                      smoothing factors sqrt(amax_x / amax_w); without it the factors are 1\n"
-            "  --overwrite         replace an earlier svdquant output in OUT\n");
+            "                      smoothing factors sqrt(amax_x / amax_w); without it or --calibrate the factors are 1\n"
+            "  --overwrite         replace an earlier svdquant output in OUT\n",
+            qd_cli_calib_flags_help("use each linear input channel's largest |x| as amax_x in sqrt(amax_x / amax_w)"));
 }
 
 int qd_cmd_convert_svdquant(int argc, char **argv) {
     qd_svdquant_args a = {0};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+        int c;
+        if ((c = qd_cli_calib_flag("svdquant", argc, argv, &i, &a.calib))) {
+            if (c < 0) return 2;
+        } else if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(f, "--overwrite")) {

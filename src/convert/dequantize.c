@@ -321,7 +321,7 @@ qd_status qd_convert_dequantize(const qd_options *o, const qd_dequantize_args *a
                             "written as stored", cs.src.weights.files[0]);
     }
     qd_out_dir od = {0};
-    s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &od);
+    s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, NULL, &od);
     run r = {.cs = &cs, .out = dt};
     r.ctx = (qd_model_ctx){.backend = NULL, .ck = cs.ck, .quant = &cs.quant, .act = QD_DTYPE_F32};
     qd_strmap_init(&r.module_group);

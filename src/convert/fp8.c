@@ -217,7 +217,7 @@ qd_status qd_convert_fp8(const qd_convert_fp8_args *a) {
     if (qd_list_files(a->model_dir, ".safetensors", &files, &nf)) return qd_fail(QD_EIO, "--model-dir %s: cannot list it", a->model_dir);
     qd_status s = nf ? QD_OK : qd_fail(QD_ENOTFOUND, "--model-dir %s: no .safetensors files", a->model_dir);
     qd_out_dir od = {0};
-    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &od);
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, NULL, &od);
     json_t *weight_map = json_object(), *kept = json_object();
     uint64_t bytes = 0;
     int quantized = 0;

@@ -492,20 +492,11 @@ static qd_status convert(conv *c) {
     }
     if (!s) s = list_sources(c);
     if (!s) s = open_sources(c);
-    if (!s && a->calibrate) { /* before the plan: layers the calibration never ran stay BF16 */
-        char *parent = NULL;
-        const char *pipe = a->pipeline;
-        if (!pipe) {
-            parent = qd_path_dirname(a->model_dir);
-            char *mi = parent ? qd_path_join(parent, "model_index.json") : NULL;
-            if (!mi || !qd_is_file(mi))
-                s = qd_fail(QD_EINVAL, "--calibrate: %s has no model_index.json, so the pipeline (text encoder, scheduler) to run is unknown; "
-                                       "give --pipeline DIR", parent ? parent : a->model_dir);
-            free(mi);
-            pipe = parent;
-        }
-        if (!s) s = qd_calibrate_amax(a->calibrate, pipe, a->model_dir, a->calib_steps, a->calib_size, &c->amax);
-        free(parent);
+    if (!s && a->calib.prompts) { /* before the plan: layers the calibration never ran stay BF16 */
+        qd_calib cal;
+        s = qd_calibrate(&a->calib, a->model_dir, false, &cal);
+        if (!s) c->amax = json_incref(cal.amax);
+        if (!s) qd_calib_free(&cal);
     }
     if (!s) s = plan(c);
     if (!s && c->n_quant == 0) s = qd_fail(QD_EINVAL, "--model-dir %s: no linear layer left to quantize (every one kept BF16)", a->model_dir);
@@ -515,7 +506,7 @@ static qd_status convert(conv *c) {
     if (ocfg) json_object_set(ocfg, "quantization_config", qc);
     char *meta_cfg = ocfg ? qd_json_dumps_python(ocfg) : NULL, *meta_q = qc ? qd_json_dumps_python(qc) : NULL;
     if (!s && (!meta_cfg || !meta_q)) s = qd_fail(QD_ENOMEM, "cannot allocate");
-    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, &c->out);
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, NULL, &c->out);
     json_t *wm = json_object();
     uint64_t bytes = 0;
     int64_t done = 0;
@@ -550,7 +541,7 @@ qd_status qd_convert_modelopt(const qd_modelopt_args *a) {
     if (!a->model_dir) return qd_fail(QD_EINVAL, "--model-dir DIR is required (the BF16 diffusers transformer folder)");
     if (!a->save_dir) return qd_fail(QD_EINVAL, "--save-dir DIR is required (the folder to write)");
     if (!qd_is_dir(a->model_dir)) return qd_fail(QD_ENOTFOUND, "--model-dir %s: no such folder", a->model_dir);
-    if (a->pipeline && !a->calibrate) return qd_fail(QD_EINVAL, "--pipeline is only used with --calibrate PROMPTS_FILE");
+    if (a->calib.pipeline && !a->calib.prompts) return qd_fail(QD_EINVAL, "--pipeline is only used with --calibrate PROMPTS_FILE");
     conv c = {.a = a, .nv = a->algo == QD_MODELOPT_NVFP4};
     c.quantized = json_object(), c.ignore = json_object();
     qd_status s = c.quantized && c.ignore ? convert(&c) : qd_fail(QD_ENOMEM, "cannot allocate");

@@ -40,6 +40,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "convert/calibrate.h"
 #include "qdit.h"
 
 #define QD_MODELOPT_MAX_PATTERNS 64
@@ -53,11 +54,7 @@ typedef struct {
     const char *patterns[QD_MODELOPT_MAX_PATTERNS];
     int n_patterns;
     bool overwrite;
-    /* calibration: NULL prompts = none */
-    const char *calibrate;   /* a text file, one prompt a line */
-    const char *pipeline;    /* the pipeline folder (NULL: --model-dir's parent when it has model_index.json) */
-    int calib_steps;         /* denoising steps per prompt (0: 4) */
-    int64_t calib_size;      /* image side in pixels (0: 256) */
+    qd_calib_args calib; /* calib.prompts NULL: no calibration */
 } qd_modelopt_args;
 
 /* The keep-BF16 preset of a model type for an algorithm, NULL-terminated regexes (exposed for tests and
@@ -67,11 +64,5 @@ const char *const *qd_modelopt_preset(const char *model_type, qd_modelopt_algo a
 const char *qd_modelopt_auto_type(const char *class_name);
 
 qd_status qd_convert_modelopt(const qd_modelopt_args *a);
-
-/* Calibration (convert/calibrate.c): the largest |x| each transformer linear saw while qdit generated
- * each prompt of `prompts_file` (seed = the prompt's 0-based index) for `steps` steps at size×size with
- * the pipeline `pipeline_dir`, the transformer taken from `transformer_dir`. *amax: layer name → real. */
-qd_status qd_calibrate_amax(const char *prompts_file, const char *pipeline_dir, const char *transformer_dir, int steps, int64_t size,
-                            json_t **amax);
 
 #endif

@@ -184,7 +184,7 @@ qd_status qd_convert_nvfp4_mixed(const qd_nvfp4_mixed_args *a) {
     if (!s) s = weight_map("--modelopt-hf-dir", src, &smap, &sindex);
     if (!s) s = weight_map("--base-transformer-dir", base, &bmap, &bindex);
     qd_out_dir od = {0};
-    if (!s) s = qd_out_dir_begin("--output-dir", a->output_dir, a->overwrite, &od);
+    if (!s) s = qd_out_dir_begin("--output-dir", a->output_dir, a->overwrite, NULL, &od);
     const char *out_dir = od.tmp;
     /* the export's other files, then the new config */
     char **files = NULL;

@@ -43,85 +43,88 @@ static bool converter_file(const char *name) {
            qd_path_has_suffix(name, ".safetensors.index.json");
 }
 
-/* Does `dir` exist, and may a conversion replace it? (absent; empty; or, with overwrite, only converter files) */
-static qd_status save_dir_check(const char *flag, const char *dir, bool overwrite, bool *exists) {
-    *exists = false;
-    if (!qd_is_dir(dir)) {
-        struct stat st;
-        if (stat(dir, &st) == 0) return qd_fail(QD_EINVAL, "%s %s: exists and is not a folder", flag, dir);
-        return QD_OK;
-    }
-    *exists = true;
+/* The default qd_out_dir_ours: nothing but converter files (no sub-folders). */
+static bool only_converter_files(const char *dir, char *why, size_t why_len) {
     DIR *d = opendir(dir);
-    if (!d) return qd_fail(QD_EIO, "%s %s: cannot read it: %s", flag, dir, strerror(errno));
-    qd_status s = QD_OK;
+    if (!d) {
+        snprintf(why, why_len, "it cannot be read: %s", strerror(errno));
+        return false;
+    }
+    bool ok = true;
     struct dirent *e;
-    while (!s && (e = readdir(d))) {
+    while (ok && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (!overwrite) {
-            s = qd_fail(QD_EINVAL, "%s %s: the folder is not empty (it holds '%s'); give an empty or new folder, "
-                                   "or --overwrite to replace a previous conversion",
-                        flag, dir, e->d_name);
-        } else if (!converter_file(e->d_name)) {
-            s = qd_fail(QD_EINVAL, "%s %s: --overwrite replaces only config.json and safetensors files, and the "
-                                   "folder also holds '%s'",
-                        flag, dir, e->d_name);
-        }
-    }
-    closedir(d);
-    return s;
-}
-
-/* mkdir -p */
-static qd_status make_dirs(const char *flag, const char *dir) {
-    char *p = strdup(dir);
-    if (!p) return qd_fail(QD_ENOMEM, "cannot allocate");
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/') continue;
-        *c = '\0';
-        if (mkdir(p, 0777) && errno != EEXIST) break;
-        *c = '/';
-    }
-    int rc = mkdir(p, 0777);
-    free(p);
-    if (rc && errno != EEXIST) return qd_fail(QD_EIO, "%s %s: cannot create it: %s", flag, dir, strerror(errno));
-    return QD_OK;
-}
-
-/* Remove the files of `dir` that `which` accepts (NULL: every file). */
-static qd_status remove_files(const char *flag, const char *dir, bool (*which)(const char *)) {
-    char **names = NULL;
-    size_t n = 0;
-    if (qd_list_files(dir, NULL, &names, &n)) return qd_fail(QD_EIO, "%s %s: cannot list it", flag, dir);
-    qd_status s = QD_OK;
-    for (size_t i = 0; !s && i < n; i++) {
-        if (which && !which(names[i])) continue;
-        char *p = qd_path_join(dir, names[i]);
-        if (!p || unlink(p)) s = qd_fail(QD_EIO, "%s %s: cannot remove '%s': %s", flag, dir, names[i], strerror(errno));
+        char *p = qd_path_join(dir, e->d_name);
+        ok = p && converter_file(e->d_name) && qd_is_file(p);
+        if (!ok) snprintf(why, why_len, "it replaces only config.json and safetensors files, and the folder also holds '%s'", e->d_name);
         free(p);
     }
-    qd_free_names(names, n);
+    closedir(d);
+    return ok;
+}
+
+/* The first entry of `dir` other than . and .. (malloc'd), NULL when it is empty or unreadable. */
+static char *first_entry(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char *name = NULL;
+    struct dirent *e;
+    while (!name && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) name = strdup(e->d_name);
+    closedir(d);
+    return name;
+}
+
+/* May a conversion write `dir`? (absent; empty; or, with overwrite, an earlier output `ours` accepts) */
+static qd_status save_dir_check(const char *flag, const char *dir, bool overwrite, qd_out_dir_ours ours) {
+    if (!qd_is_dir(dir)) {
+        struct stat st;
+        if (lstat(dir, &st) == 0) return qd_fail(QD_EINVAL, "%s %s: exists and is not a folder", flag, dir);
+        return QD_OK;
+    }
+    char *first = first_entry(dir);
+    qd_status s = QD_OK;
+    char why[600] = "";
+    if (!first) {
+        s = QD_OK;
+    } else if (!overwrite) {
+        s = qd_fail(QD_EINVAL, "%s %s: the folder is not empty (it holds '%s'); give an empty or new folder, "
+                               "or --overwrite to replace a previous conversion",
+                    flag, dir, first);
+    } else if (!(ours ? ours : only_converter_files)(dir, why, sizeof why)) {
+        s = qd_fail(QD_EINVAL, "%s %s: --overwrite replaces only an earlier output of this converter, and this folder does not look like one: %s", flag,
+                    dir, why[0] ? why : "its contents differ");
+    }
+    free(first);
     return s;
 }
 
-qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir *o) {
+/* "<save_dir>.qdit-<what>-<pid>" (malloc'd) */
+static char *sibling(const char *save_dir, const char *what) {
+    size_t n = strlen(save_dir) + strlen(what) + 40;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s.qdit-%s-%ld", save_dir, what, (long)getpid());
+    return p;
+}
+
+qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir_ours ours, qd_out_dir *o) {
     memset(o, 0, sizeof *o);
-    bool exists;
-    qd_status s = save_dir_check(flag, save_dir, overwrite, &exists);
+    if (!save_dir || !*save_dir) return qd_fail(QD_EINVAL, "%s DIR is required: the folder to write", flag);
+    qd_status s = save_dir_check(flag, save_dir, overwrite, ours);
     if (s) return s;
     size_t n = strlen(save_dir);
     while (n > 1 && save_dir[n - 1] == '/') n--;
     o->save_dir = strndup(save_dir, n);
-    o->tmp = malloc(n + 40);
+    o->tmp = o->save_dir ? sibling(o->save_dir, "tmp") : NULL;
     if (!o->save_dir || !o->tmp) {
         qd_out_dir_abort(o);
         return qd_fail(QD_ENOMEM, "cannot allocate");
     }
-    snprintf(o->tmp, n + 40, "%s.qdit-tmp-%ld", o->save_dir, (long)getpid());
-    o->overwrite = overwrite;
-    if (qd_is_dir(o->tmp)) s = remove_files(flag, o->tmp, NULL); /* a stale one of a killed run with our pid */
-    else s = make_dirs(flag, o->tmp);
+    o->flag = flag, o->overwrite = overwrite;
+    s = qd_remove_tree(o->tmp); /* a stale one of a killed run with our pid */
+    if (!s) s = qd_make_dirs(o->tmp);
     if (s) {
+        s = qd_fail_context(s, "%s %s", flag, o->save_dir);
         free(o->save_dir), free(o->tmp);
         memset(o, 0, sizeof *o);
     }
@@ -130,28 +133,37 @@ qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrit
 
 qd_status qd_out_dir_commit(qd_out_dir *o) {
     qd_status s = QD_OK;
+    char *old = NULL;
     if (qd_is_dir(o->save_dir)) {
-        /* the previous conversion (checked at begin): its files, then the empty folder */
-        s = remove_files("--save-dir", o->save_dir, converter_file);
-        if (!s && rmdir(o->save_dir))
-            s = qd_fail(QD_EIO, "--save-dir %s: cannot replace it: %s (the new files are in %s)", o->save_dir, strerror(errno), o->tmp);
+        /* an empty folder goes; the previous conversion (checked at begin) is moved aside until the new one is in place */
+        char *first = first_entry(o->save_dir);
+        if (!first) {
+            if (rmdir(o->save_dir)) s = qd_fail(QD_EIO, "%s %s: cannot replace it: %s", o->flag, o->save_dir, strerror(errno));
+        } else if (!(old = sibling(o->save_dir, "old"))) {
+            s = qd_fail(QD_ENOMEM, "cannot allocate");
+        } else if ((s = qd_remove_tree(old)) || rename(o->save_dir, old)) {
+            s = qd_fail(QD_EIO, "%s %s: cannot move the earlier output aside: %s", o->flag, o->save_dir, strerror(errno));
+            free(old), old = NULL;
+        }
+        free(first);
     }
-    if (!s && rename(o->tmp, o->save_dir))
-        s = qd_fail(QD_EIO, "--save-dir %s: cannot move %s there: %s", o->save_dir, o->tmp, strerror(errno));
+    if (!s && rename(o->tmp, o->save_dir)) {
+        s = qd_fail(QD_EIO, "%s %s: cannot move %s there: %s", o->flag, o->save_dir, o->tmp, strerror(errno));
+        if (old && !rename(old, o->save_dir)) free(old), old = NULL;
+    }
     if (s) {
+        free(old);
         qd_out_dir_abort(o);
         return s;
     }
-    free(o->save_dir), free(o->tmp);
+    if (old) (void)qd_remove_tree(old);
+    free(old), free(o->save_dir), free(o->tmp);
     memset(o, 0, sizeof *o);
     return QD_OK;
 }
 
 void qd_out_dir_abort(qd_out_dir *o) {
-    if (o->tmp && qd_is_dir(o->tmp)) {
-        (void)remove_files("--save-dir", o->tmp, NULL);
-        (void)rmdir(o->tmp);
-    }
+    if (o->tmp) (void)qd_remove_tree(o->tmp);
     free(o->save_dir), free(o->tmp);
     memset(o, 0, sizeof *o);
 }

@@ -1,7 +1,8 @@
 /* What every `qdit convert` sub-command writes: a diffusers component folder (DESIGN.md "writer").
  *   - the save dir: written whole or not at all (qd_out_dir below): a new folder, an empty one, or with
- *     `overwrite` one holding only a previous conversion's files (config.json, *.safetensors,
- *     *.safetensors.index.json), which it replaces; anything else there is refused;
+ *     `overwrite` one that looks like an earlier output of the same converter (by default: only
+ *     config.json, *.safetensors and *.safetensors.index.json files), which it replaces; anything else
+ *     there is refused;
  *   - sharded safetensors: tensors declared first (name, dtype, shape), assigned in declaration order to
  *     shards of at most `max_shard_bytes` (a tensor larger than that gets a shard of its own), named
  *     `<stem>-0000i-of-0000n.safetensors`, with `<stem>.safetensors.index.json` ({"metadata":
@@ -14,6 +15,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/dtype.h"
@@ -24,16 +26,23 @@
 /* Parse a shard size: bytes, or a number with KB/MB/GB/KiB/MiB/GiB (diffusers' spelling, e.g. "5GB"). */
 qd_status qd_parse_size(const char *flag, const char *text, uint64_t *out);
 
+/* May --overwrite replace the existing non-empty folder `dir`: does it look like an earlier output of this
+ * converter? When not, `why` says what shows it is not (e.g. "it also holds 'README'"). */
+typedef bool (*qd_out_dir_ours)(const char *dir, char *why, size_t why_len);
+
 /* An output folder written whole or not at all: qd_out_dir_begin checks `save_dir` (absent, empty, or
- * with `overwrite` holding only a previous conversion's files) without changing it, and creates the temporary sibling `<save_dir>.qdit-tmp-<pid>` that the
- * converter writes into (`tmp`); qd_out_dir_commit then puts it in place of save_dir (the previous
- * conversion's files removed first), qd_out_dir_abort removes it. A failing conversion therefore leaves
- * save_dir as it was and nothing beside it. */
+ * with `overwrite` one that `ours` accepts — NULL: only a previous conversion's config.json and
+ * safetensors files) without changing it, and creates the temporary sibling `<save_dir>.qdit-tmp-<pid>`
+ * that the converter writes into (`tmp`, sub-folders allowed); qd_out_dir_commit then puts it in place of
+ * save_dir (an earlier output is moved aside first and removed only once the new one is in place),
+ * qd_out_dir_abort removes it. A failing conversion therefore leaves save_dir as it was and nothing
+ * beside it. `flag` names the option in messages. */
 typedef struct {
     char *save_dir, *tmp;
+    const char *flag;
     bool overwrite;
 } qd_out_dir;
-qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir *o);
+qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrite, qd_out_dir_ours ours, qd_out_dir *o);
 qd_status qd_out_dir_commit(qd_out_dir *o); /* frees o's strings */
 void qd_out_dir_abort(qd_out_dir *o);       /* frees o's strings; safe on a zeroed o */
 

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert/calibrate.h"
 #include "convert/output.h"
 #include "convert/source.h"
-#include "convert/staging.h"
 #include "convert/svdq_layer.h"
 #include "core/codec.h"
 #include "core/log.h"
@@ -249,28 +249,40 @@ static qd_status read_layer(const qd_convert_source *cs, const planned *l, float
 
 /* ---- smoothing from activation maxima ---- */
 
-/* smooth[k] = sqrt(amax_x[k] / amax_w[k]) (SmoothQuant with α = 0.5, as SVDQuant migrates outliers), 1
- * where either is 0. The activation maxima come from the first part's module (fused parts share their
- * input), cropped like the weight for a column slice. */
-static qd_status layer_smooth(const qd_st_file *amax, const planned *l, const float *w, float *smooth, bool *found) {
-    *found = false;
-    if (!amax) return QD_OK;
+/* The activation maxima of a layer's input (the first part's module: fused parts share their input), from
+ * --amax FILE or the calibration; *a NULL when there are none for it. `full` inputs are needed (a column
+ * slice reads its columns of the whole input). */
+static qd_status layer_amax(const qd_st_file *file, const qd_calib *cal, const planned *l, const float **a) {
+    *a = NULL;
+    const int64_t full = l->cols ? l->col0 + l->cols : l->k;
+    int64_t k = 0;
+    if (cal) {
+        *a = qd_calib_channels(cal, l->parts[0], &k);
+        if (*a && k < full)
+            return qd_fail(QD_EFORMAT, "calibration: '%s' saw inputs of %lld channels; its weight has %lld", l->parts[0], (long long)k, (long long)full);
+        if (!*a) qd_log(QD_LOG_WARN, "convert svdquant: '%s' never ran during calibration; its smoothing factors stay 1", l->parts[0]);
+        return QD_OK;
+    }
+    if (!file) return QD_OK;
     char n[NAME_LEN + 16];
     snprintf(n, sizeof n, "%s.input_amax", l->parts[0]);
-    const qd_st_tensor *t = qd_st_find(amax, n);
+    const qd_st_tensor *t = qd_st_find(file, n);
     if (!t) return QD_OK;
-    const int64_t full = l->cols ? l->col0 + l->cols : l->k;
     if (t->dtype != QD_DTYPE_F32 || t->rank != 1 || t->shape[0] < full)
-        return qd_fail(QD_EFORMAT, "%s: '%s' must be F32 [%lld] (one maximum per input of '%s')", amax->path, n, (long long)full, l->parts[0]);
-    const float *a = qd_st_data(amax, t);
+        return qd_fail(QD_EFORMAT, "%s: '%s' must be F32 [%lld] (one maximum per input of '%s')", file->path, n, (long long)full, l->parts[0]);
+    *a = qd_st_data(file, t);
+    return QD_OK;
+}
+
+/* smooth[k] = sqrt(amax_x[k] / amax_w[k]) (SmoothQuant with α = 0.5, as SVDQuant migrates outliers), 1
+ * where either is 0, cropped like the weight for a column slice. */
+static void layer_smooth(const planned *l, const float *w, const float *a, float *smooth) {
     for (int64_t x = 0; x < l->k; x++) {
         float wmax = 0;
         for (int64_t i = 0; i < l->n; i++) wmax = fmaxf(wmax, fabsf(w[i * l->k + x]));
         const float ax = a[l->col0 + x];
         smooth[x] = ax > 0 && wmax > 0 && isfinite(ax) ? sqrtf(ax / wmax) : 1.0f;
     }
-    *found = true;
-    return QD_OK;
 }
 
 /* ---- the run ---- */
@@ -282,14 +294,21 @@ static qd_svdq_opts layer_opts(const planned *l, bool nvfp4, int rank) {
     return o;
 }
 
-static bool looks_like_svdq_output(const char *dir) {
-    char **names = NULL;
-    size_t n = 0;
-    if (qd_list_files(dir, NULL, &names, &n)) return false;
-    char **dirs = NULL;
-    size_t nd = 0;
-    bool ok = !qd_list_dirs(dir, &dirs, &nd) && nd == 0 && n > 0;
-    for (size_t i = 0; ok && i < n; i++) ok = !strncmp(names[i], "svdq-", 5) && qd_path_has_suffix(names[i], ".safetensors");
+/* An earlier output of this converter: svdq-*.safetensors files and nothing else. */
+static bool looks_like_svdq_output(const char *dir, char *why, size_t why_len) {
+    char **names = NULL, **dirs = NULL;
+    size_t n = 0, nd = 0;
+    if (qd_list_files(dir, NULL, &names, &n) || qd_list_dirs(dir, &dirs, &nd)) {
+        snprintf(why, why_len, "it cannot be read");
+        qd_free_names(names, n);
+        return false;
+    }
+    bool ok = true;
+    if (nd) ok = false, snprintf(why, why_len, "it holds the folder '%s'", dirs[0]);
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = !strncmp(names[i], "svdq-", 5) && qd_path_has_suffix(names[i], ".safetensors");
+        if (!ok) snprintf(why, why_len, "it holds '%s', and convert svdquant writes only svdq-*.safetensors", names[i]);
+    }
     qd_free_names(names, n);
     qd_free_names(dirs, nd);
     return ok;
@@ -366,7 +385,7 @@ static qd_status mark_used(plan *p) {
 }
 
 static qd_status convert(const qd_convert_source *cs, plan *p, const char *path, bool nvfp4, int rank, bool zimage,
-                         const qd_st_file *amax, qd_svdquant_report *rep) {
+                         const qd_st_file *amax, const qd_calib *cal, qd_svdquant_report *rep) {
     qd_st_writer *w = NULL;
     qd_status s = qd_st_writer_create(path, &w);
     if (!s) s = write_metadata(w, cs, nvfp4, rank, zimage);
@@ -408,7 +427,9 @@ static qd_status convert(const qd_convert_source *cs, plan *p, const char *path,
             rep->awq_layers++;
         } else if (!s) {
             qd_svdq_opts o = layer_opts(l, nvfp4, rank);
-            s = layer_smooth(amax, l, wt, smooth, &smoothed);
+            const float *ax = NULL;
+            s = layer_amax(amax, cal, l, &ax);
+            if (ax) layer_smooth(l, wt, ax, smooth), smoothed = true;
             qd_svdq_layer q;
             if (!s) s = qd_svdq_quantize(l->module, wt, has_bias ? bias : NULL, l->n, l->k, smoothed ? smooth : NULL, &o, &q);
             if (!s) {
@@ -450,6 +471,9 @@ qd_status qd_convert_svdquant(const qd_svdquant_args *a, qd_svdquant_report *rep
     if (!a->model_dir) return qd_fail(QD_EINVAL, "convert svdquant: --model-dir is required (the BF16 transformer folder)");
     if (!a->save_dir) return qd_fail(QD_EINVAL, "convert svdquant: --save-dir is required (the folder to write the Nunchaku file to)");
     if (!qd_is_dir(a->model_dir)) return qd_fail(QD_ENOTFOUND, "--model-dir %s: not a folder", a->model_dir);
+    if (a->calib.prompts && a->amax_file) return qd_fail(QD_EINVAL, "give --calibrate PROMPTS_FILE or --amax FILE, not both");
+    if ((a->calib.pipeline || a->calib.steps || a->calib.size) && !a->calib.prompts)
+        return qd_fail(QD_EINVAL, "--pipeline, --calib-steps and --calib-size are only used with --calibrate PROMPTS_FILE");
     bool nvfp4 = false;
     if (a->precision && (!strcmp(a->precision, "nvfp4") || !strcmp(a->precision, "fp4"))) nvfp4 = true;
     else if (a->precision && strcmp(a->precision, "int4")) return qd_fail(QD_EINVAL, "--precision %s: expected int4 or nvfp4", a->precision);
@@ -486,19 +510,22 @@ qd_status qd_convert_svdquant(const qd_svdquant_args *a, qd_svdquant_report *rep
     }
     if (!s) s = mark_used(&p);
     if (!s && a->amax_file) s = qd_st_open(a->amax_file, &amax);
-    qd_staging st = {0};
-    if (!s) s = qd_staging_begin("--save-dir", a->save_dir, a->overwrite, looks_like_svdq_output, &st);
+    qd_calib cal = {0};
+    if (!s && a->calib.prompts) s = qd_calibrate(&a->calib, a->model_dir, true, &cal);
+    qd_out_dir od = {0};
+    if (!s) s = qd_out_dir_begin("--save-dir", a->save_dir, a->overwrite, looks_like_svdq_output, &od);
     if (!s) {
         char fname[512];
         snprintf(fname, sizeof fname, "svdq-%s_r%d-%s.safetensors", nvfp4 ? "fp4" : "int4", rank, name);
-        char *tmp_path = qd_path_join(st.tmp, fname), *final_path = qd_path_join(a->save_dir, fname);
-        s = tmp_path && final_path ? convert(&cs, &p, tmp_path, nvfp4, rank, zimage, amax, rep) : qd_fail(QD_ENOMEM, "cannot allocate");
-        if (!s) s = qd_staging_commit(&st);
-        else qd_staging_abort(&st);
+        char *tmp_path = qd_path_join(od.tmp, fname), *final_path = qd_path_join(a->save_dir, fname);
+        s = tmp_path && final_path ? convert(&cs, &p, tmp_path, nvfp4, rank, zimage, amax, a->calib.prompts ? &cal : NULL, rep) : qd_fail(QD_ENOMEM, "cannot allocate");
+        if (!s) s = qd_out_dir_commit(&od);
+        else qd_out_dir_abort(&od);
         if (!s) snprintf(rep->file, sizeof rep->file, "%s", final_path);
         free(tmp_path), free(final_path);
     }
     qd_st_close(amax);
+    qd_calib_free(&cal);
     free(p.used);
     free(p.layers), free(p.renames);
     qd_convert_source_close(&cs);

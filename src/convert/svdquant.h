@@ -11,14 +11,17 @@
  *            smooth_factor, smooth_factor_orig, proj_down, proj_up; no bias keys where the source has none.
  * Every other tensor (embedders, adaLN, norms, final layer) is written in BF16 under its own name.
  * Metadata: `config` (the diffusers config, `_class_name` included), `model_class`, `quantization_config`.
- * Per layer see convert/svdq_layer.h. The smoothing factors are 1 unless `calibrate` names a file of
- * per-input activation maxima (see convert/calibrate.h); then smooth[k] = sqrt(amax_x[k] / amax_w[k]).
+ * Per layer see convert/svdq_layer.h. The smoothing factors are 1 unless activation maxima are given,
+ * per input channel of each layer: calibrated (convert/calibrate.h: qdit runs the pipeline on prompts and
+ * keeps each linear input channel's largest |x|) or read from a file; then
+ * smooth[k] = sqrt(amax_x[k] / amax_w[k]), amax_w[k] = max_n |W[n][k]| (1 where either is 0).
  * Streams: one layer is read, quantized, written and freed at a time. */
 #ifndef QD_CONVERT_SVDQUANT_H
 #define QD_CONVERT_SVDQUANT_H
 
 #include <stdbool.h>
 
+#include "convert/calibrate.h"
 #include "qdit.h"
 
 typedef struct {
@@ -28,6 +31,7 @@ typedef struct {
     int rank;                /* 0: 32 */
     const char *name;        /* NAME in the file name; NULL: the source folder's name */
     const char *amax_file;   /* NULL, or a safetensors file of activation maxima (<module>.input_amax [K]) */
+    qd_calib_args calib;     /* calib.prompts: calibrate instead (not with amax_file) */
     bool overwrite;
 } qd_svdquant_args;
 

@@ -2,10 +2,14 @@
 #include "io/fs.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/status.h"
 
 static char *dup_n(const char *s, size_t n) {
     char *d = malloc(n + 1);
@@ -109,4 +113,40 @@ int qd_list_dirs(const char *dir, char ***names, size_t *n) { return list_entrie
 void qd_free_names(char **names, size_t n) {
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
+}
+
+qd_status qd_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st)) return errno == ENOENT ? QD_OK : qd_fail(QD_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return qd_fail(QD_EIO, "%s: cannot read it: %s", path, strerror(errno));
+        qd_status s = QD_OK;
+        struct dirent *e;
+        while (!s && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char *child = qd_path_join(path, e->d_name);
+            s = child ? qd_remove_tree(child) : qd_fail(QD_ENOMEM, "cannot allocate");
+            free(child);
+        }
+        closedir(d);
+        if (!s && rmdir(path)) s = qd_fail(QD_EIO, "%s: cannot remove it: %s", path, strerror(errno));
+        return s;
+    }
+    return unlink(path) ? qd_fail(QD_EIO, "%s: cannot remove it: %s", path, strerror(errno)) : QD_OK;
+}
+
+qd_status qd_make_dirs(const char *path) {
+    char *p = strdup(path);
+    if (!p) return qd_fail(QD_ENOMEM, "cannot allocate");
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) break;
+        *c = '/';
+    }
+    int rc = mkdir(p, 0777);
+    qd_status s = rc && errno != EEXIST ? qd_fail(QD_EIO, "%s: cannot create it: %s", path, strerror(errno)) : QD_OK;
+    free(p);
+    return s;
 }

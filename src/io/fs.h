@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "qdit.h"
+
 /* "a/b" (malloc'd; NULL on allocation failure). */
 char *qd_path_join(const char *a, const char *b);
 /* The last path component, ignoring trailing slashes ("a/b/" → "b"); malloc'd. */
@@ -22,5 +24,10 @@ int qd_list_files(const char *dir, const char *suffix, char ***names, size_t *n)
 /* Names of the sub-folders of `dir` (not starting with '.'), sorted. */
 int qd_list_dirs(const char *dir, char ***names, size_t *n);
 void qd_free_names(char **names, size_t n);
+
+/* Remove a file or a folder tree (symbolic links are removed, never followed); absent is fine. */
+qd_status qd_remove_tree(const char *path);
+/* Create a folder and its missing parents (mkdir -p). */
+qd_status qd_make_dirs(const char *path);
 
 #endif

@@ -35,6 +35,7 @@
 #include "io/ckpt.h"
 #include "io/safetensors.h"
 #include "load/sources.h"
+#include "pipeline/generate.h"
 #include "quant/config.h"
 #include "quant/plan.h"
 #include "quant/resolve.h"
@@ -735,10 +736,142 @@ static void test_amax_smoothing(void **state) {
     free(dir), free(amax), free(save), free(unp);
 }
 
+/* ---- --calibrate ---- */
+
+/* The test's own record of what each linear saw: per input channel, the largest |x| over every call. */
+typedef struct {
+    char name[160];
+    int64_t k;
+    float *m;
+} seen_layer;
+typedef struct {
+    seen_layer v[128];
+    int n;
+} seen;
+
+static void see(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x) {
+    seen *s = user;
+    const int64_t k = x->shape[x->rank - 1], rows = qd_tensor_elements(x) / k;
+    float *f = malloc(sizeof *f * (size_t)(rows * k));
+    qd_tensor t = {0};
+    assert_int_equal(qd_tensor_new(be, &t, QD_DTYPE_F32, x->rank, x->shape), QD_OK);
+    assert_int_equal(be->ops->copy(be, x, &t), QD_OK);
+    assert_int_equal(be->ops->download(be, &t, f), QD_OK);
+    qd_tensor_free(&t);
+    int i = 0;
+    while (i < s->n && strcmp(s->v[i].name, l->name)) i++;
+    if (i == s->n) {
+        assert_true(s->n < 128);
+        snprintf(s->v[i].name, sizeof s->v[i].name, "%s", l->name);
+        s->v[i].k = k, s->v[i].m = calloc((size_t)k, sizeof(float));
+        s->n++;
+    }
+    assert_int_equal(s->v[i].k, k);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < k; c++)
+            if (fabsf(f[r * k + c]) > s->v[i].m[c]) s->v[i].m[c] = fabsf(f[r * k + c]);
+    free(f);
+}
+
+/* --calibrate on the tiny Z-Image pipeline (the tiny FLUX one, dim 32, is below Nunchaku AWQ's K ≥ 64):
+ * every SVDQ layer's smoothing factors are bf16(sqrt(amax_x[k] / amax_w[k])) with amax_x observed by
+ * this test while it generates the same prompt (seed 0, 1 step, 64×64) and amax_w the source weight's
+ * column maxima. Bad calibration inputs are named. */
+static void test_calibrate(void **state) {
+    (void)state;
+    const char *pipes = getenv("QDIT_TINY_PIPELINES");
+    if (!pipes) fail_msg("QDIT_TINY_PIPELINES is not set (ctest sets it after tiny_pipelines_generate)");
+    char *dir = qt_mkdtemp("convert-svdquant-calib"), *prompts = qt_path(dir, "prompts.txt");
+    qt_write_text(prompts, "a red cube on a wooden table\n");
+    {
+        char *pipe = qt_path(pipes, "zimage"), *src_dir = qt_path(pipe, "transformer");
+        char *save = qt_path(dir, "z"), *unp = qt_path(dir, "uz.safetensors");
+        char *out = NULL, *err = NULL;
+        int rc = qt_run_qdit(&out, &err, "convert", "svdquant", "--model-dir", src_dir, "--save-dir", save, "--name", "m", "--calibrate", prompts,
+                             "--calib-steps", "1", "--calib-size", "64", NULL);
+        if (rc) fail_msg("convert --calibrate: %s", err);
+        free(out), free(err);
+        /* the independent observation */
+        seen obs = {0};
+        qd_options o;
+        qd_options_init(&o);
+        o.model_path = pipe;
+        qd_generate_args g = {.prompt = "a red cube on a wooden table", .steps = 1, .height = 64, .width = 64, .guidance = -1, .seed = 0,
+                              .observe = see, .observe_user = &obs, .no_image = true};
+        qd_generate_report rep;
+        assert_int_equal(qd_generate_run(&o, &g, &rep), QD_OK);
+        char *file = qt_path(save, "svdq-int4_r32-m.safetensors");
+        python_unpack(file, unp);
+        char srcp[600];
+        snprintf(srcp, sizeof srcp, "%s/diffusion_pytorch_model.safetensors", src_dir);
+        qd_st_file *src, *u;
+        assert_int_equal(qd_st_open(srcp, &src), QD_OK);
+        assert_int_equal(qd_st_open(unp, &u), QD_OK);
+        layer ls[64];
+        const int nl = zimage_layers(ls, 1, 1);
+        int checked = 0, not_one = 0;
+        for (int i = 0; i < nl; i++) {
+            const layer *l = &ls[i];
+            int j = 0;
+            while (j < obs.n && strcmp(obs.v[j].name, l->parts[0])) j++;
+            if (j == obs.n) fail_msg("the pipeline never ran '%s'", l->parts[0]);
+            int64_t n, k, r, c;
+            float *bias;
+            bool hb;
+            float *w = layer_weight(src, l, 32, &n, &k, &bias, &hb);
+            char nm[200];
+            snprintf(nm, sizeof nm, "%s.smooth", l->module);
+            float *sm = read_f32(u, nm, &r, &c);
+            assert_non_null(sm);
+            assert_int_equal(obs.v[j].k, k);
+            for (int64_t x = 0; x < k; x++) {
+                float wmax = 0;
+                for (int64_t y = 0; y < n; y++) wmax = fmaxf(wmax, fabsf(w[y * k + x]));
+                const float ax = obs.v[j].m[x];
+                const float want = ax > 0 && wmax > 0 ? qd_bf16_to_f32(qd_f32_to_bf16(sqrtf(ax / wmax))) : 1.0f;
+                if (sm[x] != want) fail_msg("%s smooth[%lld] = %.9g, expected bf16(sqrt(%.9g / %.9g)) = %.9g", l->module, (long long)x, (double)sm[x], (double)ax, (double)wmax, (double)want);
+                not_one += want != 1.0f;
+            }
+            checked++;
+            free(w), free(bias), free(sm);
+        }
+        print_message("%d calibrated SVDQ layers, %d smoothing factors other than 1, all equal to bf16(sqrt(amax_x / amax_w))\n", checked, not_one);
+        assert_true(checked > 0 && not_one > 0);
+        for (int j = 0; j < obs.n; j++) free(obs.v[j].m);
+        qd_st_close(src), qd_st_close(u);
+        free(pipe), free(src_dir), free(save), free(unp), free(file);
+    }
+    /* bad inputs: both sources of maxima, calibration flags alone, no pipeline, an empty prompts file, a bad size */
+    char *zsrc = qt_path(pipes, "zimage/transformer"), *never = qt_path(dir, "never"), *empty = qt_path(dir, "empty.txt");
+    qt_write_text(empty, "\n  \n");
+    const struct {
+        const char *model, *f1, *v1, *f2, *v2, *want;
+    } bad[] = {
+        {zsrc, "--calibrate", prompts, "--amax", prompts, "not both"},
+        {zsrc, "--pipeline", dir, "--rank", "32", "only used with --calibrate"},
+        {FIX "/zimage_tiny_a/transformer", "--calibrate", prompts, "--rank", "32", "--pipeline DIR"},
+        {zsrc, "--calibrate", empty, "--rank", "32", "no prompts"},
+        {zsrc, "--calibrate", prompts, "--calib-size", "50", "--calib-size 50"},
+        {zsrc, "--calibrate", prompts, "--pipeline", dir, "no model_index.json"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *out = NULL, *err = NULL;
+        int rc = qt_run_qdit(&out, &err, "convert", "svdquant", "--model-dir", bad[i].model, "--save-dir", never, bad[i].f1, bad[i].v1, bad[i].f2, bad[i].v2, NULL);
+        print_message("error: %s", err);
+        assert_int_not_equal(rc, 0);
+        if (!strstr(err, bad[i].want)) fail_msg("case %zu: '%s' not in: %s", i, bad[i].want, err);
+        struct stat st;
+        assert_int_not_equal(stat(never, &st), 0);
+        free(out), free(err);
+    }
+    qt_rmtree(dir);
+    free(dir), free(prompts), free(zsrc), free(never), free(empty);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zimage_int4), cmocka_unit_test(test_zimage_nvfp4), cmocka_unit_test(test_flux_int4), cmocka_unit_test(test_flux_nvfp4),
-        cmocka_unit_test(test_lowrank_helps_lead_shapes), cmocka_unit_test(test_failures), cmocka_unit_test(test_amax_smoothing),
+        cmocka_unit_test(test_lowrank_helps_lead_shapes), cmocka_unit_test(test_failures), cmocka_unit_test(test_amax_smoothing), cmocka_unit_test(test_calibrate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,7 +123,7 @@ static void test_save_dir(void **state) {
     (void)state;
     char *root = qt_mkdtemp("savedir"), *fresh = qt_path(root, "a/b/c"), *file = qt_path(root, "plain");
     qd_out_dir o;
-    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, &o), QD_OK);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, NULL, &o), QD_OK);
     assert_false(qd_is_dir(fresh)); /* nothing under the final name before commit */
     char *in_tmp = qt_path(o.tmp, "config.json");
     qt_write_text(in_tmp, "{\"v\": 1}");
@@ -138,20 +138,20 @@ static void test_save_dir(void **state) {
     assert_int_equal(n, 1); /* no temporary folder left beside it */
     qd_free_names(names, n);
     qt_write_text(file, "x");
-    assert_int_equal(qd_out_dir_begin("--save-dir", file, false, &o), QD_EINVAL);
+    assert_int_equal(qd_out_dir_begin("--save-dir", file, false, NULL, &o), QD_EINVAL);
     assert_non_null(strstr(qd_last_error(), "not a folder"));
     qt_write_text(shard, "x");
-    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, &o), QD_EINVAL);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, false, NULL, &o), QD_EINVAL);
     assert_non_null(strstr(qd_last_error(), "not empty"));
     /* overwrite, then abort: the previous conversion stays */
-    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_OK);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, NULL, &o), QD_OK);
     char *tmp = strdup(o.tmp);
     qd_out_dir_abort(&o);
     assert_false(qd_is_dir(tmp));
     assert_true(qd_is_file(cfg));
     assert_true(qd_is_file(shard));
     /* overwrite, then commit: only the new files */
-    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_OK);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, NULL, &o), QD_OK);
     char *new_cfg = qt_path(o.tmp, "config.json");
     qt_write_text(new_cfg, "{\"v\": 2}");
     assert_int_equal(qd_out_dir_commit(&o), QD_OK);
@@ -162,12 +162,70 @@ static void test_save_dir(void **state) {
     free(text);
     /* anything else is refused and nothing deleted */
     qt_write_text(other, "mine");
-    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, &o), QD_EINVAL);
+    assert_int_equal(qd_out_dir_begin("--save-dir", fresh, true, NULL, &o), QD_EINVAL);
     assert_non_null(strstr(qd_last_error(), "README"));
     assert_true(qd_is_file(cfg));
     free(cfg), free(shard), free(other), free(parent), free(tmp), free(new_cfg);
     qt_rmtree(root);
     free(root), free(fresh), free(file);
+}
+
+/* A converter that writes a folder tree with its own idea of an earlier output (`ours`): a sub-folder
+ * called "keep" marks one. Overwrite replaces the whole tree; abort leaves it; a folder `ours` refuses is
+ * named with its reason and left alone. */
+static bool has_keep(const char *dir, char *why, size_t why_len) {
+    char *p = qt_path(dir, "keep");
+    bool ok = qd_is_dir(p);
+    if (!ok) snprintf(why, why_len, "it has no 'keep' folder");
+    free(p);
+    return ok;
+}
+
+static void test_save_dir_tree(void **state) {
+    (void)state;
+    char *root = qt_mkdtemp("savedir-tree"), *out = qt_path(root, "out");
+    qd_out_dir o;
+    assert_int_equal(qd_out_dir_begin("--output-path", out, false, has_keep, &o), QD_OK);
+    char *sub = qt_path(o.tmp, "keep/deeper"), *f1 = qt_path(sub, "one.txt");
+    assert_int_equal(qd_make_dirs(sub), QD_OK);
+    qt_write_text(f1, "1");
+    assert_int_equal(qd_out_dir_commit(&o), QD_OK);
+    char *got1 = qt_path(out, "keep/deeper/one.txt");
+    assert_true(qd_is_file(got1));
+    /* overwrite then abort: the tree stays, the temporary tree goes */
+    assert_int_equal(qd_out_dir_begin("--output-path", out, true, has_keep, &o), QD_OK);
+    char *tsub = qt_path(o.tmp, "x/y"), *tmp = strdup(o.tmp);
+    assert_int_equal(qd_make_dirs(tsub), QD_OK);
+    qd_out_dir_abort(&o);
+    assert_false(qd_is_dir(tmp));
+    assert_true(qd_is_file(got1));
+    /* overwrite then commit: the whole earlier tree replaced, nothing left beside it */
+    assert_int_equal(qd_out_dir_begin("--output-path", out, true, has_keep, &o), QD_OK);
+    char *f2 = qt_path(o.tmp, "keep/two.txt"), *k2 = qt_path(o.tmp, "keep");
+    assert_int_equal(qd_make_dirs(k2), QD_OK);
+    qt_write_text(f2, "2");
+    assert_int_equal(qd_out_dir_commit(&o), QD_OK);
+    char *got2 = qt_path(out, "keep/two.txt");
+    assert_true(qd_is_file(got2));
+    assert_false(qd_is_file(got1));
+    char **names = NULL;
+    size_t n = 0;
+    assert_int_equal(qd_list_dirs(root, &names, &n), 0);
+    assert_int_equal(n, 1);
+    qd_free_names(names, n);
+    /* a folder the predicate refuses: the reason is in the message, nothing is touched */
+    char *other = qt_path(root, "other"), *mine = qt_path(other, "mine.txt");
+    assert_int_equal(qd_make_dirs(other), QD_OK);
+    qt_write_text(mine, "mine");
+    assert_int_equal(qd_out_dir_begin("--output-path", other, true, has_keep, &o), QD_EINVAL);
+    assert_non_null(strstr(qd_last_error(), "--output-path"));
+    assert_non_null(strstr(qd_last_error(), "no 'keep' folder"));
+    assert_true(qd_is_file(mine));
+    assert_int_equal(qd_out_dir_begin("--output-path", "", false, has_keep, &o), QD_EINVAL);
+    assert_non_null(strstr(qd_last_error(), "--output-path DIR is required"));
+    free(sub), free(f1), free(got1), free(tsub), free(tmp), free(f2), free(k2), free(got2), free(other), free(mine);
+    qt_rmtree(root);
+    free(root), free(out);
 }
 
 /* Python's json.dumps(sort_keys=True) form, including separators inside strings left alone. */
@@ -202,7 +260,7 @@ static void test_write_config(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_size),  cmocka_unit_test(test_shards),       cmocka_unit_test(test_shards_abort),
-        cmocka_unit_test(test_save_dir), cmocka_unit_test(test_json_python),    cmocka_unit_test(test_write_config),
+        cmocka_unit_test(test_save_dir), cmocka_unit_test(test_save_dir_tree), cmocka_unit_test(test_json_python),    cmocka_unit_test(test_write_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
