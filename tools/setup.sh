@@ -2,7 +2,8 @@
 # Sets a fresh Debian 12 machine up for qdit and builds it into ./build:
 #   1. installs the Debian packages qdit needs (only those missing; needs root or sudo),
 #   2. configures and builds with CMake + Ninja.
-# Usage: tools/setup.sh [--deps-only] [--fuzz]   (--fuzz also installs clang's fuzzer runtime)
+# Usage: tools/setup.sh [--deps-only] [--fuzz] [--qdit-only]
+#   --fuzz also installs clang's fuzzer runtime; --qdit-only builds the qdit command alone (no tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,13 @@ packages=(cmake ninja-build pkg-config gcc libc6-dev libjansson-dev libcmocka-de
 # nodejs + npm only when no node is there already (a NodeSource nodejs ships its own npm).
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 deps_only=0
+target=()
 for arg in "$@"; do
   case "$arg" in
     --deps-only) deps_only=1 ;;
     --fuzz) packages+=(clang libclang-rt-14-dev libomp-14-dev) ;;
-    *) echo "setup.sh: unknown option '$arg' (expected --deps-only or --fuzz)" >&2; exit 2 ;;
+    --qdit-only) target=(--target qdit) ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --deps-only, --fuzz or --qdit-only)" >&2; exit 2 ;;
   esac
 done
 
@@ -37,4 +40,4 @@ fi
 ((deps_only)) && exit 0
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build
+cmake --build build "${target[@]}"
