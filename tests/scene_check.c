@@ -1,7 +1,6 @@
 #include "scene_check.h"
 
 #include <math.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,22 +255,4 @@ bool qs_check(const uint8_t *rgb, int w, int h, const char *caption, char *why, 
         snprintf(why, why_n, "saw %s", c);
     }
     return ok;
-}
-
-uint8_t *qs_read_png_rgb(const char *path, int *w, int *h) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: not written", path);
-    png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    png_infop info = png_create_info_struct(p);
-    if (setjmp(png_jmpbuf(p))) fail_msg("%s: libpng cannot read it", path);
-    png_init_io(p, f);
-    png_read_info(p, info);
-    *w = (int)png_get_image_width(p, info), *h = (int)png_get_image_height(p, info);
-    if (png_get_bit_depth(p, info) != 8 || png_get_color_type(p, info) != PNG_COLOR_TYPE_RGB) fail_msg("%s: not RGB8", path);
-    uint8_t *rgb = malloc((size_t)*w * *h * 3);
-    for (int y = 0; y < *h; y++) png_read_row(p, rgb + (size_t)y * *w * 3, NULL);
-    png_read_end(p, info);
-    png_destroy_read_struct(&p, &info, NULL);
-    fclose(f);
-    return rgb;
 }

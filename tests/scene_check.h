@@ -45,7 +45,4 @@ void qs_render(const qs_scene *s, const float jitter[2][2], int res, uint8_t *rg
 /* Does the RGB8 image [h, w, 3] show the caption's scene? why (if not NULL) gets the reason. */
 bool qs_check(const uint8_t *rgb, int w, int h, const char *caption, char *why, size_t why_n);
 
-/* A PNG read back with libpng as RGB8 (the test fails on anything else); caller frees. */
-uint8_t *qs_read_png_rgb(const char *path, int *w, int *h);
-
 #endif

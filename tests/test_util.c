@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,4 +206,30 @@ double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *n
 double qt_rel_l2_masked(const char *a, const char *name_a, const char *b, const char *name_b, const char *mask_file,
                         const char *mask_name) {
     return rel_l2(a, name_a, b, name_b, mask_file, mask_name);
+}
+
+uint8_t *qt_read_png_rgb(const char *path, int *w, int *h, char **params) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: not written", path);
+    png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(p);
+    if (setjmp(png_jmpbuf(p))) fail_msg("%s: libpng cannot read it", path);
+    png_init_io(p, f);
+    png_read_info(p, info);
+    *w = (int)png_get_image_width(p, info), *h = (int)png_get_image_height(p, info);
+    if (png_get_bit_depth(p, info) != 8 || png_get_color_type(p, info) != PNG_COLOR_TYPE_RGB) fail_msg("%s: not RGB8", path);
+    uint8_t *rgb = malloc((size_t)*w * *h * 3);
+    for (int y = 0; y < *h; y++) png_read_row(p, rgb + (size_t)y * *w * 3, NULL);
+    png_read_end(p, info);
+    if (params) {
+        *params = NULL;
+        png_textp text;
+        int n = 0;
+        png_get_text(p, info, &text, &n);
+        for (int i = 0; i < n; i++)
+            if (!strcmp(text[i].key, "parameters")) *params = strdup(text[i].text);
+    }
+    png_destroy_read_struct(&p, &info, NULL);
+    fclose(f);
+    return rgb;
 }

@@ -46,4 +46,8 @@ double qt_rel_l2(const char *a, const char *name_a, const char *b, const char *n
 double qt_rel_l2_masked(const char *a, const char *name_a, const char *b, const char *name_b, const char *mask_file,
                         const char *mask_name);
 
+/* A PNG read back with libpng: RGB8 (the test fails on anything else), its size, and (if params is not
+ * NULL) its "parameters" text chunk or NULL; caller frees. */
+uint8_t *qt_read_png_rgb(const char *path, int *w, int *h, char **params);
+
 #endif

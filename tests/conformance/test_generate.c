@@ -62,29 +62,11 @@ typedef struct {
     char *params;
 } png_read;
 
-/* libpng's reader: size, RGB8 without alpha, the "parameters" text (tEXt or iTXt) */
 static png_read read_png(const char *path) {
     png_read r = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: not written", path);
-    png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    png_infop info = png_create_info_struct(p);
-    if (setjmp(png_jmpbuf(p))) fail_msg("%s: libpng cannot read it", path);
-    png_init_io(p, f);
-    png_read_info(p, info);
-    r.w = png_get_image_width(p, info), r.h = png_get_image_height(p, info);
-    assert_int_equal(png_get_bit_depth(p, info), 8);
-    assert_int_equal(png_get_color_type(p, info), PNG_COLOR_TYPE_RGB);
-    r.rgb = malloc((size_t)r.w * r.h * 3);
-    for (uint32_t y = 0; y < r.h; y++) png_read_row(p, r.rgb + (size_t)y * r.w * 3, NULL);
-    png_read_end(p, info);
-    png_textp t;
-    int n = 0;
-    png_get_text(p, info, &t, &n);
-    for (int i = 0; i < n; i++)
-        if (!strcmp(t[i].key, "parameters")) r.params = strdup(t[i].text);
-    png_destroy_read_struct(&p, &info, NULL);
-    fclose(f);
+    int w, h;
+    r.rgb = qt_read_png_rgb(path, &w, &h, &r.params);
+    r.w = (uint32_t)w, r.h = (uint32_t)h;
     return r;
 }
 

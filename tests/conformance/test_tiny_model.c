@@ -163,7 +163,7 @@ static int run_family(const char *name, const qd_options *o, int n, char prompts
         qd_generate_report r;
         if (qd_generate_run(o, &a, &r)) fail_msg("%s, prompt %d: %s", name, i, qd_last_error());
         int w, h;
-        images[i] = qs_read_png_rgb(out, &w, &h);
+        images[i] = qt_read_png_rgb(out, &w, &h, NULL);
         assert_int_equal(w, RES);
         assert_int_equal(h, RES);
         char why[256];

@@ -91,9 +91,8 @@ def heldout_prompts(count=60, seed=20261129):
     return out
 
 
-def validation_prompts(count=60, seed=99):
-    """Prompts for choosing inference settings (steps, guidance), so that the held-out set is only ever
-    used to report: drawn like the training scenes, none of them held out."""
+def drawn_prompts(count, seed):
+    """`count` distinct captions drawn like the training scenes, none of them held out."""
     rng, held = random.Random(seed), set(heldout_prompts())
     out = []
     while len(out) < count:
@@ -103,16 +102,15 @@ def validation_prompts(count=60, seed=99):
     return out
 
 
-def calibration_prompts(count=16, seed=7):
-    """Prompts for calibrating quantized checkpoints of the tiny model (`qdit convert ... --calibrate`):
-    scenes drawn like the training ones, none of them held out."""
-    rng, held = random.Random(seed), set(heldout_prompts())
-    out = []
-    while len(out) < count:
-        c = caption(random_scene(rng))
-        if c not in held and c not in out:
-            out.append(c)
-    return out
+def validation_prompts():
+    """Prompts for choosing inference settings and between training runs, so that the held-out set is
+    only ever used to report."""
+    return drawn_prompts(60, 99)
+
+
+def calibration_prompts():
+    """Prompts for calibrating quantized checkpoints of the tiny model (`qdit convert ... --calibrate`)."""
+    return drawn_prompts(16, 7)
 
 
 # ---- rendering (numpy, 4x supersampled; the trainer has a batched torch twin) ----
