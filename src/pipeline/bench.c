@@ -73,10 +73,12 @@ double qd_bench_median(const double *v, int n) {
 }
 
 /* The arguments every mode shares, checked before anything loads; each error names its flag. */
-static qd_status check_common(const qd_bench_args *a, qd_dtype *act) {
+static qd_status check_common(const qd_options *o, const qd_bench_args *a, qd_dtype *act) {
     int cuda;
     qd_status s = qd_device_parse(a->device, &cuda);
     if (s) return s;
+    qd_quant_method method;
+    if (o->quantization && (s = qd_quant_method_parse(o->quantization, &method))) return qd_fail_context(s, "--quantization");
     if (a->precision && strcmp(a->precision, "bf16") && strcmp(a->precision, "f32")) {
         return qd_fail(QD_EINVAL, "--precision %s: expected bf16 or f32", a->precision);
     }
@@ -126,8 +128,8 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
         if (!(m->c.cfg = json_loads(flux ? FLUX_DEV : ZIMAGE_TURBO, 0, &je))) return qd_fail(QD_ENOMEM, "cannot allocate the config");
         m->c.cls = flux ? "FluxTransformer2DModel" : "ZImageTransformer2DModel";
         if (o->quantization) {
-            qd_status s = qd_quant_method_parse(o->quantization, &m->c.quant.method);
-            if (s) return qd_fail_context(s, "--quantization");
+            qd_status s = qd_quant_method_parse(o->quantization, &m->c.quant.method); /* checked before: no error */
+            if (s) return s;
             m->c.quant.online = true;
             snprintf(m->c.quant.source, sizeof m->c.quant.source, "--quantization %s on random weights (online)", o->quantization);
         }
@@ -234,7 +236,7 @@ static qd_status step(qd_backend *be, bench_run *b) {
 qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_report *r) {
     memset(r, 0, sizeof *r);
     qd_dtype act;
-    qd_status s = check_common(a, &act);
+    qd_status s = check_common(o, a, &act);
     const char *model = a->model ? a->model : o->model_path;
     if (!s && !model) s = qd_fail(QD_EINVAL, "--model is required: flux.1-dev, z-image-turbo, or a pipeline or transformer folder");
     if (s) return s;
@@ -321,7 +323,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
 qd_status qd_bench_pipeline(const qd_options *o, const qd_bench_args *a, qd_bench_pipeline_report *r) {
     memset(r, 0, sizeof *r);
     qd_dtype act;
-    qd_status s = check_common(a, &act);
+    qd_status s = check_common(o, a, &act);
     if (s) return s;
     if (a->text) return qd_fail(QD_EINVAL, "--text: the pipeline's prompt sets the caption length; not with --pipeline");
     if (a->weights_on_disk) return qd_fail(QD_EINVAL, "--weights-on-disk applies to the step benchmark, not --pipeline");

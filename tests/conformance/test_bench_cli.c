@@ -260,6 +260,7 @@ static void test_bad_flags(void **state) {
     expect_error("--frobnicate", 2, "--model", m, "--frobnicate", NULL, NULL, NULL);
     expect_error("--steps", 2, "--model", m, "--steps", NULL, NULL, NULL);
     expect_error("--quantization", 2, "--model", "flux.1-dev", "--quantization", "bogus", NULL, NULL);
+    expect_error("--quantization", 2, "--model", m, "--quantization", "bogus", NULL, NULL);
     expect_error("--model z-image-turbo", 2, "--model", "z-image-turbo", "--transformer-weights-path", m, NULL, NULL);
     expect_error("--weights-on-disk", 2, "--model", m, "--weights-on-disk", "/tmp", NULL, NULL);
     expect_error("--model /nonexistent/qdit-bench", 1, "--model", "/nonexistent/qdit-bench", NULL, NULL, NULL, NULL);
