@@ -136,6 +136,11 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
         return QD_OK;
     }
     qd_status s = random ? qd_repo_open_configs(model, &m->repo) : qd_repo_open(model, &m->repo);
+    if (s == QD_ENOTFOUND && !random && strstr(qd_last_error(), "no weights")) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", qd_last_error());
+        return qd_fail(s, "--model %s: %s (--random-weights draws them from config.json)", model, why);
+    }
     if (s) return qd_fail_context(s, "--model %s", model);
     const char *dir = NULL;
     if (m->repo->layout == QD_LAYOUT_PIPELINE) {

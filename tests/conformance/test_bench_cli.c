@@ -268,6 +268,24 @@ static void test_bad_flags(void **state) {
     expect_error("--model flux.1-dev", 2, "--pipeline", "--model", "flux.1-dev", NULL, NULL, NULL);
 }
 
+/* a transformer folder with config.json only: an error pointing at --random-weights, which then runs it */
+static void test_config_only(void **state) {
+    (void)state;
+    char *dir = qt_mkdtemp("bench"), *cfg = qt_path(dir, "config.json");
+    size_t n = 0;
+    void *text = qt_read_file(TINY_SHAPES "/transformer/config.json", &n);
+    qt_write_file(cfg, text, n);
+    expect_error("--random-weights", 1, "--model", dir, "--res", "32", NULL, NULL);
+    json_t *j = bench_json("--model", dir, "--random-weights", "--res", "32", "--text", "4", "--steps", "1", NULL);
+    check_steps(j, 1, 0, 32, 4);
+    const header_count h = count_linears(TINY_SHAPES_WEIGHTS); /* the same config's shapes */
+    assert_int_equal((uint64_t)num(j, "linear_bytes"), 2 * (h.nk + h.n));
+    json_decref(j);
+    free(text), free(cfg);
+    qt_rmtree(dir);
+    free(dir);
+}
+
 /* --device cuda: without a GPU (or a CUDA build) a clear error naming --device, before anything loads */
 static void test_cuda_device(void **state) {
     (void)state;
@@ -291,7 +309,7 @@ static void test_cuda_device(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zimage_stored_bytes), cmocka_unit_test(test_flux_stored_bytes), cmocka_unit_test(test_pipeline_stages),
-        cmocka_unit_test(test_table),               cmocka_unit_test(test_bad_flags),         cmocka_unit_test(test_cuda_device),
+        cmocka_unit_test(test_table),               cmocka_unit_test(test_bad_flags),         cmocka_unit_test(test_cuda_device), cmocka_unit_test(test_config_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
