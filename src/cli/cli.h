@@ -15,5 +15,6 @@ int qd_cmd_convert_svdquant(int argc, char **argv);
 int qd_cmd_convert_wan_repack(int argc, char **argv);
 int qd_cmd_tokenize(int argc, char **argv);
 int qd_cmd_generate(int argc, char **argv);
+int qd_cmd_bench(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ static void usage(FILE *to) {
             "                          text to image with FLUX.1 or Z-Image\n"
             "  forward --component DIR --inputs IN --output OUT\n"
             "                          run one module on named inputs (conformance checks)\n"
+            "  bench --model flux.1-dev|z-image-turbo|PATH [--quantization M] [--res N] [--json]\n"
+            "                          seconds per denoising step and memory (--pipeline: per stage of generate)\n"
             "  convert dequantize [PATH] --save-dir OUT\n"
             "                          write a quantized transformer as a plain diffusers folder\n"
             "  tokenize --model DIR --prompt TEXT\n"
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "inspect")) return qd_cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return qd_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return qd_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return qd_cmd_forward(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return qd_cmd_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return qd_cmd_tokenize(argc - 1, argv + 1);
@@ -47,6 +50,6 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, generate, forward, convert, tokenize or version; see qdit --help)\n", cmd);
+    fprintf(stderr, "qdit: unknown command '%s' (expected inspect, generate, bench, forward, convert, tokenize or version; see qdit --help)\n", cmd);
     return 2;
 }

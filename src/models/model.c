@@ -58,6 +58,7 @@ static qd_status to_reference(qd_linear *l) {
 
 qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l) {
     qd_status s = QD_OK;
+    if (m->tally) m->tally->bytes += qd_linear_stored_bytes(l), m->tally->layers++; /* before a backend may release it */
     if (m->reference_linears && l->scheme != QD_SCHEME_DENSE) s = to_reference(l);
     if (!s && m->backend && m->backend->ops->prepare_linear) s = m->backend->ops->prepare_linear(m->backend, l);
     if (s) qd_linear_free(l);

@@ -21,6 +21,12 @@ typedef enum { QD_SCALARS_AS_ACTIVATIONS = 0, QD_SCALARS_EXACT, QD_SCALARS_BF16 
  * convert/calibrate.c); off, and free, when NULL. */
 typedef void (*qd_linear_observer)(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x);
 
+/* What a model's linears hold as stored (benchmarks): qd_model_prepare adds each layer it prepares. */
+typedef struct {
+    uint64_t bytes; /* qd_linear_stored_bytes summed */
+    int64_t layers;
+} qd_linear_tally;
+
 typedef struct {
     qd_backend *backend;
     const qd_ckpt *ck;
@@ -33,6 +39,7 @@ typedef struct {
     uint64_t random_seed;
     qd_linear_observer observe; /* NULL: no observer */
     void *observe_user;
+    qd_linear_tally *tally; /* NULL: not counted */
 } qd_model_ctx;
 
 /* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */

@@ -39,6 +39,17 @@ int64_t qd_view_elements(const qd_view *v) {
     return n;
 }
 
+uint64_t qd_linear_stored_bytes(const qd_linear *l) {
+    const qd_view *views[] = {&l->weight, &l->scale,  &l->scale2,    &l->input_scale, &l->input_offset,
+                              &l->bias,   &l->smooth, &l->lora_down, &l->lora_up,     &l->zeros};
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++) {
+        uint64_t b = 0;
+        if (qd_dtype_storage_bytes(views[i]->dtype, (uint64_t)qd_view_elements(views[i]), &b)) total += b;
+    }
+    return total;
+}
+
 float qd_view_get(const qd_view *v, int64_t r, int64_t c) {
     if (qd_view_elements(v) == 1) return qd_view_get_flat(v, 0);
     int64_t cols = v->rank >= 2 ? v->shape[v->rank - 1] : 1;

@@ -98,6 +98,10 @@ float qd_view_get(const qd_view *v, int64_t r, int64_t c);
 /* Element i of the view in row-major order, as f32. */
 float qd_view_get_flat(const qd_view *v, int64_t i);
 int64_t qd_view_elements(const qd_view *v);
+/* The bytes a layer holds in its stored form: every present view (weight, scales, bias, smoothing,
+ * low-rank factors, zeros) at its dtype's storage size — the weights' quantized size, what benchmarks
+ * report. 0 for a layer whose stored form was released. */
+uint64_t qd_linear_stored_bytes(const qd_linear *l);
 void qd_view_free(qd_view *v);
 void qd_linear_free(qd_linear *l);
 /* Drop the stored weight and scale once a backend's prepared form holds the same values: owned copies
