@@ -19,6 +19,7 @@ Stages, all seeded:
 The model code here is written for this project to train the model; it is not part of qdit's engine.
 Usage: train_tiny_model.py --out DIR [--seed 0] [--vae-steps N] [--dit-steps N] [--smoke]"""
 import argparse
+import copy
 import json
 import math
 import os
@@ -630,6 +631,85 @@ def sample(dit, te, vae, tok, lat, prompts, guidance, steps, device, seed=0):
     return ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def train_decoder(vae, pool, lat, steps, batch, noise, peak, device, log):
+    """Fine-tune the VAE decoder with the encoder frozen, so the latent space (and a trained transformer) stays
+    valid. Inputs are the pool's latents plus Gaussian noise of a random level in [0, noise] (scaled latent
+    units): a generated latent is never exactly an encoded one, and the decoder learns to map near misses
+    onto clean shapes. The L1 term keeps edges sharp (a median, not a mean, of what a noisy latent could be)."""
+    shift_f, scale_f = lat
+    dec = vae.decoder
+    dec.train().requires_grad_(True)
+    opt = torch.optim.AdamW(dec.parameters(), lr=peak, weight_decay=0.0)
+    gen = torch.Generator(device=device).manual_seed(3)
+    t0 = time.time()
+    for step in range(steps):
+        idx = torch.randint(pool.n, (batch,), generator=gen, device=device)
+        x = pool.images(idx)
+        z = pool.lat[idx].float()
+        lvl = torch.rand(batch, 1, 1, 1, generator=gen, device=device) * noise
+        z = z + lvl * torch.randn(z.shape, generator=gen, device=device)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(peak, step, steps, 100)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = dec(z / scale_f + shift_f).float()
+        loss = 2 * (y - x).abs().mean() + (y - x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+        opt.step()
+        if step % 1000 == 0 or step == steps - 1:
+            log(f"decoder step {step:5d} loss {loss.item():.4f} lr {cosine_lr(peak, step, steps, 100):.2e} ({time.time() - t0:.0f} s)")
+    dec.eval().requires_grad_(False)
+
+
+def selection_prompts(n, heldout):
+    """Fresh captions for choosing between models (never the held-out ones): many, so the rate is not noisy."""
+    rng, held, out = random.Random(424242), set(heldout), []
+    while len(out) < n:
+        c = scenes.caption(scenes.random_scene(rng))
+        if c not in held:
+            out.append(c)
+    return out
+
+
+@torch.no_grad()
+def sample_latents(dit, te, tok, prompts, guidance, steps, device, seed=0, chunk=256):
+    """The Z-Image sampler of `sample` up to the final latent (scaled units), in chunks; prompt i gets noise
+    from one seeded stream, so two models see the same noise."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    x_all = torch.randn(len(prompts), 16, 16, 16, generator=g, device=device)
+    sig = [shifted(1 - i / steps) for i in range(steps)] + [0.0]
+    outs = []
+    for c in range(0, len(prompts), chunk):
+        ps = prompts[c:c + chunk]
+        x = x_all[c:c + chunk].clone()
+        ids, lens = encode_prompts(tok, ps, device)
+        nids, nlens = encode_prompts(tok, [""] * len(ps), device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            pos, neg = te(ids), te(nids)
+        for i in range(steps):
+            t = torch.full((len(ps),), 1 - sig[i], device=device)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                p = dit(x, t, pos, lens).float()
+                if guidance > 0:
+                    p = p + guidance * (p - dit(x, t, neg, nlens).float())
+            x = x + (sig[i + 1] - sig[i]) * (-p)
+        outs.append(x)
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def decode_check(decoder, lat, z, prompts, chunk=256):
+    """Checker acceptance of decoded latents z (scaled units) against their prompts."""
+    shift_f, scale_f = lat
+    ok = 0
+    for c in range(0, len(prompts), chunk):
+        img = decoder(z[c:c + chunk] / scale_f + shift_f).float()
+        img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        ok += sum(scenes.check(im, p)[0] for im, p in zip(img, prompts[c:c + chunk]))
+    return ok / len(prompts)
+
+
 # ---------------------------------------------------------------- export
 
 def state(module, prefix=""):
@@ -703,10 +783,15 @@ def main():
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--resume", help="a pipeline folder this trainer exported: keep its tokenizer and VAE, continue the transformer and text encoder")
     ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the transformer and text encoder")
+    ap.add_argument("--decoder-steps", type=int, default=0, help="fine-tune the VAE decoder (encoder frozen) for this many steps after resuming")
+    ap.add_argument("--decoder-noise", type=float, default=0.15, help="largest latent noise level the decoder is fine-tuned on")
+    ap.add_argument("--decoder-lr", type=float, default=1e-4)
+    ap.add_argument("--select", type=int, default=600, help="fresh (not held-out) prompts the models are compared on")
     ap.add_argument("--smoke", action="store_true", help="a few steps of each stage, to check the plumbing")
     a = ap.parse_args()
     if a.smoke:
-        a.vae_steps, a.dit_steps, a.pool = 100, 400, 8192
+        a.vae_steps, a.dit_steps, a.pool, a.select = 100, 400, 8192, 64
+        a.decoder_steps = min(a.decoder_steps, 200)
     os.makedirs(a.out, exist_ok=True)
     logf = open(os.path.join(a.out, "train.log"), "w")
 
@@ -764,11 +849,49 @@ def main():
         log(f"vae: PSNR {vae_psnr(vae, data, device):.2f} dB on fresh scenes, latent mean {lat[0]:.4f} std {lat[1]:.4f} ({time.time() - t0:.0f} s)")
         lat = (lat[0], 1.0 / lat[1])  # (shift_factor, scaling_factor) as the pipeline uses them
     pool.encode(vae, lat)
+    lat_s = lat  # (shift_factor, scaling_factor) in both branches above
 
-    t0 = time.time()
-    a.dit_steps = train_dit(dit, te, pool, a.dit_steps, a.batch, device, log, a.dit_budget, not a.no_compile, a.lr)
-    log(f"transformer + text encoder trained in {time.time() - t0:.0f} s ({a.dit_steps} steps of {a.batch})")
+    # Model selection uses fresh prompts and the validation set, never the held-out set.
+    sel, val = selection_prompts(a.select, heldout), scenes.validation_prompts()
+    fresh = Scenes(a.seed + 1000, heldout).batch(min(a.select, 512))
+    with torch.no_grad():
+        x = render_batch(fresh, device)
+        z_rt = torch.cat([(vae.encode_mean(x[i:i + 256]) - lat_s[0]) * lat_s[1] for i in range(0, len(fresh), 256)])
+    fresh_caps = [s_["caption"] for s_ in fresh]
+    selection = {}
+
+    def report(tag, decoders):
+        z_sel = sample_latents(dit, te, tok, sel, 2.0, 20, device)
+        z_val = sample_latents(dit, te, tok, val, 2.0, 20, device)
+        for dname, dec in decoders:
+            r = (decode_check(dec, lat_s, z_sel, sel), decode_check(dec, lat_s, z_val, val), decode_check(dec, lat_s, z_rt, fresh_caps))
+            selection[f"{tag}/{dname}"] = r
+            log(f"selection [{tag}, {dname} decoder]: {len(sel)} fresh prompts {r[0] * 100:.1f}%, validation "
+                f"{round(r[1] * len(val))}/{len(val)}, VAE round trip {r[2] * 100:.1f}% (guidance 2, 20 steps)")
+
+    decoders = [("trained", vae.decoder)]
+    if a.resume and a.select:
+        report("resumed", decoders)
+    if a.decoder_steps:
+        old_dec = copy.deepcopy(vae.decoder)
+        t0 = time.time()
+        train_decoder(vae, pool, lat_s, a.decoder_steps, 64, a.decoder_noise, a.decoder_lr, device, log)
+        log(f"decoder fine-tuned in {time.time() - t0:.0f} s ({a.decoder_steps} steps, latent noise <= {a.decoder_noise})")
+        decoders = [("previous", old_dec), ("fine-tuned", vae.decoder)]
+        if a.resume and a.select:
+            report("resumed", decoders[1:])
+
+    if a.dit_steps:
+        t0 = time.time()
+        a.dit_steps = train_dit(dit, te, pool, a.dit_steps, a.batch, device, log, a.dit_budget, not a.no_compile, a.lr)
+        log(f"transformer + text encoder trained in {time.time() - t0:.0f} s ({a.dit_steps} steps of {a.batch})")
     dit.eval(), te.eval()
+    if a.select:
+        report("final", decoders)
+        if len(decoders) == 2:
+            best = max(decoders, key=lambda d: selection[f"final/{d[0]}"][0])
+            vae.decoder = best[1]
+            log(f"exporting the {best[0]} decoder (higher acceptance on the fresh prompts)")
 
     steps = 20
     results = {}
@@ -795,6 +918,8 @@ def main():
                 "resumed_from": a.resume,
                 "scaling_factor": vcfg["scaling_factor"], "shift_factor": vcfg["shift_factor"],
                 "heldout_acceptance_pytorch": {str(k): v for k, v in results.items()},
+                "decoder_steps": a.decoder_steps, "decoder_noise": a.decoder_noise,
+                "selection_fresh_validation_roundtrip": selection,
                 "prompt_ids": {p: tok.encode(p) for p in heldout[:8] + [""]}})
     module_checks(a.out, tok, te, vae, dit, device)
     log("done")
