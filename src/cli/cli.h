@@ -6,6 +6,7 @@
 int qd_cmd_inspect(int argc, char **argv);
 int qd_cmd_forward(int argc, char **argv);
 int qd_cmd_convert(int argc, char **argv);
+int qd_cmd_convert_activation_ranges(int argc, char **argv);
 int qd_cmd_convert_dequantize(int argc, char **argv);
 int qd_cmd_convert_fp8(int argc, char **argv);
 int qd_cmd_convert_nvfp4_mixed(int argc, char **argv);

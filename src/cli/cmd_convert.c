@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } converters[] = {
+    {"activation-ranges", qd_cmd_convert_activation_ranges, "each transformer linear's real input range (min, max, amax) from calibration prompts, as JSON"},
     {"dequantize", qd_cmd_convert_dequantize, "write any checkpoint qdit reads as a plain diffusers transformer folder"},
     {"fp8", qd_cmd_convert_fp8, "a BF16 model folder's linears in FP8, as SGLang's convert_hf_to_fp8 writes them"},
     {"nvfp4-mixed", qd_cmd_convert_nvfp4_mixed, "a ModelOpt NVFP4 export with chosen modules back in BF16 (SGLang's builder)"},
@@ -21,7 +22,7 @@ static const struct {
 
 static void convert_usage(FILE *to) {
     fprintf(to, "usage: qdit convert <converter> [options]\n\nconverters:\n");
-    for (size_t i = 0; i < sizeof converters / sizeof *converters; i++) fprintf(to, "  %-14s %s\n", converters[i].name, converters[i].summary);
+    for (size_t i = 0; i < sizeof converters / sizeof *converters; i++) fprintf(to, "  %-17s %s\n", converters[i].name, converters[i].summary);
     fprintf(to, "\nRun `qdit convert <converter> --help` for its options; docs/cli.md has the full reference.\n");
 }
 

@@ -79,14 +79,28 @@ static void observe(void *user, qd_backend *be, const qd_linear *l, const qd_ten
     if (!o->s) o->s = be->ops->download(be, &f, o->buf);
     qd_tensor_free(&f);
     if (o->s) return;
-    float amax = 0;
-    for (int64_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(o->buf[i]));
-    if (!isfinite(amax)) {
+    /* one pass: the smallest and largest x (NaN compares false, so it is counted apart) */
+    float lo = INFINITY, hi = -INFINITY;
+    int64_t nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = o->buf[i];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+        nan += v != v;
+    }
+    if (nan || (n && (!isfinite(lo) || !isfinite(hi)))) {
         o->s = qd_fail(QD_EFORMAT, "calibration: the input of '%s' is not finite", l->name);
         return;
     }
+    const float amax = n ? fmaxf(fabsf(lo), fabsf(hi)) : 0;
     json_t *old = json_object_get(o->out->amax, l->name);
     if (!old || json_real_value(old) < amax) json_object_set_new(o->out->amax, l->name, json_real(amax));
+    if (n) {
+        old = json_object_get(o->out->min, l->name);
+        if (!old || json_real_value(old) > lo) json_object_set_new(o->out->min, l->name, json_real(lo));
+        old = json_object_get(o->out->max, l->name);
+        if (!old || json_real_value(old) < hi) json_object_set_new(o->out->max, l->name, json_real(hi));
+    }
     if (!o->per_channel || n == 0) return;
     /* the last dim is the layer's input: row by row, the largest |x| of each channel */
     const int64_t k = x->shape[x->rank - 1];
@@ -177,10 +191,11 @@ qd_status qd_calibrate(const qd_calib_args *a, const char *transformer_dir, bool
     o.component_paths[0] = (qd_component_path){.component = "transformer", .path = transformer_dir};
     o.n_component_paths = 1;
     observer ob = {.out = out, .per_channel = per_channel};
-    if (!s && !(out->amax = json_object())) s = qd_fail(QD_ENOMEM, "cannot allocate");
+    if (!s && (!(out->amax = json_object()) || !(out->min = json_object()) || !(out->max = json_object()))) s = qd_fail(QD_ENOMEM, "cannot allocate");
     for (size_t i = 0; !s && i < n; i++) {
         qd_log(QD_LOG_INFO, "calibration: prompt %zu of %zu", i + 1, n);
-        qd_generate_args g = {.prompt = prompts[i], .steps = a->steps ? a->steps : 4, .height = a->size ? a->size : 256, .width = a->size ? a->size : 256,
+        qd_generate_args g = {.prompt = prompts[i], .steps = a->steps ? a->steps : QD_CALIB_DEFAULT_STEPS,
+                              .height = a->size ? a->size : QD_CALIB_DEFAULT_SIZE, .width = a->size ? a->size : QD_CALIB_DEFAULT_SIZE,
                               .guidance = -1, .seed = i, .observe = observe, .observe_user = &ob, .no_image = true};
         qd_generate_report rep;
         s = qd_generate_run(&o, &g, &rep);
@@ -204,6 +219,6 @@ void qd_calib_free(qd_calib *c) {
     for (size_t i = 0; i < c->n; i++) free(c->names[i]), free(c->chan[i]);
     free(c->names), free(c->chan), free(c->k);
     qd_strmap_free(&c->by_name);
-    json_decref(c->amax);
+    json_decref(c->amax), json_decref(c->min), json_decref(c->max);
     memset(c, 0, sizeof *c);
 }

@@ -1,10 +1,12 @@
 /* Activation calibration for the converters: qdit generates each calibration prompt with the pipeline
  * (its text encoder, scheduler and the transformer being converted, on the CPU, a few steps, no VAE
- * decode) while an observer on the transformer's linears keeps the largest |x| each layer saw, and on
- * request the largest |x| of each input channel:
+ * decode) while an observer on the transformer's linears keeps the largest |x| each layer saw, its
+ * smallest and largest x, and on request the largest |x| of each input channel:
  *   - ModelOpt (modelopt.h): the per-layer amax, ModelOpt's max calibrator (input_scale = amax/448 FP8,
  *     amax/(6·448) NVFP4);
- *   - SVDQuant (svdquant.h): the per-channel amax_x[k] of the smoothing factors sqrt(amax_x[k] / amax_w[k]).
+ *   - SVDQuant (svdquant.h): the per-channel amax_x[k] of the smoothing factors sqrt(amax_x[k] / amax_w[k]);
+ *   - activation ranges (activation_ranges.h): the per-layer [min, max] of asymmetric int8 activation
+ *     scales (msModelSlim W8A8 static's input_scale and input_offset).
  * Prompt i (0-based) is generated with seed i. Layers are named as the model binds them: the diffusers
  * module of the source transformer (e.g. "layers.0.attention.to_q"). */
 #ifndef QD_CONVERT_CALIBRATE_H
@@ -17,15 +19,21 @@
 #include "core/strmap.h"
 #include "qdit.h"
 
+#define QD_CALIB_DEFAULT_STEPS 4
+#define QD_CALIB_DEFAULT_SIZE 256
+
 typedef struct {
     const char *prompts;  /* --calibrate PROMPTS_FILE, one prompt a line; NULL: no calibration */
     const char *pipeline; /* --pipeline DIR; NULL: the transformer folder's parent when it has model_index.json */
-    int steps;            /* --calib-steps, denoising steps per prompt (0: 4) */
-    int64_t size;         /* --calib-size, image side in pixels (0: 256) */
+    int steps;            /* --calib-steps, denoising steps per prompt (0: QD_CALIB_DEFAULT_STEPS) */
+    int64_t size;         /* --calib-size, image side in pixels (0: QD_CALIB_DEFAULT_SIZE) */
 } qd_calib_args;
 
 typedef struct {
-    json_t *amax; /* layer name → the largest |x| it saw (real) */
+    json_t *amax; /* layer name → the largest |x| it saw (real); 0 for a layer whose inputs were all empty */
+    /* layer name → the smallest / largest x it saw (real), for the layers that saw at least one value;
+       there amax = max(|min|, |max|) exactly */
+    json_t *min, *max;
     /* with per_channel: layer i's largest |x| per input channel, chan[i][0..k[i]) */
     char **names;
     float **chan;

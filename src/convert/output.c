@@ -168,6 +168,33 @@ void qd_out_dir_abort(qd_out_dir *o) {
     memset(o, 0, sizeof *o);
 }
 
+qd_status qd_out_file_check(const char *flag, const char *path, bool overwrite, qd_out_file_ours ours) {
+    if (!path || !*path) return qd_fail(QD_EINVAL, "%s FILE is required: the file to write", flag);
+    char *dir = qd_path_dirname(path);
+    qd_status s = !dir ? qd_fail(QD_ENOMEM, "cannot allocate") : qd_is_dir(dir) ? QD_OK : qd_fail(QD_ENOTFOUND, "%s %s: its folder %s does not exist", flag, path, dir);
+    free(dir);
+    struct stat st;
+    char why[600] = "";
+    if (s || lstat(path, &st)) return s;
+    if (qd_is_dir(path)) return qd_fail(QD_EINVAL, "%s %s: is a folder; give the path of the file to write", flag, path);
+    if (!overwrite) return qd_fail(QD_EINVAL, "%s %s: the file exists; give a new path, or --overwrite to replace an earlier output", flag, path);
+    if (ours && !ours(path, why, sizeof why))
+        return qd_fail(QD_EINVAL, "%s %s: --overwrite replaces only an earlier output of this converter, and this file does not look like one: %s", flag, path,
+                       why[0] ? why : "its contents differ");
+    return QD_OK;
+}
+
+qd_status qd_out_file_write_json(const char *flag, const char *path, const json_t *doc) {
+    char *tmp = sibling(path, "tmp");
+    if (!tmp) return qd_fail(QD_ENOMEM, "cannot allocate");
+    qd_status s = QD_OK;
+    if (json_dump_file(doc, tmp, JSON_INDENT(2) | JSON_SORT_KEYS)) s = qd_fail(QD_EIO, "%s %s: cannot write %s", flag, path, tmp);
+    else if (rename(tmp, path)) s = qd_fail(QD_EIO, "%s %s: cannot move %s there: %s", flag, path, tmp, strerror(errno));
+    if (s) unlink(tmp);
+    free(tmp);
+    return s;
+}
+
 char *qd_json_dumps_python(const json_t *v) {
     char *compact = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
     if (!compact) return NULL;

@@ -46,6 +46,16 @@ qd_status qd_out_dir_begin(const char *flag, const char *save_dir, bool overwrit
 qd_status qd_out_dir_commit(qd_out_dir *o); /* frees o's strings */
 void qd_out_dir_abort(qd_out_dir *o);       /* frees o's strings; safe on a zeroed o */
 
+/* A converter's single output file (written whole or not at all, as the folders above):
+ * qd_out_file_check, before the work, refuses `path` when its folder does not exist, when it is a folder,
+ * and when it exists, unless `overwrite` and `ours` accepts it (an earlier output of the same converter;
+ * `why` says what shows it is not); qd_out_file_write_json writes `doc` (2-space indent, sorted keys) to
+ * the sibling `<path>.qdit-tmp-<pid>` and renames that over `path`, so a failure leaves `path` as it was
+ * and nothing beside it. `flag` names the option in messages. */
+typedef bool (*qd_out_file_ours)(const char *path, char *why, size_t why_len);
+qd_status qd_out_file_check(const char *flag, const char *path, bool overwrite, qd_out_file_ours ours);
+qd_status qd_out_file_write_json(const char *flag, const char *path, const json_t *doc);
+
 /* `v` as Python's json.dumps(v, sort_keys=True) writes it (", " and ": " separators), the form SGLang's
  * tools put in safetensors metadata; malloc'd, NULL when out of memory. */
 char *qd_json_dumps_python(const json_t *v);

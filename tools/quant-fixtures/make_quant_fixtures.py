@@ -10,6 +10,8 @@ testing the C loader: nothing here reads or follows the C code.
 Usage:
   /usr/bin/python3 make_quant_fixtures.py --src COMPONENT_DIR --family NAME --out OUT_DIR [--seed N]
   /usr/bin/python3 make_quant_fixtures.py --src COMPONENT_DIR --family all --out ROOT [--seed N]
+  /usr/bin/python3 make_quant_fixtures.py --src COMPONENT_DIR --family modelslim_w8a8 --out OUT_DIR \
+      --activation-ranges RANGES.json
   /usr/bin/python3 make_quant_fixtures.py --self-test [--fixtures SHARED_FIXTURES_DIR]
   /usr/bin/python3 make_quant_fixtures.py --list
 
@@ -563,6 +565,44 @@ def calib_acts(seed, name, K, mean=0.0, rows=256):
     return x
 
 
+ACT_RANGES_FORMAT = "qdit-activation-ranges"
+
+
+def read_activation_ranges(path):
+    """Per-layer input ranges measured on real activations (`qdit convert activation-ranges`: JSON
+    {"format": "qdit-activation-ranges", "version": 1, "prompts", "steps", "size", "layers": {name:
+    {"min", "max", "amax"}}}). Only the numbers are used. Returns (info, {name: (min, max)})."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit("--activation-ranges %s: cannot read it as JSON: %s" % (path, e))
+    if not isinstance(doc, dict) or doc.get("format") != ACT_RANGES_FORMAT or doc.get("version") != 1:
+        raise SystemExit("--activation-ranges %s: expected {\"format\": \"%s\", \"version\": 1, ...}" % (path, ACT_RANGES_FORMAT))
+    layers = doc.get("layers")
+    if not isinstance(layers, dict):
+        raise SystemExit("--activation-ranges %s: \"layers\" is missing or not an object" % path)
+    ranges = {}
+    for name, e in layers.items():
+        v = [e.get(k) if isinstance(e, dict) else None for k in ("min", "max")]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v) or v[0] > v[1]:
+            raise SystemExit("--activation-ranges %s: layer %r: expected finite numbers min <= max, got %r" % (path, name, e))
+        ranges[name] = (float(v[0]), float(v[1]))
+    info = {"file": path, "prompts": doc.get("prompts"), "steps": doc.get("steps"), "size": doc.get("size")}
+    return info, ranges
+
+
+def ms_act_qparams(xmin, xmax):
+    """msModelSlim asymmetric int8 per-tensor activation parameters (formats §6.1, calculate_int_qparam):
+    the range is widened to include 0 (min <= 0 <= max), scale = (max-min)/255 floored at fp32 eps,
+    offset = round(-min/scale) - 128 (RNE), all in f32. Returns (input_scale, input_offset) as np.float32."""
+    lo = np.minimum(np.float32(xmin), np.float32(0.0))
+    hi = np.maximum(np.float32(xmax), np.float32(0.0))
+    isc = np.maximum(np.float32((hi - lo) / np.float32(255.0)), np.float32(np.finfo(np.float32).eps))
+    ioff = np.float32(np.rint(np.float32(-lo / isc)) - 128)
+    return np.float32(isc), ioff
+
+
 # --- layer groups ---------------------------------------------------------------------------------
 
 FLUX_MOD_RE = re.compile(r"^(transformer_blocks\.\d+\.norm1(_context)?\.linear|single_transformer_blocks\.\d+\.norm\.linear)$")
@@ -590,8 +630,9 @@ def block_linears(src):
 # ------------------------------------------------------------------------------------------------
 
 class Ctx(object):
-    def __init__(self, src, family, out, seed):
+    def __init__(self, src, family, out, seed, act_ranges=None):
         self.src = src
+        self.act_ranges = act_ranges  # (info, {layer: (min, max)}) from --activation-ranges, or None
         self.family = family
         self.out = out
         self.seed = seed
@@ -1787,10 +1828,16 @@ def _family_modelslim(ctx, qtype, int64_deq=False):
             bound = ws.astype(np.float64) * grid_bound(Wf.astype(np.float64) / ws, INT4_GRID if bits == 4 else INT8_GRID)
             tq["weight"] = T("I8", q.astype(np.int8))
             if qtype == "W8A8":
-                x = calib_acts(ctx.seed, p, K, mean=0.3)
-                xmin, xmax = np.float32(x.min()), np.float32(x.max())
-                isc = np.float32((xmax - xmin) / np.float32(255.0))
-                ioff = np.float32(np.rint(np.float32(-xmin / isc)) - 128)
+                if ctx.act_ranges is not None:
+                    info, ranges = ctx.act_ranges
+                    if p not in ranges:
+                        raise SystemExit("--activation-ranges %s: no range for layer %r (a W8A8 static layer of %s); write the "
+                                         "file with qdit convert activation-ranges on this transformer" % (info["file"], p, src.dir))
+                    xmin, xmax = np.float32(ranges[p][0]), np.float32(ranges[p][1])
+                else:
+                    x = calib_acts(ctx.seed, p, K, mean=0.3)
+                    xmin, xmax = np.float32(x.min()), np.float32(x.max())
+                isc, ioff = ms_act_qparams(xmin, xmax)
                 deq = (isc * ws[:, 0]).astype(np.float32)
                 bb = np.zeros(N, dtype=np.float32) if b is None else b.astype(np.float32)
                 corr = (q.astype(np.float32).sum(axis=1) * ioff).astype(np.float32)
@@ -1805,7 +1852,7 @@ def _family_modelslim(ctx, qtype, int64_deq=False):
                     tq["deq_scale"] = T("F32", deq)
                 # effective bias implied by the stored integers: (quant_bias + input_offset*sum_k q) * deq_scale
                 bias_eff = (qb.astype(np.float64) + float(ioff) * q.sum(axis=1)) * deq.astype(np.float64)
-                extra = {"input_scale": float(isc), "input_offset": float(ioff),
+                extra = {"input_scale": float(isc), "input_offset": float(ioff), "calib_min": float(xmin), "calib_max": float(xmax),
                          "deq_scale_encoding": "int64 (fp32 bits in the low 32 bits)" if int64_deq else "float32",
                          "weight_scale_implied": "deq_scale / input_scale"}
                 ms_note = ("W8A8 static: weight_scale/weight_offset are not written (msModelSlim ascendv1 saver); "
@@ -1885,9 +1932,20 @@ def _family_modelslim(ctx, qtype, int64_deq=False):
     if ms_note:
         ctx.notes.append(ms_note)
     if qtype == "W8A8":
-        ctx.calibration = ("asymmetric per-tensor: input_scale = (max-min)/255, input_offset = round(-min/input_scale) - "
-                           "128 over x ~ N(0.3, 1) (mean 0.3 so the offset is not trivially 0), shape [256, K], numpy "
-                           "default_rng([seed, crc32('act|'+layer)]) (no calibration data)")
+        qp = ("asymmetric per-tensor (msModelSlim calculate_int_qparam): the range [min, max] widened to include 0, "
+              "input_scale = max((max-min)/255, fp32 eps), input_offset = round(-min/input_scale) - 128 (f32, RNE)")
+        if ctx.act_ranges is not None:
+            info = ctx.act_ranges[0]
+            ctx.calibration = ("%s, [min, max] per layer = the real input range recorded by qdit convert activation-ranges "
+                               "in %s (prompts %s, %s steps, %s px); calib_min / calib_max per layer are the file's values"
+                               % (qp, info["file"], info["prompts"], info["steps"], info["size"]))
+        else:
+            ctx.calibration = ("%s, over x ~ N(0.3, 1) (mean 0.3 so the offset is not trivially 0), shape [256, K], numpy "
+                               "default_rng([seed, crc32('act|'+layer)]) (no calibration data)" % qp)
+        ctx.notes.append("W8A8 static activation range: msModelSlim's calculate_int_qparam clamps min to <= 0 and max to >= 0 "
+                         "before the asymmetric scale, so the range always holds 0 (exactly representable); followed here. "
+                         "msModelSlim computes the scale as max/255 - min/255; (max-min)/255 is used here, which can differ "
+                         "in the last f32 bit (the stored input_scale is what every reader uses).")
     if qtype in ("W8A8_DYNAMIC", "W4A4_DYNAMIC"):
         ctx.notes.append("Symmetric per-channel weights: weight_scale = row amax/%d (F32 [N,1]), weight_offset zeros; "
                          "%s" % (127 if qtype == "W8A8_DYNAMIC" else 7,
@@ -2009,15 +2067,16 @@ FAMILIES = [
     ("comfy_mxfp8", family_comfy_mxfp8),
 ]
 FAMILY_FN = dict(FAMILIES)
+W8A8_STATIC_FAMILIES = ("modelslim_w8a8", "modelslim_w8a8_int64")  # the ones --activation-ranges feeds
 
 
-def run_family(src, name, out, seed):
+def run_family(src, name, out, seed, act_ranges=None):
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.isfile(os.path.join(out, "expected", "manifest.json")):
             raise SystemExit("refusing to overwrite %s: not empty and not a previous family output" % out)
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
-    ctx = Ctx(src, name, out, seed)
+    ctx = Ctx(src, name, out, seed, act_ranges)
     man = FAMILY_FN[name](ctx)
     verify_family(out, man)
     return man
@@ -2185,6 +2244,11 @@ def self_test(fixtures_dir):
     c.eq("mxfp4 RCEIL E8M0", int(er[0] + 127), 0x80)
     c.eq("mxfp4 RCEIL codes", e2m1_encode(mb[0, :8] / 2.0), [0, 0, 9, 3, 6, 8, 0, 2])
     c.eq("mxfp4 msModelSlim E8M0", int(ms_mxfp4_exponent(np.array([7.5]))[0] + 127), 0x80)
+    # --- msModelSlim asymmetric int8 activation parameters (formats §6.1; range widened to hold 0) ---
+    c.eq("w8a8 act qparams [-1.5, 3]", [float(v) for v in ms_act_qparams(-1.5, 3.0)], [float(np.float32(4.5) / np.float32(255)), -43.0])
+    c.eq("w8a8 act qparams [0.5, 2] -> [0, 2]", [float(v) for v in ms_act_qparams(0.5, 2.0)], [float(np.float32(2.0) / np.float32(255)), -128.0])
+    c.eq("w8a8 act qparams [-2, -0.5] -> [-2, 0]", [float(v) for v in ms_act_qparams(-2.0, -0.5)], [float(np.float32(2.0) / np.float32(255)), 127.0])
+    c.eq("w8a8 act qparams [0, 0] -> eps", [float(v) for v in ms_act_qparams(0.0, 0.0)], [float(np.finfo(np.float32).eps), -128.0])
     c.eq("e8m0 decode", [float(v) for v in e8m0_decode([0, 127, 128, 254])], [2.0 ** -127, 1.0, 2.0, 2.0 ** 127])
     c.true("e8m0 0xFF is NaN", np.isnan(e8m0_decode([255])[0]))
     # --- nibble swap (sglang test) ---
@@ -2434,6 +2498,9 @@ def main(argv=None):
     ap.add_argument("--fixtures", default=None, help="shared/fixtures folder (default: found relative to this file)")
     ap.add_argument("--list", action="store_true", help="list family names")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--activation-ranges", metavar="FILE.json",
+                    help="real per-layer input ranges (qdit convert activation-ranges) for the msModelSlim W8A8 static "
+                         "input_scale / input_offset, instead of synthetic N(0.3, 1) activations")
     ap.add_argument("--unpack-nunchaku", metavar="FILE", help="unpack a Nunchaku file into logical tensors (written to --out)")
     a = ap.parse_args(argv)
     if a.unpack_nunchaku:
@@ -2457,10 +2524,23 @@ def main(argv=None):
     for n in names:
         if n not in FAMILY_FN:
             ap.error("unknown family %r (see --list)" % n)
+    act_ranges = None
+    if a.activation_ranges:
+        static = [n for n in names if n in W8A8_STATIC_FAMILIES]
+        if not static:
+            ap.error("--activation-ranges is used only by the W8A8 static families (%s), not by %s" %
+                     (", ".join(W8A8_STATIC_FAMILIES), a.family))
+        act_ranges = read_activation_ranges(a.activation_ranges)
+        # before anything is written: every W8A8 static layer needs its range
+        missing = [p for p in modelslim_selection(src, "W8A8")[0] if p not in act_ranges[1]]
+        if missing:
+            raise SystemExit("--activation-ranges %s: no range for %d W8A8 static layer(s) of %s: %s%s; write the file with "
+                             "qdit convert activation-ranges on this transformer" % (a.activation_ranges, len(missing), a.src,
+                                                                                      ", ".join(missing[:5]), ", ..." if len(missing) > 5 else ""))
     summary = []
     for n in names:
         out = os.path.join(a.out, n) if a.family == "all" else a.out
-        man = run_family(src, n, out, a.seed)
+        man = run_family(src, n, out, a.seed, act_ranges if n in W8A8_STATIC_FAMILIES else None)
         summary.append(man)
         if not a.quiet:
             print("%-32s method=%-18s quantized=%3d max_rel_err=%.3e bounds_ok=%s" % (
