@@ -1,10 +1,11 @@
 /* The embedded default model (models/tiny-shapes, trained by tools/tiny-model): the scene checker against
  * rendered scenes, then `qdit generate` on the fixed held-out prompts (never shown in training) in bf16
  * and through every quantization family, each image judged by the checker. Issue 10's targets are bf16
- * ≥ 90% accepted and each family ≥ 85%; the model in the tree does not reach all of them yet
- * (docs/tiny-model.md has the table), so the bounds asserted here are regression floors a few images
- * under the measured rates, plus a floor on each family's mean PSNR against the bf16 images; each
- * line of output says whether the issue's target is met.
+ * ≥ 90% accepted and each family ≥ 85%; the model in the tree meets all of them on the CI-class machine
+ * (docs/tiny-model.md has the table). Each family's floor is its issue target where the measured rate is
+ * at least 3 images above it, else the measurement less 3 images (a borderline image can flip with the last
+ * bits of the arithmetic on another CPU); plus a floor on each family's mean PSNR against the bf16 images
+ * about 2 dB under the measurement. Each line of output says whether the issue's target is met.
  * Families: online fp8 / mxfp4 / mxfp8 / nvfp4 (--quantization), ModelOpt FP8 and NVFP4 (calibrated) and
  * SVDQuant int4 r32 written by `qdit convert`, msModelSlim W8A8 written by the independent numpy fixture
  * writer (tools/quant-fixtures; the static family from activation ranges `qdit convert activation-ranges`
@@ -134,7 +135,7 @@ static void test_heldout_prompts_parse(void **state) {
         two += s.n == 2;
         for (int j = 0; j < i; j++) assert_string_not_equal(prompts[i], prompts[j]);
     }
-    assert_int_equal(two, 16);
+    if (!getenv("QDIT_TINY_MODEL_PROMPT_FILE")) assert_int_equal(two, 16); /* the held-out set's own count */
     char err[256];
     qs_scene s;
     assert_int_equal(qs_parse("a huge red circle at the top on a blue background", &s, err, sizeof err), -1);
@@ -232,10 +233,11 @@ static void test_families(void **state) {
     qd_options_init(&base);
     base.model_path = model_dir;
     int acc = run_family("bf16", &base, n, prompts, bf16_images);
-    report("bf16", acc, n, bf16_images, 0.80, 0, bounded);
+    report("bf16", acc, n, bf16_images, 0.90, 0, bounded); /* measured 59/60 */
 
     uint8_t *imgs[MAX_PROMPTS];
-    static const family online[] = {{"fp8", 0.80, 35.5}, {"mxfp8", 0.75, 33.5}, {"mxfp4", 0.75, 27.0}, {"nvfp4", 0.73, 26.0}};
+    /* measured 59/60 36.2 dB, 59/60 34.2 dB, 54/60 27.9 dB, 54/60 27.5 dB */
+    static const family online[] = {{"fp8", 0.85, 34.0}, {"mxfp8", 0.85, 32.0}, {"mxfp4", 0.85, 26.0}, {"nvfp4", 0.85, 25.5}};
     for (size_t f = 0; f < sizeof online / sizeof *online; f++) {
         if (!wanted(online[f].name)) continue;
         qd_options o = base;
@@ -249,7 +251,8 @@ static void test_families(void **state) {
 
     /* checkpoints written by qdit convert (ModelOpt calibrated on prompts that are not held out) */
     char *calib = source_path("tools/tiny-model/calibration_prompts.txt");
-    static const family written[] = {{"modelopt-fp8", 0.75, 35.0}, {"modelopt-nvfp4", 0.65, 26.0}};
+    /* measured 56/60 35.9 dB and 52/60 27.5 dB (floor 49/60) */
+    static const family written[] = {{"modelopt-fp8", 0.85, 33.5}, {"modelopt-nvfp4", 0.81, 25.5}};
     for (size_t f = 0; f < sizeof written / sizeof *written; f++) {
         if (!wanted(written[f].name)) continue;
         char *save = qt_path(tmp_dir, written[f].name);
@@ -277,7 +280,7 @@ static void test_families(void **state) {
         qd_options o = base;
         o.transformer_weights_path = file;
         acc = run_family("svdquant-int4-r32", &o, n, prompts, imgs);
-        report("svdquant-int4-r32", acc, n, imgs, 0.75, 27.5, bounded);
+        report("svdquant-int4-r32", acc, n, imgs, 0.83, 27.0, bounded); /* measured 53/60, 29.2 dB (floor 50/60) */
         for (int i = 0; i < n; i++) free(imgs[i]);
         free(file), free(save);
     }
@@ -285,7 +288,8 @@ static void test_families(void **state) {
        quant_bias, from each layer's real input range recorded by `qdit convert activation-ranges` on the
        calibration prompts, as the ModelOpt families are calibrated; with the writer's synthetic N(0.3, 1)
        ranges it was 30/60 at 24.6 dB, most activations clipped) and dynamic (per-token activation scales) */
-    static const family modelslim[] = {{"modelslim_w8a8", 0.80, 36.5}, {"modelslim_w8a8_dynamic", 0.80, 43.0}};
+    /* measured 58/60 37.3 dB and 59/60 43.9 dB */
+    static const family modelslim[] = {{"modelslim_w8a8", 0.85, 35.0}, {"modelslim_w8a8_dynamic", 0.85, 41.5}};
     for (size_t f = 0; f < sizeof modelslim / sizeof *modelslim; f++) {
         if (!wanted(modelslim[f].name)) continue;
         char *save = qt_path(tmp_dir, modelslim[f].name), *ranges = NULL;
