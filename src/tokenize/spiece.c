@@ -78,7 +78,7 @@ static qd_status bad(const qd_tokenizer *t, const char *what) {
 
 static qd_status read_piece(qd_tokenizer *t, const uint8_t *d, size_t n, int32_t id) {
     reader r = {d, d + n};
-    pb_field f;
+    pb_field f = {0};
     int rc;
     const uint8_t *s = NULL;
     size_t sl = 0;
@@ -110,7 +110,7 @@ qd_status tk_load_spiece(qd_tokenizer *t, const uint8_t *buf, size_t len) {
     int64_t model_type = 1, unk_id = 0, eos_id = 2, pad_id = -1;
     bool byte_fallback = false;
     reader r = {buf, buf + len};
-    pb_field f;
+    pb_field f = {0};
     int rc;
     int32_t n_pieces = 0;
     qd_status st = QD_OK;

@@ -141,7 +141,7 @@ static float *layer_weight(const qd_st_file *src, const layer *l, int64_t dim, i
     *bias = NULL;
     for (int p = 0; p < l->n_parts; p++) {
         char nm[200];
-        int64_t r, c, br, bc;
+        int64_t r = 0, c = 0, br = 0, bc = 0;
         snprintf(nm, sizeof nm, "%s.weight", l->parts[p]);
         float *pw = read_f32(src, nm, &r, &c);
         assert_non_null(pw);
@@ -327,7 +327,7 @@ static double check_layers(const conv_case *c, const qd_st_file *src, const qd_s
         bool has_bias;
         float *w = layer_weight(src, l, c->dim, &n, &k, &bias, &has_bias);
         char nm[240];
-        int64_t er, ec;
+        int64_t er = 0, ec = 0;
         snprintf(nm, sizeof nm, "%s.w_eff", l->module);
         float *we = read_f32(u, nm, &er, &ec);
         assert_non_null(we);
@@ -712,7 +712,7 @@ static void test_amax_smoothing(void **state) {
     assert_int_equal(qd_st_open(unp, &u), QD_OK);
     layer ls[16];
     zimage_layers(ls, 2, 1);
-    int64_t n, k, r, c;
+    int64_t n = 0, k = 0, r = 0, c = 0;
     float *bias;
     bool hb;
     float *wt = layer_weight(src, &ls[0], 64, &n, &k, &bias, &hb); /* layers.0.attention.to_qkv */
@@ -815,7 +815,7 @@ static void test_calibrate(void **state) {
             int j = 0;
             while (j < obs.n && strcmp(obs.v[j].name, l->parts[0])) j++;
             if (j == obs.n) fail_msg("the pipeline never ran '%s'", l->parts[0]);
-            int64_t n, k, r, c;
+            int64_t n = 0, k = 0, r = 0, c = 0;
             float *bias;
             bool hb;
             float *w = layer_weight(src, l, 32, &n, &k, &bias, &hb);

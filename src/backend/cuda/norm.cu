@@ -84,7 +84,7 @@ __global__ void rms_warp_kernel(const void *x, int xt, const void *w, int wt, fl
 }
 
 extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
-    int64_t rows, d;
+    int64_t rows = 0, d = 0;
     qd_status s = rows_of("rms_norm", x, y, w, &rows, &d);
     if (s || !rows) return s;
     if (d <= 1024) {
@@ -101,7 +101,7 @@ extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const q
 
 extern "C" qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps,
                                         qd_tensor *y) {
-    int64_t rows, d;
+    int64_t rows = 0, d = 0;
     qd_status s = rows_of("layer_norm", x, y, w, &rows, &d);
     if (!s && bias && ((s = qd_cuda_check_float("layer_norm", "bias", bias)) || qd_tensor_elements(bias) != d))
         s = s ? s : qd_fail(QD_EINVAL, "cuda layer_norm: bias must have %lld elements", (long long)d);

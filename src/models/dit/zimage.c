@@ -102,7 +102,9 @@ void qd_zimage_free(qd_zimage *m) {
  * activations are all signed (its FFN is SwiGLU, no GELU before an fc2; formats.md §5.4). */
 static qd_status padded_linear(const qd_model_ctx *ctx, const char *name, int64_t in, int64_t out, qd_linear *l) {
     qd_layout_part p = {.in = in, .out = out, .padded = true};
-    snprintf(p.module, sizeof p.module, "%s", name);
+    const size_t n = strlen(name);
+    if (n >= sizeof p.module) return qd_fail(QD_EINVAL, "z-image: module name longer than %zu bytes: %s", sizeof p.module - 1, name);
+    memcpy(p.module, name, n + 1);
     qd_status s = qd_model_bind_part(ctx, &p, l);
     return s ? s : qd_model_prepare(ctx, l);
 }
