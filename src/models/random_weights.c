@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "io/ckpt.h"
 #include "quant/plan.h"
+#include "core/threads.h"
 
 static uint64_t hash_name(uint64_t seed, const char *name) {
     uint64_t h = 1469598103934665603ull ^ seed;
@@ -47,7 +48,7 @@ void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out) {
 
 void qd_random_table_bf16(uint64_t seed, const char *name, int64_t rows, int64_t cols, uint16_t *out) {
     uint64_t h = hash_name(seed, name);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(rows * cols, QD_GRAIN_ELEMS))
     for (int64_t r = 0; r < rows; r++) fill_row(h, r, 0.02f, cols, out + r * cols, NULL);
 }
 
@@ -144,7 +145,7 @@ qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *
     }
     uint64_t h = hash_name(seed, wn);
     float a = sqrtf(3.0f / (float)in);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(out * in, QD_GRAIN_ELEMS))
     for (int64_t r = 0; r < out; r++) fill_row(h, r, a, in, wd + r * in, NULL);
     fill_row(hash_name(seed, bn), 0, 0.01f, out, bd, NULL);
     qd_st_file *files[2] = {NULL, NULL};

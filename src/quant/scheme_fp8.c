@@ -10,6 +10,7 @@
 #include "core/codec.h"
 #include "core/status.h"
 #include "quant/schemes.h"
+#include "core/threads.h"
 
 static qd_status check_scales(const qd_bind_ctx *c, const qd_view *v) {
     for (int64_t i = 0; i < qd_view_elements(v); i++) {
@@ -122,10 +123,10 @@ qd_status qd_quantize_fp8(const float *w, int64_t n, int64_t k, bool per_tensor,
     }
     float tensor_amax = 0;
     if (per_tensor) {
-#pragma omp parallel for reduction(max : tensor_amax) schedule(static)
+#pragma omp parallel for reduction(max : tensor_amax) schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS))
         for (int64_t i = 0; i < n * k; i++) tensor_amax = fmaxf(tensor_amax, fabsf(w[i]));
     }
-#pragma omp parallel for schedule(static) /* rows are independent */
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS)) /* rows are independent */
     for (int64_t r = 0; r < n; r++) {
         float amax = tensor_amax;
         if (!per_tensor) {

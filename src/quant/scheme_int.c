@@ -15,6 +15,7 @@
 #include "core/codec.h"
 #include "core/status.h"
 #include "quant/schemes.h"
+#include "core/threads.h"
 
 static qd_status float_vector(const qd_bind_ctx *c, const char *suffix, int64_t n, int64_t groups, float **out) {
     const qd_ckpt_entry *e = qd_bind_find(c, suffix);
@@ -140,7 +141,7 @@ qd_status qd_quantize_int8(const float *w, int64_t n, int64_t k, qd_linear *l) {
         free(sc);
         return qd_fail(QD_ENOMEM, "cannot allocate an int8 weight of %lld×%lld", (long long)n, (long long)k);
     }
-#pragma omp parallel for schedule(static) /* rows are independent */
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS)) /* rows are independent */
     for (int64_t r = 0; r < n; r++) {
         float amax = 0;
         for (int64_t j = 0; j < k; j++) amax = fmaxf(amax, fabsf(w[r * k + j]));

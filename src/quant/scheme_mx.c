@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "quant/packing.h"
 #include "quant/schemes.h"
+#include "core/threads.h"
 
 qd_status qd_bind_mx(const qd_bind_ctx *c, qd_linear *l) {
     const qd_ckpt_entry *w, *sc;
@@ -111,7 +112,7 @@ qd_status qd_quantize_mx(const float *w, int64_t n, int64_t k, bool fp4, qd_line
         free(sc);
         return qd_fail(QD_ENOMEM, "cannot allocate an MX weight of %lld×%lld", (long long)n, (long long)k);
     }
-#pragma omp parallel for schedule(static) /* rows are independent: k is even, so no byte is shared */
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS)) /* rows are independent: k is even, so no byte is shared */
     for (int64_t r = 0; r < n; r++) {
         for (int64_t b = 0; b < k / 32; b++) {
             const float *x = w + r * k + b * 32;

@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "quant/packing.h"
 #include "quant/schemes.h"
+#include "core/threads.h"
 
 /* A global scale that SGLang fills with 1.0 when absent (missing_param_init="ones", §4.1): qdit does the
  * same, and says so once per layer. */
@@ -143,11 +144,11 @@ qd_status qd_quantize_nvfp4(const float *w, int64_t n, int64_t k, qd_linear *l) 
     }
     /* ModelOpt's recipe (formats.md §3.3): global = amax/(6·448); block scale = e4m3(block amax/(6·global)) */
     float amax = 0;
-#pragma omp parallel for reduction(max : amax) schedule(static)
+#pragma omp parallel for reduction(max : amax) schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS))
     for (int64_t i = 0; i < n * k; i++) amax = fmaxf(amax, fabsf(w[i]));
     float wsf2 = amax > 0 ? amax / (6.0f * 448.0f) : 1.0f;
     /* rows are independent (each writes its own bytes): threads split them */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n * k, QD_GRAIN_ELEMS))
     for (int64_t r = 0; r < n; r++) {
         for (int64_t b = 0; b < kg; b++) {
             const float *x = w + r * k + b * 16;

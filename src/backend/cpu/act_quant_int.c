@@ -31,6 +31,7 @@
 
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 /* ------------------------------------------------------------------ scratch cache ------------ */
 
@@ -478,7 +479,7 @@ float qd_iq_tensor_amax(const qd_tensor *x, const float *mul) {
     const int64_t k = x->rank ? x->shape[x->rank - 1] : 1, m = k ? qd_tensor_elements(x) / k : 0;
     const bool vnni = qd_iq_use_vnni();
     float amax = 0;
-#pragma omp parallel reduction(max : amax)
+#pragma omp parallel reduction(max : amax) num_threads(qd_threads_for(m * k, QD_GRAIN_ELEMS))
     {
         float *row = malloc(sizeof *row * (size_t)(k ? k : 1));
         if (row) {
@@ -536,7 +537,7 @@ qd_status qd_iq_quantize(const qd_tensor *x, const qd_iq_act_spec *s, qd_iq_act 
     const bool vnni = qd_iq_use_vnni();
     const bool pre = s->mul || s->div;
     bool nomem = false;
-#pragma omp parallel
+#pragma omp parallel num_threads(qd_threads_for(mp * kp, QD_GRAIN_ELEMS))
     {
         /* per thread: the MR raw rows of a tile (zero-padded to kp), one pre-processed row */
         float *raw = qd_iq_scratch_get(sizeof(float) * (size_t)(QD_IQ_MR * kp));

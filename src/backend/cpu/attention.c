@@ -35,6 +35,7 @@
 #endif
 
 #include "backend/cpu/ops_internal.h"
+#include "core/threads.h"
 
 #define NK 128 /* keys per block: one block's K and V (bf16, D = 128) are 32 KiB each, L2-resident */
 #define MQ 96  /* queries per work tile: 16 groups of the 6-row micro-kernels */
@@ -691,7 +692,7 @@ qd_status qd_cpu_attention(qd_backend *be, const qd_attn_args *a, qd_tensor *out
     int64_t ntiles = (Lq + MQ - 1) / MQ;
     int64_t units = B * H * ntiles;
     int failed = 0;
-#pragma omp parallel
+#pragma omp parallel num_threads(qd_threads_for(B * H * Lq * Lk * (D + Dv), QD_GRAIN_MACS))
     {
         float *row = malloc(sizeof(float) * (size_t)(D > Dv ? D : Dv));
         if (!row) {

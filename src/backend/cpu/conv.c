@@ -25,6 +25,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "backend/cpu/ops_internal.h"
+#include "core/threads.h"
 
 typedef struct {
     int64_t N, C, T, H, W;
@@ -55,7 +56,7 @@ static qd_status conv_generic(const conv_geom *g, const qd_tensor *x, const qd_t
     int64_t tiles = (g->Wo + WT - 1) / WT, units = g->N * g->To * g->Ho * tiles;
     int64_t plane = g->T * g->H * g->W, oplane = g->To * g->Ho * g->Wo;
     int failed = 0;
-#pragma omp parallel
+#pragma omp parallel num_threads(qd_threads_for(units * WT * g->O * K, QD_GRAIN_MACS))
     {
         float *col = malloc(sizeof(float) * (size_t)(K * WT)), *acc = malloc(sizeof(float) * (size_t)(g->O * WT));
         float *xrow = malloc(sizeof(float) * (size_t)(g->W > 0 ? g->W : 1));
@@ -360,7 +361,7 @@ qd_status qd_cpu_upsample_nearest(qd_backend *be, const qd_tensor *x, int factor
     size_t esz = (size_t)qd_dtype_bits(y->dtype) / 8;
     bool same = x->dtype == y->dtype;
     int failed = 0;
-#pragma omp parallel if (rows * Wy * factor > 65536)
+#pragma omp parallel num_threads(qd_threads_for(rows * Wy * factor, QD_GRAIN_ELEMS))
     {
         float *bi = malloc(sizeof(float) * (size_t)W), *bo = malloc(sizeof(float) * (size_t)Wy);
         if (!bi || !bo) {

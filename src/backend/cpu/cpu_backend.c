@@ -8,6 +8,7 @@
 #include "backend/cpu/cpu.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 void *qd_cpu_alloc(size_t bytes) {
     void *p = NULL;
@@ -89,7 +90,7 @@ static qd_status cpu_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst) {
         memcpy(dst->data, src->data, qd_tensor_bytes(src));
         return QD_OK;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t c = 0; c < (n + 4095) / 4096; c++) {
         float buf[4096];
         int64_t o = c * 4096, m = n - o < 4096 ? n - o : 4096;

@@ -25,9 +25,9 @@
 
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
+#include "core/threads.h"
 
 #define CH 2048 /* elements per chunk: a few 8 KiB f32 buffers per thread, L1-resident */
-#define PAR_MIN (4 * CH) /* below this, threads cost more than they give */
 
 #define AI static inline __attribute__((always_inline))
 
@@ -268,7 +268,7 @@ qd_status qd_cpu_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x,
         return s;
     }
     int64_t n = qd_tensor_elements(x), nch = (n + CH - 1) / CH;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t c = 0; c < nch; c++) {
         float bi[CH], bo[CH];
         int64_t off = c * CH, m = n - off < CH ? n - off : CH;
@@ -321,7 +321,7 @@ qd_status qd_cpu_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const q
         }
         return QD_OK;
     }
-#pragma omp parallel for schedule(static) if (rows * N > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(rows * N, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < units; u++) {
         int64_t c0 = (u % cpr) * CH;
         gated_chunk(kind, gate_first, x, y, N, u / cpr, c0, N - c0 < CH ? N - c0 : CH);
@@ -428,7 +428,7 @@ qd_status qd_cpu_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *sc
     int64_t n = qd_tensor_elements(x);
     if (n == 0) goto done;
     int64_t rows = n / D, rpb = rows / B, cpr = (D + CH - 1) / CH, units = rows * cpr;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < units; u++) {
         float bx[CH], bo[CH];
         int64_t row = u / cpr, c0 = (u % cpr) * CH, m = D - c0 < CH ? D - c0 : CH, bi = row / rpb;
@@ -460,7 +460,7 @@ qd_status qd_cpu_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x
     int64_t n = qd_tensor_elements(x);
     if (n > 0) {
         int64_t rows = n / D, rpb = rows / B, cpr = (D + CH - 1) / CH, units = rows * cpr;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
         for (int64_t u = 0; u < units; u++) {
             float br[CH], bx[CH], bo[CH];
             int64_t row = u / cpr, c0 = (u % cpr) * CH, m = D - c0 < CH ? D - c0 : CH, bi = row / rpb;
@@ -544,7 +544,7 @@ static qd_status binary_op(const char *op, bool mul, const qd_tensor *a, const q
     }
     /* units: (span of a, chunk within the span) */
     int64_t spans = (n + span - 1) / span, cps = (span + CH - 1) / CH, units = spans * cps;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < units; u++) {
         float ba[CH], bc[CH], bo[CH];
         int64_t sp = u / cps, c0 = (u % cps) * CH, off = sp * span + c0;
@@ -627,7 +627,7 @@ qd_status qd_cpu_softmax(qd_backend *b, const qd_tensor *x, qd_tensor *y) {
     int64_t rows = n / D;
     bool avx = qd_cpu_has_avx512();
     int failed = 0;
-#pragma omp parallel if (n > PAR_MIN)
+#pragma omp parallel num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     {
         float *bi = malloc(sizeof(float) * (size_t)D), *bo = malloc(sizeof(float) * (size_t)D);
         if (!bi || !bo) {

@@ -37,6 +37,7 @@
 #include "backend/cpu/gemm_bf16.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 #ifndef QD_GEMM_KC
 #define QD_GEMM_KC 512 /* K elements per packed chunk */
@@ -652,8 +653,7 @@ qd_status qd_gemm_run(const qd_gemm_args *g) {
     p.kp = p.nkb * KC;
     p.a_chunk = (int64_t)p.units * MR * 4;
     p.b_chunk = (int64_t)p.units * NR * 4;
-    int nthreads = qd_cpu_threads();
-    if (nthreads < 1) nthreads = 1;
+    const int nthreads = qd_threads_for(g->m * g->n * g->k, QD_GRAIN_MACS);
     /* per thread: packing rows, 16 rows of kp elements */
     const size_t tmp_bytes = round64((size_t)(16 * p.kp * p.elem));
     bool cached;

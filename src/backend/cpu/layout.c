@@ -12,6 +12,7 @@
 
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
+#include "core/threads.h"
 
 #define TILE 64
 
@@ -99,7 +100,7 @@ qd_status qd_cpu_permute(qd_backend *be, const qd_tensor *x, const int *perm, qd
         /* innermost dim kept: memcpy rows of dsz[nd-1] elements */
         int64_t row = dsz[nd - 1], rows = n / row;
         size_t rb = (size_t)row * esz;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
         for (int64_t q = 0; q < rows; q++) {
             int64_t rem = q, off = 0;
             for (int i = nd - 2; i >= 0; i--) {
@@ -119,7 +120,7 @@ qd_status qd_cpu_permute(qd_backend *be, const qd_tensor *x, const int *perm, qd
     int a = nd - 1;
     int64_t outer = n / (dsz[p] * dsz[a]);
     int64_t tp = (dsz[p] + TILE - 1) / TILE, ta = (dsz[a] + TILE - 1) / TILE;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < outer * tp * ta; u++) {
         int64_t t_a = u % ta, t_p = (u / ta) % tp, o = u / (ta * tp);
         int64_t xo = 0, yo = 0, rem = o;
@@ -205,7 +206,7 @@ qd_status qd_cpu_concat(qd_backend *be, const qd_tensor *const *xs, int n, int d
     for (int i = dim + 1; i < r; i++) inner *= y->shape[i];
     if (outer == 0 || inner == 0) return QD_OK;
     size_t yrow = (size_t)(y->shape[dim] * inner) * esz;
-#pragma omp parallel for schedule(static) if (qd_tensor_elements(y) > 65536)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(qd_tensor_elements(y), QD_GRAIN_ELEMS))
     for (int64_t o = 0; o < outer; o++) {
         size_t at = 0;
         for (int k = 0; k < n; k++) {
@@ -254,7 +255,7 @@ qd_status qd_cpu_embedding(qd_backend *be, const qd_tensor *table, const qd_tens
     bool same = table->dtype == y->dtype;
     size_t esz = elem_bytes(y->dtype);
     int failed = 0;
-#pragma omp parallel if (n * D > 65536)
+#pragma omp parallel num_threads(qd_threads_for(n * D, QD_GRAIN_ELEMS))
     {
         float *buf = same ? NULL : malloc(sizeof(float) * (size_t)D);
         if (!same && !buf) {

@@ -31,11 +31,15 @@
 #endif
 
 #include <oneapi/dnnl/dnnl.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/linear_kernels.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 /* ================================ oneDNN path ================================ */
 
@@ -141,6 +145,14 @@ static const dense_prim *dense_prim_get(qd_linear *l, dense_prep *d, int64_t m, 
     return &d->cache[slot];
 }
 
+static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
 /* QD_OK when oneDNN ran it; QD_EUNSUPPORTED when the engine should. */
 static qd_status dense_dnnl(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     pthread_once(&dnnl_once, dnnl_init);
@@ -152,12 +164,20 @@ static qd_status dense_dnnl(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     dense_prep *d = dense_prep_get(l);
     if (!d) return QD_EUNSUPPORTED;
     const int64_t m = x->shape[0], n = l->out_features, k = l->in_features;
+    /* oneDNN opens its OpenMP regions with omp_get_max_threads() threads: cap it like our own regions
+       (core/threads.h) for the primitive's creation and run. The cap is a function of m for this layer, so
+       the (m, …) cache key also keys the thread count a primitive was made for. */
+    const int nth = qd_threads_for(m * n * k, QD_GRAIN_MACS), saved = qd_cpu_threads();
+    if (nth != saved) set_threads(nth);
     pthread_mutex_lock(&d->mu);
     const dense_prim *e = d->no_dnnl ? NULL : dense_prim_get(l, d, m, x->dtype, y->dtype);
     if (!e) d->no_dnnl = true; /* this layer takes the engine from now on */
     const dnnl_primitive_t prim = e ? e->prim : NULL;
     pthread_mutex_unlock(&d->mu);
-    if (!prim) return QD_EUNSUPPORTED;
+    if (!prim) {
+        if (nth != saved) set_threads(saved);
+        return QD_EUNSUPPORTED;
+    }
 
     dnnl_memory_desc_t src, dst, bias, plain_md;
     const dnnl_dims_t sd = {m, k}, dd = {m, n}, wd = {k, n}, bd = {1, n}, ws = {1, k};
@@ -178,6 +198,7 @@ static qd_status dense_dnnl(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     if (mw) dnnl_memory_destroy(mw);
     if (mb) dnnl_memory_destroy(mb);
     if (md) dnnl_memory_destroy(md);
+    if (nth != saved) set_threads(saved);
     return ok ? QD_OK : qd_fail(QD_EDEVICE, "layer '%s': oneDNN matmul failed", l->name ? l->name : "linear");
 }
 

@@ -44,6 +44,7 @@
 #include "backend/cpu/linear_kernels.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 typedef enum { A_STATIC, A_TOKEN, A_GROUP, A_MX } act_kind;
 
@@ -308,7 +309,7 @@ static void fp8_b_row(const void *ctx, int64_t n, int64_t k0, int64_t kc, void *
 static float tensor_amax(const fp8_ctx *c, int64_t m) {
     float amax = 0;
     const int64_t n = m * c->k;
-#pragma omp parallel for reduction(max : amax) schedule(static)
+#pragma omp parallel for reduction(max : amax) schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t i = 0; i < n; i++) {
         const float v = c->x_dtype == QD_DTYPE_F32 ? ((const float *)c->x)[i] : qd_bf16_to_f32(((const uint16_t *)c->x)[i]);
         const float a = fabsf(c->smooth ? v * c->smooth[i % c->k] : v);

@@ -52,6 +52,7 @@
 #include "backend/cpu/linear_kernels.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 #ifndef KC_TARGET
 #define KC_TARGET 1024 /* K per chunk: a 32-column int8 panel chunk is 32 KB (L1 holds 48) */
@@ -166,7 +167,7 @@ qd_status qd_iq_weights_make(qd_iq_wcodes codes, int64_t n, int64_t k, const voi
     if (codes == QD_IQ_W_INT8) {
         const int8_t *src = wsrc;
         int8_t *dst = o->w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(np * kp, QD_GRAIN_ELEMS))
         for (int64_t p = 0; p < panels; p++)
             for (int64_t g = 0; g < kp / 4; g++)
                 for (int c = 0; c < QD_IQ_NP; c++)
@@ -188,7 +189,7 @@ qd_status qd_iq_weights_make(qd_iq_wcodes codes, int64_t n, int64_t k, const voi
            low nibble of byte t and code t + 32 in the high nibble of byte t */
         const uint8_t *src = wsrc;
         uint8_t *dst = o->w;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(np * kp, QD_GRAIN_ELEMS))
         for (int64_t p = 0; p < panels; p++)
             for (int64_t g = 0; g < kp / 4; g++)
                 for (int h = 0; h < 2; h++) {
@@ -639,7 +640,7 @@ qd_status qd_iq_gemm(const qd_iq_gemm_args *g) {
        the f32/int32 sums of (block × panels) live in a per-thread scratch between chunks. Threads own
        disjoint panels (or, when there are fewer panels than threads, disjoint rows), so no thread waits
        on another. */
-#pragma omp parallel
+#pragma omp parallel num_threads(qd_threads_for(m * w->np * kp, QD_GRAIN_MACS))
     {
         int nth = 1, tid = 0;
 #ifdef _OPENMP

@@ -38,6 +38,7 @@
 #include "backend/cpu/linear_kernels.h"
 #include "core/codec.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 #define SVDQ_SHIFT_GELU 0.171875f
 
@@ -95,7 +96,7 @@ qd_status qd_cpu_linear_svdq(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     if (!s && rank) {
         const size_t es = (size_t)qd_dtype_bits(l->lora_down.dtype) / 8, eu = (size_t)qd_dtype_bits(l->lora_up.dtype) / 8;
         bool nomem = false;
-#pragma omp parallel
+#pragma omp parallel num_threads(qd_threads_for((int64_t)rank * (k + n), QD_GRAIN_ELEMS))
         {
             float *row = malloc(sizeof(float) * (size_t)(k > rank ? k : rank));
             if (!row) {

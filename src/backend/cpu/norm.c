@@ -22,6 +22,7 @@
 
 #include "backend/cpu/ops_internal.h"
 #include "core/codec.h"
+#include "core/threads.h"
 
 #define CH 4096
 #define AI static inline __attribute__((always_inline))
@@ -207,7 +208,7 @@ static qd_status row_norm(const char *op, row_norm_kind kind, const qd_tensor *x
        elements rather than per row */
     int64_t rows = n / D, G = D >= 2048 ? 1 : 2048 / D, units = (rows + G - 1) / G;
     int failed = 0;
-#pragma omp parallel if (n > 16384)
+#pragma omp parallel num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     {
         float *bi = malloc(sizeof(float) * (size_t)(G * D)), *bo = malloc(sizeof(float) * (size_t)(G * D));
         if (!bi || !bo) {
@@ -319,7 +320,7 @@ qd_status qd_cpu_group_norm(qd_backend *be, const qd_tensor *x, int groups, cons
     }
     bool avx = qd_cpu_has_avx512();
     /* pass 1: per-chunk moments, every chunk one L1-sized piece of one group (groups are contiguous) */
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < nunits; u++) {
         float buf[CH];
         int64_t g = u / cpg, c0 = (u % cpg) * CH, m = gsize - c0 < CH ? gsize - c0 : CH;
@@ -341,7 +342,7 @@ qd_status qd_cpu_group_norm(qd_backend *be, const qd_tensor *x, int groups, cons
     }
     /* pass 2: y = (x − μ)·a + β per (n, c) plane */
     int64_t cps = (S + CH - 1) / CH, units2 = N * C * cps;
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     for (int64_t u = 0; u < units2; u++) {
         float bi[CH], bo[CH];
         int64_t nc = u / cps, c0 = (u % cps) * CH, m = S - c0 < CH ? S - c0 : CH, off = nc * S + c0;

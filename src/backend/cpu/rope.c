@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backend/cpu/ops_internal.h"
+#include "core/threads.h"
 
 /* one head row, generic: reads both members of a pair before writing either (in place is safe) */
 static void rope_row_generic(qd_rope_mode mode, const float *x, const float *c, const float *s, int64_t D, float *out) {
@@ -82,7 +83,7 @@ qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, 
     const float *cf = cos->data, *sf = sin->data;
     bool avx = qd_cpu_has_avx512();
     int failed = 0;
-#pragma omp parallel if (n > 16384)
+#pragma omp parallel num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     {
         /* row buffers: x and y for one position (H·D), the expanded cos/sin (2·D) */
         float *bi = malloc(sizeof(float) * (size_t)(H * D)), *bo = malloc(sizeof(float) * (size_t)(H * D));

@@ -4,6 +4,7 @@
 
 #include "backend/cpu/cpu.h"
 #include "core/status.h"
+#include "core/threads.h"
 
 qd_status qd_cpu_slice(qd_backend *b, const qd_tensor *x, int dim, int64_t start, int64_t len, qd_tensor *y) {
     (void)b;
@@ -24,7 +25,7 @@ qd_status qd_cpu_slice(qd_backend *b, const qd_tensor *x, int dim, int64_t start
     size_t es = (size_t)qd_dtype_bits(x->dtype) / 8, row = (size_t)(len * inner) * es;
     const char *src = x->data;
     char *dst = y->data;
-#pragma omp parallel for schedule(static) if (outer > 64)
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(outer * len * inner, QD_GRAIN_ELEMS))
     for (int64_t o = 0; o < outer; o++)
         memcpy(dst + (size_t)o * row, src + ((size_t)(o * x->shape[dim] + start) * (size_t)inner) * es, row);
     return QD_OK;
