@@ -2,7 +2,7 @@
  * file each (linear*.c, attention.c, norm.c, rope.c, elementwise.c, conv.c, layout.c). Every op has
  * a generic path that runs anywhere, and faster paths chosen at run time from the detected ISA;
  * QDIT_CPU_ISA=generic (or avx2) forces a lower level, so the harness can check every path. Threads:
- * OpenMP, the runtime oneDNN uses too (one pool, no oversubscription); QDIT_THREADS sets the count.
+ * OpenMP, the runtime oneDNN uses too (one pool, no oversubscription); OMP_NUM_THREADS sets the count.
  * Every parallel region asks core/threads.h's qd_threads_for for its team: one thread for small work,
  * so the many small ops of a small model never wait at a barrier on a busy machine. */
 #ifndef QD_BACKEND_CPU_H
