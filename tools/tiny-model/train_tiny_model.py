@@ -612,21 +612,7 @@ def train_dit(dit, te, pool, steps, batch, device, log, budget_s, compile_, peak
 def sample(dit, te, vae, tok, lat, prompts, guidance, steps, device, seed=0):
     """Z-Image's pipeline in PyTorch: static shift 3, Euler, v = -(pos + g (pos - neg)), decode."""
     shift_f, scale_f = lat
-    g = torch.Generator(device=device).manual_seed(seed)
-    B = len(prompts)
-    x = torch.randn(B, 16, 16, 16, generator=g, device=device)
-    ids, lens = encode_prompts(tok, prompts, device)
-    nids, nlens = encode_prompts(tok, [""] * B, device)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        pos, neg = te(ids), te(nids)
-    sig = [shifted(1 - i / steps) for i in range(steps)] + [0.0]
-    for i in range(steps):
-        t = torch.full((B,), 1 - sig[i], device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            p = dit(x, t, pos, lens).float()
-            if guidance > 0:
-                p = p + guidance * (p - dit(x, t, neg, nlens).float())
-        x = x + (sig[i + 1] - sig[i]) * (-p)
+    x = sample_latents(dit, te, tok, prompts, guidance, steps, device, seed)
     img = vae.decoder(x / scale_f + shift_f).float()
     return ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -674,8 +660,8 @@ def selection_prompts(n, heldout):
 
 @torch.no_grad()
 def sample_latents(dit, te, tok, prompts, guidance, steps, device, seed=0, chunk=256):
-    """The Z-Image sampler of `sample` up to the final latent (scaled units), in chunks; prompt i gets noise
-    from one seeded stream, so two models see the same noise."""
+    """Z-Image's sampler up to the final latent (scaled units), in chunks; prompt i gets noise from one
+    seeded stream, so two models see the same noise."""
     g = torch.Generator(device=device).manual_seed(seed)
     x_all = torch.randn(len(prompts), 16, 16, 16, generator=g, device=device)
     sig = [shifted(1 - i / steps) for i in range(steps)] + [0.0]
