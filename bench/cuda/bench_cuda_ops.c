@@ -6,7 +6,9 @@
  *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
  *            fp8), fp8 per-tensor static (ModelOpt FP8) — each including its activation quantization
  *            and epilogue, as a model step runs them;
- *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16.
+ *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16: the default path (cuDNN's fused SDPA where it is
+ *            loaded) and qdit's own tensor-core kernel (a second backend made with QDIT_CUDNN=0), with the
+ *            largest difference between their outputs.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
  * that loop is reported (launches are asynchronous, so the loop measures device time). Inputs are random. */
 #include <cuda_runtime.h>
@@ -109,7 +111,27 @@ int main(int argc, char **argv) {
     qd_tensor v = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f), o = {0};
     if (qd_tensor_new(be, &o, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D})) die("alloc");
     qd_attn_args a = {.q = &q, .k = &k, .v = &v};
-    TIME("attention L4608 H24 D128", 4.0 * (double)L * (double)L * (double)H * (double)D, reps > 5 ? 5 : reps, be->ops->attention(be, &a, &o));
+    const double aflop = 4.0 * (double)L * (double)L * (double)H * (double)D;
+    TIME("attention L4608 H24 D128 (default)", aflop, reps, be->ops->attention(be, &a, &o));
+    /* the same inputs through qdit's own kernel: a backend made with QDIT_CUDNN=0 runs on this device too */
+    setenv("QDIT_CUDNN", "0", 1);
+    qd_backend *own;
+    if (qd_backend_cuda_create(0, &own)) die("cuda (own kernels)");
+    qd_tensor o2 = {0};
+    if (qd_tensor_new(own, &o2, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D})) die("alloc");
+    TIME("attention L4608 H24 D128 (qdit kernel)", aflop, reps, own->ops->attention(own, &a, &o2));
+    const int64_t n = L * H * D;
+    uint16_t *h1 = malloc(2 * (size_t)n), *h2 = malloc(2 * (size_t)n);
+    if (be->ops->download(be, &o, h1) || own->ops->download(own, &o2, h2)) die("download");
+    double maxd = 0, maxv = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d1 = qd_bf16_to_f32(h1[i]), d2 = qd_bf16_to_f32(h2[i]);
+        maxd = fmax(maxd, fabs(d1 - d2)), maxv = fmax(maxv, fabs(d2));
+    }
+    printf("\nattention: largest |default - qdit kernel| = %.3g (largest |output| %.3g)\n", maxd, maxv);
+    free(h1), free(h2);
+    qd_tensor_free(&o2);
+    own->ops->destroy(own);
     be->ops->destroy(be);
     return 0;
 }

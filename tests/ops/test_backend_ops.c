@@ -478,7 +478,7 @@ static void run_attention(qd_backend *be) {
         int64_t b, lq, lk, h, hkv, d;
         bool causal, mask;
     } cases[] = {{1, 17, 17, 2, 2, 64, false, false}, {2, 33, 40, 4, 2, 128, false, true}, {1, 48, 48, 4, 1, 32, true, false},
-                 {1, 256, 256, 4, 4, 128, false, false}};
+                 {1, 256, 256, 4, 4, 128, false, false}, {2, 100, 77, 8, 2, 128, false, false}};
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         int64_t B = cases[ci].b, Lq = cases[ci].lq, Lk = cases[ci].lk, H = cases[ci].h, Hk = cases[ci].hkv, D = cases[ci].d;
         for (int dt = 0; dt < 2; dt++) {

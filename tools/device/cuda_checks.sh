@@ -9,7 +9,9 @@ mkdir -p "$OUT"
 mkdir -p /tmp/devlib
 [ -f .devrun/lib/libdnnl.so.2.xz ] && python3 -c "import lzma,sys; open('/tmp/devlib/libdnnl.so.2','wb').write(lzma.open('.devrun/lib/libdnnl.so.2.xz').read())"
 cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null || true)
-export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}"
+# cuDNN (dlopen'ed by the CUDA backend for its fused SDPA) from PyTorch's wheel, as a user's would be
+cudnn_dir=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null || true)
+export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${cudnn_dir}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 for t in "$@"; do
   echo "== $t"
@@ -22,7 +24,8 @@ for t in "$@"; do
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 2 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
     diffusers) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md" ;;
     fallbacks) QDIT_CUDA_FP8_UNFUSED=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_unfused.log" | tail -2
-               QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
+               QDIT_CUDNN=0 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_own.log" | tail -2
+               QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
            python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;
     *) echo "unknown check $t" ;;

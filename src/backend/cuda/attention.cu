@@ -8,7 +8,8 @@
  * TK keys is staged in shared memory as f32 (rows padded by one word so that lane j reading key j's
  * column d hits its own bank); a warp scores its query against the tile with one key per lane, updates
  * the running max / sum, and accumulates the output with each lane owning D/32 output dims. This runs
- * on CUDA cores; a tensor-core (wgmma) flash kernel or cuDNN's fused SDPA is the fast path to come. */
+ * on CUDA cores. The tensor-core flash kernel below takes BF16 at D = 128; cuDNN's fused SDPA
+ * (cudnn_sdpa.cu), where it is loaded and covers the case, takes precedence over both. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -350,6 +351,8 @@ extern "C" qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_
     if (a->bias && (a->bias->dtype != QD_DTYPE_F32 || qd_tensor_elements(a->bias) != H * Lq * Lk))
         return qd_fail(QD_EINVAL, "cuda attention: bias must be F32 [H, Lq, Lk]");
     if (!B || !Lq || !H) return QD_OK;
+    qd_status dnn_status;
+    if (qd_cudnn_sdpa(b, a, out, &dnn_status)) return dnn_status;
     qd_cuda *c = qd_cuda_of(b);
     uint8_t *keyok = NULL;
     if (a->mask) {

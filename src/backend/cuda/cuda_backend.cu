@@ -86,6 +86,7 @@ static void cuda_destroy(qd_backend *b) {
     if (c) {
         cudaStreamSynchronize(c->stream);
         qd_cuda_plans_free(c);
+        qd_cudnn_free(c);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
         if (c->lt) cublasLtDestroy(c->lt);
         cudaStreamDestroy(c->stream);
@@ -228,6 +229,8 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     b->ops = &cuda_ops;
     b->impl = c;
     c->device = device;
+    const char *dnn = getenv("QDIT_CUDNN");
+    c->use_cudnn = !(dnn && !strcmp(dnn, "0"));
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -28,9 +28,15 @@ typedef struct {
     char name[256];
     bool ops_owned; /* b->ops is a copy (QDIT_CUDA_PROFILE) */
     void *lt_plans; /* linear.cu's cache of cuBLASLt matmul plans */
+    bool use_cudnn; /* attention may go to cuDNN's fused SDPA (QDIT_CUDNN=0 says no, read at creation) */
+    void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
+/* cudnn_sdpa.cu: run the attention through cuDNN when it covers the case (true; *st says how it went),
+   or leave it to the caller (false: not covered, or cuDNN absent) */
+extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *out, qd_status *st);
+extern "C" void qd_cudnn_free(qd_cuda *c);
 
 static inline qd_cuda *qd_cuda_of(qd_backend *b) { return (qd_cuda *)b->impl; }
 
