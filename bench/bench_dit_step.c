@@ -5,7 +5,7 @@
  * `qdit bench` also runs; kept for its flags and output, which tools/device/cuda_checks.sh uses.
  *
  *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8] [--res 512]
- *                  [--steps 2] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
+ *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *
  * --weights-on-disk DIR draws the weights into (unlinked) files in DIR mapped shared, so they behave like a
  * checkpoint mapped from disk: the kernel evicts and re-reads their pages when the model is larger than
@@ -54,6 +54,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quant")) quant = v;
         else if (!strcmp(argv[i], "--res")) a.res = atoi(v);
         else if (!strcmp(argv[i], "--steps")) a.steps = atoi(v);
+        else if (!strcmp(argv[i], "--warmup")) a.warmup = atoi(v);
         else if (!strcmp(argv[i], "--text")) a.text = atoi(v);
         else if (!strcmp(argv[i], "--weights-on-disk")) a.weights_on_disk = v;
         else if (!strcmp(argv[i], "--device")) a.device = v;
@@ -83,6 +84,7 @@ int main(int argc, char **argv) {
         return s == QD_EINVAL ? 2 : 1;
     }
     printf("median %.4f s/step over %d steps\n", r->median_s, r->steps);
+    if (r->warmup + r->steps > 1) printf("largest |later step - first step| of the output: %.3g (same inputs each step)\n", r->rerun_max_diff);
     printf("peak resident %.2f GiB\n", gib(r->rss_peak));
     if (r->gpu_total) printf("GPU memory in use at the end %.2f GiB (of %.1f)\n", gib(r->gpu_used), gib(r->gpu_total));
     free(r);

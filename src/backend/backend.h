@@ -106,6 +106,16 @@ typedef struct qd_backend_ops {
     /* rows of table [V, D] picked by ids [...] (I32/I64) → y [..., D] */
     qd_status (*embedding)(qd_backend *b, const qd_tensor *table, const qd_tensor *ids, qd_tensor *y);
 
+    /* Optional (NULL where ops run as they are issued, as on the CPU): record the ops issued between
+       graph_begin and graph_end into a graph that graph_launch replays with the same tensors. While
+       recording nothing runs, and ops may not upload, download or free memory allocated before
+       graph_begin; tensors allocated while recording keep their addresses across launches. graph_end
+       always ends the recording; it fails (and makes no graph) when an op could not be recorded. */
+    qd_status (*graph_begin)(qd_backend *b);
+    qd_status (*graph_end)(qd_backend *b, void **graph);
+    qd_status (*graph_launch)(qd_backend *b, void *graph);
+    void (*graph_free)(qd_backend *b, void *graph);
+
     void (*destroy)(qd_backend *b);
 } qd_backend_ops;
 

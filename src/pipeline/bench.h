@@ -58,6 +58,8 @@ struct qd_bench_report {
     int warmup, steps, n_done;
     double warmup_s[QD_BENCH_MAX_STEPS], step_s[QD_BENCH_MAX_STEPS];
     double median_s, mean_s, min_s;
+    double rerun_max_diff; /* largest |output of a later step − output of the first| (same inputs every step: a
+                              step replayed from a graph must equal the first, op-by-op one) */
 };
 
 /* Step mode. Argument errors (QD_EINVAL) name the flag. */

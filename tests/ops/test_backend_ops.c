@@ -1116,6 +1116,8 @@ static void run_layout(qd_backend *be) {
         {3, {0, 4, 5}, 0, 2, {3, 1}, QD_DTYPE_I32},
         {3, {2, 3, 0}, -1, 2, {10, 6}, QD_DTYPE_F16},   /* negative dim */
         {3, {1, 0, 3072}, 1, 2, {17, 33}, QD_DTYPE_BF16}, /* FLUX hidden */
+        {3, {1, 37, 0}, 2, 2, {128, 512}, QD_DTYPE_BF16}, /* FLUX single block: [attention | MLP] features */
+        {3, {2, 7, 0}, 2, 3, {3, 5, 1}, QD_DTYPE_BF16},   /* runs too short for wide units */
     };
     for (size_t ci = 0; ci < sizeof ccases / sizeof *ccases; ci++) {
         int r = ccases[ci].rank, dim = ccases[ci].dim < 0 ? ccases[ci].dim + r : ccases[ci].dim, nin = ccases[ci].n;

@@ -16,6 +16,8 @@ extern "C" {
 qd_status qd_backend_cuda_create(int device, qd_backend **out);
 /* Was this build made with the CUDA backend? */
 bool qd_backend_cuda_built(void);
+/* QDIT_CUDA_PROFILE=1: forget the op times so far (a benchmark calls it after its warm-up steps). */
+void qd_backend_cuda_profile_reset(void);
 
 #ifdef __cplusplus
 }

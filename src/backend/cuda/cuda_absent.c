@@ -4,6 +4,8 @@
 
 bool qd_backend_cuda_built(void) { return false; }
 
+void qd_backend_cuda_profile_reset(void) {}
+
 qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     (void)device;
     *out = NULL;

@@ -79,6 +79,59 @@ extern "C" qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor
     return QD_OK;
 }
 
+/* ---- step graphs: stream capture into a CUDA graph, replayed with one launch ---- */
+
+static qd_status cuda_graph_begin(qd_backend *b) {
+    qd_cuda *c = qd_cuda_of(b);
+    if (!c->use_graphs) return qd_fail(QD_EUNSUPPORTED, "cuda graphs are off (QDIT_CUDA_GRAPH=0, or QDIT_CUDA_PROFILE times ops one by one)");
+    /* thread-local: a forbidden call from this thread (a synchronous copy, cudaMalloc) fails the recording
+       instead of running at the wrong time */
+    QD_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph recording");
+    return QD_OK;
+}
+
+static qd_status cuda_graph_end(qd_backend *b, void **out) {
+    qd_cuda *c = qd_cuda_of(b);
+    *out = NULL;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e != cudaSuccess || !g) {
+        cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        return qd_cuda_fail(e != cudaSuccess ? e : cudaErrorStreamCaptureInvalidated, "graph recording (an op could not be recorded)");
+    }
+    cudaGraphExec_t x = NULL;
+    /* auto-free: an allocation the step leaves unfreed is released before the next launch instead of
+       making relaunching fail */
+    e = cudaGraphInstantiateWithFlags(&x, g, cudaGraphInstantiateFlagAutoFreeOnLaunch);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return qd_cuda_fail(e, "graph instantiation");
+    }
+    if ((e = cudaGraphUpload(x, c->stream)) != cudaSuccess) {
+        cudaGraphExecDestroy(x);
+        return qd_cuda_fail(e, "graph upload");
+    }
+    /* the graph holds its own activations now: hand back what the op-by-op runs left cached in the pool */
+    cudaMemPool_t pool;
+    if (cudaStreamSynchronize(c->stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, c->device) == cudaSuccess)
+        cudaMemPoolTrimTo(pool, 0);
+    *out = x;
+    return QD_OK;
+}
+
+static qd_status cuda_graph_launch(qd_backend *b, void *graph) {
+    QD_CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, qd_cuda_of(b)->stream), "graph launch");
+    return QD_OK;
+}
+
+static void cuda_graph_free(qd_backend *b, void *graph) {
+    if (!graph) return;
+    cudaStreamSynchronize(qd_cuda_of(b)->stream);
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 static void cuda_destroy(qd_backend *b) {
     if (!b) return;
     if (b->impl && qd_cuda_of(b)->ops_owned) free((void *)b->ops); /* the profiling table */
@@ -123,38 +176,73 @@ static const qd_backend_ops cuda_ops = {
     .concat = qd_cuda_concat,
     .slice = qd_cuda_slice,
     .embedding = qd_cuda_embedding,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
     .destroy = cuda_destroy,
 };
 
-/* ---- QDIT_CUDA_PROFILE=1: every op synchronised and timed, a table per op at destroy (where a step's time
-   goes; the synchronisation itself costs each op a few microseconds, so absolute sums run high) ---- */
+/* ---- QDIT_CUDA_PROFILE=1: each op bracketed by two CUDA events on the stream (nothing synchronises, so
+   the GPU runs as it would), summed per op kind; a table at destroy. The sum of the ops' GPU times against
+   a step's wall time shows how much of the step is gaps between kernels (launch and host overhead). ---- */
 
-enum { P_LINEAR, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL, P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS,
+enum { P_LINEAR, P_LINEAR_SMALL, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL, P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS,
        P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
-static const char *const prof_names[P_COUNT] = {"linear", "attention", "rms_norm", "layer_norm", "group_norm", "rope", "activation",
+static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "attention", "rms_norm", "layer_norm", "group_norm", "rope", "activation",
                                                 "gated", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
                                                 "upsample", "permute", "concat", "slice", "embedding", "copy"};
-static double prof_s[P_COUNT];
+static double prof_ms[P_COUNT];
 static long prof_n[P_COUNT];
+enum { PROF_PENDING = 4096 };
+static struct {
+    cudaEvent_t a, b;
+    int kind;
+} prof_ev[PROF_PENDING];
+static int prof_used, prof_made;
 
-static double wall(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+/* read back the pending events' times (waits for them) */
+static void prof_flush(void) {
+    if (!prof_used) return;
+    cudaEventSynchronize(prof_ev[prof_used - 1].b);
+    for (int i = 0; i < prof_used; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, prof_ev[i].a, prof_ev[i].b) == cudaSuccess) prof_ms[prof_ev[i].kind] += ms;
+        prof_n[prof_ev[i].kind]++;
+    }
+    prof_used = 0;
+}
+
+static int prof_begin(qd_backend *b) {
+    if (prof_used == PROF_PENDING) prof_flush();
+    const int i = prof_used++;
+    if (i == prof_made) {
+        cudaEventCreate(&prof_ev[i].a), cudaEventCreate(&prof_ev[i].b);
+        prof_made++;
+    }
+    cudaEventRecord(prof_ev[i].a, qd_cuda_of(b)->stream);
+    return i;
 }
 
 #define PROF(idx, call)                                                                                        \
     do {                                                                                                       \
-        cudaStreamSynchronize(qd_cuda_of(b)->stream);                                                          \
-        const double t0_ = wall();                                                                             \
+        const int e_ = prof_begin(b);                                                                          \
         const qd_status s_ = (call);                                                                           \
-        cudaStreamSynchronize(qd_cuda_of(b)->stream);                                                          \
-        prof_s[idx] += wall() - t0_;                                                                           \
-        prof_n[idx]++;                                                                                         \
+        prof_ev[e_].kind = (idx);                                                                              \
+        cudaEventRecord(prof_ev[e_].b, qd_cuda_of(b)->stream);                                                 \
         return s_;                                                                                             \
     } while (0)
 
-static qd_status p_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) { PROF(P_LINEAR, qd_cuda_linear(b, l, x, y)); }
+extern "C" void qd_backend_cuda_profile_reset(void) {
+    prof_flush();
+    memset(prof_ms, 0, sizeof prof_ms);
+    memset(prof_n, 0, sizeof prof_n);
+}
+
+static qd_status p_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
+    const int64_t k = x->rank ? x->shape[x->rank - 1] : 1, rows = k ? qd_tensor_elements(x) / k : 0;
+    PROF(rows <= 16 ? P_LINEAR_SMALL : P_LINEAR, qd_cuda_linear(b, l, x, y));
+}
 static qd_status p_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *o) { PROF(P_ATTN, qd_cuda_attention(b, a, o)); }
 static qd_status p_rms(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) { PROF(P_RMS, qd_cuda_rms_norm(b, x, w, eps, y)); }
 static qd_status p_ln(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bi, float eps, qd_tensor *y) {
@@ -193,13 +281,14 @@ static qd_status p_emb(qd_backend *b, const qd_tensor *t, const qd_tensor *ids, 
 static qd_status p_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst) { PROF(P_COPY, qd_cuda_copy(b, src, dst)); }
 
 static void prof_report(void) {
+    prof_flush();
     double total = 0;
-    for (int i = 0; i < P_COUNT; i++) total += prof_s[i];
+    for (int i = 0; i < P_COUNT; i++) total += prof_ms[i];
     if (total <= 0) return;
-    fprintf(stderr, "cuda profile (synchronised per op): %.1f ms in ops\n", total * 1e3);
+    fprintf(stderr, "cuda profile (GPU time between events around each op): %.1f ms in ops\n", total);
     for (int i = 0; i < P_COUNT; i++)
-        if (prof_n[i]) fprintf(stderr, "  %-12s %8ld calls %10.2f ms %5.1f%%  %8.1f us/call\n", prof_names[i], prof_n[i], prof_s[i] * 1e3,
-                               100 * prof_s[i] / total, prof_s[i] / prof_n[i] * 1e6);
+        if (prof_n[i]) fprintf(stderr, "  %-12s %8ld calls %10.2f ms %5.1f%%  %8.1f us/call\n", prof_names[i], prof_n[i], prof_ms[i],
+                               100 * prof_ms[i] / total, prof_ms[i] / prof_n[i] * 1e3);
 }
 
 static void cuda_destroy(qd_backend *b);
@@ -231,6 +320,9 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->device = device;
     const char *dnn = getenv("QDIT_CUDNN");
     c->use_cudnn = !(dnn && !strcmp(dnn, "0"));
+    const char *graphs = getenv("QDIT_CUDA_GRAPH"), *prof = getenv("QDIT_CUDA_PROFILE");
+    const bool profiling = prof && *prof && strcmp(prof, "0");
+    c->use_graphs = !(graphs && !strcmp(graphs, "0")) && !profiling;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");
@@ -258,8 +350,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
         return s;
     }
     qd_log(QD_LOG_INFO, "cuda: %s (sm_%d%d, %d SMs)", c->name, c->cc_major, c->cc_minor, c->sm_count);
-    const char *prof = getenv("QDIT_CUDA_PROFILE");
-    if (prof && *prof && strcmp(prof, "0")) {
+    if (profiling) {
         qd_backend_ops *po = (qd_backend_ops *)malloc(sizeof *po);
         if (po) {
             *po = cuda_ops;

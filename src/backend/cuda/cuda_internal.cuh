@@ -30,6 +30,7 @@ typedef struct {
     void *lt_plans; /* linear.cu's cache of cuBLASLt matmul plans */
     bool use_cudnn; /* attention may go to cuDNN's fused SDPA (QDIT_CUDNN=0 says no, read at creation) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
+    bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);

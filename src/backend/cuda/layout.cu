@@ -61,49 +61,43 @@ extern "C" qd_status qd_cuda_permute(qd_backend *b, const qd_tensor *x, const in
 }
 
 /* a sub-block of y [outer, len, inner] taken from x [outer, xlen, inner] at offset `start` along the
- * middle dim (slice), or written into y at `start` (concat: the reverse) — as one 3-D copy */
-template <typename T, typename I>
-__global__ void block_copy_kernel(const T *x, T *y, int64_t outer, int64_t len_, int64_t inner_, int64_t xlen, int64_t ylen,
-                                  int64_t xstart, int64_t ystart) {
-    const int64_t n = outer * len_ * inner_;
-    const I len = (I)len_, inner = (I)inner_;
-    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)n; i += (I)gridDim.x * (I)blockDim.x) {
-        const I in = i % inner, mid = (i / inner) % len, o = i / (inner * len);
-        y[(o * ylen + ystart + mid) * inner + in] = x[(o * xlen + xstart + mid) * inner + in];
+ * middle dim (slice), or written into y at `start` (concat: the reverse). Per outer index that is one
+ * contiguous run of len·inner elements on each side, so it is a copy of `outer` rows: a 2-D grid, rows
+ * along y, each row's units along x — no index division — in the widest unit (16, 8, 4 or 2 bytes) that
+ * divides the run, both row strides, both offsets and both pointers' alignment. */
+template <typename T>
+__global__ void rows_copy_kernel(const T *x, T *y, int64_t rows, int64_t units, int64_t xstride, int64_t ystride, int64_t xoff, int64_t yoff) {
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const T *xr = x + r * xstride + xoff;
+        T *yr = y + r * ystride + yoff;
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < units; c += (int64_t)gridDim.x * blockDim.x) yr[c] = xr[c];
     }
 }
 
 static qd_status block_copy(qd_backend *b, const void *x, void *y, int es, int64_t outer, int64_t len, int64_t inner, int64_t xlen,
                             int64_t ylen, int64_t xstart, int64_t ystart, const char *op) {
-    /* move the widest unit (16, 8, 4 or 2 bytes) that divides a run of `inner` elements and both buffers'
-       alignment: a concat of token rows becomes a copy of 16-byte words */
-    if (es > 0) {
-        const int64_t run = inner * es;
-        int u = 16;
-        while (u > es && (run % u || (uintptr_t)x % u || (uintptr_t)y % u)) u /= 2;
-        if (u > es) {
-            inner = run / u;
-            es = u;
-        }
-    }
-    const int64_t n = outer * len * inner;
-    if (!n) return QD_OK;
+    if (es <= 0) return qd_fail(QD_EUNSUPPORTED, "cuda %s: elements of a fractional byte size", op);
+    /* in bytes: the run of each row, the row strides and the offsets */
+    const int64_t run = len * inner * es, xs = xlen * inner * es, ys = ylen * inner * es, xo = xstart * inner * es, yo = ystart * inner * es;
+    if (!run || !outer) return QD_OK;
+    int u = 16;
+    while (u > 1 && (run % u || xs % u || ys % u || xo % u || yo % u || (uintptr_t)x % u || (uintptr_t)y % u)) u /= 2;
+    const int64_t units = run / u;
+    const int threads = units >= 256 ? 256 : units >= 64 ? 64 : 32;
+    int64_t gx = (units + threads - 1) / threads;
+    if (gx > 4096) gx = 4096;
+    const int64_t gy = outer > 65535 ? 65535 : outer;
+    dim3 grid((unsigned)gx, (unsigned)gy);
     cudaStream_t s = qd_cuda_of(b)->stream;
-    const unsigned g = qd_cuda_blocks(n, 256);
-    /* the largest index is into the bigger of x and y */
-    const bool small = outer * (xlen > ylen ? xlen : ylen) * inner < ((int64_t)1 << 31);
-#define BC(T)                                                                                                  \
-    if (small) block_copy_kernel<T, int32_t><<<g, 256, 0, s>>>((const T *)x, (T *)y, outer, len, inner, xlen, ylen, xstart, ystart); \
-    else block_copy_kernel<T, int64_t><<<g, 256, 0, s>>>((const T *)x, (T *)y, outer, len, inner, xlen, ylen, xstart, ystart)
-    switch (es) {
-    case 1: BC(uint8_t); break;
-    case 2: BC(uint16_t); break;
-    case 4: BC(uint32_t); break;
-    case 8: BC(uint64_t); break;
-    case 16: BC(uint4); break;
-    default: return qd_fail(QD_EUNSUPPORTED, "cuda %s: %d-byte elements", op, es);
+#define RC(T) rows_copy_kernel<T><<<grid, threads, 0, s>>>((const T *)x, (T *)y, outer, units, xs / u, ys / u, xo / u, yo / u)
+    switch (u) {
+    case 1: RC(uint8_t); break;
+    case 2: RC(uint16_t); break;
+    case 4: RC(uint32_t); break;
+    case 8: RC(uint2); break;
+    default: RC(uint4); break;
     }
-#undef BC
+#undef RC
     QD_CUDA_LAUNCHED(op);
     return QD_OK;
 }

@@ -17,6 +17,7 @@
 #include "models/dit/flux.h"
 #include "models/run.h"
 #include "models/layout.h"
+#include "models/step_graph.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -40,6 +41,15 @@ typedef struct {
     qd_tensor norm_q, norm_k;
 } single_block;
 
+/* A step's inputs and output in tensors the model owns (at fixed addresses, for step graphs), and the
+ * host-made conditioning: timestep / guidance sinusoids [B, 256] and the RoPE tables of the positions. */
+typedef struct {
+    int64_t B, N, T;
+    qd_dtype hs_dtype, enc_dtype, pooled_dtype, out_dtype;
+    qd_tensor hs, enc, pooled, tsin, gsin, cos, sin, out;
+    float *ids; /* [txt_ids; img_ids] the RoPE tables were made from */
+} flux_step_io;
+
 struct qd_flux {
     qd_model_ctx ctx;
     qd_flux_config c;
@@ -47,6 +57,8 @@ struct qd_flux {
     qd_linear x_embedder, context_embedder, t_lin1, t_lin2, g_lin1, g_lin2, p_lin1, p_lin2, norm_out, proj_out;
     double_block *dbl;
     single_block *sgl;
+    flux_step_io io;
+    qd_step_graph graph;
 };
 
 qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_config *c) {
@@ -103,8 +115,17 @@ static void free_single(single_block *b) {
     qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k);
 }
 
+static void step_io_free(flux_step_io *io) {
+    qd_tensor *ts[] = {&io->hs, &io->enc, &io->pooled, &io->tsin, &io->gsin, &io->cos, &io->sin, &io->out};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
+    free(io->ids);
+    memset(io, 0, sizeof *io);
+}
+
 void qd_flux_free(qd_flux *m) {
     if (!m) return;
+    if (m->ctx.backend) qd_step_graph_clear(&m->graph, m->ctx.backend);
+    step_io_free(&m->io);
     qd_linear *ls[] = {&m->x_embedder, &m->context_embedder, &m->t_lin1, &m->t_lin2, &m->g_lin1,
                        &m->g_lin2,     &m->p_lin1,           &m->p_lin2, &m->norm_out, &m->proj_out};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
@@ -405,29 +426,19 @@ static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x,
     return y;
 }
 
-/* Host values as a [n, dim] activation tensor. */
-static qd_tensor upload(run *r, const float *host, int64_t n, int64_t dim) {
-    qd_tensor t = qd_run_tensor(r, 2, (int64_t[]){n, dim});
-    if (r->s) return t;
-    qd_tensor f = {0};
-    r->s = qd_tensor_new(r->be, &f, QD_DTYPE_F32, 2, (int64_t[]){n, dim});
-    if (!r->s) r->s = r->be->ops->upload(r->be, &f, host);
-    if (!r->s) r->s = r->be->ops->copy(r->be, &f, &t);
-    qd_tensor_free(&f);
-    return t;
+/* The sinusoid [B, 256] (F32) of a scalar per batch item, v·1000 rounded as the context says (by default
+ * in the activation dtype, as diffusers does; models.md §11.2). Host work: made before the step runs. */
+static void scalar_sinusoid(const qd_model_ctx *ctx, const float *v, int64_t B, float *emb) {
+    float *t = malloc(sizeof *t * (size_t)B);
+    for (int64_t b = 0; b < B; b++) t[b] = qd_model_scalar_x1000(ctx, v[b]);
+    qd_timestep_embedding(t, (int)B, 256, true, 0.0f, 1.0f, emb);
+    free(t);
 }
 
-/* temb contribution of a scalar per batch item: linear_2(silu(linear_1(sinus(v·1000)))), v·1000 rounded
- * as the context says (by default in the activation dtype, as diffusers does; models.md §11.2) */
-static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const float *v, int64_t B) {
-    float *t = malloc(sizeof *t * (size_t)B), *emb = malloc(sizeof *emb * (size_t)(B * 256));
-    for (int64_t b = 0; b < B; b++) {
-        t[b] = qd_model_scalar_x1000(r->ctx, v[b]);
-    }
-    qd_timestep_embedding(t, (int)B, 256, true, 0.0f, 1.0f, emb);
-    qd_tensor e = upload(r, emb, B, 256);
-    free(t);
-    free(emb);
+/* temb contribution of a scalar: linear_2(silu(linear_1(sinusoid))) */
+static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const qd_tensor *sinusoid) {
+    qd_tensor e = qd_run_tensor(r, 2, sinusoid->shape);
+    if (!r->s) r->s = r->be->ops->copy(r->be, sinusoid, &e);
     qd_tensor h = qd_run_linear(r, l1, &e);
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
     qd_tensor y = qd_run_linear(r, l2, &h);
@@ -444,27 +455,31 @@ static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd
     if (!r->s) r->s = r->be->ops->attention(r->be, &a, out);
 }
 
-qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) {
+/* What the step body reads: device tensors only (the step io's, or temporaries on the CPU). */
+typedef struct {
+    qd_flux *m;
+    const qd_tensor *hs, *enc, *pooled, *tsin, *gsin, *cos, *sin;
+    qd_tensor *out;
+} flux_body_args;
+
+/* The transformer from device inputs to the output: no host values, uploads or downloads (step_graph.h). */
+static qd_status flux_body(void *user) {
+    const flux_body_args *a = user;
+    qd_flux *m = a->m;
     const qd_flux_config *c = &m->c;
     run R = {.be = m->ctx.backend, .ctx = &m->ctx, .act = m->ctx.act, .s = QD_OK}, *r = &R;
-    const qd_tensor *hs = in->hidden, *enc = in->encoder;
-    if (hs->rank != 3 || enc->rank != 3 || hs->shape[2] != c->in_channels || enc->shape[2] != c->joint_attention_dim ||
-        enc->shape[0] != hs->shape[0] || in->pooled->rank != 2 || in->pooled->shape[1] != c->pooled_projection_dim) {
-        return qd_fail(QD_EINVAL, "FLUX forward: hidden [B, N, %lld], encoder [B, T, %lld] and pooled [B, %lld] expected",
-                       (long long)c->in_channels, (long long)c->joint_attention_dim, (long long)c->pooled_projection_dim);
-    }
-    if (c->guidance_embeds && !in->guidance) return qd_fail(QD_EINVAL, "FLUX forward: this model embeds guidance; pass one");
+    const qd_tensor *hs = a->hs, *enc = a->enc;
     int64_t B = hs->shape[0], N = hs->shape[1], T = enc->shape[1], L = T + N, D = c->inner_dim, H = c->heads, hd = c->head_dim;
 
     qd_tensor x = qd_run_linear(r, &m->x_embedder, hs);
-    qd_tensor temb = scalar_embedding(r, &m->t_lin1, &m->t_lin2, in->timestep, B);
+    qd_tensor temb = scalar_embedding(r, &m->t_lin1, &m->t_lin2, a->tsin);
     if (c->guidance_embeds) {
-        qd_tensor g = scalar_embedding(r, &m->g_lin1, &m->g_lin2, in->guidance, B);
+        qd_tensor g = scalar_embedding(r, &m->g_lin1, &m->g_lin2, a->gsin);
         if (!r->s) r->s = r->be->ops->add(r->be, &temb, &g, &temb);
         qd_tensor_free(&g);
     }
     {
-        qd_tensor h = qd_run_linear(r, &m->p_lin1, in->pooled);
+        qd_tensor h = qd_run_linear(r, &m->p_lin1, a->pooled);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
         qd_tensor p = qd_run_linear(r, &m->p_lin2, &h);
         if (!r->s) r->s = r->be->ops->add(r->be, &temb, &p, &temb);
@@ -472,21 +487,8 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
         qd_tensor_free(&p);
     }
     qd_tensor ctx = qd_run_linear(r, &m->context_embedder, enc);
-
-    /* RoPE over [text, image] positions, angles in float64 (models.md §1.2) */
-    qd_tensor cos = {0}, sin = {0};
-    {
-        float *ids = malloc(sizeof *ids * (size_t)(L * 3)), *cs = malloc(sizeof *cs * (size_t)(L * hd / 2)),
-              *sn = malloc(sizeof *sn * (size_t)(L * hd / 2));
-        memcpy(ids, in->txt_ids, sizeof *ids * (size_t)(T * 3));
-        memcpy(ids + T * 3, in->img_ids, sizeof *ids * (size_t)(N * 3));
-        qd_rope_table(ids, L, 3, c->axes_dims, 10000.0, QD_ROPE_ANGLES_F64, cs, sn);
-        if (!r->s) r->s = qd_tensor_new(r->be, &cos, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
-        if (!r->s) r->s = qd_tensor_new(r->be, &sin, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
-        if (!r->s) r->s = r->be->ops->upload(r->be, &cos, cs);
-        if (!r->s) r->s = r->be->ops->upload(r->be, &sin, sn);
-        free(ids), free(cs), free(sn);
-    }
+    qd_tensor cos = *a->cos, sin = *a->sin; /* read only */
+    cos.backend = sin.backend = NULL;
     qd_tensor silu_temb = qd_run_tensor(r, 2, (int64_t[]){B, D});
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &temb, &silu_temb);
 
@@ -585,8 +587,101 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     qd_tensor scale = qd_run_chunk(r, &e, 0, D), shift = qd_run_chunk(r, &e, 1, D);
     qd_tensor xn = norm_modulate(r, &img, &scale, &shift);
     qd_run_observe(r, &m->proj_out, &xn);
-    if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, out);
-    qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb, &cos, &sin};
+    if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, a->out);
+    qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
-    return r->s ? qd_fail_context(r->s, "FLUX forward") : QD_OK;
+    return r->s;
+}
+
+/* (Re)make the step io for this shape; false when it already fits. */
+static qd_status step_io_fit(qd_flux *m, const qd_flux_inputs *in, const qd_tensor *out, bool *remade) {
+    flux_step_io *io = &m->io;
+    const qd_tensor *hs = in->hidden, *enc = in->encoder, *pooled = in->pooled;
+    const int64_t B = hs->shape[0], N = hs->shape[1], T = enc->shape[1];
+    *remade = false;
+    if (io->ids && io->B == B && io->N == N && io->T == T && io->hs_dtype == hs->dtype && io->enc_dtype == enc->dtype &&
+        io->pooled_dtype == pooled->dtype && io->out_dtype == out->dtype)
+        return QD_OK;
+    qd_backend *be = m->ctx.backend;
+    qd_step_graph_clear(&m->graph, be);
+    step_io_free(io);
+    *remade = true;
+    const int64_t L = T + N, hd = m->c.head_dim;
+    io->B = B, io->N = N, io->T = T;
+    io->hs_dtype = hs->dtype, io->enc_dtype = enc->dtype, io->pooled_dtype = pooled->dtype, io->out_dtype = out->dtype;
+    qd_status s = qd_tensor_new(be, &io->hs, hs->dtype, hs->rank, hs->shape);
+    if (!s) s = qd_tensor_new(be, &io->enc, enc->dtype, enc->rank, enc->shape);
+    if (!s) s = qd_tensor_new(be, &io->pooled, pooled->dtype, pooled->rank, pooled->shape);
+    if (!s) s = qd_tensor_new(be, &io->out, out->dtype, out->rank, out->shape);
+    if (!s) s = qd_tensor_new(be, &io->tsin, QD_DTYPE_F32, 2, (int64_t[]){B, 256});
+    if (!s && m->c.guidance_embeds) s = qd_tensor_new(be, &io->gsin, QD_DTYPE_F32, 2, (int64_t[]){B, 256});
+    if (!s) s = qd_tensor_new(be, &io->cos, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
+    if (!s) s = qd_tensor_new(be, &io->sin, QD_DTYPE_F32, 2, (int64_t[]){L, hd / 2});
+    if (!s && !(io->ids = calloc((size_t)(L * 3), sizeof *io->ids))) s = qd_fail(QD_ENOMEM, "FLUX step: position ids");
+    if (s) step_io_free(io);
+    return s;
+}
+
+/* Fill the step io's conditioning from the host inputs: sinusoids always, RoPE tables when the positions
+ * changed (or the io is new). */
+static qd_status step_io_fill(qd_flux *m, const qd_flux_inputs *in, bool fresh) {
+    flux_step_io *io = &m->io;
+    qd_backend *be = m->ctx.backend;
+    const int64_t B = io->B, N = io->N, T = io->T, L = T + N, hd = m->c.head_dim;
+    float *emb = malloc(sizeof *emb * (size_t)(B * 256));
+    if (!emb) return qd_fail(QD_ENOMEM, "FLUX step: timestep embedding");
+    scalar_sinusoid(&m->ctx, in->timestep, B, emb);
+    qd_status s = be->ops->upload(be, &io->tsin, emb);
+    if (!s && m->c.guidance_embeds) {
+        scalar_sinusoid(&m->ctx, in->guidance, B, emb);
+        s = be->ops->upload(be, &io->gsin, emb);
+    }
+    free(emb);
+    if (s) return s;
+    if (!fresh && !memcmp(io->ids, in->txt_ids, sizeof *io->ids * (size_t)(T * 3)) &&
+        !memcmp(io->ids + T * 3, in->img_ids, sizeof *io->ids * (size_t)(N * 3)))
+        return QD_OK;
+    /* RoPE over [text, image] positions, angles in float64 (models.md §1.2) */
+    memcpy(io->ids, in->txt_ids, sizeof *io->ids * (size_t)(T * 3));
+    memcpy(io->ids + T * 3, in->img_ids, sizeof *io->ids * (size_t)(N * 3));
+    float *cs = malloc(sizeof *cs * (size_t)(L * hd / 2)), *sn = malloc(sizeof *sn * (size_t)(L * hd / 2));
+    if (!cs || !sn) s = qd_fail(QD_ENOMEM, "FLUX step: RoPE tables");
+    if (!s) qd_rope_table(io->ids, L, 3, m->c.axes_dims, 10000.0, QD_ROPE_ANGLES_F64, cs, sn);
+    if (!s) s = be->ops->upload(be, &io->cos, cs);
+    if (!s) s = be->ops->upload(be, &io->sin, sn);
+    free(cs), free(sn);
+    if (s) io->ids[0] = -1.0f; /* never a valid cache hit */
+    return s;
+}
+
+qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) {
+    const qd_flux_config *c = &m->c;
+    const qd_tensor *hs = in->hidden, *enc = in->encoder;
+    if (hs->rank != 3 || enc->rank != 3 || hs->shape[2] != c->in_channels || enc->shape[2] != c->joint_attention_dim ||
+        enc->shape[0] != hs->shape[0] || in->pooled->rank != 2 || in->pooled->shape[1] != c->pooled_projection_dim ||
+        in->pooled->shape[0] != hs->shape[0]) {
+        return qd_fail(QD_EINVAL, "FLUX forward: hidden [B, N, %lld], encoder [B, T, %lld] and pooled [B, %lld] expected",
+                       (long long)c->in_channels, (long long)c->joint_attention_dim, (long long)c->pooled_projection_dim);
+    }
+    if (c->guidance_embeds && !in->guidance) return qd_fail(QD_EINVAL, "FLUX forward: this model embeds guidance; pass one");
+    if (out->rank != 3 || out->shape[0] != hs->shape[0] || out->shape[1] != hs->shape[1] || out->shape[2] != c->out_channels)
+        return qd_fail(QD_EINVAL, "FLUX forward: output [B, N, %lld] expected", (long long)c->out_channels);
+    qd_backend *be = m->ctx.backend;
+    bool fresh = false;
+    /* The step io: inputs copied in, conditioning filled, the body run (through a graph where the backend
+       has them), the output copied out. An observer (calibration) sees every linear's input as it runs. */
+    qd_status s = step_io_fit(m, in, out, &fresh);
+    if (!s) s = step_io_fill(m, in, fresh);
+    if (!s) s = be->ops->copy(be, hs, &m->io.hs);
+    if (!s) s = be->ops->copy(be, enc, &m->io.enc);
+    if (!s) s = be->ops->copy(be, in->pooled, &m->io.pooled);
+    flux_body_args a = {m, &m->io.hs, &m->io.enc, &m->io.pooled, &m->io.tsin, c->guidance_embeds ? &m->io.gsin : NULL,
+                        &m->io.cos, &m->io.sin, &m->io.out};
+    if (!s) {
+        m->graph.what = "the FLUX step";
+        const int64_t key[] = {m->io.B, m->io.N, m->io.T};
+        s = m->ctx.observe ? flux_body(&a) : qd_step_graph_run(&m->graph, be, qd_step_graph_key(key, 3), flux_body, &a);
+    }
+    if (!s) s = be->ops->copy(be, &m->io.out, out);
+    return s ? qd_fail_context(s, "FLUX forward") : QD_OK;
 }

@@ -8,6 +8,7 @@
  * keeps its name. SVDQuant pads N and K to multiples of 128: x is padded with zeros, y cropped. */
 #include "models/dit/zimage.h"
 #include "models/run.h"
+#include "models/step_graph.h"
 #include "models/layout.h"
 
 #include <math.h>
@@ -26,12 +27,22 @@ typedef struct {
     qd_tensor norm_q, norm_k, attn_norm1, attn_norm2, ffn_norm1, ffn_norm2;
 } block;
 
+/* A step's inputs and output in tensors the model owns (at fixed addresses, for step graphs), with the
+ * host-made conditioning: the timestep sinusoid [1, 256] and the RoPE tables [L, hd/2] of the shape. */
+typedef struct {
+    int64_t shape_x[4], Lc;
+    qd_dtype x_dtype, cap_dtype, out_dtype;
+    qd_tensor x, cap, tsin, cos, sin, out;
+} zimage_step_io;
+
 struct qd_zimage {
     qd_model_ctx ctx;
     qd_zimage_config c;
     qd_linear x_embedder, t_lin1, t_lin2, cap_lin, final_adaln, final_linear;
     qd_tensor cap_norm, x_pad, cap_pad;
     block *layers, *noise_refiner, *context_refiner;
+    zimage_step_io io;
+    qd_step_graph graph;
 };
 
 qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage_config *c) {
@@ -86,8 +97,16 @@ static void free_block(block *b) {
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
 }
 
+static void step_io_free(zimage_step_io *io) {
+    qd_tensor *ts[] = {&io->x, &io->cap, &io->tsin, &io->cos, &io->sin, &io->out};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
+    memset(io, 0, sizeof *io);
+}
+
 void qd_zimage_free(qd_zimage *m) {
     if (!m) return;
+    if (m->ctx.backend) qd_step_graph_clear(&m->graph, m->ctx.backend);
+    step_io_free(&m->io);
     qd_linear *ls[] = {&m->x_embedder, &m->t_lin1, &m->t_lin2, &m->cap_lin, &m->final_adaln, &m->final_linear};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&m->cap_norm), qd_tensor_free(&m->x_pad), qd_tensor_free(&m->cap_pad);
@@ -343,26 +362,28 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
 
 static int64_t ceil32(int64_t n) { return (n + 31) / 32 * 32; }
 
-qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out) {
+typedef struct {
+    qd_zimage *m;
+    const qd_tensor *x, *cap, *tsin, *cos, *sin;
+    qd_tensor *out;
+} zimage_body_args;
+
+/* The transformer from device inputs to the output: no host values, uploads or downloads (step_graph.h). */
+static qd_status zimage_body(void *user) {
+    const zimage_body_args *a = user;
+    qd_zimage *m = a->m;
     const qd_zimage_config *c = &m->c;
     run R = {.be = m->ctx.backend, .ctx = &m->ctx, .act = m->ctx.act, .s = QD_OK}, *r = &R;
-    if (x->rank != 4 || x->shape[0] != c->in_channels || x->shape[1] != 1 || x->shape[2] % 2 || x->shape[3] % 2 ||
-        cap->rank != 2 || cap->shape[1] != c->cap_feat_dim || cap->shape[0] < 1) {
-        return qd_fail(QD_EINVAL, "Z-Image forward: x [%lld, 1, H, W] with even H, W and caption features [L, %lld] expected",
-                       (long long)c->in_channels, (long long)c->cap_feat_dim);
-    }
+    const qd_tensor *x = a->x, *cap = a->cap;
+    qd_tensor *out = a->out;
     int64_t C = c->in_channels, H2 = x->shape[2] / 2, W2 = x->shape[3] / 2, N = H2 * W2, Np = ceil32(N);
     int64_t Lc = cap->shape[0], Lp = ceil32(Lc), D = c->dim, hd = c->head_dim;
 
-    /* adaln = t_embedder(t·t_scale): [cos | sin] over 256 in f32, cast to the activation dtype */
+    /* adaln = t_embedder(t·t_scale): [cos | sin] over 256 in f32 (made on the host), cast to the activation dtype */
     qd_tensor adaln;
     {
-        float tt = t * (float)c->t_scale, emb[256];
-        qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
-        qd_tensor e32 = qd_run_upload_f32(r, emb, 2, (int64_t[]){1, 256});
         qd_tensor e = qd_run_tensor(r, 2, (int64_t[]){1, 256});
-        if (!r->s) r->s = r->be->ops->copy(r->be, &e32, &e);
-        qd_tensor_free(&e32);
+        if (!r->s) r->s = r->be->ops->copy(r->be, a->tsin, &e);
         qd_tensor h = qd_run_linear(r, &m->t_lin1, &e);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &h, &h);
         adaln = qd_run_linear(r, &m->t_lin2, &h);
@@ -402,22 +423,15 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     qd_tensor txt = pad_rows(r, &ce, Lc, &m->cap_pad, Lp);
     qd_tensor_free(&ce);
 
-    /* positions: caption k → (1+k, 0, 0); image (h, w) → (Lp+1, h, w); image padding → (0, 0, 0) */
-    int64_t L = Np + Lp, half = hd / 2;
-    float *ids = calloc((size_t)(L * 3), sizeof *ids), *cs = malloc(sizeof *cs * (size_t)(L * half)),
-          *sn = malloc(sizeof *sn * (size_t)(L * half));
-    for (int64_t i = 0; i < N; i++) {
-        ids[i * 3 + 0] = (float)(Lp + 1);
-        ids[i * 3 + 1] = (float)(i / W2);
-        ids[i * 3 + 2] = (float)(i % W2);
-    }
-    for (int64_t k = 0; k < Lp; k++) ids[(Np + k) * 3] = (float)(1 + k);
-    qd_rope_table(ids, L, 3, c->axes_dims, c->rope_theta, QD_ROPE_ANGLES_F64_TO_F32, cs, sn);
-    qd_tensor cos_img = qd_run_upload_f32(r, cs, 2, (int64_t[]){Np, half}), sin_img = qd_run_upload_f32(r, sn, 2, (int64_t[]){Np, half});
-    qd_tensor cos_txt = qd_run_upload_f32(r, cs + Np * half, 2, (int64_t[]){Lp, half}),
-              sin_txt = qd_run_upload_f32(r, sn + Np * half, 2, (int64_t[]){Lp, half});
-    qd_tensor cos_all = qd_run_upload_f32(r, cs, 2, (int64_t[]){L, half}), sin_all = qd_run_upload_f32(r, sn, 2, (int64_t[]){L, half});
-    free(ids), free(cs), free(sn);
+    /* RoPE tables of [image, caption] positions (step_io_fill): the image rows, the caption rows, all */
+    const int64_t L = Np + Lp, half = hd / 2;
+    qd_tensor cos_all = *a->cos, sin_all = *a->sin; /* views: not freed */
+    cos_all.backend = sin_all.backend = NULL;
+    qd_tensor cos_img = cos_all, sin_img = sin_all, cos_txt = cos_all, sin_txt = sin_all;
+    qd_tensor_shape(&cos_img, QD_DTYPE_F32, 2, (int64_t[]){Np, half}), qd_tensor_shape(&sin_img, QD_DTYPE_F32, 2, (int64_t[]){Np, half});
+    qd_tensor_shape(&cos_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half}), qd_tensor_shape(&sin_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half});
+    cos_txt.data = (float *)cos_all.data + Np * half, sin_txt.data = (float *)sin_all.data + Np * half;
+    (void)L;
 
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
@@ -449,7 +463,77 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
             qd_tensor_free(&tmp);
         }
     }
-    qd_tensor *rest[] = {&u, &sa, &scale, &xi, &y, &adaln, &cos_img, &sin_img, &cos_txt, &sin_txt, &cos_all, &sin_all};
+    qd_tensor *rest[] = {&u, &sa, &scale, &xi, &y, &adaln};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
-    return r->s ? qd_fail_context(r->s, "Z-Image forward") : QD_OK;
+    return r->s;
+}
+
+/* (Re)make the step io for this shape and fill its RoPE tables; nothing when it already fits. */
+static qd_status step_io_fit(qd_zimage *m, const qd_tensor *x, const qd_tensor *cap, const qd_tensor *out) {
+    zimage_step_io *io = &m->io;
+    const qd_zimage_config *c = &m->c;
+    if (io->x.data && !memcmp(io->shape_x, x->shape, sizeof io->shape_x) && io->Lc == cap->shape[0] && io->x_dtype == x->dtype &&
+        io->cap_dtype == cap->dtype && io->out_dtype == out->dtype)
+        return QD_OK;
+    qd_backend *be = m->ctx.backend;
+    qd_step_graph_clear(&m->graph, be);
+    step_io_free(io);
+    memcpy(io->shape_x, x->shape, sizeof io->shape_x);
+    io->Lc = cap->shape[0], io->x_dtype = x->dtype, io->cap_dtype = cap->dtype, io->out_dtype = out->dtype;
+    const int64_t H2 = x->shape[2] / 2, W2 = x->shape[3] / 2, N = H2 * W2, Np = ceil32(N), Lp = ceil32(cap->shape[0]);
+    const int64_t L = Np + Lp, half = c->head_dim / 2;
+    qd_status s = qd_tensor_new(be, &io->x, x->dtype, x->rank, x->shape);
+    if (!s) s = qd_tensor_new(be, &io->cap, cap->dtype, cap->rank, cap->shape);
+    if (!s) s = qd_tensor_new(be, &io->out, out->dtype, out->rank, out->shape);
+    if (!s) s = qd_tensor_new(be, &io->tsin, QD_DTYPE_F32, 2, (int64_t[]){1, 256});
+    if (!s) s = qd_tensor_new(be, &io->cos, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    if (!s) s = qd_tensor_new(be, &io->sin, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    /* positions: caption k → (1+k, 0, 0); image (h, w) → (Lp+1, h, w); image padding → (0, 0, 0) */
+    float *ids = calloc((size_t)(L * 3), sizeof *ids), *cs = malloc(sizeof *cs * (size_t)(L * half)),
+          *sn = malloc(sizeof *sn * (size_t)(L * half));
+    if (!s && (!ids || !cs || !sn)) s = qd_fail(QD_ENOMEM, "Z-Image step: RoPE tables");
+    if (!s) {
+        for (int64_t i = 0; i < N; i++) {
+            ids[i * 3 + 0] = (float)(Lp + 1);
+            ids[i * 3 + 1] = (float)(i / W2);
+            ids[i * 3 + 2] = (float)(i % W2);
+        }
+        for (int64_t k = 0; k < Lp; k++) ids[(Np + k) * 3] = (float)(1 + k);
+        qd_rope_table(ids, L, 3, c->axes_dims, c->rope_theta, QD_ROPE_ANGLES_F64_TO_F32, cs, sn);
+        s = be->ops->upload(be, &io->cos, cs);
+    }
+    if (!s) s = be->ops->upload(be, &io->sin, sn);
+    free(ids), free(cs), free(sn);
+    if (s) step_io_free(io);
+    return s;
+}
+
+qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out) {
+    const qd_zimage_config *c = &m->c;
+    if (x->rank != 4 || x->shape[0] != c->in_channels || x->shape[1] != 1 || x->shape[2] % 2 || x->shape[3] % 2 ||
+        cap->rank != 2 || cap->shape[1] != c->cap_feat_dim || cap->shape[0] < 1) {
+        return qd_fail(QD_EINVAL, "Z-Image forward: x [%lld, 1, H, W] with even H, W and caption features [L, %lld] expected",
+                       (long long)c->in_channels, (long long)c->cap_feat_dim);
+    }
+    if (out->rank != 4 || memcmp(out->shape, x->shape, sizeof(int64_t) * 4))
+        return qd_fail(QD_EINVAL, "Z-Image forward: the output must have x's shape [%lld, 1, H, W]", (long long)c->in_channels);
+    qd_backend *be = m->ctx.backend;
+    /* the step io: inputs copied in, the timestep sinusoid made, the body run (through a graph where the
+       backend has them), the output copied out */
+    qd_status s = step_io_fit(m, x, cap, out);
+    if (!s) {
+        float tt = t * (float)c->t_scale, emb[256];
+        qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
+        s = be->ops->upload(be, &m->io.tsin, emb);
+    }
+    if (!s) s = be->ops->copy(be, x, &m->io.x);
+    if (!s) s = be->ops->copy(be, cap, &m->io.cap);
+    zimage_body_args a = {m, &m->io.x, &m->io.cap, &m->io.tsin, &m->io.cos, &m->io.sin, &m->io.out};
+    if (!s) {
+        m->graph.what = "the Z-Image step";
+        const int64_t key[] = {x->shape[2], x->shape[3], cap->shape[0]};
+        s = m->ctx.observe ? zimage_body(&a) : qd_step_graph_run(&m->graph, be, qd_step_graph_key(key, 3), zimage_body, &a);
+    }
+    if (!s) s = be->ops->copy(be, &m->io.out, out);
+    return s ? qd_fail_context(s, "Z-Image forward") : QD_OK;
 }
