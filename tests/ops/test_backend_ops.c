@@ -860,7 +860,9 @@ static void run_gated_add(qd_backend *be) {
                  {1, 33, 3072, 1, QD_DTYPE_BF16, true},  /* FLUX hidden, y = r as flux.c calls it */
                  {2, 5, 1031, 0, QD_DTYPE_F32, true},    /* Z-Image's unmodulated blocks: gate NULL */
                  {1, 17, 3840, 2, QD_DTYPE_BF16, true},  /* Z-Image hidden, gate [B, 1, D] */
-                 {3, 4, 77, 1, QD_DTYPE_F16, false}};
+                 {3, 4, 77, 1, QD_DTYPE_F16, false},
+                 {2, 7, 256, 1, QD_DTYPE_BF16, false},   /* B > 1 through the 8-wide BF16 path */
+                 {2, 3, 64, 0, QD_DTYPE_BF16, false}};
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         int64_t B = cases[ci].b, L = cases[ci].l, D = cases[ci].d;
         qd_dtype t = cases[ci].t;

@@ -133,6 +133,25 @@ __global__ void gated_add_kernel(const void *r, int rt, const void *x, int xt, c
     }
 }
 
+/* BF16 r, x and y, 8 values per 16-byte access (the model's residual stream): one division per 8 values
+   finds the gate's row and column; same math as gated_add_kernel */
+__global__ void gated_add_bf16x8_kernel(const uint4 *r, const uint4 *x, const void *g, int gt, uint4 *y, int64_t n8, int64_t D8, int64_t LD8) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+        uint4 ur = r[i], ux = x[i];
+        const __nv_bfloat162 *hr = (const __nv_bfloat162 *)&ur;
+        __nv_bfloat162 *hx = (__nv_bfloat162 *)&ux;
+        const int64_t gbase = g ? ((i / LD8) * D8 + i % D8) * 8 : 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 v = __bfloat1622float2(hx[j]);
+            if (g) v.x *= qd_ld(g, gt, gbase + 2 * j), v.y *= qd_ld(g, gt, gbase + 2 * j + 1);
+            const float2 a = __bfloat1622float2(hr[j]);
+            hx[j] = __floats2bfloat162_rn(a.x + v.x, a.y + v.y);
+        }
+        y[i] = ux;
+    }
+}
+
 extern "C" qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y) {
     qd_status s;
     if ((s = qd_cuda_check_float("gated_add", "r", r)) || (s = qd_cuda_check_float("gated_add", "x", x)) || (s = qd_cuda_check_float("gated_add", "y", y)) ||
@@ -140,6 +159,13 @@ extern "C" qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const 
         return s;
     if (!qd_cuda_same_shape(r, x) || !qd_cuda_same_shape(x, y)) return qd_fail(QD_EINVAL, "cuda gated_add: r, x and y must share one shape");
     const int64_t n = qd_tensor_elements(x), D = x->shape[x->rank - 1], LD = x->shape[0] ? n / x->shape[0] : 0;
+    if (r->dtype == QD_DTYPE_BF16 && x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && D % 8 == 0 && n &&
+        ((uintptr_t)r->data | (uintptr_t)x->data | (uintptr_t)y->data) % 16 == 0) {
+        gated_add_bf16x8_kernel<<<qd_cuda_blocks(n / 8, 256), 256, 0, qd_cuda_of(b)->stream>>>(
+            (const uint4 *)r->data, (const uint4 *)x->data, gate ? gate->data : NULL, gate ? gate->dtype : 0, (uint4 *)y->data, n / 8, D / 8, LD / 8);
+        QD_CUDA_LAUNCHED("gated_add");
+        return QD_OK;
+    }
     LAUNCH(gated_add_kernel, n, qd_cuda_of(b)->stream, r->data, r->dtype, x->data, x->dtype, gate ? gate->data : NULL,
            gate ? gate->dtype : 0, y->data, y->dtype, n, D, LD);
     QD_CUDA_LAUNCHED("gated_add");
