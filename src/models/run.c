@@ -72,6 +72,15 @@ qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d) {
     return y;
 }
 
+qd_tensor qd_run_chunk_view(qd_run *r, const qd_tensor *x, int i, int64_t d) {
+    if (r->s || x->rank != 2 || x->shape[0] != 1) return qd_run_chunk(r, x, i, d);
+    qd_tensor v = *x;
+    v.backend = NULL; /* a view: qd_tensor_free leaves it alone */
+    v.data = (char *)x->data + (size_t)(i * d) * (size_t)(qd_dtype_bits(x->dtype) / 8);
+    qd_tensor_shape(&v, x->dtype, 2, (int64_t[]){1, d});
+    return v;
+}
+
 qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int dim) {
     int64_t shape[QD_MAX_RANK];
     memcpy(shape, a->shape, sizeof shape);

@@ -29,6 +29,9 @@ qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n
 qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_t len);
 /* Chunk i of width d of a [B, k·d] tensor. */
 qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d);
+/* The same chunk as a view into x when B is 1 (no copy, no launch: x must outlive it and its writes land in
+ * x), else a copy. Free it with qd_tensor_free either way (a view is not freed). */
+qd_tensor qd_run_chunk_view(qd_run *r, const qd_tensor *x, int i, int64_t d);
 /* [a, b] along dim. */
 qd_tensor qd_run_concat2(qd_run *r, const qd_tensor *a, const qd_tensor *b, int dim);
 /* Host f32 values as an F32 backend tensor (RoPE tables, score biases). */

@@ -413,6 +413,22 @@ static qd_tensor seq_slice(run *r, const qd_tensor *x, int64_t start, int64_t le
     return y;
 }
 
+/* rows [start, start + len) of a [1, L, ...] tensor, as a view (t must outlive it) */
+static qd_tensor rows_view(const qd_tensor *t, int64_t start, int64_t len) {
+    qd_tensor v = *t;
+    v.backend = NULL;
+    const int64_t row = t->shape[1] ? qd_tensor_elements(t) / t->shape[1] : 0;
+    v.data = (char *)t->data + (size_t)(start * row) * (size_t)(qd_dtype_bits(t->dtype) / 8);
+    v.shape[1] = len;
+    return v;
+}
+
+/* l(x) into y (a view of a bigger tensor, say) */
+static void linear_into(run *r, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
+    qd_run_observe(r, l, x);
+    if (!r->s) r->s = r->be->ops->linear(r->be, l, x, y);
+}
+
 static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w) {
     if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, 1e-6f, x);
 }
@@ -496,12 +512,21 @@ static qd_status flux_body(void *user) {
         double_block *b = &m->dbl[i];
         qd_tensor e = qd_run_linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = qd_run_linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
-        for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk(r, &e, k, D), cmod[k] = qd_run_chunk(r, &ce, k, D);
-        qd_tensor_free(&e), qd_tensor_free(&ce);
+        for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk_view(r, &e, k, D), cmod[k] = qd_run_chunk_view(r, &ce, k, D);
 
         qd_tensor xn = norm_modulate(r, &x, &mod[1], &mod[0]), cn = norm_modulate(r, &ctx, &cmod[1], &cmod[0]);
-        qd_tensor q, k, v, cq, ck, cv;
-        if (m->nunchaku) { /* one fused [q; k; v] per stream */
+        /* Batch 1 (diffusers' FLUX runs): the projections write straight into the joint [text, image]
+           Q/K/V and the streams read the attention output in place — views, no concatenation or slicing.
+           Otherwise (and for Nunchaku's fused qkv) each stream's q/k/v is made, then concatenated. */
+        const bool joint = B == 1 && !m->nunchaku;
+        qd_tensor q, k, v, cq, ck, cv, Q = {0}, K = {0}, V = {0};
+        if (joint) {
+            Q = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), K = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), V = qd_run_tensor(r, 3, (int64_t[]){1, L, D});
+            cq = rows_view(&Q, 0, T), ck = rows_view(&K, 0, T), cv = rows_view(&V, 0, T);
+            q = rows_view(&Q, T, N), k = rows_view(&K, T, N), v = rows_view(&V, T, N);
+            linear_into(r, &b->to_q, &xn, &q), linear_into(r, &b->to_k, &xn, &k), linear_into(r, &b->to_v, &xn, &v);
+            linear_into(r, &b->add_q, &cn, &cq), linear_into(r, &b->add_k, &cn, &ck), linear_into(r, &b->add_v, &cn, &cv);
+        } else if (m->nunchaku) { /* one fused [q; k; v] per stream */
             qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &xn), cqkv = qd_run_linear_padded(r, &b->qkv_ctx, &cn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             cq = qd_run_slice_last(r, &cqkv, 0, D), ck = qd_run_slice_last(r, &cqkv, D, D), cv = qd_run_slice_last(r, &cqkv, 2 * D, D);
@@ -515,16 +540,20 @@ static qd_status flux_body(void *user) {
         for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
         rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
         rms_heads(r, &cq, &b->norm_added_q), rms_heads(r, &ck, &b->norm_added_k);
-        qd_tensor Q = qd_run_concat2(r, &cq, &q, 1), K = qd_run_concat2(r, &ck, &k, 1), V = qd_run_concat2(r, &cv, &v, 1);
-        for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]);
+        if (joint) {
+            as_heads(&Q, H, hd), as_heads(&K, H, hd), as_heads(&V, H, hd);
+        } else {
+            Q = qd_run_concat2(r, &cq, &q, 1), K = qd_run_concat2(r, &ck, &k, 1), V = qd_run_concat2(r, &cv, &v, 1);
+        }
+        for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]); /* views: nothing */
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
         attention(r, &Q, &K, &V, &cos, &sin, &A);
         qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
         as_tokens(&A);
-        qd_tensor ca = seq_slice(r, &A, 0, T), xa = seq_slice(r, &A, T, N);
-        qd_tensor_free(&A);
+        qd_tensor ca = joint ? rows_view(&A, 0, T) : seq_slice(r, &A, 0, T), xa = joint ? rows_view(&A, T, N) : seq_slice(r, &A, T, N);
         qd_tensor xo = qd_run_linear_n(r, &b->to_out, &xa, D), co = qd_run_linear_n(r, &b->to_add_out, &ca, D);
         qd_tensor_free(&xa), qd_tensor_free(&ca);
+        qd_tensor_free(&A); /* after ca, xa: they may be views into it */
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xo, &mod[2], &x);
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &co, &cmod[2], &ctx);
         qd_tensor_free(&xo), qd_tensor_free(&co);
@@ -537,6 +566,7 @@ static qd_status flux_body(void *user) {
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &cf, &cmod[5], &ctx);
         qd_tensor_free(&xn2), qd_tensor_free(&xf), qd_tensor_free(&cn2), qd_tensor_free(&cf);
         for (int j = 0; j < 6; j++) qd_tensor_free(&mod[j]), qd_tensor_free(&cmod[j]);
+        qd_tensor_free(&e), qd_tensor_free(&ce); /* after the chunks: they may be views into them */
     }
 
     /* single-stream blocks over [text, image] */
@@ -545,8 +575,7 @@ static qd_status flux_body(void *user) {
     for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
         single_block *b = &m->sgl[i];
         qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
-        qd_tensor shift = qd_run_chunk(r, &e, 0, D), scale = qd_run_chunk(r, &e, 1, D), gate = qd_run_chunk(r, &e, 2, D);
-        qd_tensor_free(&e);
+        qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
         qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &hmlp, &hmlp);
@@ -579,16 +608,17 @@ static qd_status flux_body(void *user) {
         }
         if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
         qd_tensor_free(&o), qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
+        qd_tensor_free(&e); /* after the chunks: they may be views into it */
     }
     qd_tensor img = seq_slice(r, &s, T, N);
     qd_tensor_free(&s);
     /* AdaLayerNormContinuous: (scale, shift) in diffusers' order */
     qd_tensor e = qd_run_linear(r, &m->norm_out, &silu_temb);
-    qd_tensor scale = qd_run_chunk(r, &e, 0, D), shift = qd_run_chunk(r, &e, 1, D);
+    qd_tensor scale = qd_run_chunk_view(r, &e, 0, D), shift = qd_run_chunk_view(r, &e, 1, D);
     qd_tensor xn = norm_modulate(r, &img, &scale, &shift);
     qd_run_observe(r, &m->proj_out, &xn);
     if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, a->out);
-    qd_tensor *rest[] = {&img, &e, &scale, &shift, &xn, &temb, &silu_temb};
+    qd_tensor *rest[] = {&img, &scale, &shift, &e, &xn, &temb, &silu_temb};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
     return r->s;
 }

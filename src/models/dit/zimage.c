@@ -300,11 +300,10 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
                       const qd_tensor *cos, const qd_tensor *sin) {
     int64_t D = c->dim, L = x->shape[1], hd = c->head_dim;
     float eps = (float)c->norm_eps;
-    qd_tensor mod[4] = {{0}}; /* scale_msa, gate_msa, scale_mlp, gate_mlp */
+    qd_tensor mod[4] = {{0}}, e = {0}; /* scale_msa, gate_msa, scale_mlp, gate_mlp: chunks (maybe views) of e */
     if (b->modulated) {
-        qd_tensor e = qd_run_linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
-        for (int k = 0; k < 4; k++) mod[k] = qd_run_chunk(r, &e, k, D);
-        qd_tensor_free(&e);
+        e = qd_run_linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
+        for (int k = 0; k < 4; k++) mod[k] = qd_run_chunk_view(r, &e, k, D);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
     }
@@ -358,6 +357,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
     qd_tensor_free(&ff), qd_tensor_free(&fn);
     for (int i = 0; i < 4; i++) qd_tensor_free(&mod[i]);
+    qd_tensor_free(&e); /* after the chunks: they may be views into it */
 }
 
 static int64_t ceil32(int64_t n) { return (n + 31) / 32 * 32; }
