@@ -6,9 +6,13 @@
  *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
  *            fp8), fp8 per-tensor static (ModelOpt FP8) — each including its activation quantization
  *            and epilogue, as a model step runs them;
+ *            The MLP up-projection shape (3072 x 12288) also with its GELU-tanh: the layer's output activation
+ *            (cuBLASLt's epilogue) against the same matmul followed by the activation op;
  *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16: the default path (cuDNN's fused SDPA where it is
  *            loaded) and qdit's own tensor-core kernel (a second backend made with QDIT_CUDNN=0), with the
- *            largest difference between their outputs.
+ *            largest difference between their outputs;
+ *   fused element-wise ops against the op pairs they replace, BF16: norm_modulate vs layer_norm + modulate
+ *            ([1, 4608, 3072]), rms_norm_rope vs rms_norm + rope (q [1, 4608, 24, 128], F32 weight and tables).
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
  * that loop is reported (launches are asynchronous, so the loop measures device time). Inputs are random. */
 #include <cuda_runtime.h>
@@ -37,6 +41,18 @@ static double now(void) {
 static void die(const char *what) {
     fprintf(stderr, "bench_cuda_ops: %s: %s\n", what, qd_last_error());
     exit(1);
+}
+
+/* F32 values (norm weights and RoPE tables, as the models keep them) */
+static qd_tensor dev_f32(qd_backend *be, int rank, const int64_t *shape, float a, float b) {
+    qd_tensor x = {0};
+    if (qd_tensor_new(be, &x, QD_DTYPE_F32, rank, shape)) die("alloc");
+    int64_t n = qd_tensor_elements(&x);
+    float *h = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) h[i] = a + b * frand();
+    if (be->ops->upload(be, &x, h)) die("upload");
+    free(h);
+    return x;
 }
 
 static qd_tensor dev_random(qd_backend *be, qd_dtype t, int rank, const int64_t *shape, float a) {
@@ -102,6 +118,16 @@ int main(int argc, char **argv) {
         TIME(label, flop, reps, be->ops->linear(be, &f8c, &x, &y));
         snprintf(label, sizeof label, "linear fp8 tensor/static %lldx%lld", (long long)K, (long long)N);
         TIME(label, flop, reps, be->ops->linear(be, &f8t, &x, &y));
+        if (K == 3072 && N == 12288) { /* FLUX's MLP input: GELU-tanh fused, or run after */
+            dense.out_act = f8c.out_act = QD_OUT_ACT_GELU_TANH;
+            TIME("linear bf16 3072x12288 +gelu (fused)", flop, reps, be->ops->linear(be, &dense, &x, &y));
+            TIME("linear fp8 chan/token +gelu (fused)", flop, reps, be->ops->linear(be, &f8c, &x, &y));
+            dense.out_act = f8c.out_act = QD_OUT_ACT_NONE;
+            TIME("linear bf16 3072x12288, gelu op", flop, reps,
+                 be->ops->linear(be, &dense, &x, &y) || be->ops->activation(be, QD_ACT_GELU_TANH, &y, &y));
+            TIME("linear fp8 chan/token, gelu op", flop, reps,
+                 be->ops->linear(be, &f8c, &x, &y) || be->ops->activation(be, QD_ACT_GELU_TANH, &y, &y));
+        }
         qd_tensor_free(&x), qd_tensor_free(&y);
         qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t);
     }
@@ -131,6 +157,23 @@ int main(int argc, char **argv) {
     printf("\nattention: largest |default - qdit kernel| = %.3g (largest |output| %.3g)\n", maxd, maxv);
     free(h1), free(h2);
     qd_tensor_free(&o2);
+
+    /* fused element-wise ops vs the pairs they replace (the TFLOP/s column is meaningless here: 0) */
+    printf("\n| op                                 | ms        |         |\n|---|---:|---:|\n");
+    const int64_t Dm = 3072;
+    qd_tensor hx = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, Dm}, 2.0f), hy = {0};
+    qd_tensor sc = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, Dm}, 0.5f), sh = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, Dm}, 0.5f);
+    if (qd_tensor_new(be, &hy, QD_DTYPE_BF16, 3, (int64_t[]){1, L, Dm})) die("alloc");
+    TIME("layer_norm + modulate L4608 D3072", 0.0, reps,
+         be->ops->layer_norm(be, &hx, NULL, NULL, 1e-6f, &hy) || be->ops->modulate(be, &hy, &sc, &sh, &hy));
+    TIME("norm_modulate L4608 D3072", 0.0, reps, be->ops->norm_modulate(be, QD_NORM_LAYER, &hx, NULL, 1e-6f, &sc, &sh, &hy));
+    qd_tensor nw = dev_f32(be, 1, (int64_t[]){D}, 1.0f, 0.2f), cs = dev_f32(be, 2, (int64_t[]){L, D / 2}, 0.0f, 1.0f);
+    qd_tensor sn = dev_f32(be, 2, (int64_t[]){L, D / 2}, 0.0f, 1.0f);
+    TIME("rms_norm + rope L4608 H24 D128", 0.0, reps,
+         be->ops->rms_norm(be, &q, &nw, 1e-6f, &o) || be->ops->rope(be, &o, &cs, &sn, QD_ROPE_INTERLEAVED, &o));
+    TIME("rms_norm_rope L4608 H24 D128", 0.0, reps, be->ops->rms_norm_rope(be, &q, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o));
+    qd_tensor_free(&hx), qd_tensor_free(&hy), qd_tensor_free(&sc), qd_tensor_free(&sh);
+    qd_tensor_free(&nw), qd_tensor_free(&cs), qd_tensor_free(&sn);
     own->ops->destroy(own);
     be->ops->destroy(be);
     return 0;

@@ -32,6 +32,18 @@ typedef struct {
 
 typedef enum { QD_ACT_GELU_TANH, QD_ACT_GELU_ERF, QD_ACT_SILU, QD_ACT_QUICK_GELU, QD_ACT_RELU, QD_ACT_TANH } qd_act_kind;
 typedef enum { QD_ROPE_INTERLEAVED, QD_ROPE_HALF } qd_rope_mode;
+/* the normalisation of norm_modulate: LayerNorm without affine, or RMSNorm (with an optional weight) */
+typedef enum { QD_NORM_LAYER, QD_NORM_RMS } qd_norm_kind;
+
+/* The activation a linear applies to its output (quant/linear.h), as the activation op's kind; false for none. */
+static inline bool qd_linear_out_kind(const qd_linear *l, qd_act_kind *kind) {
+    switch (l->out_act) {
+    case QD_OUT_ACT_GELU_TANH: *kind = QD_ACT_GELU_TANH; return true;
+    case QD_OUT_ACT_SILU: *kind = QD_ACT_SILU; return true;
+    case QD_OUT_ACT_NONE: break;
+    }
+    return false;
+}
 
 typedef struct {
     const qd_tensor *q;    /* [B, Lq, H, D] */
@@ -62,7 +74,9 @@ typedef struct qd_backend_ops {
        quantized size; or uploaded). Optional: linear() prepares on first use. */
     qd_status (*prepare_linear)(qd_backend *b, qd_linear *l);
     /* y[..., N] = x[..., K]·Wᵀ + b, dispatching on the layer's scheme (activations quantized on the fly
-       where the scheme says so) */
+       where the scheme says so), then the layer's output activation (l->out_act) if it has one: the CPU
+       backend runs the activation op on y as stored (bit for bit a separate activation call), the CUDA
+       backend fuses GELU-tanh into cuBLASLt's epilogue where it can (one rounding instead of two) */
     qd_status (*linear)(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y);
 
     qd_status (*attention)(qd_backend *b, const qd_attn_args *a, qd_tensor *out);
@@ -77,6 +91,18 @@ typedef struct qd_backend_ops {
     /* x [B, L, H, D] rotated by cos/sin [L, D/2] (F32); in place allowed */
     qd_status (*rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
                       qd_tensor *y);
+
+    /* Fused ops of the DiT blocks: one pass over memory where the models ran two, with the same result as the
+       two ops in y's dtype (the intermediate value is rounded to y's dtype, as the first op's output was).
+       norm_modulate: y = norm(x)·(1 + scale) + shift over the last dim; x [B, L, D] (rank ≥ 2, B = dim 0),
+       scale/shift [B, D] (or [B, 1, D]) broadcast over L as in modulate, shift may be NULL; norm LayerNorm
+       without affine (w NULL) or RMSNorm with an optional weight w [D]. In place allowed. */
+    qd_status (*norm_modulate)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                               const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+    /* rms_norm_rope: y = rope(rms_norm(x, w, eps)) per head: x [B, L, H, D], w [D] or NULL, cos/sin [L, D/2]
+       F32 as in rope (q and k of the attention, after their per-head norm). In place allowed. */
+    qd_status (*rms_norm_rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                               const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 
     /* element-wise; in place allowed */
     qd_status (*activation)(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);

@@ -65,6 +65,16 @@ typedef enum {
     QD_ACT_DYNAMIC_GROUP,  /* one scale per row per `act_group` elements along K */
 } qd_act_mode;
 
+/* What a linear applies to its own output, after the bias (an epilogue): nothing by default, or an
+ * activation the model would otherwise run as a separate op right after the layer (FLUX's GELU-tanh MLP
+ * inputs, Z-Image's SiLU w1). Every backend's linear applies it; backend.h's qd_linear_out_kind maps it to
+ * the activation op's kind. */
+typedef enum {
+    QD_OUT_ACT_NONE,
+    QD_OUT_ACT_GELU_TANH,
+    QD_OUT_ACT_SILU,
+} qd_out_act;
+
 typedef struct qd_linear {
     char *name;             /* runtime name, e.g. "transformer_blocks.0.attn.to_qkv" */
     int64_t out_features;   /* N */
@@ -72,6 +82,7 @@ typedef struct qd_linear {
     qd_scheme_id scheme;
     char scheme_name[32];   /* "bf16", "fp8_tensor", "fp8_channel", "fp8_block", "nvfp4", … */
     qd_act_mode act;
+    qd_out_act out_act;     /* activation of the output (set by the model at load; NONE for a plain layer) */
     int act_group;          /* group along K for QD_ACT_DYNAMIC_GROUP */
     int block_n, block_k;   /* fp8 block scales; group size along K for 4-bit schemes (block_k) */
     bool act_unsigned;      /* SVDQuant int4: activations after GELU quantized unsigned */

@@ -138,6 +138,26 @@ static qd_status m_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *c, c
     return finish(b, &p, s, OUTS(y));
 }
 
+static qd_status m_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
+                                 const qd_tensor *sh, qd_tensor *y) {
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dw = to_dev(b, &p, w, &s), *dc = to_dev(b, &p, sc, &s), *dh = to_dev(b, &p, sh, &s);
+    qd_tensor *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->norm_modulate(DEV(b), kind, dx, dw, eps, dc, dh, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
+static qd_status m_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
+                                 qd_rope_mode mode, qd_tensor *y) {
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dw = to_dev(b, &p, w, &s), *dc = to_dev(b, &p, c, &s), *ds = to_dev(b, &p, sn, &s);
+    qd_tensor *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->rms_norm_rope(DEV(b), dx, dw, eps, dc, ds, mode, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
 static qd_status m_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y) {
     pairs p = {0};
     qd_status s = QD_OK;
@@ -267,6 +287,8 @@ static const qd_backend_ops mirror_ops = {
     .layer_norm = m_layer,
     .group_norm = m_group,
     .rope = m_rope,
+    .norm_modulate = m_norm_modulate,
+    .rms_norm_rope = m_rms_norm_rope,
     .activation = m_activation,
     .gated = m_gated,
     .modulate = m_modulate,

@@ -388,14 +388,21 @@ static const linear_case linear_cases[] = {
     {"awq_w4a16", b_awq, 64, 1e-10, 3e-5, false},
 };
 
-static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act) {
+static double act_ref(int kind, double v);
+
+/* out_act: the layer's output activation (its epilogue); the reference applies it to the f64 x·Wᵀ + b */
+static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act, qd_out_act out_act) {
     char name[160];
-    snprintf(name, sizeof name, "linear %-17s %s M=%lld K=%lld N=%lld", c->name, act == QD_DTYPE_F32 ? "f32 " : "bf16",
-             (long long)m, (long long)k, (long long)n);
+    snprintf(name, sizeof name, "linear %-17s %s M=%lld K=%lld N=%lld%s", c->name, act == QD_DTYPE_F32 ? "f32 " : "bf16",
+             (long long)m, (long long)k, (long long)n,
+             out_act == QD_OUT_ACT_GELU_TANH ? " +gelu_tanh" : out_act == QD_OUT_ACT_SILU ? " +silu" : "");
     if (!selected(name)) return;
     qd_linear l = {0};
     qd_status s = c->build(n, k, &l);
     l.name = strdup(c->name);
+    l.out_act = out_act;
+    qd_act_kind kind = QD_ACT_GELU_TANH;
+    const bool post = qd_linear_out_kind(&l, &kind);
     if (!s && next_u64() % 2) add_bias(&l);
     qd_tensor x = {0}, y = {0};
     if (!s) s = qd_tensor_new(be, &x, act, 2, (int64_t[]){m, k});
@@ -415,7 +422,7 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
             for (int64_t o = 0; o < n; o++) {
                 double acc = b[o];
                 for (int64_t j = 0; j < k; j++) acc += xr[j] * w[o * k + j];
-                ref[i * n + o] = acc;
+                ref[i * n + o] = post ? act_ref((int)kind, acc) : acc;
             }
         }
         if (!s) nmse = nmse_of(ref, &y);
@@ -649,6 +656,142 @@ static void run_rope(qd_backend *be) {
         report(name, s ? 0 : nmse_of(ref, &y), 1e-12, s);
         free(ref);
         qd_tensor_free(&x), qd_tensor_free(&c), qd_tensor_free(&sn), qd_tensor_free(&y);
+    }
+}
+
+/* ---- the fused ops of the DiT blocks: norm + modulate, per-head RMSNorm + RoPE ---- */
+
+/* The f64 reference of one row of rms_norm (layer: LayerNorm without affine) into out: x̂ = (x − μ)/σ, ·w when
+   w is given, rounded to a BF16/F16 weight's dtype before the product as the ops specify (backend.h) */
+static void norm_row_ref(bool layer, const double *x, int64_t d, const qd_tensor *w, double *out) {
+    double mean = 0, var = 0;
+    if (layer) {
+        for (int64_t i = 0; i < d; i++) mean += x[i];
+        mean /= (double)d;
+    }
+    for (int64_t i = 0; i < d; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= (double)d;
+    for (int64_t i = 0; i < d; i++) {
+        double v = (x[i] - mean) / sqrt(var + 1e-6);
+        out[i] = !w ? v : (w->dtype == QD_DTYPE_F32 ? v : round_to_dtype(w->dtype, v)) * load_any(w, i);
+    }
+}
+
+static void run_norm_modulate(qd_backend *be) {
+    const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16, F16 = QD_DTYPE_F16;
+    struct {
+        bool layer;
+        int64_t b, l, d;
+        int w;       /* RMSNorm weight: 0 none, else its dtype is wt */
+        qd_dtype t, wt, st; /* x/y, weight, scale/shift */
+        bool shift, vec3, inplace;
+    } cases[] = {
+        {true, 1, 33, 3072, 0, H, F, H, true, false, false},     /* FLUX norm1 / norm1_context / norm_out */
+        {true, 2, 9, 3072, 0, F, F, F, true, false, true},       /* f32, B = 2, in place */
+        {true, 2, 5, 1031, 0, H, F, F, true, true, false},       /* odd D (the CUDA kernel's any-size path), [B,1,D] */
+        {true, 1, 17, 3840, 0, H, F, H, false, false, true},     /* Z-Image's final layer: no shift, in place */
+        {false, 1, 17, 3840, 1, H, F, H, false, false, false},   /* Z-Image attention_norm1 / ffn_norm1 (F32 weight) */
+        {false, 3, 7, 96, 1, H, H, H, true, false, true},        /* bf16 weight (rounded to it before ·w), B = 3 */
+        {false, 2, 6, 200, 0, F, F, F, true, false, false},      /* RMSNorm without a weight */
+        {false, 2, 4, 77, 1, F16, F16, F16, true, false, false}, /* f16 */
+        {true, 1, 4, 6144, 0, H, F, H, true, false, false},      /* long rows: 4 vectors per CUDA thread */
+        {false, 2, 3, 12296, 1, H, F, H, true, false, false},    /* 8 vectors per CUDA thread */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int64_t B = cases[ci].b, L = cases[ci].l, D = cases[ci].d;
+        qd_dtype t = cases[ci].t;
+        char name[160];
+        snprintf(name, sizeof name, "norm_modulate %s %s B=%lld L=%lld D=%lld%s%s, scale %s%s%s", cases[ci].layer ? "layer" : "rms", dt_name(t),
+                 (long long)B, (long long)L, (long long)D, cases[ci].w ? " weight " : "", cases[ci].w ? dt_name(cases[ci].wt) : "",
+                 dt_name(cases[ci].st), cases[ci].shift ? "" : " no shift", cases[ci].inplace ? " in place" : "");
+        if (!selected(name)) continue;
+        qd_tensor x, w = {0}, sc, sh = {0}, y = {0};
+        qd_tensor_new(be, &x, t, 3, (int64_t[]){B, L, D});
+        qd_tensor_new(be, &sc, cases[ci].st, cases[ci].vec3 ? 3 : 2, cases[ci].vec3 ? (int64_t[]){B, 1, D} : (int64_t[]){B, D});
+        fill(&x, 2.0f), fill(&sc, 0.5f);
+        if (cases[ci].shift) qd_tensor_new(be, &sh, cases[ci].st, 2, (int64_t[]){B, D}), fill(&sh, 0.5f);
+        if (cases[ci].w) qd_tensor_new(be, &w, cases[ci].wt, 1, (int64_t[]){D}), fill(&w, 1.0f);
+        /* f64: the norm, rounded to y's dtype (the op's contract: the normalised value as the norm op would
+           have stored it), then ·(1 + scale) + shift */
+        double *ref = to_double(&x);
+        for (int64_t r = 0; r < B * L; r++) {
+            norm_row_ref(cases[ci].layer, ref + r * D, D, cases[ci].w ? &w : NULL, ref + r * D);
+            for (int64_t i = 0; i < D; i++) {
+                int64_t bd = r / L * D + i;
+                ref[r * D + i] = round_to_dtype(t, ref[r * D + i]) * (1.0 + load_any(&sc, bd)) + (cases[ci].shift ? load_any(&sh, bd) : 0);
+            }
+        }
+        if (!cases[ci].inplace) qd_tensor_new(be, &y, t, 3, (int64_t[]){B, L, D});
+        qd_tensor *yp = cases[ci].inplace ? &x : &y;
+        qd_status s = be->ops->norm_modulate(be, cases[ci].layer ? QD_NORM_LAYER : QD_NORM_RMS, &x, cases[ci].w ? &w : NULL, 1e-6f, &sc,
+                                             cases[ci].shift ? &sh : NULL, yp);
+        /* f32 statistics and one rounding into y's dtype after the modulation (tol_once); the intermediate
+           rounding is in the reference. f32: the statistics' summation order only */
+        report(name, s ? 0 : nmse_of(ref, yp), tol_once(t), s);
+        free(ref);
+        qd_tensor_free(&x), qd_tensor_free(&w), qd_tensor_free(&sc), qd_tensor_free(&sh), qd_tensor_free(&y);
+    }
+}
+
+static void run_rms_norm_rope(qd_backend *be) {
+    const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16, F16 = QD_DTYPE_F16;
+    struct {
+        int64_t b, l, h, d;
+        bool half, weight, inplace;
+        qd_dtype t, wt;
+    } cases[] = {
+        {1, 19, 3, 64, false, true, false, F, F},    /* f32 */
+        {2, 7, 5, 128, false, true, true, H, F},     /* FLUX / Z-Image q and k: bf16, head 128, F32 weight, in place */
+        {1, 33, 24, 128, false, true, true, H, F},   /* FLUX's 24 heads */
+        {2, 5, 3, 128, true, true, false, H, H},     /* rotate-half, bf16 weight */
+        {1, 9, 3, 40, false, true, false, H, F},     /* D/8 = 5 lanes of 8 on the GPU */
+        {1, 6, 2, 40, true, false, false, H, F},     /* rotate-half with D % 16 ≠ 0, no weight */
+        {3, 4, 2, 30, true, true, true, F, F},       /* D % 8 ≠ 0, f32, in place, B = 3 */
+        {1, 11, 2, 256, true, true, false, H, F},    /* head 256 */
+        {2, 3, 4, 16, true, false, true, H, F},      /* head 16, rotate-half */
+        {1, 8, 4, 8, false, true, false, H, F},      /* head 8 */
+        {1, 5, 3, 64, false, true, false, F16, F16}, /* f16 */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int64_t B = cases[ci].b, L = cases[ci].l, NH = cases[ci].h, D = cases[ci].d, n = B * L * NH * D;
+        qd_dtype t = cases[ci].t;
+        char name[160];
+        snprintf(name, sizeof name, "rms_norm_rope %s %s B=%lld L=%lld H=%lld D=%lld%s%s%s", cases[ci].half ? "half" : "interleaved", dt_name(t),
+                 (long long)B, (long long)L, (long long)NH, (long long)D, cases[ci].weight ? " weight " : " no weight",
+                 cases[ci].weight ? dt_name(cases[ci].wt) : "", cases[ci].inplace ? " in place" : "");
+        if (!selected(name)) continue;
+        qd_tensor x, w = {0}, c, sn, y = {0};
+        qd_tensor_new(be, &x, t, 4, (int64_t[]){B, L, NH, D});
+        qd_tensor_new(be, &c, F, 2, (int64_t[]){L, D / 2});
+        qd_tensor_new(be, &sn, F, 2, (int64_t[]){L, D / 2});
+        fill(&x, 2.0f);
+        if (cases[ci].weight) qd_tensor_new(be, &w, cases[ci].wt, 1, (int64_t[]){D}), fill(&w, 1.0f);
+        for (int64_t i = 0; i < L * D / 2; i++) {
+            double ang = uniform(-3.14f, 3.14f);
+            ((float *)c.data)[i] = (float)cos(ang);
+            ((float *)sn.data)[i] = (float)sin(ang);
+        }
+        /* f64: each head's RMSNorm (·w), rounded to y's dtype as the norm op would store it, then rotated */
+        double *xd = to_double(&x), *ref = malloc(sizeof *ref * (size_t)n), *nr = malloc(sizeof *nr * (size_t)D);
+        for (int64_t r = 0; r < B * L * NH; r++) {
+            int64_t l = r / NH % L;
+            norm_row_ref(false, xd + r * D, D, cases[ci].weight ? &w : NULL, nr);
+            for (int64_t i = 0; i < D; i++) nr[i] = round_to_dtype(t, nr[i]);
+            for (int64_t i = 0; i < D / 2; i++) {
+                int64_t a = cases[ci].half ? i : 2 * i, b2 = cases[ci].half ? i + D / 2 : 2 * i + 1;
+                double cs = ((float *)c.data)[l * D / 2 + i], sv = ((float *)sn.data)[l * D / 2 + i];
+                ref[r * D + a] = nr[a] * cs - nr[b2] * sv;
+                ref[r * D + b2] = nr[b2] * cs + nr[a] * sv;
+            }
+        }
+        if (!cases[ci].inplace) qd_tensor_new(be, &y, t, 4, (int64_t[]){B, L, NH, D});
+        qd_tensor *yp = cases[ci].inplace ? &x : &y;
+        qd_status s = be->ops->rms_norm_rope(be, &x, cases[ci].weight ? &w : NULL, 1e-6f, &c, &sn, cases[ci].half ? QD_ROPE_HALF : QD_ROPE_INTERLEAVED,
+                                             yp);
+        /* one rounding into y's dtype after the rotation (the intermediate rounding is in the reference) */
+        report(name, s ? 0 : nmse_of(ref, yp), tol_once(t), s);
+        free(xd), free(ref), free(nr);
+        qd_tensor_free(&x), qd_tensor_free(&w), qd_tensor_free(&c), qd_tensor_free(&sn), qd_tensor_free(&y);
     }
 }
 
@@ -1393,9 +1536,23 @@ int main(int argc, char **argv) {
             int64_t k = shapes[si][1], n = shapes[si][2];
             if (k % linear_cases[c].k_multiple) continue;
             if ((linear_cases[c].build == b_svdq_int4 || linear_cases[c].build == b_svdq_nvfp4) && n % 128) n = 128;
-            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_F32);
-            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_BF16);
+            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_F32, QD_OUT_ACT_NONE);
+            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_BF16, QD_OUT_ACT_NONE);
         }
+    /* the output activation of every scheme (FLUX's GELU-tanh MLP inputs, Z-Image's SiLU w1): the CPU backend
+       runs the activation op on y, the CUDA backend cuBLASLt's GELU epilogue (bf16 dense and fp8) or its kernel.
+       The scheme's bound holds: the activations are 1-Lipschitz-like (|gelu'| ≤ 1.13, |silu'| ≤ 1.1) and shrink
+       the error with the output on the negative side, and f32 adds the activation's own f32 error (~1e-13) */
+    const int64_t act_shapes[][3] = {{9, 200, 170}, {17, 512, 384}};
+    for (size_t c = 0; c < sizeof linear_cases / sizeof *linear_cases; c++)
+        for (int si = 0; si < 2; si++)
+            for (int a = 1; a <= 2; a++) {
+                int64_t k = act_shapes[si][1], n = act_shapes[si][2];
+                if (k % linear_cases[c].k_multiple) continue;
+                qd_out_act oa = a == 1 ? QD_OUT_ACT_GELU_TANH : QD_OUT_ACT_SILU;
+                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_F32, oa);
+                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_BF16, oa);
+            }
     run_norms(be);
     run_attention(be);
     run_elementwise(be);
@@ -1406,6 +1563,8 @@ int main(int argc, char **argv) {
     run_gated_add(be);
     run_binary(be);
     run_rope(be);
+    run_norm_modulate(be);
+    run_rms_norm_rope(be);
     run_conv(be);
     run_upsample(be);
     run_layout(be);

@@ -45,6 +45,10 @@ qd_status qd_cpu_group_norm(qd_backend *b, const qd_tensor *x, int groups, const
                             float eps, qd_tensor *y);
 qd_status qd_cpu_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
                       qd_tensor *y);
+qd_status qd_cpu_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                               const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+qd_status qd_cpu_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                               const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 qd_status qd_cpu_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cpu_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cpu_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);

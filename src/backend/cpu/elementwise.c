@@ -332,8 +332,7 @@ qd_status qd_cpu_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const q
 /* ------------------------------------------------------------------------------------------------ */
 /* modulate and gated_add: per-batch [B, D] vectors broadcast over the tokens                        */
 
-/* A per-batch vector [B, D] (or [B, 1, D], as diffusers shapes emb.chunk outputs) read to f32. */
-static qd_status load_batch_vec(const char *op, const char *what, const qd_tensor *t, int64_t B, int64_t D, float **out) {
+qd_status qd_cpu_load_batch_vec(const char *op, const char *what, const qd_tensor *t, int64_t B, int64_t D, float **out) {
     qd_status s = qd_cpu_check_float(op, what, t);
     if (s) return s;
     bool ok = (t->rank == 2 && t->shape[0] == B && t->shape[1] == D) ||
@@ -390,7 +389,7 @@ static QD_TARGET_AVX512 void gated_add_avx512(const float *r, const float *x, co
 }
 #endif
 
-static void modulate_rows(const float *x, const float *sc, const float *sh, float *out, int64_t n) {
+void qd_cpu_modulate_rows(const float *x, const float *sc, const float *sh, float *out, int64_t n) {
 #if defined(__x86_64__)
     if (qd_cpu_has_avx512()) {
         modulate_avx512(x, sc, sh, out, n);
@@ -398,6 +397,30 @@ static void modulate_rows(const float *x, const float *sc, const float *sh, floa
     }
 #endif
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * (1.0f + sc[i]) + (sh ? sh[i] : 0.0f);
+}
+
+#if defined(__x86_64__)
+static QD_TARGET_AVX512 void round_bf16_avx512(float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(v + i, m, qd_cpu_bf16_round_avx512(_mm512_maskz_loadu_ps(m, v + i)));
+    }
+}
+#endif
+
+void qd_cpu_round_rows(qd_dtype t, float *v, int64_t n) {
+    if (t == QD_DTYPE_F32) return;
+#if defined(__x86_64__)
+    if (t == QD_DTYPE_BF16 && qd_cpu_has_avx512()) {
+        round_bf16_avx512(v, n);
+        return;
+    }
+#endif
+    if (t == QD_DTYPE_BF16) {
+        for (int64_t i = 0; i < n; i++) v[i] = qd_bf16_to_f32(qd_f32_to_bf16(v[i]));
+    } else {
+        for (int64_t i = 0; i < n; i++) v[i] = qd_f16_to_f32(qd_f32_to_f16(v[i]));
+    }
 }
 
 static void gated_add_rows(const float *r, const float *x, const float *g, float *out, int64_t n) {
@@ -420,8 +443,8 @@ qd_status qd_cpu_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *sc
     }
     int64_t B = x->shape[0], D = x->shape[x->rank - 1];
     float *sc = NULL, *sh = NULL;
-    if ((s = load_batch_vec("modulate", "scale", scale, B, D, &sc))) return s;
-    if (shift && (s = load_batch_vec("modulate", "shift", shift, B, D, &sh))) {
+    if ((s = qd_cpu_load_batch_vec("modulate", "scale", scale, B, D, &sc))) return s;
+    if (shift && (s = qd_cpu_load_batch_vec("modulate", "shift", shift, B, D, &sh))) {
         free(sc);
         return s;
     }
@@ -435,7 +458,7 @@ qd_status qd_cpu_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *sc
         int64_t off = row * D + c0;
         const float *in = qd_cpu_in_f32(x, off, m, bx);
         float *out = qd_cpu_out_f32(y, off, bo);
-        modulate_rows(in, sc + bi * D + c0, sh ? sh + bi * D + c0 : NULL, out, m);
+        qd_cpu_modulate_rows(in, sc + bi * D + c0, sh ? sh + bi * D + c0 : NULL, out, m);
         qd_cpu_out_commit(y, off, m, out);
     }
 done:
@@ -456,7 +479,7 @@ qd_status qd_cpu_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x
     }
     int64_t B = x->shape[0], D = x->shape[x->rank - 1];
     float *g = NULL;
-    if (gate && (s = load_batch_vec("gated_add", "gate", gate, B, D, &g))) return s;
+    if (gate && (s = qd_cpu_load_batch_vec("gated_add", "gate", gate, B, D, &g))) return s;
     int64_t n = qd_tensor_elements(x);
     if (n > 0) {
         int64_t rows = n / D, rpb = rows / B, cpr = (D + CH - 1) / CH, units = rows * cpr;

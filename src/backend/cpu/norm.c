@@ -1,5 +1,8 @@
 /* Normalisation ops: RMSNorm and LayerNorm over the last dim, GroupNorm over [N, C, spatial…]
- * (models.md §1.3 for the DiT norms and their cast points, §9 for the VAE's GroupNorm).
+ * (models.md §1.3 for the DiT norms and their cast points, §9 for the VAE's GroupNorm), and
+ * norm_modulate, the DiT blocks' norm followed by AdaLN's ·(1 + scale) + shift in one pass: each normalised
+ * row is rounded to y's dtype and modulated with modulate's own row kernel, so its output is bit for bit
+ * that of the norm op into y followed by modulate on y.
  *
  * Statistics are always f32 over an f32 view of the row (two passes over an L1-resident row: mean,
  * then the sum of squared deviations — no E[x²]−μ² cancellation). Cast points for BF16/F16:
@@ -185,12 +188,28 @@ static qd_status check_xy(const char *op, const qd_tensor *x, const qd_tensor *y
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* rms_norm and layer_norm: one row per iteration                                                    */
+/* rms_norm, layer_norm and norm_modulate: one row per iteration                                     */
+
+/* One row of rms_norm: x·rr, rounded to a BF16/F16 weight's dtype before ·w (see the top). */
+void qd_cpu_rms_row(bool avx, const float *in, int64_t D, float eps, const float *w, qd_dtype wt, float *out) {
+    float rr = 1.0f / sqrtf(row_sqdev(avx, in, D, 0.0f) / (float)D + eps);
+    if (!w || wt == QD_DTYPE_F32) {
+        row_affine(avx, in, D, 0.0f, rr, w, NULL, 0.0f, out);
+#if defined(__x86_64__)
+    } else if (avx && wt == QD_DTYPE_BF16) {
+        scale_round_mul_avx512(in, D, rr, w, out);
+#endif
+    } else {
+        for (int64_t i = 0; i < D; i++) out[i] = round_to(wt, in[i] * rr) * w[i];
+    }
+}
 
 typedef enum { ROW_RMS, ROW_LAYER } row_norm_kind;
 
+/* The norm of every row of x into y, then (sc non-NULL: norm_modulate) the normalised row rounded to y's
+ * dtype — what storing it would do — and modulated by its batch's sc/sh rows, as modulate would. */
 static qd_status row_norm(const char *op, row_norm_kind kind, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias,
-                          float eps, qd_tensor *y) {
+                          float eps, const float *sc, const float *sh, qd_tensor *y) {
     qd_status s;
     if ((s = check_xy(op, x, y)) || (s = check_eps(op, eps))) return s;
     int64_t D = x->shape[x->rank - 1], n = qd_tensor_elements(x);
@@ -201,9 +220,8 @@ static qd_status row_norm(const char *op, row_norm_kind kind, const qd_tensor *x
         return s;
     }
     if (n == 0 || D == 0) goto done;
-    /* RMSNorm with a half-precision weight rounds x̂ to the weight's dtype first (see the top) */
-    bool round_w = kind == ROW_RMS && w && w->dtype != QD_DTYPE_F32;
     bool avx = qd_cpu_has_avx512();
+    int64_t rows_per_batch = sc ? n / D / x->shape[0] : 1;
     /* short rows (q/k heads of 128) are taken G at a time, so conversions and calls are per ~2K
        elements rather than per row */
     int64_t rows = n / D, G = D >= 2048 ? 1 : 2048 / D, units = (rows + G - 1) / G;
@@ -229,16 +247,12 @@ static qd_status row_norm(const char *op, row_norm_kind kind, const qd_tensor *x
                     float rstd = 1.0f / sqrtf(row_sqdev(avx, in, D, mean) / (float)D + eps);
                     row_affine(avx, in, D, mean, rstd, wf, bf, 0.0f, out);
                 } else {
-                    float rr = 1.0f / sqrtf(row_sqdev(avx, in, D, 0.0f) / (float)D + eps);
-                    if (!round_w) {
-                        row_affine(avx, in, D, 0.0f, rr, wf, NULL, 0.0f, out);
-#if defined(__x86_64__)
-                    } else if (avx && w->dtype == QD_DTYPE_BF16) {
-                        scale_round_mul_avx512(in, D, rr, wf, out);
-#endif
-                    } else {
-                        for (int64_t i = 0; i < D; i++) out[i] = round_to(w->dtype, in[i] * rr) * wf[i];
-                    }
+                    qd_cpu_rms_row(avx, in, D, eps, wf, w ? w->dtype : QD_DTYPE_F32, out);
+                }
+                if (sc) {
+                    int64_t batch = (r0 + k) / rows_per_batch;
+                    qd_cpu_round_rows(y->dtype, out, D);
+                    qd_cpu_modulate_rows(out, sc + batch * D, sh ? sh + batch * D : NULL, out, D);
                 }
             }
             qd_cpu_out_commit(y, r0 * D, nr * D, out0);
@@ -259,13 +273,38 @@ done:
 
 qd_status qd_cpu_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
     (void)b;
-    return row_norm("rms_norm", ROW_RMS, x, w, NULL, eps, y);
+    return row_norm("rms_norm", ROW_RMS, x, w, NULL, eps, NULL, NULL, y);
 }
 
 qd_status qd_cpu_layer_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps,
                             qd_tensor *y) {
     (void)b;
-    return row_norm("layer_norm", ROW_LAYER, x, w, bias, eps, y);
+    return row_norm("layer_norm", ROW_LAYER, x, w, bias, eps, NULL, NULL, y);
+}
+
+qd_status qd_cpu_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                               const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y) {
+    (void)b;
+    const char *op = "norm_modulate";
+    qd_status s;
+    if (kind != QD_NORM_LAYER && kind != QD_NORM_RMS) return qd_fail(QD_EINVAL, "cpu norm_modulate: unknown norm kind %d", (int)kind);
+    if (kind == QD_NORM_LAYER && w) return qd_fail(QD_EINVAL, "cpu norm_modulate: LayerNorm here has no affine weight (w must be NULL)");
+    if ((s = check_xy(op, x, y))) return s;
+    if (x->rank < 2) {
+        char sx[128];
+        return qd_fail(QD_EINVAL, "cpu norm_modulate: x must be [B, L, D], got %s", qd_cpu_shape_str(x, sx, sizeof sx));
+    }
+    int64_t B = x->shape[0], D = x->shape[x->rank - 1];
+    float *sc = NULL, *sh = NULL;
+    if ((s = qd_cpu_load_batch_vec(op, "scale", scale, B, D, &sc))) return s;
+    if (shift && (s = qd_cpu_load_batch_vec(op, "shift", shift, B, D, &sh))) {
+        free(sc);
+        return s;
+    }
+    s = row_norm(op, kind == QD_NORM_LAYER ? ROW_LAYER : ROW_RMS, x, w, NULL, eps, sc, sh, y);
+    free(sc);
+    free(sh);
+    return s;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -111,6 +111,20 @@ const float *qd_cpu_in_f32(const qd_tensor *t, int64_t off, int64_t n, float *bu
 float *qd_cpu_out_f32(qd_tensor *t, int64_t off, float *buf);
 void qd_cpu_out_commit(qd_tensor *t, int64_t off, int64_t n, const float *vals);
 
+/* Row helpers the fused ops share with the ops they fuse (bit for bit the same arithmetic):
+ * qd_cpu_load_batch_vec: a per-batch vector [B, D] (or [B, 1, D], as diffusers shapes emb.chunk outputs)
+ * read to f32 (*out malloc'ed); qd_cpu_modulate_rows: out = x·(1 + sc) + sh (sh may be NULL), modulate's
+ * row kernel (elementwise.c); qd_cpu_round_rows: v rounded in place to dtype t as a store to t and a load
+ * back would (nothing for F32); qd_cpu_rms_row: one row of rms_norm (norm.c), w NULL or of dtype wt;
+ * qd_cpu_rope_heads: H heads of one position rotated by that position's cos/sin rows, with `ex` scratch of
+ * 2·D floats (rope.c). in and out of the row helpers may be the same memory. */
+qd_status qd_cpu_load_batch_vec(const char *op, const char *what, const qd_tensor *t, int64_t B, int64_t D, float **out);
+void qd_cpu_modulate_rows(const float *x, const float *sc, const float *sh, float *out, int64_t n);
+void qd_cpu_round_rows(qd_dtype t, float *v, int64_t n);
+void qd_cpu_rms_row(bool avx, const float *in, int64_t D, float eps, const float *w, qd_dtype wt, float *out);
+void qd_cpu_rope_heads(bool avx, qd_rope_mode mode, const float *in, const float *c, const float *s, int64_t H, int64_t D,
+                       float *ex, float *out);
+
 static inline int64_t qd_cpu_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 #endif

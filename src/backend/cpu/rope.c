@@ -6,10 +6,14 @@
  *  - QD_ROPE_HALF: rotate_half pairs (x[i], x[i+D/2]) — Llama/Qwen text encoders:
  *    out[i] = x[i]·c_i − x[i+D/2]·s_i, out[i+D/2] = x[i+D/2]·c_i + x[i]·s_i.
  * Math in f32, one rounding to y's dtype (the spec: "apply in fp32, then cast back"). In place allowed.
+ * rms_norm_rope is the DiTs' per-head RMSNorm of q and k followed by this rotation, one pass: each head goes
+ * through rms_norm's row kernel (norm.c), is rounded to y's dtype, then rotated by the same row kernels, so
+ * its output is bit for bit that of rms_norm into y followed by rope on y.
  *
  * Fast path (AVX-512): per position the cos row is expanded once to the lane pattern the rotation
  * needs ([c0,c0,c1,c1,…] and [−s0,s0,−s1,s1,…] for interleaved pairs), then every head of that
  * position is one multiply, one in-lane pair swap and one FMA per 16 values. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,31 +57,60 @@ static QD_TARGET_AVX512 void rope_half_avx512(const float *x, const float *c, co
 }
 #endif
 
-qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
-                      qd_tensor *y) {
-    (void)be;
+void qd_cpu_rope_heads(bool avx, qd_rope_mode mode, const float *in, const float *c, const float *sn, int64_t H, int64_t D,
+                       float *ex, float *out) {
+#if defined(__x86_64__)
+    if (avx && mode == QD_ROPE_INTERLEAVED) {
+        for (int64_t i = 0; i < D / 2; i++) {
+            ex[2 * i] = ex[2 * i + 1] = c[i];
+            ex[D + 2 * i] = -sn[i];
+            ex[D + 2 * i + 1] = sn[i];
+        }
+        for (int64_t h = 0; h < H; h++) rope_interleaved_avx512(in + h * D, ex, ex + D, D, out + h * D);
+        return;
+    }
+    if (avx) {
+        for (int64_t h = 0; h < H; h++) rope_half_avx512(in + h * D, c, sn, D, out + h * D);
+        return;
+    }
+#endif
+    (void)avx, (void)ex;
+    for (int64_t h = 0; h < H; h++) rope_row_generic(mode, in + h * D, c, sn, D, out + h * D);
+}
+
+/* The checks rope and rms_norm_rope share: x and y [B, L, H, D] with D even, cos/sin F32 [L, D/2]. */
+static qd_status check_rope(const char *op, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
+                            const qd_tensor *y) {
     qd_status s;
-    if ((s = qd_cpu_check_float("rope", "x", x)) || (s = qd_cpu_check_float("rope", "y", y)) ||
-        (s = qd_cpu_check_same_shape("rope", "x", x, "y", y)) || (s = qd_cpu_check_inplace("rope", x, y))) {
+    if ((s = qd_cpu_check_float(op, "x", x)) || (s = qd_cpu_check_float(op, "y", y)) || (s = qd_cpu_check_same_shape(op, "x", x, "y", y)) ||
+        (s = qd_cpu_check_inplace(op, x, y))) {
         return s;
     }
     char sx[128], sc[128];
-    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cpu rope: unknown mode %d", (int)mode);
+    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cpu %s: unknown mode %d", op, (int)mode);
     if (x->rank != 4 || x->shape[3] % 2 != 0) {
-        return qd_fail(QD_EINVAL, "cpu rope: x must be [B, L, H, D] with D even, got %s", qd_cpu_shape_str(x, sx, sizeof sx));
+        return qd_fail(QD_EINVAL, "cpu %s: x must be [B, L, H, D] with D even, got %s", op, qd_cpu_shape_str(x, sx, sizeof sx));
     }
-    int64_t B = x->shape[0], L = x->shape[1], H = x->shape[2], D = x->shape[3];
+    int64_t L = x->shape[1], D = x->shape[3];
     const qd_tensor *cs[2] = {cos, sin};
     for (int k = 0; k < 2; k++) {
         const char *what = k ? "sin" : "cos";
         const qd_tensor *t = cs[k];
-        if (!t) return qd_fail(QD_EINVAL, "cpu rope: %s is required", what);
-        if (t->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cpu rope: %s must be F32, got %s", what, qd_dtype_name(t->dtype));
+        if (!t) return qd_fail(QD_EINVAL, "cpu %s: %s is required", op, what);
+        if (t->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cpu %s: %s must be F32, got %s", op, what, qd_dtype_name(t->dtype));
         if (t->rank != 2 || t->shape[0] != L || t->shape[1] != D / 2 || (!t->data && L * D > 0)) {
-            return qd_fail(QD_EINVAL, "cpu rope: %s must be [L, D/2] = [%lld, %lld] for x %s, got %s", what, (long long)L,
+            return qd_fail(QD_EINVAL, "cpu %s: %s must be [L, D/2] = [%lld, %lld] for x %s, got %s", op, what, (long long)L,
                            (long long)(D / 2), qd_cpu_shape_str(x, sx, sizeof sx), qd_cpu_shape_str(t, sc, sizeof sc));
         }
     }
+    return QD_OK;
+}
+
+/* Both ops, one position (H heads) at a time; rms_norm_rope (norm) first normalises each head into a
+ * scratch row rounded to y's dtype, exactly what rms_norm into y then rope from y compute. */
+static qd_status rope_rows(const char *op, const qd_tensor *x, const float *wf, qd_dtype wt, float eps, bool norm,
+                           const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    int64_t B = x->shape[0], L = x->shape[1], H = x->shape[2], D = x->shape[3];
     int64_t rows = B * L, n = rows * H * D;
     if (n == 0) return QD_OK;
     const float *cf = cos->data, *sf = sin->data;
@@ -85,40 +118,61 @@ qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, 
     int failed = 0;
 #pragma omp parallel num_threads(qd_threads_for(n, QD_GRAIN_ELEMS))
     {
-        /* row buffers: x and y for one position (H·D), the expanded cos/sin (2·D) */
+        /* row buffers: x and y for one position (H·D), the normalised heads (H·D), the expanded cos/sin (2·D) */
         float *bi = malloc(sizeof(float) * (size_t)(H * D)), *bo = malloc(sizeof(float) * (size_t)(H * D));
-        float *ex = malloc(sizeof(float) * (size_t)(2 * D));
-        if (!bi || !bo || !ex) {
+        float *bn = norm ? malloc(sizeof(float) * (size_t)(H * D)) : NULL, *ex = malloc(sizeof(float) * (size_t)(2 * D));
+        bool ok = bi && bo && ex && (bn || !norm);
+        if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
-            if (!bi || !bo || !ex) continue;
+            if (!ok) continue;
             int64_t l = r % L;
-            const float *c = cf + l * (D / 2), *sn = sf + l * (D / 2);
             const float *in = qd_cpu_in_f32(x, r * H * D, H * D, bi);
             float *out = qd_cpu_out_f32(y, r * H * D, bo);
-#if defined(__x86_64__)
-            if (avx && mode == QD_ROPE_INTERLEAVED) {
-                for (int64_t i = 0; i < D / 2; i++) {
-                    ex[2 * i] = ex[2 * i + 1] = c[i];
-                    ex[D + 2 * i] = -sn[i];
-                    ex[D + 2 * i + 1] = sn[i];
-                }
-                for (int64_t h = 0; h < H; h++) rope_interleaved_avx512(in + h * D, ex, ex + D, D, out + h * D);
-            } else if (avx) {
-                for (int64_t h = 0; h < H; h++) rope_half_avx512(in + h * D, c, sn, D, out + h * D);
-            } else
-#endif
-            {
-                for (int64_t h = 0; h < H; h++) rope_row_generic(mode, in + h * D, c, sn, D, out + h * D);
+            if (norm) {
+                for (int64_t h = 0; h < H; h++) qd_cpu_rms_row(avx, in + h * D, D, eps, wf, wt, bn + h * D);
+                qd_cpu_round_rows(y->dtype, bn, H * D);
+                in = bn;
             }
+            qd_cpu_rope_heads(avx, mode, in, cf + l * (D / 2), sf + l * (D / 2), H, D, ex, out);
             qd_cpu_out_commit(y, r * H * D, H * D, out);
         }
-        free(bi), free(bo), free(ex);
+        free(bi), free(bo), free(bn), free(ex);
     }
-    (void)avx;
-    if (failed) return qd_fail(QD_ENOMEM, "cpu rope: cannot allocate row buffers");
+    if (failed) return qd_fail(QD_ENOMEM, "cpu %s: cannot allocate row buffers", op);
     return QD_OK;
+}
+
+qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
+                      qd_tensor *y) {
+    (void)be;
+    qd_status s = check_rope("rope", x, cos, sin, mode, y);
+    return s ? s : rope_rows("rope", x, NULL, QD_DTYPE_F32, 0.0f, false, cos, sin, mode, y);
+}
+
+qd_status qd_cpu_rms_norm_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                               const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    (void)be;
+    const char *op = "rms_norm_rope";
+    qd_status s = check_rope(op, x, cos, sin, mode, y);
+    if (s) return s;
+    if (!(eps >= 0.0f) || !isfinite(eps)) return qd_fail(QD_EINVAL, "cpu %s: eps must be finite and ≥ 0, got %g", op, (double)eps);
+    int64_t D = x->shape[3];
+    float *wf = NULL;
+    if (w) {
+        char sw[128];
+        if ((s = qd_cpu_check_float(op, "weight", w))) return s;
+        if (w->rank != 1 || w->shape[0] != D) {
+            return qd_fail(QD_EINVAL, "cpu %s: weight must be [D] = [%lld], got %s", op, (long long)D, qd_cpu_shape_str(w, sw, sizeof sw));
+        }
+        wf = malloc(sizeof(float) * (size_t)(D > 0 ? D : 1));
+        if (!wf) return qd_fail(QD_ENOMEM, "cpu %s: cannot allocate the weight", op);
+        qd_cpu_to_f32(w, 0, D, wf);
+    }
+    s = rope_rows(op, x, wf, w ? w->dtype : QD_DTYPE_F32, eps, true, cos, sin, mode, y);
+    free(wf);
+    return s;
 }

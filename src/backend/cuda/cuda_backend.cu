@@ -162,6 +162,8 @@ static const qd_backend_ops cuda_ops = {
     .layer_norm = qd_cuda_layer_norm,
     .group_norm = qd_cuda_group_norm,
     .rope = qd_cuda_rope,
+    .norm_modulate = qd_cuda_norm_modulate,
+    .rms_norm_rope = qd_cuda_rms_norm_rope,
     .activation = qd_cuda_activation,
     .gated = qd_cuda_gated,
     .modulate = qd_cuda_modulate,
@@ -187,9 +189,10 @@ static const qd_backend_ops cuda_ops = {
    the GPU runs as it would), summed per op kind; a table at destroy. The sum of the ops' GPU times against
    a step's wall time shows how much of the step is gaps between kernels (launch and host overhead). ---- */
 
-enum { P_LINEAR, P_LINEAR_SMALL, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL, P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS,
-       P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
-static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "attention", "rms_norm", "layer_norm", "group_norm", "rope", "activation",
+enum { P_LINEAR, P_LINEAR_SMALL, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_NORM_MOD, P_RMS_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL,
+       P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS, P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
+static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "attention", "rms_norm", "layer_norm", "group_norm", "rope",
+                                                "norm_modulate", "rms_norm_rope", "activation",
                                                 "gated", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
                                                 "upsample", "permute", "concat", "slice", "embedding", "copy"};
 static double prof_ms[P_COUNT];
@@ -253,6 +256,14 @@ static qd_status p_gn(qd_backend *b, const qd_tensor *x, int g, const qd_tensor 
 }
 static qd_status p_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *c, const qd_tensor *sn, qd_rope_mode m, qd_tensor *y) {
     PROF(P_ROPE, qd_cuda_rope(b, x, c, sn, m, y));
+}
+static qd_status p_norm_mod(qd_backend *b, qd_norm_kind k, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
+                            const qd_tensor *sh, qd_tensor *y) {
+    PROF(P_NORM_MOD, qd_cuda_norm_modulate(b, k, x, w, eps, sc, sh, y));
+}
+static qd_status p_rms_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
+                            qd_rope_mode m, qd_tensor *y) {
+    PROF(P_RMS_ROPE, qd_cuda_rms_norm_rope(b, x, w, eps, c, sn, m, y));
 }
 static qd_status p_act(qd_backend *b, qd_act_kind k, const qd_tensor *x, qd_tensor *y) { PROF(P_ACT, qd_cuda_activation(b, k, x, y)); }
 static qd_status p_gated(qd_backend *b, qd_act_kind k, bool gf, const qd_tensor *x, qd_tensor *y) { PROF(P_GATED, qd_cuda_gated(b, k, gf, x, y)); }
@@ -323,6 +334,8 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     const char *graphs = getenv("QDIT_CUDA_GRAPH"), *prof = getenv("QDIT_CUDA_PROFILE");
     const bool profiling = prof && *prof && strcmp(prof, "0");
     c->use_graphs = !(graphs && !strcmp(graphs, "0")) && !profiling;
+    const char *epi = getenv("QDIT_CUDA_GELU_EPILOGUE");
+    c->gelu_epilogue = !(epi && !strcmp(epi, "0"));
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");
@@ -355,7 +368,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
         if (po) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
-            po->rope = p_rope, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
+            po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
             po->copy = p_copy, po->destroy = cuda_destroy_prof;

@@ -29,6 +29,7 @@ typedef struct {
     bool ops_owned; /* b->ops is a copy (QDIT_CUDA_PROFILE) */
     void *lt_plans; /* linear.cu's cache of cuBLASLt matmul plans */
     bool use_cudnn; /* attention may go to cuDNN's fused SDPA (QDIT_CUDNN=0 says no, read at creation) */
+    bool gelu_epilogue; /* linears fuse GELU-tanh into cuBLASLt's epilogue (QDIT_CUDA_GELU_EPILOGUE=0 says no) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
 } qd_cuda;
@@ -82,6 +83,37 @@ __device__ __forceinline__ float qd_round_to(int dt, float v) {
     default: return v;
     }
 }
+
+/* 8 consecutive values of a 16-byte aligned F32/BF16/F16 array from element i (a multiple of 8): one 16-byte
+ * load for BF16, two for F32 (the fused norm kernels' weights, scales and shifts) */
+__device__ __forceinline__ void qd_ld8(const void *p, int dt, int64_t i, float *o) {
+    if (dt == QD_DTYPE_BF16) {
+        const uint4 u = *(const uint4 *)((const __nv_bfloat16 *)p + i);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 f = __bfloat1622float2(h[j]);
+            o[2 * j] = f.x, o[2 * j + 1] = f.y;
+        }
+    } else if (dt == QD_DTYPE_F32) {
+        const float4 a = *(const float4 *)((const float *)p + i), b = *(const float4 *)((const float *)p + i + 4);
+        o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] = qd_ld(p, dt, i + j);
+    }
+}
+
+/* 8 floats as 8 BF16 values in one 16-byte word (round to nearest even) */
+__device__ __forceinline__ uint4 qd_pack_bf16x8(const float *v) {
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+    return u;
+}
+
+static inline bool qd_cuda_aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 static inline bool qd_cuda_float_dtype(qd_dtype t) { return t == QD_DTYPE_F32 || t == QD_DTYPE_BF16 || t == QD_DTYPE_F16; }
 
@@ -141,6 +173,10 @@ qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int groups, cons
                              float eps, qd_tensor *y);
 qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode,
                        qd_tensor *y);
+qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                                const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);

@@ -16,6 +16,15 @@
  * "T") and x [M, K] its K×M matrix (B, "N"); D = Aᵀ·B is N×M column-major, which is y [M, N] row-major —
  * the TN form FP8 matmuls require.
  *
+ * Output activation (qd_linear.out_act, e.g. FLUX's MLP inputs): GELU-tanh goes into cuBLASLt's GELU epilogue
+ * (GELU_BIAS with a bias) on the BF16/F16 dense and the FP8 matmuls, so the activation costs no pass over y and
+ * y is rounded once; elsewhere (F32 route, SiLU, no algorithm with the epilogue, QDIT_CUDA_GELU_EPILOGUE=0) the
+ * activation kernel runs on y right after the matmul, as the CPU backend does. cuBLASLt's GELU is the tanh
+ * form: NVIDIA's documentation says only "GELU point-wise transform", but PyTorch's addmm_activation(use_gelu)
+ * runs it for gelu(approximate='tanh') and falls back to gelu_(…, "tanh") without it, XLA fuses only its
+ * approximate (tanh) GELU into it, and SGLang's FLUX Linear+GELU path uses it for tanh-GELU ("close but not bit
+ * exact"); the op harness checks it against the f64 tanh form.
+ *
  * Other schemes (NVFP4, MXFP4/8, SVDQuant, AWQ, int8/int4) have no CUDA kernel yet (issue 9): such a
  * layer fails with a message naming it and the scheme, logged once per scheme — never an upcast copy. */
 #include <stdlib.h>
@@ -150,11 +159,12 @@ static cudaDataType_t lt_type(qd_dtype t) {
 }
 
 /* Optional parts of a cuBLASLt matmul: scale factors of A (the weight) and B (the activations) with
- * their cuBLASLt scale modes, and the bias vector's type. */
+ * their cuBLASLt scale modes, the bias vector's type, and the GELU epilogue. */
 typedef struct {
     const void *a_scale, *b_scale;
     int a_mode, b_mode; /* cublasLtMatmulMatrixScale_t */
     cudaDataType_t bias_type;
+    bool gelu;
 } lt_extra;
 
 /* A matmul plan: the descriptors and the algorithm cuBLASLt's heuristic chose for one shape and type
@@ -163,7 +173,7 @@ typedef struct {
 typedef struct {
     int64_t m, n, k;
     cudaDataType_t at, bt, dt, bias_type;
-    bool bias, a_scale, b_scale, none;
+    bool bias, a_scale, b_scale, gelu, none;
     int a_mode, b_mode;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
@@ -202,7 +212,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     for (int i = 0; i < lc->n; i++) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
-            p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale &&
+            p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -221,10 +231,10 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
     if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T);
     if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
-    if (!st && p->bias) {
-        const cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
+    if (!st && (p->bias || p->gelu)) {
+        const cublasLtEpilogue_t e = !p->gelu ? CUBLASLT_EPILOGUE_BIAS : p->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
         st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e);
-        if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p->bias_type, sizeof p->bias_type);
+        if (!st && p->bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &p->bias_type, sizeof p->bias_type);
     }
     if (!st && p->a_scale) {
         const int32_t mode = p->a_mode;
@@ -271,6 +281,7 @@ static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n,
     key.bias = bias != NULL, key.bias_type = bias ? (x ? x->bias_type : CUDA_R_32F) : CUDA_R_32F;
     key.a_scale = x && x->a_scale, key.b_scale = x && x->b_scale;
     key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
+    key.gelu = x && x->gelu;
     lt_plan *p = plan_get(c, &key);
     if (!p) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate a matmul plan", name);
     if (p->none)
@@ -319,6 +330,19 @@ static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, i
     return lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, NULL);
 }
 
+/* lt_matmul_x with the GELU epilogue when *gelu; where cuBLASLt has no algorithm with it, the plain matmul,
+ * *gelu cleared (the caller then runs the activation kernel) */
+static qd_status lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+                                cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, lt_extra ex, bool *gelu) {
+    ex.gelu = *gelu;
+    qd_status s = lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
+    if (s == QD_EUNSUPPORTED && *gelu) {
+        *gelu = ex.gelu = false;
+        s = lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
+    }
+    return s;
+}
+
 __global__ void widen_kernel(const void *src, int st, float *dst, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) dst[i] = qd_ld(src, st, i);
 }
@@ -335,22 +359,25 @@ static qd_status widen(qd_cuda *c, const void *src, qd_dtype st, int64_t n, floa
     return QD_OK;
 }
 
-static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+/* *gelu in: the layer wants GELU-tanh on its output; out: whether the matmul's epilogue applied it */
+static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16;
     if (half_w && x->dtype == d->wt && y->dtype != QD_DTYPE_F16) {
-        qd_status s = lt_matmul(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias);
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false};
+        qd_status s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
+                                     f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF};
-            s = lt_matmul_x(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, &ex);
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false};
+            s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
         /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
         float *yf = NULL;
         if ((s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) return s;
-        s = lt_matmul(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias);
+        s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
         if (!s) {
             narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
             cudaError_t e = cudaGetLastError();
@@ -359,7 +386,9 @@ static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, con
         qd_cuda_scratch_free(c, yf);
         return s;
     }
-    /* the f32 route: widen what is not f32, f32 matmul into f32, narrow into y */
+    /* the f32 route: widen what is not f32, f32 matmul into f32, narrow into y (the reference precision mode:
+       its activation comes from the kernel, in f32 throughout) */
+    *gelu = false;
     float *wf = NULL, *xf = NULL, *yf = NULL;
     qd_status s = QD_OK;
     const float *wp = (const float *)d->w, *xp = (const float *)x->data;
@@ -481,7 +510,8 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
     }
 }
 
-static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+/* *gelu as in dense() */
+static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
     const int64_t n = l->out_features, k = l->in_features, kp = d->kp, np = d->np;
     if (d->block) {
         /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
@@ -500,10 +530,10 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
             if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 group quantization");
         }
         const bool b16 = y->dtype == QD_DTYPE_BF16;
-        lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                       b16 ? CUDA_R_16BF : CUDA_R_32F};
-        if (!s) s = lt_matmul_x(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
-                                b16 ? d->bias16 : d->bias, &ex);
+        const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false};
+        if (!s) s = lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+                                   b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
             cudaError_t e = cudaMemcpyAsync(y->data, yp, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
             if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 block output");
@@ -545,9 +575,10 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         const size_t es = b16 ? 2 : 4;
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
-        lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                       b16 ? CUDA_R_16BF : CUDA_R_32F};
-        if (!f) f = lt_matmul_x(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype), b16 ? d->bias16 : d->bias, &ex);
+        const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false};
+        if (!f) f = lt_matmul_gelu(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype), b16 ? d->bias16 : d->bias,
+                                   ex, gelu);
         if (!f && yp != y->data) {
             cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice, c->stream);
             if (e != cudaSuccess) f = qd_cuda_fail(e, "fp8 output");
@@ -556,6 +587,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (f == QD_OK) fused = true;
         else if (f != QD_EUNSUPPORTED) s = f;
     }
+    if (!fused) *gelu = false; /* our epilogue kernel below applies no activation */
     if (!s && !fused) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * np), (void **)&acc);
     if (!s && !fused) s = lt_matmul(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
     if (!s && !fused) {
@@ -580,9 +612,15 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
         if (s) return s;
     }
     if (l->prepared_for != &cuda_linear_tag) return qd_fail(QD_EINVAL, "layer '%s': prepared by another backend", name);
+    qd_act_kind kind = QD_ACT_GELU_TANH;
+    const bool act = qd_linear_out_kind(l, &kind);
+    if (!act && l->out_act != QD_OUT_ACT_NONE) return qd_fail(QD_EINVAL, "layer '%s': unknown output activation %d", name, (int)l->out_act);
     const cuda_linear *d = (const cuda_linear *)l->prepared;
     const int64_t m = qd_tensor_elements(x) / l->in_features;
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
-    return l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m) : fp8(c, l, d, x, y, m);
+    bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue; /* cleared where the matmul could not apply it */
+    qd_status s = l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m, &gelu) : fp8(c, l, d, x, y, m, &gelu);
+    if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
+    return s;
 }

@@ -1,5 +1,5 @@
 /* Normalisation on the GPU: RMSNorm and LayerNorm over the last dim (one block per row), GroupNorm over
- * [N, C, spatial…] (one block per (n, group)). The cast points are the CPU file's (norm.c): statistics
+ * [N, C, spatial…] (one block per (n, group)), and the fused norm + AdaLN modulation of the DiT blocks. The cast points are the CPU file's (norm.c): statistics
  * in f32 with two passes (mean, then squared deviations), RMSNorm rounds x̂ to a BF16/F16 weight's
  * dtype before the multiply, LayerNorm and GroupNorm round once. */
 #include "backend/cuda/cuda_internal.cuh"
@@ -150,5 +150,134 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
                                                                             bias ? bias->data : NULL, bias ? bias->dtype : 0, eps,
                                                                             y->data, y->dtype, C / groups, S, groups);
     QD_CUDA_LAUNCHED("group_norm");
+    return QD_OK;
+}
+
+/* ---- norm_modulate: y = norm(x)·(1 + scale) + shift, one pass (backend.h). The normalised value is rounded to
+   y's dtype before the modulation, as the two ops in y's dtype did. ---- */
+
+/* BF16 rows with D % 8 == 0: a block per row, each thread holding NV 16-byte vectors of the row in registers
+   (one read of x, one write of y); weights, scales and shifts read 8 at a time (qd_ld8) */
+template <int NV>
+__global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
+                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch) {
+    __shared__ float red[32];
+    const int row = blockIdx.x, nv = d / 8;
+    const int64_t bd = (int64_t)(row / rows_per_batch) * d;
+    const uint4 *xr = (const uint4 *)(x + (int64_t)row * d);
+    float v[NV][8];
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k < nv) {
+            const uint4 u = xr[k];
+            const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = __bfloat1622float2(h[e]);
+                v[j][2 * e] = f.x, v[j][2 * e + 1] = f.y;
+                s += f.x + f.y;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[j][e] = 0.0f;
+        }
+    }
+    const float mean = layer ? qd_block_sum(s, red) / (float)d : 0.0f;
+    float q = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+#pragma unroll
+        for (int e = 0; e < 8; e++) q += (v[j][e] - mean) * (v[j][e] - mean);
+    }
+    const float r = rsqrtf(qd_block_sum(q, red) / (float)d + eps);
+    const bool round_w = w && wt != QD_DTYPE_F32;
+    uint4 *yr = (uint4 *)(y + (int64_t)row * d);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        float wv[8], a[8], b[8], o[8];
+        if (w) qd_ld8(w, wt, 8 * k, wv);
+        qd_ld8(sc, st, bd + 8 * k, a);
+        if (sh) qd_ld8(sh, ht, bd + 8 * k, b);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float n = (v[j][e] - mean) * r;
+            if (w) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
+            n = qd_round_to(QD_DTYPE_BF16, n);
+            o[e] = n * (1.0f + a[e]) + (sh ? b[e] : 0.0f);
+        }
+        yr[k] = qd_pack_bf16x8(o);
+    }
+}
+
+/* any dtypes and D: a block per row, x read three times (the second and third from L1/L2) */
+__global__ void norm_mod_kernel(bool layer, const void *x, int xt, const void *w, int wt, float eps, const void *sc, int st, const void *sh,
+                                int ht, void *y, int yt, int64_t d, int64_t rows_per_batch) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x, base = row * d, bd = (row / rows_per_batch) * d;
+    float s = 0.0f;
+    if (layer)
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) s += qd_ld(x, xt, base + i);
+    const float mean = layer ? qd_block_sum(s, red) / (float)d : 0.0f;
+    float q = 0.0f;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        const float v = qd_ld(x, xt, base + i) - mean;
+        q += v * v;
+    }
+    const float r = rsqrtf(qd_block_sum(q, red) / (float)d + eps);
+    const bool round_w = w && wt != QD_DTYPE_F32;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        float n = (qd_ld(x, xt, base + i) - mean) * r;
+        if (w) n = (round_w ? qd_round_to(wt, n) : n) * qd_ld(w, wt, i);
+        n = qd_round_to(yt, n);
+        float o = n * (1.0f + qd_ld(sc, st, bd + i));
+        if (sh) o += qd_ld(sh, ht, bd + i);
+        qd_st(y, yt, base + i, o);
+    }
+}
+
+extern "C" qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                                           const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y) {
+    const char *op = "norm_modulate";
+    if (kind != QD_NORM_LAYER && kind != QD_NORM_RMS) return qd_fail(QD_EINVAL, "cuda norm_modulate: unknown norm kind %d", (int)kind);
+    if (kind == QD_NORM_LAYER && w) return qd_fail(QD_EINVAL, "cuda norm_modulate: LayerNorm here has no affine weight (w must be NULL)");
+    int64_t rows = 0, d = 0;
+    qd_status s = rows_of(op, x, y, w, &rows, &d);
+    if (s) return s;
+    if (x->rank < 2) return qd_fail(QD_EINVAL, "cuda norm_modulate: x must be [B, L, D]");
+    const int64_t B = x->shape[0];
+    if ((s = qd_cuda_check_float(op, "scale", scale)) || (shift && (s = qd_cuda_check_float(op, "shift", shift)))) return s;
+    if (qd_tensor_elements(scale) != B * d || (shift && qd_tensor_elements(shift) != B * d))
+        return qd_fail(QD_EINVAL, "cuda norm_modulate: scale and shift must hold [B, D] = [%lld, %lld] values", (long long)B, (long long)d);
+    if (!rows) return QD_OK;
+    const bool layer = kind == QD_NORM_LAYER;
+    const int64_t rpb = rows / B, nv = d / 8;
+    cudaStream_t stream = qd_cuda_of(b)->stream;
+    const void *wd = w ? w->data : NULL, *hd = shift ? shift->data : NULL;
+    const int wt = w ? w->dtype : 0, ht = shift ? shift->dtype : 0;
+    const bool fast = x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && d % 8 == 0 && nv <= 2048 && qd_cuda_aligned16(x->data) &&
+                      qd_cuda_aligned16(y->data) && qd_cuda_aligned16(scale->data) && (!w || qd_cuda_aligned16(wd)) &&
+                      (!shift || qd_cuda_aligned16(hd));
+    if (fast) {
+        const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
+        const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
+        const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
+        __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
+#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, scale->data, scale->dtype, hd, ht, yp, (int)d, (int)rpb)
+        if (per == 1) NM(1);
+        else if (per == 2) NM(2);
+        else if (per == 4) NM(4);
+        else NM(8);
+#undef NM
+    } else {
+        norm_mod_kernel<<<(unsigned)rows, 256, 0, stream>>>(layer, x->data, x->dtype, wd, wt, eps, scale->data, scale->dtype, hd, ht, y->data,
+                                                            y->dtype, d, rpb);
+    }
+    QD_CUDA_LAUNCHED("norm_modulate");
     return QD_OK;
 }

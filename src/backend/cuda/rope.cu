@@ -1,6 +1,7 @@
 /* RoPE on the GPU: x [B, L, H, D] rotated by cos/sin [L, D/2] (F32), interleaved pairs (x[2i], x[2i+1])
  * for the DiTs or rotate-half pairs (x[i], x[i+D/2]) for the text encoders (rope.c has the formulas).
- * One thread per pair; both members are read before either is written, so in place is safe. */
+ * One thread per pair; both members are read before either is written, so in place is safe. Also the
+ * fused per-head RMSNorm + RoPE of the DiTs' q and k (rms_norm_rope). */
 #include "backend/cuda/cuda_internal.cuh"
 
 template <typename I>
@@ -37,5 +38,148 @@ extern "C" qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_te
                                                                                (const float *)sin->data, mode == QD_ROPE_INTERLEAVED,
                                                                                y->data, y->dtype, pairs, L, H, D);
     QD_CUDA_LAUNCHED("rope");
+    return QD_OK;
+}
+
+/* ---- rms_norm_rope: y = rope(rms_norm(x, w)) per head (backend.h), the normalised value rounded to y's dtype
+   before the rotation as the two ops in y's dtype did. ---- */
+
+/* BF16 heads with D % 8 == 0 and D ≤ 256: G lanes per head (a power of two ≥ D/8), 8 values per lane in one
+   16-byte load; the sum of squares reduced over the G lanes by shuffles. Interleaved pairs lie within a lane;
+   rotate-half pairs (D % 16 == 0) are D/2 apart, in the lane D/16 away, whose values come by shuffle. */
+template <int G>
+__global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, const void *w, int wt, float eps, const float *cs, const float *sn, bool interleaved,
+                                     __nv_bfloat16 *y, int rows, int L, int H, int d) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x, row = t / G, k = t & (G - 1), nv = d / 8;
+    const bool on = row < rows && k < nv;
+    const int64_t at = (int64_t)row * d + 8 * k;
+    float v[8];
+    if (on) {
+        const uint4 u = *(const uint4 *)(x + at);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float2 f = __bfloat1622float2(h[e]);
+            v[2 * e] = f.x, v[2 * e + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = 0.0f;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float r = rsqrtf(ss / (float)d + eps);
+    float wv[8];
+    if (w && on) qd_ld8(w, wt, 8 * k, wv);
+    const bool round_w = w && wt != QD_DTYPE_F32;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        float n = v[e] * r;
+        if (w && on) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
+        v[e] = qd_round_to(QD_DTYPE_BF16, n);
+    }
+    const int l = (row < rows ? row / H : 0) % L, h2 = d / 2;
+    float o[8];
+    if (interleaved) {
+        if (on) {
+            const float4 c = *(const float4 *)(cs + (int64_t)l * h2 + 4 * k), s = *(const float4 *)(sn + (int64_t)l * h2 + 4 * k);
+            const float cc[4] = {c.x, c.y, c.z, c.w}, ssn[4] = {s.x, s.y, s.z, s.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                o[2 * q] = v[2 * q] * cc[q] - v[2 * q + 1] * ssn[q];
+                o[2 * q + 1] = v[2 * q + 1] * cc[q] + v[2 * q] * ssn[q];
+            }
+        }
+    } else {
+        const int half = nv / 2, lo = k < half, j = lo ? k : k - half;
+        const int partner = (threadIdx.x & 31 & ~(G - 1)) + (lo ? k + half : k - half);
+        float p[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) p[e] = __shfl_sync(0xffffffffu, v[e], partner);
+        if (on) {
+            const float *cr = cs + (int64_t)l * h2 + 8 * j, *sr = sn + (int64_t)l * h2 + 8 * j;
+            const float4 c0 = *(const float4 *)cr, c1 = *(const float4 *)(cr + 4), s0 = *(const float4 *)sr, s1 = *(const float4 *)(sr + 4);
+            const float cc[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w}, ssn[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+            for (int e = 0; e < 8; e++) o[e] = lo ? v[e] * cc[e] - p[e] * ssn[e] : v[e] * cc[e] + p[e] * ssn[e];
+        }
+    }
+    if (on) *(uint4 *)(y + at) = qd_pack_bf16x8(o);
+}
+
+/* any dtypes and even D: a block per head, the squares summed over the block, then one thread per pair
+   (both members read before either is written: in place is safe) */
+__global__ void rms_rope_kernel(const void *x, int xt, const void *w, int wt, float eps, const float *cs, const float *sn, bool interleaved, void *y,
+                                int yt, int64_t L, int64_t H, int64_t d) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x, base = row * d, h2 = d / 2, l = (row / H) % L;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        const float v = qd_ld(x, xt, base + i);
+        ss += v * v;
+    }
+    const float r = rsqrtf(qd_block_sum(ss, red) / (float)d + eps);
+    const bool round_w = w && wt != QD_DTYPE_F32;
+    for (int64_t p = threadIdx.x; p < h2; p += blockDim.x) {
+        const int64_t a = interleaved ? 2 * p : p, c = interleaved ? 2 * p + 1 : p + h2;
+        float na = qd_ld(x, xt, base + a) * r, nb = qd_ld(x, xt, base + c) * r;
+        if (w) {
+            na = (round_w ? qd_round_to(wt, na) : na) * qd_ld(w, wt, a);
+            nb = (round_w ? qd_round_to(wt, nb) : nb) * qd_ld(w, wt, c);
+        }
+        na = qd_round_to(yt, na), nb = qd_round_to(yt, nb);
+        const float co = cs[l * h2 + p], si = sn[l * h2 + p];
+        qd_st(y, yt, base + a, na * co - nb * si);
+        qd_st(y, yt, base + c, nb * co + na * si);
+    }
+}
+
+extern "C" qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                           const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype) || !x->data || !y->data || x->rank != 4 || !qd_cuda_same_shape(x, y))
+        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: x and y must be F32/BF16/F16 device tensors [B, L, H, D] of one shape");
+    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cuda rms_norm_rope: unknown mode %d", (int)mode);
+    const int64_t L = x->shape[1], H = x->shape[2], D = x->shape[3];
+    if (D % 2 || !cos || !sin || cos->dtype != QD_DTYPE_F32 || sin->dtype != QD_DTYPE_F32 || qd_tensor_elements(cos) != L * (D / 2) ||
+        qd_tensor_elements(sin) != L * (D / 2))
+        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: cos and sin must be F32 [L, D/2] = [%lld, %lld] (D even)", (long long)L, (long long)(D / 2));
+    if (w && (!qd_cuda_float_dtype(w->dtype) || !w->data || qd_tensor_elements(w) != D))
+        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: weight must be an F32/BF16/F16 device tensor of D = %lld values", (long long)D);
+    const int64_t rows = D ? qd_tensor_elements(x) / D : 0;
+    if (!rows) return QD_OK;
+    if (rows > INT32_MAX) return qd_fail(QD_EUNSUPPORTED, "cuda rms_norm_rope: %lld heads", (long long)rows);
+    cudaStream_t stream = qd_cuda_of(b)->stream;
+    const bool il = mode == QD_ROPE_INTERLEAVED;
+    const void *wd = w ? w->data : NULL;
+    const int wt = w ? w->dtype : 0;
+    const int64_t nv = D / 8;
+    int g = 1;
+    while (g < nv) g *= 2;
+    const bool fast = x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && D % (il ? 8 : 16) == 0 && nv <= 32 && rows * g < INT32_MAX &&
+                      qd_cuda_aligned16(x->data) && qd_cuda_aligned16(y->data) && qd_cuda_aligned16(cos->data) && qd_cuda_aligned16(sin->data) &&
+                      (!w || qd_cuda_aligned16(wd));
+    if (fast) {
+        const unsigned blocks = (unsigned)((rows * g + 255) / 256);
+        const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
+        __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
+        const float *cp = (const float *)cos->data, *sp = (const float *)sin->data;
+#define RR(G) rms_rope_bf16_kernel<G><<<blocks, 256, 0, stream>>>(xp, wd, wt, eps, cp, sp, il, yp, (int)rows, (int)L, (int)H, (int)D)
+        switch (g) {
+        case 1: RR(1); break;
+        case 2: RR(2); break;
+        case 4: RR(4); break;
+        case 8: RR(8); break;
+        case 16: RR(16); break;
+        default: RR(32); break;
+        }
+#undef RR
+    } else {
+        rms_rope_kernel<<<(unsigned)rows, 64, 0, stream>>>(x->data, x->dtype, wd, wt, eps, (const float *)cos->data, (const float *)sin->data, il,
+                                                           y->data, y->dtype, L, H, D);
+    }
+    QD_CUDA_LAUNCHED("rms_norm_rope");
     return QD_OK;
 }

@@ -377,6 +377,10 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
         qd_flux_free(m);
         return s;
     }
+    /* the MLP inputs (ff.net.0.proj, ff_context.net.0.proj, proj_mlp; Nunchaku's mlp_fc1, mlp_context_fc1)
+       apply their GELU-tanh themselves: a backend fuses it into the matmul */
+    for (int64_t i = 0; i < c->num_layers; i++) m->dbl[i].ff_in.out_act = m->dbl[i].ffc_in.out_act = QD_OUT_ACT_GELU_TANH;
+    for (int64_t i = 0; i < c->num_single_layers; i++) m->sgl[i].proj_mlp.out_act = QD_OUT_ACT_GELU_TANH;
     *out = m;
     return QD_OK;
 }
@@ -385,11 +389,10 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
 
 typedef qd_run run;
 
-/* LayerNorm (no affine, eps 1e-6) then ·(1 + scale) + shift */
+/* LayerNorm (no affine, eps 1e-6) then ·(1 + scale) + shift, one fused op */
 static qd_tensor norm_modulate(run *r, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift) {
     qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
-    if (!r->s) r->s = r->be->ops->layer_norm(r->be, x, NULL, NULL, 1e-6f, &y);
-    if (!r->s) r->s = r->be->ops->modulate(r->be, &y, scale, shift, &y);
+    if (!r->s) r->s = r->be->ops->norm_modulate(r->be, QD_NORM_LAYER, x, NULL, 1e-6f, scale, shift, &y);
     return y;
 }
 
@@ -429,14 +432,22 @@ static void linear_into(run *r, qd_linear *l, const qd_tensor *x, qd_tensor *y) 
     if (!r->s) r->s = r->be->ops->linear(r->be, l, x, y);
 }
 
-static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w) {
-    if (!r->s) r->s = r->be->ops->rms_norm(r->be, x, w, 1e-6f, x);
+/* The per-head RMSNorm of q or k [B, L, H, hd] and its RoPE, in place, one fused op; the stream's L positions
+   are rows [pos, pos + L) of the [text, image] tables */
+static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w, const qd_tensor *cos, const qd_tensor *sin, int64_t pos) {
+    if (r->s) return;
+    const int64_t L = x->shape[1], half = cos->shape[1];
+    qd_tensor c = *cos, sn = *sin;
+    c.backend = sn.backend = NULL; /* views */
+    c.data = (float *)cos->data + pos * half, sn.data = (float *)sin->data + pos * half;
+    qd_tensor_shape(&c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    qd_tensor_shape(&sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    r->s = r->be->ops->rms_norm_rope(r->be, x, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, x);
 }
 
-/* An MLP: out(gelu_tanh(in(x))) */
+/* An MLP: out(gelu_tanh(in(x))), the GELU applied by `in` itself (its out_act) */
 static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, int64_t n) {
     qd_tensor h = qd_run_linear_n(r, in, x, hidden);
-    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &h, &h);
     qd_tensor y = qd_run_linear_n(r, outl, &h, n);
     qd_tensor_free(&h);
     return y;
@@ -463,10 +474,8 @@ static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const qd
     return y;
 }
 
-static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd_tensor *cos, const qd_tensor *sin,
-                      qd_tensor *out) {
-    if (!r->s) r->s = r->be->ops->rope(r->be, q, cos, sin, QD_ROPE_INTERLEAVED, q);
-    if (!r->s) r->s = r->be->ops->rope(r->be, k, cos, sin, QD_ROPE_INTERLEAVED, k);
+/* q and k come rotated (rms_heads) */
+static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, qd_tensor *out) {
     qd_attn_args a = {.q = q, .k = k, .v = v};
     if (!r->s) r->s = r->be->ops->attention(r->be, &a, out);
 }
@@ -538,8 +547,8 @@ static qd_status flux_body(void *user) {
         qd_tensor_free(&xn), qd_tensor_free(&cn);
         qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
         for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
-        rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
-        rms_heads(r, &cq, &b->norm_added_q), rms_heads(r, &ck, &b->norm_added_k);
+        rms_heads(r, &q, &b->norm_q, &cos, &sin, T), rms_heads(r, &k, &b->norm_k, &cos, &sin, T);
+        rms_heads(r, &cq, &b->norm_added_q, &cos, &sin, 0), rms_heads(r, &ck, &b->norm_added_k, &cos, &sin, 0);
         if (joint) {
             as_heads(&Q, H, hd), as_heads(&K, H, hd), as_heads(&V, H, hd);
         } else {
@@ -547,7 +556,7 @@ static qd_status flux_body(void *user) {
         }
         for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]); /* views: nothing */
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-        attention(r, &Q, &K, &V, &cos, &sin, &A);
+        attention(r, &Q, &K, &V, &A);
         qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
         as_tokens(&A);
         qd_tensor ca = joint ? rows_view(&A, 0, T) : seq_slice(r, &A, 0, T), xa = joint ? rows_view(&A, T, N) : seq_slice(r, &A, T, N);
@@ -577,8 +586,7 @@ static qd_status flux_body(void *user) {
         qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
         qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
-        qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D);
-        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_GELU_TANH, &hmlp, &hmlp);
+        qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D); /* GELU-tanh applied by the layer */
         qd_tensor q, k, v;
         if (m->nunchaku) {
             qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &sn);
@@ -589,9 +597,9 @@ static qd_status flux_body(void *user) {
         }
         qd_tensor_free(&sn);
         as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
-        rms_heads(r, &q, &b->norm_q), rms_heads(r, &k, &b->norm_k);
+        rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-        attention(r, &q, &k, &v, &cos, &sin, &A);
+        attention(r, &q, &k, &v, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
         as_tokens(&A);
         qd_tensor o;

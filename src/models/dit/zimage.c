@@ -171,6 +171,9 @@ static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, 
         LIN(&b->w1, "feed_forward.w1", D, c->ffn_hidden);
         LIN(&b->w2, "feed_forward.w2", c->ffn_hidden, D);
         LIN(&b->w3, "feed_forward.w3", D, c->ffn_hidden);
+        /* SwiGLU's gate: silu(w1(x)) as stored, then ·w3(x) — the SiLU is w1's own output activation. (Nunchaku's
+           fused [w3; w1] keeps the separate op: the activation covers only half of its output.) */
+        b->w1.out_act = QD_OUT_ACT_SILU;
     }
 #undef PLIN
     PARAM(&b->norm_q, "attention.norm_q.weight", hd);
@@ -295,6 +298,14 @@ static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor
     return y;
 }
 
+/* RMSNorm(x)·(1 + scale) into a new activation tensor, one fused op; scale NULL: the norm alone */
+static qd_tensor norm_scale(run *r, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale) {
+    if (!scale) return qd_run_rms_norm(r, x, w, eps);
+    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
+    if (!r->s) r->s = r->be->ops->norm_modulate(r->be, QD_NORM_RMS, x, w, eps, scale, NULL, &y);
+    return y;
+}
+
 /* One block on x [1, L, D] with RoPE tables for its L positions; adaln is [1, adaln_dim] or NULL. */
 static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const qd_tensor *adaln,
                       const qd_tensor *cos, const qd_tensor *sin) {
@@ -307,8 +318,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
     }
-    qd_tensor h = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
-    if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &h, &mod[0], NULL, &h);
+    qd_tensor h = norm_scale(r, x, &b->attn_norm1, eps, b->modulated ? &mod[0] : NULL);
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v;
     if (b->fused_qkv) {
@@ -322,10 +332,8 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
     qd_tensor_shape(&k, k.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
     qd_tensor_shape(&v, v.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
-    if (!r->s) r->s = r->be->ops->rms_norm(r->be, &q, &b->norm_q, eps, &q);
-    if (!r->s) r->s = r->be->ops->rms_norm(r->be, &k, &b->norm_k, eps, &k);
-    if (!r->s) r->s = r->be->ops->rope(r->be, &q, cos, sin, QD_ROPE_INTERLEAVED, &q);
-    if (!r->s) r->s = r->be->ops->rope(r->be, &k, cos, sin, QD_ROPE_INTERLEAVED, &k);
+    if (!r->s) r->s = r->be->ops->rms_norm_rope(r->be, &q, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
+    if (!r->s) r->s = r->be->ops->rms_norm_rope(r->be, &k, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
     qd_tensor a = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
     qd_attn_args args = {.q = &q, .k = &k, .v = &v};
     if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
@@ -337,8 +345,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
     qd_tensor_free(&o), qd_tensor_free(&on);
 
-    qd_tensor f = qd_run_rms_norm(r, x, &b->ffn_norm1, eps);
-    if (b->modulated && !r->s) r->s = r->be->ops->modulate(r->be, &f, &mod[2], NULL, &f);
+    qd_tensor f = norm_scale(r, x, &b->ffn_norm1, eps, b->modulated ? &mod[2] : NULL);
     const int64_t F = c->ffn_hidden;
     qd_tensor g, u;
     if (b->fused_w13) { /* [w3; w1]: value first, gate second */
@@ -349,7 +356,7 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
         g = qd_run_linear(r, &b->w1, &f), u = qd_run_linear(r, &b->w3, &f);
     }
     qd_tensor_free(&f);
-    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g);
+    if (b->fused_w13 && !r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g); /* else w1 applied it */
     if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
     qd_tensor ff = qd_run_linear_n(r, &b->w2, &g, D);
     qd_tensor_free(&g), qd_tensor_free(&u);
@@ -445,8 +452,7 @@ static qd_status zimage_body(void *user) {
     qd_tensor scale = qd_run_linear(r, &m->final_adaln, &sa);
     qd_tensor xi = qd_run_tensor(r, 3, (int64_t[]){1, N, D});
     if (!r->s) r->s = r->be->ops->slice(r->be, &u, 1, 0, N, &xi);
-    if (!r->s) r->s = r->be->ops->layer_norm(r->be, &xi, NULL, NULL, 1e-6f, &xi);
-    if (!r->s) r->s = r->be->ops->modulate(r->be, &xi, &scale, NULL, &xi);
+    if (!r->s) r->s = r->be->ops->norm_modulate(r->be, QD_NORM_LAYER, &xi, NULL, 1e-6f, &scale, NULL, &xi);
     qd_tensor y = qd_run_linear(r, &m->final_linear, &xi);
     /* unpatchify: tokens (h, w) × (ph, pw, c) → [C, 1, 2·H2, 2·W2] */
     if (!r->s) {

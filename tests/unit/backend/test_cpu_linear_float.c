@@ -577,6 +577,49 @@ static void test_all_codes(void **state) {
     }
 }
 
+/* A layer's output activation (qd_linear.out_act) is, bit for bit, the activation op run on the layer's
+ * stored output — what the models did before the layers applied it themselves — on every scheme family
+ * here, F32 and BF16 outputs; an unknown value is an error naming the layer. */
+static void test_out_act(void **state) {
+    (void)state;
+    const qd_out_act acts[] = {QD_OUT_ACT_GELU_TANH, QD_OUT_ACT_SILU};
+    const qd_act_kind kinds[] = {QD_ACT_GELU_TANH, QD_ACT_SILU};
+    for (int i = 0; i < 8; i++) {
+        const shape sh = pick_shape(i, 64);
+        const qd_dtype xt = i & 1 ? QD_DTYPE_BF16 : QD_DTYPE_F32, yt = i & 2 ? QD_DTYPE_BF16 : QD_DTYPE_F32;
+        float *xf = random_x(sh.m, sh.k);
+        act x = make_act(xf, sh.m, sh.k, xt);
+        qd_linear l;
+        if (i % 3 == 0) dense_layer(&l, sh.n, sh.k, QD_DTYPE_BF16);
+        else if (i % 3 == 1) fp8_layer(&l, FP8_CHANNEL, sh.n, sh.k, NULL, 0, 0);
+        else awq_layer(&l, sh.n, sh.k, QD_DTYPE_BF16);
+        add_bias(&l, sh.n, i % 3);
+        const size_t es = yt == QD_DTYPE_F32 ? 4 : 2;
+        void *want = xmalloc(es * (size_t)(sh.m * sh.n)), *got = xmalloc(es * (size_t)(sh.m * sh.n));
+        qd_tensor yw = {.dtype = yt, .rank = 2, .shape = {sh.m, sh.n}, .data = want}, yg = yw;
+        yg.data = got;
+        l.out_act = acts[i % 2];
+        assert_int_equal(qd_cpu_linear(NULL, &l, &x.t, &yg), QD_OK);
+        l.out_act = QD_OUT_ACT_NONE;
+        assert_int_equal(qd_cpu_linear(NULL, &l, &x.t, &yw), QD_OK);
+        assert_int_equal(qd_cpu_activation(NULL, kinds[i % 2], &yw, &yw), QD_OK);
+        if (memcmp(want, got, es * (size_t)(sh.m * sh.n)))
+            fail_msg("%s with out_act %d: not the activation op on its output (M=%lld K=%lld N=%lld)", l.scheme_name, (int)acts[i % 2],
+                     (long long)sh.m, (long long)sh.k, (long long)sh.n);
+        /* and the activation really ran: GELU/SiLU change every value but exact zeros */
+        bool changed = false;
+        for (int64_t j = 0; j < sh.m * sh.n && !changed; j++)
+            changed = yt == QD_DTYPE_F32 ? ((float *)got)[j] != 0 : ((uint16_t *)got)[j] != 0;
+        assert_true(changed);
+        l.out_act = (qd_out_act)9;
+        assert_int_equal(qd_cpu_linear(NULL, &l, &x.t, &yg), QD_EINVAL);
+        if (!strstr(qd_last_error(), "unknown output activation 9")) fail_msg("error: %s", qd_last_error());
+        free(want), free(got), free(xf);
+        act_free(&x);
+        qd_linear_free(&l);
+    }
+}
+
 /* a 3-D activation through the dispatcher, and the errors for layers the kernels cannot run */
 static void test_shapes_and_errors(void **state) {
     (void)state;
@@ -613,7 +656,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "[ isa      ] %s (QDIT_CPU_ISA=%s)\n", qd_cpu_isa_get()->level, isa ? isa : "");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense), cmocka_unit_test(test_fp8), cmocka_unit_test(test_fp8_odd_blocks), cmocka_unit_test(test_awq),
-        cmocka_unit_test(test_all_codes), cmocka_unit_test(test_shapes_and_errors),
+        cmocka_unit_test(test_all_codes), cmocka_unit_test(test_shapes_and_errors), cmocka_unit_test(test_out_act),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (failed || isa) return failed;

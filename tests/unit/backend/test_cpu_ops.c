@@ -722,6 +722,121 @@ static void test_modulate_gated_add(void **state) {
     freet(&x), freet(&y), freet(&sc);
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* fused ops: norm_modulate and rms_norm_rope are, bit for bit, the two ops they replace (norm into y,
+   then modulate / rope on y) — the promise that lets the models switch without changing an output. The
+   two-op compositions are checked against double references above; here every byte is compared.     */
+
+static void expect_same_bytes(const char *what, const qd_tensor *a, const qd_tensor *b) {
+    size_t n = qd_tensor_bytes(a);
+    assert_int_equal(n, qd_tensor_bytes(b));
+    if (memcmp(a->data, b->data, n)) {
+        int64_t i = 0, e = qd_tensor_elements(a);
+        while (i < e && get(a, i) == get(b, i)) i++;
+        fail_msg("%s: differs from the two-op composition, first at element %lld (%.9g vs %.9g)", what, (long long)i,
+                 i < e ? get(a, i) : 0.0, i < e ? get(b, i) : 0.0);
+    }
+}
+
+static void test_norm_modulate(void **state) {
+    (void)state;
+    struct {
+        bool layer;
+        int64_t B, L, D;
+        qd_dtype x, w, s, y; /* w: 0 for none */
+        bool shift, inplace;
+    } cfg[] = {
+        {true, 1, 37, 3072, BF16, 0, BF16, BF16, true, false},  {true, 2, 9, 96, F32, 0, F32, F32, true, true},
+        {true, 3, 5, 1031, BF16, 0, F32, BF16, false, false},   {true, 2, 4, 77, F16, 0, F16, F16, true, true},
+        {false, 1, 17, 3840, BF16, F32, BF16, BF16, false, false}, {false, 2, 6, 200, F32, 0, F32, F32, true, false},
+        {false, 3, 7, 96, BF16, BF16, BF16, BF16, true, true},  {false, 2, 5, 130, F16, F16, F32, F16, true, false},
+        {true, 2, 3, 40, BF16, 0, BF16, F32, true, false}, /* bf16 in, f32 out: the intermediate is f32 */
+        {false, 4, 1, 64, F32, F32, F32, BF16, true, false},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int64_t B = cfg[c].B, L = cfg[c].L, D = cfg[c].D;
+        qd_tensor x = rnd(cfg[c].x, 3, (int64_t[]){B, L, D}, -3, 3), sc = rnd(cfg[c].s, 2, (int64_t[]){B, D}, -1, 1);
+        qd_tensor sh = rnd(cfg[c].s, 2, (int64_t[]){B, D}, -1, 1), w = {0};
+        if (cfg[c].w) w = rnd(cfg[c].w, 1, (int64_t[]){D}, 0.5f, 1.5f);
+        const qd_tensor *wp = cfg[c].w ? &w : NULL, *shp = cfg[c].shift ? &sh : NULL;
+        /* the composition: the norm into y, then modulate on y in place (as flux.c / zimage.c did) */
+        qd_tensor want = mk(cfg[c].y, 3, (int64_t[]){B, L, D});
+        qd_status s = cfg[c].layer ? be->ops->layer_norm(be, &x, NULL, NULL, 1e-6f, &want) : be->ops->rms_norm(be, &x, wp, 1e-6f, &want);
+        if (!s) s = be->ops->modulate(be, &want, &sc, shp, &want);
+        if (s) fail_msg("composition: %s", qd_last_error());
+        qd_tensor y = cfg[c].inplace ? x : mk(cfg[c].y, 3, (int64_t[]){B, L, D});
+        s = be->ops->norm_modulate(be, cfg[c].layer ? QD_NORM_LAYER : QD_NORM_RMS, &x, wp, 1e-6f, &sc, shp, &y);
+        if (s) fail_msg("norm_modulate: %s", qd_last_error());
+        char what[96];
+        snprintf(what, sizeof what, "norm_modulate case %zu", c);
+        expect_same_bytes(what, &y, &want);
+        freet(&x), freet(&sc), freet(&sh), freet(&w), freet(&want);
+        if (!cfg[c].inplace) freet(&y);
+    }
+    /* errors name the op and what was expected */
+    qd_tensor x = rnd(F32, 3, (int64_t[]){2, 3, 8}, -1, 1), y = mk(F32, 3, (int64_t[]){2, 3, 8}), w = rnd(F32, 1, (int64_t[]){8}, -1, 1);
+    qd_tensor sc = rnd(F32, 2, (int64_t[]){2, 8}, -1, 1), bad = rnd(F32, 2, (int64_t[]){2, 7}, -1, 1), v = rnd(F32, 1, (int64_t[]){8}, -1, 1);
+    qd_tensor vy = mk(F32, 1, (int64_t[]){8}), w7 = rnd(F32, 1, (int64_t[]){7}, -1, 1);
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_LAYER, &x, &w, 1e-6f, &sc, NULL, &y), "w must be NULL");
+    expect_fail(be->ops->norm_modulate(be, (qd_norm_kind)7, &x, NULL, 1e-6f, &sc, NULL, &y), "unknown norm kind 7");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &x, NULL, 1e-6f, &bad, NULL, &y), "scale must be [B, D] = [2, 8]");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &x, NULL, 1e-6f, &sc, &bad, &y), "shift must be [B, D] = [2, 8]");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &x, &w7, 1e-6f, &sc, NULL, &y), "weight must be [8]");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &v, NULL, 1e-6f, &sc, NULL, &vy), "x must be [B, L, D]");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &x, NULL, -1.0f, &sc, NULL, &y), "eps");
+    expect_fail(be->ops->norm_modulate(be, QD_NORM_RMS, &x, NULL, 1e-6f, NULL, NULL, &y), "scale is required");
+    freet(&x), freet(&y), freet(&w), freet(&sc), freet(&bad), freet(&v), freet(&vy), freet(&w7);
+}
+
+static void test_rms_norm_rope(void **state) {
+    (void)state;
+    struct {
+        int64_t B, L, H, D;
+        qd_rope_mode mode;
+        qd_dtype x, w, y; /* w: 0 for none */
+        bool inplace;
+    } cfg[] = {
+        {1, 37, 24, 128, QD_ROPE_INTERLEAVED, BF16, F32, BF16, true}, /* FLUX / Z-Image q, k as the models call it */
+        {2, 9, 3, 128, QD_ROPE_HALF, BF16, BF16, BF16, false},        {2, 11, 5, 22, QD_ROPE_INTERLEAVED, F32, F32, F32, true},
+        {3, 4, 2, 30, QD_ROPE_HALF, F32, 0, F32, false},              {1, 7, 3, 56, QD_ROPE_INTERLEAVED, F16, F16, F16, true},
+        {2, 5, 4, 64, QD_ROPE_INTERLEAVED, BF16, F32, F32, false},    {1, 3, 2, 2, QD_ROPE_HALF, F32, F32, BF16, false},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int64_t B = cfg[c].B, L = cfg[c].L, H = cfg[c].H, D = cfg[c].D;
+        qd_tensor x = rnd(cfg[c].x, 4, (int64_t[]){B, L, H, D}, -3, 3), w = {0};
+        if (cfg[c].w) w = rnd(cfg[c].w, 1, (int64_t[]){D}, 0.5f, 1.5f);
+        qd_tensor cs = mk(F32, 2, (int64_t[]){L, D / 2}), sn = mk(F32, 2, (int64_t[]){L, D / 2});
+        for (int64_t i = 0; i < L * (D / 2); i++) {
+            float ang = qt_rand_uniform(&rng, -7, 7);
+            ((float *)cs.data)[i] = cosf(ang);
+            ((float *)sn.data)[i] = sinf(ang);
+        }
+        const qd_tensor *wp = cfg[c].w ? &w : NULL;
+        qd_tensor want = mk(cfg[c].y, 4, (int64_t[]){B, L, H, D});
+        qd_status s = be->ops->rms_norm(be, &x, wp, 1e-6f, &want);
+        if (!s) s = be->ops->rope(be, &want, &cs, &sn, cfg[c].mode, &want);
+        if (s) fail_msg("composition: %s", qd_last_error());
+        qd_tensor y = cfg[c].inplace ? x : mk(cfg[c].y, 4, (int64_t[]){B, L, H, D});
+        s = be->ops->rms_norm_rope(be, &x, wp, 1e-6f, &cs, &sn, cfg[c].mode, &y);
+        if (s) fail_msg("rms_norm_rope: %s", qd_last_error());
+        char what[96];
+        snprintf(what, sizeof what, "rms_norm_rope case %zu", c);
+        expect_same_bytes(what, &y, &want);
+        freet(&x), freet(&w), freet(&cs), freet(&sn), freet(&want);
+        if (!cfg[c].inplace) freet(&y);
+    }
+    qd_tensor x = rnd(F32, 4, (int64_t[]){1, 3, 2, 8}, -1, 1), y = mk(F32, 4, (int64_t[]){1, 3, 2, 8});
+    qd_tensor cs = rnd(F32, 2, (int64_t[]){3, 4}, -1, 1), cb = rnd(F32, 2, (int64_t[]){3, 5}, -1, 1), w7 = rnd(F32, 1, (int64_t[]){7}, -1, 1);
+    qd_tensor x3 = rnd(F32, 3, (int64_t[]){3, 2, 8}, -1, 1), y3 = mk(F32, 3, (int64_t[]){3, 2, 8});
+    expect_fail(be->ops->rms_norm_rope(be, &x, &w7, 1e-6f, &cs, &cs, QD_ROPE_INTERLEAVED, &y), "weight must be [D] = [8]");
+    expect_fail(be->ops->rms_norm_rope(be, &x, NULL, 1e-6f, &cb, &cs, QD_ROPE_INTERLEAVED, &y), "cos must be [L, D/2] = [3, 4]");
+    expect_fail(be->ops->rms_norm_rope(be, &x, NULL, 1e-6f, &cs, NULL, QD_ROPE_INTERLEAVED, &y), "sin is required");
+    expect_fail(be->ops->rms_norm_rope(be, &x3, NULL, 1e-6f, &cs, &cs, QD_ROPE_INTERLEAVED, &y3), "[B, L, H, D]");
+    expect_fail(be->ops->rms_norm_rope(be, &x, NULL, 1e-6f, &cs, &cs, (qd_rope_mode)5, &y), "unknown mode 5");
+    expect_fail(be->ops->rms_norm_rope(be, &x, NULL, NAN, &cs, &cs, QD_ROPE_INTERLEAVED, &y), "eps");
+    freet(&x), freet(&y), freet(&cs), freet(&cb), freet(&w7), freet(&x3), freet(&y3);
+}
+
 static void test_add_mul(void **state) {
     (void)state;
     struct {
@@ -1097,6 +1212,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_group_norm),         cmocka_unit_test(test_norm_errors),
         cmocka_unit_test(test_rope),               cmocka_unit_test(test_activation),
         cmocka_unit_test(test_gated),              cmocka_unit_test(test_modulate_gated_add),
+        cmocka_unit_test(test_norm_modulate),      cmocka_unit_test(test_rms_norm_rope),
         cmocka_unit_test(test_add_mul),            cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_conv2d),             cmocka_unit_test(test_conv3d),
         cmocka_unit_test(test_upsample),           cmocka_unit_test(test_permute),
