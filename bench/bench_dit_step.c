@@ -86,7 +86,12 @@ int main(int argc, char **argv) {
     printf("median %.4f s/step over %d steps\n", r->median_s, r->steps);
     if (r->warmup + r->steps > 1) printf("largest |later step - first step| of the output: %.3g (same inputs each step)\n", r->rerun_max_diff);
     printf("peak resident %.2f GiB\n", gib(r->rss_peak));
-    if (r->gpu_total) printf("GPU memory in use at the end %.2f GiB (of %.1f)\n", gib(r->gpu_used), gib(r->gpu_total));
+    if (r->gpu_total) {
+        printf("GPU memory in use at the end %.2f GiB (of %.1f)\n", gib(r->gpu_used), gib(r->gpu_total));
+        printf("GPU memory: %.2f GiB with the backend made (context, workspaces), +%.2f GiB after the load (weights), "
+               "+%.2f GiB more at the end (steps' activations, plans, graphs)\n", gib(r->gpu_used_empty),
+               gib(r->gpu_used_loaded - r->gpu_used_empty), gib(r->gpu_used - r->gpu_used_loaded));
+    }
     free(r);
     return 0;
 }

@@ -227,6 +227,19 @@ static qd_status make_inputs(qd_backend *be, qd_dtype act, int64_t res, int64_t 
     return s;
 }
 
+/* bytes in use on the GPU the device names (0 on the CPU, or without CUDA) */
+static uint64_t gpu_in_use(const char *device) {
+#ifdef QDIT_HAVE_CUDA
+    int cuda = -1;
+    size_t free_b = 0, total_b = 0;
+    if (!qd_device_parse(device, &cuda) && cuda >= 0 && cudaDeviceSynchronize() == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+        return total_b - free_b;
+#else
+    (void)device;
+#endif
+    return 0;
+}
+
 /* One denoising step; done when its output has been read back (a GPU runs asynchronously). */
 static qd_status step(qd_backend *be, bench_run *b) {
     qd_status s;
@@ -277,6 +290,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     if (!s && a->weights_on_disk && (s = qd_random_weights_on_disk(a->weights_on_disk))) s = qd_fail_context(s, "--weights-on-disk");
 
     qd_linear_tally tally = {0};
+    r->gpu_used_empty = gpu_in_use(a->device);
     r->rss_start = rss_bytes();
     double t0 = now_s();
     if (!s) {
@@ -286,6 +300,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     }
     r->load_s = now_s() - t0, r->rss_loaded = rss_bytes();
     r->linear_bytes = tally.bytes, r->linears = tally.layers;
+    r->gpu_used_loaded = gpu_in_use(a->device);
     if (!s) s = make_inputs(be, act, res, text, &b, &r->image_tokens);
     if (!s && a->progress) a->progress(a->progress_user, r);
     for (int i = 0; i < r->warmup && !s; i++) {

@@ -55,6 +55,7 @@ struct qd_bench_report {
     int64_t linears;
     uint64_t rss_start, rss_loaded, rss_peak; /* bytes: before the load, after it, peak of the process */
     uint64_t gpu_used, gpu_total;             /* bytes, at the end (0 on the CPU) */
+    uint64_t gpu_used_empty, gpu_used_loaded; /* in use with the backend made (context, workspaces) and after the load */
     int warmup, steps, n_done;
     double warmup_s[QD_BENCH_MAX_STEPS], step_s[QD_BENCH_MAX_STEPS];
     double median_s, mean_s, min_s;

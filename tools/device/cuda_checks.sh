@@ -21,6 +21,15 @@ for t in "$@"; do
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
     flux) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
     nograph) for q in none fp8; do QDIT_CUDA_GRAPH=0 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_nograph.log"; done ;;
+    generate) # the embedded tiny model end to end: a step graph must give the op-by-op image byte for byte
+              prompt="a large red circle at the top left and a small blue square at the bottom right on a yellow background"
+              for g in 1 0; do QDIT_CUDA_GRAPH=$g QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --device cuda --prompt "$prompt" --output /tmp/gen_graph$g.png 2>&1 | tail -2; done
+              QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --prompt "$prompt" --output /tmp/gen_cpu.png 2>&1 | tail -1
+              cmp /tmp/gen_graph1.png /tmp/gen_graph0.png && echo "generate: graph and op-by-op PNGs identical"
+              python3 -c "
+import numpy as np; from PIL import Image
+a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png', '/tmp/gen_cpu.png'))
+mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * np.log10(255 ** 2 / mse) if mse else float('inf')))" ;;
     zimage) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log"
              QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
