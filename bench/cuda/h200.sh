@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 8's measurements on the H200, everything in one call of the device tool (from the repo root, with
 # the binaries built here carried in .devrun/ and a local copy of diffusers' public source in .ref/src):
-#   correctness  the op harness on the GPU (cuDNN attention, then qdit's own kernels), fixture conformance;
+#   correctness  the op harness on the GPU (cuDNN attention, then qdit's own kernels), fixture conformance,
+#                the embedded model's image with step graphs on and off;
 #   kernels      GEMMs at FLUX shapes and attention at L 4608, D 128, 24 heads against PyTorch/cuDNN;
 #   steps        FLUX.1-dev and Z-Image-Turbo at 1024², bf16 and online fp8, then diffusers eager and
 #                torch.compile for both models; an event-timed op profile of the FLUX step.
 # Logs land in $OUT. Usage: bash bench/cuda/h200.sh [checks...] (default: all of them).
 set -uo pipefail
 checks=("$@")
-[ ${#checks[@]} -eq 0 ] && checks=(ops fallbacks fixtures bench flux zimage diffusers diffusers_zimage profile)
+[ ${#checks[@]} -eq 0 ] && checks=(ops fallbacks fixtures bench generate flux zimage diffusers diffusers_zimage profile)
 exec bash "$(dirname "$0")/../../tools/device/cuda_checks.sh" "${checks[@]}"

@@ -31,8 +31,8 @@ import numpy as np; from PIL import Image
 a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png', '/tmp/gen_cpu.png'))
 mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * np.log10(255 ** 2 / mse) if mse else float('inf')))" ;;
     zimage) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
-    profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log"
-             QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
+    profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
+    profile_fp8) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
     diffusers) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" flux 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md" ;;
     diffusers_zimage) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" zimage 2>&1 | grep -v Warning | tee "$OUT/diffusers_zimage.md" ;;
     fallbacks) QDIT_CUDA_FP8_UNFUSED=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_unfused.log" | tail -2
