@@ -804,7 +804,7 @@ static void run_norms_more(qd_backend *be) {
         qd_dtype t;
     } cases[] = {{true, false, 33, 3072, QD_DTYPE_F32},  {true, false, 33, 3072, QD_DTYPE_BF16}, {true, false, 5, 1031, QD_DTYPE_F32},
                  {true, true, 5, 1031, QD_DTYPE_BF16},   {false, false, 9, 1031, QD_DTYPE_F32},  {false, true, 17, 3840, QD_DTYPE_BF16},
-                 {false, true, 12, 128, QD_DTYPE_F16}};
+                 {false, true, 12, 128, QD_DTYPE_F16},   {false, false, 6, 2560, QD_DTYPE_BF16}};
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         int64_t rows = cases[ci].rows, d = cases[ci].d;
         qd_dtype t = cases[ci].t;
@@ -1048,6 +1048,8 @@ static void run_binary(qd_backend *be) {
         {false, 4, {1, 128, 16, 16}, 4, {1, 128, 16, 16}, QD_DTYPE_BF16, QD_DTYPE_BF16, QD_DTYPE_F32, false}, /* VAE residual */
         {false, 2, {1, 3072}, 2, {1, 3072}, QD_DTYPE_F32, QD_DTYPE_F32, QD_DTYPE_F32, true},               /* FLUX temb + pooled */
         {true, 3, {1, 9, 10240}, 3, {1, 9, 10240}, QD_DTYPE_BF16, QD_DTYPE_BF16, QD_DTYPE_BF16, true},      /* Z-Image silu(g)·u */
+        {true, 3, {2, 5, 24}, 1, {24}, QD_DTYPE_BF16, QD_DTYPE_BF16, QD_DTYPE_BF16, false},                 /* 8-wide path, c broadcast */
+        {false, 3, {3, 4, 40}, 2, {4, 40}, QD_DTYPE_BF16, QD_DTYPE_BF16, QD_DTYPE_BF16, false},             /* 8-wide path, c a suffix */
         {true, 3, {4, 6, 96}, 2, {6, 96}, QD_DTYPE_F32, QD_DTYPE_F32, QD_DTYPE_F32, false},                 /* c repeated, partial span */
         {true, 3, {1, 33, 3072}, 1, {3072}, QD_DTYPE_F16, QD_DTYPE_F16, QD_DTYPE_F16, false},
         {true, 4, {2, 3, 5, 7}, 4, {1, 1, 5, 7}, QD_DTYPE_F32, QD_DTYPE_BF16, QD_DTYPE_F32, true},

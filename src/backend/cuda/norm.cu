@@ -83,10 +83,21 @@ __global__ void rms_warp_kernel(const void *x, int xt, const void *w, int wt, fl
     }
 }
 
+template <int NV>
+__global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
+                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch);
+static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb);
+
 extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
     int64_t rows = 0, d = 0;
     qd_status s = rows_of("rms_norm", x, y, w, &rows, &d);
     if (s || !rows) return s;
+    /* wide BF16 rows (Z-Image's 3840): the vectorised row kernel of norm_modulate, without a modulation */
+    if (d > 1024 && norm_bf16_rows(b, false, x, w, eps, NULL, 0, NULL, 0, y, rows, d, rows)) {
+        QD_CUDA_LAUNCHED("rms_norm");
+        return QD_OK;
+    }
     if (d <= 1024) {
         rms_warp_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w ? w->data : NULL,
                                                                                       w ? w->dtype : 0, eps, y->data, y->dtype, rows, (int)d);
@@ -157,7 +168,8 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
    y's dtype before the modulation, as the two ops in y's dtype did. ---- */
 
 /* BF16 rows with D % 8 == 0: a block per row, each thread holding NV 16-byte vectors of the row in registers
-   (one read of x, one write of y); weights, scales and shifts read 8 at a time (qd_ld8) */
+   (one read of x, one write of y); weights, scales and shifts read 8 at a time (qd_ld8). Without a scale
+   (sc NULL) it is the plain norm: the rounding to BF16 before a ·1 + 0 is the store's own. */
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
                                      const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch) {
@@ -202,7 +214,9 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
         if (k >= nv) continue;
         float wv[8], a[8], b[8], o[8];
         if (w) qd_ld8(w, wt, 8 * k, wv);
-        qd_ld8(sc, st, bd + 8 * k, a);
+        if (sc) qd_ld8(sc, st, bd + 8 * k, a);
+        else
+            for (int e = 0; e < 8; e++) a[e] = 0.0f; /* plain RMSNorm (qd_cuda_rms_norm's wide rows) */
         if (sh) qd_ld8(sh, ht, bd + 8 * k, b);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
@@ -241,6 +255,30 @@ __global__ void norm_mod_kernel(bool layer, const void *x, int xt, const void *w
     }
 }
 
+/* the vectorised row kernel when the tensors allow it (BF16 x and y, D % 8 == 0 up to 16384, 16-byte aligned
+   rows and vectors); false: the caller runs the generic one */
+static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb) {
+    const int64_t nv = d / 8;
+    const void *wd = w ? w->data : NULL;
+    if (x->dtype != QD_DTYPE_BF16 || y->dtype != QD_DTYPE_BF16 || d % 8 || nv > 2048 || !qd_cuda_aligned16(x->data) ||
+        !qd_cuda_aligned16(y->data) || (w && !qd_cuda_aligned16(wd)) || (sh && !qd_cuda_aligned16(sh)))
+        return false;
+    const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
+    const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
+    const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
+    __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
+    const int wt = w ? w->dtype : 0;
+    cudaStream_t stream = qd_cuda_of(b)->stream;
+#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, sc, st, sh, ht, yp, (int)d, (int)rpb)
+    if (per == 1) NM(1);
+    else if (per == 2) NM(2);
+    else if (per == 4) NM(4);
+    else NM(8);
+#undef NM
+    return true;
+}
+
 extern "C" qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                            const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y) {
     const char *op = "norm_modulate";
@@ -256,25 +294,11 @@ extern "C" qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, con
         return qd_fail(QD_EINVAL, "cuda norm_modulate: scale and shift must hold [B, D] = [%lld, %lld] values", (long long)B, (long long)d);
     if (!rows) return QD_OK;
     const bool layer = kind == QD_NORM_LAYER;
-    const int64_t rpb = rows / B, nv = d / 8;
+    const int64_t rpb = rows / B;
     cudaStream_t stream = qd_cuda_of(b)->stream;
     const void *wd = w ? w->data : NULL, *hd = shift ? shift->data : NULL;
     const int wt = w ? w->dtype : 0, ht = shift ? shift->dtype : 0;
-    const bool fast = x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && d % 8 == 0 && nv <= 2048 && qd_cuda_aligned16(x->data) &&
-                      qd_cuda_aligned16(y->data) && qd_cuda_aligned16(scale->data) && (!w || qd_cuda_aligned16(wd)) &&
-                      (!shift || qd_cuda_aligned16(hd));
-    if (fast) {
-        const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
-        const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
-        const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
-        __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
-#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, scale->data, scale->dtype, hd, ht, yp, (int)d, (int)rpb)
-        if (per == 1) NM(1);
-        else if (per == 2) NM(2);
-        else if (per == 4) NM(4);
-        else NM(8);
-#undef NM
-    } else {
+    if (!qd_cuda_aligned16(scale->data) || !norm_bf16_rows(b, layer, x, w, eps, scale->data, scale->dtype, hd, ht, y, rows, d, rpb)) {
         norm_mod_kernel<<<(unsigned)rows, 256, 0, stream>>>(layer, x->data, x->dtype, wd, wt, eps, scale->data, scale->dtype, hd, ht, y->data,
                                                             y->dtype, d, rpb);
     }
