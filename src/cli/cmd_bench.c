@@ -110,6 +110,9 @@ static int step_json(const qd_bench_report *r) {
     json_object_set_new(j, "rss_peak_bytes", json_integer((json_int_t)r->rss_peak));
     json_object_set_new(j, "gpu_used_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_used) : json_null());
     json_object_set_new(j, "gpu_total_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_total) : json_null());
+    json_object_set_new(j, "gpu_used_empty_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_used_empty) : json_null());
+    json_object_set_new(j, "gpu_used_loaded_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_used_loaded) : json_null());
+    json_object_set_new(j, "rerun_max_diff", json_real(r->rerun_max_diff));
     json_object_set_new(j, "warmup", json_integer(r->warmup));
     json_object_set_new(j, "warmup_s", array_of(r->warmup_s, r->warmup));
     json_object_set_new(j, "steps", json_integer(r->steps));
@@ -219,7 +222,12 @@ int qd_cmd_bench(int argc, char **argv) {
             printf("median       %.4f s/step (mean %.4f, min %.4f; %d steps after %d warm-up)\n", r->median_s, r->mean_s, r->min_s, r->steps,
                    r->warmup);
             printf("peak         %.2f GiB resident\n", gib(r->rss_peak));
-            if (r->gpu_total) printf("GPU memory   %.2f GiB in use at the end (of %.1f)\n", gib(r->gpu_used), gib(r->gpu_total));
+            if (r->gpu_total) {
+                printf("GPU memory   %.2f GiB in use at the end (of %.1f): %.2f GiB context and workspaces, %.2f GiB weights, "
+                       "%.2f GiB steps (activations, plans, graphs)\n", gib(r->gpu_used), gib(r->gpu_total), gib(r->gpu_used_empty),
+                       gib(r->gpu_used_loaded - r->gpu_used_empty), gib(r->gpu_used - r->gpu_used_loaded));
+            }
+            if (r->warmup + r->steps > 1) printf("reruns       largest |output − first step's| %.3g (same inputs every step)\n", r->rerun_max_diff);
         }
         free(r);
         if (!s) return rc;

@@ -128,6 +128,11 @@ static void check_steps(const json_t *j, int steps, int warmup, int64_t res, int
     assert_true(num(j, "load_s") >= 0);
     assert_true(num(j, "rss_loaded_bytes") > 0 && num(j, "rss_peak_bytes") >= num(j, "rss_loaded_bytes"));
     assert_true(json_is_null(json_object_get(j, "gpu_used_bytes")));
+    assert_true(json_is_null(json_object_get(j, "gpu_used_loaded_bytes")));
+    /* every step gets the same inputs and the CPU is deterministic: later steps reproduce the first exactly
+       (the step io's copies in and out, the cached RoPE tables) */
+    assert_true(json_is_number(json_object_get(j, "rerun_max_diff")));
+    if (warmup + steps > 1) assert_true(num(j, "rerun_max_diff") == 0.0);
 }
 
 typedef struct {
