@@ -41,7 +41,8 @@ struct qd_zimage {
     qd_linear x_embedder, t_lin1, t_lin2, cap_lin, final_adaln, final_linear;
     qd_tensor cap_norm, x_pad, cap_pad;
     block *layers, *noise_refiner, *context_refiner;
-    zimage_step_io io;
+    zimage_step_io io[2]; /* two shapes at once: classifier-free guidance's prompt and negative prompt */
+    int io_next;          /* the slot a third shape takes */
     qd_step_graph graph;
 };
 
@@ -106,7 +107,7 @@ static void step_io_free(zimage_step_io *io) {
 void qd_zimage_free(qd_zimage *m) {
     if (!m) return;
     if (m->ctx.backend) qd_step_graph_clear(&m->graph, m->ctx.backend);
-    step_io_free(&m->io);
+    step_io_free(&m->io[0]), step_io_free(&m->io[1]);
     qd_linear *ls[] = {&m->x_embedder, &m->t_lin1, &m->t_lin2, &m->cap_lin, &m->final_adaln, &m->final_linear};
     for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&m->cap_norm), qd_tensor_free(&m->x_pad), qd_tensor_free(&m->cap_pad);
@@ -474,15 +475,28 @@ static qd_status zimage_body(void *user) {
     return r->s;
 }
 
-/* (Re)make the step io for this shape and fill its RoPE tables; nothing when it already fits. */
-static qd_status step_io_fit(qd_zimage *m, const qd_tensor *x, const qd_tensor *cap, const qd_tensor *out) {
-    zimage_step_io *io = &m->io;
+static bool step_io_fits(const zimage_step_io *io, const qd_tensor *x, const qd_tensor *cap, const qd_tensor *out) {
+    return io->x.data && !memcmp(io->shape_x, x->shape, sizeof io->shape_x) && io->Lc == cap->shape[0] && io->x_dtype == x->dtype &&
+           io->cap_dtype == cap->dtype && io->out_dtype == out->dtype;
+}
+
+/* The step io of this shape: one of the two kept, else a new one with its RoPE tables (in an empty slot, or
+ * in place of the older one — whose recorded graphs read its tensors, so the recordings go too). */
+static qd_status step_io_fit(qd_zimage *m, const qd_tensor *x, const qd_tensor *cap, const qd_tensor *out, zimage_step_io **got) {
     const qd_zimage_config *c = &m->c;
-    if (io->x.data && !memcmp(io->shape_x, x->shape, sizeof io->shape_x) && io->Lc == cap->shape[0] && io->x_dtype == x->dtype &&
-        io->cap_dtype == cap->dtype && io->out_dtype == out->dtype)
-        return QD_OK;
+    *got = NULL;
+    for (int i = 0; i < 2; i++)
+        if (step_io_fits(&m->io[i], x, cap, out)) {
+            *got = &m->io[i];
+            return QD_OK;
+        }
     qd_backend *be = m->ctx.backend;
-    qd_step_graph_clear(&m->graph, be);
+    int slot = !m->io[0].x.data ? 0 : !m->io[1].x.data ? 1 : m->io_next;
+    zimage_step_io *io = &m->io[slot];
+    if (io->x.data) {
+        qd_step_graph_clear(&m->graph, be);
+        m->io_next = !slot;
+    }
     step_io_free(io);
     memcpy(io->shape_x, x->shape, sizeof io->shape_x);
     io->Lc = cap->shape[0], io->x_dtype = x->dtype, io->cap_dtype = cap->dtype, io->out_dtype = out->dtype;
@@ -511,6 +525,7 @@ static qd_status step_io_fit(qd_zimage *m, const qd_tensor *x, const qd_tensor *
     if (!s) s = be->ops->upload(be, &io->sin, sn);
     free(ids), free(cs), free(sn);
     if (s) step_io_free(io);
+    else *got = io;
     return s;
 }
 
@@ -526,20 +541,23 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     qd_backend *be = m->ctx.backend;
     /* the step io: inputs copied in, the timestep sinusoid made, the body run (through a graph where the
        backend has them), the output copied out */
-    qd_status s = step_io_fit(m, x, cap, out);
+    zimage_step_io *io = NULL;
+    qd_status s = step_io_fit(m, x, cap, out, &io);
     if (!s) {
         float tt = t * (float)c->t_scale, emb[256];
         qd_timestep_embedding(&tt, 1, 256, true, 0.0f, 1.0f, emb);
-        s = be->ops->upload(be, &m->io.tsin, emb);
+        s = be->ops->upload(be, &io->tsin, emb);
     }
-    if (!s) s = be->ops->copy(be, x, &m->io.x);
-    if (!s) s = be->ops->copy(be, cap, &m->io.cap);
-    zimage_body_args a = {m, &m->io.x, &m->io.cap, &m->io.tsin, &m->io.cos, &m->io.sin, &m->io.out};
+    if (!s) s = be->ops->copy(be, x, &io->x);
+    if (!s) s = be->ops->copy(be, cap, &io->cap);
+    zimage_body_args a = {m, io ? &io->x : NULL, io ? &io->cap : NULL, io ? &io->tsin : NULL, io ? &io->cos : NULL, io ? &io->sin : NULL,
+                          io ? &io->out : NULL};
     if (!s) {
         m->graph.what = "the Z-Image step";
-        const int64_t key[] = {x->shape[2], x->shape[3], cap->shape[0]};
-        s = m->ctx.observe ? zimage_body(&a) : qd_step_graph_run(&m->graph, be, qd_step_graph_key(key, 3), zimage_body, &a);
+        /* a recording reads its io's tensors: the io slot is part of the key */
+        const int64_t key[] = {x->shape[2], x->shape[3], cap->shape[0], x->dtype, cap->dtype, out->dtype, io - m->io};
+        s = m->ctx.observe ? zimage_body(&a) : qd_step_graph_run(&m->graph, be, qd_step_graph_key(key, 7), zimage_body, &a);
     }
-    if (!s) s = be->ops->copy(be, &m->io.out, out);
+    if (!s) s = be->ops->copy(be, &io->out, out);
     return s ? qd_fail_context(s, "Z-Image forward") : QD_OK;
 }
