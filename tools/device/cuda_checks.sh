@@ -23,7 +23,7 @@ for t in "$@"; do
     nograph) for q in none fp8; do QDIT_CUDA_GRAPH=0 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_nograph.log"; done ;;
     generate) # the embedded tiny model end to end: a step graph must give the op-by-op image byte for byte
               prompt="a large red circle at the top left and a small blue square at the bottom right on a yellow background"
-              for g in 1 0; do QDIT_CUDA_GRAPH=$g QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --device cuda --prompt "$prompt" --output /tmp/gen_graph$g.png 2>&1 | tail -2; done
+              for g in 0 1 0 1; do QDIT_CUDA_GRAPH=$g QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --device cuda --prompt "$prompt" --output /tmp/gen_graph$g.png 2>&1 | tail -2; done
               QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --prompt "$prompt" --output /tmp/gen_cpu.png 2>&1 | tail -1
               cmp /tmp/gen_graph1.png /tmp/gen_graph0.png && echo "generate: graph and op-by-op PNGs identical"
               python3 -c "
