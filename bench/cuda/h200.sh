@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8's measurements on the H200, everything in one call of the device tool (from the repo root, with
-# the binaries built here carried in .devrun/ and a local copy of diffusers' public source in .ref/src):
+# the binaries built here carried in .devrun/ and a local copy of diffusers' public source in .ref/src, or
+# xz-compressed as .refpack/diffusers_src.tar.xz — carry [".devrun", ".refpack"]; both are git-ignored):
 #   correctness  the op harness on the GPU (cuDNN attention, then qdit's own kernels), fixture conformance,
 #                the embedded model's image with step graphs on and off;
 #   kernels      GEMMs at FLUX shapes and attention at L 4608, D 128, 24 heads against PyTorch/cuDNN;
