@@ -6,9 +6,10 @@
  * cuDNN is loaded at run time (dlopen "libcudnn.so.9", or the path in QDIT_CUDNN; QDIT_CUDNN=0 turns it
  * off), so a binary built here needs no cuDNN to start and the CPU build never sees it. Only the header's
  * types and enum values are used at build time. One execution plan per shape is built on first use
- * (heuristics mode A, the first engine config that finalizes) and cached with the backend; the workspace
- * is one device buffer that grows outside any stream capture, so a captured step replays without
- * allocating. Why cuDNN: on the H200 its fused kernel runs 650 TFLOP/s at FLUX's shape, ours 212. */
+ * (heuristics mode A, the first engine config that finalizes) and cached with the backend, each plan with
+ * its own workspace, allocated with the plan outside any recording and kept as long as the plan: a
+ * recorded step keeps the workspace address it was recorded with, so no workspace is ever freed or
+ * moved under it. Why cuDNN: on the H200 its fused kernel runs 650 TFLOP/s at FLUX's shape, ours 212. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,15 +114,14 @@ typedef struct {
 typedef struct sdpa_plan {
     sdpa_key key;
     cudnnBackendDescriptor_t plan; /* NULL: no engine for this shape (kept so that it is not retried) */
-    int64_t workspace;
+    int64_t workspace;             /* bytes */
+    void *ws;                      /* this plan's workspace (NULL when it needs none) */
     struct sdpa_plan *next;
 } sdpa_plan;
 
 typedef struct {
     cudnnHandle_t handle;
     sdpa_plan *plans;
-    void *workspace;
-    size_t workspace_bytes;
 } dnn_state;
 
 enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE };
@@ -245,9 +245,9 @@ extern "C" void qd_cudnn_free(qd_cuda *c) {
     for (sdpa_plan *p = d->plans, *n; p; p = n) {
         n = p->next;
         if (p->plan) dnn.DestroyDescriptor(p->plan);
+        if (p->ws) cudaFree(p->ws);
         free(p);
     }
-    if (d->workspace) cudaFree(d->workspace);
     dnn.Destroy(d->handle);
     free(d);
     c->cudnn = NULL;
@@ -269,19 +269,21 @@ static qd_status plan_for(qd_cuda *c, dnn_state *d, const sdpa_key *k, sdpa_plan
                (long long)k->B, (long long)k->H, (long long)k->Hkv, (long long)k->Lq, (long long)k->Lk, (long long)k->D, qd_last_error());
         qd_clear_error();
         p->plan = NULL;
-    } else if ((size_t)p->workspace > d->workspace_bytes) {
+    } else {
+        qd_log(QD_LOG_DEBUG, "cuda: cuDNN SDPA plan for B %lld, H %lld/%lld, L %lld×%lld, D %lld (workspace %lld bytes)", (long long)k->B,
+               (long long)k->H, (long long)k->Hkv, (long long)k->Lq, (long long)k->Lk, (long long)k->D, (long long)p->workspace);
+    }
+    if (p->plan && p->workspace > 0) {
         cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
         cudaStreamIsCapturing(c->stream, &cap);
-        if (cap != cudaStreamCaptureStatusNone) {
-            /* no allocation inside a capture: this shape runs on our kernel in the captured step */
+        cudaError_t e = cap == cudaStreamCaptureStatusNone ? cudaMalloc(&p->ws, (size_t)p->workspace) : cudaErrorStreamCaptureUnsupported;
+        if (e != cudaSuccess) {
+            /* no allocation inside a recording (or none possible): our kernel runs this shape */
+            cudaGetLastError();
+            qd_log(QD_LOG_INFO, "cuda: cuDNN SDPA's %lld-byte workspace not allocated (%s); qdit's own kernel runs this shape",
+                   (long long)p->workspace, cudaGetErrorString(e));
             dnn.DestroyDescriptor(p->plan);
-            p->plan = NULL;
-        } else {
-            cudaStreamSynchronize(c->stream);
-            if (d->workspace) cudaFree(d->workspace);
-            d->workspace = NULL, d->workspace_bytes = 0;
-            QD_CUDA_TRY(cudaMalloc(&d->workspace, (size_t)p->workspace), "cuDNN workspace");
-            d->workspace_bytes = (size_t)p->workspace;
+            p->plan = NULL, p->ws = NULL;
         }
     }
     p->next = d->plans;
@@ -309,7 +311,7 @@ extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *o
     float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     int64_t uids[5] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE};
     void *ptrs[5] = {q->data, k->data, v->data, out->data, &scale};
-    void *ws = d->workspace;
+    void *ws = p->ws;
     cudnnBackendDescriptor_t pack = NULL;
     cudnnStatus_t s = dnn.CreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
     if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
