@@ -253,13 +253,21 @@ extern "C" void qd_cudnn_free(qd_cuda *c) {
     c->cudnn = NULL;
 }
 
-/* The plan for this key: cached, built now, or NULL when cuDNN has none (said once per shape). */
+/* The plan for this key: cached, or built now; its plan is NULL when cuDNN has none (said once per shape).
+   *out NULL: not built now (a recording is open). */
 static qd_status plan_for(qd_cuda *c, dnn_state *d, const sdpa_key *k, sdpa_plan **out) {
     for (sdpa_plan *p = d->plans; p; p = p->next)
         if (!memcmp(&p->key, k, sizeof *k)) {
             *out = p;
             return QD_OK;
         }
+    /* cuDNN may make CUDA calls that a recording forbids while it builds a plan: a shape first seen while
+       recording runs on our kernel (and gets its plan at its next op-by-op run) */
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(c->stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) {
+        *out = NULL;
+        return QD_OK;
+    }
     sdpa_plan *p = (sdpa_plan *)calloc(1, sizeof *p);
     if (!p) return qd_fail(QD_ENOMEM, "cuDNN plan cache");
     p->key = *k;
@@ -274,11 +282,8 @@ static qd_status plan_for(qd_cuda *c, dnn_state *d, const sdpa_key *k, sdpa_plan
                (long long)k->H, (long long)k->Hkv, (long long)k->Lq, (long long)k->Lk, (long long)k->D, (long long)p->workspace);
     }
     if (p->plan && p->workspace > 0) {
-        cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-        cudaStreamIsCapturing(c->stream, &cap);
-        cudaError_t e = cap == cudaStreamCaptureStatusNone ? cudaMalloc(&p->ws, (size_t)p->workspace) : cudaErrorStreamCaptureUnsupported;
+        const cudaError_t e = cudaMalloc(&p->ws, (size_t)p->workspace);
         if (e != cudaSuccess) {
-            /* no allocation inside a recording (or none possible): our kernel runs this shape */
             cudaGetLastError();
             qd_log(QD_LOG_INFO, "cuda: cuDNN SDPA's %lld-byte workspace not allocated (%s); qdit's own kernel runs this shape",
                    (long long)p->workspace, cudaGetErrorString(e));
@@ -304,10 +309,13 @@ extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *o
     if (!load_cudnn()) return false;
     dnn_state *d = NULL;
     if ((*st = state_of(c, &d))) return true;
-    const sdpa_key key = {q->shape[0], q->shape[2], k->shape[2], q->shape[1], k->shape[1], D, q->dtype};
+    sdpa_key key;
+    memset(&key, 0, sizeof key); /* the cache compares keys bytewise: no stray padding */
+    key.B = q->shape[0], key.H = q->shape[2], key.Hkv = k->shape[2], key.Lq = q->shape[1], key.Lk = k->shape[1], key.D = D;
+    key.dtype = q->dtype;
     sdpa_plan *p = NULL;
     if ((*st = plan_for(c, d, &key, &p))) return true;
-    if (!p->plan) return false;
+    if (!p || !p->plan) return false;
     float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     int64_t uids[5] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE};
     void *ptrs[5] = {q->data, k->data, v->data, out->data, &scale};
