@@ -473,8 +473,11 @@ static void test_fp8(void **state) {
             const bool planted = xt == QD_DTYPE_F32 && (kind == FP8_STATIC_CHANNEL || kind == MXFP8);
             /* a static per-tensor scale is set by the largest row, so rows with a smaller amax use fewer of
                E4M3's levels (some fall on its subnormal grid): over 60 seeds NMSE reached 1.6e-3 and one seed
-               (QDIT_TEST_SEED=1883226662525395, M = 5) 2.35e-3 — hence 4e-3 for it, 2e-3 for dynamic scales */
-            const double tol = planted ? 5e-2 : mx ? 2e-2 : (kind == FP8_STATIC || kind == FP8_STATIC_CHANNEL) ? 4e-3 : 2e-3;
+               (QDIT_TEST_SEED=1883226662525395, M = 5) 2.35e-3. Dynamic scales at M = 1, K = 96 leave the NMSE
+               a ratio of sums over 40 outputs, heavy-tailed: over 150 seeds it reached 1.56e-3, and one CI seed
+               (QDIT_TEST_SEED=1883264223571923, fp8_channel/token) 2.33e-3 — hence 4e-3 for every per-tensor or
+               per-token kind. The kernel itself is held to the exact emulation (1e-5 of max|y|) above. */
+            const double tol = planted ? 5e-2 : mx ? 2e-2 : 4e-3;
             const result r = run_and_check(&l, &x, yt, tol, what);
             if (getenv("QDIT_TEST_VERBOSE")) fprintf(stderr, "  %-60s NMSE %.3g emu %.3g\n", what, r.nmse, r.emu_rel);
             /* the quantization must be visible against the f32 reference, or the test compares nothing */
