@@ -227,13 +227,17 @@ static qd_status make_inputs(qd_backend *be, qd_dtype act, int64_t res, int64_t 
     return s;
 }
 
-/* bytes in use on the GPU the device names (0 on the CPU, or without CUDA) */
-static uint64_t gpu_in_use(const char *device) {
+/* bytes in use on the GPU the device names, once its work is done, and its total (0 on the CPU, or without
+   CUDA) */
+static uint64_t gpu_in_use(const char *device, uint64_t *total) {
+    if (total) *total = 0;
 #ifdef QDIT_HAVE_CUDA
     int cuda = -1;
     size_t free_b = 0, total_b = 0;
-    if (!qd_device_parse(device, &cuda) && cuda >= 0 && cudaDeviceSynchronize() == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+    if (!qd_device_parse(device, &cuda) && cuda >= 0 && cudaDeviceSynchronize() == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        if (total) *total = total_b;
         return total_b - free_b;
+    }
 #else
     (void)device;
 #endif
@@ -290,7 +294,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     if (!s && a->weights_on_disk && (s = qd_random_weights_on_disk(a->weights_on_disk))) s = qd_fail_context(s, "--weights-on-disk");
 
     qd_linear_tally tally = {0};
-    r->gpu_used_empty = gpu_in_use(a->device);
+    r->gpu_used_empty = gpu_in_use(a->device, NULL);
     r->rss_start = rss_bytes();
     double t0 = now_s();
     if (!s) {
@@ -300,7 +304,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     }
     r->load_s = now_s() - t0, r->rss_loaded = rss_bytes();
     r->linear_bytes = tally.bytes, r->linears = tally.layers;
-    r->gpu_used_loaded = gpu_in_use(a->device);
+    r->gpu_used_loaded = gpu_in_use(a->device, NULL);
     if (!s) s = make_inputs(be, act, res, text, &b, &r->image_tokens);
     if (!s && a->progress) a->progress(a->progress_user, r);
     for (int i = 0; i < r->warmup && !s; i++) {
@@ -340,13 +344,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
         }
     }
     r->rss_peak = peak_bytes();
-#ifdef QDIT_HAVE_CUDA
-    int cuda = -1;
-    size_t free_b = 0, total_b = 0;
-    if (!s && !qd_device_parse(a->device, &cuda) && cuda >= 0 && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
-        r->gpu_used = total_b - free_b, r->gpu_total = total_b;
-    }
-#endif
+    if (!s) r->gpu_used = gpu_in_use(a->device, &r->gpu_total);
     bench_run_free(&b);
     if (be) be->ops->destroy(be);
     if (a->weights_on_disk) qd_random_weights_on_disk(NULL);

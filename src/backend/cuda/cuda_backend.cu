@@ -331,6 +331,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->device = device;
     const char *dnn = getenv("QDIT_CUDNN");
     c->use_cudnn = !(dnn && !strcmp(dnn, "0"));
+    if (!c->use_cudnn) qd_log(QD_LOG_INFO, "cuda: QDIT_CUDNN=0: attention runs on qdit's own kernels");
     const char *graphs = getenv("QDIT_CUDA_GRAPH"), *prof = getenv("QDIT_CUDA_PROFILE");
     const bool profiling = prof && *prof && strcmp(prof, "0");
     c->use_graphs = !(graphs && !strcmp(graphs, "0")) && !profiling;

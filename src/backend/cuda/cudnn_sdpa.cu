@@ -53,11 +53,8 @@ static struct {
 static bool load_cudnn(void) {
     if (dnn.tried) return dnn.ok;
     dnn.tried = true;
+    /* QDIT_CUDNN=0 never gets here: the backend reads it when it is made (use_cudnn) */
     const char *env = getenv("QDIT_CUDNN");
-    if (env && !strcmp(env, "0")) {
-        qd_log(QD_LOG_INFO, "cuda: QDIT_CUDNN=0: attention runs on qdit's own kernels");
-        return false;
-    }
     const char *name = env && *env ? env : "libcudnn.so.9";
     void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
@@ -326,7 +323,6 @@ extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *o
     if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
     if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (s == CUDNN_STATUS_SUCCESS) s = dnn.Finalize(pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetStream(d->handle, c->stream);
     if (s == CUDNN_STATUS_SUCCESS) s = dnn.Execute(d->handle, p->plan, pack);
     if (s != CUDNN_STATUS_SUCCESS) *st = dnn_fail(s, "SDPA execute");
     if (pack) dnn.DestroyDescriptor(pack);

@@ -432,14 +432,13 @@ static qd_status zimage_body(void *user) {
     qd_tensor_free(&ce);
 
     /* RoPE tables of [image, caption] positions (step_io_fill): the image rows, the caption rows, all */
-    const int64_t L = Np + Lp, half = hd / 2;
+    const int64_t half = hd / 2;
     qd_tensor cos_all = *a->cos, sin_all = *a->sin; /* views: not freed */
     cos_all.backend = sin_all.backend = NULL;
     qd_tensor cos_img = cos_all, sin_img = sin_all, cos_txt = cos_all, sin_txt = sin_all;
     qd_tensor_shape(&cos_img, QD_DTYPE_F32, 2, (int64_t[]){Np, half}), qd_tensor_shape(&sin_img, QD_DTYPE_F32, 2, (int64_t[]){Np, half});
     qd_tensor_shape(&cos_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half}), qd_tensor_shape(&sin_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half});
     cos_txt.data = (float *)cos_all.data + Np * half, sin_txt.data = (float *)sin_all.data + Np * half;
-    (void)L;
 
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
     for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
