@@ -30,34 +30,61 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda/cuda_internal.cuh"
+#include "backend/cuda/linear_internal.cuh"
 
 static const char cuda_linear_tag = 0; /* prepared_for */
-
-typedef struct {
-    void *w;         /* weight in its stored dtype: BF16/F16/F32 or E4M3 */
-    qd_dtype wt;
-    float *bias;     /* effective bias f32 [N] or NULL */
-    float *wscale;   /* fp8: [1] or [N]; fp8_block: [N/128][K/128] */
-    bool wscale_per_channel;
-    float *wscale_vec; /* fp8: the weight scale as an [N] vector (cuBLASLt's outer-vector scaling) */
-    void *bias16;      /* the bias in BF16 for FP8 matmuls writing BF16 (cuBLASLt wants the output's type) */
-    bool block;        /* fp8_block: 128×128 weight blocks, 1×128 activation groups */
-    int64_t kp, np;    /* fp8: K and N padded to multiples of 16 (cuBLASLt's FP8 matmuls need them), zeros */
-    float input_scale; /* fp8 static */
-} cuda_linear;
 
 static void cuda_linear_free(void *p) {
     cuda_linear *d = (cuda_linear *)p;
     if (!d) return;
-    cudaFree(d->w), cudaFree(d->bias), cudaFree(d->wscale), cudaFree(d->wscale_vec), cudaFree(d->bias16);
+    cudaFree(d->mem);
+    if (d->host_copy) cudaFreeHost(d->host_copy);
     free(d);
 }
 
-static qd_status upload(const void *host, size_t bytes, void **dev, const char *what) {
-    QD_CUDA_TRY(cudaMalloc(dev, bytes ? bytes : 1), what);
-    QD_CUDA_TRY(cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice), what);
-    return QD_OK;
+cuda_linear *qd_cuda_linear_of(const qd_linear *l) { return l->prepared_for == &cuda_linear_tag ? (cuda_linear *)l->prepared : NULL; }
+
+size_t qd_cuda_arena_add(cuda_arena *a, const void *src, size_t bytes) {
+    const size_t off = (a->bytes + 255) / 256 * 256;
+    if (off + bytes > a->cap) {
+        size_t cap = a->cap ? a->cap : 4096;
+        while (cap < off + bytes) cap *= 2;
+        uint8_t *h = (uint8_t *)realloc(a->host, cap);
+        if (!h) return SIZE_MAX;
+        a->host = h, a->cap = cap;
+    }
+    memset(a->host + a->bytes, 0, off - a->bytes);
+    if (src) memcpy(a->host + off, src, bytes);
+    else memset(a->host + off, 0, bytes);
+    a->bytes = off + bytes;
+    return off;
+}
+
+qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer) {
+    qd_status s = QD_OK;
+    cudaError_t e = cudaMalloc(&d->mem, a->bytes ? a->bytes : 1);
+    if (e == cudaSuccess) e = cudaMemcpy(d->mem, a->host, a->bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        s = qd_fail(QD_ENOMEM, "layer '%s': cannot place its %zu bytes of weights on the GPU (%s)", layer, a->bytes, cudaGetErrorString(e));
+    }
+    d->mem_bytes = a->bytes;
+    free(a->host);
+    a->host = NULL, a->bytes = a->cap = 0;
+    return s;
+}
+
+/* every buffer pointer of the prepared form, for rebasing */
+#define LINEAR_PTRS(d)                                                                                                          \
+    (void **)&(d)->w, (void **)&(d)->bias, (void **)&(d)->bias16, (void **)&(d)->wscale, (void **)&(d)->wscale_vec,                \
+        (void **)&(d)->wblock, (void **)&(d)->dual, (void **)&(d)->row_exp, (void **)&(d)->smooth, (void **)&(d)->lora_down,        \
+        (void **)&(d)->lora_up, (void **)&(d)->awq_zeros, (void **)&(d)->int_extra
+
+void qd_cuda_linear_rebase(cuda_linear *d, void *new_base) {
+    void **ptrs[] = {LINEAR_PTRS(d)};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
+        if (*ptrs[i]) *ptrs[i] = (uint8_t *)new_base + ((uint8_t *)*ptrs[i] - (uint8_t *)d->mem);
+    d->mem = new_base;
 }
 
 static qd_status unsupported(const qd_linear *l) {
@@ -67,66 +94,73 @@ static qd_status unsupported(const qd_linear *l) {
                    l->scheme_name);
 }
 
+/* dense and fp8: the weight (fp8 rows padded to Kp, zero rows up to Np), biases and scales into the arena */
+static qd_status prepare_float(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block, size_t *offs) {
+    const int64_t n = l->out_features, k = l->in_features;
+    d->wt = l->weight.dtype;
+    d->kp = fp8 && !block ? (k + 15) / 16 * 16 : k;
+    d->np = fp8 && !block ? (n + 15) / 16 * 16 : n;
+    const int64_t np = d->np, kp = d->kp;
+    const size_t es = (size_t)qd_dtype_bits(d->wt) / 8;
+    offs[0] = qd_cuda_arena_add(a, kp == k && np == n ? l->weight.data : NULL, (size_t)(np * kp) * es);
+    if (offs[0] == SIZE_MAX) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+    if (kp != k || np != n) /* rows of K codes into rows of Kp, the tail and rows past N zero (no contribution) */
+        for (int64_t r = 0; r < n; r++)
+            memcpy((uint8_t *)qd_cuda_arena_at(a, offs[0]) + (size_t)(r * kp) * es, (const uint8_t *)l->weight.data + (size_t)(r * k) * es, (size_t)k * es);
+    if (l->bias.data) {
+        /* the effective bias in f32, and in BF16 for matmuls writing BF16 (padded to Np with zeros) */
+        offs[1] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
+        offs[2] = qd_cuda_arena_add(a, NULL, 2 * (size_t)np);
+        if (offs[1] == SIZE_MAX || offs[2] == SIZE_MAX) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+        float *hb = (float *)qd_cuda_arena_at(a, offs[1]);
+        qd_linear_bias_f32(l, hb);
+        uint16_t *b16 = (uint16_t *)qd_cuda_arena_at(a, offs[2]);
+        for (int64_t i = 0; i < np; i++) {
+            __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
+            memcpy(&b16[i], &v, 2);
+        }
+    }
+    if (!fp8) return QD_OK;
+    const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (k / 128);
+    d->block = block;
+    d->wscale_per_channel = !block && ns == n && n > 1;
+    if (block ? ns != want_block : (ns != 1 && ns != n))
+        return qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
+    offs[3] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)ns);
+    if (!block) offs[4] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
+    if (offs[3] == SIZE_MAX || (!block && offs[4] == SIZE_MAX)) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+    float *hs = (float *)qd_cuda_arena_at(a, offs[3]);
+    for (int64_t i = 0; i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
+    if (!block) {
+        float *hv = (float *)qd_cuda_arena_at(a, offs[4]);
+        for (int64_t i = 0; i < np; i++) hv[i] = i < n ? hs[d->wscale_per_channel ? i : 0] : 0.0f;
+    }
+    if (l->act == QD_ACT_STATIC_TENSOR) {
+        d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
+        if (!(d->input_scale > 0.0f)) return qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
+    }
+    return QD_OK;
+}
+
 static qd_status prepare(qd_linear *l) {
     if (l->prepared && l->prepared_for == &cuda_linear_tag) return QD_OK;
     if (l->prepared) return qd_fail(QD_EINVAL, "layer '%s': already prepared by another backend", l->name ? l->name : "linear");
     const bool block = l->scheme == QD_SCHEME_FP8 && l->block_n == 128 && l->block_k == 128 && l->act == QD_ACT_DYNAMIC_GROUP &&
                        l->act_group == 128 && l->in_features % 128 == 0;
     const bool fp8 = l->scheme == QD_SCHEME_FP8 && (!l->block_n || block);
-    if (l->scheme != QD_SCHEME_DENSE && !fp8) return unsupported(l);
+    const bool w4 = qd_cuda_w4_covers(l), i8 = qd_cuda_int8_covers(l);
+    if (l->scheme != QD_SCHEME_DENSE && !fp8 && !w4 && !i8) return unsupported(l);
     if (l->stored_released || !l->weight.data) return qd_fail(QD_EINVAL, "layer '%s': no stored weight to upload", l->name ? l->name : "linear");
-    const int64_t n = l->out_features, k = l->in_features;
     cuda_linear *d = (cuda_linear *)calloc(1, sizeof *d);
     if (!d) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
-    d->wt = l->weight.dtype;
-    d->kp = fp8 && !block ? (k + 15) / 16 * 16 : k;
-    d->np = fp8 && !block ? (n + 15) / 16 * 16 : n;
-    const int64_t np = d->np;
-    qd_status s = QD_OK;
-    if (d->kp == k && np == n) {
-        s = upload(l->weight.data, (size_t)(n * k) * (size_t)(qd_dtype_bits(d->wt) / 8), &d->w, "weight upload");
-    } else {
-        /* rows of K E4M3 codes into rows of Kp, the tail zero, and zero rows up to Np (zero codes: no
-           contribution; the padded outputs are dropped) */
-        cudaError_t e = cudaMalloc(&d->w, (size_t)(np * d->kp));
-        if (e == cudaSuccess) e = cudaMemset(d->w, 0, (size_t)(np * d->kp));
-        if (e == cudaSuccess) e = cudaMemcpy2D(d->w, (size_t)d->kp, l->weight.data, (size_t)k, (size_t)k, (size_t)n, cudaMemcpyHostToDevice);
-        if (e != cudaSuccess) s = qd_cuda_fail(e, "weight upload");
-    }
-    if (!s && l->bias.data) {
-        /* the effective bias in f32, and in BF16 for matmuls writing BF16 (padded to Np with zeros) */
-        float *hb = (float *)calloc((size_t)np, sizeof(float));
-        uint16_t *b16 = (uint16_t *)malloc(2 * (size_t)np);
-        if (!hb || !b16) s = qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
-        if (!s) {
-            qd_linear_bias_f32(l, hb);
-            for (int64_t i = 0; i < np; i++) {
-                __nv_bfloat16 v = __float2bfloat16_rn(hb[i]);
-                memcpy(&b16[i], &v, 2);
-            }
-            s = upload(hb, sizeof(float) * (size_t)np, (void **)&d->bias, "bias upload");
-        }
-        if (!s) s = upload(b16, 2 * (size_t)np, &d->bias16, "bias upload");
-        free(hb), free(b16);
-    }
-    if (!s && fp8) {
-        const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (k / 128);
-        d->block = block;
-        d->wscale_per_channel = !block && ns == n && n > 1;
-        if (block ? ns != want_block : (ns != 1 && ns != n))
-            s = qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
-        float *hs = (float *)calloc((size_t)(ns > np ? ns : np), sizeof(float));
-        for (int64_t i = 0; !s && hs && i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
-        if (!s) s = hs ? upload(hs, sizeof(float) * (size_t)ns, (void **)&d->wscale, "scale upload") : qd_fail(QD_ENOMEM, "cannot allocate");
-        if (!s && !block) {
-            for (int64_t i = np - 1; i >= 0; i--) hs[i] = i < n ? hs[d->wscale_per_channel ? i : 0] : 0.0f;
-            s = upload(hs, sizeof(float) * (size_t)np, (void **)&d->wscale_vec, "scale upload");
-        }
-        free(hs);
-        if (!s && l->act == QD_ACT_STATIC_TENSOR) {
-            d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
-            if (!(d->input_scale > 0.0f)) s = qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
-        }
+    cuda_arena a = {};
+    size_t offs[5] = {SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    qd_status s = w4 ? qd_cuda_w4_prepare(l, d, &a) : i8 ? qd_cuda_int8_prepare(l, d, &a) : prepare_float(l, d, &a, fp8, block, offs);
+    if (!s) s = qd_cuda_arena_finish(&a, d, l->name ? l->name : "linear");
+    free(a.host);
+    if (!s && !w4 && !i8) {
+        d->w = qd_cuda_arena_dev(d, offs[0]), d->bias = (float *)qd_cuda_arena_dev(d, offs[1]), d->bias16 = qd_cuda_arena_dev(d, offs[2]);
+        d->wscale = (float *)qd_cuda_arena_dev(d, offs[3]), d->wscale_vec = (float *)qd_cuda_arena_dev(d, offs[4]);
     }
     if (s) {
         cuda_linear_free(d);
@@ -158,22 +192,13 @@ static cudaDataType_t lt_type(qd_dtype t) {
     }
 }
 
-/* Optional parts of a cuBLASLt matmul: scale factors of A (the weight) and B (the activations) with
- * their cuBLASLt scale modes, the bias vector's type, and the GELU epilogue. */
-typedef struct {
-    const void *a_scale, *b_scale;
-    int a_mode, b_mode; /* cublasLtMatmulMatrixScale_t */
-    cudaDataType_t bias_type;
-    bool gelu;
-} lt_extra;
-
 /* A matmul plan: the descriptors and the algorithm cuBLASLt's heuristic chose for one shape and type
  * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
  * linears of a dozen shapes). Pointers (bias, scales) are set per call. `none`: no algorithm exists. */
 typedef struct {
     int64_t m, n, k;
     cudaDataType_t at, bt, dt, bias_type;
-    bool bias, a_scale, b_scale, gelu, none;
+    bool bias, a_scale, b_scale, gelu, accumulate, none;
     int a_mode, b_mode;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
@@ -212,7 +237,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     for (int i = 0; i < lc->n; i++) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
-            p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu &&
+            p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -274,7 +299,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
 
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; types as given. QD_EUNSUPPORTED when
  * cuBLASLt has no algorithm for the combination (callers may fall back). */
-static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
                              cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, const lt_extra *x) {
     lt_plan key = {};
     key.m = m, key.n = n, key.k = k, key.at = at, key.bt = bt, key.dt = dt;
@@ -282,6 +307,7 @@ static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n,
     key.a_scale = x && x->a_scale, key.b_scale = x && x->b_scale;
     key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
     key.gelu = x && x->gelu;
+    key.accumulate = x && x->accumulate;
     lt_plan *p = plan_get(c, &key);
     if (!p) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate a matmul plan", name);
     if (p->none)
@@ -291,8 +317,8 @@ static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n,
     if (bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     if (!st && key.a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
     if (!st && key.b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
-    const float one = 1.0f, zero = 0.0f;
-    if (!st && !p->tuned) {
+    const float one = 1.0f, zero = 0.0f, beta = key.accumulate ? 1.0f : 0.0f;
+    if (!st && !p->tuned && !key.accumulate) { /* (timing would overwrite what an accumulating matmul adds to) */
         /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
            first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest */
         cudaEvent_t e0, e1;
@@ -319,7 +345,7 @@ static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n,
         p->algo = p->cand[pick];
         p->tuned = true;
     }
-    if (!st) st = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &zero, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+    if (!st) st = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
                                  c->lt_workspace_bytes, c->stream);
     if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
     return QD_OK;
@@ -327,18 +353,18 @@ static qd_status lt_matmul_x(qd_cuda *c, const char *name, int64_t m, int64_t n,
 
 static qd_status lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
                            cudaDataType_t bt, void *d, cudaDataType_t dt, const float *bias) {
-    return lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, NULL);
+    return qd_cuda_lt_matmul(c, name, m, n, k, a, at, bm, bt, d, dt, bias, NULL);
 }
 
 /* lt_matmul_x with the GELU epilogue when *gelu; where cuBLASLt has no algorithm with it, the plain matmul,
  * *gelu cleared (the caller then runs the activation kernel) */
-static qd_status lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+qd_status qd_cuda_lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
                                 cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, lt_extra ex, bool *gelu) {
     ex.gelu = *gelu;
-    qd_status s = lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
+    qd_status s = qd_cuda_lt_matmul(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
     if (s == QD_EUNSUPPORTED && *gelu) {
         *gelu = ex.gelu = false;
-        s = lt_matmul_x(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
+        s = qd_cuda_lt_matmul(c, name, m, n, k, a, at, bm, bt, d, dt, bias, &ex);
     }
     return s;
 }
@@ -364,20 +390,20 @@ static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, con
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16;
     if (half_w && x->dtype == d->wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false};
-        qd_status s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false};
+        qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false};
-            s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false};
+            s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
         /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
         float *yf = NULL;
         if ((s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) return s;
-        s = lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
+        s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
         if (!s) {
             narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
             cudaError_t e = cudaGetLastError();
@@ -483,12 +509,12 @@ __global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t
     }
 }
 
-/* y[m, n] = D[m, n]·s_x[m]·s_w[n or 0] + bias[n] */
-__global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *sx, const float *sw, bool sw_per_n, const float *bias, void *y,
-                                    int yt, int64_t m, int64_t n) {
+/* y[m, n] = D[m, n]·s_x[m]·s_w[n] + bias[n] */
+__global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *sx, const float *sw, const float *bias, void *y, int yt, int64_t m,
+                                    int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / n, c = i % n;
-        float v = dacc[r * ld + c] * sx[r] * sw[sw_per_n ? c : 0];
+        float v = dacc[r * ld + c] * sx[r] * sw[c];
         if (bias) v += bias[c];
         qd_st(y, yt, i, v);
     }
@@ -512,7 +538,7 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
 
 /* *gelu as in dense() */
 static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    const int64_t n = l->out_features, k = l->in_features, kp = d->kp, np = d->np;
+    const int64_t n = l->out_features, k = l->in_features, kp = d->kp;
     if (d->block) {
         /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
         /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
@@ -531,8 +557,8 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         }
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false};
-        if (!s) s = lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+        if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
             cudaError_t e = cudaMemcpyAsync(y->data, yp, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
@@ -544,7 +570,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
     }
     if (l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
     __nv_fp8_e4m3 *q = NULL;
-    float *sx = NULL, *acc = NULL, *ts = NULL;
+    float *sx = NULL, *ts = NULL;
     int *amax = NULL;
     qd_status s = qd_cuda_scratch(c, (size_t)(m * kp), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
@@ -567,18 +593,27 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 activation quantization");
     }
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, q, sx, y, m, gelu);
+    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, amax);
+    return s;
+}
+
+qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, const float *sx,
+                             qd_tensor *y, int64_t m, bool *gelu) {
+    const int64_t n = l->out_features, kp = d->kp, np = d->np;
+    qd_status s = QD_OK;
     /* fused: per-channel and per-token scales as cuBLASLt outer vectors, the bias in its epilogue, written
        straight into y; where cuBLASLt has no such algorithm, f32 out and our epilogue kernel */
     bool fused = false;
-    if (!s && (y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !getenv("QDIT_CUDA_FP8_UNFUSED")) {
+    if ((y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !getenv("QDIT_CUDA_FP8_UNFUSED")) {
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const size_t es = b16 ? 2 : 4;
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false};
-        if (!f) f = lt_matmul_gelu(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype), b16 ? d->bias16 : d->bias,
-                                   ex, gelu);
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+        if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+                                           b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
             cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice, c->stream);
             if (e != cudaSuccess) f = qd_cuda_fail(e, "fp8 output");
@@ -587,16 +622,17 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (f == QD_OK) fused = true;
         else if (f != QD_EUNSUPPORTED) s = f;
     }
-    if (!fused) *gelu = false; /* our epilogue kernel below applies no activation */
-    if (!s && !fused) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * np), (void **)&acc);
-    if (!s && !fused) s = lt_matmul(c, l->name, m, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
-    if (!s && !fused) {
-        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, np, sx, d->wscale, d->wscale_per_channel, d->bias,
-                                                                               y->data, y->dtype, m, n);
+    if (fused || s) return s;
+    *gelu = false; /* our epilogue kernel below applies no activation */
+    float *acc = NULL;
+    s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * np), (void **)&acc);
+    if (!s) s = lt_matmul(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
+    if (!s) {
+        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, np, sx, d->wscale_vec, d->bias, y->data, y->dtype, m, n);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 epilogue");
     }
-    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, acc), qd_cuda_scratch_free(c, amax);
+    qd_cuda_scratch_free(c, acc);
     return s;
 }
 
@@ -620,7 +656,10 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
     bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue; /* cleared where the matmul could not apply it */
-    qd_status s = l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m, &gelu) : fp8(c, l, d, x, y, m, &gelu);
+    qd_status s = l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m, &gelu)
+                  : l->scheme == QD_SCHEME_FP8 ? fp8(c, l, d, x, y, m, &gelu)
+                  : qd_cuda_w4_covers(l)       ? qd_cuda_w4_linear(c, l, d, x, y, m, &gelu)
+                                               : qd_cuda_int8_linear(c, l, d, x, y, m, &gelu);
     if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
     return s;
 }

@@ -1,0 +1,17 @@
+/* int8 / int4 linears on the GPU (msModelSlim W8A8 static and dynamic, W4A4_DYNAMIC): not built yet (issue 9). */
+#include "backend/cuda/linear_internal.cuh"
+
+bool qd_cuda_int8_covers(const qd_linear *l) {
+    (void)l;
+    return false;
+}
+
+qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
+    (void)d, (void)a;
+    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+}
+
+qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
+    (void)c, (void)d, (void)x, (void)y, (void)m, (void)gelu;
+    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+}

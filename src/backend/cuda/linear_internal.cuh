@@ -1,0 +1,100 @@
+/* What the CUDA linear files share: a layer's prepared form on the GPU, the arena that builds it, and the
+ * cuBLASLt matmul entry (linear.cu). Every scheme's buffers live in ONE device allocation per layer (`mem`),
+ * so that a layer can be moved as a whole (offload.cu streams blocks of layers from pinned host memory)
+ * and re-pointed with qd_cuda_linear_rebase. */
+#ifndef QD_BACKEND_CUDA_LINEAR_INTERNAL_CUH
+#define QD_BACKEND_CUDA_LINEAR_INTERNAL_CUH
+
+#include "backend/cuda/cuda_internal.cuh"
+
+typedef struct {
+    void *mem;        /* the one device allocation holding every buffer below (NULL while offloaded) */
+    size_t mem_bytes;
+    void *host_copy;  /* offload.cu: the layer's bytes in pinned host memory while it streams (else NULL) */
+
+    void *w;          /* weight: BF16/F16/F32 or E4M3 [Np, Kp]; 4-bit schemes: packed U8 [N, K/2] lo-first;
+                         mxfp8: E4M3 [N, K] */
+    qd_dtype wt;
+    float *bias;      /* effective bias f32 [Np] or NULL */
+    void *bias16;     /* the bias in BF16 for matmuls writing BF16 (cuBLASLt wants the output's type) */
+    float *wscale;    /* fp8: [1] or [N]; fp8_block: [N/128][K/128] */
+    bool wscale_per_channel;
+    float *wscale_vec; /* the weight's per-output-channel scale as an [Np] vector (cuBLASLt's outer-vector
+                          scaling); for the W4A8 schemes the row's power of two and global scale */
+    bool block;        /* fp8_block: 128×128 weight blocks, 1×128 activation groups */
+    int64_t kp, np;    /* K and N padded to multiples of 16 (cuBLASLt's FP8 matmuls need them) */
+    float input_scale; /* fp8 / nvfp4 static */
+
+    /* W4A8 (linear_w4.cu): block scales as stored, their group along K, the row exponent, smoothing */
+    void *wblock;      /* NVFP4/SVDQ-nvfp4 E4M3 [N, K/16], MX E8M0 [N, K/32], SVDQ-int4/AWQ BF16/F16 [N, K/64] */
+    qd_dtype wblock_t;
+    int group;
+    float *dual;       /* dual-scale MXFP4: F32 [N, K/512] */
+    int *row_exp;      /* per output row: the power of two the expanded E4M3 row is stored under */
+    float *smooth;     /* activation multiplier [K] (NVFP4 pre_quant_scale, MXFP4 mul_scale, 1/SVDQ smooth) */
+    float act_shift;   /* SVDQ int4 unsigned activations: added before smoothing */
+    void *lora_down, *lora_up; /* SVDQ low-rank factors, in the model dtype ([R, K], [N, R]) */
+    qd_dtype lora_t;
+    int64_t rank;
+    void *awq_zeros;   /* AWQ: zeros [N, K/64] in wblock's dtype */
+
+    /* int8 / int4 (linear_int8.cu) */
+    void *int_extra;   /* scheme-specific buffers inside `mem` (see linear_int8.cu) */
+} cuda_linear;
+
+/* Building a layer's prepared form: pieces appended to a host staging buffer at 256-byte aligned offsets,
+ * then uploaded in one copy into one device allocation. */
+typedef struct {
+    uint8_t *host;
+    size_t bytes, cap;
+} cuda_arena;
+
+/* append `bytes` (copied from src, or zeros when src is NULL); returns the offset, or SIZE_MAX when out of
+ * memory */
+size_t qd_cuda_arena_add(cuda_arena *a, const void *src, size_t bytes);
+/* the staging bytes at `off` (valid until the next add) */
+static inline void *qd_cuda_arena_at(cuda_arena *a, size_t off) { return a->host + off; }
+/* allocate d->mem and upload the staging buffer (freed here, also on failure) */
+qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer);
+/* the device address of a piece once finished */
+static inline void *qd_cuda_arena_dev(const cuda_linear *d, size_t off) { return off == SIZE_MAX ? NULL : (uint8_t *)d->mem + off; }
+
+/* Move every buffer pointer of d from d->mem to new_base (same layout); d->mem becomes new_base. */
+void qd_cuda_linear_rebase(cuda_linear *d, void *new_base);
+
+/* The prepared form of l made by the CUDA backend, or NULL. */
+cuda_linear *qd_cuda_linear_of(const qd_linear *l);
+
+/* Optional parts of a cuBLASLt matmul: scale factors of A (the weight) and B (the activations) with their
+ * cuBLASLt scale modes, the bias vector's type, the GELU epilogue, and accumulation into D (beta = 1). */
+typedef struct {
+    const void *a_scale, *b_scale;
+    int a_mode, b_mode; /* cublasLtMatmulMatrixScale_t */
+    cudaDataType_t bias_type;
+    bool gelu;
+    bool accumulate;
+} lt_extra;
+
+/* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no
+ * algorithm for the combination (callers may fall back). */
+qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,
+                            cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, const lt_extra *x);
+/* the same with the GELU epilogue when *gelu; where cuBLASLt has none, the plain matmul and *gelu cleared */
+qd_status qd_cuda_lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at,
+                                 const void *bm, cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, lt_extra ex, bool *gelu);
+
+/* The FP8 matmul of every FP8-tensor-core scheme: y[M, N] = (q[M, Kp]·w[Np, Kp]ᵀ)·sx[m]·d->wscale_vec[n] + bias,
+ * q the activations' E4M3 codes with per-row scales sx, w E4M3 (d->w, or an expanded copy), the GELU epilogue
+ * when *gelu (cleared where not applied). */
+qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, const float *sx,
+                             qd_tensor *y, int64_t m, bool *gelu);
+
+/* the scheme files' entry points: prepare (fill d's buffers) and run */
+qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
+qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
+bool qd_cuda_w4_covers(const qd_linear *l);
+qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
+qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
+bool qd_cuda_int8_covers(const qd_linear *l);
+
+#endif
