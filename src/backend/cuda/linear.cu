@@ -80,6 +80,19 @@ qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer)
         (void **)&(d)->wblock, (void **)&(d)->dual, (void **)&(d)->row_exp, (void **)&(d)->smooth, (void **)&(d)->lora_down,        \
         (void **)&(d)->lora_up, (void **)&(d)->awq_zeros, (void **)&(d)->int_extra
 
+/* while a scheme's prepare fills the arena, the pointer fields hold offsets into it (QD_ARENA_PTR); absent
+   buffers hold UINTPTR_MAX. Once the arena is on the device, bind turns offsets into addresses. */
+static void ptrs_unset(cuda_linear *d) {
+    void **ptrs[] = {LINEAR_PTRS(d)};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) *ptrs[i] = (void *)UINTPTR_MAX;
+}
+
+static void ptrs_bind(cuda_linear *d) {
+    void **ptrs[] = {LINEAR_PTRS(d)};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
+        *ptrs[i] = *ptrs[i] == (void *)UINTPTR_MAX || !d->mem ? NULL : (uint8_t *)d->mem + (uintptr_t)*ptrs[i];
+}
+
 void qd_cuda_linear_rebase(cuda_linear *d, void *new_base) {
     void **ptrs[] = {LINEAR_PTRS(d)};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
@@ -94,8 +107,18 @@ static qd_status unsupported(const qd_linear *l) {
                    l->scheme_name);
 }
 
+static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block, size_t *offs);
+
 /* dense and fp8: the weight (fp8 rows padded to Kp, zero rows up to Np), biases and scales into the arena */
-static qd_status prepare_float(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block, size_t *offs) {
+static qd_status prepare_float(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block) {
+    size_t offs[5] = {SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX}; /* weight, bias, bias16, wscale, wscale_vec */
+    qd_status s = prepare_float_parts(l, d, a, fp8, block, offs);
+    d->w = QD_ARENA_PTR(offs[0]), d->bias = (float *)QD_ARENA_PTR(offs[1]), d->bias16 = QD_ARENA_PTR(offs[2]);
+    d->wscale = (float *)QD_ARENA_PTR(offs[3]), d->wscale_vec = (float *)QD_ARENA_PTR(offs[4]);
+    return s;
+}
+
+static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block, size_t *offs) {
     const int64_t n = l->out_features, k = l->in_features;
     d->wt = l->weight.dtype;
     d->kp = fp8 && !block ? (k + 15) / 16 * 16 : k;
@@ -154,14 +177,11 @@ static qd_status prepare(qd_linear *l) {
     cuda_linear *d = (cuda_linear *)calloc(1, sizeof *d);
     if (!d) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
     cuda_arena a = {};
-    size_t offs[5] = {SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX};
-    qd_status s = w4 ? qd_cuda_w4_prepare(l, d, &a) : i8 ? qd_cuda_int8_prepare(l, d, &a) : prepare_float(l, d, &a, fp8, block, offs);
+    ptrs_unset(d);
+    qd_status s = w4 ? qd_cuda_w4_prepare(l, d, &a) : i8 ? qd_cuda_int8_prepare(l, d, &a) : prepare_float(l, d, &a, fp8, block);
     if (!s) s = qd_cuda_arena_finish(&a, d, l->name ? l->name : "linear");
     free(a.host);
-    if (!s && !w4 && !i8) {
-        d->w = qd_cuda_arena_dev(d, offs[0]), d->bias = (float *)qd_cuda_arena_dev(d, offs[1]), d->bias16 = qd_cuda_arena_dev(d, offs[2]);
-        d->wscale = (float *)qd_cuda_arena_dev(d, offs[3]), d->wscale_vec = (float *)qd_cuda_arena_dev(d, offs[4]);
-    }
+    ptrs_bind(d);
     if (s) {
         cuda_linear_free(d);
         return s;

@@ -54,10 +54,12 @@ typedef struct {
 size_t qd_cuda_arena_add(cuda_arena *a, const void *src, size_t bytes);
 /* the staging bytes at `off` (valid until the next add) */
 static inline void *qd_cuda_arena_at(cuda_arena *a, size_t off) { return a->host + off; }
-/* allocate d->mem and upload the staging buffer (freed here, also on failure) */
+/* allocate d->mem and upload the staging buffer (freed here, also on failure); called by linear.cu */
 qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer);
-/* the device address of a piece once finished */
-static inline void *qd_cuda_arena_dev(const cuda_linear *d, size_t off) { return off == SIZE_MAX ? NULL : (uint8_t *)d->mem + off; }
+/* A scheme's prepare sets each pointer field of cuda_linear to QD_ARENA_PTR(offset of its piece) (fields it
+ * leaves alone are absent); linear.cu turns them into device addresses once the arena is uploaded. Every
+ * pointer field must be listed in linear.cu's LINEAR_PTRS. */
+#define QD_ARENA_PTR(off) ((void *)(uintptr_t)(off))
 
 /* Move every buffer pointer of d from d->mem to new_base (same layout); d->mem becomes new_base. */
 void qd_cuda_linear_rebase(cuda_linear *d, void *new_base);
