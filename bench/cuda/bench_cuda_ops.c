@@ -5,7 +5,8 @@
  *   linears: M = 4608 tokens (4096 image + 512 text), (K, N) of FLUX's projections, BF16 x and y:
  *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
  *            fp8), fp8 per-tensor static (ModelOpt FP8) — each including its activation quantization
- *            and epilogue, as a model step runs them;
+ *            and epilogue, as a model step runs them; the W4A8 schemes (NVFP4, MXFP4, MXFP8, SVDQuant int4 rank 32)
+ *            including their weight expansion to E4M3, activation quantization and (SVDQuant) low-rank branch;
  *            The MLP up-projection shape (3072 x 12288) also with its GELU-tanh: the layer's output activation
  *            (cuBLASLt's epilogue) against the same matmul followed by the activation op;
  *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16: the default path (cuDNN's fused SDPA where it is
@@ -66,6 +67,31 @@ static qd_tensor dev_random(qd_backend *be, qd_dtype t, int rank, const int64_t 
     return x;
 }
 
+/* an SVDQuant int4 layer in canonical form (quant/linear.h) with random codes, BF16 group scales, smoothing
+ * and a rank-32 low-rank branch, as Nunchaku's FLUX files have */
+static int svdq_int4_random(int64_t n, int64_t k, qd_linear *l) {
+    const int64_t g = 64, r = 32;
+    uint8_t *q = malloc((size_t)(n * k / 2));
+    uint16_t *sc = malloc(2 * (size_t)(n * (k / g))), *sm = malloc(2 * (size_t)k), *dn = malloc(2 * (size_t)(r * k)), *up = malloc(2 * (size_t)(n * r));
+    if (!q || !sc || !sm || !dn || !up) return 1;
+    for (int64_t i = 0; i < n * k / 2; i++) q[i] = (uint8_t)(frand() * 128.0f + 128.0f);
+    for (int64_t i = 0; i < n * (k / g); i++) sc[i] = qd_f32_to_bf16(0.004f + 0.002f * frand());
+    for (int64_t i = 0; i < k; i++) sm[i] = qd_f32_to_bf16(1.25f + 0.75f * frand());
+    for (int64_t i = 0; i < r * k; i++) dn[i] = qd_f32_to_bf16(0.02f * frand());
+    for (int64_t i = 0; i < n * r; i++) up[i] = qd_f32_to_bf16(0.02f * frand());
+    l->scheme = QD_SCHEME_SVDQ_INT4;
+    snprintf(l->scheme_name, sizeof l->scheme_name, "svdq_int4");
+    l->out_features = n, l->in_features = k, l->alpha = 1.0f;
+    l->act = QD_ACT_DYNAMIC_GROUP;
+    l->act_group = l->block_k = (int)g;
+    l->weight = (qd_view){.dtype = QD_DTYPE_U8, .rank = 2, .shape = {n, k / 2}, .data = q, .owned = q};
+    l->scale = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {n, k / g}, .data = sc, .owned = sc};
+    l->smooth = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 1, .shape = {k}, .data = sm, .owned = sm};
+    l->lora_down = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {r, k}, .data = dn, .owned = dn};
+    l->lora_up = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {n, r}, .data = up, .owned = up};
+    return 0;
+}
+
 #define TIME(label, flop, reps, call)                                                                            \
     do {                                                                                                         \
         for (int w_ = 0; w_ < 3; w_++)                                                                           \
@@ -95,7 +121,12 @@ int main(int argc, char **argv) {
             w[i] = 0.03f * frand();
             wb[i] = qd_f32_to_bf16(w[i]);
         }
-        qd_linear dense = {0}, f8c = {0}, f8t = {0};
+        qd_linear dense = {0}, f8c = {0}, f8t = {0}, w4[4] = {{0}};
+        const char *w4_names[4] = {"nvfp4", "mxfp4", "mxfp8", "svdq_int4"};
+        if (qd_quantize_nvfp4(w, N, K, &w4[0]) || qd_quantize_mx(w, N, K, true, &w4[1]) || qd_quantize_mx(w, N, K, false, &w4[2]) ||
+            svdq_int4_random(N, K, &w4[3]))
+            die("quantize");
+        for (int j = 0; j < 4; j++) w4[j].name = strdup(w4_names[j]);
         dense.scheme = QD_SCHEME_DENSE;
         snprintf(dense.scheme_name, sizeof dense.scheme_name, "bf16");
         dense.out_features = N, dense.in_features = K, dense.alpha = 1;
@@ -118,6 +149,11 @@ int main(int argc, char **argv) {
         TIME(label, flop, reps, be->ops->linear(be, &f8c, &x, &y));
         snprintf(label, sizeof label, "linear fp8 tensor/static %lldx%lld", (long long)K, (long long)N);
         TIME(label, flop, reps, be->ops->linear(be, &f8t, &x, &y));
+        for (int j = 0; j < 4; j++) {
+            snprintf(label, sizeof label, "linear w4a8 %s %lldx%lld", w4_names[j], (long long)K, (long long)N);
+            TIME(label, flop, reps, be->ops->linear(be, &w4[j], &x, &y));
+            qd_linear_free(&w4[j]);
+        }
         if (K == 3072 && N == 12288) { /* FLUX's MLP input: GELU-tanh fused, or run after */
             dense.out_act = f8c.out_act = QD_OUT_ACT_GELU_TANH;
             TIME("linear bf16 3072x12288 +gelu (fused)", flop, reps, be->ops->linear(be, &dense, &x, &y));

@@ -406,24 +406,25 @@ static qd_status widen(qd_cuda *c, const void *src, qd_dtype st, int64_t n, floa
 }
 
 /* *gelu in: the layer wants GELU-tanh on its output; out: whether the matmul's epilogue applied it */
-static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
+qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, qd_dtype wt, const qd_tensor *x, qd_tensor *y,
+                               int64_t m, bool *gelu) {
     const int64_t n = l->out_features, k = l->in_features;
-    const bool half_w = d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16;
-    if (half_w && x->dtype == d->wt && y->dtype != QD_DTYPE_F16) {
+    const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
+    if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
         const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false};
-        qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
+        qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
             const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false};
-            s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
+            s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
         /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
         float *yf = NULL;
         if ((s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) return s;
-        s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, d->w, lt_type(d->wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
+        s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
         if (!s) {
             narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
             cudaError_t e = cudaGetLastError();
@@ -437,8 +438,8 @@ static qd_status dense(qd_cuda *c, const qd_linear *l, const cuda_linear *d, con
     *gelu = false;
     float *wf = NULL, *xf = NULL, *yf = NULL;
     qd_status s = QD_OK;
-    const float *wp = (const float *)d->w, *xp = (const float *)x->data;
-    if (d->wt != QD_DTYPE_F32 && !(s = widen(c, d->w, d->wt, n * k, &wf))) wp = wf;
+    const float *wp = (const float *)w, *xp = (const float *)x->data;
+    if (wt != QD_DTYPE_F32 && !(s = widen(c, w, wt, n * k, &wf))) wp = wf;
     if (!s && x->dtype != QD_DTYPE_F32 && !(s = widen(c, x->data, x->dtype, m * k, &xf))) xp = xf;
     float *yp = (float *)y->data;
     if (!s && y->dtype != QD_DTYPE_F32 && !(s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) yp = yf;
@@ -676,7 +677,7 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
     bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue; /* cleared where the matmul could not apply it */
-    qd_status s = l->scheme == QD_SCHEME_DENSE ? dense(c, l, d, x, y, m, &gelu)
+    qd_status s = l->scheme == QD_SCHEME_DENSE ? qd_cuda_dense_matmul(c, l, d, d->w, d->wt, x, y, m, &gelu)
                   : l->scheme == QD_SCHEME_FP8 ? fp8(c, l, d, x, y, m, &gelu)
                   : qd_cuda_w4_covers(l)       ? qd_cuda_w4_linear(c, l, d, x, y, m, &gelu)
                                                : qd_cuda_int8_linear(c, l, d, x, y, m, &gelu);

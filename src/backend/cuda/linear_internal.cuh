@@ -85,6 +85,11 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
 qd_status qd_cuda_lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at,
                                  const void *bm, cudaDataType_t bt, void *d, cudaDataType_t dt, const void *bias, lt_extra ex, bool *gelu);
 
+/* y[M, N] = x·wᵀ + d's bias for a BF16/F16/F32 weight w [N, K] of type wt (the dense path; AWQ's expanded weight):
+ * cuBLASLt in the activations' 16-bit type, or the f32 route; the GELU epilogue as for qd_cuda_fp8_matmul. */
+qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, qd_dtype wt, const qd_tensor *x, qd_tensor *y,
+                               int64_t m, bool *gelu);
+
 /* The FP8 matmul of every FP8-tensor-core scheme: y[M, N] = (q[M, Kp]·w[Np, Kp]ᵀ)·sx[m]·d->wscale_vec[n] + bias,
  * q the activations' E4M3 codes with per-row scales sx, w E4M3 (d->w, or an expanded copy), the GELU epilogue
  * when *gelu (cleared where not applied). */

@@ -1,17 +1,415 @@
-/* W4A8 linears on the GPU (NVFP4, MXFP4, MXFP8, SVDQuant, AWQ): not built yet (issue 9). */
+/* The 4-bit and MX schemes on the GPU: NVFP4, MXFP4 (with msModelSlim's dual scale), MXFP8, Nunchaku SVDQuant
+ * (int4 and nvfp4, with its smoothing and low-rank branch) as W4A8 on FP8 tensor cores, and AWQ as W4A16.
+ *
+ * Hopper has no FP4 tensor cores, but every E2M1 value and every int4 value is exact in E4M3, so the weights can
+ * run on FP8 matmuls (../shared/spec/peers.md §4.4). Per call, a layer's weights are expanded from their stored
+ * 4-bit form into an E4M3 copy in scratch (one pass: 0.5 byte read, 1 byte written per weight) and cuBLASLt's FP8
+ * matmul runs on it, with the activations quantized to E4M3 per token (smoothing folded into that pass) — the
+ * same matmul, scales and epilogues as the FP8 schemes (linear.cu). The weights stay 4-bit in memory; the E4M3
+ * copy lives for one matmul. At FLUX shapes (M = 4608) the expansion is a few percent of the matmul's time.
+ *
+ * What the E4M3 copy holds: each weight's dequantized value without its per-output-channel factor,
+ *   v[n][k] = code · block_scale[n][k/g] (· dual[n][k/512] for dual-scale MXFP4),
+ * multiplied by 2^−e[n], the power of two that brings the row's largest possible value (largest code magnitude
+ * × largest block scale) to at most 448. 2^e[n] and the channel factor (NVFP4's global scale, SVDQuant's
+ * wtscale·wcscales) go into the matmul's per-channel scale vector. Exactness:
+ *   MXFP4 / MXFP8: code · 2^E is exact in E4M3 unless the block lies so far below the row's largest that it
+ *          falls into E4M3's subnormals (more than ~2^6 below for E2M1): those round, RNE;
+ *   NVFP4, SVDQuant: code · block_scale has up to 5–8 significant bits (E2M1 × E4M3, int4 × BF16): it rounds to
+ *          E4M3's 4, a relative error ≤ 2^−4 per weight where it is not exact.
+ * Against the checkpoint's W4A4 recipe (the CPU backend computes it exactly) this path quantizes the
+ * activations to 8 bits instead of 4, so its error against the f32 reference is several times smaller than the
+ * recipe's own; the op harness holds it to each scheme's bound against the f32 reference.
+ *
+ * SVDQuant: y = FP8(x/smooth)·W4ᵀ·α·wcs + bias + (x·Dᵀ)·Uᵀ; the low-rank branch runs as two small matmuls in the
+ * factors' 16-bit type, the second accumulating into y. The unsigned-activation shift of int4 fc2 layers is not
+ * needed (FP8 is signed): the effective bias (stored bias + the shift's compensation) is used instead.
+ * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "core/codec.h"
+}
 #include "backend/cuda/linear_internal.cuh"
 
 bool qd_cuda_w4_covers(const qd_linear *l) {
-    (void)l;
-    return false;
+    switch (l->scheme) {
+    case QD_SCHEME_NVFP4:
+    case QD_SCHEME_MXFP4:
+    case QD_SCHEME_MXFP8:
+    case QD_SCHEME_SVDQ_INT4:
+    case QD_SCHEME_SVDQ_NVFP4:
+    case QD_SCHEME_AWQ_W4A16: return true;
+    default: return false;
+    }
+}
+
+/* the code format of the stored weight */
+enum { CODE_E2M1, CODE_INT4, CODE_UINT4, CODE_E4M3 };
+
+static int code_kind(const qd_linear *l) {
+    switch (l->scheme) {
+    case QD_SCHEME_SVDQ_INT4: return CODE_INT4;
+    case QD_SCHEME_AWQ_W4A16: return CODE_UINT4;
+    case QD_SCHEME_MXFP8: return CODE_E4M3;
+    default: return CODE_E2M1;
+    }
+}
+
+static int group_of(const qd_linear *l) {
+    switch (l->scheme) {
+    case QD_SCHEME_NVFP4: return 16;
+    case QD_SCHEME_MXFP4:
+    case QD_SCHEME_MXFP8: return 32;
+    default: return l->block_k;
+    }
+}
+
+/* a block scale as f32, on the host (from the stored bytes) */
+static float block_scale_host(qd_dtype t, const uint8_t *p, int64_t i) {
+    switch (t) {
+    case QD_DTYPE_F8_E4M3: return qd_e4m3_to_f32(p[i]);
+    case QD_DTYPE_U8: return qd_e8m0_to_f32(p[i]);
+    case QD_DTYPE_BF16: return qd_bf16_to_f32(((const uint16_t *)p)[i]);
+    case QD_DTYPE_F16: return qd_f16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
 }
 
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
-    (void)d, (void)a;
-    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+    const char *name = l->name ? l->name : "linear";
+    const int64_t n = l->out_features, k = l->in_features;
+    const int g = group_of(l), kind = code_kind(l);
+    const qd_dtype st = l->scale.dtype;
+    const bool st_ok = st == QD_DTYPE_F8_E4M3 || st == QD_DTYPE_U8 || st == QD_DTYPE_BF16 || st == QD_DTYPE_F16;
+    if (g <= 0 || k % g || k % 16 || !l->scale.data || !st_ok || qd_view_elements(&l->scale) != n * (k / g))
+        return qd_fail(QD_EINVAL, "layer '%s': a %s layer needs K (%lld) a multiple of its group %d and of 16, and block scales [%lld, %lld] "
+                       "(E4M3, E8M0, BF16 or F16)", name, l->scheme_name, (long long)k, g, (long long)n, (long long)(k / (g > 0 ? g : 1)));
+    const bool svdq = l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4;
+    const bool dual = l->scheme == QD_SCHEME_MXFP4 && l->scale2.data;
+    if (dual && (k % 512 || qd_view_elements(&l->scale2) != n * (k / 512)))
+        return qd_fail(QD_EINVAL, "layer '%s': dual-scale MXFP4 needs K %% 512 == 0 and a [%lld, %lld] second scale", name, (long long)n,
+                       (long long)(k / 512));
+    if (svdq && (!l->smooth.data || qd_view_elements(&l->smooth) != k))
+        return qd_fail(QD_EINVAL, "layer '%s': an SVDQuant layer needs its smoothing vector of %lld values", name, (long long)k);
+    if (l->scheme == QD_SCHEME_AWQ_W4A16 && (!l->zeros.data || l->zeros.dtype != st || qd_view_elements(&l->zeros) != n * (k / g)))
+        return qd_fail(QD_EINVAL, "layer '%s': an AWQ layer needs zeros [%lld, %lld] in its scales' dtype", name, (long long)n, (long long)(k / g));
+    const int64_t rank = svdq && l->lora_down.data ? l->lora_down.shape[0] : 0;
+    if (rank && (!l->lora_up.data || l->lora_down.dtype != l->lora_up.dtype || qd_view_elements(&l->lora_down) != rank * k ||
+                 qd_view_elements(&l->lora_up) != n * rank || (l->lora_down.dtype != QD_DTYPE_BF16 && l->lora_down.dtype != QD_DTYPE_F16)))
+        return qd_fail(QD_EINVAL, "layer '%s': SVDQuant low-rank factors must be BF16/F16 [%lld, %lld] and [%lld, %lld]", name, (long long)rank,
+                       (long long)k, (long long)n, (long long)rank);
+    d->group = g;
+    d->wblock_t = st;
+    d->kp = k;
+    d->np = (n + 15) / 16 * 16;
+    d->rank = rank;
+    d->lora_t = rank ? l->lora_down.dtype : QD_DTYPE_BF16;
+    const int64_t np = d->np, kg = k / g;
+    const size_t wbytes = kind == CODE_E4M3 ? (size_t)(n * k) : (size_t)(n * k / 2);
+    const size_t sbytes = (size_t)(n * kg) * (size_t)(qd_dtype_bits(st) / 8);
+    size_t o_w = qd_cuda_arena_add(a, l->weight.data, wbytes), o_s = qd_cuda_arena_add(a, l->scale.data, sbytes);
+    size_t o_e = qd_cuda_arena_add(a, NULL, sizeof(int) * (size_t)np), o_v = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
+    size_t o_b = SIZE_MAX, o_b16 = SIZE_MAX, o_d = SIZE_MAX, o_sm = SIZE_MAX, o_ld = SIZE_MAX, o_lu = SIZE_MAX, o_z = SIZE_MAX;
+    if (dual) o_d = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(n * (k / 512)));
+    if (l->smooth.data) o_sm = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)k);
+    if (rank) {
+        o_ld = qd_cuda_arena_add(a, l->lora_down.data, 2 * (size_t)(rank * k));
+        o_lu = qd_cuda_arena_add(a, l->lora_up.data, 2 * (size_t)(n * rank));
+    }
+    if (l->scheme == QD_SCHEME_AWQ_W4A16) o_z = qd_cuda_arena_add(a, l->zeros.data, sbytes);
+    bool has_bias = l->bias.data != NULL || (l->scheme == QD_SCHEME_SVDQ_INT4 && l->act_unsigned);
+    if (has_bias) o_b = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np), o_b16 = qd_cuda_arena_add(a, NULL, 2 * (size_t)np);
+    if (o_w == SIZE_MAX || o_s == SIZE_MAX || o_e == SIZE_MAX || o_v == SIZE_MAX || (dual && o_d == SIZE_MAX) || (l->smooth.data && o_sm == SIZE_MAX) ||
+        (rank && (o_ld == SIZE_MAX || o_lu == SIZE_MAX)) || (l->scheme == QD_SCHEME_AWQ_W4A16 && o_z == SIZE_MAX) ||
+        (has_bias && (o_b == SIZE_MAX || o_b16 == SIZE_MAX)))
+        return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its staging copy", name);
+    /* per row: the channel factor and the power of two that keeps the expanded row within E4M3's ±448 */
+    const float code_max = kind == CODE_E4M3 ? 448.0f : kind == CODE_INT4 ? 8.0f : kind == CODE_UINT4 ? 15.0f : 6.0f;
+    int *re = (int *)qd_cuda_arena_at(a, o_e);
+    float *vec = (float *)qd_cuda_arena_at(a, o_v);
+    float *dl = dual ? (float *)qd_cuda_arena_at(a, o_d) : NULL;
+    const uint8_t *sp = (const uint8_t *)l->scale.data;
+    for (int64_t r = 0; r < n; r++) {
+        float smax = 0.0f;
+        for (int64_t j = 0; j < kg; j++) {
+            float v = fabsf(block_scale_host(st, sp, r * kg + j));
+            if (dual) v *= fabsf(qd_view_get(&l->scale2, r, j * g / 512));
+            smax = fmaxf(smax, v);
+        }
+        int e = 0;
+        if (smax > 0.0f && isfinite(smax)) e = (int)ceilf(log2f(code_max * smax / 448.0f));
+        while (e > -126 && code_max * smax * ldexpf(1.0f, -(e - 1)) <= 448.0f && smax > 0.0f) e--; /* log2f may round up */
+        while (code_max * smax * ldexpf(1.0f, -e) > 448.0f && e < 126) e++;
+        e = e < -126 ? -126 : e; /* 2^−e stays a normal f32 (the kernel builds it from its exponent bits) */
+        re[r] = e;
+        float ch = 1.0f;
+        if (l->scheme == QD_SCHEME_NVFP4) ch = qd_view_get(&l->scale2, r, 0);
+        if (svdq) ch = l->alpha * (l->scale2.data ? qd_view_get(&l->scale2, r, 0) : 1.0f);
+        vec[r] = ch * ldexpf(1.0f, e);
+    }
+    if (dual)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < k / 512; j++) dl[r * (k / 512) + j] = qd_view_get(&l->scale2, r, j);
+    if (l->smooth.data) {
+        float *sm = (float *)qd_cuda_arena_at(a, o_sm);
+        for (int64_t j = 0; j < k; j++) {
+            const float v = qd_view_get_flat(&l->smooth, j);
+            sm[j] = !svdq ? v : v != 0.0f ? 1.0f / v : 0.0f; /* SVDQuant divides by smooth; zero marks a padded column */
+        }
+    }
+    if (has_bias) {
+        float *hb = (float *)qd_cuda_arena_at(a, o_b);
+        qd_linear_bias_f32(l, hb);
+        uint16_t *b16 = (uint16_t *)qd_cuda_arena_at(a, o_b16);
+        for (int64_t i = 0; i < np; i++) b16[i] = qd_f32_to_bf16(hb[i]);
+    }
+    d->w = QD_ARENA_PTR(o_w), d->wblock = QD_ARENA_PTR(o_s), d->row_exp = (int *)QD_ARENA_PTR(o_e), d->wscale_vec = (float *)QD_ARENA_PTR(o_v);
+    d->dual = (float *)QD_ARENA_PTR(o_d), d->smooth = (float *)QD_ARENA_PTR(o_sm), d->lora_down = QD_ARENA_PTR(o_ld), d->lora_up = QD_ARENA_PTR(o_lu);
+    d->awq_zeros = QD_ARENA_PTR(o_z), d->bias = (float *)QD_ARENA_PTR(o_b), d->bias16 = QD_ARENA_PTR(o_b16);
+    d->wt = kind == CODE_E4M3 ? QD_DTYPE_F8_E4M3 : QD_DTYPE_U8;
+    return QD_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------ kernels -- */
+
+__constant__ float e2m1_values[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+__device__ __forceinline__ float block_scale(int t, const void *p, int64_t i) {
+    switch (t) {
+    case QD_DTYPE_F8_E4M3: {
+        __nv_fp8_e4m3 v;
+        v.__x = ((const uint8_t *)p)[i];
+        return (float)v;
+    }
+    case QD_DTYPE_U8: {
+        const uint8_t e = ((const uint8_t *)p)[i];
+        return e == 255 ? __int_as_float(0x7fc00000) : e == 0 ? __int_as_float(0x00400000) : __int_as_float((int)e << 23);
+    }
+    case QD_DTYPE_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    case QD_DTYPE_F16: return __half2float(((const __half *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+__device__ __forceinline__ float decode_code(int kind, uint32_t c) {
+    switch (kind) {
+    case CODE_E2M1: return e2m1_values[c & 15];
+    case CODE_INT4: return (float)((int)(c & 15) - ((c & 8) ? 16 : 0));
+    case CODE_UINT4: return (float)(c & 15);
+    default: {
+        __nv_fp8_e4m3 v;
+        v.__x = (uint8_t)c;
+        return (float)v;
+    }
+    }
+}
+
+/* 16 consecutive weights of one row per thread (K % 16 == 0): codes → v·2^−e[n] → E4M3 (RNE, saturating), one
+ * 16-byte store. Rows n ≥ N (up to Np) are written as zeros. */
+template <int KIND>
+__global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, int g, const float *dual, const int *row_exp, int64_t n, int64_t np,
+                                   int64_t k, uint4 *out) {
+    const int64_t per_row = k / 16, total = np * per_row;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / per_row, c0 = (i % per_row) * 16;
+        uint4 o = make_uint4(0, 0, 0, 0);
+        if (r < n) {
+            float s = block_scale(bst, bs, r * (k / g) + c0 / g) * __int_as_float((127 - row_exp[r]) << 23);
+            if (dual) s *= dual[r * (k / 512) + c0 / 512];
+            float v[16];
+            if (KIND == CODE_E4M3) {
+                const uint4 u = *(const uint4 *)(w + r * k + c0);
+                const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
+            } else {
+                const uint2 u = *(const uint2 *)(w + (r * k + c0) / 2);
+                const uint32_t wd[2] = {u.x, u.y};
+#pragma unroll
+                for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, wd[j / 8] >> (4 * (j % 8))) * s;
+            }
+            uint32_t ow[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j], v[4 * j + 1]), __NV_SATFINITE, __NV_E4M3);
+                const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j + 2], v[4 * j + 3]), __NV_SATFINITE, __NV_E4M3);
+                ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
+            }
+            o = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+        }
+        out[i] = o;
+    }
+}
+
+/* AWQ: W = q·s + z into the activations' dtype (BF16/F16/F32), 16 weights per thread */
+__global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *zs, int st, int g, int64_t n, int64_t k, void *out, int ot) {
+    const int64_t per_row = k / 16, total = n * per_row;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / per_row, c0 = (i % per_row) * 16;
+        const float s = block_scale(st, bs, r * (k / g) + c0 / g), z = block_scale(st, zs, r * (k / g) + c0 / g);
+        const uint2 u = *(const uint2 *)(w + (r * k + c0) / 2);
+        const uint32_t wd[2] = {u.x, u.y};
+#pragma unroll
+        for (int j = 0; j < 16; j++) qd_st(out, ot, r * k + c0 + j, fmaf((float)((wd[j / 8] >> (4 * (j % 8))) & 15), s, z));
+    }
+}
+
+#define W4_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* as the FP8 per-token rule (linear.cu) */
+
+/* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
+ * the row read twice (the second time from L2) */
+__global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const float *mult, __nv_fp8_e4m3 *q, float *row_scale) {
+    __shared__ float red[32];
+    const int64_t base = blockIdx.x * k;
+    float amax = 0.0f;
+    if (xt == QD_DTYPE_BF16 && k % 8 == 0) {
+        for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
+            float v[8];
+            qd_ld8(x, xt, base + i, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(mult ? v[j] * mult[i + j] : v[j]));
+        }
+    } else {
+        for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+            const float v = qd_ld(x, xt, base + i);
+            amax = fmaxf(amax, fabsf(mult ? v * mult[i] : v));
+        }
+    }
+    amax = qd_block_max(amax, red);
+    const float s = fmaxf(amax / 448.0f, W4_MIN_SCALE);
+    if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
+    const float inv = 1.0f / s;
+    if (xt == QD_DTYPE_BF16 && k % 8 == 0) {
+        for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
+            float v[8];
+            qd_ld8(x, xt, base + i, v);
+            uint32_t ow[2];
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                float t[4];
+#pragma unroll
+                for (int h = 0; h < 4; h++) t[h] = (mult ? v[4 * j + h] * mult[i + 4 * j + h] : v[4 * j + h]) * inv;
+                const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
+                const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
+                ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
+            }
+            *(uint2 *)(q + base + i) = make_uint2(ow[0], ow[1]);
+        }
+    } else {
+        for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+            const float v = qd_ld(x, xt, base + i);
+            q[base + i] = __nv_fp8_e4m3((mult ? v * mult[i] : v) * inv);
+        }
+    }
+}
+
+__global__ void to_dtype_kernel(const void *src, int st, void *dst, int dt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) qd_st(dst, dt, i, qd_ld(src, st, i));
+}
+
+/* y[m][n] += acc[m][n] (f32), for outputs the low-rank matmul cannot accumulate into directly */
+__global__ void add_f32_kernel(const float *acc, void *y, int yt, int64_t count) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        qd_st(y, yt, i, qd_ld(y, yt, i) + acc[i]);
+}
+
+/* ------------------------------------------------------------------------------------------------ the op -- */
+
+static cudaDataType_t dtype_lt(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
+
+static qd_status launched(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, what);
+}
+
+/* SVDQuant's low-rank branch: y += (x·Dᵀ)·Uᵀ, both matmuls in the factors' 16-bit type T (x converted to T when
+ * it is not; the [M, R] intermediate rounded to T, as Nunchaku does), the second accumulating into y when y is
+ * BF16 (T BF16) or F32; otherwise into f32 scratch added by a kernel */
+static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+    const int64_t n = l->out_features, k = l->in_features, r = d->rank;
+    const qd_dtype t = d->lora_t;
+    const size_t es = 2;
+    void *xt = x->data, *act = NULL;
+    float *acc = NULL;
+    qd_status s = QD_OK;
+    if (x->dtype != t) {
+        s = qd_cuda_scratch(c, es * (size_t)(m * k), &xt);
+        if (!s) {
+            to_dtype_kernel<<<qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, xt, t, m * k);
+            s = launched("svdquant low-rank input");
+        }
+    }
+    if (!s) s = qd_cuda_scratch(c, es * (size_t)(m * r), &act);
+    if (!s) s = qd_cuda_lt_matmul(c, l->name, m, r, k, d->lora_down, dtype_lt(t), xt, dtype_lt(t), act, dtype_lt(t), NULL, NULL);
+    const bool direct = y->dtype == QD_DTYPE_F32 || y->dtype == t;
+    lt_extra ex = {};
+    ex.accumulate = true;
+    if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, d->lora_up, dtype_lt(t), act, dtype_lt(t), y->data, dtype_lt(y->dtype), NULL, &ex);
+    if (!s && !direct) {
+        s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
+        if (!s) s = qd_cuda_lt_matmul(c, l->name, m, n, r, d->lora_up, dtype_lt(t), act, dtype_lt(t), acc, CUDA_R_32F, NULL, NULL);
+        if (!s) {
+            add_f32_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, y->data, y->dtype, m * n);
+            s = launched("svdquant low-rank add");
+        }
+    }
+    if (xt != x->data) qd_cuda_scratch_free(c, xt);
+    qd_cuda_scratch_free(c, act), qd_cuda_scratch_free(c, acc);
+    return s;
+}
+
+static qd_status awq(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
+    const int64_t n = l->out_features, k = l->in_features;
+    const qd_dtype wt = x->dtype;
+    void *w = NULL;
+    qd_status s = qd_cuda_scratch(c, (size_t)(n * k) * (size_t)(qd_dtype_bits(wt) / 8), &w);
+    if (!s) {
+        expand_awq_kernel<<<qd_cuda_blocks(n * k / 16, 256), 256, 0, c->stream>>>((const uint8_t *)d->w, d->wblock, d->awq_zeros, d->wblock_t,
+                                                                                  d->group, n, k, w, wt);
+        s = launched("awq expansion");
+    }
+    if (!s) s = qd_cuda_dense_matmul(c, l, d, w, wt, x, y, m, gelu);
+    qd_cuda_scratch_free(c, w);
+    return s;
 }
 
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    (void)c, (void)d, (void)x, (void)y, (void)m, (void)gelu;
-    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+    if (l->scheme == QD_SCHEME_AWQ_W4A16) return awq(c, l, d, x, y, m, gelu);
+    const int64_t n = l->out_features, k = l->in_features, np = d->np;
+    const int kind = code_kind(l);
+    __nv_fp8_e4m3 *q = NULL;
+    float *sx = NULL;
+    void *w8 = NULL;
+    qd_status s = qd_cuda_scratch(c, (size_t)(np * k), &w8);
+    if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
+    if (!s) {
+        const unsigned blocks = qd_cuda_blocks(np * k / 16, 256);
+        const uint8_t *w = (const uint8_t *)d->w;
+        switch (kind) {
+        case CODE_E2M1:
+            expand_e4m3_kernel<CODE_E2M1><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
+            break;
+        case CODE_INT4:
+            expand_e4m3_kernel<CODE_INT4><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
+            break;
+        default:
+            expand_e4m3_kernel<CODE_E4M3><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
+            break;
+        }
+        s = launched("weight expansion to e4m3");
+    }
+    if (!s) {
+        quant_rows_mult_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->smooth, q, sx);
+        s = launched("fp8 activation quantization");
+    }
+    bool g = *gelu && !d->rank; /* the low-rank branch adds to y before the activation */
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, w8, q, sx, y, m, &g);
+    if (!s && d->rank) s = lora(c, l, d, x, y, m);
+    *gelu = g;
+    qd_cuda_scratch_free(c, w8), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+    return s;
 }
