@@ -101,6 +101,9 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
                  qd_view_elements(&l->lora_up) != n * rank || (l->lora_down.dtype != QD_DTYPE_BF16 && l->lora_down.dtype != QD_DTYPE_F16)))
         return qd_fail(QD_EINVAL, "layer '%s': SVDQuant low-rank factors must be BF16/F16 [%lld, %lld] and [%lld, %lld]", name, (long long)rank,
                        (long long)k, (long long)n, (long long)rank);
+    if (g != 16 && g != 32 && g != 64 && g != 128)
+        return qd_fail(QD_EINVAL, "layer '%s': %s group size %d: the GPU kernels take groups of 16, 32, 64 or 128", name, l->scheme_name, g);
+    if ((n + 15) / 16 * 16 > 65535) return qd_fail(QD_EINVAL, "layer '%s': %lld output features: the GPU expansion takes at most 65520", name, (long long)n);
     d->group = g;
     d->wblock_t = st;
     d->kp = k;
@@ -175,8 +178,6 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
 
 /* ------------------------------------------------------------------------------------------------ kernels -- */
 
-__constant__ float e2m1_values[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-
 __device__ __forceinline__ float block_scale(int t, const void *p, int64_t i) {
     switch (t) {
     case QD_DTYPE_F8_E4M3: {
@@ -196,7 +197,13 @@ __device__ __forceinline__ float block_scale(int t, const void *p, int64_t i) {
 
 __device__ __forceinline__ float decode_code(int kind, uint32_t c) {
     switch (kind) {
-    case CODE_E2M1: return e2m1_values[c & 15];
+    case CODE_E2M1: {
+        /* s e1 e0 m: e = 0 gives m·0.5, else (1 + m/2)·2^(e−1) — built from the bits (a lookup table in constant
+           memory serialises a warp's different codes) */
+        const uint32_t e = (c >> 1) & 3, m = c & 1;
+        const float mag = e ? __uint_as_float(((e + 126u) << 23) | (m << 22)) : 0.5f * (float)m;
+        return (c & 8) ? -mag : mag;
+    }
     case CODE_INT4: return (float)((int)(c & 15) - ((c & 8) ? 16 : 0));
     case CODE_UINT4: return (float)(c & 15);
     default: {
@@ -208,39 +215,49 @@ __device__ __forceinline__ float decode_code(int kind, uint32_t c) {
 }
 
 /* 16 consecutive weights of one row per thread (K % 16 == 0): codes → v·2^−e[n] → E4M3 (RNE, saturating), one
- * 16-byte store. Rows n ≥ N (up to Np) are written as zeros. */
-template <int KIND>
-__global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, int g, const float *dual, const int *row_exp, int64_t n, int64_t np,
-                                   int64_t k, uint4 *out) {
-    const int64_t per_row = k / 16, total = np * per_row;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / per_row, c0 = (i % per_row) * 16;
-        uint4 o = make_uint4(0, 0, 0, 0);
-        if (r < n) {
-            float s = block_scale(bst, bs, r * (k / g) + c0 / g) * __int_as_float((127 - row_exp[r]) << 23);
-            if (dual) s *= dual[r * (k / 512) + c0 / 512];
-            float v[16];
-            if (KIND == CODE_E4M3) {
-                const uint4 u = *(const uint4 *)(w + r * k + c0);
-                const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+ * 16-byte store. Grid: x over the row's 16-weight chunks, y over the Np rows; rows n ≥ N are written as zeros.
+ * The group size is a power of two (LG = log2): no integer division in the index math. */
+template <int KIND, int LG>
+__global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const int *row_exp, int64_t n, int64_t k, uint4 *out) {
+    const int64_t chunk = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = blockIdx.y, c0 = chunk * 16;
+    if (c0 >= k) return;
+    uint4 o = make_uint4(0, 0, 0, 0);
+    if (r < n) {
+        float s = block_scale(bst, bs, r * (k >> LG) + (c0 >> LG)) * __int_as_float((127 - row_exp[r]) << 23);
+        if (dual) s *= dual[r * (k >> 9) + (c0 >> 9)];
+        float v[16];
+        if (KIND == CODE_E4M3) {
+            const uint4 u = *(const uint4 *)(w + r * k + c0);
+            const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-                for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
-            } else {
-                const uint2 u = *(const uint2 *)(w + (r * k + c0) / 2);
-                const uint32_t wd[2] = {u.x, u.y};
+            for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
+        } else {
+            const uint2 u = *(const uint2 *)(w + ((r * k + c0) >> 1));
+            const uint32_t wd[2] = {u.x, u.y};
 #pragma unroll
-                for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, wd[j / 8] >> (4 * (j % 8))) * s;
-            }
-            uint32_t ow[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j], v[4 * j + 1]), __NV_SATFINITE, __NV_E4M3);
-                const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j + 2], v[4 * j + 3]), __NV_SATFINITE, __NV_E4M3);
-                ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
-            }
-            o = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+            for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, wd[j / 8] >> (4 * (j % 8))) * s;
         }
-        out[i] = o;
+        uint32_t ow[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j], v[4 * j + 1]), __NV_SATFINITE, __NV_E4M3);
+            const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * j + 2], v[4 * j + 3]), __NV_SATFINITE, __NV_E4M3);
+            ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+        o = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
+    out[r * (k >> 4) + chunk] = o;
+}
+
+template <int KIND>
+static void expand_e4m3(qd_cuda *c, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
+    const dim3 grid((unsigned)((k / 16 + 127) / 128), (unsigned)d->np);
+    const uint8_t *w = (const uint8_t *)d->w;
+    switch (d->group) {
+    case 16: expand_e4m3_kernel<KIND, 4><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 32: expand_e4m3_kernel<KIND, 5><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 64: expand_e4m3_kernel<KIND, 6><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    default: expand_e4m3_kernel<KIND, 7><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
     }
 }
 
@@ -387,19 +404,9 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
     if (!s) {
-        const unsigned blocks = qd_cuda_blocks(np * k / 16, 256);
-        const uint8_t *w = (const uint8_t *)d->w;
-        switch (kind) {
-        case CODE_E2M1:
-            expand_e4m3_kernel<CODE_E2M1><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
-            break;
-        case CODE_INT4:
-            expand_e4m3_kernel<CODE_INT4><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
-            break;
-        default:
-            expand_e4m3_kernel<CODE_E4M3><<<blocks, 256, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->group, d->dual, d->row_exp, n, np, k, (uint4 *)w8);
-            break;
-        }
+        if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(c, d, n, k, (uint4 *)w8);
+        else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(c, d, n, k, (uint4 *)w8);
+        else expand_e4m3<CODE_E4M3>(c, d, n, k, (uint4 *)w8);
         s = launched("weight expansion to e4m3");
     }
     if (!s) {
