@@ -24,7 +24,10 @@
  * SVDQuant: y = FP8(x/smooth)·W4ᵀ·α·wcs + bias + (x·Dᵀ)·Uᵀ; the low-rank branch runs as two small matmuls in the
  * factors' 16-bit type, the second accumulating into y. The unsigned-activation shift of int4 fc2 layers is not
  * needed (FP8 is signed): the effective bias (stored bias + the shift's compensation) is used instead.
- * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul. */
+ * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul.
+ *
+ * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 kernel reads the stored weights
+ * once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +277,78 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
     }
 }
 
+/* W4A16 for a few rows (M ≤ GEMV_ROWS: modulation GEMVs, CFG pairs, tiny latents), where expanding the whole
+ * weight would cost more than the product: one warp per output row reads the stored 4-bit weight once, dequantizes
+ * it exactly in f32 (code · block scale [· dual] [+ AWQ zero]) and takes the dot products with the unquantized
+ * activations (times the smoothing multiplier), then · the channel factor + bias. */
+#define GEMV_ROWS 8
+
+template <int KIND, int LG>
+__global__ void w4_gemv_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const void *zs, const float *vec, const int *row_exp,
+                               const float *mult, const void *x, int xt, int m, int64_t n, int64_t k, const float *bias, void *y, int yt) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= n) return;
+    float acc[GEMV_ROWS];
+#pragma unroll
+    for (int i = 0; i < GEMV_ROWS; i++) acc[i] = 0.0f;
+    for (int64_t c0 = (int64_t)lane * 16; c0 < k; c0 += 32 * 16) {
+        float s = block_scale(bst, bs, r * (k >> LG) + (c0 >> LG)), z = 0.0f;
+        if (dual) s *= dual[r * (k >> 9) + (c0 >> 9)];
+        if (zs) z = block_scale(bst, zs, r * (k >> LG) + (c0 >> LG));
+        float wv[16];
+        if (KIND == CODE_E4M3) {
+            const uint4 u = *(const uint4 *)(w + r * k + c0);
+            const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int j = 0; j < 16; j++) wv[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
+        } else {
+            const uint2 u = *(const uint2 *)(w + ((r * k + c0) >> 1));
+            const uint32_t wd[2] = {u.x, u.y};
+#pragma unroll
+            for (int j = 0; j < 16; j++) wv[j] = fmaf(decode_code(KIND, wd[j / 8] >> (4 * (j % 8))), s, z);
+        }
+        if (mult)
+#pragma unroll
+            for (int j = 0; j < 16; j++) wv[j] *= mult[c0 + j];
+#pragma unroll
+        for (int i = 0; i < GEMV_ROWS; i++) {
+            if (i >= m) break;
+            float xv[16];
+            qd_ld8(x, xt, i * k + c0, xv), qd_ld8(x, xt, i * k + c0 + 8, xv + 8);
+#pragma unroll
+            for (int j = 0; j < 16; j++) acc[i] = fmaf(wv[j], xv[j], acc[i]);
+        }
+    }
+    const float ch = vec ? vec[r] * __int_as_float((127 - row_exp[r]) << 23) : 1.0f;
+#pragma unroll
+    for (int i = 0; i < GEMV_ROWS; i++) {
+        if (i >= m) break;
+        float v = acc[i];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) qd_st(y, yt, i * n + r, v * ch + (bias ? bias[r] : 0.0f));
+    }
+}
+
+template <int KIND>
+static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int m) {
+    const int64_t n = l->out_features, k = l->in_features;
+    const unsigned blocks = (unsigned)((n + 3) / 4);
+    const bool awq = l->scheme == QD_SCHEME_AWQ_W4A16;
+    const float *vec = awq ? NULL : d->wscale_vec;
+    const uint8_t *w = (const uint8_t *)d->w;
+#define GEMV(LG)                                                                                                                                 \
+    w4_gemv_kernel<KIND, LG><<<blocks, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->awq_zeros, vec, d->row_exp, d->smooth, x->data, \
+                                                             x->dtype, m, n, k, d->bias, y->data, y->dtype)
+    switch (d->group) {
+    case 16: GEMV(4); break;
+    case 32: GEMV(5); break;
+    case 64: GEMV(6); break;
+    default: GEMV(7); break;
+    }
+#undef GEMV
+}
+
 #define W4_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* as the FP8 per-token rule (linear.cu) */
 
 /* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
@@ -393,7 +468,22 @@ static qd_status awq(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
     return s;
 }
 
+/* few rows: the W4A16 product straight from the stored weights (+ SVDQuant's low-rank branch); the activation,
+ * if any, is left to the caller */
+static qd_status small_m(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
+    *gelu = false;
+    const int kind = code_kind(l);
+    if (kind == CODE_E2M1) w4_gemv<CODE_E2M1>(c, l, d, x, y, (int)m);
+    else if (kind == CODE_INT4) w4_gemv<CODE_INT4>(c, l, d, x, y, (int)m);
+    else if (kind == CODE_UINT4) w4_gemv<CODE_UINT4>(c, l, d, x, y, (int)m);
+    else w4_gemv<CODE_E4M3>(c, l, d, x, y, (int)m);
+    qd_status s = launched("w4a16 gemv");
+    if (!s && d->rank) s = lora(c, l, d, x, y, m);
+    return s;
+}
+
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
+    if (m <= GEMV_ROWS && !getenv("QDIT_CUDA_W4_NO_GEMV")) return small_m(c, l, d, x, y, m, gelu);
     if (l->scheme == QD_SCHEME_AWQ_W4A16) return awq(c, l, d, x, y, m, gelu);
     const int64_t n = l->out_features, k = l->in_features, np = d->np;
     const int kind = code_kind(l);
