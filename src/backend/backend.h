@@ -103,6 +103,10 @@ typedef struct qd_backend_ops {
        F32 as in rope (q and k of the attention, after their per-head norm). In place allowed. */
     qd_status (*rms_norm_rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
                                const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
+    /* rms_norm_rope_cols: the same on a column range of a wider input: x [B, L, W] holds the heads in columns
+       [col, col + H·D) of each row (a fused [q; k; v] projection's output), y [B, L, H, D] (not x). */
+    qd_status (*rms_norm_rope_cols)(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps,
+                                    const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 
     /* element-wise; in place allowed */
     qd_status (*activation)(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
@@ -143,6 +147,11 @@ typedef struct qd_backend_ops {
     void (*graph_free)(qd_backend *b, void *graph);
 
     void (*destroy)(qd_backend *b);
+
+    /* Models run the projections of one input ([q; k; v]) as one fused linear on this backend (a device
+       backend: one larger GEMM and one activation quantization instead of three); false on the CPU, whose
+       reference numerics stay layer by layer. */
+    bool fuse_projections;
 } qd_backend_ops;
 
 struct qd_backend {

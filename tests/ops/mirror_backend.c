@@ -158,6 +158,16 @@ static qd_status m_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_ten
     return finish(b, &p, s, OUTS(y));
 }
 
+static qd_status m_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *c,
+                                      const qd_tensor *sn, qd_rope_mode mode, qd_tensor *y) {
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dw = to_dev(b, &p, w, &s), *dc = to_dev(b, &p, c, &s), *ds = to_dev(b, &p, sn, &s);
+    qd_tensor *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->rms_norm_rope_cols(DEV(b), dx, col, dw, eps, dc, ds, mode, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
 static qd_status m_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y) {
     pairs p = {0};
     qd_status s = QD_OK;
@@ -289,6 +299,7 @@ static const qd_backend_ops mirror_ops = {
     .rope = m_rope,
     .norm_modulate = m_norm_modulate,
     .rms_norm_rope = m_rms_norm_rope,
+    .rms_norm_rope_cols = m_rms_norm_rope_cols,
     .activation = m_activation,
     .gated = m_gated,
     .modulate = m_modulate,

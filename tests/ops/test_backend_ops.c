@@ -795,6 +795,59 @@ static void run_rms_norm_rope(qd_backend *be) {
     }
 }
 
+/* rms_norm_rope_cols: the heads of y read from a column range of a wider x (a fused [q; k; v] output), against
+ * the same f64 reference on that range */
+static void run_rms_norm_rope_cols(qd_backend *be) {
+    const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16;
+    struct {
+        int64_t b, l, h, d, w, col;
+        bool half;
+        qd_dtype t;
+    } cases[] = {
+        {1, 37, 24, 128, 3 * 24 * 128, 24 * 128, false, H}, /* FLUX's k from [q; k; v], bf16 fast path */
+        {1, 37, 24, 128, 3 * 24 * 128, 0, false, H},        /* and q */
+        {2, 9, 3, 64, 3 * 3 * 64 + 8, 3 * 64, true, F},     /* f32, rotate-half, a row wider than 3 parts, B = 2 */
+        {1, 6, 2, 40, 2 * 40 * 3, 2 * 40 + 8, true, H},     /* D % 16 ≠ 0, a column not on a head boundary */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t B = cases[ci].b, L = cases[ci].l, NH = cases[ci].h, D = cases[ci].d, W = cases[ci].w, col = cases[ci].col;
+        const qd_dtype t = cases[ci].t;
+        char name[160];
+        snprintf(name, sizeof name, "rms_norm_rope_cols %s %s B=%lld L=%lld H=%lld D=%lld W=%lld col=%lld", cases[ci].half ? "half" : "interleaved",
+                 dt_name(t), (long long)B, (long long)L, (long long)NH, (long long)D, (long long)W, (long long)col);
+        if (!selected(name)) continue;
+        qd_tensor x, w = {0}, c, sn, y = {0};
+        qd_tensor_new(be, &x, t, 3, (int64_t[]){B, L, W});
+        qd_tensor_new(be, &y, t, 4, (int64_t[]){B, L, NH, D});
+        qd_tensor_new(be, &c, F, 2, (int64_t[]){L, D / 2});
+        qd_tensor_new(be, &sn, F, 2, (int64_t[]){L, D / 2});
+        qd_tensor_new(be, &w, F, 1, (int64_t[]){D});
+        fill(&x, 2.0f), fill(&w, 1.0f);
+        for (int64_t i = 0; i < L * D / 2; i++) {
+            double ang = uniform(-3.14f, 3.14f);
+            ((float *)c.data)[i] = (float)cos(ang);
+            ((float *)sn.data)[i] = (float)sin(ang);
+        }
+        const int64_t n = B * L * NH * D;
+        double *xd = to_double(&x), *ref = malloc(sizeof *ref * (size_t)n), *nr = malloc(sizeof *nr * (size_t)D);
+        for (int64_t r = 0; r < B * L * NH; r++) {
+            const int64_t pos = r / NH, l = pos % L, h = r % NH;
+            norm_row_ref(false, xd + pos * W + col + h * D, D, &w, nr);
+            for (int64_t i = 0; i < D; i++) nr[i] = round_to_dtype(t, nr[i]);
+            for (int64_t i = 0; i < D / 2; i++) {
+                int64_t a = cases[ci].half ? i : 2 * i, b2 = cases[ci].half ? i + D / 2 : 2 * i + 1;
+                double cs = ((float *)c.data)[l * D / 2 + i], sv = ((float *)sn.data)[l * D / 2 + i];
+                ref[r * D + a] = nr[a] * cs - nr[b2] * sv;
+                ref[r * D + b2] = nr[b2] * cs + nr[a] * sv;
+            }
+        }
+        qd_status s = be->ops->rms_norm_rope_cols(be, &x, col, &w, 1e-6f, &c, &sn, cases[ci].half ? QD_ROPE_HALF : QD_ROPE_INTERLEAVED, &y);
+        report(name, s ? 0 : nmse_of(ref, &y), tol_once(t), s);
+        free(xd), free(ref), free(nr);
+        qd_tensor_free(&x), qd_tensor_free(&w), qd_tensor_free(&c), qd_tensor_free(&sn), qd_tensor_free(&y);
+    }
+}
+
 /* ---- more norms: no affine (FLUX/Z-Image final norms), half-precision I/O, and group_norm ---- */
 
 static void run_norms_more(qd_backend *be) {
@@ -1567,6 +1620,7 @@ int main(int argc, char **argv) {
     run_rope(be);
     run_norm_modulate(be);
     run_rms_norm_rope(be);
+    run_rms_norm_rope_cols(be);
     run_conv(be);
     run_upsample(be);
     run_layout(be);

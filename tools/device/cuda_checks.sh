@@ -12,6 +12,8 @@ cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.
 # cuDNN (dlopen'ed by the CUDA backend for its fused SDPA) from PyTorch's wheel, as a user's would be
 cudnn_dir=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null || true)
 export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cublas_dir}:${cudnn_dir}:${LD_LIBRARY_PATH:-}"
+# the binaries may travel xz-compressed too (.devrun/bin.tar.xz unpacks into .devrun/bin)
+[ -f .devrun/bin.tar.xz ] && mkdir -p .devrun/bin && tar -C .devrun -xJf .devrun/bin.tar.xz
 # diffusers' public source for the reference side travels xz-compressed too (.refpack/, never committed)
 [ ! -d .ref/src/diffusers ] && [ -f .refpack/diffusers_src.tar.xz ] && mkdir -p .ref && tar -C .ref -xJf .refpack/diffusers_src.tar.xz
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"

@@ -49,6 +49,8 @@ qd_status qd_cpu_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor
                                const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
 qd_status qd_cpu_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
                                const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
+qd_status qd_cpu_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                    const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 qd_status qd_cpu_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cpu_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cpu_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);

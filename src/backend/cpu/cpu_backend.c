@@ -118,6 +118,7 @@ static const qd_backend_ops cpu_ops = {
     .rope = qd_cpu_rope,
     .norm_modulate = qd_cpu_norm_modulate,
     .rms_norm_rope = qd_cpu_rms_norm_rope,
+    .rms_norm_rope_cols = qd_cpu_rms_norm_rope_cols,
     .activation = qd_cpu_activation,
     .gated = qd_cpu_gated,
     .modulate = qd_cpu_modulate,

@@ -108,9 +108,9 @@ static qd_status check_rope(const char *op, const qd_tensor *x, const qd_tensor 
 
 /* Both ops, one position (H heads) at a time; rms_norm_rope (norm) first normalises each head into a
  * scratch row rounded to y's dtype, exactly what rms_norm into y then rope from y compute. */
-static qd_status rope_rows(const char *op, const qd_tensor *x, const float *wf, qd_dtype wt, float eps, bool norm,
+static qd_status rope_rows(const char *op, const qd_tensor *x, int64_t xrow, int64_t xcol, const float *wf, qd_dtype wt, float eps, bool norm,
                            const qd_tensor *cos, const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
-    int64_t B = x->shape[0], L = x->shape[1], H = x->shape[2], D = x->shape[3];
+    int64_t B = y->shape[0], L = y->shape[1], H = y->shape[2], D = y->shape[3];
     int64_t rows = B * L, n = rows * H * D;
     if (n == 0) return QD_OK;
     const float *cf = cos->data, *sf = sin->data;
@@ -130,7 +130,7 @@ static qd_status rope_rows(const char *op, const qd_tensor *x, const float *wf, 
         for (int64_t r = 0; r < rows; r++) {
             if (!ok) continue;
             int64_t l = r % L;
-            const float *in = qd_cpu_in_f32(x, r * H * D, H * D, bi);
+            const float *in = qd_cpu_in_f32(x, r * xrow + xcol, H * D, bi);
             float *out = qd_cpu_out_f32(y, r * H * D, bo);
             if (norm) {
                 for (int64_t h = 0; h < H; h++) qd_cpu_rms_row(avx, in + h * D, D, eps, wf, wt, bn + h * D);
@@ -150,17 +150,15 @@ qd_status qd_cpu_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *cos, 
                       qd_tensor *y) {
     (void)be;
     qd_status s = check_rope("rope", x, cos, sin, mode, y);
-    return s ? s : rope_rows("rope", x, NULL, QD_DTYPE_F32, 0.0f, false, cos, sin, mode, y);
+    return s ? s : rope_rows("rope", x, x->shape[2] * x->shape[3], 0, NULL, QD_DTYPE_F32, 0.0f, false, cos, sin, mode, y);
 }
 
-qd_status qd_cpu_rms_norm_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
-                               const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
-    (void)be;
-    const char *op = "rms_norm_rope";
-    qd_status s = check_rope(op, x, cos, sin, mode, y);
-    if (s) return s;
+/* rms_norm_rope of y's heads read from columns [col, col + H·D) of x's rows (x [B, L, W] or x = y's shape) */
+static qd_status norm_rope(const char *op, const qd_tensor *x, int64_t xrow, int64_t col, const qd_tensor *w, float eps, const qd_tensor *cos,
+                           const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    qd_status s;
     if (!(eps >= 0.0f) || !isfinite(eps)) return qd_fail(QD_EINVAL, "cpu %s: eps must be finite and ≥ 0, got %g", op, (double)eps);
-    int64_t D = x->shape[3];
+    int64_t D = y->shape[3];
     float *wf = NULL;
     if (w) {
         char sw[128];
@@ -172,7 +170,29 @@ qd_status qd_cpu_rms_norm_rope(qd_backend *be, const qd_tensor *x, const qd_tens
         if (!wf) return qd_fail(QD_ENOMEM, "cpu %s: cannot allocate the weight", op);
         qd_cpu_to_f32(w, 0, D, wf);
     }
-    s = rope_rows(op, x, wf, w ? w->dtype : QD_DTYPE_F32, eps, true, cos, sin, mode, y);
+    s = rope_rows(op, x, xrow, col, wf, w ? w->dtype : QD_DTYPE_F32, eps, true, cos, sin, mode, y);
     free(wf);
     return s;
+}
+
+qd_status qd_cpu_rms_norm_rope(qd_backend *be, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                               const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    (void)be;
+    qd_status s = check_rope("rms_norm_rope", x, cos, sin, mode, y);
+    return s ? s : norm_rope("rms_norm_rope", x, x->shape[2] * x->shape[3], 0, w, eps, cos, sin, mode, y);
+}
+
+qd_status qd_cpu_rms_norm_rope_cols(qd_backend *be, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                    const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    (void)be;
+    const char *op = "rms_norm_rope_cols";
+    qd_status s = check_rope(op, y, cos, sin, mode, y);
+    if (!s) s = qd_cpu_check_float(op, "x", x);
+    if (s) return s;
+    char sx[128], sy[128];
+    const int64_t hd = y->shape[2] * y->shape[3];
+    if (x->rank != 3 || x->shape[0] != y->shape[0] || x->shape[1] != y->shape[1] || col < 0 || col + hd > x->shape[2] || x->data == y->data)
+        return qd_fail(QD_EINVAL, "cpu %s: x must be [B, L, W] holding y %s's H·D = %lld values at column %lld of each row (and not be y), got %s", op,
+                       qd_cpu_shape_str(y, sy, sizeof sy), (long long)hd, (long long)col, qd_cpu_shape_str(x, sx, sizeof sx));
+    return norm_rope(op, x, x->shape[2], col, w, eps, cos, sin, mode, y);
 }

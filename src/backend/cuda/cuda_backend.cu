@@ -164,6 +164,7 @@ static const qd_backend_ops cuda_ops = {
     .rope = qd_cuda_rope,
     .norm_modulate = qd_cuda_norm_modulate,
     .rms_norm_rope = qd_cuda_rms_norm_rope,
+    .rms_norm_rope_cols = qd_cuda_rms_norm_rope_cols,
     .activation = qd_cuda_activation,
     .gated = qd_cuda_gated,
     .modulate = qd_cuda_modulate,
@@ -183,6 +184,7 @@ static const qd_backend_ops cuda_ops = {
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
     .destroy = cuda_destroy,
+    .fuse_projections = true,
 };
 
 /* ---- QDIT_CUDA_PROFILE=1: each op bracketed by two CUDA events on the stream (nothing synchronises, so
@@ -264,6 +266,10 @@ static qd_status p_norm_mod(qd_backend *b, qd_norm_kind k, const qd_tensor *x, c
 static qd_status p_rms_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
                             qd_rope_mode m, qd_tensor *y) {
     PROF(P_RMS_ROPE, qd_cuda_rms_norm_rope(b, x, w, eps, c, sn, m, y));
+}
+static qd_status p_rms_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
+                                 qd_rope_mode m, qd_tensor *y) {
+    PROF(P_RMS_ROPE, qd_cuda_rms_norm_rope_cols(b, x, col, w, eps, c, sn, m, y));
 }
 static qd_status p_act(qd_backend *b, qd_act_kind k, const qd_tensor *x, qd_tensor *y) { PROF(P_ACT, qd_cuda_activation(b, k, x, y)); }
 static qd_status p_gated(qd_backend *b, qd_act_kind k, bool gf, const qd_tensor *x, qd_tensor *y) { PROF(P_GATED, qd_cuda_gated(b, k, gf, x, y)); }
@@ -369,7 +375,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
         if (po) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
-            po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
+            po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
             po->copy = p_copy, po->destroy = cuda_destroy_prof;

@@ -48,14 +48,14 @@ extern "C" qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_te
    16-byte load; the sum of squares reduced over the G lanes by shuffles. Interleaved pairs lie within a lane;
    rotate-half pairs (D % 16 == 0) are D/2 apart, in the lane D/16 away, whose values come by shuffle. */
 template <int G>
-__global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, const void *w, int wt, float eps, const float *cs, const float *sn, bool interleaved,
-                                     __nv_bfloat16 *y, int rows, int L, int H, int d) {
+__global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, int64_t xrow, const void *w, int wt, float eps, const float *cs, const float *sn,
+                                     bool interleaved, __nv_bfloat16 *y, int rows, int L, int H, int d) {
     const int t = blockIdx.x * blockDim.x + threadIdx.x, row = t / G, k = t & (G - 1), nv = d / 8;
     const bool on = row < rows && k < nv;
-    const int64_t at = (int64_t)row * d + 8 * k;
+    const int64_t at = (int64_t)row * d + 8 * k, xat = (int64_t)(row / H) * xrow + (int64_t)(row % H) * d + 8 * k;
     float v[8];
     if (on) {
-        const uint4 u = *(const uint4 *)(x + at);
+        const uint4 u = *(const uint4 *)(x + xat);
         const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
@@ -112,20 +112,20 @@ __global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, const void *w, int 
 
 /* any dtypes and even D: a block per head, the squares summed over the block, then one thread per pair
    (both members read before either is written: in place is safe) */
-__global__ void rms_rope_kernel(const void *x, int xt, const void *w, int wt, float eps, const float *cs, const float *sn, bool interleaved, void *y,
-                                int yt, int64_t L, int64_t H, int64_t d) {
+__global__ void rms_rope_kernel(const void *x, int xt, int64_t xrow, const void *w, int wt, float eps, const float *cs, const float *sn, bool interleaved,
+                                void *y, int yt, int64_t L, int64_t H, int64_t d) {
     __shared__ float red[32];
-    const int64_t row = blockIdx.x, base = row * d, h2 = d / 2, l = (row / H) % L;
+    const int64_t row = blockIdx.x, base = row * d, xbase = (row / H) * xrow + (row % H) * d, h2 = d / 2, l = (row / H) % L;
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        const float v = qd_ld(x, xt, base + i);
+        const float v = qd_ld(x, xt, xbase + i);
         ss += v * v;
     }
     const float r = rsqrtf(qd_block_sum(ss, red) / (float)d + eps);
     const bool round_w = w && wt != QD_DTYPE_F32;
     for (int64_t p = threadIdx.x; p < h2; p += blockDim.x) {
         const int64_t a = interleaved ? 2 * p : p, c = interleaved ? 2 * p + 1 : p + h2;
-        float na = qd_ld(x, xt, base + a) * r, nb = qd_ld(x, xt, base + c) * r;
+        float na = qd_ld(x, xt, xbase + a) * r, nb = qd_ld(x, xt, xbase + c) * r;
         if (w) {
             na = (round_w ? qd_round_to(wt, na) : na) * qd_ld(w, wt, a);
             nb = (round_w ? qd_round_to(wt, nb) : nb) * qd_ld(w, wt, c);
@@ -137,20 +137,20 @@ __global__ void rms_rope_kernel(const void *x, int xt, const void *w, int wt, fl
     }
 }
 
-extern "C" qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
-                                           const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
-    if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype) || !x->data || !y->data || x->rank != 4 || !qd_cuda_same_shape(x, y))
-        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: x and y must be F32/BF16/F16 device tensors [B, L, H, D] of one shape");
-    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cuda rms_norm_rope: unknown mode %d", (int)mode);
-    const int64_t L = x->shape[1], H = x->shape[2], D = x->shape[3];
+/* y's heads from x, whose position rows are xrow values apart with the heads from x_data's start (rms_norm_rope:
+   x is y-shaped; rms_norm_rope_cols: a column range of a wider row) */
+static qd_status launch_rms_rope(qd_backend *b, const void *x_data, qd_dtype xdt, int64_t xrow, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                 const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y, const char *op) {
+    if (mode != QD_ROPE_INTERLEAVED && mode != QD_ROPE_HALF) return qd_fail(QD_EINVAL, "cuda %s: unknown mode %d", op, (int)mode);
+    const int64_t L = y->shape[1], H = y->shape[2], D = y->shape[3];
     if (D % 2 || !cos || !sin || cos->dtype != QD_DTYPE_F32 || sin->dtype != QD_DTYPE_F32 || qd_tensor_elements(cos) != L * (D / 2) ||
         qd_tensor_elements(sin) != L * (D / 2))
-        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: cos and sin must be F32 [L, D/2] = [%lld, %lld] (D even)", (long long)L, (long long)(D / 2));
+        return qd_fail(QD_EINVAL, "cuda %s: cos and sin must be F32 [L, D/2] = [%lld, %lld] (D even)", op, (long long)L, (long long)(D / 2));
     if (w && (!qd_cuda_float_dtype(w->dtype) || !w->data || qd_tensor_elements(w) != D))
-        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: weight must be an F32/BF16/F16 device tensor of D = %lld values", (long long)D);
-    const int64_t rows = D ? qd_tensor_elements(x) / D : 0;
+        return qd_fail(QD_EINVAL, "cuda %s: weight must be an F32/BF16/F16 device tensor of D = %lld values", op, (long long)D);
+    const int64_t rows = D ? qd_tensor_elements(y) / D : 0;
     if (!rows) return QD_OK;
-    if (rows > INT32_MAX) return qd_fail(QD_EUNSUPPORTED, "cuda rms_norm_rope: %lld heads", (long long)rows);
+    if (rows > INT32_MAX) return qd_fail(QD_EUNSUPPORTED, "cuda %s: %lld heads", op, (long long)rows);
     cudaStream_t stream = qd_cuda_of(b)->stream;
     const bool il = mode == QD_ROPE_INTERLEAVED;
     const void *wd = w ? w->data : NULL;
@@ -158,15 +158,15 @@ extern "C" qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, co
     const int64_t nv = D / 8;
     int g = 1;
     while (g < nv) g *= 2;
-    const bool fast = x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && D % (il ? 8 : 16) == 0 && nv <= 32 && rows * g < INT32_MAX &&
-                      qd_cuda_aligned16(x->data) && qd_cuda_aligned16(y->data) && qd_cuda_aligned16(cos->data) && qd_cuda_aligned16(sin->data) &&
-                      (!w || qd_cuda_aligned16(wd));
+    const bool fast = xdt == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && D % (il ? 8 : 16) == 0 && nv <= 32 && rows * g < INT32_MAX &&
+                      xrow % 8 == 0 && qd_cuda_aligned16(x_data) && qd_cuda_aligned16(y->data) && qd_cuda_aligned16(cos->data) &&
+                      qd_cuda_aligned16(sin->data) && (!w || qd_cuda_aligned16(wd));
     if (fast) {
         const unsigned blocks = (unsigned)((rows * g + 255) / 256);
-        const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
+        const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x_data;
         __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
         const float *cp = (const float *)cos->data, *sp = (const float *)sin->data;
-#define RR(G) rms_rope_bf16_kernel<G><<<blocks, 256, 0, stream>>>(xp, wd, wt, eps, cp, sp, il, yp, (int)rows, (int)L, (int)H, (int)D)
+#define RR(G) rms_rope_bf16_kernel<G><<<blocks, 256, 0, stream>>>(xp, xrow, wd, wt, eps, cp, sp, il, yp, (int)rows, (int)L, (int)H, (int)D)
         switch (g) {
         case 1: RR(1); break;
         case 2: RR(2); break;
@@ -177,9 +177,26 @@ extern "C" qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, co
         }
 #undef RR
     } else {
-        rms_rope_kernel<<<(unsigned)rows, 64, 0, stream>>>(x->data, x->dtype, wd, wt, eps, (const float *)cos->data, (const float *)sin->data, il,
+        rms_rope_kernel<<<(unsigned)rows, 64, 0, stream>>>(x_data, xdt, xrow, wd, wt, eps, (const float *)cos->data, (const float *)sin->data, il,
                                                            y->data, y->dtype, L, H, D);
     }
-    QD_CUDA_LAUNCHED("rms_norm_rope");
+    QD_CUDA_LAUNCHED(op);
     return QD_OK;
+}
+
+extern "C" qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                           const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype) || !x->data || !y->data || x->rank != 4 || !qd_cuda_same_shape(x, y))
+        return qd_fail(QD_EINVAL, "cuda rms_norm_rope: x and y must be F32/BF16/F16 device tensors [B, L, H, D] of one shape");
+    return launch_rms_rope(b, x->data, x->dtype, x->shape[2] * x->shape[3], w, eps, cos, sin, mode, y, "rms_norm_rope");
+}
+
+extern "C" qd_status qd_cuda_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *cos,
+                                                const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y) {
+    if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype) || !x->data || !y->data || y->rank != 4 || x->rank != 3 ||
+        x->shape[0] != y->shape[0] || x->shape[1] != y->shape[1] || col < 0 || col + y->shape[2] * y->shape[3] > x->shape[2] || x->data == y->data)
+        return qd_fail(QD_EINVAL, "cuda rms_norm_rope_cols: x [B, L, W] must hold y [B, L, H, D]'s H·D values at column %lld of each row (F32/BF16/F16 "
+                       "device tensors, x not y)", (long long)col);
+    const void *xd = (const char *)x->data + (size_t)col * (size_t)(qd_dtype_bits(x->dtype) / 8);
+    return launch_rms_rope(b, xd, x->dtype, x->shape[2], w, eps, cos, sin, mode, y, "rms_norm_rope_cols");
 }
