@@ -65,6 +65,54 @@ qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l) {
     return s;
 }
 
+/* Can these bound parts be joined into one linear that computes exactly what they compute apart? Same scheme and
+ * input; activations unquantized or quantized per call from the input alone (a static scale or a smoothing vector
+ * per part would have to be shared); schemes whose fused form is made by the checkpoint itself excluded. */
+static bool joinable(const qd_linear *parts, int n) {
+    for (int i = 0; i < n; i++) {
+        const qd_linear *l = &parts[i];
+        if (l->scheme != parts[0].scheme || strcmp(l->scheme_name, parts[0].scheme_name) || l->in_features != parts[0].in_features ||
+            l->weight.dtype != parts[0].weight.dtype || l->act == QD_ACT_STATIC_TENSOR || l->smooth.data || l->input_scale.data ||
+            l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4 || l->scheme == QD_SCHEME_AWQ_W4A16 ||
+            (l->block_n && l->out_features % l->block_n))
+            return false;
+    }
+    return true;
+}
+
+qd_status qd_model_projections(const qd_model_ctx *m, const char *const *names, int n, int64_t in, const int64_t *outs, const char *fused_name,
+                               qd_linear *parts, qd_linear *fused) {
+    memset(fused, 0, sizeof *fused);
+    memset(parts, 0, sizeof *parts * (size_t)(n > 0 ? n : 0));
+    const bool fuse = n > 1 && n <= 4 && m->backend && m->backend->ops->fuse_projections && !m->reference_linears && !m->observe;
+    qd_status s = QD_OK;
+    if (!fuse) {
+        for (int i = 0; i < n && !s; i++) s = qd_model_linear(m, names[i], in, outs[i], &parts[i]);
+        return s;
+    }
+    int bound = 0;
+    for (; bound < n && !s; bound++) {
+        s = qd_model_bind(m, names[bound], in, outs[bound], &parts[bound]);
+        if (!s && (parts[bound].in_features != in || parts[bound].out_features != outs[bound])) {
+            s = qd_fail(QD_EFORMAT, "layer '%s' is %lld → %lld, the config says %lld → %lld", names[bound], (long long)parts[bound].in_features,
+                        (long long)parts[bound].out_features, (long long)in, (long long)outs[bound]);
+            bound++;
+        }
+    }
+    if (s) {
+        for (int i = 0; i < bound; i++) qd_linear_free(&parts[i]);
+        memset(parts, 0, sizeof *parts * (size_t)n);
+        return s;
+    }
+    if (!joinable(parts, n)) {
+        for (int i = 0; i < n && !s; i++) s = qd_model_prepare(m, &parts[i]);
+        return s;
+    }
+    s = qd_linear_concat(parts, n, fused_name, fused); /* consumes the parts */
+    for (int i = 0; i < n; i++) memset(&parts[i], 0, sizeof parts[i]);
+    return s ? s : qd_model_prepare(m, fused);
+}
+
 bool qd_model_has(const qd_model_ctx *m, const char *name) {
     return m->random_weights ? qd_random_has(name) : qd_ckpt_find(m->ck, name) != NULL;
 }

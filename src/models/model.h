@@ -50,6 +50,13 @@ float qd_model_scalar_x1000(const qd_model_ctx *m, float v);
 qd_status qd_model_bind(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* Bind the linear `name` (its module prefix) and check its shape when `in`/`out` are > 0. */
 qd_status qd_model_linear(const qd_model_ctx *m, const char *name, int64_t in, int64_t out, qd_linear *l);
+/* The n projections `names` of one input (FLUX's to_q, to_k, to_v), each `in` → outs[i]. Where the backend asks
+ * for fused projections (backend ops' fuse_projections) and the parts can be joined exactly (same scheme, activations
+ * quantized per call or not at all, no per-part static scale or smoothing), *fused gets one prepared linear of their
+ * rows in order (fused->n_shards = n) and parts are left empty; otherwise fused is left empty and each part is
+ * bound and prepared as qd_model_linear does. */
+qd_status qd_model_projections(const qd_model_ctx *m, const char *const *names, int n, int64_t in, const int64_t *outs, const char *fused_name,
+                               qd_linear *parts, qd_linear *fused);
 /* Make a bound linear ready to run: its f32 reference when the context asks for it, then the backend's
  * preparation. Frees l on failure. */
 qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l);

@@ -138,6 +138,20 @@ void qd_flux_free(qd_flux *m) {
 
 /* ---- Nunchaku SVDQuant layers ---- */
 
+/* A block's q, k and v projections (D → D each): one fused [q; k; v] linear in *fused where the backend runs
+ * fused projections and the three can be joined exactly (qd_model_projections), else the three layers. */
+static qd_status projections(const qd_model_ctx *ctx, const char *blocks, int64_t i, const char *const *suffix, const char *fused_suffix, int64_t D,
+                             qd_linear *const *parts, qd_linear *fused) {
+    char n[3][256], fn[256];
+    const char *names[3] = {n[0], n[1], n[2]};
+    for (int j = 0; j < 3; j++) snprintf(n[j], sizeof n[j], "%s.%lld.%s", blocks, (long long)i, suffix[j]);
+    snprintf(fn, sizeof fn, "%s.%lld.%s", blocks, (long long)i, fused_suffix);
+    qd_linear p[3];
+    qd_status s = qd_model_projections(ctx, names, 3, D, (const int64_t[]){D, D, D}, fn, p, fused);
+    for (int j = 0; j < 3; j++) *parts[j] = p[j];
+    return s;
+}
+
 /* Nunchaku's legacy layout, told by its fused qkv of the first block (formats.md §5.7) */
 static bool flux_is_nunchaku(const qd_model_ctx *ctx, const qd_flux_config *c) {
     return qd_model_has(ctx, c->num_layers > 0 ? "transformer_blocks.0.qkv_proj.qweight" : "single_transformer_blocks.0.qkv_proj.qweight");
@@ -331,12 +345,10 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     PARAM(dst, n, len)
         BL(&b->norm1, "norm1.linear", D, 6 * D);
         BL(&b->norm1_context, "norm1_context.linear", D, 6 * D);
-        BL(&b->to_q, "attn.to_q", D, D);
-        BL(&b->to_k, "attn.to_k", D, D);
-        BL(&b->to_v, "attn.to_v", D, D);
-        BL(&b->add_q, "attn.add_q_proj", D, D);
-        BL(&b->add_k, "attn.add_k_proj", D, D);
-        BL(&b->add_v, "attn.add_v_proj", D, D);
+        if (!s) s = projections(ctx, "transformer_blocks", i, (const char *[]){"attn.to_q", "attn.to_k", "attn.to_v"}, "attn.to_qkv", D,
+                                (qd_linear *[]){&b->to_q, &b->to_k, &b->to_v}, &b->qkv);
+        if (!s) s = projections(ctx, "transformer_blocks", i, (const char *[]){"attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"},
+                                "attn.add_qkv_proj", D, (qd_linear *[]){&b->add_q, &b->add_k, &b->add_v}, &b->qkv_ctx);
         BL(&b->to_out, "attn.to_out.0", D, D);
         BL(&b->to_add_out, "attn.to_add_out", D, D);
         BL(&b->ff_in, "ff.net.0.proj", D, mlp);
@@ -359,9 +371,8 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, suffix); \
     PARAM(dst, n, len)
         SL(&b->norm, "norm.linear", D, 3 * D);
-        SL(&b->to_q, "attn.to_q", D, D);
-        SL(&b->to_k, "attn.to_k", D, D);
-        SL(&b->to_v, "attn.to_v", D, D);
+        if (!s) s = projections(ctx, "single_transformer_blocks", i, (const char *[]){"attn.to_q", "attn.to_k", "attn.to_v"}, "attn.to_qkv", D,
+                                (qd_linear *[]){&b->to_q, &b->to_k, &b->to_v}, &b->qkv);
         SL(&b->proj_mlp, "proj_mlp", D, mlp);
         SL(&b->proj_out, "proj_out", D + mlp, D);
         SP(&b->norm_q, "attn.norm_q.weight", hd);
@@ -443,6 +454,33 @@ static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w, const qd_tensor 
     qd_tensor_shape(&c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
     qd_tensor_shape(&sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
     r->s = r->be->ops->rms_norm_rope(r->be, x, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, x);
+}
+
+/* y [B, L, H, hd] = rms_norm_rope of the heads at column `col` of a fused [q; k; v] output x [B, L, 3·D], the
+ * positions from `pos` on (as rms_heads) */
+static void rms_heads_cols(run *r, const qd_tensor *x, int64_t col, qd_tensor *y, const qd_tensor *w, const qd_tensor *cos, const qd_tensor *sin,
+                           int64_t pos) {
+    if (r->s) return;
+    const int64_t L = y->shape[1], half = cos->shape[1];
+    qd_tensor c = *cos, sn = *sin;
+    c.backend = sn.backend = NULL; /* views */
+    c.data = (float *)cos->data + pos * half, sn.data = (float *)sin->data + pos * half;
+    qd_tensor_shape(&c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    qd_tensor_shape(&sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    r->s = r->be->ops->rms_norm_rope_cols(r->be, x, col, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, y);
+}
+
+/* From one stream's fused [q; k; v] output qkv [B, L, 3·D]: q and k normalised and rotated, v copied, into the
+ * [B, L, H, hd] tensors (or views) q, k, v */
+static void split_qkv(run *r, const qd_tensor *qkv, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd_tensor *nq, const qd_tensor *nk,
+                      const qd_tensor *cos, const qd_tensor *sin, int64_t pos) {
+    const int64_t D = q->shape[2] * q->shape[3];
+    rms_heads_cols(r, qkv, 0, q, nq, cos, sin, pos);
+    rms_heads_cols(r, qkv, D, k, nk, cos, sin, pos);
+    if (r->s) return;
+    qd_tensor vt = *v; /* v as [B, L, D], the slice's shape */
+    qd_tensor_shape(&vt, v->dtype, 3, (int64_t[]){v->shape[0], v->shape[1], D});
+    r->s = r->be->ops->slice(r->be, qkv, 2, 2 * D, D, &vt);
 }
 
 /* An MLP: out(gelu_tanh(in(x))), the GELU applied by `in` itself (its out_act) */
@@ -528,14 +566,26 @@ static qd_status flux_body(void *user) {
            Q/K/V and the streams read the attention output in place — views, no concatenation or slicing.
            Otherwise (and for Nunchaku's fused qkv) each stream's q/k/v is made, then concatenated. */
         const bool joint = B == 1 && !m->nunchaku;
+        const bool fused = !m->nunchaku && b->qkv.out_features > 0; /* [q; k; v] joined at load (qd_model_projections) */
+        bool normed = false; /* q and k already normalised and rotated */
         qd_tensor q, k, v, cq, ck, cv, Q = {0}, K = {0}, V = {0};
         if (joint) {
             Q = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), K = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), V = qd_run_tensor(r, 3, (int64_t[]){1, L, D});
             cq = rows_view(&Q, 0, T), ck = rows_view(&K, 0, T), cv = rows_view(&V, 0, T);
             q = rows_view(&Q, T, N), k = rows_view(&K, T, N), v = rows_view(&V, T, N);
-            linear_into(r, &b->to_q, &xn, &q), linear_into(r, &b->to_k, &xn, &k), linear_into(r, &b->to_v, &xn, &v);
-            linear_into(r, &b->add_q, &cn, &cq), linear_into(r, &b->add_k, &cn, &ck), linear_into(r, &b->add_v, &cn, &cv);
-        } else if (m->nunchaku) { /* one fused [q; k; v] per stream */
+            if (fused) { /* one GEMM per stream, then q/k normalised and rotated and v copied straight into the joint tensors */
+                qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &xn, 3 * D), cqkv = qd_run_linear_n(r, &b->qkv_ctx, &cn, 3 * D);
+                qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
+                for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
+                split_qkv(r, &qkv, &q, &k, &v, &b->norm_q, &b->norm_k, &cos, &sin, T);
+                split_qkv(r, &cqkv, &cq, &ck, &cv, &b->norm_added_q, &b->norm_added_k, &cos, &sin, 0);
+                qd_tensor_free(&qkv), qd_tensor_free(&cqkv);
+                normed = true;
+            } else {
+                linear_into(r, &b->to_q, &xn, &q), linear_into(r, &b->to_k, &xn, &k), linear_into(r, &b->to_v, &xn, &v);
+                linear_into(r, &b->add_q, &cn, &cq), linear_into(r, &b->add_k, &cn, &ck), linear_into(r, &b->add_v, &cn, &cv);
+            }
+        } else if (m->nunchaku || fused) { /* one fused [q; k; v] per stream */
             qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &xn), cqkv = qd_run_linear_padded(r, &b->qkv_ctx, &cn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             cq = qd_run_slice_last(r, &cqkv, 0, D), ck = qd_run_slice_last(r, &cqkv, D, D), cv = qd_run_slice_last(r, &cqkv, 2 * D, D);
@@ -546,9 +596,11 @@ static qd_status flux_body(void *user) {
         }
         qd_tensor_free(&xn), qd_tensor_free(&cn);
         qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
-        for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
-        rms_heads(r, &q, &b->norm_q, &cos, &sin, T), rms_heads(r, &k, &b->norm_k, &cos, &sin, T);
-        rms_heads(r, &cq, &b->norm_added_q, &cos, &sin, 0), rms_heads(r, &ck, &b->norm_added_k, &cos, &sin, 0);
+        if (!normed) {
+            for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
+            rms_heads(r, &q, &b->norm_q, &cos, &sin, T), rms_heads(r, &k, &b->norm_k, &cos, &sin, T);
+            rms_heads(r, &cq, &b->norm_added_q, &cos, &sin, 0), rms_heads(r, &ck, &b->norm_added_k, &cos, &sin, 0);
+        }
         if (joint) {
             as_heads(&Q, H, hd), as_heads(&K, H, hd), as_heads(&V, H, hd);
         } else {
@@ -592,12 +644,20 @@ static qd_status flux_body(void *user) {
             qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &sn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             qd_tensor_free(&qkv);
+        } else if (b->qkv.out_features > 0) { /* joined at load: one GEMM, then q/k normalised and rotated, v copied */
+            qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &sn, 3 * D);
+            q = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd}), k = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
+            v = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
+            split_qkv(r, &qkv, &q, &k, &v, &b->norm_q, &b->norm_k, &cos, &sin, 0);
+            qd_tensor_free(&qkv);
         } else {
             q = qd_run_linear(r, &b->to_q, &sn), k = qd_run_linear(r, &b->to_k, &sn), v = qd_run_linear(r, &b->to_v, &sn);
         }
         qd_tensor_free(&sn);
-        as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
-        rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
+        if (m->nunchaku || b->qkv.out_features == 0) {
+            as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
+            rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
+        }
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
         attention(r, &q, &k, &v, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);

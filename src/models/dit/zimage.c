@@ -23,6 +23,7 @@
 typedef struct {
     bool modulated;
     bool fused_qkv, fused_w13; /* Nunchaku: to_qkv = [q; k; v], net.0.proj = [w3; w1] */
+    bool joined_qkv;           /* to_q, to_k, to_v joined into qkv at load (qd_model_projections) */
     qd_linear adaln, to_q, to_k, to_v, to_out, w1, w2, w3, qkv, w13;
     qd_tensor norm_q, norm_k, attn_norm1, attn_norm2, ffn_norm1, ffn_norm2;
 } block;
@@ -159,10 +160,16 @@ static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, 
     b->fused_w13 = has_module(ctx, prefix, "feed_forward.net.0.proj") && !has_module(ctx, prefix, "feed_forward.w1");
     if (b->fused_qkv) {
         PLIN(&b->qkv, "attention.to_qkv", D, D + 2 * kvd);
-    } else {
-        LIN(&b->to_q, "attention.to_q", D, D);
-        LIN(&b->to_k, "attention.to_k", D, kvd);
-        LIN(&b->to_v, "attention.to_v", D, kvd);
+    } else if (!s) {
+        char pn[3][256], fn[256];
+        const char *names[3] = {pn[0], pn[1], pn[2]};
+        const char *suffix[3] = {"attention.to_q", "attention.to_k", "attention.to_v"};
+        for (int j = 0; j < 3; j++) snprintf(pn[j], sizeof pn[j], "%s.%s", prefix, suffix[j]);
+        snprintf(fn, sizeof fn, "%s.attention.to_qkv", prefix);
+        qd_linear p[3];
+        s = qd_model_projections(ctx, names, 3, D, (const int64_t[]){D, kvd, kvd}, fn, p, &b->qkv);
+        b->to_q = p[0], b->to_k = p[1], b->to_v = p[2];
+        b->joined_qkv = b->qkv.out_features > 0;
     }
     PLIN(&b->to_out, "attention.to_out.0", D, D);
     if (b->fused_w13) {
@@ -322,7 +329,15 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     qd_tensor h = norm_scale(r, x, &b->attn_norm1, eps, b->modulated ? &mod[0] : NULL);
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v;
-    if (b->fused_qkv) {
+    if (b->joined_qkv) { /* one GEMM, then q/k normalised and rotated straight out of it, v copied */
+        qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &h, D + 2 * kvd);
+        q = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
+        k = qd_run_tensor(r, 4, (int64_t[]){1, L, c->kv_heads, hd}), v = qd_run_tensor(r, 3, (int64_t[]){1, L, kvd});
+        if (!r->s) r->s = r->be->ops->rms_norm_rope_cols(r->be, &qkv, 0, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
+        if (!r->s) r->s = r->be->ops->rms_norm_rope_cols(r->be, &qkv, D, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
+        if (!r->s) r->s = r->be->ops->slice(r->be, &qkv, 2, D + kvd, kvd, &v);
+        qd_tensor_free(&qkv);
+    } else if (b->fused_qkv) {
         qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &h);
         q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, kvd), v = qd_run_slice_last(r, &qkv, D + kvd, kvd);
         qd_tensor_free(&qkv);
@@ -333,8 +348,8 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
     qd_tensor_shape(&k, k.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
     qd_tensor_shape(&v, v.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
-    if (!r->s) r->s = r->be->ops->rms_norm_rope(r->be, &q, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
-    if (!r->s) r->s = r->be->ops->rms_norm_rope(r->be, &k, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
+    if (!b->joined_qkv && !r->s) r->s = r->be->ops->rms_norm_rope(r->be, &q, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
+    if (!b->joined_qkv && !r->s) r->s = r->be->ops->rms_norm_rope(r->be, &k, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
     qd_tensor a = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
     qd_attn_args args = {.q = &q, .k = &k, .v = &v};
     if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
