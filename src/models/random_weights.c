@@ -130,9 +130,68 @@ static bool give_image(qd_linear *l, uint8_t *img, size_t len) {
     return given;
 }
 
+/* --quantization svdquant on random weights: the layer in the scheme a Nunchaku SVDQuant FLUX file gives it
+ * (formats.md §5.7), with synthetic values — a speed benchmark's stand-in for `svdq-int4_r32-…` (an SVD of every
+ * drawn weight would take minutes): block projections and MLPs SVDQuant int4 (group 64, BF16 scales, smoothing, a
+ * rank-R BF16 low-rank branch), the blocks' modulation linears AWQ W4A16 (group 64), the rest BF16 (not taken here:
+ * returns false). Codes are uniform; scales, smoothing and factors have the magnitudes such files have. */
+static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l, qd_status *st) {
+    const bool block = strstr(name, "transformer_blocks.") != NULL || strstr(name, "layers.") != NULL;
+    if (!q || q->method != QD_QM_SVDQUANT || !block || in % 128 || out % 128) return false;
+    const bool modulation = strstr(name, "norm1") || strstr(name, "norm.linear") || strstr(name, "adaLN");
+    const int64_t g = 64, r = q->svdq_rank > 0 ? q->svdq_rank : 32, ng = out * (in / g);
+    uint64_t h = hash_name(seed, name) | 1;
+    uint8_t *codes = malloc((size_t)(out * in / 2));
+    uint16_t *sc = malloc(2 * (size_t)ng), *z = modulation ? malloc(2 * (size_t)ng) : NULL;
+    uint16_t *sm = modulation ? NULL : malloc(2 * (size_t)in), *dn = modulation ? NULL : malloc(2 * (size_t)(r * in));
+    uint16_t *up = modulation ? NULL : malloc(2 * (size_t)(out * r));
+    if (!codes || !sc || (modulation ? !z : (!sm || !dn || !up))) {
+        free(codes), free(sc), free(z), free(sm), free(dn), free(up);
+        *st = qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s'", name);
+        return true;
+    }
+    for (int64_t i = 0; i < out * in / 2; i++) {
+        h ^= h << 13, h ^= h >> 7, h ^= h << 17;
+        codes[i] = (uint8_t)h;
+    }
+    const float step = sqrtf(3.0f / (float)in) / 7.0f; /* int4 steps of a U(±√(3/in)) weight */
+    fill_row(hash_name(seed, "svdq.scales"), 0, 0.0f, ng, sc, NULL);
+    for (int64_t i = 0; i < ng; i++) sc[i] = qd_f32_to_bf16(step);
+    l->name = strdup(name);
+    l->out_features = out, l->in_features = in, l->alpha = 1.0f;
+    l->block_k = (int)g;
+    l->weight = (qd_view){.dtype = QD_DTYPE_U8, .rank = 2, .shape = {out, in / 2}, .data = codes, .owned = codes};
+    l->scale = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {out, in / g}, .data = sc, .owned = sc};
+    if (modulation) {
+        for (int64_t i = 0; i < ng; i++) z[i] = qd_f32_to_bf16(-8.0f * step);
+        l->scheme = QD_SCHEME_AWQ_W4A16;
+        snprintf(l->scheme_name, sizeof l->scheme_name, "awq_w4a16");
+        l->act = QD_ACT_NONE;
+        l->zeros = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {out, in / g}, .data = z, .owned = z};
+    } else {
+        for (int64_t i = 0; i < in; i++) sm[i] = qd_f32_to_bf16(1.0f);
+        fill_row(hash_name(seed ^ 1, name), 0, 0.02f, r * in, dn, NULL);
+        fill_row(hash_name(seed ^ 2, name), 0, 0.02f, out * r, up, NULL);
+        l->scheme = QD_SCHEME_SVDQ_INT4;
+        snprintf(l->scheme_name, sizeof l->scheme_name, "svdq_int4");
+        l->act = QD_ACT_DYNAMIC_GROUP;
+        l->act_group = (int)g;
+        l->smooth = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 1, .shape = {in}, .data = sm, .owned = sm};
+        l->lora_down = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {r, in}, .data = dn, .owned = dn};
+        l->lora_up = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {out, r}, .data = up, .owned = up};
+    }
+    *st = l->name ? QD_OK : qd_fail(QD_ENOMEM, "cannot allocate");
+    return true;
+}
+
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l) {
     memset(l, 0, sizeof *l);
     if (in <= 0 || out <= 0) return qd_fail(QD_EINVAL, "random weights: layer '%s' needs its shape", name);
+    qd_status sq = QD_OK;
+    if (svdq_synthetic(q, seed, name, in, out, l, &sq)) {
+        if (sq) qd_linear_free(l);
+        return sq;
+    }
     char wn[300], bn[300];
     snprintf(wn, sizeof wn, "%s.weight", name);
     snprintf(bn, sizeof bn, "%s.bias", name);
