@@ -4,9 +4,11 @@
  *
  *   linears: M = 4608 tokens (4096 image + 512 text), (K, N) of FLUX's projections, BF16 x and y:
  *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
- *            fp8), fp8 per-tensor static (ModelOpt FP8) — each including its activation quantization
- *            and epilogue, as a model step runs them; the W4A8 schemes (NVFP4, MXFP4, MXFP8, SVDQuant int4 rank 32)
- *            including their weight expansion to E4M3, activation quantization and (SVDQuant) low-rank branch;
+ *            fp8), fp8 per-tensor static (ModelOpt FP8), int8 W8A8 dynamic (per-channel int8 weights,
+ *            per-token int8 activations: msModelSlim W8A8_DYNAMIC on cuBLASLt's int8 matmul) — each including
+ *            its activation quantization and epilogue, as a model step runs them; the W4A8 schemes (NVFP4,
+ *            MXFP4, MXFP8, SVDQuant int4 rank 32) including their weight expansion to E4M3, activation
+ *            quantization and (SVDQuant) low-rank branch;
  *            The MLP up-projection shape (3072 x 12288) also with its GELU-tanh: the layer's output activation
  *            (cuBLASLt's epilogue) against the same matmul followed by the activation op;
  *   attention: B = 1, L = 4608, 24 heads, D = 128, BF16: the default path (cuDNN's fused SDPA where it is
@@ -121,7 +123,7 @@ int main(int argc, char **argv) {
             w[i] = 0.03f * frand();
             wb[i] = qd_f32_to_bf16(w[i]);
         }
-        qd_linear dense = {0}, f8c = {0}, f8t = {0}, w4[4] = {{0}};
+        qd_linear dense = {0}, f8c = {0}, f8t = {0}, i8 = {0}, w4[4] = {{0}};
         const char *w4_names[4] = {"nvfp4", "mxfp4", "mxfp8", "svdq_int4"};
         if (qd_quantize_nvfp4(w, N, K, &w4[0]) || qd_quantize_mx(w, N, K, true, &w4[1]) || qd_quantize_mx(w, N, K, false, &w4[2]) ||
             svdq_int4_random(N, K, &w4[3]))
@@ -132,8 +134,8 @@ int main(int argc, char **argv) {
         dense.out_features = N, dense.in_features = K, dense.alpha = 1;
         dense.weight = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {N, K}, .data = wb, .owned = wb};
         dense.name = strdup("dense");
-        if (qd_quantize_fp8(w, N, K, false, &f8c) || qd_quantize_fp8(w, N, K, true, &f8t)) die("quantize");
-        f8c.name = strdup("fp8_channel"), f8t.name = strdup("fp8_tensor");
+        if (qd_quantize_fp8(w, N, K, false, &f8c) || qd_quantize_fp8(w, N, K, true, &f8t) || qd_quantize_int8(w, N, K, &i8)) die("quantize");
+        f8c.name = strdup("fp8_channel"), f8t.name = strdup("fp8_tensor"), i8.name = strdup("int8_w8a8_dynamic");
         float *is = malloc(4);
         *is = 4.0f / 448.0f;
         f8t.input_scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {1}, .data = is, .owned = is};
@@ -149,6 +151,8 @@ int main(int argc, char **argv) {
         TIME(label, flop, reps, be->ops->linear(be, &f8c, &x, &y));
         snprintf(label, sizeof label, "linear fp8 tensor/static %lldx%lld", (long long)K, (long long)N);
         TIME(label, flop, reps, be->ops->linear(be, &f8t, &x, &y));
+        snprintf(label, sizeof label, "linear int8 w8a8 dynamic %lldx%lld", (long long)K, (long long)N);
+        TIME(label, flop, reps, be->ops->linear(be, &i8, &x, &y));
         for (int j = 0; j < 4; j++) {
             snprintf(label, sizeof label, "linear w4a8 %s %lldx%lld", w4_names[j], (long long)K, (long long)N);
             TIME(label, flop, reps, be->ops->linear(be, &w4[j], &x, &y));
@@ -165,7 +169,7 @@ int main(int argc, char **argv) {
                  be->ops->linear(be, &f8c, &x, &y) || be->ops->activation(be, QD_ACT_GELU_TANH, &y, &y));
         }
         qd_tensor_free(&x), qd_tensor_free(&y);
-        qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t);
+        qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
     }
     const int64_t L = 4608, H = 24, D = 128;
     qd_tensor q = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f);

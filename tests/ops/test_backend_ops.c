@@ -1,7 +1,8 @@
 /* The op × backend harness (in the spirit of ggml's test-backend-ops): every op and every linear
  * scheme of a backend, on fresh random inputs, against an independent reference written here in plain
  * double-precision C — for linears, the scheme's f32 `dequantize` and a double GEMM with activations
- * NOT quantized, so the tolerance of each scheme covers its activation quantization. Errors are
+ * NOT quantized, so the tolerance of each scheme covers its activation quantization (the int8/int4
+ * schemes are also held to an exact emulation of their codes and integer sums, "=emul"). Errors are
  * normalised mean squared errors, NMSE = Σ(y − ref)² / Σ ref², with a bound per case justified next to
  * it. The same program measures: `--perf` prints GFLOP/s per linear scheme and shape and the ratio to
  * oneDNN's bf16 matmul on the same shape, measured in the same run.
@@ -281,6 +282,31 @@ static qd_status b_w4a4(int64_t n, int64_t k, qd_linear *l) {
     l->scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 2, .shape = {n, 1}, .data = sc, .owned = sc};
     return QD_OK;
 }
+/* msModelSlim asymmetric weights: W = (q − z)·s with integer-valued offsets z (weight_offset) per row, or per
+   row and K group for W4A4 per group (groups of 32, or 8 where K is not a multiple of 32) */
+static qd_status b_int_offsets(int64_t n, int64_t k, qd_linear *l, bool int4, bool grouped, bool offsets) {
+    const int64_t g = grouped ? (k % 32 == 0 ? 32 : 8) : k, groups = k / g;
+    int8_t *q = owned((size_t)(n * k));
+    float *sc = owned(4 * (size_t)(n * groups)), *z = offsets ? owned(4 * (size_t)(n * groups)) : NULL;
+    for (int64_t i = 0; i < n * k; i++) q[i] = int4 ? (int8_t)((int)(next_u64() % 16) - 8) : (int8_t)((int)(next_u64() % 256) - 128);
+    for (int64_t i = 0; i < n * groups; i++) {
+        sc[i] = int4 ? uniform(0.005f, 0.01f) : uniform(0.0002f, 0.0006f);
+        if (z) z[i] = (float)((int)(next_u64() % 9) - 4) * (int4 ? 0.5f : 4.0f);
+    }
+    l->scheme = int4 ? QD_SCHEME_INT4 : QD_SCHEME_INT8;
+    snprintf(l->scheme_name, sizeof l->scheme_name, int4 ? "w4a4_dynamic" : "w8a8_dynamic");
+    l->out_features = n;
+    l->in_features = k;
+    l->act = QD_ACT_DYNAMIC_TOKEN;
+    l->block_k = groups > 1 ? (int)g : 0;
+    l->weight = (qd_view){.dtype = QD_DTYPE_I8, .rank = 2, .shape = {n, k}, .data = q, .owned = q};
+    l->scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 2, .shape = {n, groups}, .data = sc, .owned = sc};
+    if (z) l->zeros = (qd_view){.dtype = QD_DTYPE_F32, .rank = 2, .shape = {n, groups}, .data = z, .owned = z};
+    return QD_OK;
+}
+static qd_status b_w8a8_offset(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, false, false, true); }
+static qd_status b_w4a4_group(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, true, true, false); }
+static qd_status b_w4a4_group_offset(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, true, true, true); }
 /* SVDQuant in canonical form: 4-bit residual with group scales, smoothing, and a rank-32 branch */
 static qd_status b_svdq(int64_t n, int64_t k, qd_linear *l, bool nvfp4) {
     int64_t g = nvfp4 ? 16 : 64, r = 32;
@@ -381,6 +407,9 @@ static const linear_case linear_cases[] = {
     {"w8a8_dynamic", b_int8, 1, 2e-3, 2e-3, false},
     {"w8a8_static", b_w8a8_static, 1, 6e-3, 6e-3, false},
     {"w4a4_dynamic", b_w4a4, 1, 8e-2, 8e-2, true},
+    {"w8a8_dyn_offset", b_w8a8_offset, 1, 2e-3, 2e-3, false},
+    {"w4a4_group", b_w4a4_group, 8, 8e-2, 8e-2, true},
+    {"w4a4_group_offset", b_w4a4_group_offset, 8, 8e-2, 8e-2, true},
     /* int4 activations per 64-group and int4 residual weights: ~4e-2 typical; over 60 seeds up to 5.8e-2
        at M = 7 (few rows, heavy tails) and one CI seed (11400601554194758677, generic ISA) 6.003e-2 */
     {"svdq_int4", b_svdq_int4, 128, 8e-2, 8e-2, false},
@@ -389,6 +418,49 @@ static const linear_case linear_cases[] = {
 };
 
 static double act_ref(int kind, double v);
+
+/* The int8/int4 schemes' exact emulation (formats.md §6.2–§6.4): activation codes in f32 as the spec writes them
+ * (s = rowamax/127 or /7 and q = rne(x/s); static q = clamp(rne(x/input_scale + input_offset))), then the integer
+ * sums, scales, offsets and bias in double. A backend differs from it only by the f32 rounding of its scale
+ * products and float accumulation over K groups (~1e-7 relative) and by y's own rounding: where the f64
+ * reference above allows the activation format's whole error (large for int4), this one catches a wrong code,
+ * group scale or offset term. */
+static void int_emulation(const qd_linear *l, const qd_tensor *x, int64_t m, int64_t k, int64_t n, double *ref) {
+    const bool stat = l->act == QD_ACT_STATIC_TENSOR, int4 = l->scheme == QD_SCHEME_INT4 && !stat;
+    const int64_t groups = !stat && l->scale.rank == 2 ? l->scale.shape[1] : 1, g = k / groups;
+    const int8_t *qw = l->weight.data;
+    int32_t *qx = malloc(sizeof *qx * (size_t)k);
+    for (int64_t i = 0; i < m; i++) {
+        float div, add = 0, lo = int4 ? -8 : -128, hi = int4 ? 7 : 127;
+        if (stat) {
+            div = qd_view_get(&l->input_scale, 0, 0), add = qd_view_get(&l->input_offset, 0, 0);
+        } else {
+            float amax = 0;
+            for (int64_t j = 0; j < k; j++) amax = fmaxf(amax, fabsf((float)qd_cpu_load(x, i * k + j)));
+            div = amax / (int4 ? 7.0f : 127.0f);
+        }
+        for (int64_t j = 0; j < k; j++)
+            qx[j] = div > 0 ? (int32_t)fminf(fmaxf(nearbyintf((float)qd_cpu_load(x, i * k + j) / div + add), lo), hi) : 0;
+        for (int64_t o = 0; o < n; o++) {
+            double y = 0;
+            if (stat) {
+                int64_t acc = (int64_t)qd_view_get(&l->zeros, o, 0);
+                for (int64_t j = 0; j < k; j++) acc += (int64_t)qx[j] * qw[o * k + j];
+                y = (double)acc * qd_view_get(&l->scale2, o, 0);
+            } else {
+                for (int64_t gi = 0; gi < groups; gi++) {
+                    int64_t acc = 0, sum = 0;
+                    for (int64_t j = gi * g; j < (gi + 1) * g; j++) acc += (int64_t)qx[j] * qw[o * k + j], sum += qx[j];
+                    const double z = l->zeros.data ? qd_view_get(&l->zeros, o, gi) : 0.0;
+                    y += (double)qd_view_get(&l->scale, o, gi) * ((double)acc - z * (double)sum);
+                }
+                y = y * div + (l->bias.data ? qd_view_get(&l->bias, o, 0) : 0.0);
+            }
+            ref[i * n + o] = y;
+        }
+    }
+    free(qx);
+}
 
 /* out_act: the layer's output activation (its epilogue); the reference applies it to the f64 x·Wᵀ + b */
 static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act, qd_out_act out_act) {
@@ -434,6 +506,17 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
        1.61 once (QDIT_TEST_SEED=11400601554082233365, generic ISA, M = 7) — hence 2× */
     if (!s && c->int4_per_token) tol = fmax(tol, 2.0 * int4_row_nmse(&x, m, k));
     report(name, nmse, tol, s);
+    if (!s && (l.scheme == QD_SCHEME_INT8 || l.scheme == QD_SCHEME_INT4)) {
+        /* f32 y: the f32 rounding above (NMSE ~1e-13); BF16 y: its rounding, twice where the activation runs
+           after the linear (~4e-6) */
+        double *ref = malloc(sizeof *ref * (size_t)(m * n));
+        int_emulation(&l, &x, m, k, n, ref);
+        for (int64_t i = 0; post && i < m * n; i++) ref[i] = act_ref((int)kind, ref[i]);
+        char ename[192];
+        snprintf(ename, sizeof ename, "%s =emul", name);
+        report(ename, nmse_of(ref, &y), act == QD_DTYPE_F32 ? 1e-10 : 3e-5, QD_OK);
+        free(ref);
+    }
     qd_tensor_free(&x);
     qd_tensor_free(&y);
     qd_linear_free(&l);

@@ -1,6 +1,7 @@
 """PyTorch's numbers for the same shapes as bench/cuda/bench_cuda_ops.c, on the same card in the same call:
 bf16 x @ W.T (cuBLAS), fp8 row-wise-scaled torch._scaled_mm (per-token x, per-channel W, as online fp8),
-fp8 per-tensor _scaled_mm, and SDPA (flash / cuDNN backends) at L = 4608, 24 heads, D = 128.
+fp8 per-tensor _scaled_mm, int8 torch._int_mm (int8 x int8 -> int32, the GEMM of W8A8), and SDPA (flash / cuDNN
+backends) at L = 4608, 24 heads, D = 128.
 Mean of `reps` runs timed with CUDA events after 3 warm-ups. Random inputs."""
 import sys
 import torch
@@ -45,6 +46,13 @@ for K, N in shapes:
     one = torch.ones((), device=dev, dtype=torch.float32)
     ms = timed(lambda: torch._scaled_mm(xf8, wf8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
     print(f"| torch fp8 _scaled_mm tensor {K}x{N} (GEMM only) | {ms:.3f} | {flop / ms / 1e9:.1f} |")
+    xi8 = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
+    wi8 = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+    try:
+        ms = timed(lambda: torch._int_mm(xi8, wi8.t()))
+        print(f"| torch int8 _int_mm {K}x{N} (GEMM only, int32 out) | {ms:.3f} | {flop / ms / 1e9:.1f} |")
+    except Exception as e:  # noqa: BLE001
+        print(f"| torch int8 _int_mm {K}x{N} | failed: {str(e)[:80]} | |")
 
 L, H, D = 4608, 24, 128
 q, k, v = (torch.randn(1, H, L, D, device=dev, dtype=torch.bfloat16) for _ in range(3))

@@ -84,6 +84,10 @@ __device__ __forceinline__ float qd_round_to(int dt, float v) {
     }
 }
 
+/* GELU, tanh form: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) written as x·sigmoid(2·…) (the activation op's, and
+ * linear epilogues' that apply it themselves) */
+__device__ __forceinline__ float qd_gelu_tanh(float x) { return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+
 /* 8 consecutive values of a 16-byte aligned F32/BF16/F16 array from element i (a multiple of 8): one 16-byte
  * load for BF16, two for F32 (the fused norm kernels' weights, scales and shifts) */
 __device__ __forceinline__ void qd_ld8(const void *p, int dt, int64_t i, float *o) {

@@ -9,7 +9,7 @@
 
 __device__ __forceinline__ float act_f(int kind, float x) {
     switch (kind) {
-    case QD_ACT_GELU_TANH: return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case QD_ACT_GELU_TANH: return qd_gelu_tanh(x);
     case QD_ACT_GELU_ERF: return 0.5f * x * erfcf(x * -0.70710678118654752f);
     case QD_ACT_SILU: return x / (1.0f + expf(-x));
     case QD_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));

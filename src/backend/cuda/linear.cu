@@ -25,7 +25,8 @@
  * approximate (tanh) GELU into it, and SGLang's FLUX Linear+GELU path uses it for tanh-GELU ("close but not bit
  * exact"); the op harness checks it against the f64 tanh form.
  *
- * Other schemes (NVFP4, MXFP4/8, SVDQuant, AWQ, int8/int4) have no CUDA kernel yet (issue 9): such a
+ * int8/int4 (msModelSlim W8A8, W8A8_DYNAMIC, W4A4_DYNAMIC): linear_int8.cu, on cuBLASLt's int8 matmul.
+ * Other schemes (NVFP4, MXFP4/8, SVDQuant, AWQ) have no CUDA kernel yet (issue 9): such a
  * layer fails with a message naming it and the scheme, logged once per scheme — never an upcast copy. */
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,8 @@ qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer)
 #define LINEAR_PTRS(d)                                                                                                          \
     (void **)&(d)->w, (void **)&(d)->bias, (void **)&(d)->bias16, (void **)&(d)->wscale, (void **)&(d)->wscale_vec,                \
         (void **)&(d)->wblock, (void **)&(d)->dual, (void **)&(d)->row_exp, (void **)&(d)->smooth, (void **)&(d)->lora_down,        \
-        (void **)&(d)->lora_up, (void **)&(d)->awq_zeros, (void **)&(d)->int_extra
+        (void **)&(d)->lora_up, (void **)&(d)->awq_zeros, (void **)&(d)->int_scale,                                                \
+        (void **)&(d)->int_zero, (void **)&(d)->int_qbias
 
 /* while a scheme's prepare fills the arena, the pointer fields hold offsets into it (QD_ARENA_PTR); absent
    buffers hold UINTPTR_MAX. Once the arena is on the device, bind turns offsets into addresses. */
@@ -272,7 +274,9 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     *p = *key;
     p->op = NULL, p->la = p->lb = p->ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    /* int8 operands (linear_int8.cu): exact int32 accumulation, int32 alpha/beta, int32 D (IMMA; `at` is in the key) */
+    const bool i8 = p->at == CUDA_R_8I;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, i8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F, i8 ? CUDA_R_32I : CUDA_R_32F);
     const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
     if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T);
     if (!st) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N);
@@ -337,7 +341,10 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     if (bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     if (!st && key.a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
     if (!st && key.b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
-    const float one = 1.0f, zero = 0.0f, beta = key.accumulate ? 1.0f : 0.0f;
+    const float onef = 1.0f, zerof = 0.0f, betaf = key.accumulate ? 1.0f : 0.0f;
+    const int32_t onei = 1, zeroi = 0, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
+    const bool i8 = at == CUDA_R_8I;
+    const void *one = i8 ? (const void *)&onei : &onef, *zero = i8 ? (const void *)&zeroi : &zerof, *beta = i8 ? (const void *)&betai : &betaf;
     if (!st && !p->tuned && !key.accumulate) { /* (timing would overwrite what an accumulating matmul adds to) */
         /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
            first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest */
@@ -350,7 +357,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
                 bool ok = true;
                 for (int r = 0; r < 3 && ok; r++) {
                     if (r == 1) cudaEventRecord(e0, c->stream);
-                    ok = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &zero, d, p->ld, d, p->ld, &p->cand[i], c->lt_workspace,
+                    ok = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, zero, d, p->ld, d, p->ld, &p->cand[i], c->lt_workspace,
                                         c->lt_workspace_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
                 }
                 cudaEventRecord(e1, c->stream);
@@ -365,7 +372,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
         p->algo = p->cand[pick];
         p->tuned = true;
     }
-    if (!st) st = cublasLtMatmul(c->lt, p->op, &one, a, p->la, bm, p->lb, &beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+    if (!st) st = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
                                  c->lt_workspace_bytes, c->stream);
     if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
     return QD_OK;

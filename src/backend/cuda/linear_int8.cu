@@ -1,17 +1,354 @@
-/* int8 / int4 linears on the GPU (msModelSlim W8A8 static and dynamic, W4A4_DYNAMIC): not built yet (issue 9). */
+/* int8 / int4 linears on the GPU: msModelSlim W8A8 (static), W8A8_DYNAMIC and W4A4_DYNAMIC (QD_SCHEME_INT8,
+ * QD_SCHEME_INT4). The math is the CPU backend's (linear_int.c; formats.md §6.2–§6.4, quant-sglang.md §4.10):
+ *
+ *   W8A8 static:  q_x = clamp(rne(x/input_scale + input_offset), −128, 127);
+ *                 y = (Σ_k q_x·q_w + quant_bias[n])·deq_scale[n]      (the float bias is folded into quant_bias)
+ *   dynamic:      s_x = rowamax/127 (int8) or /7 (int4, codes clamped to −8..7), q_x = rne(x/s_x);
+ *                 y = s_x[m]·Σ_g s_w[n,g]·(Σ_{k∈g} q_x·q_w − z[n,g]·Σ_{k∈g} q_x) + bias[n]
+ *                 (one group = the whole K for per-channel scales [N] / [N,1]; z = weight_offset, often absent)
+ *
+ * int4 weights are stored one value per byte (I8 [N, K]), so both schemes run on int8 codes. Steps:
+ *  1. activations → int8 codes [M, Kp] (K padded to a multiple of 16 with zero codes) and per-row scales, one
+ *     block per row (8 BF16 values per 16-byte load where the row allows); when the weight has zero points,
+ *     the codes' sums per row and group (one warp each);
+ *  2. per-channel weights: one cuBLASLt int8 matmul (IMMA tensor cores; CUBLAS_COMPUTE_32I, int32 alpha/beta,
+ *     A = W codes [Np, Kp] taken transposed, B = the codes, D int32 [M, Np]: the TN form with every dimension
+ *     and leading dimension a multiple of 16), then one epilogue kernel: the exact int32 sum (+ quant_bias) to
+ *     f32, the column and row scales, the bias, the zero-point term, GELU-tanh when the layer wants it, one
+ *     rounding into y. Where cuBLASLt has no algorithm, the CUDA-core kernel below writes the same int32 sums.
+ *     Σ q_x·q_w is exact in int32 for K ≤ 131072 (|q_x·q_w| ≤ 2^14), which prepare checks;
+ *  3. group-wise weights ([N, K/g] scales, W4A4 per group): cuBLASLt cannot apply a scale per K group, so a
+ *     CUDA-core kernel (__dp4a on 4 codes at a time, 64×64 output tiles through shared memory) keeps one int32
+ *     sum per group, adds float(sum)·s_w[n,g] and applies the same epilogue; logged once (it is slower).
+ * Every buffer of the layer sits in its arena (linear_internal.cuh); temporaries are stream-ordered scratch,
+ * nothing synchronises the host. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend/cuda/linear_internal.cuh"
 
 bool qd_cuda_int8_covers(const qd_linear *l) {
-    (void)l;
-    return false;
+    return (l->scheme == QD_SCHEME_INT8 && (l->act == QD_ACT_STATIC_TENSOR || l->act == QD_ACT_DYNAMIC_TOKEN)) ||
+           (l->scheme == QD_SCHEME_INT4 && l->act == QD_ACT_DYNAMIC_TOKEN);
 }
+
+/* K beyond which an int32 sum of int8 products could overflow (2^31 / 2^14, with room for quant_bias) */
+#define INT_MAX_K 131000
+
+static qd_status nomem(const char *name) { return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its GPU form", name); }
 
 qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
-    (void)d, (void)a;
-    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+    const char *name = l->name ? l->name : "linear";
+    const int64_t n = l->out_features, k = l->in_features;
+    const bool stat = l->act == QD_ACT_STATIC_TENSOR;
+    if (!l->weight.data || l->weight.dtype != QD_DTYPE_I8 || l->weight.rank != 2 || l->weight.shape[0] != n || l->weight.shape[1] != k || !l->scale.data)
+        return qd_fail(QD_EINVAL, "layer '%s': an int8/int4 linear needs an I8 weight [%lld, %lld] and its scales", name, (long long)n, (long long)k);
+    if (stat && (!l->input_scale.data || !l->input_offset.data || !l->scale2.data || !l->zeros.data))
+        return qd_fail(QD_EINVAL, "layer '%s': a static W8A8 layer needs input_scale, input_offset, deq_scale and quant_bias", name);
+    /* (a one-element view holds one value for every row, as qd_view_get reads it) */
+    const int64_t groups = !stat && l->scale.rank == 2 ? l->scale.shape[1] : 1, ns = qd_view_elements(&l->scale);
+    if (groups < 1 || k % groups || (ns != n * groups && !(groups == 1 && ns == 1)))
+        return qd_fail(QD_EINVAL, "layer '%s': weight scale of %lld values for N = %lld, K = %lld (expected N or N × groups dividing K)", name,
+                       (long long)ns, (long long)n, (long long)k);
+    if (groups > 1 && (k / groups) % 4)
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s': int scale groups of %lld along K (needs a multiple of 4)", name, (long long)(k / groups));
+    const int64_t n2 = stat ? qd_view_elements(&l->scale2) : n, nq = stat ? qd_view_elements(&l->zeros) : n;
+    if ((n2 != n && n2 != 1) || (nq != n && nq != 1))
+        return qd_fail(QD_EINVAL, "layer '%s': deq_scale and quant_bias need %lld values each (got %lld, %lld)", name, (long long)n, (long long)n2,
+                       (long long)nq);
+    const int64_t nz = !stat && l->zeros.data ? qd_view_elements(&l->zeros) : n * groups;
+    if (nz != n * groups && nz != 1)
+        return qd_fail(QD_EINVAL, "layer '%s': weight_offset has %lld values, expected %lld", name, (long long)nz, (long long)(n * groups));
+    if (k > INT_MAX_K)
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s': K = %lld could overflow the int32 sums (at most %d)", name, (long long)k, INT_MAX_K);
+    d->wt = QD_DTYPE_I8;
+    d->kp = (k + 15) / 16 * 16, d->np = (n + 15) / 16 * 16;
+    d->int_groups = (int)groups;
+    d->int4_act = l->scheme == QD_SCHEME_INT4 && !stat;
+    const int64_t kp = d->kp, np = d->np;
+    if (stat) {
+        d->input_scale = qd_view_get(&l->input_scale, 0, 0);
+        d->input_offset = qd_view_get(&l->input_offset, 0, 0);
+        if (!(d->input_scale > 0.0f) || !isfinite(d->input_scale) || !isfinite(d->input_offset))
+            return qd_fail(QD_EINVAL, "layer '%s': static W8A8 needs a positive input_scale and a finite input_offset (got %g, %g)", name,
+                           (double)d->input_scale, (double)d->input_offset);
+    }
+
+    /* codes: rows of K into rows of Kp, the tail and the rows past N zero (no contribution) */
+    const size_t ow = qd_cuda_arena_add(a, NULL, (size_t)(np * kp));
+    if (ow == SIZE_MAX) return nomem(name);
+    for (int64_t r = 0; r < n; r++) memcpy((int8_t *)qd_cuda_arena_at(a, ow) + r * kp, (const int8_t *)l->weight.data + r * k, (size_t)k);
+    d->w = QD_ARENA_PTR(ow);
+
+    /* scales: per channel one per column, padded to Np with zeros (stat: deq_scale); per group [N, G] */
+    const int64_t nsv = groups > 1 ? n * groups : np;
+    const size_t os = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)nsv);
+    if (os == SIZE_MAX) return nomem(name);
+    float *hs = (float *)qd_cuda_arena_at(a, os);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t g = 0; g < groups; g++) hs[r * groups + g] = stat ? qd_view_get(&l->scale2, r, 0) : qd_view_get(&l->scale, r, g);
+    d->int_scale = (float *)QD_ARENA_PTR(os);
+
+    if (stat) {
+        /* quant_bias, exact in int32 (through f32 like the CPU: I32 views read as f32, exact below 2^24) */
+        const size_t oq = qd_cuda_arena_add(a, NULL, sizeof(int32_t) * (size_t)np);
+        if (oq == SIZE_MAX) return nomem(name);
+        int32_t *hq = (int32_t *)qd_cuda_arena_at(a, oq);
+        for (int64_t r = 0; r < n; r++) hq[r] = (int32_t)(int64_t)qd_view_get(&l->zeros, r, 0);
+        d->int_qbias = (int32_t *)QD_ARENA_PTR(oq);
+        return QD_OK; /* the float bias is folded into quant_bias (formats.md §6.2) */
+    }
+    if (l->bias.data) {
+        const size_t ob = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
+        if (ob == SIZE_MAX) return nomem(name);
+        float *hb = (float *)qd_cuda_arena_at(a, ob);
+        for (int64_t r = 0; r < n; r++) hb[r] = qd_view_get(&l->bias, r, 0);
+        d->bias = (float *)QD_ARENA_PTR(ob);
+    }
+    /* weight offsets: W = (q − z)·s_w, so y loses s_x·Σ_g s_w·z·Σ_{k∈g} q_x; kept as s_w·z where any z ≠ 0 */
+    bool any = false;
+    for (int64_t i = 0; l->zeros.data && i < n * groups && !any; i++) any = qd_view_get(&l->zeros, i / groups, i % groups) != 0.0f;
+    if (any) {
+        const size_t oz = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)nsv);
+        if (oz == SIZE_MAX) return nomem(name);
+        float *hz = (float *)qd_cuda_arena_at(a, oz);
+        hs = (float *)qd_cuda_arena_at(a, os); /* the add may have moved the staging buffer */
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t g = 0; g < groups; g++) hz[r * groups + g] = hs[r * groups + g] * qd_view_get(&l->zeros, r, g);
+        d->int_zero = (float *)QD_ARENA_PTR(oz);
+    }
+    return QD_OK;
 }
 
+/* ------------------------------------------------------------------ activation codes ----------- */
+
+/* one code: clamp(rne(v/div + add), lo, hi) as the CPU computes it (IEEE division, round half to even) */
+__device__ __forceinline__ int8_t int_code(float v, float div, float add, float lo, float hi) {
+    return (int8_t)fminf(fmaxf(rintf(v / div + add), lo), hi);
+}
+
+/* One block per row: dynamic rows get s = rowamax/127 (or /7, int4) in row_scale and codes rne(x/s); a zero
+ * row gets scale 0 and zero codes. Static rows use the layer's input_scale and input_offset. Columns K..Kp
+ * are zero codes. VEC: BF16 rows with K % 8 == 0, 8 values per 16-byte load (read twice, the second time from
+ * L2, like the FP8 quantizer). */
+template <bool VEC>
+__global__ void int_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, bool stat, bool int4, float is, float io, int8_t *q,
+                                      float *row_scale) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x;
+    int8_t *qr = q + row * kp;
+    float div = is, add = io, lo = -128.0f, hi = 127.0f;
+    if (!stat) {
+        float amax = 0.0f;
+        if (VEC) {
+            for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) {
+                float v[8];
+                qd_ld8(x, QD_DTYPE_BF16, row * k + 8 * i, v);
+#pragma unroll
+                for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
+            }
+        } else {
+            for (int64_t i = threadIdx.x; i < k; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(x, xt, row * k + i)));
+        }
+        amax = qd_block_max(amax, red);
+        div = amax / (int4 ? 7.0f : 127.0f), add = 0.0f;
+        if (int4) lo = -8.0f, hi = 7.0f;
+        if (threadIdx.x == 0) row_scale[row] = div;
+        if (!(div > 0.0f)) { /* (block-uniform) */
+            for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) qr[i] = 0;
+            return;
+        }
+    }
+    if (VEC) {
+        for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) {
+            float v[8];
+            qd_ld8(x, QD_DTYPE_BF16, row * k + 8 * i, v);
+            int8_t o[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) o[j] = int_code(v[j], div, add, lo, hi);
+            *(uint2 *)(qr + 8 * i) = *(const uint2 *)o;
+        }
+        for (int64_t i = k + threadIdx.x; i < kp; i += blockDim.x) qr[i] = 0;
+    } else {
+        for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) qr[i] = i < k ? int_code(qd_ld(x, xt, row * k + i), div, add, lo, hi) : 0;
+    }
+}
+
+/* sums[r][g] = Σ of row r's codes in group g (gw words of 4 codes each): one warp per (row, group) */
+__global__ void int_code_sums_kernel(const int8_t *q, int64_t m, int64_t kp, int64_t gw, int64_t groups, int32_t *sums) {
+    const int lane = threadIdx.x & 31;
+    const int64_t nwarps = (int64_t)gridDim.x * blockDim.x / 32;
+    for (int64_t wid = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32; wid < m * groups; wid += nwarps) { /* (warp-uniform) */
+        const int64_t r = wid / groups, g = wid % groups;
+        const int *qw = (const int *)(q + r * kp) + g * gw;
+        int s = 0;
+        for (int64_t i = lane; i < gw; i += 32) s = __dp4a(qw[i], 0x01010101, s);
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) sums[wid] = s;
+    }
+}
+
+/* ------------------------------------------------------------------ epilogue -------------------- */
+
+/* What turns integer sums into y (the pointers are the layer's arena buffers and this call's scratch) */
+typedef struct {
+    const float *scale;   /* per channel [Np] (static: deq_scale); per group [N, G] */
+    const float *zero;    /* s_w·z like scale, or NULL */
+    const int32_t *qbias; /* static: quant_bias [Np], else NULL */
+    const float *bias;    /* [Np] or NULL */
+    const float *sx;      /* per-token scales [M]; NULL for static */
+    const int32_t *sums;  /* code sums [M, G] where zero is set */
+    int64_t groups;
+    bool gelu;
+    void *y;
+    int yt;
+    int64_t m, n;
+} int_epi;
+
+/* per channel: (Σ + quant_bias)·scale[c]·s_x[r] + bias[c] − s_x[r]·Σq_x·(s_w·z)[c], in the CPU's order */
+__device__ __forceinline__ void int_finish_channel(const int_epi &e, int64_t r, int64_t c, int32_t acc) {
+    float v = (float)(acc + (e.qbias ? e.qbias[c] : 0));
+    v *= e.scale[c];
+    if (e.sx) v *= e.sx[r];
+    if (e.bias) v += e.bias[c];
+    if (e.zero) v += -e.sx[r] * (float)e.sums[r] * e.zero[c];
+    qd_st(e.y, e.yt, r * e.n + c, e.gelu ? qd_gelu_tanh(v) : v);
+}
+
+/* D int32 [M, Np] (cuBLASLt's column-major N×M) → y [M, N]; blockIdx.y walks rows */
+__global__ void int_epilogue_kernel(const int32_t *dacc, int64_t np, int_epi e) {
+    for (int64_t r = blockIdx.y; r < e.m; r += gridDim.y)
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < e.n; c += (int64_t)gridDim.x * blockDim.x)
+            int_finish_channel(e, r, c, dacc[r * np + c]);
+}
+
+/* ------------------------------------------------------------------ CUDA-core GEMM -------------- */
+
+#define IG_BM 64 /* rows (tokens) per block */
+#define IG_BN 64 /* output channels per block */
+#define IG_BKW 16 /* K words (4 codes each) per shared-memory stage */
+
+/* 64×64 tiles, 256 threads of 4×4 outputs (rows ty + 16i, columns tx + 16j), __dp4a on 4 codes at a time.
+ * GROUPED: the scales change every gw words; each group's exact int32 sum is added as float(sum)·s_w[n,g]
+ * and the zero-point term accumulated alongside, then the epilogue writes y. Otherwise one int32 sum over
+ * the whole Kp written to D [M, Np] (the fallback for cuBLASLt's matmul; int_epilogue_kernel follows). */
+template <bool GROUPED>
+__global__ void __launch_bounds__(256) int_gemm_dp4a_kernel(const int8_t *q, const int8_t *w, int64_t kp, int64_t np, int64_t gw, int_epi e,
+                                                            int32_t *dacc) {
+    __shared__ int as[IG_BM][IG_BKW + 1], ws[IG_BN][IG_BKW + 1]; /* +1: the 16 columns a warp reads fall in 16 banks */
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int64_t r0 = (int64_t)blockIdx.y * IG_BM, c0 = (int64_t)blockIdx.x * IG_BN, kw = kp / 4;
+    const int *qw = (const int *)q, *ww = (const int *)w;
+    const int64_t groups = GROUPED ? e.groups : 1, span = GROUPED ? gw : kw;
+    float f[4][4] = {}, zp[4][4] = {};
+    int acc[4][4] = {};
+    for (int64_t g = 0; g < groups; g++) {
+        for (int64_t k0 = g * span; k0 < (g + 1) * span; k0 += IG_BKW) {
+            const int chunk = (int)((g + 1) * span - k0 < IG_BKW ? (g + 1) * span - k0 : IG_BKW);
+            for (int i = tid; i < IG_BM * IG_BKW; i += 256) {
+                const int rr = i / IG_BKW, kk = i % IG_BKW;
+                const int64_t r = r0 + rr, c = c0 + rr;
+                as[rr][kk] = kk < chunk && r < e.m ? qw[r * kw + k0 + kk] : 0;
+                ws[rr][kk] = kk < chunk && c < np ? ww[c * kw + k0 + kk] : 0;
+            }
+            __syncthreads();
+            for (int kk = 0; kk < chunk; kk++) {
+                int av[4], bv[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) av[i] = as[ty + 16 * i][kk], bv[i] = ws[tx + 16 * i][kk];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][j] = __dp4a(av[i], bv[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+        if (GROUPED) {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int64_t r = r0 + ty + 16 * i, c = c0 + tx + 16 * j;
+                    if (r < e.m && c < e.n) {
+                        f[i][j] += (float)acc[i][j] * e.scale[c * groups + g];
+                        if (e.zero) zp[i][j] += -e.sx[r] * (float)e.sums[r * groups + g] * e.zero[c * groups + g];
+                    }
+                    acc[i][j] = 0;
+                }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int64_t r = r0 + ty + 16 * i, c = c0 + tx + 16 * j;
+            if (!GROUPED) {
+                if (r < e.m && c < np) dacc[r * np + c] = acc[i][j];
+            } else if (r < e.m && c < e.n) {
+                float v = f[i][j] * e.sx[r];
+                if (e.bias) v += e.bias[c];
+                v += zp[i][j];
+                qd_st(e.y, e.yt, r * e.n + c, e.gelu ? qd_gelu_tanh(v) : v);
+            }
+        }
+}
+
+/* ------------------------------------------------------------------ the linear ------------------ */
+
+static qd_status launched(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, what);
+}
+
+/* *gelu in: the layer wants GELU-tanh on its output; every path here applies it in its epilogue */
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    (void)c, (void)d, (void)x, (void)y, (void)m, (void)gelu;
-    return qd_fail(QD_EUNSUPPORTED, "layer '%s': the CUDA backend has no kernel for scheme %s yet", l->name, l->scheme_name);
+    const char *name = l->name ? l->name : "linear";
+    const int64_t n = l->out_features, k = l->in_features, kp = d->kp, np = d->np, groups = d->int_groups;
+    const bool stat = l->act == QD_ACT_STATIC_TENSOR;
+    if ((m + IG_BM - 1) / IG_BM > 65535) return qd_fail(QD_EUNSUPPORTED, "layer '%s': %lld rows are more than the int8 kernels take", name, (long long)m);
+    int8_t *q = NULL;
+    float *sx = NULL;
+    int32_t *sums = NULL, *dacc = NULL;
+    qd_status s = qd_cuda_scratch(c, (size_t)(m * kp), (void **)&q);
+    if (!s && !stat) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
+    if (!s && d->int_zero) s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * groups), (void **)&sums);
+    if (!s) {
+        const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && qd_cuda_aligned16(x->data);
+        if (vec) int_quant_rows_kernel<true><<<(unsigned)m, 128, 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale, d->input_offset, q, sx);
+        else int_quant_rows_kernel<false><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale, d->input_offset, q, sx);
+        s = launched("int8 activation quantization");
+    }
+    if (!s && sums) {
+        const int64_t gw = groups > 1 ? k / groups / 4 : kp / 4, warps = m * groups;
+        int_code_sums_kernel<<<qd_cuda_blocks(warps * 32, 256), 256, 0, c->stream>>>(q, m, kp, gw, groups, sums);
+        s = launched("int8 code sums");
+    }
+    const int_epi e = {d->int_scale, d->int_zero, d->int_qbias, d->bias, sx, sums, groups, *gelu, y->data, (int)y->dtype, m, n};
+    const dim3 tiles((unsigned)((np + IG_BN - 1) / IG_BN), (unsigned)((m + IG_BM - 1) / IG_BM));
+    if (!s && groups > 1) {
+        qd_log_once_key("cuda-int-groupwise", QD_LOG_INFO,
+                        "cuda: group-wise int8/int4 linears (e.g. '%s', %lld groups along K) run on CUDA cores (__dp4a), not tensor cores",
+                        name, (long long)groups);
+        int_gemm_dp4a_kernel<true><<<tiles, 256, 0, c->stream>>>(q, (const int8_t *)d->w, kp, np, k / groups / 4, e, NULL);
+        s = launched("group-wise int8 matmul");
+    } else if (!s) {
+        s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * np), (void **)&dacc);
+        const bool cores = getenv("QDIT_CUDA_INT8_CORES") != NULL; /* (for checks: the fallback below, always) */
+        if (!s && !cores) s = qd_cuda_lt_matmul(c, name, m, np, kp, d->w, CUDA_R_8I, q, CUDA_R_8I, dacc, CUDA_R_32I, NULL, NULL);
+        if (s == QD_EUNSUPPORTED)
+            qd_log_once_key("cuda-int-lt-fallback", QD_LOG_WARN, "cuda: cuBLASLt has no int8 matmul for layer '%s' (M %lld, N %lld, K %lld): CUDA cores instead",
+                            name, (long long)m, (long long)np, (long long)kp);
+        if (s == QD_EUNSUPPORTED || (!s && cores)) {
+            int_gemm_dp4a_kernel<false><<<tiles, 256, 0, c->stream>>>(q, (const int8_t *)d->w, kp, np, 0, e, dacc);
+            s = launched("int8 matmul (CUDA cores)");
+        }
+        if (!s) {
+            const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(m < 65535 ? m : 65535));
+            int_epilogue_kernel<<<grid, 256, 0, c->stream>>>(dacc, np, e);
+            s = launched("int8 epilogue");
+        }
+    }
+    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, sums), qd_cuda_scratch_free(c, dacc);
+    return s;
 }

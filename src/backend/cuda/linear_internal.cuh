@@ -38,8 +38,13 @@ typedef struct {
     int64_t rank;
     void *awq_zeros;   /* AWQ: zeros [N, K/64] in wblock's dtype */
 
-    /* int8 / int4 (linear_int8.cu) */
-    void *int_extra;   /* scheme-specific buffers inside `mem` (see linear_int8.cu) */
+    /* int8 / int4 (linear_int8.cu): codes in w (I8 [Np, Kp]), the float bias (dynamic) in bias */
+    float *int_scale;   /* per channel: [Np] (dynamic weight_scale, static deq_scale); per group: [N, int_groups] */
+    float *int_zero;    /* weight_offset term s_w·z, shaped like int_scale; NULL when every offset is 0 */
+    int32_t *int_qbias; /* static W8A8: quant_bias [Np] */
+    int int_groups;     /* scale groups along K (1: per channel, the cuBLASLt path) */
+    bool int4_act;      /* int4 activations (rowamax/7, codes −8..7) */
+    float input_offset; /* static W8A8 (with input_scale) */
 } cuda_linear;
 
 /* Building a layer's prepared form: pieces appended to a host staging buffer at 256-byte aligned offsets,
