@@ -26,8 +26,9 @@
  * exact"); the op harness checks it against the f64 tanh form.
  *
  * int8/int4 (msModelSlim W8A8, W8A8_DYNAMIC, W4A4_DYNAMIC): linear_int8.cu, on cuBLASLt's int8 matmul.
- * Other schemes (NVFP4, MXFP4/8, SVDQuant, AWQ) have no CUDA kernel yet (issue 9): such a
- * layer fails with a message naming it and the scheme, logged once per scheme — never an upcast copy. */
+ * NVFP4, MXFP4, MXFP8, SVDQuant (W4A8 on the FP8 matmul) and AWQ (W4A16): linear_w4.cu.
+ * A scheme without a kernel fails with a message naming the layer and the scheme, logged once per scheme —
+ * never an upcast copy. */
 #include <stdlib.h>
 #include <string.h>
 
