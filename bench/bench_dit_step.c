@@ -4,7 +4,7 @@
  * `--quantization`). A thin wrapper over the library's step benchmark (pipeline/bench.h), which
  * `qdit bench` also runs; kept for its flags and output, which tools/device/cuda_checks.sh uses.
  *
- *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8] [--res 512]
+ *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *
  * --weights-on-disk DIR draws the weights into (unlinked) files in DIR mapped shared, so they behave like a
@@ -73,7 +73,9 @@ int main(int argc, char **argv) {
     }
     qd_options o;
     qd_options_init(&o);
-    o.quantization = strcmp(quant, "none") ? quant : NULL;
+    const bool svdq = !strcmp(quant, "svdq-int4"); /* Nunchaku's scheme per layer (--enable-svdquant on random weights) */
+    o.quantization = strcmp(quant, "none") && !svdq ? quant : NULL;
+    if (svdq) o.enable_svdquant = 1, o.quantization_rank = 32;
     shown w = {quant, a.weights_on_disk};
     a.progress_user = &w;
     qd_bench_report *r = malloc(sizeof *r);

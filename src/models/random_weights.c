@@ -130,7 +130,7 @@ static bool give_image(qd_linear *l, uint8_t *img, size_t len) {
     return given;
 }
 
-/* --quantization svdquant on random weights: the layer in the scheme a Nunchaku SVDQuant FLUX file gives it
+/* --enable-svdquant on random weights (qdit bench, bench_dit_step --quant svdq-int4): the layer in the scheme a Nunchaku SVDQuant FLUX file gives it
  * (formats.md §5.7), with synthetic values — a speed benchmark's stand-in for `svdq-int4_r32-…` (an SVD of every
  * drawn weight would take minutes): block projections and MLPs SVDQuant int4 (group 64, BF16 scales, smoothing, a
  * rank-R BF16 low-rank branch), the blocks' modulation linears AWQ W4A16 (group 64), the rest BF16 (not taken here:

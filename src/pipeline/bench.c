@@ -122,13 +122,21 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
     if (flux || zimage) {
         m->named = true;
         qd_quant_config_init(&m->c.quant);
-        if (o->transformer_weights_path || o->n_ignored_layers || o->enable_svdquant == 1 || o->n_component_paths) {
+        const bool svdq = o->enable_svdquant == 1;
+        if (o->transformer_weights_path || o->n_ignored_layers || o->n_component_paths || (svdq && o->quantization) ||
+            (svdq && o->quantization_precision && strcmp(o->quantization_precision, "int4"))) {
             return qd_fail(QD_EINVAL, "--model %s draws random weights at the published configuration and takes --quantization METHOD "
-                                      "only (give a folder to benchmark a checkpoint)", model);
+                                      "or --enable-svdquant (int4) only (give a folder to benchmark a checkpoint)", model);
         }
         json_error_t je;
         if (!(m->c.cfg = json_loads(flux ? FLUX_DEV : ZIMAGE_TURBO, 0, &je))) return qd_fail(QD_ENOMEM, "cannot allocate the config");
         m->c.cls = flux ? "FluxTransformer2DModel" : "ZImageTransformer2DModel";
+        if (svdq) { /* a Nunchaku file's scheme per layer, synthetic values (random_weights.c) */
+            m->c.quant.method = QD_QM_SVDQUANT;
+            m->c.quant.svdq_rank = o->quantization_rank > 0 ? o->quantization_rank : 32;
+            snprintf(m->c.quant.source, sizeof m->c.quant.source, "--enable-svdquant on random weights (int4, rank %d, synthetic values)",
+                     m->c.quant.svdq_rank);
+        }
         if (o->quantization) {
             qd_status s = qd_quant_method_parse(o->quantization, &m->c.quant.method); /* checked before: no error */
             if (s) return s;

@@ -24,7 +24,7 @@ for t in "$@"; do
     fixtures) python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" 2>&1 | tee "$OUT/fixtures.md" ;;
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
     flux) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
-    w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdquant}; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
+    w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
     nograph) for q in none fp8; do QDIT_CUDA_GRAPH=0 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_nograph.log"; done ;;
     generate) # the embedded tiny model end to end: a step graph must give the op-by-op image byte for byte
               prompt="a large red circle at the top left and a small blue square at the bottom right on a yellow background"
