@@ -16,6 +16,13 @@ bool qd_offload_plan_is_steady(const qd_offload_plan *p) {
     return true;
 }
 
+bool qd_offload_plan_same_residency(const qd_offload_plan *a, const qd_offload_plan *b) {
+    if (a->pending != b->pending) return false;
+    for (int s = 0; s < QD_OFFLOAD_SLOTS; s++)
+        if (a->owner[s] != b->owner[s]) return false;
+    return true;
+}
+
 typedef struct {
     qd_offload_action *a;
     int n;

@@ -54,5 +54,9 @@ void qd_offload_plan_init(qd_offload_plan *p, int n_groups);
 int qd_offload_plan_fetch(qd_offload_plan *p, int g, qd_offload_action *out);
 /* Whether the state is the one a complete pass leaves (the last two groups bound, nothing pending). */
 bool qd_offload_plan_is_steady(const qd_offload_plan *p);
+/* Whether two states claim the same residency (bound groups, pending copy). A step recorded but not run
+ * advances the plan without moving bytes: the device still has the state from before, so the backend keeps
+ * what the plan says only when the recording left it unchanged (a whole pass from a steady state). */
+bool qd_offload_plan_same_residency(const qd_offload_plan *a, const qd_offload_plan *b);
 
 #endif

@@ -239,10 +239,7 @@ extern "C" void qd_cuda_offload_recording_begin(qd_cuda *c) {
 
 extern "C" void qd_cuda_offload_recording_end(qd_cuda *c, bool recorded) {
     cuda_offload *o = (cuda_offload *)c->offload;
-    if (!o) return;
-    bool same = o->plan.pending == o->at_recording.pending;
-    for (int s = 0; s < QD_OFFLOAD_SLOTS; s++) same &= o->plan.owner[s] == o->at_recording.owner[s];
-    if (!recorded || !same) forget_residency(o);
+    if (o && (!recorded || !qd_offload_plan_same_residency(&o->plan, &o->at_recording))) forget_residency(o);
 }
 
 extern "C" qd_status qd_cuda_weights_fetch_all(qd_backend *b) {

@@ -231,11 +231,33 @@ static void test_state_after_init(void **state) {
     assert_int_equal(a[4].slot, 0);
 }
 
+/* a recording runs the plan without the copies: only a whole pass from a steady state leaves the residency
+   it found (what the CUDA backend keeps after a recording); an abandoned one does not */
+static void test_recorded_pass_leaves_state(void **state) {
+    (void)state;
+    for (int G = 1; G <= 6; G++) {
+        qd_offload_plan p, before;
+        qd_offload_action a[QD_OFFLOAD_MAX_ACTIONS];
+        qd_offload_plan_init(&p, G);
+        for (int g = 0; g < G; g++) qd_offload_plan_fetch(&p, g, a);
+        before = p;
+        for (int g = 0; g < G; g++) qd_offload_plan_fetch(&p, g, a);
+        assert_true(qd_offload_plan_same_residency(&p, &before));
+        if (G < 3) continue;
+        for (int stop = 0; stop + 1 < G; stop++) { /* abandoned after group `stop` */
+            qd_offload_plan q = before;
+            for (int g = 0; g <= stop; g++) qd_offload_plan_fetch(&q, g, a);
+            assert_false(qd_offload_plan_same_residency(&q, &before));
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_after_init),
         cmocka_unit_test(test_passes),
         cmocka_unit_test(test_random_orders),
+        cmocka_unit_test(test_recorded_pass_leaves_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
