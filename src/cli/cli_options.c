@@ -50,8 +50,9 @@ const char *qd_cli_model_flags_help(void) {
            "  --enable-svdquant [true|false]    Nunchaku SVDQuant (auto-enabled by svdq-* file names)\n"
            "  --quantization-precision int4|nvfp4, --quantization-rank N, --quantization-act-unsigned\n"
            "  --model-id NAME                   architecture hint for local mirrors (FLUX.1-dev, …)\n"
-           "  --dit-layerwise-offload [true|false]  GPU: stream the transformer's blocks from pinned host memory\n"
-           "                                    (default: only when its weights do not fit the GPU)\n"
+           "  --dit-layerwise-offload [true|false]\n"
+           "                                    GPU: stream the transformer's blocks from pinned host memory while\n"
+           "                                    the previous block computes (default: only when they do not fit)\n"
            "  --dit-cpu-offload [true|false]    GPU: keep the whole transformer in host memory between runs\n"
            "  --pin-cpu-memory [true|false]     accepted (offloaded weights are always pinned)\n";
 }
