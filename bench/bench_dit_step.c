@@ -6,6 +6,11 @@
  *
  *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
+ *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]]
+ *
+ * The offload flags are the library's (docs/cuda.md "Weight offload"): the transformer's blocks stream from
+ * pinned host memory through two device slots, or the whole transformer is uploaded for the steps; the GPU
+ * memory line then says how much the weights hold on the device (resident layers + slots).
  *
  * --weights-on-disk DIR draws the weights into (unlinked) files in DIR mapped shared, so they behave like a
  * checkpoint mapped from disk: the kernel evicts and re-reads their pages when the model is larger than
@@ -44,7 +49,16 @@ static void progress(void *user, const qd_bench_report *r) {
 int main(int argc, char **argv) {
     qd_bench_args a = {.model = "z-image-turbo", .res = 512, .steps = 2, .text = 512, .progress = progress};
     const char *quant = "none";
+    int layerwise = -1, component = -1;
     for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--dit-layerwise-offload") || !strcmp(argv[i], "--dit-cpu-offload")) {
+            /* alone: true; or an explicit true/false, as the qdit flags take them */
+            int *flag = argv[i][6] == 'l' ? &layerwise : &component, v = 1;
+            if (i + 1 < argc && (!strcmp(argv[i + 1], "true") || !strcmp(argv[i + 1], "false"))) v = !strcmp(argv[i + 1], "true");
+            else i--; /* no value to step over */
+            *flag = v;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "bench_dit_step: %s needs a value\n", argv[i]);
             return 2;
@@ -76,6 +90,7 @@ int main(int argc, char **argv) {
     const bool svdq = !strcmp(quant, "svdq-int4"); /* Nunchaku's scheme per layer (--enable-svdquant on random weights) */
     o.quantization = strcmp(quant, "none") && !svdq ? quant : NULL;
     if (svdq) o.enable_svdquant = 1, o.quantization_rank = 32;
+    o.dit_layerwise_offload = layerwise, o.dit_cpu_offload = component;
     shown w = {quant, a.weights_on_disk};
     a.progress_user = &w;
     qd_bench_report *r = malloc(sizeof *r);
@@ -93,7 +108,11 @@ int main(int argc, char **argv) {
         printf("GPU memory: %.2f GiB with the backend made (context, workspaces), +%.2f GiB after the load (weights), "
                "+%.2f GiB more at the end (steps' activations, plans, graphs)\n", gib(r->gpu_used_empty),
                gib(r->gpu_used_loaded - r->gpu_used_empty), gib(r->gpu_used - r->gpu_used_loaded));
+        printf("GPU memory held by weights %.2f GiB (offload %s: %.2f GiB resident after the load + %.2f GiB offload buffers)\n",
+               gib(r->gpu_weights), r->offload, gib(r->gpu_used_loaded - r->gpu_used_empty), gib(r->offload_device_bytes));
     }
+    if (r->offload_groups)
+        printf("offload %s: %d groups, %.2f GiB in pinned host memory\n", r->offload, r->offload_groups, gib(r->offload_host_bytes));
     free(r);
     return 0;
 }

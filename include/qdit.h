@@ -55,6 +55,13 @@ typedef struct qd_options {
     const char *quantization_precision;   /* --quantization-precision int4|nvfp4 (NULL: infer) */
     int quantization_rank;                /* --quantization-rank (0: infer) */
     int quantization_act_unsigned;        /* --quantization-act-unsigned */
+    /* where the transformer's weights live on a GPU (docs/cuda.md "Weight offload"); -1 unset, 0 false, 1 true */
+    int dit_layerwise_offload;            /* --dit-layerwise-offload: blocks stream from pinned host memory
+                                             while the previous block computes (unset: only when the weights
+                                             do not fit the GPU) */
+    int dit_cpu_offload;                  /* --dit-cpu-offload: the whole transformer in host memory between
+                                             runs, uploaded for the denoising loop (unset: off) */
+    int pin_cpu_memory;                   /* --pin-cpu-memory: offloaded weights are always pinned; false warns */
 } qd_options;
 
 /* Defaults: everything unset. */

@@ -60,6 +60,17 @@ typedef struct {
     bool causal_time;          /* 3-D: pad time on the left only (Wan's causal conv) */
 } qd_conv_args;
 
+/* What memory_info reports, in bytes. */
+typedef struct qd_memory_info {
+    uint64_t device_free, device_total; /* the device as a whole (cudaMemGetInfo) */
+    int offload_groups;                 /* weight groups registered (weights_group) */
+    uint64_t offload_host_bytes;        /* their bytes in pinned host memory */
+    uint64_t offload_slot_bytes;        /* the two streaming slots: twice the largest group (allocated at the
+                                           first fetch) */
+    uint64_t offload_device_bytes;      /* what offload holds on the device now: slots and the whole-component
+                                           buffer */
+} qd_memory_info;
+
 typedef struct qd_backend_ops {
     const char *name;
 
@@ -145,6 +156,28 @@ typedef struct qd_backend_ops {
     qd_status (*graph_end)(qd_backend *b, void **graph);
     qd_status (*graph_launch)(qd_backend *b, void *graph);
     void (*graph_free)(qd_backend *b, void *graph);
+
+    /* Optional weight offload (NULL where weights live in host memory anyway, as on the CPU; models then
+       skip it: models/offload.h). A group is a set of prepared linears moved as one (a transformer block).
+       weights_group: at load, after the layers are prepared: their prepared bytes move to (pinned) host
+         memory and the device copies are freed; *group_id numbers groups in registration order from 0.
+         One model's groups per backend (weights_release forgets them all).
+       weights_fetch: before the model runs the group's layers: they become resident in one of two device
+         slots (group g always in slot g % 2), the copy ordered before the ops issued after the call, and the
+         next group's copy started so that it overlaps those ops. Recordable into a graph; allocates only in
+         a step that is not being recorded (the first of each shape, see models/step_graph.h).
+       weights_fetch_all / weights_evict_all: every group resident at once in one device buffer (whole-
+         component offload: before the first step), and every group back in host memory only, the device
+         buffers freed (after the last step). Not while recording; after evict_all, recorded steps that read
+         the weights must be dropped. A linear whose group is not resident fails with a message naming it.
+       weights_release: forget every group (their host memory freed); before the layers are freed. */
+    qd_status (*weights_group)(qd_backend *b, qd_linear *const *layers, int n, int *group_id);
+    qd_status (*weights_fetch)(qd_backend *b, int group_id);
+    qd_status (*weights_fetch_all)(qd_backend *b);
+    qd_status (*weights_evict_all)(qd_backend *b);
+    void (*weights_release)(qd_backend *b);
+    /* Optional: the device's memory and what weight offload holds (for the auto offload rule and benchmarks). */
+    qd_status (*memory_info)(qd_backend *b, struct qd_memory_info *out);
 
     void (*destroy)(qd_backend *b);
 

@@ -32,6 +32,9 @@ static const flag_def flags[] = {
     {"--quantization-precision", FLAG_STRING, OPT(quantization_precision)},
     {"--quantization-rank", FLAG_INT, OPT(quantization_rank)},
     {"--quantization-act-unsigned", FLAG_BOOL, OPT(quantization_act_unsigned)},
+    {"--dit-layerwise-offload", FLAG_BOOL, OPT(dit_layerwise_offload)},
+    {"--dit-cpu-offload", FLAG_BOOL, OPT(dit_cpu_offload)},
+    {"--pin-cpu-memory", FLAG_BOOL, OPT(pin_cpu_memory)},
 };
 
 const char *qd_cli_model_flags_help(void) {
@@ -46,7 +49,12 @@ const char *qd_cli_model_flags_help(void) {
            "  --quantization-ignored-layers P…  keep layers whose name contains any P unquantized\n"
            "  --enable-svdquant [true|false]    Nunchaku SVDQuant (auto-enabled by svdq-* file names)\n"
            "  --quantization-precision int4|nvfp4, --quantization-rank N, --quantization-act-unsigned\n"
-           "  --model-id NAME                   architecture hint for local mirrors (FLUX.1-dev, …)\n";
+           "  --model-id NAME                   architecture hint for local mirrors (FLUX.1-dev, …)\n"
+           "  --dit-layerwise-offload [true|false]\n"
+           "                                    GPU: stream the transformer's blocks from pinned host memory while\n"
+           "                                    the previous block computes (default: only when they do not fit)\n"
+           "  --dit-cpu-offload [true|false]    GPU: keep the whole transformer in host memory between runs\n"
+           "  --pin-cpu-memory [true|false]     accepted (offloaded weights are always pinned)\n";
 }
 
 static bool parse_bool(const char *s, int *out) {

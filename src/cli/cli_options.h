@@ -4,7 +4,8 @@
  *   - any undeclared `--<name>-path` is a component override: key = name with '-' → '_'
  *     (`--transformer-2-path` → `transformer_2`);
  *   - `--quantization-ignored-layers` takes one or more values, up to the next `--` flag;
- *   - `--enable-svdquant` alone means true; it also takes an explicit true/false (StoreBoolean). */
+ *   - the booleans (`--enable-svdquant`, `--dit-layerwise-offload`, `--dit-cpu-offload`, `--pin-cpu-memory`) alone
+ *     mean true; they also take an explicit true/false (StoreBoolean). */
 #ifndef QD_CLI_OPTIONS_H
 #define QD_CLI_OPTIONS_H
 

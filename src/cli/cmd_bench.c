@@ -112,6 +112,11 @@ static int step_json(const qd_bench_report *r) {
     json_object_set_new(j, "gpu_total_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_total) : json_null());
     json_object_set_new(j, "gpu_used_empty_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_used_empty) : json_null());
     json_object_set_new(j, "gpu_used_loaded_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_used_loaded) : json_null());
+    json_object_set_new(j, "gpu_weights_bytes", r->gpu_total ? json_integer((json_int_t)r->gpu_weights) : json_null());
+    json_object_set_new(j, "offload", json_string(r->offload));
+    json_object_set_new(j, "offload_groups", json_integer(r->offload_groups));
+    json_object_set_new(j, "offload_host_bytes", json_integer((json_int_t)r->offload_host_bytes));
+    json_object_set_new(j, "offload_device_bytes", json_integer((json_int_t)r->offload_device_bytes));
     json_object_set_new(j, "rerun_max_diff", json_real(r->rerun_max_diff));
     json_object_set_new(j, "warmup", json_integer(r->warmup));
     json_object_set_new(j, "warmup_s", array_of(r->warmup_s, r->warmup));
@@ -225,8 +230,12 @@ int qd_cmd_bench(int argc, char **argv) {
             if (r->gpu_total) {
                 printf("GPU memory   %.2f GiB in use at the end (of %.1f): %.2f GiB context and workspaces, %.2f GiB weights, "
                        "%.2f GiB steps (activations, plans, graphs)\n", gib(r->gpu_used), gib(r->gpu_total), gib(r->gpu_used_empty),
-                       gib(r->gpu_used_loaded - r->gpu_used_empty), gib(r->gpu_used - r->gpu_used_loaded));
+                       gib(r->gpu_weights), gib(r->gpu_used - r->gpu_used_empty - r->gpu_weights));
             }
+            if (r->offload_groups)
+                printf("offload      %s: %d groups, %.2f GiB in pinned host memory, %.2f GiB of it on the GPU at the end (%s)\n", r->offload,
+                       r->offload_groups, gib(r->offload_host_bytes), gib(r->offload_device_bytes),
+                       strcmp(r->offload, "layerwise") ? "the whole-component buffer" : "the two streaming slots");
             if (r->warmup + r->steps > 1) printf("reruns       largest |output − first step's| %.3g (same inputs every step)\n", r->rerun_max_diff);
         }
         free(r);

@@ -6,4 +6,5 @@
 void qd_options_init(qd_options *o) {
     memset(o, 0, sizeof *o);
     o->enable_svdquant = -1;
+    o->dit_layerwise_offload = o->dit_cpu_offload = o->pin_cpu_memory = -1;
 }

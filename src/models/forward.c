@@ -15,6 +15,7 @@
 #include "models/component.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
+#include "models/offload.h"
 #include "models/te/clip.h"
 #include "models/te/llm.h"
 #include "models/te/t5.h"
@@ -327,6 +328,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
                             .random_weights = a->random_weights, .random_seed = a->random_seed,
                             .reference_linears = a->no_act_quant};
+        if (!is_vae && !te) ctx.offload = qd_offload_resolve(o, ck, &quant, be); /* the transformers */
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (te) s = run_text_encoder(&ctx, te, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);

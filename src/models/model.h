@@ -17,6 +17,11 @@
  * bf16 run's compute with an f32 reference); BF16 rounds even with f32 activations. */
 typedef enum { QD_SCALARS_AS_ACTIVATIONS = 0, QD_SCALARS_EXACT, QD_SCALARS_BF16 } qd_scalar_rounding;
 
+/* Where a transformer's weights live between steps (models/offload.h; --dit-layerwise-offload, --dit-cpu-offload):
+ * resident on the device; streamed block by block from host memory; or kept in host memory and uploaded whole
+ * for the steps. */
+typedef enum { QD_OFFLOAD_MODE_NONE = 0, QD_OFFLOAD_MODE_LAYERWISE, QD_OFFLOAD_MODE_COMPONENT } qd_offload_mode;
+
 /* Called with each linear's input just before the linear runs (calibration records input amax per layer,
  * convert/calibrate.c); off, and free, when NULL. */
 typedef void (*qd_linear_observer)(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x);
@@ -40,6 +45,7 @@ typedef struct {
     qd_linear_observer observe; /* NULL: no observer */
     void *observe_user;
     qd_linear_tally *tally; /* NULL: not counted */
+    qd_offload_mode offload; /* transformers: where their blocks' weights live (models/offload.h) */
 } qd_model_ctx;
 
 /* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */

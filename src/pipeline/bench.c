@@ -19,6 +19,7 @@
 #include "models/component.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
+#include "models/offload.h"
 #include "models/random_weights.h"
 #include "pipeline/default_model.h"
 #include "pipeline/generate.h"
@@ -304,10 +305,13 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     qd_linear_tally tally = {0};
     r->gpu_used_empty = gpu_in_use(a->device, NULL);
     r->rss_start = rss_bytes();
+    const qd_offload_mode offload = s ? QD_OFFLOAD_MODE_NONE : qd_offload_resolve(o, m.c.ck, &m.c.quant, be);
+    static const char *const offload_names[] = {"none", "layerwise", "component"};
+    snprintf(r->offload, sizeof r->offload, "%s", offload_names[offload]);
     double t0 = now_s();
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = m.c.ck, .quant = &m.c.quant, .act = act, .random_weights = r->random_weights,
-                            .random_seed = a->random_seed ? a->random_seed : 1, .tally = &tally};
+                            .random_seed = a->random_seed ? a->random_seed : 1, .tally = &tally, .offload = offload};
         s = b.flux ? qd_flux_load(&ctx, &b.fc, &b.fm) : qd_zimage_load(&ctx, &b.zc, &b.zm);
     }
     r->load_s = now_s() - t0, r->rss_loaded = rss_bytes();
@@ -353,6 +357,12 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     }
     r->rss_peak = peak_bytes();
     if (!s) r->gpu_used = gpu_in_use(a->device, &r->gpu_total);
+    qd_memory_info mi;
+    if (!s && be->ops->memory_info && !be->ops->memory_info(be, &mi)) {
+        r->offload_groups = mi.offload_groups;
+        r->offload_host_bytes = mi.offload_host_bytes, r->offload_device_bytes = mi.offload_device_bytes;
+    }
+    if (r->gpu_total) r->gpu_weights = r->gpu_used_loaded - r->gpu_used_empty + r->offload_device_bytes;
     bench_run_free(&b);
     if (be) be->ops->destroy(be);
     if (a->weights_on_disk) qd_random_weights_on_disk(NULL);

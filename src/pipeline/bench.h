@@ -1,5 +1,6 @@
 /* Benchmarks (`qdit bench`, bench/bench_dit_step): how long one denoising step of a diffusion transformer
- * takes and what memory it needs, or how long each stage of a whole `generate` run takes.
+ * takes and what memory it needs, or how long each stage of a whole `generate` run takes. The options' weight
+ * offload flags (--dit-layerwise-offload, --dit-cpu-offload) apply to the transformer.
  *
  * Step mode: the transformer is built from a configuration — FLUX.1-dev or Z-Image-Turbo at their
  * published sizes (random weights), or a pipeline / transformer folder (its weights, or weights drawn from
@@ -56,6 +57,14 @@ struct qd_bench_report {
     uint64_t rss_start, rss_loaded, rss_peak; /* bytes: before the load, after it, peak of the process */
     uint64_t gpu_used, gpu_total;             /* bytes, at the end (0 on the CPU) */
     uint64_t gpu_used_empty, gpu_used_loaded; /* in use with the backend made (context, workspaces) and after the load */
+    char offload[16];                         /* "none", "layerwise" or "component" (--dit-layerwise-offload,
+                                                 --dit-cpu-offload, or the auto rule: models/offload.h) */
+    int offload_groups;                       /* the blocks (and, component offload, the rest) offloaded */
+    uint64_t offload_host_bytes;              /* their weights in pinned host memory */
+    uint64_t offload_device_bytes;            /* what offload holds on the GPU at the end: the two streaming
+                                                 slots, or the whole-component buffer */
+    uint64_t gpu_weights;                     /* GPU memory held by weights: what the load left in use (resident
+                                                 layers, parameters) plus offload_device_bytes */
     int warmup, steps, n_done;
     double warmup_s[QD_BENCH_MAX_STEPS], step_s[QD_BENCH_MAX_STEPS];
     double median_s, mean_s, min_s;

@@ -17,6 +17,7 @@
 #include "models/component.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
+#include "models/offload.h"
 #include "models/te/clip.h"
 #include "models/te/llm.h"
 #include "models/te/t5.h"
@@ -306,6 +307,7 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
     if (s) return s;
     qd_model_ctx ctx = ctx_of(g, &c);
     ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
+    ctx.offload = qd_offload_resolve(g->o, c.ck, &c.quant, g->be);
     qd_flux_config fc;
     qd_flux *m = NULL;
     const int64_t C = 16, N = (h / 2) * (w / 2), T = txt->T;
@@ -352,6 +354,10 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
         if (g->a->progress) g->a->progress(g->a->progress_user, i + 1, sch.n, now_s() - t0);
     }
     g->loop_s = now_s() - t0;
+    if (m) {
+        qd_status e = qd_flux_offload_end(m); /* the device copies go before the VAE runs */
+        if (!s) s = e;
+    }
     if (!s) qd_flux_unpack_latents(packed, C, h, w, latents);
     qd_flow_match_schedule_free(&sch);
     free(packed), free(v), free(img_ids), free(txt_ids);
@@ -413,6 +419,7 @@ static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *n
     if (s) return s;
     qd_model_ctx ctx = ctx_of(g, &c);
     ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
+    ctx.offload = qd_offload_resolve(g->o, c.ck, &c.quant, g->be);
     qd_zimage_config zc;
     qd_zimage *m = NULL;
     const int64_t C = 16, n = C * h * w;
@@ -447,6 +454,10 @@ static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *n
         if (g->a->progress) g->a->progress(g->a->progress_user, i + 1, sch.n, now_s() - t0);
     }
     g->loop_s = now_s() - t0;
+    if (m) {
+        qd_status e = qd_zimage_offload_end(m); /* the device copies go before the VAE runs */
+        if (!s) s = e;
+    }
     qd_flow_match_schedule_free(&sch);
     free(v), free(vn);
     qd_zimage_free(m);

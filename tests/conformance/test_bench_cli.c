@@ -240,6 +240,20 @@ static void test_table(void **state) {
     free(out), free(err);
 }
 
+/* SGLang's offload flags reach the transformer: on the CPU backend there is nothing to offload (its weights
+   are host memory), so the run is the plain one and says so in the JSON */
+static void test_offload_flags_on_cpu(void **state) {
+    (void)state;
+    json_t *j = bench_json("--model", TINY_SHAPES, "--res", "32", "--text", "8", "--steps", "2", "--dit-layerwise-offload", "--dit-cpu-offload",
+                           "true", NULL);
+    check_steps(j, 2, 0, 32, 8);
+    assert_string_equal(str(j, "offload"), "none");
+    assert_int_equal((int64_t)num(j, "offload_groups"), 0);
+    assert_int_equal((int64_t)num(j, "offload_host_bytes"), 0);
+    assert_true(json_is_null(json_object_get(j, "gpu_weights_bytes")));
+    json_decref(j);
+}
+
 /* exit status and a message naming the flag */
 static void expect_error(const char *flag, int status, const char *a1, const char *a2, const char *a3, const char *a4, const char *a5,
                          const char *a6) {
@@ -271,6 +285,7 @@ static void test_bad_flags(void **state) {
     expect_error("--model /nonexistent/qdit-bench", 1, "--model", "/nonexistent/qdit-bench", NULL, NULL, NULL, NULL);
     expect_error("--text", 2, "--pipeline", "--text", "5", NULL, NULL, NULL);
     expect_error("--model flux.1-dev", 2, "--pipeline", "--model", "flux.1-dev", NULL, NULL, NULL);
+    expect_error("--dit-layerwise-offload", 2, "--model", m, "--dit-layerwise-offload=perhaps", NULL, NULL, NULL);
 }
 
 /* a transformer folder with config.json only: an error pointing at --random-weights, which then runs it */
@@ -302,6 +317,16 @@ static void test_cuda_device(void **state) {
         assert_non_null(j);
         assert_string_equal(str(j, "device"), "cuda");
         assert_true(num(j, "gpu_total_bytes") > 0);
+        assert_string_equal(str(j, "offload"), "none"); /* the tiny model fits: the auto rule leaves it resident */
+        json_decref(j);
+        /* streamed block by block: every block a group, the slots on the GPU, and replayed steps (graphs with
+           their copies) equal to the first, op-by-op step */
+        j = bench_json("--model", TINY_SHAPES, "--device", "cuda", "--res", "32", "--text", "8", "--steps", "4", "--dit-layerwise-offload", NULL);
+        assert_string_equal(str(j, "offload"), "layerwise");
+        assert_int_equal((int64_t)num(j, "offload_groups"), 10); /* 2 + 2 refiners, 6 layers */
+        assert_true(num(j, "offload_host_bytes") > 0 && num(j, "offload_device_bytes") > 0);
+        assert_true(num(j, "offload_device_bytes") < num(j, "offload_host_bytes"));
+        assert_true(num(j, "rerun_max_diff") == 0.0);
         json_decref(j);
     } else {
         assert_int_equal(rc, 1);
@@ -315,6 +340,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zimage_stored_bytes), cmocka_unit_test(test_flux_stored_bytes), cmocka_unit_test(test_pipeline_stages),
         cmocka_unit_test(test_table),               cmocka_unit_test(test_bad_flags),         cmocka_unit_test(test_cuda_device), cmocka_unit_test(test_config_only),
+        cmocka_unit_test(test_offload_flags_on_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,12 +25,25 @@ for t in "$@"; do
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
     flux) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
     w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
+    offload) # FLUX.1-dev FP8 at 1024², resident and with --dit-layerwise-offload, side by side in one call (issue 9: weights
+             # ≤ 4 GB on the GPU, slowdown target ≤ 1.3×); the same arguments as the flux check
+             .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_resident.log"
+             QDIT_LOG=info .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 --dit-layerwise-offload true 2>&1 | tee "$OUT/flux_fp8_layerwise.log"
+             python3 -c "
+import re
+med = [float(re.search(r'median ([0-9.]+) s/step', open('$OUT/flux_fp8_%s.log' % k).read()).group(1)) for k in ('resident', 'layerwise')]
+print('offload: FLUX.1-dev fp8 1024^2 median %.4f s/step resident, %.4f s/step layerwise: %.3fx' % (med[0], med[1], med[1] / med[0]))" ;;
     nograph) for q in none fp8; do QDIT_CUDA_GRAPH=0 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_nograph.log"; done ;;
     generate) # the embedded tiny model end to end: a step graph must give the op-by-op image byte for byte
               prompt="a large red circle at the top left and a small blue square at the bottom right on a yellow background"
               for g in 0 1 0 1; do QDIT_CUDA_GRAPH=$g QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --device cuda --prompt "$prompt" --output /tmp/gen_graph$g.png 2>&1 | tail -2; done
               QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --prompt "$prompt" --output /tmp/gen_cpu.png 2>&1 | tail -1
               cmp /tmp/gen_graph1.png /tmp/gen_graph0.png && echo "generate: graph and op-by-op PNGs identical"
+              # weight offload (10 blocks streamed through 2 slots, CFG's two shapes each recorded with their copies)
+              for f in dit-layerwise-offload dit-cpu-offload; do
+                QDIT_CUDA_GRAPH=1 QDIT_DEFAULT_MODEL=$PWD/models/tiny-shapes .devrun/bin/qdit generate --device cuda --$f true --prompt "$prompt" --output /tmp/gen_$f.png 2>&1 | tail -1
+                cmp /tmp/gen_$f.png /tmp/gen_graph1.png && echo "generate: --$f PNG identical to the resident one"
+              done
               python3 -c "
 import numpy as np; from PIL import Image
 a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png', '/tmp/gen_cpu.png'))

@@ -1,7 +1,8 @@
 """Fixture conformance of `qdit forward --device cuda` on the GPU machine: runs each reference module
 (FLUX.1, Z-Image transformers, the FLUX VAE decoder; copies of ../shared/fixtures carried in
-.devrun/fixtures) in f32 and bf16 activations, online fp8 too, and prints the relative L2 error of each
-output against the fixture's reference output (and, for the VAE, against our float64 decode in
+.devrun/fixtures) in f32 and bf16 activations, online fp8 too, the transformers also with their weights offloaded
+(--dit-layerwise-offload, --dit-cpu-offload), and prints the relative L2 error of each output against the fixture's
+reference output (and, for the VAE, against our float64 decode in
 tests/fixtures). Usage: python3 tools/device/fixture_check.py QDIT_BINARY FIXTURE_DIR OUT_DIR"""
 import os
 import subprocess
@@ -23,19 +24,26 @@ for name, comp, key in cases:
     refs = [("fixture", ref)]
     if name == "vae_kl_tiny_a":
         refs.append(("float64 decode", load_file("tests/fixtures/vae_kl_tiny_a_f64.safetensors")["output"].astype(np.float64)))
-    for prec, quant in [("f32", None), ("bf16", None), ("bf16", "fp8")]:
+    # the transformers also with their weights offloaded (streamed block by block, or uploaded whole): the same bounds
+    runs = [("f32", None, None), ("bf16", None, None), ("bf16", "fp8", None)]
+    if comp == "transformer":
+        runs += [("f32", None, "--dit-layerwise-offload"), ("bf16", "fp8", "--dit-layerwise-offload"), ("bf16", "fp8", "--dit-cpu-offload")]
+    for prec, quant, offload in runs:
         if quant and comp == "vae":
             continue
-        path = os.path.join(out, f"{name}_{prec}_{quant or 'none'}.safetensors")
+        path = os.path.join(out, f"{name}_{prec}_{quant or 'none'}{offload or ''}.safetensors")
         cmd = [qdit, "forward", "--component", os.path.join(fx, name, comp), "--inputs", os.path.join(fx, name, "io.safetensors"),
                "--output", path, "--device", "cuda", "--precision", prec]
         if prec == "bf16":
             cmd += ["--scalar-rounding", "exact"]  # σ/guidance unrounded, as the fixture's f32 run (docs/cli.md)
         if quant:
             cmd += ["--quantization", quant]
+        if offload:
+            cmd += [offload, "true"]
         r = subprocess.run(cmd, capture_output=True, text=True)
+        label_q = (quant or "-") + (f" {offload}" if offload else "")
         if r.returncode:
-            print(f"| {name} | cuda | {prec} | {quant or '-'} | FAILED: {r.stderr.strip()[-200:]} | |")
+            print(f"| {name} | cuda | {prec} | {label_q} | FAILED: {r.stderr.strip()[-200:]} | |")
             fails += 1
             continue
         got = load_file(path)[key].astype(np.float64)
@@ -46,7 +54,7 @@ for name, comp, key in cases:
                 bound = 1e-3  # the fixture was decoded with TF32 convolutions (docs/formats.md)
             ok = err <= bound
             fails += not ok
-            print(f"| {name} ({label}) | cuda | {prec} | {quant or '-'} | {err:.2e} | {bound:g} {'ok' if ok else 'FAIL'} |")
+            print(f"| {name} ({label}) | cuda | {prec} | {label_q} | {err:.2e} | {bound:g} {'ok' if ok else 'FAIL'} |")
 # text encoders: every output (Qwen3 over the positions its attention_mask keeps)
 for name, keys in [("clip_tiny_a", ["last_hidden_state", "pooler_output"]), ("t5_tiny_a", ["last_hidden_state"]),
                    ("qwen3_tiny_a", ["last_hidden_state", "hidden_states_minus2"])]:

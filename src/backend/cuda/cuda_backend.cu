@@ -87,6 +87,7 @@ static qd_status cuda_graph_begin(qd_backend *b) {
     /* thread-local: a forbidden call from this thread (a synchronous copy, cudaMalloc) fails the recording
        instead of running at the wrong time */
     QD_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph recording");
+    qd_cuda_offload_recording_begin(c);
     return QD_OK;
 }
 
@@ -95,6 +96,7 @@ static qd_status cuda_graph_end(qd_backend *b, void **out) {
     *out = NULL;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    qd_cuda_offload_recording_end(c, e == cudaSuccess && g);
     if (e != cudaSuccess || !g) {
         cudaGetLastError();
         if (g) cudaGraphDestroy(g);
@@ -138,6 +140,7 @@ static void cuda_destroy(qd_backend *b) {
     qd_cuda *c = qd_cuda_of(b);
     if (c) {
         cudaStreamSynchronize(c->stream);
+        qd_cuda_offload_free(c);
         qd_cuda_plans_free(c);
         qd_cudnn_free(c);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -183,6 +186,12 @@ static const qd_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .weights_group = qd_cuda_weights_group,
+    .weights_fetch = qd_cuda_weights_fetch,
+    .weights_fetch_all = qd_cuda_weights_fetch_all,
+    .weights_evict_all = qd_cuda_weights_evict_all,
+    .weights_release = qd_cuda_weights_release,
+    .memory_info = qd_cuda_memory_info,
     .destroy = cuda_destroy,
     .fuse_projections = true,
 };

@@ -32,6 +32,7 @@ typedef struct {
     bool gelu_epilogue; /* linears fuse GELU-tanh into cuBLASLt's epilogue (QDIT_CUDA_GELU_EPILOGUE=0 says no) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
+    void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
@@ -39,6 +40,19 @@ extern "C" void qd_cuda_plans_free(qd_cuda *c);
    or leave it to the caller (false: not covered, or cuDNN absent) */
 extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *out, qd_status *st);
 extern "C" void qd_cudnn_free(qd_cuda *c);
+/* offload.cu: weight offload (backend.h weights_*), and its state freed with the backend */
+extern "C" {
+qd_status qd_cuda_weights_group(qd_backend *b, qd_linear *const *layers, int n, int *group_id);
+qd_status qd_cuda_weights_fetch(qd_backend *b, int group_id);
+qd_status qd_cuda_weights_fetch_all(qd_backend *b);
+qd_status qd_cuda_weights_evict_all(qd_backend *b);
+void qd_cuda_weights_release(qd_backend *b);
+qd_status qd_cuda_memory_info(qd_backend *b, qd_memory_info *out);
+void qd_cuda_offload_free(qd_cuda *c);
+/* graph_begin / graph_end tell offload.cu that a recording starts, and whether it made a graph */
+void qd_cuda_offload_recording_begin(qd_cuda *c);
+void qd_cuda_offload_recording_end(qd_cuda *c, bool recorded);
+}
 
 static inline qd_cuda *qd_cuda_of(qd_backend *b) { return (qd_cuda *)b->impl; }
 

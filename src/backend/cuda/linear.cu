@@ -39,8 +39,7 @@ static const char cuda_linear_tag = 0; /* prepared_for */
 static void cuda_linear_free(void *p) {
     cuda_linear *d = (cuda_linear *)p;
     if (!d) return;
-    cudaFree(d->mem);
-    if (d->host_copy) cudaFreeHost(d->host_copy);
+    if (!d->host_copy) cudaFree(d->mem); /* else its memory belongs to its offload group (offload.cu) */
     free(d);
 }
 
@@ -681,6 +680,9 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     const bool act = qd_linear_out_kind(l, &kind);
     if (!act && l->out_act != QD_OUT_ACT_NONE) return qd_fail(QD_EINVAL, "layer '%s': unknown output activation %d", name, (int)l->out_act);
     const cuda_linear *d = (const cuda_linear *)l->prepared;
+    if (!d->mem) return qd_fail(QD_EINVAL, "layer '%s': its weights were released with their offload group", name);
+    if (d->host_copy && d->mem == d->host_copy)
+        return qd_fail(QD_EINVAL, "layer '%s': its weights are offloaded to host memory and were not fetched before it ran", name);
     const int64_t m = qd_tensor_elements(x) / l->in_features;
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);

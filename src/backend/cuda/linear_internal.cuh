@@ -8,9 +8,12 @@
 #include "backend/cuda/cuda_internal.cuh"
 
 typedef struct {
-    void *mem;        /* the one device allocation holding every buffer below (NULL while offloaded) */
+    void *mem;        /* the one device allocation holding every buffer below; in an offload group, where they
+                         are now: a slot or buffer of the group's, or host_copy while not resident (NULL once the
+                         group is released) */
     size_t mem_bytes;
-    void *host_copy;  /* offload.cu: the layer's bytes in pinned host memory while it streams (else NULL) */
+    void *host_copy;  /* offload.cu: the layer's bytes in its group's pinned host buffer (owned by the group), or
+                         NULL for a layer that owns mem */
 
     void *w;          /* weight: BF16/F16/F32 or E4M3 [Np, Kp]; 4-bit schemes: packed U8 [N, K/2] lo-first;
                          mxfp8: E4M3 [N, K] */

@@ -17,6 +17,7 @@
 #include "models/dit/flux.h"
 #include "models/run.h"
 #include "models/layout.h"
+#include "models/offload.h"
 #include "models/step_graph.h"
 
 #include <stddef.h>
@@ -59,6 +60,7 @@ struct qd_flux {
     single_block *sgl;
     flux_step_io io;
     qd_step_graph graph;
+    qd_model_offload off; /* --dit-layerwise-offload / --dit-cpu-offload: a group per block, double then single */
 };
 
 qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_config *c) {
@@ -101,18 +103,53 @@ qd_status qd_flux_config_parse(const char *label, const json_t *cfg, qd_flux_con
     return QD_OK;
 }
 
+/* Every linear of a block (of either layout; those the checkpoint's layout does not use stay empty) and of
+ * the model outside its blocks: for freeing and for offload groups. */
+enum { DOUBLE_LINEARS = 16, SINGLE_LINEARS = 9, REST_LINEARS = 10 };
+
+static void double_linears(double_block *b, qd_linear **ls) {
+    qd_linear *all[DOUBLE_LINEARS] = {&b->norm1, &b->norm1_context, &b->to_q, &b->to_k, &b->to_v, &b->add_q, &b->add_k,
+                                      &b->add_v, &b->to_out, &b->to_add_out, &b->ff_in, &b->ff_out, &b->ffc_in, &b->ffc_out,
+                                      &b->qkv,   &b->qkv_ctx};
+    memcpy(ls, all, sizeof all);
+}
+
+static void single_linears(single_block *b, qd_linear **ls) {
+    qd_linear *all[SINGLE_LINEARS] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out, &b->qkv, &b->out_attn, &b->mlp_fc2};
+    memcpy(ls, all, sizeof all);
+}
+
+static void rest_linears(qd_flux *m, qd_linear **ls) {
+    qd_linear *all[REST_LINEARS] = {&m->x_embedder, &m->context_embedder, &m->t_lin1, &m->t_lin2, &m->g_lin1,
+                                    &m->g_lin2,     &m->p_lin1,           &m->p_lin2, &m->norm_out, &m->proj_out};
+    memcpy(ls, all, sizeof all);
+}
+
 static void free_double(double_block *b) {
-    qd_linear *ls[] = {&b->norm1, &b->norm1_context, &b->to_q, &b->to_k, &b->to_v, &b->add_q, &b->add_k,
-                       &b->add_v, &b->to_out, &b->to_add_out, &b->ff_in, &b->ff_out, &b->ffc_in, &b->ffc_out,
-                       &b->qkv,   &b->qkv_ctx};
-    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_linear *ls[DOUBLE_LINEARS];
+    double_linears(b, ls);
+    for (int i = 0; i < DOUBLE_LINEARS; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k), qd_tensor_free(&b->norm_added_q), qd_tensor_free(&b->norm_added_k);
 }
 
 static void free_single(single_block *b) {
-    qd_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out, &b->qkv, &b->out_attn, &b->mlp_fc2};
-    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_linear *ls[SINGLE_LINEARS];
+    single_linears(b, ls);
+    for (int i = 0; i < SINGLE_LINEARS; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&b->norm_q), qd_tensor_free(&b->norm_k);
+}
+
+/* a loaded block's linears as the next offload group (models/offload.h) */
+static qd_status offload_double(qd_flux *m, double_block *b) {
+    qd_linear *ls[DOUBLE_LINEARS];
+    double_linears(b, ls);
+    return qd_model_offload_block(&m->off, ls, DOUBLE_LINEARS);
+}
+
+static qd_status offload_single(qd_flux *m, single_block *b) {
+    qd_linear *ls[SINGLE_LINEARS];
+    single_linears(b, ls);
+    return qd_model_offload_block(&m->off, ls, SINGLE_LINEARS);
 }
 
 static void step_io_free(flux_step_io *io) {
@@ -125,10 +162,11 @@ static void step_io_free(flux_step_io *io) {
 void qd_flux_free(qd_flux *m) {
     if (!m) return;
     if (m->ctx.backend) qd_step_graph_clear(&m->graph, m->ctx.backend);
+    qd_model_offload_free(&m->off); /* before the layers it holds go */
     step_io_free(&m->io);
-    qd_linear *ls[] = {&m->x_embedder, &m->context_embedder, &m->t_lin1, &m->t_lin2, &m->g_lin1,
-                       &m->g_lin2,     &m->p_lin1,           &m->p_lin2, &m->norm_out, &m->proj_out};
-    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_linear *ls[REST_LINEARS];
+    rest_linears(m, ls);
+    for (int i = 0; i < REST_LINEARS; i++) qd_linear_free(ls[i]);
     for (int64_t i = 0; m->dbl && i < m->c.num_layers; i++) free_double(&m->dbl[i]);
     for (int64_t i = 0; m->sgl && i < m->c.num_single_layers; i++) free_single(&m->sgl[i]);
     free(m->dbl);
@@ -236,6 +274,7 @@ static qd_status load_nunchaku(const qd_model_ctx *ctx, qd_flux *m) {
             snprintf(n, sizeof n, "transformer_blocks.%lld.%s", (long long)i, nk_double_norms[j][0]);
             s = qd_model_param(ctx, n, 1, (int64_t[]){hd}, norms[j]);
         }
+        if (!s) s = offload_double(m, b);
     }
     for (int64_t i = 0; !s && i < c->num_single_layers; i++) {
         single_block *b = &m->sgl[i];
@@ -248,6 +287,7 @@ static qd_status load_nunchaku(const qd_model_ctx *ctx, qd_flux *m) {
             snprintf(n, sizeof n, "single_transformer_blocks.%lld.%s", (long long)i, nk_single_norms[j][0]);
             s = qd_model_param(ctx, n, 1, (int64_t[]){hd}, norms[j]);
         }
+        if (!s) s = offload_single(m, b);
     }
     return s;
 }
@@ -314,6 +354,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the FLUX transformer");
     m->ctx = *ctx;
     m->c = *c;
+    qd_model_offload_init(&m->off, ctx);
     m->dbl = calloc((size_t)c->num_layers + 1, sizeof *m->dbl);
     m->sgl = calloc((size_t)c->num_single_layers + 1, sizeof *m->sgl);
     int64_t D = c->inner_dim, hd = c->head_dim, mlp = 4 * D;
@@ -359,6 +400,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
         BP(&b->norm_k, "attn.norm_k.weight", hd);
         BP(&b->norm_added_q, "attn.norm_added_q.weight", hd);
         BP(&b->norm_added_k, "attn.norm_added_k.weight", hd);
+        if (!s) s = offload_double(m, b);
 #undef BL
 #undef BP
     }
@@ -377,6 +419,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
         SL(&b->proj_out, "proj_out", D + mlp, D);
         SP(&b->norm_q, "attn.norm_q.weight", hd);
         SP(&b->norm_k, "attn.norm_k.weight", hd);
+        if (!s) s = offload_single(m, b);
 #undef SL
 #undef SP
     }
@@ -384,6 +427,11 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     LIN(&m->proj_out, "proj_out", D, c->out_channels);
 #undef LIN
 #undef PARAM
+    if (!s) {
+        qd_linear *rest[REST_LINEARS];
+        rest_linears(m, rest);
+        s = qd_model_offload_rest(&m->off, rest, REST_LINEARS);
+    }
     if (s) {
         qd_flux_free(m);
         return s;
@@ -557,6 +605,7 @@ static qd_status flux_body(void *user) {
 
     for (int64_t i = 0; i < c->num_layers && !r->s; i++) {
         double_block *b = &m->dbl[i];
+        r->s = qd_model_offload_fetch(&m->off, (int)i); /* the block's weights on the device (--dit-layerwise-offload) */
         qd_tensor e = qd_run_linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = qd_run_linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
         for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk_view(r, &e, k, D), cmod[k] = qd_run_chunk_view(r, &ce, k, D);
@@ -635,6 +684,7 @@ static qd_status flux_body(void *user) {
     qd_tensor_free(&ctx), qd_tensor_free(&x);
     for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
         single_block *b = &m->sgl[i];
+        r->s = qd_model_offload_fetch(&m->off, (int)(c->num_layers + i));
         qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
         qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
@@ -773,6 +823,7 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     if (!s) s = be->ops->copy(be, hs, &m->io.hs);
     if (!s) s = be->ops->copy(be, enc, &m->io.enc);
     if (!s) s = be->ops->copy(be, in->pooled, &m->io.pooled);
+    if (!s) s = qd_model_offload_begin(&m->off); /* --dit-cpu-offload: the weights up for the steps, once */
     flux_body_args a = {m, &m->io.hs, &m->io.enc, &m->io.pooled, &m->io.tsin, c->guidance_embeds ? &m->io.gsin : NULL,
                         &m->io.cos, &m->io.sin, &m->io.out};
     if (!s) {
@@ -782,4 +833,9 @@ qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out) 
     }
     if (!s) s = be->ops->copy(be, &m->io.out, out);
     return s ? qd_fail_context(s, "FLUX forward") : QD_OK;
+}
+
+qd_status qd_flux_offload_end(qd_flux *m) {
+    qd_step_graph_clear(&m->graph, m->ctx.backend); /* recorded steps read the device copies */
+    return qd_model_offload_end(&m->off);
 }

@@ -38,4 +38,8 @@ typedef struct {
 
 qd_status qd_flux_forward(qd_flux *m, const qd_flux_inputs *in, qd_tensor *out);
 
+/* After the last step for a while (--dit-cpu-offload, --dit-layerwise-offload): the weights back in host memory
+ * only, the device buffers and recorded steps freed; the next forward uploads again. No-op without offload. */
+qd_status qd_flux_offload_end(qd_flux *m);
+
 #endif

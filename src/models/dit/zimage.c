@@ -10,6 +10,7 @@
 #include "models/run.h"
 #include "models/step_graph.h"
 #include "models/layout.h"
+#include "models/offload.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@ struct qd_zimage {
     zimage_step_io io[2]; /* two shapes at once: classifier-free guidance's prompt and negative prompt */
     int io_next;          /* the slot a third shape takes */
     qd_step_graph graph;
+    qd_model_offload off; /* --dit-layerwise-offload / --dit-cpu-offload: a group per block, in forward order:
+                             noise refiners, context refiners, main layers */
 };
 
 qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage_config *c) {
@@ -92,9 +95,24 @@ qd_status qd_zimage_config_parse(const char *label, const json_t *cfg, qd_zimage
     return QD_OK;
 }
 
+/* Every linear of a block (of either layout; the unused ones stay empty) and of the model outside its blocks:
+ * for freeing and for offload groups. */
+enum { BLOCK_LINEARS = 10, REST_LINEARS = 6 };
+
+static void block_linears(block *b, qd_linear **ls) {
+    qd_linear *all[BLOCK_LINEARS] = {&b->adaln, &b->to_q, &b->to_k, &b->to_v, &b->to_out, &b->w1, &b->w2, &b->w3, &b->qkv, &b->w13};
+    memcpy(ls, all, sizeof all);
+}
+
+static void rest_linears(qd_zimage *m, qd_linear **ls) {
+    qd_linear *all[REST_LINEARS] = {&m->x_embedder, &m->t_lin1, &m->t_lin2, &m->cap_lin, &m->final_adaln, &m->final_linear};
+    memcpy(ls, all, sizeof all);
+}
+
 static void free_block(block *b) {
-    qd_linear *ls[] = {&b->adaln, &b->to_q, &b->to_k, &b->to_v, &b->to_out, &b->w1, &b->w2, &b->w3, &b->qkv, &b->w13};
-    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_linear *ls[BLOCK_LINEARS];
+    block_linears(b, ls);
+    for (int i = 0; i < BLOCK_LINEARS; i++) qd_linear_free(ls[i]);
     qd_tensor *ts[] = {&b->norm_q, &b->norm_k, &b->attn_norm1, &b->attn_norm2, &b->ffn_norm1, &b->ffn_norm2};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) qd_tensor_free(ts[i]);
 }
@@ -108,9 +126,11 @@ static void step_io_free(zimage_step_io *io) {
 void qd_zimage_free(qd_zimage *m) {
     if (!m) return;
     if (m->ctx.backend) qd_step_graph_clear(&m->graph, m->ctx.backend);
+    qd_model_offload_free(&m->off); /* before the layers it holds go */
     step_io_free(&m->io[0]), step_io_free(&m->io[1]);
-    qd_linear *ls[] = {&m->x_embedder, &m->t_lin1, &m->t_lin2, &m->cap_lin, &m->final_adaln, &m->final_linear};
-    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++) qd_linear_free(ls[i]);
+    qd_linear *ls[REST_LINEARS];
+    rest_linears(m, ls);
+    for (int i = 0; i < REST_LINEARS; i++) qd_linear_free(ls[i]);
     qd_tensor_free(&m->cap_norm), qd_tensor_free(&m->x_pad), qd_tensor_free(&m->cap_pad);
     for (int64_t i = 0; m->layers && i < m->c.layers; i++) free_block(&m->layers[i]);
     for (int64_t i = 0; m->noise_refiner && i < m->c.refiner_layers; i++) free_block(&m->noise_refiner[i]);
@@ -195,12 +215,19 @@ static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, 
     return s;
 }
 
+static qd_status offload_block(qd_zimage *m, block *b) {
+    qd_linear *ls[BLOCK_LINEARS];
+    block_linears(b, ls);
+    return qd_model_offload_block(&m->off, ls, BLOCK_LINEARS);
+}
+
 qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_zimage **out) {
     *out = NULL;
     qd_zimage *m = calloc(1, sizeof *m);
     if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the Z-Image transformer");
     m->ctx = *ctx;
     m->c = *c;
+    qd_model_offload_init(&m->off, ctx);
     m->layers = calloc((size_t)c->layers + 1, sizeof *m->layers);
     m->noise_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->noise_refiner);
     m->context_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->context_refiner);
@@ -215,16 +242,27 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
     if (!s) s = qd_model_param(ctx, "cap_pad_token", 2, (int64_t[]){1, D}, &m->cap_pad);
     if (!s) s = qd_model_linear(ctx, "all_final_layer.2-1.adaLN_modulation.1", c->adaln_dim, D, &m->final_adaln);
     if (!s) s = qd_model_linear(ctx, "all_final_layer.2-1.linear", D, tokdim, &m->final_linear);
+    /* the blocks in the order the forward runs them, each an offload group once loaded */
     char prefix[64];
-    for (int64_t i = 0; !s && i < c->layers; i++) {
-        snprintf(prefix, sizeof prefix, "layers.%lld", (long long)i);
-        s = load_block(ctx, c, prefix, true, &m->layers[i]);
-    }
     for (int64_t i = 0; !s && i < c->refiner_layers; i++) {
         snprintf(prefix, sizeof prefix, "noise_refiner.%lld", (long long)i);
         s = load_block(ctx, c, prefix, true, &m->noise_refiner[i]);
+        if (!s) s = offload_block(m, &m->noise_refiner[i]);
+    }
+    for (int64_t i = 0; !s && i < c->refiner_layers; i++) {
         snprintf(prefix, sizeof prefix, "context_refiner.%lld", (long long)i);
-        if (!s) s = load_block(ctx, c, prefix, false, &m->context_refiner[i]);
+        s = load_block(ctx, c, prefix, false, &m->context_refiner[i]);
+        if (!s) s = offload_block(m, &m->context_refiner[i]);
+    }
+    for (int64_t i = 0; !s && i < c->layers; i++) {
+        snprintf(prefix, sizeof prefix, "layers.%lld", (long long)i);
+        s = load_block(ctx, c, prefix, true, &m->layers[i]);
+        if (!s) s = offload_block(m, &m->layers[i]);
+    }
+    if (!s) {
+        qd_linear *rest[REST_LINEARS];
+        rest_linears(m, rest);
+        s = qd_model_offload_rest(&m->off, rest, REST_LINEARS);
     }
     if (s) {
         qd_zimage_free(m);
@@ -455,11 +493,22 @@ static qd_status zimage_body(void *user) {
     qd_tensor_shape(&cos_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half}), qd_tensor_shape(&sin_txt, QD_DTYPE_F32, 2, (int64_t[]){Lp, half});
     cos_txt.data = (float *)cos_all.data + Np * half, sin_txt.data = (float *)sin_all.data + Np * half;
 
-    for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
-    for (int64_t i = 0; i < c->refiner_layers && !r->s; i++) run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
+    /* each block's weights on the device before its ops (--dit-layerwise-offload; groups in this order) */
+    const int nr = (int)c->refiner_layers;
+    for (int i = 0; i < nr && !r->s; i++) {
+        r->s = qd_model_offload_fetch(&m->off, i);
+        run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
+    }
+    for (int i = 0; i < nr && !r->s; i++) {
+        r->s = qd_model_offload_fetch(&m->off, nr + i);
+        run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
+    }
     qd_tensor u = qd_run_concat2(r, &img, &txt, 1); /* [image, caption] */
     qd_tensor_free(&img), qd_tensor_free(&txt);
-    for (int64_t i = 0; i < c->layers && !r->s; i++) run_block(r, c, &m->layers[i], &u, &adaln, &cos_all, &sin_all);
+    for (int i = 0; i < c->layers && !r->s; i++) {
+        r->s = qd_model_offload_fetch(&m->off, 2 * nr + i);
+        run_block(r, c, &m->layers[i], &u, &adaln, &cos_all, &sin_all);
+    }
 
     /* final layer: LN(x)·(1 + Linear(SiLU(adaln))), then the token projection, image tokens only */
     qd_tensor sa = qd_run_tensor(r, 2, adaln.shape);
@@ -564,6 +613,7 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     }
     if (!s) s = be->ops->copy(be, x, &io->x);
     if (!s) s = be->ops->copy(be, cap, &io->cap);
+    if (!s) s = qd_model_offload_begin(&m->off); /* --dit-cpu-offload: the weights up for the steps, once */
     zimage_body_args a = {m, io ? &io->x : NULL, io ? &io->cap : NULL, io ? &io->tsin : NULL, io ? &io->cos : NULL, io ? &io->sin : NULL,
                           io ? &io->out : NULL};
     if (!s) {
@@ -574,4 +624,9 @@ qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_
     }
     if (!s) s = be->ops->copy(be, &io->out, out);
     return s ? qd_fail_context(s, "Z-Image forward") : QD_OK;
+}
+
+qd_status qd_zimage_offload_end(qd_zimage *m) {
+    qd_step_graph_clear(&m->graph, m->ctx.backend); /* recorded steps read the device copies */
+    return qd_model_offload_end(&m->off);
 }

@@ -31,4 +31,8 @@ qd_status qd_zimage_layout(const qd_model_ctx *ctx, const qd_zimage_config *c, s
  * (host f32, the valid tokens only). Output [C, F, H, W] in the activation dtype. */
 qd_status qd_zimage_forward(qd_zimage *m, const qd_tensor *x, float t, const qd_tensor *cap, qd_tensor *out);
 
+/* After the last step for a while (--dit-cpu-offload, --dit-layerwise-offload): the weights back in host memory
+ * only, the device buffers and recorded steps freed; the next forward uploads again. No-op without offload. */
+qd_status qd_zimage_offload_end(qd_zimage *m);
+
 #endif

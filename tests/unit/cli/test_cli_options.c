@@ -97,6 +97,35 @@ static void test_errors_name_the_flag(void **state) {
                  "--enable-svdquant: expected true or false, got 'maybe'");
     expect_error(parse(&o, rest, &n, &argv, "--transformer-path", NULL), "--transformer-path: expected a folder");
     expect_error(parse(&o, rest, &n, &argv, "--model-path=", NULL), "--model-path: empty value");
+    expect_error(parse(&o, rest, &n, &argv, "--dit-cpu-offload=sometimes", NULL),
+                 "--dit-cpu-offload: expected true or false, got 'sometimes'");
+    expect_error(parse(&o, rest, &n, &argv, "--dit-layerwise-offload=", NULL), "--dit-layerwise-offload: expected true or false, got ''");
+}
+
+/* SGLang's offload flags (quant-sglang.md §1.1): None (unset, the auto rule) unless given; bare = true; an
+   explicit value either way; they go to the options, not to the command */
+static void test_offload_flags(void **state) {
+    (void)state;
+    qd_options o;
+    char *rest[8], **argv;
+    int n;
+    assert_int_equal(parse(&o, rest, &n, &argv, "--json", NULL), QD_OK);
+    assert_int_equal(o.dit_layerwise_offload, -1);
+    assert_int_equal(o.dit_cpu_offload, -1);
+    assert_int_equal(o.pin_cpu_memory, -1);
+    assert_int_equal(parse(&o, rest, &n, &argv, "--dit-layerwise-offload", "--dit-cpu-offload", "false", "--pin-cpu-memory=no", "pos", NULL),
+                     QD_OK);
+    assert_int_equal(o.dit_layerwise_offload, 1); /* bare: the next argument is a flag */
+    assert_int_equal(o.dit_cpu_offload, 0);
+    assert_int_equal(o.pin_cpu_memory, 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(rest[0], "pos");
+    assert_int_equal(parse(&o, rest, &n, &argv, "--dit-layerwise-offload", "False", "--dit-cpu-offload=1", "--dit-cpu-offload", NULL), QD_OK);
+    assert_int_equal(o.dit_layerwise_offload, 0);
+    assert_int_equal(o.dit_cpu_offload, 1); /* repeated: the last one holds (bare = true) */
+    assert_int_equal(n, 0);
+    assert_int_equal(parse(&o, rest, &n, &argv, "--dit-cpu-offload", "true", "--dit-cpu-offload", "off", NULL), QD_OK);
+    assert_int_equal(o.dit_cpu_offload, 0);
 }
 
 int main(void) {
@@ -104,6 +133,7 @@ int main(void) {
         cmocka_unit_test(test_sglang_flags),
         cmocka_unit_test(test_store_boolean_and_defaults),
         cmocka_unit_test(test_errors_name_the_flag),
+        cmocka_unit_test(test_offload_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
