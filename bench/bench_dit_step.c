@@ -6,7 +6,7 @@
  *
  *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
- *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]]
+ *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]] [--dit-offload-budget-mib N]
  *
  * The offload flags are the library's (docs/cuda.md "Weight offload"): the transformer's blocks stream from
  * pinned host memory through two device slots, or the whole transformer is uploaded for the steps; the GPU
@@ -49,7 +49,7 @@ static void progress(void *user, const qd_bench_report *r) {
 int main(int argc, char **argv) {
     qd_bench_args a = {.model = "z-image-turbo", .res = 512, .steps = 2, .text = 512, .progress = progress};
     const char *quant = "none";
-    int layerwise = -1, component = -1;
+    int layerwise = -1, component = -1, budget_mib = 0;
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--dit-layerwise-offload") || !strcmp(argv[i], "--dit-cpu-offload")) {
             /* alone: true; or an explicit true/false, as the qdit flags take them */
@@ -72,6 +72,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--text")) a.text = atoi(v);
         else if (!strcmp(argv[i], "--weights-on-disk")) a.weights_on_disk = v;
         else if (!strcmp(argv[i], "--device")) a.device = v;
+        else if (!strcmp(argv[i], "--dit-offload-budget-mib")) budget_mib = atoi(v);
         else {
             fprintf(stderr, "bench_dit_step: unknown flag %s\n", argv[i]);
             return 2;
@@ -90,7 +91,7 @@ int main(int argc, char **argv) {
     const bool svdq = !strcmp(quant, "svdq-int4"); /* Nunchaku's scheme per layer (--enable-svdquant on random weights) */
     o.quantization = strcmp(quant, "none") && !svdq ? quant : NULL;
     if (svdq) o.enable_svdquant = 1, o.quantization_rank = 32;
-    o.dit_layerwise_offload = layerwise, o.dit_cpu_offload = component;
+    o.dit_layerwise_offload = layerwise, o.dit_cpu_offload = component, o.dit_offload_budget_mib = budget_mib;
     shown w = {quant, a.weights_on_disk};
     a.progress_user = &w;
     qd_bench_report *r = malloc(sizeof *r);

@@ -62,6 +62,9 @@ typedef struct qd_options {
     int dit_cpu_offload;                  /* --dit-cpu-offload: the whole transformer in host memory between
                                              runs, uploaded for the denoising loop (unset: off) */
     int pin_cpu_memory;                   /* --pin-cpu-memory: offloaded weights are always pinned; false warns */
+    int dit_offload_budget_mib;           /* --dit-offload-budget-mib: with layerwise offload, the GPU memory (MiB) the
+                                             blocks' weights may take — blocks kept resident, spread over the
+                                             forward, plus the two streaming slots; 0: every block streams */
 } qd_options;
 
 /* Defaults: everything unset. */

@@ -35,6 +35,7 @@ static const flag_def flags[] = {
     {"--dit-layerwise-offload", FLAG_BOOL, OPT(dit_layerwise_offload)},
     {"--dit-cpu-offload", FLAG_BOOL, OPT(dit_cpu_offload)},
     {"--pin-cpu-memory", FLAG_BOOL, OPT(pin_cpu_memory)},
+    {"--dit-offload-budget-mib", FLAG_INT, OPT(dit_offload_budget_mib)},
 };
 
 const char *qd_cli_model_flags_help(void) {
@@ -54,7 +55,9 @@ const char *qd_cli_model_flags_help(void) {
            "                                    GPU: stream the transformer's blocks from pinned host memory while\n"
            "                                    the previous block computes (default: only when they do not fit)\n"
            "  --dit-cpu-offload [true|false]    GPU: keep the whole transformer in host memory between runs\n"
-           "  --pin-cpu-memory [true|false]     accepted (offloaded weights are always pinned)\n";
+           "  --pin-cpu-memory [true|false]     accepted (offloaded weights are always pinned)\n"
+           "  --dit-offload-budget-mib N        layerwise offload: GPU memory for the blocks' weights (resident blocks\n"
+           "                                    + the two streaming slots; default 0: every block streams)\n";
 }
 
 static bool parse_bool(const char *s, int *out) {

@@ -329,6 +329,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
                             .random_weights = a->random_weights, .random_seed = a->random_seed,
                             .reference_linears = a->no_act_quant};
         if (!is_vae && !te) ctx.offload = qd_offload_resolve(o, ck, &quant, be); /* the transformers */
+        if (!is_vae && !te) ctx.offload_budget = (uint64_t)(o->dit_offload_budget_mib > 0 ? o->dit_offload_budget_mib : 0) << 20;
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (te) s = run_text_encoder(&ctx, te, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);

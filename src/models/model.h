@@ -46,6 +46,7 @@ typedef struct {
     void *observe_user;
     qd_linear_tally *tally; /* NULL: not counted */
     qd_offload_mode offload; /* transformers: where their blocks' weights live (models/offload.h) */
+    uint64_t offload_budget; /* layerwise: device bytes the blocks may keep resident, slots included (0: none) */
 } qd_model_ctx;
 
 /* A scalar conditioning value (σ or guidance) as the model's ×1000 embedder sees it. */

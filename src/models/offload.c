@@ -91,10 +91,22 @@ qd_offload_mode qd_offload_resolve(const qd_options *o, const qd_ckpt *ck, const
     return m;
 }
 
-void qd_model_offload_init(qd_model_offload *o, const qd_model_ctx *ctx) {
+void qd_model_offload_init(qd_model_offload *o, const qd_model_ctx *ctx, int n_blocks) {
     const qd_backend_ops *ops = ctx->backend ? ctx->backend->ops : NULL;
     const bool can = ops && ops->weights_group && ops->weights_fetch && ops->weights_fetch_all && ops->weights_evict_all && ops->weights_release;
-    *o = (qd_model_offload){.be = ctx->backend, .mode = can ? ctx->offload : QD_OFFLOAD_MODE_NONE};
+    *o = (qd_model_offload){.be = ctx->backend, .mode = can ? ctx->offload : QD_OFFLOAD_MODE_NONE, .n_blocks = n_blocks};
+    if (o->mode == QD_OFFLOAD_MODE_LAYERWISE) o->budget = ctx->offload_budget;
+}
+
+/* layerwise with a budget: does block i (of `bytes` on the device) stay resident? */
+static bool keep_resident(qd_model_offload *o, uint64_t bytes) {
+    if (!o->budget || o->n_blocks <= 0) return false;
+    if (!o->slot_reserve) o->slot_reserve = 2 * bytes; /* the slots hold the largest streamed block; the first is the largest */
+    if (o->slot_reserve >= o->budget) return false;
+    const double paced = (double)(o->budget - o->slot_reserve) * (double)(o->n + 1) / (double)o->n_blocks;
+    if ((double)(o->resident_bytes + bytes) > paced) return false;
+    o->resident_bytes += bytes;
+    return true;
 }
 
 /* the bound layers among `layers` as one group; its backend id */
@@ -117,18 +129,33 @@ qd_status qd_model_offload_block(qd_model_offload *o, qd_linear *const *layers, 
         if (!ids) return qd_fail(QD_ENOMEM, "cannot allocate the offload groups");
         o->ids = ids, o->cap = cap;
     }
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += layers[i]->device_bytes;
+    if (o->mode == QD_OFFLOAD_MODE_LAYERWISE && keep_resident(o, bytes)) {
+        o->ids[o->n++] = -1;
+        return QD_OK;
+    }
     int id = -1;
     qd_status s = group(o, layers, n, &id);
     if (s) return s;
-    /* the backend prefetches the group registered after the one fetched: blocks must be its consecutive groups */
-    if (o->n && id != o->ids[o->n - 1] + 1)
-        return qd_fail(QD_EINVAL, "offload: block %d became group %d after group %d; another model's groups are on this backend", o->n, id,
-                       o->ids[o->n - 1]);
+    /* the backend prefetches the group registered after the one fetched: streamed blocks must be its consecutive
+       groups (resident blocks in between are skipped, and the prefetch overlaps their compute too) */
+    int prev = -1;
+    for (int i = o->n - 1; i >= 0 && prev < 0; i--) prev = o->ids[i];
+    if (prev >= 0 && id != prev + 1)
+        return qd_fail(QD_EINVAL, "offload: block %d became group %d after group %d; another model's groups are on this backend", o->n, id, prev);
     o->ids[o->n++] = id;
     return QD_OK;
 }
 
 qd_status qd_model_offload_rest(qd_model_offload *o, qd_linear *const *layers, int n) {
+    if (o->mode == QD_OFFLOAD_MODE_LAYERWISE && o->budget) {
+        int kept = 0;
+        for (int i = 0; i < o->n; i++) kept += o->ids[i] < 0;
+        qd_log(QD_LOG_INFO, "offload: within the %.2f GiB budget, %d of %d blocks stay resident (%.2f GiB), %d stream through two slots of %.2f GiB",
+               (double)o->budget / (1 << 30), kept, o->n, (double)o->resident_bytes / (1 << 30), o->n - kept,
+               (double)o->slot_reserve / 2 / (1 << 30));
+    }
     if (o->mode != QD_OFFLOAD_MODE_COMPONENT) return QD_OK;
     int id;
     return group(o, layers, n, &id);
@@ -137,7 +164,7 @@ qd_status qd_model_offload_rest(qd_model_offload *o, qd_linear *const *layers, i
 qd_status qd_model_offload_fetch(qd_model_offload *o, int block) {
     if (o->mode != QD_OFFLOAD_MODE_LAYERWISE) return QD_OK;
     if (block < 0 || block >= o->n) return qd_fail(QD_EINVAL, "offload: block %d of %d", block, o->n);
-    return o->be->ops->weights_fetch(o->be, o->ids[block]);
+    return o->ids[block] < 0 ? QD_OK : o->be->ops->weights_fetch(o->be, o->ids[block]); /* −1: kept resident */
 }
 
 qd_status qd_model_offload_begin(qd_model_offload *o) {

@@ -57,16 +57,24 @@ qd_offload_mode qd_offload_resolve(const qd_options *o, const qd_ckpt *ck, const
 typedef struct {
     qd_backend *be;
     qd_offload_mode mode; /* NONE also when the backend has no offload ops */
-    int *ids;             /* the backend's group of each block, in registration (= forward) order */
+    int *ids;             /* the backend's group of each block, in registration (= forward) order; −1: resident */
     int n, cap;
     bool uploaded;        /* component mode: the weights are on the device */
+    /* layerwise with a budget (ctx->offload_budget): blocks kept resident, paced over the forward */
+    uint64_t budget, slot_reserve, resident_bytes;
+    int n_blocks; /* the blocks the model will register */
 } qd_model_offload;
 
-void qd_model_offload_init(qd_model_offload *o, const qd_model_ctx *ctx);
+/* n_blocks: how many blocks the model will register (paces a residency budget). */
+void qd_model_offload_init(qd_model_offload *o, const qd_model_ctx *ctx, int n_blocks);
 /* The linears of the next block, loaded and prepared (empty ones, absent from this checkpoint's layout, are
- * skipped). */
+ * skipped). Layerwise with a budget: the block stays resident instead when the blocks kept so far, this one and
+ * the two slots (twice the first block's bytes) fit within budget·(i + 1)/n_blocks — resident blocks spread
+ * evenly over the forward, so the copies of the streamed ones overlap their compute too; the first blocks
+ * always stream. */
 qd_status qd_model_offload_block(qd_model_offload *o, qd_linear *const *layers, int n);
-/* Every other linear of the model (component mode; nothing otherwise). */
+/* Every other linear of the model, at the end of the load (component mode: grouped; layerwise with a budget: the
+ * residency chosen is logged). */
 qd_status qd_model_offload_rest(qd_model_offload *o, qd_linear *const *layers, int n);
 /* Block i's weights resident before its ops (layerwise mode). */
 qd_status qd_model_offload_fetch(qd_model_offload *o, int block);

@@ -311,7 +311,8 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     double t0 = now_s();
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = m.c.ck, .quant = &m.c.quant, .act = act, .random_weights = r->random_weights,
-                            .random_seed = a->random_seed ? a->random_seed : 1, .tally = &tally, .offload = offload};
+                            .random_seed = a->random_seed ? a->random_seed : 1, .tally = &tally, .offload = offload,
+                            .offload_budget = (uint64_t)(o->dit_offload_budget_mib > 0 ? o->dit_offload_budget_mib : 0) << 20};
         s = b.flux ? qd_flux_load(&ctx, &b.fc, &b.fm) : qd_zimage_load(&ctx, &b.zc, &b.zm);
     }
     r->load_s = now_s() - t0, r->rss_loaded = rss_bytes();

@@ -308,6 +308,7 @@ static qd_status flux_denoise(gen *g, const flux_text *txt, float *latents, int6
     qd_model_ctx ctx = ctx_of(g, &c);
     ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
     ctx.offload = qd_offload_resolve(g->o, c.ck, &c.quant, g->be);
+    ctx.offload_budget = (uint64_t)(g->o->dit_offload_budget_mib > 0 ? g->o->dit_offload_budget_mib : 0) << 20;
     qd_flux_config fc;
     qd_flux *m = NULL;
     const int64_t C = 16, N = (h / 2) * (w / 2), T = txt->T;
@@ -420,6 +421,7 @@ static qd_status zimage_denoise(gen *g, const qd_tensor *pos, const qd_tensor *n
     qd_model_ctx ctx = ctx_of(g, &c);
     ctx.observe = g->a->observe, ctx.observe_user = g->a->observe_user;
     ctx.offload = qd_offload_resolve(g->o, c.ck, &c.quant, g->be);
+    ctx.offload_budget = (uint64_t)(g->o->dit_offload_budget_mib > 0 ? g->o->dit_offload_budget_mib : 0) << 20;
     qd_zimage_config zc;
     qd_zimage *m = NULL;
     const int64_t C = 16, n = C * h * w;

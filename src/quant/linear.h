@@ -96,6 +96,7 @@ typedef struct qd_linear {
     void *prepared;
     void (*prepared_free)(void *prepared);
     const void *prepared_for; /* the backend that made it */
+    uint64_t device_bytes;    /* what the prepared form holds in the backend's device memory (0: host memory) */
     /* the prepared form replaced the stored weight and scale (qd_linear_release_stored): their data is
        NULL (dtype and shape kept), and the reference paths below refuse the layer */
     bool stored_released;

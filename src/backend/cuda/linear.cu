@@ -191,6 +191,7 @@ static qd_status prepare(qd_linear *l) {
     l->prepared = d;
     l->prepared_free = cuda_linear_free;
     l->prepared_for = &cuda_linear_tag;
+    l->device_bytes = d->mem_bytes;
     return QD_OK;
 }
 

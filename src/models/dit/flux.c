@@ -354,7 +354,7 @@ qd_status qd_flux_load(const qd_model_ctx *ctx, const qd_flux_config *c, qd_flux
     if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the FLUX transformer");
     m->ctx = *ctx;
     m->c = *c;
-    qd_model_offload_init(&m->off, ctx);
+    qd_model_offload_init(&m->off, ctx, (int)(c->num_layers + c->num_single_layers));
     m->dbl = calloc((size_t)c->num_layers + 1, sizeof *m->dbl);
     m->sgl = calloc((size_t)c->num_single_layers + 1, sizeof *m->sgl);
     int64_t D = c->inner_dim, hd = c->head_dim, mlp = 4 * D;

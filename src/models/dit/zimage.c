@@ -227,7 +227,7 @@ qd_status qd_zimage_load(const qd_model_ctx *ctx, const qd_zimage_config *c, qd_
     if (!m) return qd_fail(QD_ENOMEM, "cannot allocate the Z-Image transformer");
     m->ctx = *ctx;
     m->c = *c;
-    qd_model_offload_init(&m->off, ctx);
+    qd_model_offload_init(&m->off, ctx, (int)(c->layers + 2 * c->refiner_layers));
     m->layers = calloc((size_t)c->layers + 1, sizeof *m->layers);
     m->noise_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->noise_refiner);
     m->context_refiner = calloc((size_t)c->refiner_layers + 1, sizeof *m->context_refiner);

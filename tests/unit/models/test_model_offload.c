@@ -65,7 +65,10 @@ static void event(int e) {
 static qd_status r_prepare(qd_backend *b, qd_linear *l) {
     assert_true(R.n_prepared < MAX_LAYERS);
     snprintf(R.prepared[R.n_prepared++], 128, "%s", l->name);
-    return R.cpu->ops->prepare_linear(b, l);
+    const uint64_t bytes = qd_linear_stored_bytes(l);
+    qd_status s = R.cpu->ops->prepare_linear(b, l);
+    l->device_bytes = bytes; /* as a device backend reports its prepared form */
+    return s;
 }
 
 static qd_status r_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
@@ -347,6 +350,56 @@ static void test_flux(void **state) {
     check_model(&FLUX);
 }
 
+/* Layerwise with a budget (--dit-offload-budget-mib): the blocks' bytes measured on a first load; with a budget of
+   the slots (twice the first block) plus about half of the other blocks, some blocks stay resident — never the
+   first, paced over the forward — the streamed ones are consecutive groups fetched in order, resident ones are
+   never fetched, and the output is the unoffloaded one bit for bit. A budget below the slots streams them all. */
+static void test_flux_budget(void **state) {
+    (void)state;
+    const uint64_t seed = qt_seed();
+    const int64_t n = 3 * FLUX.n_out;
+    float *ref = malloc(sizeof *ref * (size_t)n), *got = malloc(sizeof *got * (size_t)n);
+    run_model(&FLUX, QD_OFFLOAD_MODE_NONE, true, seed, ref);
+    /* the bytes of each block (in forward order) from a layerwise load that streams them all */
+    qd_backend *be = backend(true);
+    qd_quant_config q;
+    qd_quant_config_init(&q);
+    qd_model_ctx ctx = {.backend = be, .quant = &q, .act = QD_DTYPE_F32, .random_weights = true, .random_seed = 7, .offload = QD_OFFLOAD_MODE_LAYERWISE};
+    void *m = NULL;
+    assert_int_equal(FLUX.load(&ctx, &m), QD_OK);
+    uint64_t block_bytes[8] = {0}, total = 0;
+    assert_int_equal(R.n_groups, FLUX.blocks);
+    for (int i = 0; i < R.n_layers; i++) block_bytes[R.group_of[i]] += R.layer[i]->device_bytes;
+    for (int g = 0; g < FLUX.blocks; g++) assert_true(block_bytes[g] > 0), total += block_bytes[g];
+    FLUX.free_model(m);
+    backend_done();
+    const uint64_t budgets[2] = {2 * block_bytes[0] + (total - block_bytes[0]) / 2, block_bytes[0]};
+    for (int bi = 0; bi < 2; bi++) {
+        be = backend(true);
+        ctx.backend = be, ctx.offload_budget = budgets[bi];
+        assert_int_equal(FLUX.load(&ctx, &m), QD_OK);
+        const int streamed = R.n_groups;
+        if (bi == 0) assert_true(streamed > 0 && streamed < FLUX.blocks);
+        else assert_int_equal(streamed, FLUX.blocks);
+        char p[64];
+        for (int i = 0; i < R.n_layers; i++) /* the first block streams: group 0 is block 0 */
+            if (R.group_of[i] == 0 && !starts_with(R.name[i], flux_prefix(0, p, sizeof p))) fail_msg("group 0 holds '%s'", R.name[i]);
+        for (int f = 0; f < 2; f++) {
+            const int from = R.n_ev;
+            if (FLUX.forward(m, be, seed, got + f * FLUX.n_out)) fail_msg("forward: %s", qd_last_error());
+            int next = 0;
+            for (int e = from; e < R.n_ev; e++)
+                if (R.ev[e] >= 0 && R.ev[e] < 1000) assert_int_equal(R.ev[e], next++);
+            assert_int_equal(next, streamed);
+        }
+        assert_int_equal(R.violations, 0);
+        assert_memory_equal(got, ref, sizeof *got * (size_t)(2 * FLUX.n_out));
+        FLUX.free_model(m);
+        backend_done();
+    }
+    free(ref), free(got);
+}
+
 static void test_zimage(void **state) {
     (void)state;
     check_model(&ZIMAGE);
@@ -446,6 +499,7 @@ int main(void) {
         cmocka_unit_test(test_resolve_on_cpu),
         cmocka_unit_test(test_estimate),
         cmocka_unit_test(test_flux),
+        cmocka_unit_test(test_flux_budget),
         cmocka_unit_test(test_zimage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
