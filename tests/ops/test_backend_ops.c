@@ -377,7 +377,15 @@ typedef struct {
     int64_t k_multiple;
     double tol_f32, tol_bf16;
     bool int4_per_token; /* bound from the activations' own int4 rounding error (above) */
+    double tol_w4a8;     /* > 0: the bound on a GPU backend, where the scheme runs W4A8 (below) */
 } linear_case;
+
+/* On the GPU the 4-bit schemes run W4A8 (src/backend/cuda/linear_w4.cu): activations E4M3 per token — the FP8
+ * schemes' error, bound 6e-3 — and each weight's code·block scale rounded to E4M3 where it has more significant
+ * bits (≤ 2^-4 relative, about 3e-4 of the weights' energy); few rows (M ≤ 8) run W4A16, exact weights and
+ * unquantized activations. Measured on an H200 (2026-11-30, 08:41 UTC): at most 1.32e-3 over every case, so the
+ * GPU is held to 6e-3 instead of the W4A4 recipes' 5e-2 / 8e-2 (which a wrong group scale could hide under). */
+#define TOL_W4A8 6e-3
 
 /* NMSE of symmetric int4 per-row quantization (scale amax/7, round to nearest) of x [m, k] */
 static double int4_row_nmse(const qd_tensor *x, int64_t m, int64_t k) {
@@ -395,26 +403,26 @@ static double int4_row_nmse(const qd_tensor *x, int64_t m, int64_t k) {
 }
 
 static const linear_case linear_cases[] = {
-    {"dense_f32", b_f32, 1, 1e-10, 3e-5, false},
-    {"dense_bf16", b_bf16, 1, 1e-10, 3e-5, false},
-    {"fp8_channel", b_fp8_channel, 1, 6e-3, 6e-3, false},
-    {"fp8_tensor_static", b_fp8_static, 1, 6e-3, 6e-3, false},
-    {"fp8_block", b_fp8_block, 128, 6e-3, 6e-3, false},
-    {"mxfp8", b_mxfp8, 32, 6e-3, 6e-3, false},
-    {"nvfp4", b_nvfp4, 16, 5e-2, 5e-2, false},
-    {"nvfp4_static", b_nvfp4_static, 16, 5e-2, 5e-2, false},
-    {"mxfp4", b_mxfp4, 32, 5e-2, 5e-2, false},
-    {"w8a8_dynamic", b_int8, 1, 2e-3, 2e-3, false},
-    {"w8a8_static", b_w8a8_static, 1, 6e-3, 6e-3, false},
-    {"w4a4_dynamic", b_w4a4, 1, 8e-2, 8e-2, true},
-    {"w8a8_dyn_offset", b_w8a8_offset, 1, 2e-3, 2e-3, false},
-    {"w4a4_group", b_w4a4_group, 8, 8e-2, 8e-2, true},
-    {"w4a4_group_offset", b_w4a4_group_offset, 8, 8e-2, 8e-2, true},
+    {"dense_f32", b_f32, 1, 1e-10, 3e-5, false, 0},
+    {"dense_bf16", b_bf16, 1, 1e-10, 3e-5, false, 0},
+    {"fp8_channel", b_fp8_channel, 1, 6e-3, 6e-3, false, 0},
+    {"fp8_tensor_static", b_fp8_static, 1, 6e-3, 6e-3, false, 0},
+    {"fp8_block", b_fp8_block, 128, 6e-3, 6e-3, false, 0},
+    {"mxfp8", b_mxfp8, 32, 6e-3, 6e-3, false, 0},
+    {"nvfp4", b_nvfp4, 16, 5e-2, 5e-2, false, TOL_W4A8},
+    {"nvfp4_static", b_nvfp4_static, 16, 5e-2, 5e-2, false, TOL_W4A8},
+    {"mxfp4", b_mxfp4, 32, 5e-2, 5e-2, false, TOL_W4A8},
+    {"w8a8_dynamic", b_int8, 1, 2e-3, 2e-3, false, 0},
+    {"w8a8_static", b_w8a8_static, 1, 6e-3, 6e-3, false, 0},
+    {"w4a4_dynamic", b_w4a4, 1, 8e-2, 8e-2, true, 0},
+    {"w8a8_dyn_offset", b_w8a8_offset, 1, 2e-3, 2e-3, false, 0},
+    {"w4a4_group", b_w4a4_group, 8, 8e-2, 8e-2, true, 0},
+    {"w4a4_group_offset", b_w4a4_group_offset, 8, 8e-2, 8e-2, true, 0},
     /* int4 activations per 64-group and int4 residual weights: ~4e-2 typical; over 60 seeds up to 5.8e-2
        at M = 7 (few rows, heavy tails) and one CI seed (11400601554194758677, generic ISA) 6.003e-2 */
-    {"svdq_int4", b_svdq_int4, 128, 8e-2, 8e-2, false},
-    {"svdq_nvfp4", b_svdq_nvfp4, 128, 5e-2, 5e-2, false},
-    {"awq_w4a16", b_awq, 64, 1e-10, 3e-5, false},
+    {"svdq_int4", b_svdq_int4, 128, 8e-2, 8e-2, false, TOL_W4A8},
+    {"svdq_nvfp4", b_svdq_nvfp4, 128, 5e-2, 5e-2, false, TOL_W4A8},
+    {"awq_w4a16", b_awq, 64, 1e-10, 3e-5, false, 0},
 };
 
 static double act_ref(int kind, double v);
@@ -501,6 +509,7 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
         free(w), free(b), free(ref), free(xr);
     }
     double tol = act == QD_DTYPE_F32 ? c->tol_f32 : c->tol_bf16;
+    if (device_backend && c->tol_w4a8 > 0) tol = c->tol_w4a8;
     /* int4 per-token activations: the bound follows the activations' own int4 error; the output's NMSE is
        that error reweighted by the layer, whose ratio to it spreads with few rows: up to 1.38 over 80 seeds,
        1.61 once (QDIT_TEST_SEED=11400601554082233365, generic ISA, M = 7) — hence 2× */
