@@ -491,16 +491,22 @@ static void linear_into(run *r, qd_linear *l, const qd_tensor *x, qd_tensor *y) 
     if (!r->s) r->s = r->be->ops->linear(r->be, l, x, y);
 }
 
+/* views of rows [pos, pos + L) of the RoPE tables cos/sin [L_all, half] */
+static void table_rows(const qd_tensor *cos, const qd_tensor *sin, int64_t pos, int64_t L, qd_tensor *c, qd_tensor *sn) {
+    const int64_t half = cos->shape[1];
+    *c = *cos, *sn = *sin;
+    c->backend = sn->backend = NULL; /* views */
+    c->data = (float *)cos->data + pos * half, sn->data = (float *)sin->data + pos * half;
+    qd_tensor_shape(c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    qd_tensor_shape(sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+}
+
 /* The per-head RMSNorm of q or k [B, L, H, hd] and its RoPE, in place, one fused op; the stream's L positions
    are rows [pos, pos + L) of the [text, image] tables */
 static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w, const qd_tensor *cos, const qd_tensor *sin, int64_t pos) {
     if (r->s) return;
-    const int64_t L = x->shape[1], half = cos->shape[1];
-    qd_tensor c = *cos, sn = *sin;
-    c.backend = sn.backend = NULL; /* views */
-    c.data = (float *)cos->data + pos * half, sn.data = (float *)sin->data + pos * half;
-    qd_tensor_shape(&c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
-    qd_tensor_shape(&sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    qd_tensor c, sn;
+    table_rows(cos, sin, pos, x->shape[1], &c, &sn);
     r->s = r->be->ops->rms_norm_rope(r->be, x, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, x);
 }
 
@@ -509,12 +515,8 @@ static void rms_heads(run *r, qd_tensor *x, const qd_tensor *w, const qd_tensor 
 static void rms_heads_cols(run *r, const qd_tensor *x, int64_t col, qd_tensor *y, const qd_tensor *w, const qd_tensor *cos, const qd_tensor *sin,
                            int64_t pos) {
     if (r->s) return;
-    const int64_t L = y->shape[1], half = cos->shape[1];
-    qd_tensor c = *cos, sn = *sin;
-    c.backend = sn.backend = NULL; /* views */
-    c.data = (float *)cos->data + pos * half, sn.data = (float *)sin->data + pos * half;
-    qd_tensor_shape(&c, QD_DTYPE_F32, 2, (int64_t[]){L, half});
-    qd_tensor_shape(&sn, QD_DTYPE_F32, 2, (int64_t[]){L, half});
+    qd_tensor c, sn;
+    table_rows(cos, sin, pos, y->shape[1], &c, &sn);
     r->s = r->be->ops->rms_norm_rope_cols(r->be, x, col, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, y);
 }
 
