@@ -233,3 +233,15 @@ uint8_t *qt_read_png_rgb(const char *path, int *w, int *h, char **params) {
     fclose(f);
     return rgb;
 }
+
+qd_tensor qt_random_tensor(qd_backend *be, int rank, const int64_t *shape, uint64_t *state) {
+    qd_tensor t;
+    assert_int_equal(qd_tensor_new(be, &t, QD_DTYPE_F32, rank, shape), QD_OK);
+    const int64_t n = qd_tensor_elements(&t);
+    float *h = malloc(sizeof *h * (size_t)n);
+    assert_non_null(h);
+    for (int64_t i = 0; i < n; i++) h[i] = qt_rand_uniform(state, -1.0f, 1.0f);
+    assert_int_equal(be->ops->upload(be, &t, h), QD_OK);
+    free(h);
+    return t;
+}

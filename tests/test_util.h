@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "backend/backend.h"
+
 /* A fresh empty directory under $QDIT_TEST_TMP (or /tmp), unique per call; caller frees the path. */
 char *qt_mkdtemp(const char *tag);
 /* Remove a directory tree (for cleanup; ignores errors). */
@@ -28,6 +30,8 @@ void *qt_read_file(const char *path, size_t *n);
 uint64_t qt_seed(void);
 uint64_t qt_rand_u64(uint64_t *state);
 float qt_rand_uniform(uint64_t *state, float lo, float hi);
+/* An F32 tensor of `shape` on backend be, filled with U(−1, 1) from *state (asserts on failure). */
+qd_tensor qt_random_tensor(qd_backend *be, int rank, const int64_t *shape, uint64_t *state);
 
 /* Run `QDIT_BINARY args...` (a NULL-terminated list), capture stdout and stderr (caller frees),
  * and return the exit status (or 128+signal if it was killed, or -1 on a timeout of 60 s). */

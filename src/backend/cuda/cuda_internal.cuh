@@ -30,6 +30,10 @@ typedef struct {
     void *lt_plans; /* linear.cu's cache of cuBLASLt matmul plans */
     bool use_cudnn; /* attention may go to cuDNN's fused SDPA (QDIT_CUDNN=0 says no, read at creation) */
     bool gelu_epilogue; /* linears fuse GELU-tanh into cuBLASLt's epilogue (QDIT_CUDA_GELU_EPILOGUE=0 says no) */
+    /* check switches for the linears' fallback paths, read at creation (docs/cuda.md "Switches") */
+    bool fp8_unfused;   /* QDIT_CUDA_FP8_UNFUSED: FP8 scales in our epilogue kernel, not cuBLASLt's */
+    bool w4_no_gemv;    /* QDIT_CUDA_W4_NO_GEMV: few-row 4-bit linears through the expansion too */
+    bool int8_cores;    /* QDIT_CUDA_INT8_CORES: per-channel int8 on the CUDA-core kernel */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */

@@ -634,7 +634,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
     /* fused: per-channel and per-token scales as cuBLASLt outer vectors, the bias in its epilogue, written
        straight into y; where cuBLASLt has no such algorithm, f32 out and our epilogue kernel */
     bool fused = false;
-    if ((y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !getenv("QDIT_CUDA_FP8_UNFUSED")) {
+    if ((y->dtype == QD_DTYPE_BF16 || y->dtype == QD_DTYPE_F32) && !c->fp8_unfused) {
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const size_t es = b16 ? 2 : 4;
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */

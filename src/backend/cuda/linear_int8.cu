@@ -334,7 +334,7 @@ qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
         s = launched("group-wise int8 matmul");
     } else if (!s) {
         s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * np), (void **)&dacc);
-        const bool cores = getenv("QDIT_CUDA_INT8_CORES") != NULL; /* (for checks: the fallback below, always) */
+        const bool cores = c->int8_cores; /* (for checks: the fallback below, always) */
         if (!s && !cores) s = qd_cuda_lt_matmul(c, name, m, np, kp, d->w, CUDA_R_8I, q, CUDA_R_8I, dacc, CUDA_R_32I, NULL, NULL);
         if (s == QD_EUNSUPPORTED)
             qd_log_once_key("cuda-int-lt-fallback", QD_LOG_WARN, "cuda: cuBLASLt has no int8 matmul for layer '%s' (M %lld, N %lld, K %lld): CUDA cores instead",

@@ -217,6 +217,25 @@ __device__ __forceinline__ float decode_code(int kind, uint32_t c) {
     }
 }
 
+/* the 16 weights of row r from column c0 (a multiple of 16): code·s, or code·s + z (AWQ's zero) when HAS_Z */
+template <int KIND, bool HAS_Z>
+__device__ __forceinline__ void decode16(const uint8_t *w, int64_t r, int64_t k, int64_t c0, float s, float z, float *v) {
+    if (KIND == CODE_E4M3) {
+        const uint4 u = *(const uint4 *)(w + r * k + c0);
+        const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
+    } else {
+        const uint2 u = *(const uint2 *)(w + ((r * k + c0) >> 1));
+        const uint32_t wd[2] = {u.x, u.y};
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const float code = decode_code(KIND, wd[j / 8] >> (4 * (j % 8)));
+            v[j] = HAS_Z ? fmaf(code, s, z) : code * s;
+        }
+    }
+}
+
 /* 16 consecutive weights of one row per thread (K % 16 == 0): codes → v·2^−e[n] → E4M3 (RNE, saturating), one
  * 16-byte store. Grid: x over the row's 16-weight chunks, y over the Np rows; rows n ≥ N are written as zeros.
  * The group size is a power of two (LG = log2): no integer division in the index math. */
@@ -229,17 +248,7 @@ __global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, co
         float s = block_scale(bst, bs, r * (k >> LG) + (c0 >> LG)) * __int_as_float((127 - row_exp[r]) << 23);
         if (dual) s *= dual[r * (k >> 9) + (c0 >> 9)];
         float v[16];
-        if (KIND == CODE_E4M3) {
-            const uint4 u = *(const uint4 *)(w + r * k + c0);
-            const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-            for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
-        } else {
-            const uint2 u = *(const uint2 *)(w + ((r * k + c0) >> 1));
-            const uint32_t wd[2] = {u.x, u.y};
-#pragma unroll
-            for (int j = 0; j < 16; j++) v[j] = decode_code(KIND, wd[j / 8] >> (4 * (j % 8))) * s;
-        }
+        decode16<KIND, false>(w, r, k, c0, s, 0.0f, v);
         uint32_t ow[4];
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -297,17 +306,7 @@ __global__ void w4_gemv_kernel(const uint8_t *w, const void *bs, int bst, const 
         if (dual) s *= dual[r * (k >> 9) + (c0 >> 9)];
         if (zs) z = block_scale(bst, zs, r * (k >> LG) + (c0 >> LG));
         float wv[16];
-        if (KIND == CODE_E4M3) {
-            const uint4 u = *(const uint4 *)(w + r * k + c0);
-            const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-            for (int j = 0; j < 16; j++) wv[j] = decode_code(KIND, (wd[j / 4] >> (8 * (j % 4))) & 255) * s;
-        } else {
-            const uint2 u = *(const uint2 *)(w + ((r * k + c0) >> 1));
-            const uint32_t wd[2] = {u.x, u.y};
-#pragma unroll
-            for (int j = 0; j < 16; j++) wv[j] = fmaf(decode_code(KIND, wd[j / 8] >> (4 * (j % 8))), s, z);
-        }
+        decode16<KIND, true>(w, r, k, c0, s, z, wv);
         if (mult)
 #pragma unroll
             for (int j = 0; j < 16; j++) wv[j] *= mult[c0 + j];
@@ -483,7 +482,7 @@ static qd_status small_m(qd_cuda *c, const qd_linear *l, const cuda_linear *d, c
 }
 
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    if (m <= GEMV_ROWS && !getenv("QDIT_CUDA_W4_NO_GEMV")) return small_m(c, l, d, x, y, m, gelu);
+    if (m <= GEMV_ROWS && !c->w4_no_gemv) return small_m(c, l, d, x, y, m, gelu);
     if (l->scheme == QD_SCHEME_AWQ_W4A16) return awq(c, l, d, x, y, m, gelu);
     const int64_t n = l->out_features, k = l->in_features, np = d->np;
     const int kind = code_kind(l);

@@ -29,17 +29,6 @@ static const char *const ZIMAGE_CFG =
     "{\"dim\":64,\"n_layers\":2,\"n_refiner_layers\":1,\"n_heads\":2,\"n_kv_heads\":2,\"in_channels\":4,\"cap_feat_dim\":32,"
     "\"axes_dims\":[8,12,12]}";
 
-static qd_tensor random_tensor(qd_backend *be, int rank, const int64_t *shape, uint64_t *rng) {
-    qd_tensor t;
-    assert_int_equal(qd_tensor_new(be, &t, QD_DTYPE_F32, rank, shape), QD_OK);
-    const int64_t n = qd_tensor_elements(&t);
-    float *h = malloc(sizeof *h * (size_t)n);
-    for (int64_t i = 0; i < n; i++) h[i] = qt_rand_uniform(rng, -1.0f, 1.0f);
-    assert_int_equal(be->ops->upload(be, &t, h), QD_OK);
-    free(h);
-    return t;
-}
-
 enum { FLUX_N = 4, FLUX_T = 3, FLUX_OUT = 1 * FLUX_N * 8, ZIMAGE_OUT = 4 * 8 * 8 };
 
 /* load the model on `be` (fusing or not, as its ops say), run one forward on inputs from `seed`, free it;
@@ -60,7 +49,7 @@ static void run(bool zimage, qd_backend *be, qd_quant_method method, uint64_t se
         s = qd_zimage_config_parse("tiny z-image", cfg, &c);
         if (!s) s = qd_zimage_load(&ctx, &c, &m);
         if (s) fail_msg("z-image load: %s", qd_last_error());
-        qd_tensor x = random_tensor(be, 4, (int64_t[]){4, 1, 8, 8}, &rng), cap = random_tensor(be, 2, (int64_t[]){5, 32}, &rng), y;
+        qd_tensor x = qt_random_tensor(be, 4, (int64_t[]){4, 1, 8, 8}, &rng), cap = qt_random_tensor(be, 2, (int64_t[]){5, 32}, &rng), y;
         assert_int_equal(qd_tensor_new(be, &y, QD_DTYPE_F32, 4, x.shape), QD_OK);
         s = qd_zimage_forward(m, &x, 0.3f, &cap, &y);
         if (!s) s = be->ops->download(be, &y, out);
@@ -73,8 +62,8 @@ static void run(bool zimage, qd_backend *be, qd_quant_method method, uint64_t se
         s = qd_flux_config_parse("tiny flux", cfg, &c);
         if (!s) s = qd_flux_load(&ctx, &c, &m);
         if (s) fail_msg("flux load: %s", qd_last_error());
-        qd_tensor hs = random_tensor(be, 3, (int64_t[]){1, FLUX_N, 8}, &rng), enc = random_tensor(be, 3, (int64_t[]){1, FLUX_T, 32}, &rng);
-        qd_tensor pooled = random_tensor(be, 2, (int64_t[]){1, 24}, &rng), y;
+        qd_tensor hs = qt_random_tensor(be, 3, (int64_t[]){1, FLUX_N, 8}, &rng), enc = qt_random_tensor(be, 3, (int64_t[]){1, FLUX_T, 32}, &rng);
+        qd_tensor pooled = qt_random_tensor(be, 2, (int64_t[]){1, 24}, &rng), y;
         assert_int_equal(qd_tensor_new(be, &y, QD_DTYPE_F32, 3, (int64_t[]){1, FLUX_N, 8}), QD_OK);
         float img_ids[FLUX_N * 3] = {0}, txt_ids[FLUX_T * 3] = {0}, ts = 0.6f, guide = 3.5f;
         for (int i = 0; i < FLUX_N; i++) img_ids[3 * i + 1] = (float)(i / 2), img_ids[3 * i + 2] = (float)(i % 2);

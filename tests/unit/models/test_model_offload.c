@@ -142,17 +142,6 @@ static qd_backend *backend(bool with_ops) {
 
 static void backend_done(void) { R.cpu->ops->destroy(R.cpu); }
 
-static qd_tensor random_tensor(qd_backend *be, int rank, const int64_t *shape, uint64_t *rng) {
-    qd_tensor t;
-    assert_int_equal(qd_tensor_new(be, &t, QD_DTYPE_F32, rank, shape), QD_OK);
-    const int64_t n = qd_tensor_elements(&t);
-    float *h = malloc(sizeof *h * (size_t)n);
-    for (int64_t i = 0; i < n; i++) h[i] = qt_rand_uniform(rng, -1.0f, 1.0f);
-    assert_int_equal(be->ops->upload(be, &t, h), QD_OK);
-    free(h);
-    return t;
-}
-
 /* the block prefix a group must hold, in forward order */
 typedef const char *(*prefix_fn)(int group, char *buf, size_t len);
 
@@ -243,8 +232,8 @@ static qd_status flux_load(const qd_model_ctx *ctx, void **model) {
 static qd_status flux_forward(void *model, qd_backend *be, uint64_t seed, float *out) {
     enum { N = 4, T = 3 };
     uint64_t rng = seed;
-    qd_tensor hs = random_tensor(be, 3, (int64_t[]){1, N, 8}, &rng), enc = random_tensor(be, 3, (int64_t[]){1, T, 32}, &rng);
-    qd_tensor pooled = random_tensor(be, 2, (int64_t[]){1, 24}, &rng), y;
+    qd_tensor hs = qt_random_tensor(be, 3, (int64_t[]){1, N, 8}, &rng), enc = qt_random_tensor(be, 3, (int64_t[]){1, T, 32}, &rng);
+    qd_tensor pooled = qt_random_tensor(be, 2, (int64_t[]){1, 24}, &rng), y;
     assert_int_equal(qd_tensor_new(be, &y, QD_DTYPE_F32, 3, (int64_t[]){1, N, 8}), QD_OK);
     float img_ids[N * 3] = {0}, txt_ids[T * 3] = {0}, ts = 0.6f, guide = 3.5f;
     for (int i = 0; i < N; i++) img_ids[3 * i + 1] = (float)(i / 2), img_ids[3 * i + 2] = (float)(i % 2);
@@ -274,7 +263,7 @@ static qd_status zimage_load(const qd_model_ctx *ctx, void **model) {
 
 static qd_status zimage_forward(void *model, qd_backend *be, uint64_t seed, float *out) {
     uint64_t rng = seed;
-    qd_tensor x = random_tensor(be, 4, (int64_t[]){4, 1, 8, 8}, &rng), cap = random_tensor(be, 2, (int64_t[]){5, 32}, &rng), y;
+    qd_tensor x = qt_random_tensor(be, 4, (int64_t[]){4, 1, 8, 8}, &rng), cap = qt_random_tensor(be, 2, (int64_t[]){5, 32}, &rng), y;
     assert_int_equal(qd_tensor_new(be, &y, QD_DTYPE_F32, 4, x.shape), QD_OK);
     qd_status s = qd_zimage_forward(model, &x, 0.3f, &cap, &y);
     if (!s) s = be->ops->download(be, &y, out);
