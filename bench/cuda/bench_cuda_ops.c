@@ -107,6 +107,46 @@ static int svdq_int4_random(int64_t n, int64_t k, qd_linear *l) {
         printf("| %-34s | %9.3f | %7.1f |\n", label, ms_, (flop) / (ms_ * 1e-3) / 1e12);                         \
     } while (0)
 
+/* linear_fused (the output projections of FLUX's blocks into the residual stream under their gates) against the
+ * composition it replaces (concatenation of the inputs, linear, gated_add), same backend, same operands */
+static void fused_linears(qd_backend *be, int reps) {
+    const struct {
+        const char *what;
+        int64_t m, k0, k1, n;
+    } cases[] = {{"to_out 3072x3072", 4096, 3072, 0, 3072}, {"ff out 12288x3072", 4096, 12288, 0, 3072},
+                 {"single proj_out [3072|12288]x3072", 4608, 3072, 12288, 3072}};
+    printf("\n| linear into the residual stream (M, K x N)        | ms        | TFLOP/s |\n|---|---:|---:|\n");
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t M = cases[ci].m, K = cases[ci].k0 + cases[ci].k1, N = cases[ci].n;
+        const int np = cases[ci].k1 ? 2 : 1;
+        float *w = malloc(sizeof(float) * (size_t)(N * K));
+        uint16_t *wb = malloc(2 * (size_t)(N * K));
+        for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand(), wb[i] = qd_f32_to_bf16(w[i]);
+        qd_linear ls[2] = {{0}};
+        ls[0].scheme = QD_SCHEME_DENSE, ls[0].out_features = N, ls[0].in_features = K, ls[0].alpha = 1;
+        snprintf(ls[0].scheme_name, sizeof ls[0].scheme_name, "bf16");
+        ls[0].weight = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {N, K}, .data = wb, .owned = wb};
+        ls[0].name = strdup("dense");
+        if (qd_quantize_fp8(w, N, K, false, &ls[1])) die("quantize");
+        ls[1].name = strdup("fp8_channel");
+        free(w);
+        qd_tensor x0 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, cases[ci].k0}, 1.0f), x1 = {0};
+        if (np == 2) x1 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, cases[ci].k1}, 1.0f);
+        qd_tensor g = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, N}, 1.0f), res = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, N}, 1.0f);
+        const qd_tensor *xs[2] = {&x0, &x1};
+        const double flop = 2.0 * (double)M * (double)N * (double)K;
+        for (int li = 0; li < 2; li++) {
+            char label[96];
+            snprintf(label, sizeof label, "%s %s, composed", li ? "fp8" : "bf16", cases[ci].what);
+            TIME(label, flop, reps, qd_linear_fused_composed(be, &ls[li], xs, np, &g, &res, &res));
+            snprintf(label, sizeof label, "%s %s, linear_fused", li ? "fp8" : "bf16", cases[ci].what);
+            TIME(label, flop, reps, qd_linear_fused(be, &ls[li], xs, np, &g, &res, &res));
+            qd_linear_free(&ls[li]);
+        }
+        qd_tensor_free(&x0), qd_tensor_free(&x1), qd_tensor_free(&g), qd_tensor_free(&res);
+    }
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 20;
     qd_backend *be;
@@ -214,6 +254,7 @@ int main(int argc, char **argv) {
     TIME("rms_norm_rope L4608 H24 D128", 0.0, reps, be->ops->rms_norm_rope(be, &q, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o));
     qd_tensor_free(&hx), qd_tensor_free(&hy), qd_tensor_free(&sc), qd_tensor_free(&sh);
     qd_tensor_free(&nw), qd_tensor_free(&cs), qd_tensor_free(&sn);
+    fused_linears(be, reps);
     own->ops->destroy(own);
     be->ops->destroy(be);
     return 0;

@@ -127,6 +127,15 @@ typedef struct qd_backend_ops {
     qd_status (*modulate)(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
     /* y = r + gate·x; gate [B, D] broadcast over L (NULL: plain add); y may be r */
     qd_status (*gated_add)(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y);
+    /* Optional (NULL: qd_linear_fused composes it from concat, linear and gated_add):
+       y = r + gate·([x_0 | … | x_{n-1}]·Wᵀ + b) — the layer's input is the column concatenation of xs (1 ≤ n ≤
+       QD_FUSED_INPUTS, same leading shape, last dims summing to K), gate [B, N] broadcast over the tokens as in
+       gated_add (NULL: 1; only with r), r y-shaped (NULL: 0; y may be r). The layer has no output activation. A device backend
+       reads the parts where they are (no concatenated copy; FP8: one activation quantization over them) and
+       applies the gate and the residual in the matmul's epilogue; the result differs from the composition by
+       roundings of intermediates only (y's dtype, once instead of twice). */
+    qd_status (*linear_fused)(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate,
+                              const qd_tensor *r, qd_tensor *y);
     /* y = a ∘ c with c broadcast over a's leading dims (c's shape a suffix of a's) */
     qd_status (*add)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
     qd_status (*mul)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
@@ -197,6 +206,15 @@ int64_t qd_tensor_elements(const qd_tensor *t);
 size_t qd_tensor_bytes(const qd_tensor *t);
 /* Set dtype/rank/shape (data untouched); shape has `rank` entries. */
 void qd_tensor_shape(qd_tensor *t, qd_dtype dtype, int rank, const int64_t *shape);
+#define QD_FUSED_INPUTS 4
+/* linear_fused (see the op) through the backend's op where it has one, else composed: concat (n > 1), linear,
+   gated_add (with r). */
+qd_status qd_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
+                          qd_tensor *y);
+/* The composition itself (what a backend's op falls back to for layers it cannot fuse). */
+qd_status qd_linear_fused_composed(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate,
+                                   const qd_tensor *r, qd_tensor *y);
+
 /* Allocate through the backend: qd_tensor_new(b, &t, QD_DTYPE_F32, 2, (int64_t[]){M, N}). */
 qd_status qd_tensor_new(qd_backend *b, qd_tensor *t, qd_dtype dtype, int rank, const int64_t *shape);
 void qd_tensor_free(qd_tensor *t);

@@ -66,6 +66,30 @@ qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n
     return c;
 }
 
+void qd_run_linear_fused(qd_run *r, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, qd_tensor *res) {
+    if (r->s) return;
+    int64_t k = 0;
+    for (int i = 0; i < n; i++) k += xs[i]->shape[xs[i]->rank - 1];
+    const int64_t nout = res->shape[res->rank - 1];
+    if (k == l->in_features && nout == l->out_features && !(r->ctx && r->ctx->observe)) {
+        r->s = qd_linear_fused(r->be, l, xs, n, gate, res, res);
+        return;
+    }
+    qd_tensor cat = {0};
+    const qd_tensor *x = xs[0];
+    if (n > 1) {
+        int64_t shape[QD_MAX_RANK];
+        memcpy(shape, xs[0]->shape, sizeof shape);
+        shape[xs[0]->rank - 1] = k;
+        cat = qd_run_tensor(r, xs[0]->rank, shape);
+        if (!r->s) r->s = r->be->ops->concat(r->be, xs, n, xs[0]->rank - 1, &cat);
+        x = &cat;
+    }
+    qd_tensor y = qd_run_linear_n(r, l, x, nout);
+    if (!r->s) r->s = r->be->ops->gated_add(r->be, res, &y, gate, res);
+    qd_tensor_free(&y), qd_tensor_free(&cat);
+}
+
 qd_tensor qd_run_chunk(qd_run *r, const qd_tensor *x, int i, int64_t d) {
     qd_tensor y = qd_run_tensor(r, 2, (int64_t[]){x->shape[0], d});
     if (!r->s) r->s = r->be->ops->slice(r->be, x, 1, i * d, d, &y);

@@ -25,6 +25,11 @@ qd_tensor qd_run_linear_padded(qd_run *r, qd_linear *l, const qd_tensor *x);
 /* The layer's n logical outputs on x, for layers stored wider than x and than n (SVDQuant pads K and N to
  * multiples of 128): x gets zero columns appended (padded columns have zero weights), y is cropped. */
 qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n);
+/* res = res + gate·([xs_0 | … | xs_{n-1}]·Wᵀ + b) in place (gate [B, N] or NULL): the backend's linear_fused, which
+ * on a device reads the parts in place and applies gate and residual in the matmul's epilogue. Layers stored wider
+ * than their logical input/output (SVDQuant padding) and observed runs (calibration) take the composed path:
+ * concatenation, qd_run_linear_n, gated_add. */
+void qd_run_linear_fused(qd_run *r, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, qd_tensor *res);
 /* Columns [start, start + len) of x's last dim. */
 qd_tensor qd_run_slice_last(qd_run *r, const qd_tensor *x, int64_t start, int64_t len);
 /* Chunk i of width d of a [B, k·d] tensor. */

@@ -200,6 +200,17 @@ static qd_status m_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor 
     return finish(b, &p, s, OUTS(y));
 }
 
+static qd_status m_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *g, const qd_tensor *r,
+                                qd_tensor *y) {
+    pairs p = {0};
+    qd_status s = QD_OK;
+    const qd_tensor *dxs[QD_FUSED_INPUTS];
+    for (int i = 0; i < n && i < QD_FUSED_INPUTS; i++) dxs[i] = to_dev(b, &p, xs[i], &s);
+    qd_tensor *dg = to_dev(b, &p, g, &s), *dr = to_dev(b, &p, r, &s), *dy = to_dev(b, &p, y, &s);
+    if (!s) s = qd_linear_fused(DEV(b), l, dxs, n, dg, dr, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
 static qd_status m_binary(qd_backend *b, bool mul, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) {
     pairs p = {0};
     qd_status s = QD_OK;
@@ -304,6 +315,7 @@ static const qd_backend_ops mirror_ops = {
     .gated = m_gated,
     .modulate = m_modulate,
     .gated_add = m_gated_add,
+    .linear_fused = m_linear_fused,
     .add = m_add,
     .mul = m_mul,
     .softmax = m_softmax,

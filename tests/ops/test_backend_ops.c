@@ -1177,6 +1177,92 @@ static void run_gated_add(qd_backend *be) {
     }
 }
 
+/* linear_fused: y = r + gate·([x_0 | … ]·Wᵀ + b) against the f64 product of the dequantized weight; the error is measured
+ * against the linear's gated contribution (the residual would hide it), bound: the scheme's linear bound plus y's one
+ * rounding at y's magnitude. The CUDA backend fuses dense BF16 and per-channel / static FP8 (parts read in place, the
+ * gate and residual in the matmul's epilogue) and composes the rest, the CPU backend composes everything. */
+static void run_linear_fused(qd_backend *be) {
+    static const char *const schemes[] = {"dense_bf16", "dense_f32", "fp8_channel", "fp8_tensor_static", "fp8_block", "nvfp4"};
+    struct {
+        int64_t b, l, k, n;
+        int parts; /* the input split into this many column ranges */
+        int gate;  /* 0: none, 1: [B, N], 2: [B, 1, N] */
+        int resid; /* 0: none, 1: y = r (in place), 2: r separate */
+    } cases[] = {{1, 64, 512, 384, 2, 1, 1},  /* FLUX's single-block proj_out over [attention | MLP] */
+                 {2, 17, 512, 256, 3, 1, 2},  /* a batch of two: one gate row each */
+                 {1, 33, 256, 128, 1, 2, 1},  /* FLUX's to_out / ff out into the residual stream */
+                 {1, 9, 256, 384, 2, 0, 2},   /* plain residual add */
+                 {2, 7, 384, 256, 2, 0, 0}};  /* no residual: the concatenated input's linear */
+    for (size_t si = 0; si < sizeof schemes / sizeof *schemes; si++) {
+        const linear_case *lc = NULL;
+        for (size_t c = 0; c < sizeof linear_cases / sizeof *linear_cases; c++)
+            if (!strcmp(linear_cases[c].name, schemes[si])) lc = &linear_cases[c];
+        for (size_t ci = 0; lc && ci < sizeof cases / sizeof *cases; ci++)
+            for (int ti = 0; ti < 2; ti++) {
+                const int64_t B = cases[ci].b, L = cases[ci].l, K = cases[ci].k, N = cases[ci].n;
+                const int np = cases[ci].parts, gk = cases[ci].gate, rk = cases[ci].resid;
+                const qd_dtype t = ti ? QD_DTYPE_F32 : QD_DTYPE_BF16;
+                char name[160];
+                snprintf(name, sizeof name, "linear_fused %-17s %s B=%lld L=%lld K=%lld N=%lld parts %d gate %s resid %s", lc->name, dt_name(t),
+                         (long long)B, (long long)L, (long long)K, (long long)N, np, gk == 0 ? "none" : gk == 1 ? "[B,N]" : "[B,1,N]",
+                         rk == 0 ? "none" : rk == 1 ? "y=r" : "r");
+                if (!selected(name) || K % lc->k_multiple) continue;
+                qd_linear l = {0};
+                qd_status s = lc->build(N, K, &l);
+                l.name = strdup(lc->name);
+                if (!s && next_u64() % 2) add_bias(&l);
+                /* part widths: multiples of 128 (as FLUX's), or, every other case, widths that are not multiples of 8
+                   (the parts' 8-wide loads do not apply) */
+                int64_t widths[QD_FUSED_INPUTS] = {K}, left = K;
+                for (int j = 0; j + 1 < np; j++) widths[j] = ci % 2 ? 100 : 128, left -= widths[j];
+                widths[np - 1] = left;
+                qd_tensor x[QD_FUSED_INPUTS] = {{0}}, g = {0}, r = {0}, y = {0};
+                const qd_tensor *xs[QD_FUSED_INPUTS];
+                for (int j = 0; !s && j < np; j++) {
+                    s = qd_tensor_new(be, &x[j], t, 3, (int64_t[]){B, L, widths[j]});
+                    if (!s) fill(&x[j], 1.0f);
+                    xs[j] = &x[j];
+                }
+                if (!s && gk) s = qd_tensor_new(be, &g, t, gk == 2 ? 3 : 2, gk == 2 ? (int64_t[]){B, 1, N} : (int64_t[]){B, N});
+                if (!s && gk) fill(&g, 1.0f);
+                if (!s && rk) s = qd_tensor_new(be, &r, t, 3, (int64_t[]){B, L, N});
+                if (!s && rk) fill(&r, 1.0f);
+                if (!s && rk != 1) s = qd_tensor_new(be, &y, t, 3, (int64_t[]){B, L, N});
+                qd_tensor *yp = rk == 1 ? &r : &y;
+                /* the reference, before y = r is overwritten */
+                const int64_t rows = B * L;
+                double *ref = malloc(sizeof *ref * (size_t)(rows * N)), *lin = malloc(sizeof *lin * (size_t)(rows * N));
+                float *w = malloc(sizeof *w * (size_t)(N * K)), *bias = malloc(sizeof *bias * (size_t)N);
+                if (!s) s = qd_linear_dequantize(&l, w);
+                if (!s) qd_linear_bias_f32(&l, bias);
+                for (int64_t i = 0; !s && i < rows; i++)
+                    for (int64_t o = 0; o < N; o++) {
+                        double acc = bias[o];
+                        int64_t k0 = 0;
+                        for (int j = 0; j < np; j++) {
+                            for (int64_t c = 0; c < widths[j]; c++) acc += load_any(&x[j], i * widths[j] + c) * w[o * K + k0 + c];
+                            k0 += widths[j];
+                        }
+                        lin[i * N + o] = (gk ? load_any(&g, i / L * N + o) : 1.0) * acc;
+                        ref[i * N + o] = (rk ? load_any(&r, i * N + o) : 0.0) + lin[i * N + o];
+                    }
+                if (!s) s = qd_linear_fused(be, &l, xs, np, gk ? &g : NULL, rk ? &r : NULL, yp);
+                double err = 0, energy = 0, total = 0;
+                for (int64_t i = 0; !s && i < rows * N; i++) {
+                    const double dv = load_any(yp, i) - ref[i];
+                    err += dv * dv, energy += lin[i] * lin[i], total += ref[i] * ref[i];
+                }
+                const double base = device_backend && lc->tol_w4a8 > 0 ? lc->tol_w4a8 : t == QD_DTYPE_F32 ? lc->tol_f32 : lc->tol_bf16;
+                const double tol = base + tol_once(t) * (energy > 0 ? total / energy : 1);
+                report(name, s ? 0 : err / (energy > 0 ? energy : 1), tol, s);
+                free(ref), free(lin), free(w), free(bias);
+                for (int j = 0; j < np; j++) qd_tensor_free(&x[j]);
+                qd_tensor_free(&g), qd_tensor_free(&r), qd_tensor_free(&y);
+                qd_linear_free(&l);
+            }
+    }
+}
+
 static void run_binary(qd_backend *be) {
     struct {
         bool mul;
@@ -1708,6 +1794,7 @@ int main(int argc, char **argv) {
     run_gated(be);
     run_modulate_more(be);
     run_gated_add(be);
+    run_linear_fused(be);
     run_binary(be);
     run_rope(be);
     run_norm_modulate(be);

@@ -172,6 +172,7 @@ static const qd_backend_ops cuda_ops = {
     .gated = qd_cuda_gated,
     .modulate = qd_cuda_modulate,
     .gated_add = qd_cuda_gated_add,
+    .linear_fused = qd_cuda_linear_fused,
     .add = qd_cuda_add,
     .mul = qd_cuda_mul,
     .softmax = qd_cuda_softmax,
@@ -200,9 +201,9 @@ static const qd_backend_ops cuda_ops = {
    the GPU runs as it would), summed per op kind; a table at destroy. The sum of the ops' GPU times against
    a step's wall time shows how much of the step is gaps between kernels (launch and host overhead). ---- */
 
-enum { P_LINEAR, P_LINEAR_SMALL, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_NORM_MOD, P_RMS_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL,
+enum { P_LINEAR, P_LINEAR_SMALL, P_LINEAR_MID, P_LINEAR_FUSED, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_NORM_MOD, P_RMS_ROPE, P_ACT, P_GATED, P_MOD, P_GADD, P_ADD, P_MUL,
        P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS, P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
-static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "attention", "rms_norm", "layer_norm", "group_norm", "rope",
+static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "linear M<=1024", "linear_fused", "attention", "rms_norm", "layer_norm", "group_norm", "rope",
                                                 "norm_modulate", "rms_norm_rope", "activation",
                                                 "gated", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
                                                 "upsample", "permute", "concat", "slice", "embedding", "copy"};
@@ -255,7 +256,10 @@ extern "C" void qd_backend_cuda_profile_reset(void) {
 
 static qd_status p_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const int64_t k = x->rank ? x->shape[x->rank - 1] : 1, rows = k ? qd_tensor_elements(x) / k : 0;
-    PROF(rows <= 16 ? P_LINEAR_SMALL : P_LINEAR, qd_cuda_linear(b, l, x, y));
+    PROF(rows <= 16 ? P_LINEAR_SMALL : rows <= 1024 ? P_LINEAR_MID : P_LINEAR, qd_cuda_linear(b, l, x, y));
+}
+static qd_status p_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *g, const qd_tensor *r, qd_tensor *y) {
+    PROF(P_LINEAR_FUSED, qd_cuda_linear_fused(b, l, xs, n, g, r, y)); /* (its composed fallback's ops are counted twice) */
 }
 static qd_status p_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *o) { PROF(P_ATTN, qd_cuda_attention(b, a, o)); }
 static qd_status p_rms(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) { PROF(P_RMS, qd_cuda_rms_norm(b, x, w, eps, y)); }
@@ -355,6 +359,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->fp8_unfused = getenv("QDIT_CUDA_FP8_UNFUSED") != NULL;
     c->w4_no_gemv = getenv("QDIT_CUDA_W4_NO_GEMV") != NULL;
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
+    c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");
@@ -388,6 +393,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
             po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
+            po->linear_fused = p_linear_fused;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
             po->copy = p_copy, po->destroy = cuda_destroy_prof;

@@ -34,6 +34,7 @@ typedef struct {
     bool fp8_unfused;   /* QDIT_CUDA_FP8_UNFUSED: FP8 scales in our epilogue kernel, not cuBLASLt's */
     bool w4_no_gemv;    /* QDIT_CUDA_W4_NO_GEMV: few-row 4-bit linears through the expansion too */
     bool int8_cores;    /* QDIT_CUDA_INT8_CORES: per-channel int8 on the CUDA-core kernel */
+    bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */
@@ -187,6 +188,8 @@ extern "C" {
 qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst);
 qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l);
 qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
+                               qd_tensor *y);
 qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *out);
 qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y);
 qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps,

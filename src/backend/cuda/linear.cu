@@ -219,9 +219,9 @@ static cudaDataType_t lt_type(qd_dtype t) {
  * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
  * linears of a dozen shapes). Pointers (bias, scales) are set per call. `none`: no algorithm exists. */
 typedef struct {
-    int64_t m, n, k;
+    int64_t m, n, k, lda; /* lda: the weight's row stride (K, or wider for a column range of it) */
     cudaDataType_t at, bt, dt, bias_type;
-    bool bias, a_scale, b_scale, gelu, accumulate, none;
+    bool bias, a_scale, b_scale, gelu, accumulate, alpha_vec, none;
     int a_mode, b_mode;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
@@ -261,6 +261,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
             p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
+            p->lda == key->lda && p->alpha_vec == key->alpha_vec &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -302,7 +303,11 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     if (!st && p->bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dp, sizeof dp);
     if (!st && p->a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dp, sizeof dp);
     if (!st && p->b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dp, sizeof dp);
-    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->k);
+    if (!st && p->alpha_vec) { /* a per-output-channel alpha (linear_fused's gate), beta from the host */
+        const cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST;
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm);
+    }
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->lda);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->n);
     if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
@@ -333,6 +338,8 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
     key.gelu = x && x->gelu;
     key.accumulate = x && x->accumulate;
+    key.lda = x && x->lda ? x->lda : k;
+    key.alpha_vec = x && x->alpha_vec;
     lt_plan *p = plan_get(c, &key);
     if (!p) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate a matmul plan", name);
     if (p->none)
@@ -346,7 +353,8 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     const int32_t onei = 1, zeroi = 0, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
     const bool i8 = at == CUDA_R_8I;
     const void *one = i8 ? (const void *)&onei : &onef, *zero = i8 ? (const void *)&zeroi : &zerof, *beta = i8 ? (const void *)&betai : &betaf;
-    if (!st && !p->tuned && !key.accumulate) { /* (timing would overwrite what an accumulating matmul adds to) */
+    const void *alpha = key.alpha_vec ? (const void *)x->alpha_vec : one;
+    if (!st && !p->tuned && !key.accumulate && !key.alpha_vec) { /* (timing would overwrite what an accumulating matmul adds to) */
         /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
            first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest */
         cudaEvent_t e0, e1;
@@ -373,7 +381,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
         p->algo = p->cand[pick];
         p->tuned = true;
     }
-    if (!st) st = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+    if (!st) st = cublasLtMatmul(c->lt, p->op, alpha, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
                                  c->lt_workspace_bytes, c->stream);
     if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
     return QD_OK;
@@ -419,13 +427,13 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false};
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL};
         qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false};
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL};
             s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
@@ -586,7 +594,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         }
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL};
         if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
@@ -640,7 +648,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -665,6 +673,22 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
     return s;
 }
 
+/* the layer prepared here and its weights on the device, or why not */
+static qd_status ready(qd_linear *l, const cuda_linear **out) {
+    const char *name = l->name ? l->name : "linear";
+    if (!l->prepared) {
+        qd_status s = prepare(l);
+        if (s) return s;
+    }
+    if (l->prepared_for != &cuda_linear_tag) return qd_fail(QD_EINVAL, "layer '%s': prepared by another backend", name);
+    const cuda_linear *d = (const cuda_linear *)l->prepared;
+    if (!d->mem) return qd_fail(QD_EINVAL, "layer '%s': its weights were released with their offload group", name);
+    if (d->host_copy && d->mem == d->host_copy)
+        return qd_fail(QD_EINVAL, "layer '%s': its weights are offloaded to host memory and were not fetched before it ran", name);
+    *out = d;
+    return QD_OK;
+}
+
 extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
     if (x->rank < 1 || y->rank != x->rank || x->shape[x->rank - 1] != l->in_features || y->shape[y->rank - 1] != l->out_features)
@@ -672,18 +696,12 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
                        (long long)(x->rank ? x->shape[x->rank - 1] : 0), (long long)(y->rank ? y->shape[y->rank - 1] : 0),
                        (long long)l->in_features, (long long)l->out_features);
     if (!qd_cuda_float_dtype(x->dtype) || !qd_cuda_float_dtype(y->dtype)) return qd_fail(QD_EUNSUPPORTED, "layer '%s': activations must be F32/BF16/F16", name);
-    if (!l->prepared) {
-        qd_status s = prepare(l);
-        if (s) return s;
-    }
-    if (l->prepared_for != &cuda_linear_tag) return qd_fail(QD_EINVAL, "layer '%s': prepared by another backend", name);
+    const cuda_linear *d = NULL;
+    qd_status rs = ready(l, &d);
+    if (rs) return rs;
     qd_act_kind kind = QD_ACT_GELU_TANH;
     const bool act = qd_linear_out_kind(l, &kind);
     if (!act && l->out_act != QD_OUT_ACT_NONE) return qd_fail(QD_EINVAL, "layer '%s': unknown output activation %d", name, (int)l->out_act);
-    const cuda_linear *d = (const cuda_linear *)l->prepared;
-    if (!d->mem) return qd_fail(QD_EINVAL, "layer '%s': its weights were released with their offload group", name);
-    if (d->host_copy && d->mem == d->host_copy)
-        return qd_fail(QD_EINVAL, "layer '%s': its weights are offloaded to host memory and were not fetched before it ran", name);
     const int64_t m = qd_tensor_elements(x) / l->in_features;
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
@@ -693,5 +711,163 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
                   : qd_cuda_w4_covers(l)       ? qd_cuda_w4_linear(c, l, d, x, y, m, &gelu)
                                                : qd_cuda_int8_linear(c, l, d, x, y, m, &gelu);
     if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------ linear_fused ---- */
+
+/* The parts of a column-concatenated input (linear_fused): row r of part j is xs[j] + r·k[j]. */
+typedef struct {
+    const void *x[QD_FUSED_INPUTS];
+    int64_t k[QD_FUSED_INPUTS];
+    int n, xt;
+} fused_parts;
+
+/* FP8 activation codes of the concatenated row, as fp8_quant_rows_kernel makes them from the concatenation (one
+ * per-token scale over the whole row, or the static `fixed` one), read from the parts where they are; one block per
+ * row. VEC: BF16 parts with widths % 8 == 0, 8 values per 16-byte load. */
+template <bool VEC>
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x;
+    float s = fixed;
+    if (!(s > 0.0f)) {
+        float amax = 0.0f;
+        for (int j = 0; j < p.n; j++) {
+            if (VEC) {
+                const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
+                for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
+                    const uint4 u = xr[i];
+                    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+                    for (int t = 0; t < 4; t++) {
+                        const float2 f = __bfloat1622float2(h[t]);
+                        amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+                    }
+                }
+            } else {
+                for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(p.x[j], p.xt, row * p.k[j] + i)));
+            }
+        }
+        amax = qd_block_max(amax, red);
+        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+    }
+    if (threadIdx.x == 0) row_scale[row] = s;
+    __nv_fp8_e4m3 *qr = q + row * k;
+    for (int j = 0; j < p.n; j++) {
+        if (VEC) {
+            const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
+            for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
+                const uint4 u = xr[i];
+                const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+                __nv_fp8_e4m3 o[8];
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    const float2 f = __bfloat1622float2(h[t]);
+                    o[2 * t] = __nv_fp8_e4m3(f.x / s);
+                    o[2 * t + 1] = __nv_fp8_e4m3(f.y / s);
+                }
+                ((uint2 *)qr)[i] = *(const uint2 *)o;
+            }
+        } else {
+            for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) qr[i] = __nv_fp8_e4m3(qd_ld(p.x[j], p.xt, row * p.k[j] + i) / s);
+        }
+        qr += p.k[j];
+    }
+}
+
+/* batch bi's per-channel vectors: gs[c] = g[bi, c] (1 without a gate) · (scale ? scale[c] : 1), and the bias the
+ * epilogue adds, gb[c] = g[bi, c]·bias[c] in type gbt (cuBLASLt adds the bias after alpha and the scales) */
+__global__ void fused_vectors_kernel(const void *g, int gt, int64_t bi, int64_t n, const float *scale, const float *bias, float *gs, void *gb,
+                                     int gbt) {
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < n; c += (int64_t)gridDim.x * blockDim.x) {
+        const float gv = g ? qd_ld(g, gt, bi * n + c) : 1.0f;
+        gs[c] = gv * (scale ? scale[c] : 1.0f);
+        if (bias) qd_st(gb, gbt, c, gv * bias[c]);
+    }
+}
+
+/* linear_fused (backend.h): dense BF16/F16 weights as one cuBLASLt matmul per input part, each reading its column
+ * range of the weight (lda = K) and accumulating into y, the gate as a per-channel alpha; FP8 with per-token or
+ * static per-tensor activations as one quantization over the parts and one FP8 matmul, the gate folded into the
+ * weight's per-channel scale. The residual enters as C (beta = 1, y copied from r first unless y is r). Other
+ * layers: the composition. */
+extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
+                                          qd_tensor *y) {
+    const char *name = l->name ? l->name : "linear";
+    const cuda_linear *d = NULL;
+    qd_status s = ready(l, &d);
+    if (s) return s;
+    qd_cuda *c = qd_cuda_of(b);
+    const int64_t N = l->out_features, K = l->in_features, rows = qd_tensor_elements(y) / N;
+    const int64_t B = gate ? gate->shape[0] : 1;
+    bool same_x = true;
+    for (int j = 0; j < n; j++) same_x = same_x && xs[j]->dtype == xs[0]->dtype;
+    const qd_dtype xt = xs[0]->dtype;
+    const bool out_ok = y->dtype == QD_DTYPE_BF16 && (!r || r->dtype == y->dtype) && same_x && rows > 0 &&
+                        (!gate || (qd_tensor_elements(gate) == B * N && y->shape[0] == B && rows % B == 0));
+    const bool dense = out_ok && l->scheme == QD_SCHEME_DENSE && (d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16) && xt == d->wt;
+    const bool fp8 = out_ok && l->scheme == QD_SCHEME_FP8 && !d->block && (l->act == QD_ACT_DYNAMIC_TOKEN || l->act == QD_ACT_STATIC_TENSOR) &&
+                     d->kp == K && d->np == N && !c->fp8_unfused && qd_cuda_float_dtype(xt);
+    if ((!dense && !fp8) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
+    if (r && r->data != y->data) {
+        const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
+        if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused residual");
+    }
+    const int64_t per = rows / B; /* rows of one batch element (one gate row) */
+    const size_t ys = 2, xs_bytes = (size_t)qd_dtype_bits(xt) / 8;
+    float *gs = NULL, *gb = NULL;
+    __nv_fp8_e4m3 *q = NULL;
+    float *sx = NULL;
+    const float *bias = dense ? d->bias : (const float *)d->bias16; /* the epilogue's bias: f32 (dense), BF16 (FP8) */
+    if (gate || fp8) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
+    if (!s && gate && bias) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gb);
+    if (!s && fp8) {
+        fused_parts p = {};
+        bool vec = xt == QD_DTYPE_BF16;
+        for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
+        p.n = n, p.xt = xt;
+        s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
+        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)rows, (void **)&sx);
+        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
+        if (!s && vec) fp8_quant_parts_kernel<true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, q, sx);
+        else if (!s) fp8_quant_parts_kernel<false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, q, sx);
+        if (!s) {
+            const cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
+        }
+    }
+    for (int64_t bi = 0; !s && bi < B; bi++) {
+        if (gate || fp8) {
+            fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N,
+                                                                                 fp8 ? d->wscale_vec : NULL, gate ? d->bias : NULL, gs, gb,
+                                                                                 fp8 ? QD_DTYPE_BF16 : QD_DTYPE_F32);
+            const cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
+        }
+        char *yb = (char *)y->data + (size_t)(bi * per * N) * ys;
+        const void *eb = gate && bias ? (const void *)gb : (const void *)bias;
+        if (!s && fp8) {
+            const lt_extra ex = {gs, sx + bi * per, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+                                 CUDA_R_16BF, false, r != NULL, 0, NULL};
+            s = qd_cuda_lt_matmul(c, name, per, N, K, d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF, eb, &ex);
+        }
+        int64_t k0 = 0;
+        for (int j = 0; !s && dense && j < n; j++) {
+            const int64_t kj = xs[j]->shape[xs[j]->rank - 1];
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_32F, false, r != NULL || j > 0, K, gate ? gs : NULL};
+            const char *w = (const char *)d->w + (size_t)k0 * xs_bytes;
+            const char *xb = (const char *)xs[j]->data + (size_t)(bi * per * kj) * xs_bytes;
+            s = qd_cuda_lt_matmul(c, name, per, N, kj, w, lt_type(d->wt), xb, lt_type(xt), yb, CUDA_R_16BF, j == 0 ? eb : NULL, &ex);
+            if (!s) k0 += kj;
+        }
+        /* cuBLASLt has no such algorithm: nothing of this call was written yet (the first matmul is where a plan
+           is made), y holds r — the composition from there */
+        if (s == QD_EUNSUPPORTED && bi == 0 && (fp8 || k0 == 0)) {
+            qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+            return qd_linear_fused_composed(b, l, xs, n, gate, r ? y : NULL, y);
+        }
+    }
+    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
     return s;
 }

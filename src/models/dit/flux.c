@@ -533,12 +533,12 @@ static void split_qkv(run *r, const qd_tensor *qkv, qd_tensor *q, qd_tensor *k, 
     r->s = r->be->ops->slice(r->be, qkv, 2, 2 * D, D, &vt);
 }
 
-/* An MLP: out(gelu_tanh(in(x))), the GELU applied by `in` itself (its out_act) */
-static qd_tensor mlp(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, int64_t n) {
+/* An MLP added into the residual stream under its gate: res += gate·out(gelu_tanh(in(x))), the GELU applied by `in`
+   itself (its out_act) */
+static void mlp_into(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, const qd_tensor *gate, qd_tensor *res) {
     qd_tensor h = qd_run_linear_n(r, in, x, hidden);
-    qd_tensor y = qd_run_linear_n(r, outl, &h, n);
+    qd_run_linear_fused(r, outl, (const qd_tensor *[]){&h}, 1, gate, res);
     qd_tensor_free(&h);
-    return y;
 }
 
 /* The sinusoid [B, 256] (F32) of a scalar per batch item, v·1000 rounded as the context says (by default
@@ -663,20 +663,17 @@ static qd_status flux_body(void *user) {
         qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
         as_tokens(&A);
         qd_tensor ca = joint ? rows_view(&A, 0, T) : seq_slice(r, &A, 0, T), xa = joint ? rows_view(&A, T, N) : seq_slice(r, &A, T, N);
-        qd_tensor xo = qd_run_linear_n(r, &b->to_out, &xa, D), co = qd_run_linear_n(r, &b->to_add_out, &ca, D);
+        /* the output projections add into the streams under their gates (one pass on a device: linear_fused) */
+        qd_run_linear_fused(r, &b->to_out, (const qd_tensor *[]){&xa}, 1, &mod[2], &x);
+        qd_run_linear_fused(r, &b->to_add_out, (const qd_tensor *[]){&ca}, 1, &cmod[2], &ctx);
         qd_tensor_free(&xa), qd_tensor_free(&ca);
         qd_tensor_free(&A); /* after ca, xa: they may be views into it */
-        if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xo, &mod[2], &x);
-        if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &co, &cmod[2], &ctx);
-        qd_tensor_free(&xo), qd_tensor_free(&co);
 
         qd_tensor xn2 = norm_modulate(r, &x, &mod[4], &mod[3]);
-        qd_tensor xf = mlp(r, &b->ff_in, &b->ff_out, &xn2, 4 * D, D);
-        if (!r->s) r->s = r->be->ops->gated_add(r->be, &x, &xf, &mod[5], &x);
+        mlp_into(r, &b->ff_in, &b->ff_out, &xn2, 4 * D, &mod[5], &x);
         qd_tensor cn2 = norm_modulate(r, &ctx, &cmod[4], &cmod[3]);
-        qd_tensor cf = mlp(r, &b->ffc_in, &b->ffc_out, &cn2, 4 * D, D);
-        if (!r->s) r->s = r->be->ops->gated_add(r->be, &ctx, &cf, &cmod[5], &ctx);
-        qd_tensor_free(&xn2), qd_tensor_free(&xf), qd_tensor_free(&cn2), qd_tensor_free(&cf);
+        mlp_into(r, &b->ffc_in, &b->ffc_out, &cn2, 4 * D, &cmod[5], &ctx);
+        qd_tensor_free(&xn2), qd_tensor_free(&cn2);
         for (int j = 0; j < 6; j++) qd_tensor_free(&mod[j]), qd_tensor_free(&cmod[j]);
         qd_tensor_free(&e), qd_tensor_free(&ce); /* after the chunks: they may be views into them */
     }
@@ -714,20 +711,17 @@ static qd_status flux_body(void *user) {
         attention(r, &q, &k, &v, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
         as_tokens(&A);
-        qd_tensor o;
         if (m->nunchaku) { /* proj_out(cat(A, hmlp)) = out_proj(A) + mlp_fc2(hmlp) */
-            o = qd_run_linear_n(r, &b->out_attn, &A, D);
+            qd_tensor o = qd_run_linear_n(r, &b->out_attn, &A, D);
             qd_tensor o2 = qd_run_linear_n(r, &b->mlp_fc2, &hmlp, D);
             if (!r->s) r->s = r->be->ops->add(r->be, &o, &o2, &o);
-            qd_tensor_free(&A), qd_tensor_free(&hmlp), qd_tensor_free(&o2);
-        } else {
-            qd_tensor cat = qd_run_concat2(r, &A, &hmlp, 2);
-            qd_tensor_free(&A), qd_tensor_free(&hmlp);
-            o = qd_run_linear(r, &b->proj_out, &cat);
-            qd_tensor_free(&cat);
+            if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
+            qd_tensor_free(&o), qd_tensor_free(&o2);
+        } else { /* proj_out over [attention | MLP] without the concatenation on a device (linear_fused) */
+            qd_run_linear_fused(r, &b->proj_out, (const qd_tensor *[]){&A, &hmlp}, 2, &gate, &s);
         }
-        if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
-        qd_tensor_free(&o), qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
+        qd_tensor_free(&A), qd_tensor_free(&hmlp);
+        qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
         qd_tensor_free(&e); /* after the chunks: they may be views into it */
     }
     qd_tensor img = seq_slice(r, &s, T, N);
