@@ -17,13 +17,32 @@ export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cub
 # diffusers' public source for the reference side travels xz-compressed too (.refpack/, never committed)
 [ ! -d .ref/src/diffusers ] && [ -f .refpack/diffusers_src.tar.xz ] && mkdir -p .ref && tar -C .ref -xJf .refpack/diffusers_src.tar.xz
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
+# the SM clock and power while a step benchmark runs (sampled every 200 ms): whether the sustained step runs its
+# kernels slower than the isolated kernel benchmarks because the GPU is at its power limit
+sample_start() { nvidia-smi --query-gpu=clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv,noheader,nounits -lms 200 \
+                   > "$OUT/gpu_samples_$1.csv" 2>/dev/null & SAMPLER=$!; }
+sample_stop() { kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null
+  python3 -c "
+import statistics as st, sys
+rows = [[c.strip() for c in l.split(',')] for l in open('$OUT/gpu_samples_$1.csv') if l.count(',') == 3]
+busy = [r for r in rows if float(r[1]) > 250]
+if busy:
+    reasons = sorted(set(r[3] for r in busy))
+    print('gpu while busy ($1): %d samples, SM clock median %.0f MHz (min %.0f), power median %.0f W (max %.0f), temperature max %.0f C, throttle reasons %s'
+          % (len(busy), st.median(float(r[0]) for r in busy), min(float(r[0]) for r in busy), st.median(float(r[1]) for r in busy),
+             max(float(r[1]) for r in busy), max(float(r[2]) for r in busy), ' '.join(reasons)))
+" 2>&1; }
 for t in "$@"; do
   echo "== $t"
   case "$t" in
     ops) .devrun/bin/test_backend_ops --backend cuda 2>&1 | tee "$OUT/ops.log" | grep -Ev "^(ok  |skip)" ;;
     fixtures) python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" 2>&1 | tee "$OUT/fixtures.md" ;;
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
-    flux) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
+    flux) for q in none fp8; do sample_start flux_$q
+            .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps ${FLUX_STEPS:-6} --text 512 2>&1 | tee "$OUT/flux_$q.log"
+            sample_stop flux_$q; done ;;
+    bench_loop) # the kernel benchmark with the GPU sampled: the isolated kernels' clocks, for the comparison with the step's
+          sample_start bench; .devrun/bin/bench_cuda_ops 20 > "$OUT/bench_qdit_sampled.md" 2>&1; sample_stop bench ;;
     w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
     offload) # FLUX.1-dev FP8 at 1024², resident and with --dit-layerwise-offload within a budget for the blocks' weights
              # (OFFLOAD_BUDGET_MIB, default 3650: with the non-block layers under 4 GB), side by side in one call (issue 9:

@@ -349,24 +349,30 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     if (bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     if (!st && key.a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
     if (!st && key.b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
-    const float onef = 1.0f, zerof = 0.0f, betaf = key.accumulate ? 1.0f : 0.0f;
-    const int32_t onei = 1, zeroi = 0, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
+    const float onef = 1.0f, betaf = key.accumulate ? 1.0f : 0.0f;
+    const int32_t onei = 1, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
     const bool i8 = at == CUDA_R_8I;
-    const void *one = i8 ? (const void *)&onei : &onef, *zero = i8 ? (const void *)&zeroi : &zerof, *beta = i8 ? (const void *)&betai : &betaf;
+    const void *one = i8 ? (const void *)&onei : &onef, *beta = i8 ? (const void *)&betai : &betaf;
     const void *alpha = key.alpha_vec ? (const void *)x->alpha_vec : one;
-    if (!st && !p->tuned && !key.accumulate && !key.alpha_vec) { /* (timing would overwrite what an accumulating matmul adds to) */
+    if (!st && !p->tuned) {
         /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
-           first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest */
+           first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest. A matmul that
+           accumulates into D is timed into a scratch D instead (timing would add to D several times). */
+        void *td = d;
+        if (key.accumulate) {
+            const size_t es = dt == CUDA_R_32F || dt == CUDA_R_32I ? 4 : dt == CUDA_R_8F_E4M3 ? 1 : 2;
+            if (qd_cuda_scratch(c, es * (size_t)(m * n), &td)) td = NULL;
+        }
         cudaEvent_t e0, e1;
         float best = 1e30f;
         int pick = 0;
-        if (cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess) {
+        if (td && cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess) {
             for (int i = 0; i < p->ncand; i++) {
                 float ms = 0;
                 bool ok = true;
                 for (int r = 0; r < 3 && ok; r++) {
                     if (r == 1) cudaEventRecord(e0, c->stream);
-                    ok = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, zero, d, p->ld, d, p->ld, &p->cand[i], c->lt_workspace,
+                    ok = cublasLtMatmul(c->lt, p->op, alpha, a, p->la, bm, p->lb, beta, td, p->ld, td, p->ld, &p->cand[i], c->lt_workspace,
                                         c->lt_workspace_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
                 }
                 cudaEventRecord(e1, c->stream);
@@ -378,6 +384,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
             cudaEventDestroy(e0), cudaEventDestroy(e1);
         }
         cudaGetLastError();
+        if (td != d) qd_cuda_scratch_free(c, td);
         p->algo = p->cand[pick];
         p->tuned = true;
     }
@@ -579,8 +586,9 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
     if (d->block) {
         /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
         /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
-           and write the first M rows of the result (a row-major prefix) */
-        const int64_t mp = (m + 15) / 16 * 16;
+           and write the first M rows of the result (a row-major prefix). Padded to 64: at M = 16 with N = 256 / 384
+           (K 256 / 384) its algorithm wrote wrong results on an H200 (cuBLASLt 13.0, op harness 2026-11-30) */
+        const int64_t mp = (m + 63) / 64 * 64;
         __nv_fp8_e4m3 *q = NULL;
         float *sx = NULL;
         void *yp = y->data;
@@ -727,7 +735,7 @@ typedef struct {
  * per-token scale over the whole row, or the static `fixed` one), read from the parts where they are; one block per
  * row. VEC: BF16 parts with widths % 8 == 0, 8 values per 16-byte load. */
 template <bool VEC>
-__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, int64_t per, int64_t stride, __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     float s = fixed;
@@ -752,7 +760,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, __
         amax = qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
-    if (threadIdx.x == 0) row_scale[row] = s;
+    if (threadIdx.x == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
     __nv_fp8_e4m3 *qr = q + row * k;
     for (int j = 0; j < p.n; j++) {
         if (VEC) {
@@ -814,7 +822,8 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused residual");
     }
-    const int64_t per = rows / B; /* rows of one batch element (one gate row) */
+    const int64_t per = rows / B;             /* rows of one batch element (one gate row) */
+    const int64_t stride = (per + 63) / 64 * 64; /* its row scales start 256-byte aligned, as cuBLASLt wants */
     const size_t ys = 2, xs_bytes = (size_t)qd_dtype_bits(xt) / 8;
     float *gs = NULL, *gb = NULL;
     __nv_fp8_e4m3 *q = NULL;
@@ -828,10 +837,10 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
         p.n = n, p.xt = xt;
         s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
-        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)rows, (void **)&sx);
+        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (!s && vec) fp8_quant_parts_kernel<true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, q, sx);
-        else if (!s) fp8_quant_parts_kernel<false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, q, sx);
+        if (!s && vec) fp8_quant_parts_kernel<true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, per, stride, q, sx);
+        else if (!s) fp8_quant_parts_kernel<false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, per, stride, q, sx);
         if (!s) {
             const cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
@@ -848,7 +857,7 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         char *yb = (char *)y->data + (size_t)(bi * per * N) * ys;
         const void *eb = gate && bias ? (const void *)gb : (const void *)bias;
         if (!s && fp8) {
-            const lt_extra ex = {gs, sx + bi * per, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+            const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
                                  CUDA_R_16BF, false, r != NULL, 0, NULL};
             s = qd_cuda_lt_matmul(c, name, per, N, K, d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF, eb, &ex);
         }
