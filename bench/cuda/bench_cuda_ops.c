@@ -122,24 +122,25 @@ static void fused_linears(qd_backend *be, int reps) {
         float *w = malloc(sizeof(float) * (size_t)(N * K));
         uint16_t *wb = malloc(2 * (size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand(), wb[i] = qd_f32_to_bf16(w[i]);
-        qd_linear ls[2] = {{0}};
+        qd_linear ls[3] = {{0}};
+        static const char *const lname[3] = {"bf16", "fp8", "nvfp4"};
         ls[0].scheme = QD_SCHEME_DENSE, ls[0].out_features = N, ls[0].in_features = K, ls[0].alpha = 1;
         snprintf(ls[0].scheme_name, sizeof ls[0].scheme_name, "bf16");
         ls[0].weight = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {N, K}, .data = wb, .owned = wb};
         ls[0].name = strdup("dense");
-        if (qd_quantize_fp8(w, N, K, false, &ls[1])) die("quantize");
-        ls[1].name = strdup("fp8_channel");
+        if (qd_quantize_fp8(w, N, K, false, &ls[1]) || qd_quantize_nvfp4(w, N, K, &ls[2])) die("quantize");
+        ls[1].name = strdup("fp8_channel"), ls[2].name = strdup("nvfp4");
         free(w);
         qd_tensor x0 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, cases[ci].k0}, 1.0f), x1 = {0};
         if (np == 2) x1 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, cases[ci].k1}, 1.0f);
         qd_tensor g = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, N}, 1.0f), res = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, N}, 1.0f);
         const qd_tensor *xs[2] = {&x0, &x1};
         const double flop = 2.0 * (double)M * (double)N * (double)K;
-        for (int li = 0; li < 2; li++) {
+        for (int li = 0; li < 3; li++) {
             char label[96];
-            snprintf(label, sizeof label, "%s %s, composed", li ? "fp8" : "bf16", cases[ci].what);
+            snprintf(label, sizeof label, "%s %s, composed", lname[li], cases[ci].what);
             TIME(label, flop, reps, qd_linear_fused_composed(be, &ls[li], xs, np, &g, &res, &res));
-            snprintf(label, sizeof label, "%s %s, linear_fused", li ? "fp8" : "bf16", cases[ci].what);
+            snprintf(label, sizeof label, "%s %s, linear_fused", lname[li], cases[ci].what);
             TIME(label, flop, reps, qd_linear_fused(be, &ls[li], xs, np, &g, &res, &res));
             qd_linear_free(&ls[li]);
         }

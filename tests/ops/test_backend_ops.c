@@ -1179,10 +1179,11 @@ static void run_gated_add(qd_backend *be) {
 
 /* linear_fused: y = r + gate·([x_0 | … ]·Wᵀ + b) against the f64 product of the dequantized weight; the error is measured
  * against the linear's gated contribution (the residual would hide it), bound: the scheme's linear bound plus y's one
- * rounding at y's magnitude. The CUDA backend fuses dense BF16 and per-channel / static FP8 (parts read in place, the
- * gate and residual in the matmul's epilogue) and composes the rest, the CPU backend composes everything. */
+ * rounding at y's magnitude. The CUDA backend fuses dense BF16, per-channel / static FP8 and the W4A8 schemes without
+ * a low-rank branch (parts read in place, the gate and residual in the matmul's epilogue) and composes the rest
+ * (fp8_block, SVDQuant), the CPU backend composes everything. */
 static void run_linear_fused(qd_backend *be) {
-    static const char *const schemes[] = {"dense_bf16", "dense_f32", "fp8_channel", "fp8_tensor_static", "fp8_block", "nvfp4"};
+    static const char *const schemes[] = {"dense_bf16", "dense_f32", "fp8_channel", "fp8_tensor_static", "fp8_block", "nvfp4", "mxfp4", "svdq_int4"};
     struct {
         int64_t b, l, k, n;
         int parts; /* the input split into this many column ranges */

@@ -151,11 +151,14 @@ static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a
     d->wscale_per_channel = !block && ns == n && n > 1;
     if (block ? ns != want_block : (ns != 1 && ns != n))
         return qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
-    offs[3] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)ns);
+    /* block scales [N/128][K/128] with their rows padded to a multiple of 4 floats: cuBLASLt reads them as rows of
+       16-byte multiples (with K/128 = 2 or 3 and more than one row of blocks, unpadded rows gave wrong results) */
+    const int64_t kb = k / 128, kbs = block ? (kb + 3) / 4 * 4 : 0, rows = block ? (n + 127) / 128 : 0;
+    offs[3] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(block ? rows * kbs : ns));
     if (!block) offs[4] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
     if (offs[3] == SIZE_MAX || (!block && offs[4] == SIZE_MAX)) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
     float *hs = (float *)qd_cuda_arena_at(a, offs[3]);
-    for (int64_t i = 0; i < ns; i++) hs[i] = qd_view_get_flat(&l->scale, i);
+    for (int64_t i = 0; i < ns; i++) hs[block ? i / kb * kbs + i % kb : i] = qd_view_get_flat(&l->scale, i);
     if (!block) {
         float *hv = (float *)qd_cuda_arena_at(a, offs[4]);
         for (int64_t i = 0; i < np; i++) hv[i] = i < n ? hs[d->wscale_per_channel ? i : 0] : 0.0f;
@@ -731,56 +734,62 @@ typedef struct {
     int n, xt;
 } fused_parts;
 
-/* FP8 activation codes of the concatenated row, as fp8_quant_rows_kernel makes them from the concatenation (one
- * per-token scale over the whole row, or the static `fixed` one), read from the parts where they are; one block per
- * row. VEC: BF16 parts with widths % 8 == 0, 8 values per 16-byte load. */
-template <bool VEC>
-__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, int64_t per, int64_t stride, __nv_fp8_e4m3 *q, float *row_scale) {
+/* FP8 activation codes of the concatenated row, as the layer's own quantization makes them from the concatenation
+ * (one per-token scale over the whole row, or the static `fixed` one), read from the parts where they are; one block
+ * per row. FP8 layers: q = e4m3(x / s) as fp8_quant_rows_kernel; W4A8 layers (W4): q = e4m3(x·mult[c]·(1/s)) as
+ * linear_w4.cu's quant_rows_mult_kernel (mult: the smoothing multiplier, or NULL). VEC: BF16 parts with widths % 8
+ * == 0, 8 values per 16-byte load. */
+template <bool VEC, bool W4>
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, __nv_fp8_e4m3 *q,
+                                       float *row_scale) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     float s = fixed;
     if (!(s > 0.0f)) {
         float amax = 0.0f;
+        int64_t c0 = 0; /* the part's first column in the concatenated row */
         for (int j = 0; j < p.n; j++) {
             if (VEC) {
                 const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
                 for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
-                    const uint4 u = xr[i];
-                    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+                    float v[8];
+                    qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
 #pragma unroll
-                    for (int t = 0; t < 4; t++) {
-                        const float2 f = __bfloat1622float2(h[t]);
-                        amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
-                    }
+                    for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(W4 && mult ? v[t] * mult[c0 + 8 * i + t] : v[t]));
                 }
             } else {
-                for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(p.x[j], p.xt, row * p.k[j] + i)));
+                for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
+                    const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
+                    amax = fmaxf(amax, fabsf(W4 && mult ? v * mult[c0 + i] : v));
+                }
             }
+            c0 += p.k[j];
         }
         amax = qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
+    const float inv = 1.0f / s;
     __nv_fp8_e4m3 *qr = q + row * k;
+    int64_t c0 = 0;
     for (int j = 0; j < p.n; j++) {
         if (VEC) {
             const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
             for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
-                const uint4 u = xr[i];
-                const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+                float v[8];
+                qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
                 __nv_fp8_e4m3 o[8];
 #pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    const float2 f = __bfloat1622float2(h[t]);
-                    o[2 * t] = __nv_fp8_e4m3(f.x / s);
-                    o[2 * t + 1] = __nv_fp8_e4m3(f.y / s);
-                }
-                ((uint2 *)qr)[i] = *(const uint2 *)o;
+                for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(W4 ? (mult ? v[t] * mult[c0 + 8 * i + t] : v[t]) * inv : v[t] / s);
+                ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
             }
         } else {
-            for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) qr[i] = __nv_fp8_e4m3(qd_ld(p.x[j], p.xt, row * p.k[j] + i) / s);
+            for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
+                const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
+                qr[c0 + i] = __nv_fp8_e4m3(W4 ? (mult ? v * mult[c0 + i] : v) * inv : v / s);
+            }
         }
-        qr += p.k[j];
+        c0 += p.k[j];
     }
 }
 
@@ -797,8 +806,9 @@ __global__ void fused_vectors_kernel(const void *g, int gt, int64_t bi, int64_t 
 
 /* linear_fused (backend.h): dense BF16/F16 weights as one cuBLASLt matmul per input part, each reading its column
  * range of the weight (lda = K) and accumulating into y, the gate as a per-channel alpha; FP8 with per-token or
- * static per-tensor activations as one quantization over the parts and one FP8 matmul, the gate folded into the
- * weight's per-channel scale. The residual enters as C (beta = 1, y copied from r first unless y is r). Other
+ * static per-tensor activations, and the W4A8 schemes without a low-rank branch (their weights expanded to E4M3 as
+ * their linear does), as one quantization over the parts and one FP8 matmul, the gate folded into the weight's
+ * per-channel scale. The residual enters as C (beta = 1, y copied from r first unless y is r). Other
  * layers: the composition. */
 extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
                                           qd_tensor *y) {
@@ -817,7 +827,8 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     const bool dense = out_ok && l->scheme == QD_SCHEME_DENSE && (d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16) && xt == d->wt;
     const bool fp8 = out_ok && l->scheme == QD_SCHEME_FP8 && !d->block && (l->act == QD_ACT_DYNAMIC_TOKEN || l->act == QD_ACT_STATIC_TENSOR) &&
                      d->kp == K && d->np == N && !c->fp8_unfused && qd_cuda_float_dtype(xt);
-    if ((!dense && !fp8) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
+    const bool w4 = out_ok && !dense && !fp8 && qd_cuda_w4_fusable(l, d, rows, c) && qd_cuda_float_dtype(xt);
+    if ((!dense && !fp8 && !w4) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
     if (r && r->data != y->data) {
         const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused residual");
@@ -828,38 +839,44 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     float *gs = NULL, *gb = NULL;
     __nv_fp8_e4m3 *q = NULL;
     float *sx = NULL;
+    void *w8 = NULL; /* W4A8: the weights expanded to E4M3 */
     const float *bias = dense ? d->bias : (const float *)d->bias16; /* the epilogue's bias: f32 (dense), BF16 (FP8) */
-    if (gate || fp8) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
+    if (gate || !dense) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
     if (!s && gate && bias) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gb);
-    if (!s && fp8) {
+    if (!s && w4) s = qd_cuda_w4_expand(c, l, d, &w8);
+    if (!s && !dense) {
         fused_parts p = {};
         bool vec = xt == QD_DTYPE_BF16;
         for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
         p.n = n, p.xt = xt;
         s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
         if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
-        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (!s && vec) fp8_quant_parts_kernel<true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, per, stride, q, sx);
-        else if (!s) fp8_quant_parts_kernel<false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, per, stride, q, sx);
+        const float fixed = fp8 && l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f; /* W4A8: per token */
+        const float *mult = w4 ? d->smooth : NULL;
+        if (s) {
+        } else if (vec && w4) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
+        else if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
+        else if (w4) fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
+        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
         if (!s) {
             const cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
         }
     }
     for (int64_t bi = 0; !s && bi < B; bi++) {
-        if (gate || fp8) {
+        if (gate || !dense) {
             fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N,
-                                                                                 fp8 ? d->wscale_vec : NULL, gate ? d->bias : NULL, gs, gb,
-                                                                                 fp8 ? QD_DTYPE_BF16 : QD_DTYPE_F32);
+                                                                                 dense ? NULL : d->wscale_vec, gate ? d->bias : NULL, gs, gb,
+                                                                                 dense ? QD_DTYPE_F32 : QD_DTYPE_BF16);
             const cudaError_t e = cudaGetLastError();
             if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
         }
         char *yb = (char *)y->data + (size_t)(bi * per * N) * ys;
         const void *eb = gate && bias ? (const void *)gb : (const void *)bias;
-        if (!s && fp8) {
+        if (!s && !dense) {
             const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
                                  CUDA_R_16BF, false, r != NULL, 0, NULL};
-            s = qd_cuda_lt_matmul(c, name, per, N, K, d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF, eb, &ex);
+            s = qd_cuda_lt_matmul(c, name, per, N, K, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF, eb, &ex);
         }
         int64_t k0 = 0;
         for (int j = 0; !s && dense && j < n; j++) {
@@ -872,11 +889,11 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         }
         /* cuBLASLt has no such algorithm: nothing of this call was written yet (the first matmul is where a plan
            is made), y holds r — the composition from there */
-        if (s == QD_EUNSUPPORTED && bi == 0 && (fp8 || k0 == 0)) {
-            qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+        if (s == QD_EUNSUPPORTED && bi == 0 && (!dense || k0 == 0)) {
+            qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
             return qd_linear_fused_composed(b, l, xs, n, gate, r ? y : NULL, y);
         }
     }
-    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
     return s;
 }

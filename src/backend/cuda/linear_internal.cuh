@@ -111,6 +111,10 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_w4_covers(const qd_linear *l);
+/* linear_fused of a W4A8 layer (linear.cu): whether its M rows run the expansion + FP8 matmul path without a low-rank
+   branch, and the expansion of its weights into an E4M3 scratch copy [Np, K] (freed by the caller) */
+bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, const qd_cuda *c);
+qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8);
 qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_int8_covers(const qd_linear *l);

@@ -481,23 +481,31 @@ static qd_status small_m(qd_cuda *c, const qd_linear *l, const cuda_linear *d, c
     return s;
 }
 
+bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, const qd_cuda *c) {
+    return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && !d->rank && (m > GEMV_ROWS || c->w4_no_gemv) && d->np == l->out_features;
+}
+
+qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8) {
+    const int64_t n = l->out_features, k = l->in_features;
+    qd_status s = qd_cuda_scratch(c, (size_t)(d->np * k), w8);
+    if (s) return s;
+    const int kind = code_kind(l);
+    if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(c, d, n, k, (uint4 *)*w8);
+    else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(c, d, n, k, (uint4 *)*w8);
+    else expand_e4m3<CODE_E4M3>(c, d, n, k, (uint4 *)*w8);
+    return launched("weight expansion to e4m3");
+}
+
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
     if (m <= GEMV_ROWS && !c->w4_no_gemv) return small_m(c, l, d, x, y, m, gelu);
     if (l->scheme == QD_SCHEME_AWQ_W4A16) return awq(c, l, d, x, y, m, gelu);
-    const int64_t n = l->out_features, k = l->in_features, np = d->np;
-    const int kind = code_kind(l);
+    const int64_t k = l->in_features;
     __nv_fp8_e4m3 *q = NULL;
     float *sx = NULL;
     void *w8 = NULL;
-    qd_status s = qd_cuda_scratch(c, (size_t)(np * k), &w8);
+    qd_status s = qd_cuda_w4_expand(c, l, d, &w8);
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    if (!s) {
-        if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(c, d, n, k, (uint4 *)w8);
-        else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(c, d, n, k, (uint4 *)w8);
-        else expand_e4m3<CODE_E4M3>(c, d, n, k, (uint4 *)w8);
-        s = launched("weight expansion to e4m3");
-    }
     if (!s) {
         quant_rows_mult_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->smooth, q, sx);
         s = launched("fp8 activation quantization");
