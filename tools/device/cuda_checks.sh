@@ -43,7 +43,11 @@ for t in "$@"; do
             sample_stop flux_$q; done ;;
     bench_loop) # the kernel benchmark with the GPU sampled: the isolated kernels' clocks, for the comparison with the step's
           sample_start bench; .devrun/bin/bench_cuda_ops 20 > "$OUT/bench_qdit_sampled.md" 2>&1; sample_stop bench ;;
-    w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"; done ;;
+    w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do sample_start flux_$q
+          .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"
+          sample_stop flux_$q; done ;;
+    fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
+          QDIT_CUDA_LINEAR_UNFUSED=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_none_unfused.log" ;;
     offload) # FLUX.1-dev FP8 at 1024², resident and with --dit-layerwise-offload within a budget for the blocks' weights
              # (OFFLOAD_BUDGET_MIB, default 3650: with the non-block layers under 4 GB), side by side in one call (issue 9:
              # weights ≤ 4 GB on the GPU, slowdown target ≤ 1.3×); the same arguments as the flux check
@@ -72,7 +76,9 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
     zimage) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
     profile_fp8) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
-    diffusers) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" flux 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md" ;;
+    diffusers) sample_start diffusers_flux
+               python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" flux 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md"
+               sample_stop diffusers_flux ;;
     diffusers_zimage) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" zimage 2>&1 | grep -v Warning | tee "$OUT/diffusers_zimage.md" ;;
     fallbacks) QDIT_CUDA_FP8_UNFUSED=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_unfused.log" | tail -2
                QDIT_CUDNN=0 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_own.log" | tail -2
