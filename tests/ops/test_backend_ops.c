@@ -166,29 +166,24 @@ static qd_status b_bf16(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, 
 static qd_status b_f16(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, k, l, QD_DTYPE_F16); }
 static qd_status b_f32(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, k, l, QD_DTYPE_F32); }
 
-static qd_status b_fp8_channel(int64_t n, int64_t k, qd_linear *l) {
+/* FP8 weights with one scale per output channel, or one for the tensor (online fp8 / fp8_per_tensor); activations
+   per token, or with one dynamic scale for the whole input (QD_ACT_DYNAMIC_TENSOR: older SGLang's per-tensor
+   dynamic activations), or the static input_scale (ModelOpt / static fp8) */
+static qd_status b_fp8(int64_t n, int64_t k, qd_linear *l, bool per_tensor) {
     float *w = random_weight(n, k, 0.05f);
-    qd_status s = qd_quantize_fp8(w, n, k, false, l);
+    qd_status s = qd_quantize_fp8(w, n, k, per_tensor, l);
     free(w);
     return s;
 }
-/* one weight scale for the tensor, activations per token (online fp8_per_tensor weights), or with one dynamic
-   scale for the whole input (QD_ACT_DYNAMIC_TENSOR: older SGLang's per-tensor dynamic activations) */
-static qd_status b_fp8_tensor(int64_t n, int64_t k, qd_linear *l) {
-    float *w = random_weight(n, k, 0.05f);
-    qd_status s = qd_quantize_fp8(w, n, k, true, l);
-    free(w);
-    return s;
-}
+static qd_status b_fp8_channel(int64_t n, int64_t k, qd_linear *l) { return b_fp8(n, k, l, false); }
+static qd_status b_fp8_tensor(int64_t n, int64_t k, qd_linear *l) { return b_fp8(n, k, l, true); }
 static qd_status b_fp8_tensor_dynamic(int64_t n, int64_t k, qd_linear *l) {
-    qd_status s = b_fp8_tensor(n, k, l);
+    qd_status s = b_fp8(n, k, l, true);
     l->act = QD_ACT_DYNAMIC_TENSOR;
     return s;
 }
 static qd_status b_fp8_static(int64_t n, int64_t k, qd_linear *l) {
-    float *w = random_weight(n, k, 0.05f);
-    qd_status s = qd_quantize_fp8(w, n, k, true, l);
-    free(w);
+    qd_status s = b_fp8(n, k, l, true);
     float *is = owned(4);
     *is = 24.0f / 448.0f; /* calibrated to the activations' range, outliers included */
     l->input_scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {1}, .data = is, .owned = is};
