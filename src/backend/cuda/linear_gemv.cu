@@ -63,6 +63,17 @@ __device__ __forceinline__ uint4 ld_stream(const uint8_t *p) {
     return u;
 }
 
+/* chunk c of each of the R rows (zeros past the row's end) */
+template <int R> __device__ __forceinline__ void load_rows(const uint8_t *const *wr, int64_t c, int64_t chunks, uint4 *u) {
+    if (c < chunks) {
+#pragma unroll
+        for (int r = 0; r < R; r++) u[r] = ld_stream(wr[r] + c * 16);
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; r++) u[r] = make_uint4(0, 0, 0, 0);
+    }
+}
+
 /* values [h·S, h·S + S) of a weight chunk as f32, exactly */
 template <int WT> __device__ __forceinline__ void decode_w(const uint4 &u, int h, float *v) {
     const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
@@ -138,13 +149,10 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const gemv_args a) {
         for (int r = 0; r < R; r++) acc[i][r] = 0.0f;
     int64_t c = threadIdx.x;
     uint4 cur[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) cur[r] = c < a.chunks ? ld_stream(wr[r] + c * 16) : make_uint4(0, 0, 0, 0);
+    load_rows<R>(wr, c, a.chunks, cur);
     for (; c < a.chunks; c += GEMV_THREADS) {
-        const int64_t cn = c + GEMV_THREADS;
         uint4 nxt[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) nxt[r] = cn < a.chunks ? ld_stream(wr[r] + cn * 16) : make_uint4(0, 0, 0, 0);
+        load_rows<R>(wr, c + GEMV_THREADS, a.chunks, nxt);
         float gs[MT]; /* blocks: s_x[m, g]·s_w[n/128, g] of this chunk's 128-column group g */
         if constexpr (BLOCK) {
             const int64_t g = c * V / 128;
