@@ -15,7 +15,14 @@
  *            loaded) and qdit's own tensor-core kernel (a second backend made with QDIT_CUDNN=0), with the
  *            largest difference between their outputs;
  *   fused element-wise ops against the op pairs they replace, BF16: norm_modulate vs layer_norm + modulate
- *            ([1, 4608, 3072]), rms_norm_rope vs rms_norm + rope (q [1, 4608, 24, 128], F32 weight and tables).
+ *            ([1, 4608, 3072]), rms_norm_rope vs rms_norm + rope (q [1, 4608, 24, 128], F32 weight and tables);
+ *   modulation linears: M = 1, K = 3072, N = 18432 (a double block's two) and 9216 (a single block's), BF16 and
+ *            online FP8 (per-channel weights, per-token activations): the GEMV kernels (linear_gemv.cu) against
+ *            cuBLASLt (a second backend made with QDIT_CUDA_NO_GEMV=1), in µs per linear and GB/s of weight
+ *            read. A step reads ~57 different such weights once each, so the timed loop cycles through copies
+ *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
+ *            step's launches are too: this times the device, not the host's launch rate). Also the largest
+ *            difference between the two paths' outputs.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
  * that loop is reported (launches are asynchronous, so the loop measures device time). Inputs are random. */
 #include <cuda_runtime.h>
@@ -92,6 +99,90 @@ static int svdq_int4_random(int64_t n, int64_t k, qd_linear *l) {
     l->lora_down = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {r, k}, .data = dn, .owned = dn};
     l->lora_up = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {n, r}, .data = up, .owned = up};
     return 0;
+}
+
+/* mean µs per linear over `reps` passes through the L layers, from a CUDA graph of one pass where the backend
+ * records one (each layer ran once before: weights uploaded, cuBLASLt plans tuned) */
+static double time_layers(qd_backend *be, qd_linear *ls, int L, const qd_tensor *x, qd_tensor *y, int reps) {
+    for (int i = 0; i < L; i++)
+        if (be->ops->linear(be, &ls[i], x, y)) die("linear");
+    void *g = NULL;
+    if (be->ops->graph_begin && !be->ops->graph_begin(be)) {
+        qd_status s = QD_OK;
+        for (int i = 0; !s && i < L; i++) s = be->ops->linear(be, &ls[i], x, y);
+        if (be->ops->graph_end(be, &g) || s) die("graph of the linears");
+    }
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < (g ? 1 : L); i++)
+            if (g ? be->ops->graph_launch(be, g) : be->ops->linear(be, &ls[i], x, y)) die("linear");
+    cudaDeviceSynchronize();
+    const double t0 = now();
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < (g ? 1 : L); i++)
+            if (g ? be->ops->graph_launch(be, g) : be->ops->linear(be, &ls[i], x, y)) die("linear");
+    cudaDeviceSynchronize();
+    const double us = (now() - t0) / ((double)reps * L) * 1e6;
+    if (g) be->ops->graph_free(be, g);
+    return us;
+}
+
+/* the modulation linears (M = 1) on the GEMV kernels (be) and on cuBLASLt (lt: QDIT_CUDA_NO_GEMV) */
+static void bench_modulation(qd_backend *be, qd_backend *lt, int reps) {
+    const int64_t K = 3072, Ns[2] = {18432, 9216};
+    printf("\n| modulation linear M = 1 (K x N)    | GEMV us | GB/s   | cuBLASLt us | GB/s   | speed-up | max diff / max y |\n"
+           "|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int ni = 0; ni < 2; ni++)
+        for (int fp8 = 0; fp8 < 2; fp8++) {
+            const int64_t N = Ns[ni];
+            float *w = malloc(sizeof(float) * (size_t)(N * K));
+            for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
+            qd_linear src = {0};
+            if (fp8) {
+                if (qd_quantize_fp8(w, N, K, false, &src)) die("quantize");
+            } else {
+                uint16_t *wb = malloc(2 * (size_t)(N * K));
+                for (int64_t i = 0; i < N * K; i++) wb[i] = qd_f32_to_bf16(w[i]);
+                src.scheme = QD_SCHEME_DENSE;
+                snprintf(src.scheme_name, sizeof src.scheme_name, "bf16");
+                src.out_features = N, src.in_features = K, src.alpha = 1;
+                src.weight = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {N, K}, .data = wb, .owned = wb};
+            }
+            free(w);
+            float *b = malloc(sizeof(float) * (size_t)N); /* the modulation linears have a bias */
+            for (int64_t i = 0; i < N; i++) b[i] = 0.1f * frand();
+            src.bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {N}, .data = b, .owned = b};
+            /* copies borrowing src's host bytes, each uploaded to its own device memory: 400 MB in all */
+            const double bytes = (double)(N * K) * (fp8 ? 1 : 2);
+            const int L = (int)ceil(400e6 / bytes);
+            qd_linear *ls = calloc((size_t)L, sizeof *ls);
+            for (int i = 0; i < L; i++) {
+                ls[i] = src;
+                ls[i].weight.owned = ls[i].scale.owned = ls[i].bias.owned = NULL;
+                ls[i].name = strdup("modulation");
+            }
+            qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, K}, 1.0f), y = {0}, y2 = {0};
+            if (qd_tensor_new(be, &y, QD_DTYPE_BF16, 2, (int64_t[]){1, N}) || qd_tensor_new(be, &y2, QD_DTYPE_BF16, 2, (int64_t[]){1, N}))
+                die("alloc");
+            const double tg = time_layers(be, ls, L, &x, &y, reps), tl = time_layers(lt, ls, L, &x, &y2, reps);
+            uint16_t *h1 = malloc(2 * (size_t)N), *h2 = malloc(2 * (size_t)N);
+            if (be->ops->linear(be, &ls[0], &x, &y) || lt->ops->linear(lt, &ls[0], &x, &y2) || be->ops->download(be, &y, h1) ||
+                lt->ops->download(lt, &y2, h2))
+                die("outputs");
+            double maxd = 0, maxv = 0;
+            for (int64_t i = 0; i < N; i++) {
+                const double v1 = qd_bf16_to_f32(h1[i]), v2 = qd_bf16_to_f32(h2[i]);
+                maxd = fmax(maxd, fabs(v1 - v2)), maxv = fmax(maxv, fabs(v2));
+            }
+            char label[64];
+            snprintf(label, sizeof label, "%s %lldx%lld", fp8 ? "fp8 chan/token" : "bf16", (long long)K, (long long)N);
+            printf("| %-34s | %7.2f | %6.0f | %11.2f | %6.0f | %8.2f | %.2e |\n", label, tg, bytes / (tg * 1e-6) / 1e9, tl,
+                   bytes / (tl * 1e-6) / 1e9, tl / tg, maxd / maxv);
+            free(h1), free(h2);
+            qd_tensor_free(&x), qd_tensor_free(&y), qd_tensor_free(&y2);
+            for (int i = 0; i < L; i++) qd_linear_free(&ls[i]);
+            free(ls);
+            qd_linear_free(&src);
+        }
 }
 
 #define TIME(label, flop, reps, call)                                                                            \
@@ -212,6 +303,13 @@ int main(int argc, char **argv) {
         qd_tensor_free(&x), qd_tensor_free(&y);
         qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
     }
+    /* the modulation GEMVs against cuBLASLt on this device */
+    setenv("QDIT_CUDA_NO_GEMV", "1", 1);
+    qd_backend *lt;
+    if (qd_backend_cuda_create(0, &lt)) die("cuda (QDIT_CUDA_NO_GEMV)");
+    unsetenv("QDIT_CUDA_NO_GEMV");
+    bench_modulation(be, lt, reps * 10);
+    lt->ops->destroy(lt);
     const int64_t L = 4608, H = 24, D = 128;
     qd_tensor q = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f);
     qd_tensor k = dev_random(be, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, D}, 1.0f);

@@ -163,18 +163,27 @@ static qd_status b_dense(int64_t n, int64_t k, qd_linear *l, qd_dtype dt) {
     return QD_OK;
 }
 static qd_status b_bf16(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, k, l, QD_DTYPE_BF16); }
+static qd_status b_f16(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, k, l, QD_DTYPE_F16); }
 static qd_status b_f32(int64_t n, int64_t k, qd_linear *l) { return b_dense(n, k, l, QD_DTYPE_F32); }
 
-static qd_status b_fp8_channel(int64_t n, int64_t k, qd_linear *l) {
+/* FP8 weights with one scale per output channel, or one for the tensor (online fp8 / fp8_per_tensor); activations
+   per token, or with one dynamic scale for the whole input (QD_ACT_DYNAMIC_TENSOR: older SGLang's per-tensor
+   dynamic activations), or the static input_scale (ModelOpt / static fp8) */
+static qd_status b_fp8(int64_t n, int64_t k, qd_linear *l, bool per_tensor) {
     float *w = random_weight(n, k, 0.05f);
-    qd_status s = qd_quantize_fp8(w, n, k, false, l);
+    qd_status s = qd_quantize_fp8(w, n, k, per_tensor, l);
     free(w);
     return s;
 }
+static qd_status b_fp8_channel(int64_t n, int64_t k, qd_linear *l) { return b_fp8(n, k, l, false); }
+static qd_status b_fp8_tensor(int64_t n, int64_t k, qd_linear *l) { return b_fp8(n, k, l, true); }
+static qd_status b_fp8_tensor_dynamic(int64_t n, int64_t k, qd_linear *l) {
+    qd_status s = b_fp8(n, k, l, true);
+    l->act = QD_ACT_DYNAMIC_TENSOR;
+    return s;
+}
 static qd_status b_fp8_static(int64_t n, int64_t k, qd_linear *l) {
-    float *w = random_weight(n, k, 0.05f);
-    qd_status s = qd_quantize_fp8(w, n, k, true, l);
-    free(w);
+    qd_status s = b_fp8(n, k, l, true);
     float *is = owned(4);
     *is = 24.0f / 448.0f; /* calibrated to the activations' range, outliers included */
     l->input_scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {1}, .data = is, .owned = is};
@@ -405,7 +414,14 @@ static double int4_row_nmse(const qd_tensor *x, int64_t m, int64_t k) {
 static const linear_case linear_cases[] = {
     {"dense_f32", b_f32, 1, 1e-10, 3e-5, false, 0},
     {"dense_bf16", b_bf16, 1, 1e-10, 3e-5, false, 0},
+    /* F16 weights: exact in f32; under BF16 activations the CPU backend rounds them to bf16 (linear_dense.c:
+       ≤ 3e-5), the GPU keeps them */
+    {"dense_f16", b_f16, 1, 1e-10, 3e-5, false, 0},
     {"fp8_channel", b_fp8_channel, 1, 6e-3, 6e-3, false, 0},
+    {"fp8_tensor", b_fp8_tensor, 1, 6e-3, 6e-3, false, 0},
+    /* one activation scale for all rows: the rows are drawn alike, so each row's amax is near the tensor's and
+       its codes lose no more than per token (E4M3's error is relative down to 2^-6 of the scale) */
+    {"fp8_tensor_dynamic", b_fp8_tensor_dynamic, 1, 6e-3, 6e-3, false, 0},
     {"fp8_tensor_static", b_fp8_static, 1, 6e-3, 6e-3, false, 0},
     {"fp8_block", b_fp8_block, 128, 6e-3, 6e-3, false, 0},
     {"mxfp8", b_mxfp8, 32, 6e-3, 6e-3, false, 0},
@@ -470,11 +486,12 @@ static void int_emulation(const qd_linear *l, const qd_tensor *x, int64_t m, int
     free(qx);
 }
 
-/* out_act: the layer's output activation (its epilogue); the reference applies it to the f64 x·Wᵀ + b */
-static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act, qd_out_act out_act) {
+/* out_act: the layer's output activation (its epilogue); the reference applies it to the f64 x·Wᵀ + b.
+   bias: 1 with a bias, 0 without, -1 drawn */
+static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act, qd_out_act out_act, int bias) {
     char name[160];
-    snprintf(name, sizeof name, "linear %-17s %s M=%lld K=%lld N=%lld%s", c->name, act == QD_DTYPE_F32 ? "f32 " : "bf16",
-             (long long)m, (long long)k, (long long)n,
+    snprintf(name, sizeof name, "linear %-18s %-4s M=%lld K=%lld N=%lld%s%s", c->name, dt_name(act), (long long)m, (long long)k, (long long)n,
+             bias == 1 ? " +bias" : bias == 0 ? " -bias" : "",
              out_act == QD_OUT_ACT_GELU_TANH ? " +gelu_tanh" : out_act == QD_OUT_ACT_SILU ? " +silu" : "");
     if (!selected(name)) return;
     qd_linear l = {0};
@@ -483,7 +500,7 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
     l.out_act = out_act;
     qd_act_kind kind = QD_ACT_GELU_TANH;
     const bool post = qd_linear_out_kind(&l, &kind);
-    if (!s && next_u64() % 2) add_bias(&l);
+    if (!s && (bias < 0 ? next_u64() % 2 == 1 : bias == 1)) add_bias(&l);
     qd_tensor x = {0}, y = {0};
     if (!s) s = qd_tensor_new(be, &x, act, 2, (int64_t[]){m, k});
     if (!s) s = qd_tensor_new(be, &y, act, 2, (int64_t[]){m, n});
@@ -508,7 +525,8 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
         if (!s) nmse = nmse_of(ref, &y);
         free(w), free(b), free(ref), free(xr);
     }
-    double tol = act == QD_DTYPE_F32 ? c->tol_f32 : c->tol_bf16;
+    /* F16 activations (GPU only): the scheme's own error, as with f32, plus one F16 rounding of y */
+    double tol = act == QD_DTYPE_F32 ? c->tol_f32 : act == QD_DTYPE_F16 ? fmax(c->tol_f32, tol_once(QD_DTYPE_F16)) : c->tol_bf16;
     if (device_backend && c->tol_w4a8 > 0) tol = c->tol_w4a8;
     /* int4 per-token activations: the bound follows the activations' own int4 error; the output's NMSE is
        that error reweighted by the layer, whose ratio to it spreads with few rows: up to 1.38 over 80 seeds,
@@ -1770,8 +1788,8 @@ int main(int argc, char **argv) {
             int64_t k = shapes[si][1], n = shapes[si][2];
             if (k % linear_cases[c].k_multiple) continue;
             if ((linear_cases[c].build == b_svdq_int4 || linear_cases[c].build == b_svdq_nvfp4) && n % 128) n = 128;
-            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_F32, QD_OUT_ACT_NONE);
-            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_BF16, QD_OUT_ACT_NONE);
+            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_F32, QD_OUT_ACT_NONE, -1);
+            run_linear(be, &linear_cases[c], shapes[si][0], k, n, QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
         }
     /* the output activation of every scheme (FLUX's GELU-tanh MLP inputs, Z-Image's SiLU w1): the CPU backend
        runs the activation op on y, the CUDA backend cuBLASLt's GELU epilogue (bf16 dense and fp8) or its kernel.
@@ -1784,9 +1802,36 @@ int main(int argc, char **argv) {
                 int64_t k = act_shapes[si][1], n = act_shapes[si][2];
                 if (k % linear_cases[c].k_multiple) continue;
                 qd_out_act oa = a == 1 ? QD_OUT_ACT_GELU_TANH : QD_OUT_ACT_SILU;
-                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_F32, oa);
-                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_BF16, oa);
+                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_F32, oa, -1);
+                run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_BF16, oa, -1);
             }
+    /* few rows, which the GPU runs on its GEMV kernels (src/backend/cuda/linear_gemv.cu, M ≤ 8: FLUX's modulation
+       and embedder linears, CFG pairs), and M = 9 just past them (the matmul path): dense BF16/F16/F32 weights and
+       every FP8 form; K a multiple of 16 (3072, the modulation width; 384: three 128-blocks) and not (200: BF16
+       rows of 16-byte chunks, FP8 rows padded to 208; 100: BF16/F16 rows of 200 bytes, which the GEMV leaves to
+       the matmul, F32 rows of 400); N not a multiple of the 4 rows a GEMV block takes; with and without bias and
+       GELU-tanh; F16 activations on a GPU (the CPU backend takes F32 and BF16 only). M·N ≥ 130 outputs: with fewer,
+       the NMSE of one heavy-tailed activation row spreads up to the bounds (measured at M = 1, N = 42). */
+    static const char *const gemv_names[] = {"dense_bf16", "dense_f16", "dense_f32", "fp8_channel", "fp8_tensor", "fp8_tensor_static",
+                                             "fp8_tensor_dynamic", "fp8_block"};
+    const int64_t gemv_m[] = {1, 3, 8, 9}, gemv_kn[][2] = {{3072, 130}, {384, 330}, {200, 330}, {100, 330}};
+    for (size_t gi = 0; gi < sizeof gemv_names / sizeof *gemv_names; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, gemv_names[gi])) c = &linear_cases[j];
+        for (int mi = 0; mi < 4; mi++)
+            for (int si = 0; si < 4; si++)
+                for (int v = 0; v < 4; v++) {
+                    const int64_t k = gemv_kn[si][0], n = gemv_kn[si][1];
+                    if (k % c->k_multiple) continue;
+                    const qd_out_act oa = v & 2 ? QD_OUT_ACT_GELU_TANH : QD_OUT_ACT_NONE;
+                    /* every bias × GELU pair with BF16 activations; two of them with F32 and F16 (the epilogue does
+                       not depend on the activations' type) */
+                    if (v == 0 || v == 3) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F32, oa, v & 1);
+                    run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_BF16, oa, v & 1);
+                    if (device_backend && (v == 1 || v == 2)) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F16, oa, v & 1);
+                }
+    }
     run_norms(be);
     run_attention(be);
     run_elementwise(be);

@@ -85,6 +85,8 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_cores.log" | tail -1
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1
                QDIT_CUDA_W4_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter M=7 2>&1 | tee "$OUT/ops_w4_no_gemv.log" | tail -1
+               # the few-row cases (their names say ±bias) through cuBLASLt instead of the dense / FP8 GEMV kernels
+               QDIT_CUDA_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter bias 2>&1 | tee "$OUT/ops_no_gemv.log" | tail -1
                QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
     lab) # the kernel lab: a small shape first (correctness against cuBLASLt), then FLUX's MLP up-projection
          # (under a timeout: a kernel of the lab that deadlocks on its barriers must not take the call with it)

@@ -358,6 +358,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->gelu_epilogue = !(epi && !strcmp(epi, "0"));
     c->fp8_unfused = getenv("QDIT_CUDA_FP8_UNFUSED") != NULL;
     c->w4_no_gemv = getenv("QDIT_CUDA_W4_NO_GEMV") != NULL;
+    c->no_gemv = getenv("QDIT_CUDA_NO_GEMV") != NULL;
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     cudaDeviceProp p;

@@ -33,6 +33,7 @@ typedef struct {
     /* check switches for the linears' fallback paths, read at creation (docs/cuda.md "Switches") */
     bool fp8_unfused;   /* QDIT_CUDA_FP8_UNFUSED: FP8 scales in our epilogue kernel, not cuBLASLt's */
     bool w4_no_gemv;    /* QDIT_CUDA_W4_NO_GEMV: few-row 4-bit linears through the expansion too */
+    bool no_gemv;       /* QDIT_CUDA_NO_GEMV: few-row dense and FP8 linears through cuBLASLt too */
     bool int8_cores;    /* QDIT_CUDA_INT8_CORES: per-channel int8 on the CUDA-core kernel */
     bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */

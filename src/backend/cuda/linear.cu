@@ -25,12 +25,16 @@
  * approximate (tanh) GELU into it, and SGLang's FLUX Linear+GELU path uses it for tanh-GELU ("close but not bit
  * exact"); the op harness checks it against the f64 tanh form.
  *
+ * Few rows (M ≤ GEMV_ROWS: modulation and embedder linears) of the dense and FP8 schemes: linear_gemv.cu, kernels
+ * that stream the weight once (same quantization, f32 sums), unless QDIT_CUDA_NO_GEMV is set.
  * int8/int4 (msModelSlim W8A8, W8A8_DYNAMIC, W4A4_DYNAMIC): linear_int8.cu, on cuBLASLt's int8 matmul.
  * NVFP4, MXFP4, MXFP8, SVDQuant (W4A8 on the FP8 matmul) and AWQ (W4A16): linear_w4.cu.
  * A scheme without a kernel fails with a message naming the layer and the scheme, logged once per scheme —
  * never an upcast copy. */
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "backend/cuda/linear_internal.cuh"
 
@@ -481,9 +485,16 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
 
 #define TOKEN_MIN_SCALE (1.0f / (448.0f * 512.0f))
 
+/* An activation code: E4M3 (RNE, saturating), or — for the GEMV kernels (linear_gemv.cu), which take their
+ * operands in f32 — the same code's value in BF16, which holds every E4M3 value exactly. */
+template <typename Q> __device__ __forceinline__ Q fp8_code(float v);
+template <> __device__ __forceinline__ __nv_fp8_e4m3 fp8_code<__nv_fp8_e4m3>(float v) { return __nv_fp8_e4m3(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 fp8_code<__nv_bfloat16>(float v) { return __float2bfloat16_rn((float)__nv_fp8_e4m3(v)); }
+
 /* per-row amax → s = max(amax/448, floor) → e4m3(x/s); one block per row. For per-tensor modes the
  * row scale comes in (`fixed` > 0) instead. */
-__global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+template <typename Q>
+__global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, float fixed, Q *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t base = blockIdx.x * k;
     float s = fixed;
@@ -494,12 +505,15 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
-    for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) q[blockIdx.x * kp + i] = __nv_fp8_e4m3(i < k ? qd_ld(x, xt, base + i) / s : 0.0f);
+    for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) q[blockIdx.x * kp + i] = fp8_code<Q>(i < k ? qd_ld(x, xt, base + i) / s : 0.0f);
 }
 
 /* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
  * activations); the row is read twice, the second time from L2 */
-__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, __nv_fp8_e4m3 *q, float *row_scale) {
+template <typename Q>
+__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, Q *q, float *row_scale) {
+    /* 8 codes in one store: 8 bytes of E4M3, 16 of BF16 */
+    typedef typename std::conditional<sizeof(Q) == 1, uint2, uint4>::type vec8;
     __shared__ float red[32];
     const uint4 *xr = (const uint4 *)(x + blockIdx.x * k);
     const int64_t n8 = k / 8;
@@ -519,18 +533,18 @@ __global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, 
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
-    uint2 *qr = (uint2 *)(q + blockIdx.x * k);
+    vec8 *qr = (vec8 *)(q + blockIdx.x * k);
     for (int64_t i = threadIdx.x; i < n8; i += blockDim.x) {
         const uint4 u = xr[i];
         const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-        __nv_fp8_e4m3 o[8];
+        alignas(16) Q o[8];
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const float2 f = __bfloat1622float2(h[j]);
-            o[2 * j] = __nv_fp8_e4m3(f.x / s);
-            o[2 * j + 1] = __nv_fp8_e4m3(f.y / s);
+            o[2 * j] = fp8_code<Q>(f.x / s);
+            o[2 * j + 1] = fp8_code<Q>(f.y / s);
         }
-        qr[i] = *(const uint2 *)o;
+        qr[i] = *(const vec8 *)o;
     }
 }
 
@@ -546,12 +560,12 @@ __global__ void amax_kernel(const void *x, int xt, int64_t n, int *amax) {
 __global__ void tensor_scale_kernel(const int *amax, float *s) { *s = fmaxf(__int_as_float(*amax) / 448.0f, TOKEN_MIN_SCALE); }
 
 /* n = M·Kp codes; column c ≥ K of a row is padding (zero) */
-__global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t kp, int64_t n, const float *scale, __nv_fp8_e4m3 *q,
-                                       float *row_scale) {
+template <typename Q>
+__global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t kp, int64_t n, const float *scale, Q *q, float *row_scale) {
     const float s = *scale;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / kp, c = i % kp;
-        q[i] = __nv_fp8_e4m3(c < k ? qd_ld(x, xt, r * k + c) / s : 0.0f);
+        q[i] = fp8_code<Q>(c < k ? qd_ld(x, xt, r * k + c) / s : 0.0f);
         if (c == 0) row_scale[r] = s;
     }
 }
@@ -570,7 +584,8 @@ __global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *
 /* 1×128 groups: s = max(groupamax, 1e-10)/448, q = e4m3(x/s); one block of 128 threads per row of
  * the Mp-row (padded) operand, rows past M zero. Scales are stored [K/128][Mp], tokens contiguous: the
  * layout cuBLASLt's VEC128 scaling reads on Hopper. */
-__global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_t mp, int64_t k, __nv_fp8_e4m3 *q, float *scales) {
+template <typename Q>
+__global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_t mp, int64_t k, Q *q, float *scales) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x, kb = k / 128;
     for (int64_t gi = 0; gi < kb; gi++) {
@@ -578,31 +593,72 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
         const float v = row < m ? qd_ld(x, xt, i) : 0.0f;
         const float amax = qd_block_max(fabsf(v), red);
         const float s = fmaxf(amax, 1e-10f) / 448.0f;
-        q[i] = __nv_fp8_e4m3(v / s);
+        q[i] = fp8_code<Q>(v / s);
         if (threadIdx.x == 0) scales[gi * mp + row] = s;
     }
 }
 
+/* An FP8 layer's activations quantized as its scheme says, into scratch (freed by the caller with
+ * qd_cuda_scratch_free): the codes *q and scales *sx.
+ *   block (128×128 weights): q [Mp, K] (rows past M zero), sx [K/128][Mp] (1×128 groups);
+ *   otherwise: q [M, Kp] (columns past K zero), sx [M] — per token (dynamic), one amax over the input
+ *   (per tensor, dynamic), or the static input_scale. */
+template <typename Q>
+static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, int64_t m, int64_t mp, Q **q, float **sx) {
+    const int64_t k = l->in_features, kp = d->kp;
+    *q = NULL, *sx = NULL;
+    if (!d->block && l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
+    const int64_t rows = d->block ? mp : m;
+    qd_status s = qd_cuda_scratch(c, sizeof(Q) * (size_t)(rows * kp), (void **)q);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(d->block ? rows * (k / 128) : rows), (void **)sx);
+    if (!s && d->block) {
+        fp8_quant_groups_kernel<Q><<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, *q, *sx);
+    } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
+        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
+        if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
+            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, 128, 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, *q, *sx);
+        else fp8_quant_rows_kernel<Q><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, *q, *sx);
+    } else if (!s) {
+        int *amax = NULL;
+        s = qd_cuda_scratch(c, sizeof(int) + sizeof(float), (void **)&amax);
+        if (!s) {
+            float *ts = (float *)(amax + 1);
+            cudaMemsetAsync(amax, 0, sizeof(int), c->stream);
+            amax_kernel<<<qd_cuda_blocks(m * k, 256) > 1024 ? 1024 : qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, m * k, amax);
+            tensor_scale_kernel<<<1, 1, 0, c->stream>>>(amax, ts);
+            fp8_quant_fixed_kernel<Q><<<qd_cuda_blocks(m * kp, 256), 256, 0, c->stream>>>(x->data, x->dtype, k, kp, m * kp, ts, *q, *sx);
+        }
+        qd_cuda_scratch_free(c, amax); /* stream-ordered: after the kernels that read it */
+    }
+    if (!s) {
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 activation quantization");
+    }
+    if (s) {
+        qd_cuda_scratch_free(c, *q), qd_cuda_scratch_free(c, *sx);
+        *q = NULL, *sx = NULL;
+    }
+    return s;
+}
+
+qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, int64_t m, __nv_bfloat16 **q, float **sx) {
+    return fp8_quantize<__nv_bfloat16>(c, l, d, x, m, m, q, sx);
+}
+
 /* *gelu as in dense() */
 static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    const int64_t n = l->out_features, k = l->in_features, kp = d->kp;
+    const int64_t n = l->out_features, k = l->in_features;
+    __nv_fp8_e4m3 *q = NULL;
+    float *sx = NULL;
     if (d->block) {
         /* 128×128 weight blocks and 1×128 activation groups, both applied inside cuBLASLt's matmul */
         /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
            and write the first M rows of the result (a row-major prefix). Padded to 64: at M = 16 with N = 256 / 384
            (K 256 / 384) its algorithm wrote wrong results on an H200 (cuBLASLt 13.0, op harness 2026-11-30) */
         const int64_t mp = (m + 63) / 64 * 64;
-        __nv_fp8_e4m3 *q = NULL;
-        float *sx = NULL;
         void *yp = y->data;
-        qd_status s = qd_cuda_scratch(c, (size_t)(mp * k), (void **)&q);
-        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(mp * (k / 128)), (void **)&sx);
+        qd_status s = fp8_quantize(c, l, d, x, m, mp, &q, &sx);
         if (!s && mp != m) s = qd_cuda_scratch(c, qd_tensor_bytes(y) / (size_t)m * (size_t)mp, &yp);
-        if (!s) {
-            fp8_quant_groups_kernel<<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, q, sx);
-            cudaError_t e = cudaGetLastError();
-            if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 group quantization");
-        }
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
                              b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL};
@@ -616,33 +672,9 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (yp != y->data) qd_cuda_scratch_free(c, yp);
         return s;
     }
-    if (l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
-    __nv_fp8_e4m3 *q = NULL;
-    float *sx = NULL, *ts = NULL;
-    int *amax = NULL;
-    qd_status s = qd_cuda_scratch(c, (size_t)(m * kp), (void **)&q);
-    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k;
-    if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
-        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (vec) fp8_quant_rows_bf16x8_kernel<<<(unsigned)m, 128, 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, q, sx);
-        else fp8_quant_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, q, sx);
-    } else if (!s) {
-        s = qd_cuda_scratch(c, sizeof(int) + sizeof(float), (void **)&amax);
-        if (!s) {
-            ts = (float *)(amax + 1);
-            cudaMemsetAsync(amax, 0, sizeof(int), c->stream);
-            amax_kernel<<<qd_cuda_blocks(m * k, 256) > 1024 ? 1024 : qd_cuda_blocks(m * k, 256), 256, 0, c->stream>>>(x->data, x->dtype, m * k, amax);
-            tensor_scale_kernel<<<1, 1, 0, c->stream>>>(amax, ts);
-            fp8_quant_fixed_kernel<<<qd_cuda_blocks(m * kp, 256), 256, 0, c->stream>>>(x->data, x->dtype, k, kp, m * kp, ts, q, sx);
-        }
-    }
-    if (!s) {
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 activation quantization");
-    }
+    qd_status s = fp8_quantize(c, l, d, x, m, m, &q, &sx);
     if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, q, sx, y, m, gelu);
-    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, amax);
+    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
     return s;
 }
 
@@ -717,6 +749,11 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     if (m == 0) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
     bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue; /* cleared where the matmul could not apply it */
+    if (m <= GEMV_ROWS && !c->no_gemv && qd_cuda_gemv_covers(l, d, x)) { /* few rows: read the weight once (linear_gemv.cu) */
+        qd_status s = qd_cuda_gemv_linear(c, l, d, x, y, m, &gelu);
+        if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
+        return s;
+    }
     qd_status s = l->scheme == QD_SCHEME_DENSE ? qd_cuda_dense_matmul(c, l, d, d->w, d->wt, x, y, m, &gelu)
                   : l->scheme == QD_SCHEME_FP8 ? fp8(c, l, d, x, y, m, &gelu)
                   : qd_cuda_w4_covers(l)       ? qd_cuda_w4_linear(c, l, d, x, y, m, &gelu)

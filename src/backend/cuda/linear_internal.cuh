@@ -107,6 +107,16 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
 qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, const float *sx,
                              qd_tensor *y, int64_t m, bool *gelu);
 
+/* An FP8 layer's activations quantized as its scheme says (per token, per tensor, static, or 1×128 groups for
+ * 128×128 weight blocks: the same scales and E4M3 codes as the matmul path), each code stored as its exact value
+ * in BF16, into scratch the caller frees: q [M, Kp] and sx [M], or for the block scheme q [M, K] and sx
+ * [K/128][M]. */
+qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, int64_t m, __nv_bfloat16 **q, float **sx);
+
+/* Few rows (M ≤ GEMV_ROWS: modulation and time-embedding linears, CFG pairs) go to kernels that read the weight
+ * once instead of matmuls built for many rows: linear_gemv.cu (dense, FP8) and linear_w4.cu (4-bit, MX). */
+#define GEMV_ROWS 8
+
 /* the scheme files' entry points: prepare (fill d's buffers) and run */
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
@@ -118,5 +128,8 @@ qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d
 qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_int8_covers(const qd_linear *l);
+/* linear_gemv.cu: whether its kernels take this layer and input (else the matmul path), and the run */
+bool qd_cuda_gemv_covers(const qd_linear *l, const cuda_linear *d, const qd_tensor *x);
+qd_status qd_cuda_gemv_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 
 #endif

@@ -290,7 +290,6 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
  * weight would cost more than the product: one warp per output row reads the stored 4-bit weight once, dequantizes
  * it exactly in f32 (code · block scale [· dual] [+ AWQ zero]) and takes the dot products with the unquantized
  * activations (times the smoothing multiplier), then · the channel factor + bias. */
-#define GEMV_ROWS 8
 
 template <int KIND, int LG>
 __global__ void w4_gemv_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const void *zs, const float *vec, const int *row_exp,
