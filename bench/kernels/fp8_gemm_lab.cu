@@ -24,7 +24,7 @@
  *
  * Usage: fp8_gemm_lab [all|V[,V...]] [M K N]   (default: all 4608 3072 12288; M % 128, N % 256, K % 128 == 0,
  * variants whose tiles do not divide the shape are skipped). Each variant runs in its own child process (a bad
- * one cannot take the others with it; each is killed after 15 s, and an mbarrier wait longer than LAB_TIMEOUT_NS
+ * one cannot take the others with it; each is killed after 10 s, and an mbarrier wait longer than LAB_TIMEOUT_NS
  * traps), is checked, timed (mean of 20 runs after 3), and the parent prints one markdown table, a row per child.
  *
  * Checks. Inputs are drawn with a seed that changes per run (printed; LAB_SEED=0x... repeats one). Every variant is
@@ -45,7 +45,7 @@
  * the host side without a GPU: that encoder against CUDA's host conversion, and the kernels' expand16 (its byte
  * permutes emulated) against it.
  *
- * STATUS (2026-12-01): 2-9 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
+ * STATUS (2026-11-30): 2-9 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
  * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). */
 #include <cublasLt.h>
 #include <cuda.h>
@@ -1274,7 +1274,7 @@ static void run_child(const problem *P, int v, result *out) {
     }
     if (pid == 0) {
         close(fd[0]);
-        alarm(15); /* a healthy child takes a second or two */
+        alarm(10); /* a healthy child takes a second or two */
         result r;
         memset(&r, 0, sizeof r);
         run_variant(P, v, &r);

@@ -89,7 +89,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
     lab) # the kernel lab (bench/kernels/fp8_gemm_lab): every variant on each shape, checked against float64 and
          # cuBLASLt and timed, one markdown table per shape (FLUX.1's linears at 1024²: MLP up and down, attention
          # out, the single blocks' fused input and output). Each shape under a timeout: a variant that deadlocks
-         # traps after 2 s (LAB_TIMEOUT_NS) or its child is killed after 15 s, and the others still run.
+         # traps after 2 s (LAB_TIMEOUT_NS) or its child is killed after 10 s, and the others still run.
          # LAB_SHAPES="M K N;M K N" overrides the list.
          IFS=';' read -ra lab_shapes <<< "${LAB_SHAPES:-256 256 256;4608 3072 12288;4608 12288 3072;4608 3072 3072;4608 3072 21504;4608 15360 3072}"
          .devrun/bin/fp8_gemm_lab selftest 2>&1 | tee "$OUT/lab.md"
