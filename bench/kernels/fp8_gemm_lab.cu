@@ -21,6 +21,7 @@
  *   7  4 in clusters of two CTAs on neighbouring column blocks, each multicasting half of their common A tile
  *   8  the mainline's W4A8: expand_e4m3_kernel (a copy of linear_w4.cu's, E2M1 codes) + cuBLASLt
  *   9  cuBLASLt with CUBLASLT_MATMUL_DESC_FAST_ACCUM (no promotion): 0's cost of precision
+ *  10  5 in clusters of two CTAs on neighbouring row blocks multicasting W (128×128 tiles load the most per MMA)
  *
  * Usage: fp8_gemm_lab [all|V[,V...]] [M K N]   (default: all 4608 3072 12288; M % 128, N % 256, K % 128 == 0,
  * variants whose tiles do not divide the shape are skipped). Each variant runs in its own child process (a bad
@@ -45,7 +46,7 @@
  * the host side without a GPU: that encoder against CUDA's host conversion, and the kernels' expand16 (its byte
  * permutes emulated) against it.
  *
- * STATUS (2026-11-30): 2-9 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
+ * STATUS (2026-11-30): 2-10 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
  * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). */
 #include <cublasLt.h>
 #include <cuda.h>
@@ -863,6 +864,7 @@ typedef Cfg<256, 128, 3, true, MC_NONE, true> CfgV4;
 typedef Cfg<128, 128, 6, false, MC_NONE, true> CfgV5;
 typedef Cfg<128, 256, 4, false, MC_NONE, false> CfgV6;
 typedef Cfg<256, 128, 3, true, MC_SHARE_A, true> CfgV7;
+typedef Cfg<128, 128, 6, false, MC_SHARE_W, true> CfgV10;
 
 enum { VK_LT, VK_LT_FAST, VK_V1, VK_GEMM, VK_W4_MAINLINE };
 
@@ -892,6 +894,7 @@ static const variant VARIANTS[] = {
     GEMM_VARIANT(CfgV7, "4 + cluster 1x2, A multicast"),
     {VK_W4_MAINLINE, 1, "W4A8 mainline: expand + cuBLASLt", NULL, NULL, NULL, 1, 1, 1, 0, 0, 0},
     {VK_LT_FAST, 0, "cuBLASLt fast accumulation", NULL, NULL, NULL, 1, 1, 1, 0, 0, 0},
+    GEMM_VARIANT(CfgV10, "5 + cluster 2x1, W multicast (K % 256)"),
 };
 enum { NVARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 
