@@ -88,11 +88,15 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                # the few-row cases (their names say ±bias) through cuBLASLt instead of the dense / FP8 GEMV kernels
                QDIT_CUDA_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter bias 2>&1 | tee "$OUT/ops_no_gemv.log" | tail -1
                QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
-    lab) # the kernel lab: a small shape first (correctness against cuBLASLt), then FLUX's MLP up-projection
-         # (under a timeout: a kernel of the lab that deadlocks on its barriers must not take the call with it)
-         timeout 60 .devrun/bin/fp8_gemm_lab 1 256 256 256 2>&1 | tee "$OUT/lab.log"
-         for shape in ${LAB_SHAPES:-"4608 3072 12288" "4608 12288 3072" "4608 3072 3072"}; do
-           timeout 60 .devrun/bin/fp8_gemm_lab 1 $shape 2>&1 | tee -a "$OUT/lab.log"; done ;;
+    lab) # the kernel lab (bench/kernels/fp8_gemm_lab): every variant on each shape, checked against float64 and
+         # cuBLASLt and timed, one markdown table per shape (FLUX.1's linears at 1024²: MLP up and down, attention
+         # out, the single blocks' fused input and output). Each shape under a timeout: a variant that deadlocks
+         # traps after 2 s (LAB_TIMEOUT_NS) or its child is killed after 10 s, and the others still run.
+         # LAB_SHAPES="M K N;M K N" overrides the list.
+         IFS=';' read -ra lab_shapes <<< "${LAB_SHAPES:-256 256 256;4608 3072 12288;4608 12288 3072;4608 3072 3072;4608 3072 21504;4608 15360 3072}"
+         .devrun/bin/fp8_gemm_lab selftest 2>&1 | tee "$OUT/lab.md"
+         for shape in "${lab_shapes[@]}"; do
+           timeout 60 .devrun/bin/fp8_gemm_lab all $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
     bench_qdit) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md" ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
            python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;
