@@ -46,6 +46,8 @@ for t in "$@"; do
     w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do sample_start flux_$q
           .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"
           sample_stop flux_$q; done ;;
+    fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
+          QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
           QDIT_CUDA_LINEAR_UNFUSED=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_none_unfused.log" ;;
     offload) # FLUX.1-dev FP8 at 1024², resident and with --dit-layerwise-offload within a budget for the blocks' weights
@@ -81,6 +83,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                sample_stop diffusers_flux ;;
     diffusers_zimage) python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" zimage 2>&1 | grep -v Warning | tee "$OUT/diffusers_zimage.md" ;;
     fallbacks) QDIT_CUDA_FP8_UNFUSED=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_unfused.log" | tail -2
+               QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_precise.log" | tail -1
                QDIT_CUDNN=0 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_own.log" | tail -2
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_cores.log" | tail -1
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1

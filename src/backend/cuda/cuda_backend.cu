@@ -361,6 +361,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->no_gemv = getenv("QDIT_CUDA_NO_GEMV") != NULL;
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
+    c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

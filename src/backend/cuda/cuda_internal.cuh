@@ -36,6 +36,7 @@ typedef struct {
     bool no_gemv;       /* QDIT_CUDA_NO_GEMV: few-row dense and FP8 linears through cuBLASLt too */
     bool int8_cores;    /* QDIT_CUDA_INT8_CORES: per-channel int8 on the CUDA-core kernel */
     bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
+    bool fp8_precise;    /* QDIT_CUDA_FP8_PRECISE: FP8 matmuls promote partial sums to f32 (cuBLASLt's default) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */

@@ -226,9 +226,9 @@ static cudaDataType_t lt_type(qd_dtype t) {
  * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
  * linears of a dozen shapes). Pointers (bias, scales) are set per call. `none`: no algorithm exists. */
 typedef struct {
-    int64_t m, n, k, lda; /* lda: the weight's row stride (K, or wider for a column range of it) */
+    int64_t m, n, k;
     cudaDataType_t at, bt, dt, bias_type;
-    bool bias, a_scale, b_scale, gelu, accumulate, alpha_vec, none;
+    bool bias, a_scale, b_scale, gelu, accumulate, fast_accum, none;
     int a_mode, b_mode;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
@@ -268,7 +268,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
             p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
-            p->lda == key->lda && p->alpha_vec == key->alpha_vec &&
+            p->fast_accum == key->fast_accum &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -310,11 +310,11 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     if (!st && p->bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dp, sizeof dp);
     if (!st && p->a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dp, sizeof dp);
     if (!st && p->b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dp, sizeof dp);
-    if (!st && p->alpha_vec) { /* a per-output-channel alpha (linear_fused's gate), beta from the host */
-        const cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST;
-        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm);
+    if (!st && p->fast_accum) {
+        const int8_t on = 1;
+        st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof on);
     }
-    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->lda);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->n);
     if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
@@ -345,8 +345,11 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
     key.gelu = x && x->gelu;
     key.accumulate = x && x->accumulate;
-    key.lda = x && x->lda ? x->lda : k;
-    key.alpha_vec = x && x->alpha_vec;
+    /* FP8 with per-tensor / per-channel / per-token scales: the tensor cores' own FP8 accumulation, as SGLang's FP8
+       GEMMs on Hopper run it (sgl-kernel's fp8_scaled_mm dispatches CUTLASS's FP8FastAccum schedules on SM90), 6-13%
+       faster than cuBLASLt's default, which promotes the partial sums to f32 (kernel lab, 2026-11-30). Block-scaled
+       FP8 keeps the promotion its per-block scales need; QDIT_CUDA_FP8_PRECISE=1 promotes everywhere. */
+    key.fast_accum = at == CUDA_R_8F_E4M3 && !c->fp8_precise && key.a_mode != CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
     lt_plan *p = plan_get(c, &key);
     if (!p) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate a matmul plan", name);
     if (p->none)
@@ -360,7 +363,6 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     const int32_t onei = 1, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
     const bool i8 = at == CUDA_R_8I;
     const void *one = i8 ? (const void *)&onei : &onef, *beta = i8 ? (const void *)&betai : &betaf;
-    const void *alpha = key.alpha_vec ? (const void *)x->alpha_vec : one;
     if (!st && !p->tuned) {
         /* first call of this plan: time the heuristic's candidates on the real operands (the heuristic's
            first pick can be far off, e.g. for M = 1 modulation GEMVs) and keep the fastest. A matmul that
@@ -379,7 +381,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
                 bool ok = true;
                 for (int r = 0; r < 3 && ok; r++) {
                     if (r == 1) cudaEventRecord(e0, c->stream);
-                    ok = cublasLtMatmul(c->lt, p->op, alpha, a, p->la, bm, p->lb, beta, td, p->ld, td, p->ld, &p->cand[i], c->lt_workspace,
+                    ok = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, td, p->ld, td, p->ld, &p->cand[i], c->lt_workspace,
                                         c->lt_workspace_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
                 }
                 cudaEventRecord(e1, c->stream);
@@ -395,7 +397,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
         p->algo = p->cand[pick];
         p->tuned = true;
     }
-    if (!st) st = cublasLtMatmul(c->lt, p->op, alpha, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+    if (!st) st = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
                                  c->lt_workspace_bytes, c->stream);
     if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
     return QD_OK;
@@ -441,13 +443,13 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL};
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false};
         qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL};
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false};
             s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
@@ -661,7 +663,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (!s && mp != m) s = qd_cuda_scratch(c, qd_tensor_bytes(y) / (size_t)m * (size_t)mp, &yp);
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
         if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
@@ -691,7 +693,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -841,12 +843,12 @@ __global__ void fused_vectors_kernel(const void *g, int gt, int64_t bi, int64_t 
     }
 }
 
-/* linear_fused (backend.h): dense BF16/F16 weights as one cuBLASLt matmul per input part, each reading its column
- * range of the weight (lda = K) and accumulating into y, the gate as a per-channel alpha; FP8 with per-token or
- * static per-tensor activations, and the W4A8 schemes without a low-rank branch (their weights expanded to E4M3 as
- * their linear does), as one quantization over the parts and one FP8 matmul, the gate folded into the weight's
- * per-channel scale. The residual enters as C (beta = 1, y copied from r first unless y is r). Other
- * layers: the composition. */
+/* linear_fused (backend.h): FP8 with per-token or static per-tensor activations, and the W4A8 schemes without a
+ * low-rank branch (their weights expanded to E4M3 as their linear does), as one quantization over the input parts
+ * and one FP8 matmul, the gate folded into the weight's per-channel scale and the residual entering as C (beta = 1;
+ * y copied from r first unless y is r). Other layers, dense BF16 among them, the composition: cuBLASLt's BF16
+ * matmuls with a per-channel alpha vector and beta = 1 ran 1-4% slower than the plain matmul and gated_add together
+ * (FLUX shapes, H200, 2026-11-30), and the concatenation they would save costs less than that. */
 extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
                                           qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
@@ -859,74 +861,54 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     bool same_x = true;
     for (int j = 0; j < n; j++) same_x = same_x && xs[j]->dtype == xs[0]->dtype;
     const qd_dtype xt = xs[0]->dtype;
-    const bool out_ok = y->dtype == QD_DTYPE_BF16 && (!r || r->dtype == y->dtype) && same_x && rows > 0 &&
+    const bool out_ok = y->dtype == QD_DTYPE_BF16 && (!r || r->dtype == y->dtype) && same_x && qd_cuda_float_dtype(xt) && rows > 0 &&
                         (!gate || (qd_tensor_elements(gate) == B * N && y->shape[0] == B && rows % B == 0));
-    const bool dense = out_ok && l->scheme == QD_SCHEME_DENSE && (d->wt == QD_DTYPE_BF16 || d->wt == QD_DTYPE_F16) && xt == d->wt;
     const bool fp8 = out_ok && l->scheme == QD_SCHEME_FP8 && !d->block && (l->act == QD_ACT_DYNAMIC_TOKEN || l->act == QD_ACT_STATIC_TENSOR) &&
-                     d->kp == K && d->np == N && !c->fp8_unfused && qd_cuda_float_dtype(xt);
-    const bool w4 = out_ok && !dense && !fp8 && qd_cuda_w4_fusable(l, d, rows, c) && qd_cuda_float_dtype(xt);
-    if ((!dense && !fp8 && !w4) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
+                     d->kp == K && d->np == N && !c->fp8_unfused;
+    const bool w4 = out_ok && !fp8 && qd_cuda_w4_fusable(l, d, rows, c);
+    if ((!fp8 && !w4) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
     if (r && r->data != y->data) {
         const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused residual");
     }
-    const int64_t per = rows / B;             /* rows of one batch element (one gate row) */
+    const int64_t per = rows / B;                /* rows of one batch element (one gate row) */
     const int64_t stride = (per + 63) / 64 * 64; /* its row scales start 256-byte aligned, as cuBLASLt wants */
-    const size_t ys = 2, xs_bytes = (size_t)qd_dtype_bits(xt) / 8;
-    float *gs = NULL, *gb = NULL;
+    float *gs = NULL, *gb = NULL, *sx = NULL;
     __nv_fp8_e4m3 *q = NULL;
-    float *sx = NULL;
     void *w8 = NULL; /* W4A8: the weights expanded to E4M3 */
-    const float *bias = dense ? d->bias : (const float *)d->bias16; /* the epilogue's bias: f32 (dense), BF16 (FP8) */
-    if (gate || !dense) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
-    if (!s && gate && bias) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gb);
+    const void *bias = d->bias16; /* cuBLASLt's FP8 epilogue into BF16 takes a BF16 bias */
+    s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
+    if (!s && gate && bias) s = qd_cuda_scratch(c, 2 * (size_t)N, (void **)&gb);
     if (!s && w4) s = qd_cuda_w4_expand(c, l, d, &w8);
-    if (!s && !dense) {
+    if (!s) s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
+    if (!s) {
         fused_parts p = {};
         bool vec = xt == QD_DTYPE_BF16;
         for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
         p.n = n, p.xt = xt;
-        s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
-        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
         const float fixed = fp8 && l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f; /* W4A8: per token */
         const float *mult = w4 ? d->smooth : NULL;
-        if (s) {
-        } else if (vec && w4) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
+        if (vec && w4) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
         else if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
         else if (w4) fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
         else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
-        if (!s) {
-            const cudaError_t e = cudaGetLastError();
-            if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
-        }
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
     }
     for (int64_t bi = 0; !s && bi < B; bi++) {
-        if (gate || !dense) {
-            fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N,
-                                                                                 dense ? NULL : d->wscale_vec, gate ? d->bias : NULL, gs, gb,
-                                                                                 dense ? QD_DTYPE_F32 : QD_DTYPE_BF16);
-            const cudaError_t e = cudaGetLastError();
-            if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
-        }
-        char *yb = (char *)y->data + (size_t)(bi * per * N) * ys;
-        const void *eb = gate && bias ? (const void *)gb : (const void *)bias;
-        if (!s && !dense) {
-            const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                                 CUDA_R_16BF, false, r != NULL, 0, NULL};
-            s = qd_cuda_lt_matmul(c, name, per, N, K, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF, eb, &ex);
-        }
-        int64_t k0 = 0;
-        for (int j = 0; !s && dense && j < n; j++) {
-            const int64_t kj = xs[j]->shape[xs[j]->rank - 1];
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_32F, false, r != NULL || j > 0, K, gate ? gs : NULL};
-            const char *w = (const char *)d->w + (size_t)k0 * xs_bytes;
-            const char *xb = (const char *)xs[j]->data + (size_t)(bi * per * kj) * xs_bytes;
-            s = qd_cuda_lt_matmul(c, name, per, N, kj, w, lt_type(d->wt), xb, lt_type(xt), yb, CUDA_R_16BF, j == 0 ? eb : NULL, &ex);
-            if (!s) k0 += kj;
-        }
-        /* cuBLASLt has no such algorithm: nothing of this call was written yet (the first matmul is where a plan
-           is made), y holds r — the composition from there */
-        if (s == QD_EUNSUPPORTED && bi == 0 && (!dense || k0 == 0)) {
+        fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
+                                                                             gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
+        char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
+        const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+                             CUDA_R_16BF, false, r != NULL};
+        if (!s) s = qd_cuda_lt_matmul(c, name, per, N, K, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF,
+                                      gate && bias ? (const void *)gb : bias, &ex);
+        /* cuBLASLt has no such algorithm: nothing was written yet (the first matmul is where its plan is made), y holds
+           r — the composition from there */
+        if (s == QD_EUNSUPPORTED && bi == 0) {
             qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
             return qd_linear_fused_composed(b, l, xs, n, gate, r ? y : NULL, y);
         }

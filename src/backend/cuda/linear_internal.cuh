@@ -76,16 +76,13 @@ void qd_cuda_linear_rebase(cuda_linear *d, void *new_base);
 cuda_linear *qd_cuda_linear_of(const qd_linear *l);
 
 /* Optional parts of a cuBLASLt matmul: scale factors of A (the weight) and B (the activations) with their
- * cuBLASLt scale modes, the bias vector's type, the GELU epilogue, accumulation into D (beta = 1), the weight's
- * row stride when A is a column range of a wider weight (0: K), and alpha as a device vector over D's N (f32). */
+ * cuBLASLt scale modes, the bias vector's type, the GELU epilogue, and accumulation into D (beta = 1). */
 typedef struct {
     const void *a_scale, *b_scale;
     int a_mode, b_mode; /* cublasLtMatmulMatrixScale_t */
     cudaDataType_t bias_type;
     bool gelu;
     bool accumulate;
-    int64_t lda;
-    const float *alpha_vec;
 } lt_extra;
 
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no
