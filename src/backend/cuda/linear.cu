@@ -69,6 +69,11 @@ qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer)
     qd_status s = QD_OK;
     cudaError_t e = cudaMalloc(&d->mem, a->bytes ? a->bytes : 1);
     if (e == cudaSuccess) e = cudaMemcpy(d->mem, a->host, a->bytes, cudaMemcpyHostToDevice);
+    /* from pageable memory cudaMemcpy returns once the bytes are staged, before the DMA lands, and the backend's
+       stream (non-blocking) is not ordered after the legacy stream that copies: wait for it, or the layer's first
+       kernels may read part of the old contents (seen in the op harness, which runs a layer right after preparing
+       it) */
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
     if (e != cudaSuccess) {
         cudaGetLastError();
         s = qd_fail(QD_ENOMEM, "layer '%s': cannot place its %zu bytes of weights on the GPU (%s)", layer, a->bytes, cudaGetErrorString(e));
@@ -157,7 +162,7 @@ static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a
         return qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
     /* block scales [N/128][K/128] with their rows padded to a multiple of 4 floats: cuBLASLt reads them as rows of
        16-byte multiples (with K/128 = 2 or 3 and more than one row of blocks, unpadded rows gave wrong results) */
-    const int64_t kb = k / 128, kbs = block ? (kb + 3) / 4 * 4 : 0, rows = block ? (n + 127) / 128 : 0;
+    const int64_t kb = k / 128, kbs = block ? qd_cuda_block_scale_ld(k) : 0, rows = block ? (n + 127) / 128 : 0;
     offs[3] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(block ? rows * kbs : ns));
     if (!block) offs[4] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
     if (offs[3] == SIZE_MAX || (!block && offs[4] == SIZE_MAX)) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);

@@ -42,7 +42,7 @@ typedef struct {
     int64_t n;
     const float *sx;  /* FP8: activation scales, [M] (per row) or [K/128][M] (groups) */
     const float *sw;  /* FP8: weight scales, [Np] (per channel; a per-tensor scale repeated) or [N/128][kb] */
-    int64_t kb;       /* FP8 blocks: K/128 */
+    int64_t kb;       /* FP8 blocks: the block scales' row stride (K/128 padded, qd_cuda_block_scale_ld) */
     const float *bias;
     bool gelu;
     void *y;
@@ -262,7 +262,7 @@ qd_status qd_cuda_gemv_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
     a.x = q, a.x_ld = d->kp;
     a.sx = sx;
     if (d->block) {
-        a.sw = d->wscale, a.kb = l->in_features / 128;
+        a.sw = d->wscale, a.kb = qd_cuda_block_scale_ld(l->in_features); /* the scales' row stride on the device */
         launch<QD_DTYPE_F8_E4M3, QD_DTYPE_BF16, true>(c, a);
     } else {
         a.sw = d->wscale_vec;

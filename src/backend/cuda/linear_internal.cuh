@@ -50,6 +50,10 @@ typedef struct {
     float input_offset; /* static W8A8 (with input_scale) */
 } cuda_linear;
 
+/* fp8_block: the row stride of the weight's [N/128][K/128] block scales as stored on the device (K/128 padded to a
+   multiple of 4 floats: cuBLASLt reads rows of 16-byte multiples) */
+static inline int64_t qd_cuda_block_scale_ld(int64_t k) { return (k / 128 + 3) / 4 * 4; }
+
 /* Building a layer's prepared form: pieces appended to a host staging buffer at 256-byte aligned offsets,
  * then uploaded in one copy into one device allocation. */
 typedef struct {
