@@ -383,6 +383,26 @@ __device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
     return (float)v;
 }
 
+/* the table of expand16 for one scale: the E4M3 bytes of the 8 magnitudes times s, and the sign mask */
+struct E4m3Lut {
+    uint32_t lo, hi, flip;
+};
+
+__host__ __device__ __forceinline__ E4m3Lut e4m3_lut(float s) {
+    E4m3Lut l;
+    l.lo = e4m3x2(0.0f * s, 0.5f * s) | (e4m3x2(s, 1.5f * s) << 16);
+    l.hi = e4m3x2(2.0f * s, 3.0f * s) | (e4m3x2(4.0f * s, 6.0f * s) << 16);
+    l.flip = s == s ? 0x80808080u : 0u;
+    return l;
+}
+
+/* 4 codes (the low 16 bits of c, the first code in the low nibble) → their 4 E4M3 bytes: magnitudes as permute
+   selectors (selector values stay below 8, which copy), each code's sign bit (bit 3 of its nibble) moved to bit 7
+   of its byte: code 2j's from c << 4, code 2j+1's in place, byte j of c holding codes 2j and 2j+1 */
+__host__ __device__ __forceinline__ uint32_t expand4(uint32_t c, const E4m3Lut &l) {
+    return byte_perm(l.lo, l.hi, c & 0x7777u) ^ (byte_perm(c, c << 4, 0x1504) & l.flip);
+}
+
 /* One block of 16 E2M1 codes (8 bytes, even k in the low nibble) → the 16 E4M3 bytes of code·s, s = block scale ·
  * 2^-e[n], rounded to nearest even and saturated: what expand_e4m3_kernel computes weight by weight, here as a
  * table. E2M1 has 8 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6}; their products with s are exact in f32 (≤ 6
@@ -391,20 +411,8 @@ __device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
  * symmetric; flipping rather than setting keeps a negative scale's signs as the mainline's product has them;
  * with a NaN scale every byte is the NaN 0x7F, as there). A byte permute looks 4 codes up at once. */
 __host__ __device__ __forceinline__ uint4 expand16(uint2 q, float s) {
-    const uint32_t lut_lo = e4m3x2(0.0f * s, 0.5f * s) | (e4m3x2(s, 1.5f * s) << 16);
-    const uint32_t lut_hi = e4m3x2(2.0f * s, 3.0f * s) | (e4m3x2(4.0f * s, 6.0f * s) << 16);
-    const uint32_t flip = s == s ? 0x80808080u : 0u;
-    const uint32_t x[2] = {q.x, q.y};
-    uint32_t o[4];
-    for (int h = 0; h < 2; h++) {
-        /* 8 codes: magnitudes as permute selectors (4 per 16 bits; selector values stay below 8, which copy),
-           and each code's sign bit (bit 3 of its nibble) moved to bit 7 of its byte: code 2j's from x << 4,
-           code 2j+1's in place, byte j of x holding codes 2j (low nibble) and 2j+1 */
-        const uint32_t mag = x[h] & 0x77777777u, up = x[h] << 4;
-        o[2 * h] = byte_perm(lut_lo, lut_hi, mag) ^ (byte_perm(x[h], up, 0x1504) & flip);
-        o[2 * h + 1] = byte_perm(lut_lo, lut_hi, mag >> 16) ^ (byte_perm(x[h], up, 0x3726) & flip);
-    }
-    return make_uint4(o[0], o[1], o[2], o[3]);
+    const E4m3Lut l = e4m3_lut(s);
+    return make_uint4(expand4(q.x, l), expand4(q.x >> 16, l), expand4(q.y, l), expand4(q.y >> 16, l));
 }
 
 /* One K-block (128) of a BN-row W4 tile: packed [BN][64] bytes and scales [BN][8] → E4M3 [BN][128] under the
