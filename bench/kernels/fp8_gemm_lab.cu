@@ -22,6 +22,12 @@
  *   8  the mainline's W4A8: expand_e4m3_kernel (a copy of linear_w4.cu's, E2M1 codes) + cuBLASLt
  *   9  cuBLASLt with CUBLASLT_MATMUL_DESC_FAST_ACCUM (no promotion): 0's cost of precision
  *  10  5 in clusters of two CTAs on neighbouring row blocks multicasting W (128×128 tiles load the most per MMA)
+ *  11  W4A8 NVFP4 with the weights as wgmma's register-sourced A operand of yᵀ[N, M] = W·aᵀ: TMA brings the packed
+ *      codes, block scales and a 256-token activation tile (wgmma's B, K-major, 128-byte swizzle); each of two
+ *      consumer warpgroups converts its 64 weight rows slice by slice (k32) in registers into the m64nNk32 A
+ *      fragment (expand16's table, per 4 codes) while the wgmma of the previous slice runs (two register sets),
+ *      m64n256 into the accumulator unpromoted; the epilogue transposes through shared memory into y's rows
+ *  12  11 with every K-block promoted (m64n128 into a temporary added to the accumulator), 128-token tiles
  *
  * Usage: fp8_gemm_lab [all|V[,V...]] [M K N]   (default: all 4608 3072 12288; M % 128, N % 256, K % 128 == 0,
  * variants whose tiles do not divide the shape are skipped). Each variant runs in its own child process (a bad
@@ -44,10 +50,10 @@
  * where not exact), (b) against cuBLASLt on the E4M3 weights expanded on the host (an encoder written from the
  * OCP spec), and their in-kernel conversion byte for byte against that expansion. `fp8_gemm_lab selftest` checks
  * the host side without a GPU: that encoder against CUDA's host conversion, and the kernels' expand16 (its byte
- * permutes emulated) against it.
+ * permutes emulated) and variant 11's w4_fragment (at the PTX fragment layout) against it.
  *
  * STATUS (2026-11-30): 2-10 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
- * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). */
+ * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). 11 and 12 written and compiled, not run. */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -1153,6 +1159,7 @@ typedef Cfg<128, 256, 4, false, MC_NONE, false> CfgV6;
 typedef Cfg<256, 128, 3, true, MC_SHARE_A, true> CfgV7;
 typedef Cfg<128, 128, 6, false, MC_SHARE_W, true> CfgV10;
 typedef CfgRS<256, 4, false> CfgV11;
+typedef CfgRS<128, 6, true> CfgV12;
 
 enum { VK_LT, VK_LT_FAST, VK_V1, VK_GEMM, VK_W4_MAINLINE, VK_W4_RS };
 
@@ -1186,6 +1193,8 @@ static const variant VARIANTS[] = {
     /* tile_m: tokens, tile_n: weight rows; the activation box is BT token rows, the packed box 128 weight rows */
     {VK_W4_RS, 1, "W4A8 NVFP4, W as register A of yT, 128 ch x 256 tok", rs_launch<CfgV11>, rs_grid<CfgV11>, rs_attr<CfgV11>, CfgV11::BT,
      CfgV11::BW, 128, CfgV11::BT, CfgV11::BW, CfgV11::BW},
+    {VK_W4_RS, 1, "11 promoted, 128 ch x 128 tok", rs_launch<CfgV12>, rs_grid<CfgV12>, rs_attr<CfgV12>, CfgV12::BT, CfgV12::BW, 128, CfgV12::BT,
+     CfgV12::BW, CfgV12::BW},
 };
 enum { NVARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 
