@@ -22,6 +22,12 @@
  *   8  the mainline's W4A8: expand_e4m3_kernel (a copy of linear_w4.cu's, E2M1 codes) + cuBLASLt
  *   9  cuBLASLt with CUBLASLT_MATMUL_DESC_FAST_ACCUM (no promotion): 0's cost of precision
  *  10  5 in clusters of two CTAs on neighbouring row blocks multicasting W (128×128 tiles load the most per MMA)
+ *  11  W4A8 NVFP4 with the weights as wgmma's register-sourced A operand of yᵀ[N, M] = W·aᵀ: TMA brings the packed
+ *      codes, block scales and a 256-token activation tile (wgmma's B, K-major, 128-byte swizzle); each of two
+ *      consumer warpgroups converts its 64 weight rows slice by slice (k32) in registers into the m64nNk32 A
+ *      fragment (expand16's table, per 4 codes) while the wgmma of the previous slice runs (two register sets),
+ *      m64n256 into the accumulator unpromoted; the epilogue transposes through shared memory into y's rows
+ *  12  11 with every K-block promoted (m64n128 into a temporary added to the accumulator), 128-token tiles
  *
  * Usage: fp8_gemm_lab [all|V[,V...]] [M K N]   (default: all 4608 3072 12288; M % 128, N % 256, K % 128 == 0,
  * variants whose tiles do not divide the shape are skipped). Each variant runs in its own child process (a bad
@@ -44,10 +50,10 @@
  * where not exact), (b) against cuBLASLt on the E4M3 weights expanded on the host (an encoder written from the
  * OCP spec), and their in-kernel conversion byte for byte against that expansion. `fp8_gemm_lab selftest` checks
  * the host side without a GPU: that encoder against CUDA's host conversion, and the kernels' expand16 (its byte
- * permutes emulated) against it.
+ * permutes emulated) and variant 11's w4_fragment (at the PTX fragment layout) against it.
  *
  * STATUS (2026-11-30): 2-10 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
- * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). */
+ * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). 11 and 12 written and compiled, not run. */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -377,10 +383,30 @@ __host__ __device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
     return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
 }
 
-__device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
+__host__ __device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
     __nv_fp8_e4m3 v;
     v.__x = b;
     return (float)v;
+}
+
+/* the table of expand16 for one scale: the E4M3 bytes of the 8 magnitudes times s, and the sign mask */
+struct E4m3Lut {
+    uint32_t lo, hi, flip;
+};
+
+__host__ __device__ __forceinline__ E4m3Lut e4m3_lut(float s) {
+    E4m3Lut l;
+    l.lo = e4m3x2(0.0f * s, 0.5f * s) | (e4m3x2(s, 1.5f * s) << 16);
+    l.hi = e4m3x2(2.0f * s, 3.0f * s) | (e4m3x2(4.0f * s, 6.0f * s) << 16);
+    l.flip = s == s ? 0x80808080u : 0u;
+    return l;
+}
+
+/* 4 codes (the low 16 bits of c, the first code in the low nibble) → their 4 E4M3 bytes: magnitudes as permute
+   selectors (selector values stay below 8, which copy), each code's sign bit (bit 3 of its nibble) moved to bit 7
+   of its byte: code 2j's from c << 4, code 2j+1's in place, byte j of c holding codes 2j and 2j+1 */
+__host__ __device__ __forceinline__ uint32_t expand4(uint32_t c, const E4m3Lut &l) {
+    return byte_perm(l.lo, l.hi, c & 0x7777u) ^ (byte_perm(c, c << 4, 0x1504) & l.flip);
 }
 
 /* One block of 16 E2M1 codes (8 bytes, even k in the low nibble) → the 16 E4M3 bytes of code·s, s = block scale ·
@@ -391,20 +417,8 @@ __device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
  * symmetric; flipping rather than setting keeps a negative scale's signs as the mainline's product has them;
  * with a NaN scale every byte is the NaN 0x7F, as there). A byte permute looks 4 codes up at once. */
 __host__ __device__ __forceinline__ uint4 expand16(uint2 q, float s) {
-    const uint32_t lut_lo = e4m3x2(0.0f * s, 0.5f * s) | (e4m3x2(s, 1.5f * s) << 16);
-    const uint32_t lut_hi = e4m3x2(2.0f * s, 3.0f * s) | (e4m3x2(4.0f * s, 6.0f * s) << 16);
-    const uint32_t flip = s == s ? 0x80808080u : 0u;
-    const uint32_t x[2] = {q.x, q.y};
-    uint32_t o[4];
-    for (int h = 0; h < 2; h++) {
-        /* 8 codes: magnitudes as permute selectors (4 per 16 bits; selector values stay below 8, which copy),
-           and each code's sign bit (bit 3 of its nibble) moved to bit 7 of its byte: code 2j's from x << 4,
-           code 2j+1's in place, byte j of x holding codes 2j (low nibble) and 2j+1 */
-        const uint32_t mag = x[h] & 0x77777777u, up = x[h] << 4;
-        o[2 * h] = byte_perm(lut_lo, lut_hi, mag) ^ (byte_perm(x[h], up, 0x1504) & flip);
-        o[2 * h + 1] = byte_perm(lut_lo, lut_hi, mag >> 16) ^ (byte_perm(x[h], up, 0x3726) & flip);
-    }
-    return make_uint4(o[0], o[1], o[2], o[3]);
+    const E4m3Lut l = e4m3_lut(s);
+    return make_uint4(expand4(q.x, l), expand4(q.x >> 16, l), expand4(q.y, l), expand4(q.y >> 16, l));
 }
 
 /* One K-block (128) of a BN-row W4 tile: packed [BN][64] bytes and scales [BN][8] → E4M3 [BN][128] under the
@@ -718,6 +732,267 @@ __global__ void mainline_expand_e2m1(const uint8_t *w, const uint8_t *bs, const 
     out[r * (k >> 4) + chunk] = o;
 }
 
+/* ------------------------------------------------- variant 11: W4 weights as wgmma's register operand ---- */
+
+/* wgmma with A from registers: d (the m64nN accumulator fragment, N/2 f32) = [d +] A·B(desc b)ᵀ over K = 32, A the
+   thread's 16 E4M3 bytes of the 64×32 slice in 4 registers (layout at w4_fragment), B K-major in shared memory */
+__device__ __forceinline__ void wgmma_m64n128k32_e4m3_rs(float *d, uint4 a, uint64_t b, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3_rs(float *d, uint4 a, uint64_t b, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, {%128, %129, %130, %131}, %132, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(b), "r"(scale_d));
+}
+
+/* The A fragment of one k32 slice of wgmma .m64nNk32 with 8-bit A in registers (PTX ISA, "Register Fragments and
+ * Shared Memory Matrix Layouts", Matrix Fragments for wgmma.mma_async.m64nNk32): warp w of the warpgroup holds
+ * rows 16w..16w+15, laid out as mma.m16n8k32's 8-bit A; with g = lane / 4, t = lane % 4, register j's 4 bytes
+ * (low byte first) are row 16w + g + 8·(j % 2), columns 4t..4t+3 + 16·(j / 2). Here a row is a weight row n, a
+ * column is k: register j takes 4 codes (2 bytes) of packed row 16w + g + 8·(j % 2) at byte 16·ks + 2t + 8·(j / 2),
+ * all in 16-block 2·ks + j / 2, converted by expand4 under that block's scale · 2^-e[n] (expand16's bytes).
+ * packed: the 64 rows of a consumer's weights, 64 bytes each (one K-block); scl: their 8 block scales per row. */
+__host__ __device__ __forceinline__ uint4 w4_fragment(const uint8_t *packed, const uint8_t *scl, float rs_lo, float rs_hi, int warp, int lane,
+                                                      int ks) {
+    const int r0 = 16 * warp + lane / 4, t = lane % 4;
+    uint32_t o[4];
+    for (int j = 0; j < 4; j++) { /* unrolled by the compiler (no pragma: the host compiler rejects it) */
+        const int r = r0 + 8 * (j % 2), half = j / 2;
+        const uint32_t codes = *(const uint16_t *)(packed + r * 64 + 16 * ks + 2 * t + 8 * half);
+        const float s = e4m3_to_f32(scl[r * 8 + 2 * ks + half]) * (j % 2 ? rs_hi : rs_lo);
+        o[j] = expand4(codes, e4m3_lut(s));
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+/* One CTA per SM, persistent, the tile order of 2-10 over yᵀ: warpgroup 0 the TMA producer, two consumer warpgroups
+ * each computing 64 weight rows (the wgmma's M: output channels n) × BT tokens (its N) of yᵀ. A stage holds the BT
+ * token rows of activations (128 bytes of K, 128-byte swizzle: wgmma's B), the packed codes of the 128 weight rows
+ * (64 bytes each) and their block scales [128][8]. Each consumer converts its weights slice by slice in registers
+ * while the wgmma of the previous slice runs (two fragment register sets), so no converted weight goes through
+ * shared memory. PROMOTE: each K-block's 4 wgmma into a temporary from zero, added to the f32 accumulator. */
+template <int BT_, int STAGES_, bool PROMOTE_>
+struct CfgRS {
+    static constexpr int BT = BT_, BW = 128, BK = 128, STAGES = STAGES_, THREADS = 384;
+    static constexpr bool PROMOTE = PROMOTE_;
+    static constexpr int ACC = BT / 2; /* f32 per thread of the m64nBT accumulator */
+    static constexpr int A_BYTES = BT * BK, W_BYTES = BW * BK / 2, S_BYTES = BW * BK / 16;
+    static constexpr int TX_BYTES = A_BYTES + W_BYTES + S_BYTES;
+    static constexpr int STAGE_BYTES = (TX_BYTES + 1023) / 1024 * 1024;
+    static constexpr int EPI_BYTES = 128 * 64 * 2; /* a consumer's 128 tokens × 64 channels of BF16 */
+    static constexpr int EPI_OFF = STAGES * STAGE_BYTES, BAR_OFF = EPI_OFF + 2 * EPI_BYTES;
+    static constexpr int SMEM = BAR_OFF + 8 * 2 * STAGES + 1024;
+    static constexpr int REG_PRODUCER = 40, REG_CONSUMER = 232;
+    static_assert(BT == 128 || BT == 256, "m64n128 or m64n256");
+    static_assert(!PROMOTE || BT == 128, "the promoted path keeps a temporary as large as the accumulator");
+    static_assert(SMEM <= 232448, "shared memory beyond the 227 KB a block may have");
+    static_assert(128 * (REG_PRODUCER + 2 * REG_CONSUMER) <= 65536, "register pool");
+};
+
+template <int ACC>
+__device__ __forceinline__ void wgmma_rs(float *d, uint4 a, uint64_t b, int scale_d) {
+    if constexpr (ACC == 64) wgmma_m64n128k32_e4m3_rs(d, a, b, scale_d);
+    else wgmma_m64n256k32_e4m3_rs(d, a, b, scale_d);
+}
+
+/* 128 tokens of a consumer's yᵀ fragment v (rows: channels 16·warp + lane/4 (+8); columns: tokens 8j + 2·(lane%4)
+ * (+1)) scaled by sa[token]·sw[channel], rounded to BF16 and staged transposed, token-major (128-byte rows of 64
+ * channels, 16-byte chunk c of token row r at c ^ (r % 8): the 2-byte stores of a warp fall in 16 distinct words),
+ * then written as 16-byte pieces of y's rows: 8 threads cover one token's 64 channels. */
+__device__ __forceinline__ void store_unit_t(const float *v, int tok0, int ch0, uint8_t *epi, const GemmParams &p, int tid, int bar) {
+    const int warp = tid / 32, lane = tid % 32, c_lo = warp * 16 + lane / 4, c_hi = c_lo + 8, q = lane % 4;
+    const float w_lo = p.sw[ch0 + c_lo], w_hi = p.sw[ch0 + c_hi];
+    auto at = [&](int tok, int ch) { return (__nv_bfloat16 *)(epi + tok * 128 + (((ch >> 3) ^ (tok & 7)) << 4) + (ch & 7) * 2); };
+    named_bar_sync(bar, 128); /* the previous unit has left the staging tile */
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        const int tok = 8 * j + 2 * q;
+        const float2 a = *(const float2 *)(p.sa + tok0 + tok);
+        *at(tok, c_lo) = __float2bfloat16_rn(v[4 * j] * a.x * w_lo);
+        *at(tok + 1, c_lo) = __float2bfloat16_rn(v[4 * j + 1] * a.y * w_lo);
+        *at(tok, c_hi) = __float2bfloat16_rn(v[4 * j + 2] * a.x * w_hi);
+        *at(tok + 1, c_hi) = __float2bfloat16_rn(v[4 * j + 3] * a.y * w_hi);
+    }
+    named_bar_sync(bar, 128);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int idx = i * 128 + tid, r = idx >> 3, c = idx & 7;
+        const uint4 val = *(const uint4 *)(epi + r * 128 + ((c ^ (r & 7)) << 4));
+        *(uint4 *)(p.y + (size_t)(tok0 + r) * p.n + ch0 + c * 8) = val;
+    }
+}
+
+template <class C>
+__global__ void __launch_bounds__(C::THREADS, 1) gemm_w4_rs(const __grid_constant__ GemmParams p) {
+    extern __shared__ __align__(1024) uint8_t smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023); /* the 128-byte swizzle wants 1024 */
+    uint64_t *full = (uint64_t *)(smem + C::BAR_OFF), *empty = full + C::STAGES;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < C::STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    /* tiles of yᵀ: BT token blocks ("rows" of the order, grouped for L2 reuse of the weights) × 128 weight rows */
+    const TileOrder order = {p.m / C::BT, p.n / C::BW, max(1, 1024 / C::BT)};
+    const int tiles = order.num_m * order.num_n, kblocks = p.k / C::BK;
+    if (wg == 0) { /* producer */
+        reg_dealloc<C::REG_PRODUCER>();
+        if (tid == 0) {
+            int s = 0;
+            uint32_t ph = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                int tm, tn;
+                order.coords(t, tm, tn);
+                for (int kb = 0; kb < kblocks; kb++) {
+                    mbar_wait(&empty[s], ph ^ 1);
+                    uint8_t *st = smem + s * C::STAGE_BYTES, *wt = st + C::A_BYTES;
+                    mbar_expect_tx(&full[s], C::TX_BYTES);
+                    tma_load_2d(st, &p.a_map, kb * C::BK, tm * C::BT, &full[s]);
+                    tma_load_2d(wt, &p.w_map, kb * C::BK / 2, tn * C::BW, &full[s]);
+                    bulk_load(wt + C::W_BYTES, p.scales + ((size_t)kb * p.n + tn * C::BW) * 8, C::S_BYTES, &full[s]);
+                    if (++s == C::STAGES) s = 0, ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+    reg_alloc<C::REG_CONSUMER>();
+    const int c = wg - 1, warp = tid / 32, lane = tid % 32;
+    uint8_t *epi = smem + C::EPI_OFF + c * C::EPI_BYTES;
+    int s = 0;
+    uint32_t ph = 0;
+    auto release = [&](int st) {
+        if (lane == 0) mbar_arrive(&empty[st]);
+    };
+    auto advance = [&]() {
+        if (++s == C::STAGES) s = 0, ph ^= 1;
+    };
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int tm, tn;
+        order.coords(t, tm, tn);
+        const int tok0 = tm * C::BT, ch0 = tn * C::BW + c * 64;
+        const float rs_lo = p.rowscale[ch0 + 16 * warp + lane / 4], rs_hi = p.rowscale[ch0 + 16 * warp + lane / 4 + 8];
+        /* slice ks of stage st: this consumer's 64 weight rows in registers */
+        auto frag = [&](int st, int ks) {
+            const uint8_t *wt = smem + st * C::STAGE_BYTES + C::A_BYTES;
+            return w4_fragment(wt + c * 64 * 64, wt + C::W_BYTES + c * 64 * 8, rs_lo, rs_hi, warp, lane, ks);
+        };
+        float acc[C::ACC];
+        mbar_wait(&full[s], ph);
+        uint4 f0 = frag(s, 0), f1;
+        if constexpr (!C::PROMOTE) {
+            /* slice i's wgmma issued, slice i − 1's waited for (wait_group 1), then slice i + 1 converted into the
+               register set slice i − 1 read; a stage is released once its last slice's wgmma is done */
+            int ps = s;
+            for (int kb = 0; kb < kblocks; kb++) {
+                const uint64_t db = smem_desc(smem + s * C::STAGE_BYTES);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(acc, f0, db, kb > 0);
+                wgmma_commit();
+                wgmma_wait<1>();
+                if (kb > 0) release(ps);
+                f1 = frag(s, 1);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(acc, f1, db + 2, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                f0 = frag(s, 2);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(acc, f0, db + 4, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                f1 = frag(s, 3);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(acc, f1, db + 6, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                ps = s;
+                advance();
+                if (kb + 1 < kblocks) {
+                    mbar_wait(&full[s], ph);
+                    f0 = frag(s, 0);
+                }
+            }
+            wgmma_wait<0>();
+            fence_regs<C::ACC>(acc);
+            release(ps);
+        } else {
+            /* each K-block into tmp from zero; after its last slice the next stage's first slice is converted,
+               then the block is waited for and promoted */
+            float tmp[C::ACC];
+#pragma unroll
+            for (int i = 0; i < C::ACC; i++) acc[i] = 0.0f;
+            for (int kb = 0; kb < kblocks; kb++) {
+                const uint64_t db = smem_desc(smem + s * C::STAGE_BYTES);
+                fence_regs<C::ACC>(tmp);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(tmp, f0, db, 0);
+                wgmma_commit();
+                f1 = frag(s, 1);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(tmp, f1, db + 2, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                f0 = frag(s, 2);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(tmp, f0, db + 4, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                f1 = frag(s, 3);
+                wgmma_fence();
+                wgmma_rs<C::ACC>(tmp, f1, db + 6, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                const int ps = s;
+                advance();
+                if (kb + 1 < kblocks) {
+                    mbar_wait(&full[s], ph);
+                    f0 = frag(s, 0);
+                }
+                wgmma_wait<0>();
+                fence_regs<C::ACC>(tmp);
+                release(ps);
+#pragma unroll
+                for (int i = 0; i < C::ACC; i++) acc[i] += tmp[i];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < C::BT / 128; u++) store_unit_t(acc + 64 * u, tok0 + 128 * u, ch0, epi, p, tid, 1 + c);
+    }
+}
+
+/* w4_fragment over a whole W4 matrix, its bytes scattered back to [N][K] by the fragment layout (an E4M3 matrix to
+   compare with the host's expansion), one K-block of 64 rows per block */
+__global__ void __launch_bounds__(128) fragment_check(const uint8_t *wq, const uint8_t *scales, const float *rowscale, int n, int k, uint8_t *out) {
+    __shared__ __align__(16) uint8_t packed[64 * 64];
+    __shared__ __align__(16) uint8_t scl[64 * 8];
+    const int n0 = blockIdx.x * 64, kb = blockIdx.y, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    for (int i = tid; i < 64 * 4; i += 128) {
+        const int r = i / 4, piece = i % 4;
+        *(uint4 *)(packed + r * 64 + piece * 16) = *(const uint4 *)(wq + (size_t)(n0 + r) * (k / 2) + kb * 64 + piece * 16);
+    }
+    for (int i = tid; i < 64 * 8; i += 128) scl[i] = scales[((size_t)kb * n + n0) * 8 + i];
+    __syncthreads();
+    const int r0 = 16 * warp + lane / 4, t = lane % 4;
+    const float rs_lo = rowscale[n0 + r0], rs_hi = rowscale[n0 + r0 + 8];
+    for (int ks = 0; ks < 4; ks++) {
+        const uint4 f = w4_fragment(packed, scl, rs_lo, rs_hi, warp, lane, ks);
+        const uint32_t reg[4] = {f.x, f.y, f.z, f.w};
+        for (int j = 0; j < 4; j++)
+            for (int b = 0; b < 4; b++) { /* PTX: a_(4j+b) is row g + 8·(j % 2), column 4t + b + 16·(j / 2) */
+                const int row = r0 + 8 * (j % 2), col = 32 * ks + 4 * t + b + 16 * (j / 2);
+                out[(size_t)(n0 + row) * k + kb * 128 + col] = (uint8_t)(reg[j] >> (8 * b));
+            }
+    }
+}
+
 /* ------------------------------------------------------------------------------------- host: TMA maps ---- */
 
 /* a row-major [rows][cols] byte matrix as a TMA map with box [box_rows][box_cols bytes] */
@@ -856,6 +1131,24 @@ static void gemm_attr(cudaFuncAttributes *a) {
     CHECK(cudaFuncGetAttributes(a, gemm_persistent<C>));
 }
 
+/* variant 11: one CTA per SM, no more than there are tiles */
+template <class C>
+static int rs_grid(int sms, int m, int n) {
+    CHECK(cudaFuncSetAttribute(gemm_w4_rs<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM));
+    const int tiles = (m / C::BT) * (n / C::BW);
+    return sms < tiles ? sms : tiles;
+}
+
+template <class C>
+static void rs_launch(const GemmParams *p, int grid) {
+    gemm_w4_rs<C><<<grid, C::THREADS, C::SMEM>>>(*p);
+}
+
+template <class C>
+static void rs_attr(cudaFuncAttributes *a) {
+    CHECK(cudaFuncGetAttributes(a, gemm_w4_rs<C>));
+}
+
 /* -------------------------------------------------------------------------------------- the variants ---- */
 
 typedef Cfg<128, 256, 4, false, MC_NONE, true> CfgV2;
@@ -865,8 +1158,10 @@ typedef Cfg<128, 128, 6, false, MC_NONE, true> CfgV5;
 typedef Cfg<128, 256, 4, false, MC_NONE, false> CfgV6;
 typedef Cfg<256, 128, 3, true, MC_SHARE_A, true> CfgV7;
 typedef Cfg<128, 128, 6, false, MC_SHARE_W, true> CfgV10;
+typedef CfgRS<256, 4, false> CfgV11;
+typedef CfgRS<128, 6, true> CfgV12;
 
-enum { VK_LT, VK_LT_FAST, VK_V1, VK_GEMM, VK_W4_MAINLINE };
+enum { VK_LT, VK_LT_FAST, VK_V1, VK_GEMM, VK_W4_MAINLINE, VK_W4_RS };
 
 typedef struct {
     int kind, w4;
@@ -895,6 +1190,11 @@ static const variant VARIANTS[] = {
     {VK_W4_MAINLINE, 1, "W4A8 mainline: expand + cuBLASLt", NULL, NULL, NULL, 1, 1, 1, 0, 0, 0},
     {VK_LT_FAST, 0, "cuBLASLt fast accumulation", NULL, NULL, NULL, 1, 1, 1, 0, 0, 0},
     GEMM_VARIANT(CfgV10, "5 + cluster 2x1, W multicast (K % 256)"),
+    /* tile_m: tokens, tile_n: weight rows; the activation box is BT token rows, the packed box 128 weight rows */
+    {VK_W4_RS, 1, "W4A8 NVFP4, W as register A of yT, 128 ch x 256 tok", rs_launch<CfgV11>, rs_grid<CfgV11>, rs_attr<CfgV11>, CfgV11::BT,
+     CfgV11::BW, 128, CfgV11::BT, CfgV11::BW, CfgV11::BW},
+    {VK_W4_RS, 1, "11 promoted, 128 ch x 128 tok", rs_launch<CfgV12>, rs_grid<CfgV12>, rs_attr<CfgV12>, CfgV12::BT, CfgV12::BW, 128, CfgV12::BT,
+     CfgV12::BW, CfgV12::BW},
 };
 enum { NVARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 
@@ -1166,7 +1466,7 @@ static void run_variant(const problem *P, int vid, result *R) {
         CHECK(cudaFuncGetAttributes(&fa, fp8_gemm_wgmma));
         R->regs = fa.numRegs, R->local_bytes = (int)fa.localSizeBytes, R->smem = STAGES * STAGE_BYTES + 2 * STAGES * 8 + 1024, R->grid = (n / BN) * (m / BM);
     }
-    if (V->kind == VK_GEMM) {
+    if (V->kind == VK_GEMM || V->kind == VK_W4_RS) {
         gp.a_map = tile_map(a, m, k, 128, V->a_box_rows, CU_TENSOR_MAP_SWIZZLE_128B);
         gp.w_map = V->w4 ? tile_map(wq, n, k / 2, 64, V->w_box_rows, CU_TENSOR_MAP_SWIZZLE_NONE)
                          : tile_map(w, n, k, 128, V->w_box_rows, CU_TENSOR_MAP_SWIZZLE_128B);
@@ -1178,11 +1478,11 @@ static void run_variant(const problem *P, int vid, result *R) {
         if (V->w4) { /* the converter's bytes, apart from the GEMM */
             uint8_t *conv;
             CHECK(cudaMalloc(&conv, (size_t)n * k));
-            if (V->bn != 128) {
+            if (V->kind == VK_W4_RS) fragment_check<<<dim3(n / 64, k / 128), 128>>>(wq, bs_t, rs, n, k, conv);
+            else if (V->bn != 128) {
                 fprintf(stderr, "fp8_gemm_lab: convert_check is built for 128-row W4 tiles\n");
                 exit(1);
-            }
-            convert_check<128><<<dim3(n / 128, k / 128), 128>>>(wq, bs_t, rs, n, k, conv);
+            } else convert_check<128><<<dim3(n / 128, k / 128), 128>>>(wq, bs_t, rs, n, k, conv);
             CHECK(cudaGetLastError());
             CHECK(cudaDeviceSynchronize());
             R->bytes_differ = count_differ(conv, P->w8, (size_t)n * k);
@@ -1194,7 +1494,8 @@ static void run_variant(const problem *P, int vid, result *R) {
         case VK_LT: lt_run(&lt, a, w, sa, sw, y); break;
         case VK_LT_FAST: lt_run(&lt_fast, a, w, sa, sw, y); break;
         case VK_V1: fp8_gemm_wgmma<<<dim3(n / BN, m / BM), THREADS, STAGES * STAGE_BYTES + 2 * STAGES * 8 + 1024>>>(v1_a, v1_w, sa, sw, y, m, n, k); break;
-        case VK_GEMM: V->launch(&gp, grid); break;
+        case VK_GEMM:
+        case VK_W4_RS: V->launch(&gp, grid); break;
         default:
             mainline_expand_e2m1<<<expand_grid, 128>>>(wq, bs, e, n, k, (uint4 *)w8_dev);
             lt_run(&lt, a, w8_dev, sa, sw, y);
@@ -1334,7 +1635,37 @@ static int selftest(void) {
                 }
             }
     printf("selftest: expand16 against the spec expansion: %ld of %ld differ\n", bad2, n2);
-    return bad || bad2;
+    /* w4_fragment (variant 11's register converter) on random 64-row K-blocks: byte b of register j of lane l in
+       warp w, slice ks, is weight (row 16w + l/4 + 8·(j % 2), k 32·ks + 4·(l % 4) + b + 16·(j / 2)) — the PTX
+       fragment layout written out — expanded by the spec */
+    long bad3 = 0, n3 = 0;
+    for (int rep = 0; rep < 64; rep++) {
+        uint8_t packed[64 * 64], scl[64 * 8];
+        float rsv[64];
+        for (int i = 0; i < 64 * 64; i += 8) {
+            const uint64_t r = rnd();
+            memcpy(packed + i, &r, 8);
+        }
+        for (int i = 0; i < 64 * 8; i++) scl[i] = (uint8_t)(rnd() % 127); /* positive, zero and subnormal included */
+        for (int r = 0; r < 64; r++) rsv[r] = ldexpf(1.0f, -(int)(rnd() % 26) + 5);
+        for (int w = 0; w < 4; w++)
+            for (int l = 0; l < 32; l++)
+                for (int ks = 0; ks < 4; ks++) {
+                    const int r0 = 16 * w + l / 4;
+                    const uint4 f = w4_fragment(packed, scl, rsv[r0], rsv[r0 + 8], w, l, ks);
+                    const uint32_t reg[4] = {f.x, f.y, f.z, f.w};
+                    for (int j = 0; j < 4; j++)
+                        for (int b = 0; b < 4; b++) {
+                            const int row = r0 + 8 * (j % 2), kk = 32 * ks + 4 * (l % 4) + b + 16 * (j / 2);
+                            const int code = (packed[row * 64 + kk / 2] >> (4 * (kk & 1))) & 15;
+                            const double s = e4m3_value(scl[row * 8 + kk / 16]) * (double)rsv[row];
+                            const uint8_t want = e4m3_encode((code & 8 ? -1.0 : 1.0) * mag[code & 7] * s);
+                            n3++, bad3 += (uint8_t)(reg[j] >> (8 * b)) != want;
+                        }
+                }
+    }
+    printf("selftest: w4_fragment against the spec expansion at the PTX fragment layout: %ld of %ld differ\n", bad3, n3);
+    return bad || bad2 || bad3;
 }
 
 static int usage(void) {
