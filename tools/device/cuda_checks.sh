@@ -77,6 +77,8 @@ a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png',
 mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * np.log10(255 ** 2 / mse) if mse else float('inf')))" ;;
     zimage) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
+    profile_q) # the event profile of one scheme's step (PROFILE_QUANT, default nvfp4)
+               QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant "${PROFILE_QUANT:-nvfp4}" --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_${PROFILE_QUANT:-nvfp4}.log" ;;
     profile_fp8) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
     diffusers) sample_start diffusers_flux
                python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" flux 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md"
@@ -99,7 +101,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          IFS=';' read -ra lab_shapes <<< "${LAB_SHAPES:-256 256 256;4608 3072 12288;4608 12288 3072;4608 3072 3072;4608 3072 21504;4608 15360 3072}"
          .devrun/bin/fp8_gemm_lab selftest 2>&1 | tee "$OUT/lab.md"
          for shape in "${lab_shapes[@]}"; do
-           timeout 150 .devrun/bin/fp8_gemm_lab all $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
+           timeout 150 .devrun/bin/fp8_gemm_lab "${LAB_VARIANTS:-all}" $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
     bench_qdit) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md" ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
            python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;
