@@ -185,6 +185,14 @@ typedef struct qd_backend_ops {
     qd_status (*weights_fetch_all)(qd_backend *b);
     qd_status (*weights_evict_all)(qd_backend *b);
     void (*weights_release)(qd_backend *b);
+    /* Optional (NULL where nothing can be done ahead, as on the CPU): `layers` run after the ops issued next (the
+       transformer block after the one about to start). A device backend may start work they need now, on a stream
+       of its own that overlaps the ops issued meanwhile — the CUDA backend expands the 4-bit schemes' weights to
+       E4M3 (linear_w4.cu), which otherwise runs before each matmul — and a linear of them finds it done. Each call
+       also ends what the call before the previous one started and nothing used; n = 0 only ends. Never changes a
+       result; recordable into a graph. Not with layerwise offload (the next block's weights are not resident yet):
+       models/offload.h calls it one block ahead. */
+    qd_status (*linears_ahead)(qd_backend *b, qd_linear *const *layers, int n);
     /* Optional: the device's memory and what weight offload holds (for the auto offload rule and benchmarks). */
     qd_status (*memory_info)(qd_backend *b, struct qd_memory_info *out);
 

@@ -96,6 +96,25 @@ void qd_model_offload_init(qd_model_offload *o, const qd_model_ctx *ctx, int n_b
     const bool can = ops && ops->weights_group && ops->weights_fetch && ops->weights_fetch_all && ops->weights_evict_all && ops->weights_release;
     *o = (qd_model_offload){.be = ctx->backend, .mode = can ? ctx->offload : QD_OFFLOAD_MODE_NONE, .n_blocks = n_blocks};
     if (o->mode == QD_OFFLOAD_MODE_LAYERWISE) o->budget = ctx->offload_budget;
+    o->ahead = ops && ops->linears_ahead && o->mode != QD_OFFLOAD_MODE_LAYERWISE;
+}
+
+/* the block's linears for linears_ahead (empty ones skipped) */
+static qd_status keep_for_ahead(qd_model_offload *o, qd_linear *const *layers, int n) {
+    qd_linear ***blocks = realloc(o->blocks, sizeof *blocks * (size_t)(o->n_ahead + 1));
+    if (blocks) o->blocks = blocks;
+    int *block_n = realloc(o->block_n, sizeof *block_n * (size_t)(o->n_ahead + 1));
+    if (block_n) o->block_n = block_n;
+    qd_linear **ls = malloc(sizeof *ls * (size_t)(n + 1));
+    if (!blocks || !block_n || !ls) {
+        free(ls);
+        return qd_fail(QD_ENOMEM, "cannot allocate the blocks' linear lists");
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (layers[i]->out_features > 0) ls[k++] = layers[i];
+    o->blocks[o->n_ahead] = ls, o->block_n[o->n_ahead++] = k;
+    return QD_OK;
 }
 
 /* layerwise with a budget: does block i (of `bytes` on the device) stay resident? */
@@ -122,6 +141,10 @@ static qd_status group(qd_model_offload *o, qd_linear *const *layers, int n, int
 }
 
 qd_status qd_model_offload_block(qd_model_offload *o, qd_linear *const *layers, int n) {
+    if (o->ahead) {
+        qd_status s = keep_for_ahead(o, layers, n);
+        if (s) return s;
+    }
     if (o->mode == QD_OFFLOAD_MODE_NONE) return QD_OK;
     if (o->n == o->cap) {
         const int cap = o->cap ? 2 * o->cap : 64;
@@ -162,6 +185,13 @@ qd_status qd_model_offload_rest(qd_model_offload *o, qd_linear *const *layers, i
 }
 
 qd_status qd_model_offload_fetch(qd_model_offload *o, int block) {
+    if (o->ahead) {
+        if (block < 0 || block >= o->n_ahead) return qd_fail(QD_EINVAL, "offload: block %d of %d", block, o->n_ahead);
+        qd_linear *const *next = block + 1 < o->n_ahead ? o->blocks[block + 1] : NULL;
+        const int next_n = block + 1 < o->n_ahead ? o->block_n[block + 1] : 0;
+        qd_status s = block == 0 ? o->be->ops->linears_ahead(o->be, o->blocks[0], o->block_n[0]) : QD_OK;
+        return s ? s : o->be->ops->linears_ahead(o->be, next, next_n);
+    }
     if (o->mode != QD_OFFLOAD_MODE_LAYERWISE) return QD_OK;
     if (block < 0 || block >= o->n) return qd_fail(QD_EINVAL, "offload: block %d of %d", block, o->n);
     return o->ids[block] < 0 ? QD_OK : o->be->ops->weights_fetch(o->be, o->ids[block]); /* −1: kept resident */
@@ -182,6 +212,8 @@ qd_status qd_model_offload_end(qd_model_offload *o) {
 
 void qd_model_offload_free(qd_model_offload *o) {
     if (o->mode != QD_OFFLOAD_MODE_NONE && o->be) o->be->ops->weights_release(o->be);
+    for (int i = 0; i < o->n_ahead; i++) free(o->blocks[i]);
+    free(o->blocks), free(o->block_n);
     free(o->ids);
     *o = (qd_model_offload){0};
 }

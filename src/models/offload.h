@@ -63,6 +63,12 @@ typedef struct {
     /* layerwise with a budget (ctx->offload_budget): blocks kept resident, paced over the forward */
     uint64_t budget, slot_reserve, resident_bytes;
     int n_blocks; /* the blocks the model will register */
+    /* the backend's linears_ahead (backend.h), when it has one and the blocks stay resident: each block's linears,
+       in registration order, handed to it one block ahead by qd_model_offload_fetch */
+    bool ahead;
+    qd_linear ***blocks;
+    int *block_n;
+    int n_ahead;
 } qd_model_offload;
 
 /* n_blocks: how many blocks the model will register (paces a residency budget). */
@@ -76,7 +82,8 @@ qd_status qd_model_offload_block(qd_model_offload *o, qd_linear *const *layers, 
 /* Every other linear of the model, at the end of the load (component mode: grouped; layerwise with a budget: the
  * residency chosen is logged). */
 qd_status qd_model_offload_rest(qd_model_offload *o, qd_linear *const *layers, int n);
-/* Block i's weights resident before its ops (layerwise mode). */
+/* Block i's weights resident before its ops (layerwise mode); on a backend with linears_ahead (and not layerwise),
+   block i + 1's work that can be done ahead started (block 0's too when i = 0), overlapping block i. */
 qd_status qd_model_offload_fetch(qd_model_offload *o, int block);
 qd_status qd_model_offload_begin(qd_model_offload *o);
 qd_status qd_model_offload_end(qd_model_offload *o);

@@ -86,6 +86,8 @@ static qd_status cuda_graph_begin(qd_backend *b) {
     if (!c->use_graphs) return qd_fail(QD_EUNSUPPORTED, "cuda graphs are off (QDIT_CUDA_GRAPH=0, or QDIT_CUDA_PROFILE times ops one by one)");
     /* thread-local: a forbidden call from this thread (a synchronous copy, cudaMalloc) fails the recording
        instead of running at the wrong time */
+    qd_status s = qd_cuda_ahead_recording_begin(c); /* nothing staged op by op runs beside a replay */
+    if (s) return s;
     QD_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "graph recording");
     qd_cuda_offload_recording_begin(c);
     return QD_OK;
@@ -95,7 +97,9 @@ static qd_status cuda_graph_end(qd_backend *b, void **out) {
     qd_cuda *c = qd_cuda_of(b);
     *out = NULL;
     cudaGraph_t g = NULL;
+    const qd_status joined = qd_cuda_ahead_recording_end(c); /* a capture must end with its side stream joined */
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (joined && e == cudaSuccess) e = cudaErrorStreamCaptureUnjoined;
     qd_cuda_offload_recording_end(c, e == cudaSuccess && g);
     if (e != cudaSuccess || !g) {
         cudaGetLastError();
@@ -141,6 +145,7 @@ static void cuda_destroy(qd_backend *b) {
     if (c) {
         cudaStreamSynchronize(c->stream);
         qd_cuda_offload_free(c);
+        qd_cuda_ahead_free(c);
         qd_cuda_plans_free(c);
         qd_cudnn_free(c);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
@@ -192,6 +197,7 @@ static const qd_backend_ops cuda_ops = {
     .weights_fetch_all = qd_cuda_weights_fetch_all,
     .weights_evict_all = qd_cuda_weights_evict_all,
     .weights_release = qd_cuda_weights_release,
+    .linears_ahead = qd_cuda_linears_ahead,
     .memory_info = qd_cuda_memory_info,
     .destroy = cuda_destroy,
     .fuse_projections = true,
@@ -362,6 +368,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
+    c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -40,6 +40,8 @@ typedef struct {
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */
+    void *ahead;     /* ahead.cu's side stream and the copies made ahead (NULL until linears_ahead first runs) */
+    bool no_ahead;   /* QDIT_CUDA_NO_AHEAD: linears_ahead does nothing (every expansion right before its matmul) */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
@@ -59,6 +61,11 @@ void qd_cuda_offload_free(qd_cuda *c);
 /* graph_begin / graph_end tell offload.cu that a recording starts, and whether it made a graph */
 void qd_cuda_offload_recording_begin(qd_cuda *c);
 void qd_cuda_offload_recording_end(qd_cuda *c, bool recorded);
+/* ahead.cu: backend.h linears_ahead; graph_begin / graph_end settle it (before the capture starts, before it ends) */
+qd_status qd_cuda_linears_ahead(qd_backend *b, qd_linear *const *layers, int n);
+qd_status qd_cuda_ahead_recording_begin(qd_cuda *c);
+qd_status qd_cuda_ahead_recording_end(qd_cuda *c);
+void qd_cuda_ahead_free(qd_cuda *c);
 }
 
 static inline qd_cuda *qd_cuda_of(qd_backend *b) { return (qd_cuda *)b->impl; }

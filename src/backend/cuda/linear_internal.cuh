@@ -48,6 +48,8 @@ typedef struct {
     int int_groups;     /* scale groups along K (1: per channel, the cuBLASLt path) */
     bool int4_act;      /* int4 activations (rowamax/7, codes −8..7) */
     float input_offset; /* static W8A8 (with input_scale) */
+
+    bool expanded;      /* W4A8: expanded to E4M3 for a matmul before (many rows): linears_ahead expands it ahead */
 } cuda_linear;
 
 /* fp8_block: the row stride of the weight's [N/128][K/128] block scales as stored on the device (K/128 padded to a
@@ -126,6 +128,14 @@ bool qd_cuda_w4_covers(const qd_linear *l);
    branch, and the expansion of its weights into an E4M3 scratch copy [Np, K] (freed by the caller) */
 bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, const qd_cuda *c);
 qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8);
+/* the expansion itself (ahead.cu runs it on its side stream): its bytes, whether a layer's is made ahead (4-bit and
+   MX layers expanded for a matmul before), and the launch into w8 on stream st */
+size_t qd_cuda_w4_expand_bytes(const qd_linear *l, const cuda_linear *d);
+bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d);
+qd_status qd_cuda_w4_expand_into(const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st);
+/* ahead.cu: the layer's E4M3 copy made ahead by linears_ahead, the backend's stream ordered after it; the caller
+   owns it (frees it with qd_cuda_scratch_free after its matmul). NULL: none, expand as usual. */
+void *qd_cuda_ahead_take(qd_cuda *c, const cuda_linear *d);
 qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_int8_covers(const qd_linear *l);

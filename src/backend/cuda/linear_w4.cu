@@ -262,14 +262,14 @@ __global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, co
 }
 
 template <int KIND>
-static void expand_e4m3(qd_cuda *c, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
+static void expand_e4m3(cudaStream_t st, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
     const dim3 grid((unsigned)((k / 16 + 127) / 128), (unsigned)d->np);
     const uint8_t *w = (const uint8_t *)d->w;
     switch (d->group) {
-    case 16: expand_e4m3_kernel<KIND, 4><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    case 32: expand_e4m3_kernel<KIND, 5><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    case 64: expand_e4m3_kernel<KIND, 6><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    default: expand_e4m3_kernel<KIND, 7><<<grid, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 16: expand_e4m3_kernel<KIND, 4><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 32: expand_e4m3_kernel<KIND, 5><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 64: expand_e4m3_kernel<KIND, 6><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    default: expand_e4m3_kernel<KIND, 7><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
     }
 }
 
@@ -484,15 +484,26 @@ bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, con
     return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && !d->rank && (m > GEMV_ROWS || c->w4_no_gemv) && d->np == l->out_features;
 }
 
-qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8) {
+size_t qd_cuda_w4_expand_bytes(const qd_linear *l, const cuda_linear *d) { return (size_t)(d->np * l->in_features); }
+
+bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d) {
+    return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && d->expanded;
+}
+
+qd_status qd_cuda_w4_expand_into(const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st) {
     const int64_t n = l->out_features, k = l->in_features;
-    qd_status s = qd_cuda_scratch(c, (size_t)(d->np * k), w8);
-    if (s) return s;
     const int kind = code_kind(l);
-    if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(c, d, n, k, (uint4 *)*w8);
-    else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(c, d, n, k, (uint4 *)*w8);
-    else expand_e4m3<CODE_E4M3>(c, d, n, k, (uint4 *)*w8);
+    if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(st, d, n, k, (uint4 *)w8);
+    else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(st, d, n, k, (uint4 *)w8);
+    else expand_e4m3<CODE_E4M3>(st, d, n, k, (uint4 *)w8);
     return launched("weight expansion to e4m3");
+}
+
+qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8) {
+    if ((*w8 = qd_cuda_ahead_take(c, d))) return QD_OK; /* made ahead on the side stream (ahead.cu) */
+    ((cuda_linear *)d)->expanded = true; /* from now on linears_ahead makes its copy ahead */
+    qd_status s = qd_cuda_scratch(c, qd_cuda_w4_expand_bytes(l, d), w8);
+    return s ? s : qd_cuda_w4_expand_into(l, d, *w8, c->stream);
 }
 
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {

@@ -14,6 +14,9 @@
  *   - off: no group, no fetch; a backend without the ops (the CPU) runs any mode as if off;
  *   - the groups are released once, before the layers are freed (the recorded layers are read then: a
  *     use after free would show under ASan);
+ *   - linears_ahead (backend.h), not layerwise: each forward hands it block 0, then at the start of each block b
+ *     block b + 1 (after the last block: an empty call), each call exactly that block's prepared linears, and every
+ *     linear of block b runs between the call for b + 1 and the next call; layerwise never calls it;
  *   - the mode rule (flags, SGLang's ModelOpt FP8 exception, qdit's auto rule) and the weight estimate. */
 #include <jansson.h>
 #include <stdio.h>
@@ -47,6 +50,10 @@ typedef struct {
     int n_groups;
     int ev[MAX_EVENTS], n_ev;
     int fetches, fetch_alls, evicts, releases, violations;
+    /* linears_ahead: calls (block b ≥ 0, −1: empty) and block linears (1000 + b) in issue order */
+    const char *(*prefix)(int group, char *buf, size_t len);
+    int blocks;
+    int seq[MAX_EVENTS], n_seq, aheads;
 } rec_backend;
 
 static rec_backend R;
@@ -71,7 +78,40 @@ static qd_status r_prepare(qd_backend *b, qd_linear *l) {
     return s;
 }
 
+static bool starts_with(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
+
+/* the block a layer belongs to by its name (−1: none, or no model set) */
+static int block_of_name(const char *name) {
+    char p[64];
+    for (int b = 0; R.prefix && name && b < R.blocks; b++)
+        if (starts_with(name, R.prefix(b, p, sizeof p))) return b;
+    return -1;
+}
+
+static void seq(int e) {
+    assert_true(R.n_seq < MAX_EVENTS);
+    R.seq[R.n_seq++] = e;
+}
+
+static qd_status r_ahead(qd_backend *be, qd_linear *const *layers, int n) {
+    (void)be;
+    R.aheads++;
+    if (n == 0) return seq(-1), QD_OK;
+    const int b = block_of_name(layers[0]->name);
+    assert_true(b >= 0);
+    char p[64];
+    R.prefix(b, p, sizeof p);
+    int prepared = 0;
+    for (int i = 0; i < R.n_prepared; i++) prepared += starts_with(R.prepared[i], p);
+    assert_int_equal(n, prepared); /* every prepared linear of the block, nothing else */
+    for (int i = 0; i < n; i++) assert_int_equal(block_of_name(layers[i]->name), b);
+    seq(b);
+    return QD_OK;
+}
+
 static qd_status r_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
+    const int lb = block_of_name(l->name);
+    if (lb >= 0) seq(1000 + lb);
     const int g = group_of(l);
     event(g >= 0 ? 1000 + g : EV_LINEAR_REST);
     if (g >= 0 && !R.resident[g]) {
@@ -135,7 +175,7 @@ static qd_backend *backend(bool with_ops) {
     R.ops = *R.cpu->ops;
     R.ops.prepare_linear = r_prepare, R.ops.linear = r_linear;
     R.ops.weights_group = r_group, R.ops.weights_fetch = r_fetch, R.ops.weights_fetch_all = r_fetch_all;
-    R.ops.weights_evict_all = r_evict_all, R.ops.weights_release = r_release;
+    R.ops.weights_evict_all = r_evict_all, R.ops.weights_release = r_release, R.ops.linears_ahead = r_ahead;
     R.be = (qd_backend){.ops = &R.ops, .impl = R.cpu->impl};
     return &R.be;
 }
@@ -157,8 +197,6 @@ static const char *zimage_prefix(int g, char *buf, size_t len) {
     else snprintf(buf, len, "layers.%d.", g - 2);
     return buf;
 }
-
-static bool starts_with(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 
 /* each block group holds exactly the prepared layers of its block; the rest group (component) the others */
 static void check_groups(int blocks, bool rest_group, prefix_fn prefix) {
@@ -202,6 +240,30 @@ static void check_fetch_order(int from, int to, int blocks) {
         }
     }
     assert_int_equal(next, blocks);
+}
+
+/* linears_ahead in `forwards` forwards: calls 0, 1, …, blocks − 1, then the empty one, per forward; a block's linears
+   run after the call for the next block (at the block's start) and before the call after it */
+static void check_ahead(int forwards) {
+    int k = 0;
+    for (int f = 0; f < forwards; f++) {
+        int target = -2; /* the block last handed over; blocks: an empty call */
+        for (int want = 0; want <= R.blocks; want++) {
+            while (k < R.n_seq && R.seq[k] >= 1000) {
+                const int b = R.seq[k++] - 1000;
+                if (b != target - 1) fail_msg("forward %d: a linear of block %d ran while block %d was handed ahead", f, b, target);
+            }
+            assert_true(k < R.n_seq);
+            const int got = R.seq[k++];
+            assert_int_equal(got, want < R.blocks ? want : -1);
+            target = want < R.blocks ? want : R.blocks;
+        }
+        while (k < R.n_seq && R.seq[k] >= 1000) {
+            const int b = R.seq[k++] - 1000;
+            if (b != R.blocks - 1) fail_msg("forward %d: a linear of block %d ran after the last block was handed ahead", f, b);
+        }
+    }
+    assert_int_equal(k, R.n_seq);
 }
 
 typedef struct {
@@ -281,6 +343,7 @@ static const model_kind ZIMAGE = {"Z-Image", 4, zimage_prefix, zimage_load, zima
    fresh inputs, end the offload, run one more, free; the outputs into out[3][n_out]. */
 static void run_model(const model_kind *k, qd_offload_mode mode, bool with_ops, uint64_t seed, float *out) {
     qd_backend *be = backend(with_ops);
+    R.prefix = k->prefix, R.blocks = k->blocks;
     qd_quant_config q;
     qd_quant_config_init(&q);
     qd_model_ctx ctx = {.backend = be, .quant = &q, .act = QD_DTYPE_F32, .random_weights = true, .random_seed = 7, .offload = mode};
@@ -308,6 +371,12 @@ static void run_model(const model_kind *k, qd_offload_mode mode, bool with_ops, 
         assert_int_equal(R.fetches, 3 * k->blocks);
     } else {
         assert_int_equal(R.fetches, 0);
+    }
+    if (with_ops && mode != QD_OFFLOAD_MODE_LAYERWISE) {
+        assert_int_equal(R.aheads, 3 * (k->blocks + 1));
+        check_ahead(3);
+    } else {
+        assert_int_equal(R.aheads, 0);
     }
     assert_int_equal(R.fetch_alls, mode == QD_OFFLOAD_MODE_COMPONENT && offloads ? 2 : 0);
     assert_int_equal(R.evicts, offloads ? 1 : 0);
