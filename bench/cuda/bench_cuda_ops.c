@@ -239,6 +239,8 @@ static void fused_linears(qd_backend *be, int reps) {
     }
 }
 
+static int expand_failures; /* expansions whose bytes differ from the reference kernel's */
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 20;
     qd_backend *be;
@@ -288,6 +290,14 @@ int main(int argc, char **argv) {
         for (int j = 0; j < 4; j++) {
             snprintf(label, sizeof label, "linear w4a8 %s %lldx%lld", w4_names[j], (long long)K, (long long)N);
             TIME(label, flop, reps, be->ops->linear(be, &w4[j], &x, &y));
+            /* the expansion alone: the mainline kernel against the reference one, byte for byte */
+            int64_t differing = 0;
+            double ms_fast = 0, ms_ref = 0;
+            if (qd_backend_cuda_w4_expand_check(be, &w4[j], &differing, &ms_fast, &ms_ref)) die("expansion check");
+            const double traffic = (double)N * (double)K * (j == 2 ? 2.0 : 1.5) / 1e9; /* codes read + E4M3 written, GB */
+            printf("expansion %s %lldx%lld: %.4f ms (%.0f GB/s) against the reference kernel's %.4f ms (%.0f GB/s); E4M3 bytes differing: %lld\n",
+                   w4_names[j], (long long)K, (long long)N, ms_fast, traffic / (ms_fast * 1e-3), ms_ref, traffic / (ms_ref * 1e-3), (long long)differing);
+            if (differing) expand_failures++;
             qd_linear_free(&w4[j]);
         }
         if (K == 3072 && N == 12288) { /* FLUX's MLP input: GELU-tanh fused, or run after */
@@ -356,5 +366,6 @@ int main(int argc, char **argv) {
     fused_linears(be, reps);
     own->ops->destroy(own);
     be->ops->destroy(be);
-    return 0;
+    if (expand_failures) fprintf(stderr, "%d weight expansions differ from the reference kernel\n", expand_failures);
+    return expand_failures ? 1 : 0;
 }

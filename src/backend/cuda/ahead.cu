@@ -112,7 +112,7 @@ extern "C" qd_status qd_cuda_linears_ahead(qd_backend *b, qd_linear *const *laye
             break; /* no memory for more copies now: the rest expand before their matmuls */
         }
         a->side_ahead = true;
-        if ((s = qd_cuda_w4_expand_into(l, d, w8, a->side))) {
+        if ((s = qd_cuda_w4_expand_into(c, l, d, w8, a->side))) {
             cudaFreeAsync(w8, a->side);
             return s;
         }

@@ -18,6 +18,9 @@ qd_status qd_backend_cuda_create(int device, qd_backend **out);
 bool qd_backend_cuda_built(void);
 /* QDIT_CUDA_PROFILE=1: forget the op times so far (a benchmark calls it after its warm-up steps). */
 void qd_backend_cuda_profile_reset(void);
+/* For benchmarks and checks: the W4A8 weight expansion of a prepared 4-bit/MX layer by the mainline kernel against
+ * the reference kernel (QDIT_CUDA_EXPAND_REF): how many E4M3 bytes differ, and each one's time per call. */
+qd_status qd_backend_cuda_w4_expand_check(qd_backend *b, const qd_linear *l, int64_t *differing, double *ms_fast, double *ms_ref);
 
 #ifdef __cplusplus
 }

@@ -369,6 +369,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
+    c->expand_ref = getenv("QDIT_CUDA_EXPAND_REF") != NULL;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -42,6 +42,7 @@ typedef struct {
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */
     void *ahead;     /* ahead.cu's side stream and the copies made ahead (NULL until linears_ahead first runs) */
     bool no_ahead;   /* QDIT_CUDA_NO_AHEAD: linears_ahead does nothing (every expansion right before its matmul) */
+    bool expand_ref; /* QDIT_CUDA_EXPAND_REF: the 4-bit weight expansion by its reference kernel (linear_w4.cu) */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);

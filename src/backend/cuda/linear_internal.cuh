@@ -132,7 +132,7 @@ qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d
    MX layers expanded for a matmul before), and the launch into w8 on stream st */
 size_t qd_cuda_w4_expand_bytes(const qd_linear *l, const cuda_linear *d);
 bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d);
-qd_status qd_cuda_w4_expand_into(const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st);
+qd_status qd_cuda_w4_expand_into(const qd_cuda *c, const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st);
 /* ahead.cu: the layer's E4M3 copy made ahead by linears_ahead, the backend's stream ordered after it; the caller
    owns it (frees it with qd_cuda_scratch_free after its matmul). NULL: none, expand as usual. */
 void *qd_cuda_ahead_take(qd_cuda *c, const cuda_linear *d);

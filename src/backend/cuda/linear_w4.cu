@@ -261,6 +261,83 @@ __global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, co
     out[r * (k >> 4) + chunk] = o;
 }
 
+/* The same expansion for the 4-bit codes (E2M1, int4) with K % 32 == 0, built for bandwidth: each thread streams
+ * two 16-byte chunks of 32 codes (both loads in flight before either is used) and writes 2 × 32 bytes. Per group the
+ * 16 possible results e4m3(code · s) are made once (two 8-byte tables: codes 0–7, 8–15) and each code looked up
+ * with a byte permute, four at a time, the table picked per byte by the code's bit 3: the same rounding of the same
+ * product as expand_e4m3_kernel, so the same bytes (QDIT_CUDA_EXPAND_REF=1 runs that kernel instead; bench_cuda_ops
+ * compares the two byte for byte). */
+
+/* e4m3(code · s) for codes base .. base + 7, little-endian in 8 bytes */
+template <int KIND> __device__ __forceinline__ uint2 e4m3_table8(float s, int base) {
+    uint32_t wd[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int c = base + 4 * h;
+        const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(decode_code(KIND, c) * s, decode_code(KIND, c + 1) * s), __NV_SATFINITE, __NV_E4M3);
+        const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(decode_code(KIND, c + 2) * s, decode_code(KIND, c + 3) * s), __NV_SATFINITE, __NV_E4M3);
+        wd[h] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    return make_uint2(wd[0], wd[1]);
+}
+
+/* four codes (the nibbles of h, lowest first) → their four E4M3 bytes from the tables lo (codes 0–7), hi (8–15) */
+__device__ __forceinline__ uint32_t e4m3_lookup4(uint32_t h, uint2 lo, uint2 hi) {
+    const uint32_t sel = h & 0x7777u; /* the code's low 3 bits pick the byte within a table */
+    const uint32_t a = __byte_perm(lo.x, lo.y, sel), b = __byte_perm(hi.x, hi.y, sel);
+    /* bit 3 of code j to bit 7 of byte j: bytes [h0, h0, h1, h1], the low nibbles' bit 3 shifted up by 4 */
+    const uint32_t y = __byte_perm(h, 0, 0x1100), z = (y & 0xFF00FF00u) | ((y << 4) & 0x00FF00FFu);
+    const uint32_t m = ((z >> 7) & 0x01010101u) * 0xFFu;
+    return (a & ~m) | (b & m);
+}
+
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 u;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "l"(p));
+    return u;
+}
+
+#define EXPAND_THREADS 256
+#define EXPAND_UNROLL 2
+
+template <int KIND, int LG>
+__global__ void __launch_bounds__(EXPAND_THREADS) expand_lut_kernel(const uint4 *w, const void *bs, int bst, const float *dual, const int *row_exp,
+                                                                  uint32_t n, uint32_t cpr, uint32_t total, int64_t k, uint4 *out) {
+    const uint32_t first = blockIdx.x * (EXPAND_THREADS * EXPAND_UNROLL) + threadIdx.x;
+    uint4 u[EXPAND_UNROLL];
+#pragma unroll
+    for (int j = 0; j < EXPAND_UNROLL; j++) {
+        const uint32_t i = first + j * EXPAND_THREADS, r = i / cpr;
+        u[j] = i < total && r < n ? ld_stream16(w + i) : make_uint4(0, 0, 0, 0); /* rows are K/32 chunks: row r's at r·cpr */
+    }
+#pragma unroll
+    for (int j = 0; j < EXPAND_UNROLL; j++) {
+        const uint32_t i = first + j * EXPAND_THREADS;
+        if (i >= total) break;
+        const uint32_t r = i / cpr;
+        uint4 o0 = make_uint4(0, 0, 0, 0), o1 = o0;
+        if (r < n) {
+            const int64_t c0 = (int64_t)(i - r * cpr) * 32;
+            float rs = __int_as_float((127 - row_exp[r]) << 23);
+            if (dual) rs *= dual[r * (k >> 9) + (c0 >> 9)];
+            const uint32_t wd[4] = {u[j].x, u[j].y, u[j].z, u[j].w};
+            uint32_t ow[8];
+            uint2 lo = make_uint2(0, 0), hi = lo;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                if (q == 0 || (LG == 4 && q == 2)) { /* a new group: its tables */
+                    const float sc = block_scale(bst, bs, (int64_t)r * (k >> LG) + ((c0 + 8 * q) >> LG)) * rs;
+                    lo = e4m3_table8<KIND>(sc, 0), hi = e4m3_table8<KIND>(sc, 8);
+                }
+                ow[2 * q] = e4m3_lookup4(wd[q] & 0xFFFFu, lo, hi);
+                ow[2 * q + 1] = e4m3_lookup4(wd[q] >> 16, lo, hi);
+            }
+            o0 = make_uint4(ow[0], ow[1], ow[2], ow[3]), o1 = make_uint4(ow[4], ow[5], ow[6], ow[7]);
+        }
+        out[2 * (int64_t)i] = o0, out[2 * (int64_t)i + 1] = o1;
+    }
+}
+
 template <int KIND>
 static void expand_e4m3(cudaStream_t st, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
     const dim3 grid((unsigned)((k / 16 + 127) / 128), (unsigned)d->np);
@@ -490,20 +567,95 @@ bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d) {
     return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && d->expanded;
 }
 
-qd_status qd_cuda_w4_expand_into(const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st) {
+/* the 4-bit codes through expand_lut_kernel; false where it does not apply (E4M3 codes, K % 32, sizes past 32 bits) */
+template <int KIND> static bool expand_lut(cudaStream_t st, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
+    const int64_t total = d->np * (k / 32);
+    if (k % 32 || total >= (int64_t)1 << 31) return false;
+    const unsigned grid = (unsigned)((total + EXPAND_THREADS * EXPAND_UNROLL - 1) / (EXPAND_THREADS * EXPAND_UNROLL));
+    const uint4 *w = (const uint4 *)d->w;
+#define LUT(LG) expand_lut_kernel<KIND, LG><<<grid, EXPAND_THREADS, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, (uint32_t)n, (uint32_t)(k / 32), (uint32_t)total, k, out)
+    switch (d->group) {
+    case 16: LUT(4); break;
+    case 32: LUT(5); break;
+    case 64: LUT(6); break;
+    default: LUT(7); break;
+    }
+#undef LUT
+    return true;
+}
+
+static qd_status expand_with(const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st, bool ref) {
     const int64_t n = l->out_features, k = l->in_features;
     const int kind = code_kind(l);
+    if (!ref && kind == CODE_E2M1 && expand_lut<CODE_E2M1>(st, d, n, k, (uint4 *)w8)) return launched("weight expansion to e4m3");
+    if (!ref && kind == CODE_INT4 && expand_lut<CODE_INT4>(st, d, n, k, (uint4 *)w8)) return launched("weight expansion to e4m3");
     if (kind == CODE_E2M1) expand_e4m3<CODE_E2M1>(st, d, n, k, (uint4 *)w8);
     else if (kind == CODE_INT4) expand_e4m3<CODE_INT4>(st, d, n, k, (uint4 *)w8);
     else expand_e4m3<CODE_E4M3>(st, d, n, k, (uint4 *)w8);
     return launched("weight expansion to e4m3");
 }
 
+qd_status qd_cuda_w4_expand_into(const qd_cuda *c, const qd_linear *l, const cuda_linear *d, void *w8, cudaStream_t st) {
+    return expand_with(l, d, w8, st, c->expand_ref);
+}
+
+__global__ void count_differing_kernel(const uint4 *a, const uint4 *b, int64_t n16, unsigned long long *count) {
+    unsigned long long c = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n16; i += (int64_t)gridDim.x * blockDim.x) {
+        const uint4 x = a[i], y = b[i];
+        const uint32_t xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            for (int byte = 0; byte < 4; byte++) c += ((xs[j] >> (8 * byte)) & 255) != ((ys[j] >> (8 * byte)) & 255);
+    }
+    if (c) atomicAdd(count, c);
+}
+
+extern "C" qd_status qd_backend_cuda_w4_expand_check(qd_backend *b, const qd_linear *l, int64_t *differing, double *ms_fast, double *ms_ref) {
+    qd_cuda *c = qd_cuda_of(b);
+    const cuda_linear *d = qd_cuda_linear_of(l);
+    if (!d || !qd_cuda_w4_covers(l) || l->scheme == QD_SCHEME_AWQ_W4A16)
+        return qd_fail(QD_EINVAL, "layer '%s': not a W4A8 layer prepared on the GPU", l->name ? l->name : "?");
+    const size_t bytes = qd_cuda_w4_expand_bytes(l, d);
+    void *x = NULL, *y = NULL;
+    unsigned long long *cnt = NULL, host = 0;
+    cudaEvent_t e0 = NULL, e1 = NULL, e2 = NULL;
+    qd_status s = QD_OK;
+    if (cudaMalloc(&x, bytes) != cudaSuccess || cudaMalloc(&y, bytes) != cudaSuccess || cudaMalloc((void **)&cnt, sizeof *cnt) != cudaSuccess ||
+        cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess || cudaEventCreate(&e2) != cudaSuccess)
+        s = qd_cuda_fail(cudaGetLastError(), "expansion check buffers");
+    const int reps = 20;
+    if (!s) s = expand_with(l, d, x, c->stream, false);
+    if (!s) s = expand_with(l, d, y, c->stream, true);
+    if (!s && cudaEventRecord(e0, c->stream) != cudaSuccess) s = qd_cuda_fail(cudaGetLastError(), "expansion check");
+    for (int i = 0; !s && i < reps; i++) s = expand_with(l, d, x, c->stream, false);
+    if (!s && cudaEventRecord(e1, c->stream) != cudaSuccess) s = qd_cuda_fail(cudaGetLastError(), "expansion check");
+    for (int i = 0; !s && i < reps; i++) s = expand_with(l, d, y, c->stream, true);
+    if (!s && cudaEventRecord(e2, c->stream) != cudaSuccess) s = qd_cuda_fail(cudaGetLastError(), "expansion check");
+    if (!s) {
+        cudaMemsetAsync(cnt, 0, sizeof *cnt, c->stream);
+        count_differing_kernel<<<1024, 256, 0, c->stream>>>((const uint4 *)x, (const uint4 *)y, (int64_t)(bytes / 16), cnt);
+        s = launched("expansion check compare");
+    }
+    float t1 = 0, t2 = 0;
+    if (!s && (cudaMemcpy(&host, cnt, sizeof host, cudaMemcpyDeviceToHost) != cudaSuccess || cudaEventElapsedTime(&t1, e0, e1) != cudaSuccess ||
+               cudaEventElapsedTime(&t2, e1, e2) != cudaSuccess))
+        s = qd_cuda_fail(cudaGetLastError(), "expansion check result");
+    *differing = (int64_t)host, *ms_fast = t1 / reps, *ms_ref = t2 / reps;
+    if (x) cudaFree(x);
+    if (y) cudaFree(y);
+    if (cnt) cudaFree(cnt);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (e2) cudaEventDestroy(e2);
+    return s;
+}
+
 qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d, void **w8) {
     if ((*w8 = qd_cuda_ahead_take(c, d))) return QD_OK; /* made ahead on the side stream (ahead.cu) */
     ((cuda_linear *)d)->expanded = true; /* from now on linears_ahead makes its copy ahead */
     qd_status s = qd_cuda_scratch(c, qd_cuda_w4_expand_bytes(l, d), w8);
-    return s ? s : qd_cuda_w4_expand_into(l, d, *w8, c->stream);
+    return s ? s : qd_cuda_w4_expand_into(c, l, d, *w8, c->stream);
 }
 
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
