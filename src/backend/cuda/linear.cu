@@ -579,11 +579,12 @@ __global__ void fp8_quant_fixed_kernel(const void *x, int xt, int64_t k, int64_t
 
 /* y[m, n] = D[m, n]·s_x[m]·s_w[n] + bias[n] */
 __global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *sx, const float *sw, const float *bias, void *y, int yt, int64_t m,
-                                    int64_t n) {
+                                    int64_t n, bool add) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * n; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / n, c = i % n;
         float v = dacc[r * ld + c] * sx[r] * sw[c];
         if (bias) v += bias[c];
+        if (add) v += qd_ld(y, yt, i);
         qd_st(y, yt, i, v);
     }
 }
@@ -680,15 +681,18 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         return s;
     }
     qd_status s = fp8_quantize(c, l, d, x, m, m, &q, &sx);
-    if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, q, sx, y, m, gelu);
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, q, sx, y, m, gelu, false);
     qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
     return s;
 }
 
 qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, const float *sx,
-                             qd_tensor *y, int64_t m, bool *gelu) {
+                             qd_tensor *y, int64_t m, bool *gelu, bool accumulate) {
     const int64_t n = l->out_features, kp = d->kp, np = d->np;
     qd_status s = QD_OK;
+    if (accumulate && np != n)
+        return qd_fail(QD_EINVAL, "layer '%s': an FP8 matmul that adds into its output needs N (%lld) a multiple of 16", l->name ? l->name : "linear",
+                       (long long)n);
     /* fused: per-channel and per-token scales as cuBLASLt outer vectors, the bias in its epilogue, written
        straight into y; where cuBLASLt has no such algorithm, f32 out and our epilogue kernel */
     bool fused = false;
@@ -698,7 +702,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -715,7 +719,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
     s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * np), (void **)&acc);
     if (!s) s = lt_matmul(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, acc, CUDA_R_32F, NULL);
     if (!s) {
-        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, np, sx, d->wscale_vec, d->bias, y->data, y->dtype, m, n);
+        fp8_epilogue_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, np, sx, d->wscale_vec, d->bias, y->data, y->dtype, m, n, accumulate);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 epilogue");
     }

@@ -104,11 +104,11 @@ qd_status qd_cuda_lt_matmul_gelu(qd_cuda *c, const char *name, int64_t m, int64_
 qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, qd_dtype wt, const qd_tensor *x, qd_tensor *y,
                                int64_t m, bool *gelu);
 
-/* The FP8 matmul of every FP8-tensor-core scheme: y[M, N] = (q[M, Kp]·w[Np, Kp]ᵀ)·sx[m]·d->wscale_vec[n] + bias,
- * q the activations' E4M3 codes with per-row scales sx, w E4M3 (d->w, or an expanded copy), the GELU epilogue
- * when *gelu (cleared where not applied). */
+/* The FP8 matmul of every FP8-tensor-core scheme: y[M, N] = (q[M, Kp]·w[Np, Kp]ᵀ)·sx[m]·d->wscale_vec[n] + bias
+ * (+ y's values when accumulate: N == Np only), q the activations' E4M3 codes with per-row scales sx, w E4M3 (d->w,
+ * or an expanded copy), the GELU epilogue — of the whole sum — when *gelu (cleared where not applied). */
 qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, const float *sx,
-                             qd_tensor *y, int64_t m, bool *gelu);
+                             qd_tensor *y, int64_t m, bool *gelu, bool accumulate);
 
 /* An FP8 layer's activations quantized as its scheme says (per token, per tensor, static, or 1×128 groups for
  * 128×128 weight blocks: the same scales and E4M3 codes as the matmul path), each code stored as its exact value

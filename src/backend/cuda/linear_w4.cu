@@ -492,10 +492,12 @@ static qd_status launched(const char *what) {
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, what);
 }
 
-/* SVDQuant's low-rank branch: y += (x·Dᵀ)·Uᵀ, both matmuls in the factors' 16-bit type T (x converted to T when
- * it is not; the [M, R] intermediate rounded to T, as Nunchaku does), the second accumulating into y when y is
- * BF16 (T BF16) or F32; otherwise into f32 scratch added by a kernel */
-static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m) {
+/* SVDQuant's low-rank branch: y += (x·Dᵀ)·Uᵀ (add), or y = (x·Dᵀ)·Uᵀ, both matmuls in the factors' 16-bit type T
+ * (x converted to T when it is not; the [M, R] intermediate rounded to T, as Nunchaku does), the second written or
+ * accumulated into y when y is BF16 (T BF16) or F32; otherwise (add only) into f32 scratch added by a kernel */
+static bool lora_direct(const cuda_linear *d, const qd_tensor *y) { return y->dtype == QD_DTYPE_F32 || y->dtype == d->lora_t; }
+
+static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool add) {
     const int64_t n = l->out_features, k = l->in_features, r = d->rank;
     const qd_dtype t = d->lora_t;
     const size_t es = 2;
@@ -511,9 +513,10 @@ static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, cons
     }
     if (!s) s = qd_cuda_scratch(c, es * (size_t)(m * r), &act);
     if (!s) s = qd_cuda_lt_matmul(c, l->name, m, r, k, d->lora_down, dtype_lt(t), xt, dtype_lt(t), act, dtype_lt(t), NULL, NULL);
-    const bool direct = y->dtype == QD_DTYPE_F32 || y->dtype == t;
+    const bool direct = lora_direct(d, y);
+    if (!add && !direct) s = s ? s : qd_fail(QD_EINVAL, "layer '%s': the low-rank branch written into a %s output", l->name, qd_dtype_name(y->dtype));
     lt_extra ex = {};
-    ex.accumulate = true;
+    ex.accumulate = add;
     if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, d->lora_up, dtype_lt(t), act, dtype_lt(t), y->data, dtype_lt(y->dtype), NULL, &ex);
     if (!s && !direct) {
         s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
@@ -553,7 +556,7 @@ static qd_status small_m(qd_cuda *c, const qd_linear *l, const cuda_linear *d, c
     else if (kind == CODE_UINT4) w4_gemv<CODE_UINT4>(c, l, d, x, y, (int)m);
     else w4_gemv<CODE_E4M3>(c, l, d, x, y, (int)m);
     qd_status s = launched("w4a16 gemv");
-    if (!s && d->rank) s = lora(c, l, d, x, y, m);
+    if (!s && d->rank) s = lora(c, l, d, x, y, m, true);
     return s;
 }
 
@@ -672,9 +675,14 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
         quant_rows_mult_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->smooth, q, sx);
         s = launched("fp8 activation quantization");
     }
-    bool g = *gelu && !d->rank; /* the low-rank branch adds to y before the activation */
-    if (!s) s = qd_cuda_fp8_matmul(c, l, d, w8, q, sx, y, m, &g);
-    if (!s && d->rank) s = lora(c, l, d, x, y, m);
+    /* SVDQuant: the low-rank branch first, written into y, and the matmul adds into it (cuBLASLt's C operand), its
+       epilogue applying the activation to the whole sum; where that cannot be (a padded N, an F16 output, our own FP8
+       epilogue) the matmul first and the branch accumulated after it, the activation left to the caller */
+    const bool lr_first = d->rank && d->np == l->out_features && lora_direct(d, y) && !c->fp8_unfused;
+    bool g = *gelu && (!d->rank || lr_first);
+    if (!s && lr_first) s = lora(c, l, d, x, y, m, false);
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, w8, q, sx, y, m, &g, lr_first);
+    if (!s && d->rank && !lr_first) s = lora(c, l, d, x, y, m, true);
     *gelu = g;
     qd_cuda_scratch_free(c, w8), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
     return s;
