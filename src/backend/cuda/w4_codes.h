@@ -16,22 +16,22 @@
 #include <stdint.h>
 
 #ifdef __CUDACC__
-#define QD_W4_HD __host__ __device__ __forceinline__
+#define QD_W4_HD static __host__ __device__ __forceinline__
 #else
-#define QD_W4_HD
+#define QD_W4_HD static inline
 #endif
 
 #define QD_W4_F16_2P14 0x7400u /* 2^14 */
 #define QD_W4_F16_1024 0x6400u
 #define QD_W4_F16_1032 0x6408u
 
-static inline QD_W4_HD uint32_t qd_w4_e2m1_pair(uint32_t w, int j) {
+QD_W4_HD uint32_t qd_w4_e2m1_pair(uint32_t w, int j) {
     const uint32_t mag = (j < 3 ? w << (9 - 4 * j) : w >> (4 * j - 9)) & 0x0E000E00u;
     return mag | ((w << (12 - 4 * j)) & 0x80008000u);
 }
 
-static inline QD_W4_HD uint32_t qd_w4_int4_pair(uint32_t w, int j) { return ((w >> (4 * j)) & 0x000F000Fu) ^ 0x64086408u; }
+QD_W4_HD uint32_t qd_w4_int4_pair(uint32_t w, int j) { return ((w >> (4 * j)) & 0x000F000Fu) ^ 0x64086408u; }
 
-static inline QD_W4_HD uint32_t qd_w4_uint4_pair(uint32_t w, int j) { return ((w >> (4 * j)) & 0x000F000Fu) | 0x64006400u; }
+QD_W4_HD uint32_t qd_w4_uint4_pair(uint32_t w, int j) { return ((w >> (4 * j)) & 0x000F000Fu) | 0x64006400u; }
 
 #endif
