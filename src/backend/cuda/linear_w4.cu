@@ -26,8 +26,10 @@
  * needed (FP8 is signed): the effective bias (stored bias + the shift's compensation) is used instead.
  * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul.
  *
- * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 kernel reads the stored weights
- * once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
+ * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 GEMV (w4_gemv_kernel, laid out as
+ * linear_gemv.cu's: 4 output rows per 128-thread block, 16-byte streaming loads of the next chunk before the current
+ * one is used, each activation loaded once for the 4 rows, codes decoded two at a time through f16) reads the
+ * stored weights once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
