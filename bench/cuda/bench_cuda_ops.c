@@ -19,7 +19,9 @@
  *   modulation linears: M = 1, K = 3072, N = 18432 (a double block's two) and 9216 (a single block's), BF16 and
  *            online FP8 (per-channel weights, per-token activations): the GEMV kernels (linear_gemv.cu) against
  *            cuBLASLt (a second backend made with QDIT_CUDA_NO_GEMV=1), in µs per linear and GB/s of weight
- *            read. A step reads ~57 different such weights once each, so the timed loop cycles through copies
+ *            read; and NVFP4: the W4A16 GEMV (linear_w4.cu) against the W4A8 expansion + FP8 matmul
+ *            (QDIT_CUDA_W4_NO_GEMV=1 on the same second backend), GB/s of codes and block scales read (their
+ *            outputs differ by W4A8's activation quantization, ~1e-2 of the largest). A step reads ~57 different such weights once each, so the timed loop cycles through copies
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
@@ -126,19 +128,23 @@ static double time_layers(qd_backend *be, qd_linear *ls, int L, const qd_tensor 
     return us;
 }
 
-/* the modulation linears (M = 1) on the GEMV kernels (be) and on cuBLASLt (lt: QDIT_CUDA_NO_GEMV) */
+/* the modulation linears (M = 1) on the GEMV kernels (be) and on cuBLASLt (lt: QDIT_CUDA_NO_GEMV; NVFP4 with
+   QDIT_CUDA_W4_NO_GEMV: the expansion to E4M3 and the FP8 matmul, W4A8) */
 static void bench_modulation(qd_backend *be, qd_backend *lt, int reps) {
     const int64_t K = 3072, Ns[2] = {18432, 9216};
     printf("\n| modulation linear M = 1 (K x N)    | GEMV us | GB/s   | cuBLASLt us | GB/s   | speed-up | max diff / max y |\n"
            "|---|---:|---:|---:|---:|---:|---:|\n");
     for (int ni = 0; ni < 2; ni++)
-        for (int fp8 = 0; fp8 < 2; fp8++) {
+        for (int v = 0; v < 3; v++) {
             const int64_t N = Ns[ni];
+            const bool fp8 = v == 1, nvfp4 = v == 2;
             float *w = malloc(sizeof(float) * (size_t)(N * K));
             for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
             qd_linear src = {0};
             if (fp8) {
                 if (qd_quantize_fp8(w, N, K, false, &src)) die("quantize");
+            } else if (nvfp4) {
+                if (qd_quantize_nvfp4(w, N, K, &src)) die("quantize");
             } else {
                 uint16_t *wb = malloc(2 * (size_t)(N * K));
                 for (int64_t i = 0; i < N * K; i++) wb[i] = qd_f32_to_bf16(w[i]);
@@ -152,12 +158,12 @@ static void bench_modulation(qd_backend *be, qd_backend *lt, int reps) {
             for (int64_t i = 0; i < N; i++) b[i] = 0.1f * frand();
             src.bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {N}, .data = b, .owned = b};
             /* copies borrowing src's host bytes, each uploaded to its own device memory: 400 MB in all */
-            const double bytes = (double)(N * K) * (fp8 ? 1 : 2);
+            const double bytes = (double)(N * K) * (fp8 ? 1 : nvfp4 ? 0.5 + 1.0 / 16 : 2); /* NVFP4: codes and block scales */
             const int L = (int)ceil(400e6 / bytes);
             qd_linear *ls = calloc((size_t)L, sizeof *ls);
             for (int i = 0; i < L; i++) {
                 ls[i] = src;
-                ls[i].weight.owned = ls[i].scale.owned = ls[i].bias.owned = NULL;
+                ls[i].weight.owned = ls[i].scale.owned = ls[i].scale2.owned = ls[i].bias.owned = NULL;
                 ls[i].name = strdup("modulation");
             }
             qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, K}, 1.0f), y = {0}, y2 = {0};
@@ -174,7 +180,7 @@ static void bench_modulation(qd_backend *be, qd_backend *lt, int reps) {
                 maxd = fmax(maxd, fabs(v1 - v2)), maxv = fmax(maxv, fabs(v2));
             }
             char label[64];
-            snprintf(label, sizeof label, "%s %lldx%lld", fp8 ? "fp8 chan/token" : "bf16", (long long)K, (long long)N);
+            snprintf(label, sizeof label, "%s %lldx%lld", fp8 ? "fp8 chan/token" : nvfp4 ? "nvfp4 (W4A16 / W4A8)" : "bf16", (long long)K, (long long)N);
             printf("| %-34s | %7.2f | %6.0f | %11.2f | %6.0f | %8.2f | %.2e |\n", label, tg, bytes / (tg * 1e-6) / 1e9, tl,
                    bytes / (tl * 1e-6) / 1e9, tl / tg, maxd / maxv);
             free(h1), free(h2);
@@ -314,10 +320,10 @@ int main(int argc, char **argv) {
         qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
     }
     /* the modulation GEMVs against cuBLASLt on this device */
-    setenv("QDIT_CUDA_NO_GEMV", "1", 1);
+    setenv("QDIT_CUDA_NO_GEMV", "1", 1), setenv("QDIT_CUDA_W4_NO_GEMV", "1", 1);
     qd_backend *lt;
     if (qd_backend_cuda_create(0, &lt)) die("cuda (QDIT_CUDA_NO_GEMV)");
-    unsetenv("QDIT_CUDA_NO_GEMV");
+    unsetenv("QDIT_CUDA_NO_GEMV"), unsetenv("QDIT_CUDA_W4_NO_GEMV");
     bench_modulation(be, lt, reps * 10);
     lt->ops->destroy(lt);
     const int64_t L = 4608, H = 24, D = 128;

@@ -395,6 +395,7 @@ typedef struct {
  * unquantized activations. Measured on an H200 (2026-11-30, 08:41 UTC): at most 1.32e-3 over every case, so the
  * GPU is held to 6e-3 instead of the W4A4 recipes' 5e-2 / 8e-2 (which a wrong group scale could hide under). */
 #define TOL_W4A8 6e-3
+#define TOL_W4A16 3e-5
 
 /* NMSE of symmetric int4 per-row quantization (scale amax/7, round to nearest) of x [m, k] */
 static double int4_row_nmse(const qd_tensor *x, int64_t m, int64_t k) {
@@ -528,6 +529,10 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
     /* F16 activations (GPU only): the scheme's own error, as with f32, plus one F16 rounding of y */
     double tol = act == QD_DTYPE_F32 ? c->tol_f32 : act == QD_DTYPE_F16 ? fmax(c->tol_f32, tol_once(QD_DTYPE_F16)) : c->tol_bf16;
     if (device_backend && c->tol_w4a8 > 0) tol = c->tol_w4a8;
+    /* few rows of the 4-bit and MX schemes run W4A16 on a GPU (linear_w4.cu): exact weights and unquantized
+       activations, so only f32 sums, SVDQuant's BF16 low-rank branch and y's rounding remain — the BF16 bound,
+       which a wrong code, scale or group index cannot stay under (unless QDIT_CUDA_W4_NO_GEMV sends them to W4A8) */
+    if (device_backend && (c->tol_w4a8 > 0 || c->build == b_mxfp8) && m <= 8 && !getenv("QDIT_CUDA_W4_NO_GEMV")) tol = TOL_W4A16;
     /* int4 per-token activations: the bound follows the activations' own int4 error; the output's NMSE is
        that error reweighted by the layer, whose ratio to it spreads with few rows: up to 1.38 over 80 seeds,
        1.61 once (QDIT_TEST_SEED=11400601554082233365, generic ISA, M = 7) — hence 2× */
@@ -1831,6 +1836,30 @@ int main(int argc, char **argv) {
                     run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_BF16, oa, v & 1);
                     if (device_backend && (v == 1 || v == 2)) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F16, oa, v & 1);
                 }
+    }
+    /* few rows of the 4-bit and MX schemes, which the GPU runs on its W4A16 GEMV (src/backend/cuda/linear_w4.cu,
+       M ≤ 8; M = 9 the W4A8 matmul path): K = 3072 and 384 (16-byte weight rows), and 208 = 16·13 for the schemes
+       whose group allows it (NVFP4, groups of 16: rows of 104 bytes, the fallback kernel); N not a multiple of the
+       4 rows a block takes (SVDQuant: 128, as above); with and without bias, GELU-tanh once (the caller applies
+       it after the kernel) */
+    static const char *const w4_names[] = {"nvfp4", "nvfp4_static", "mxfp4", "mxfp8", "svdq_int4", "svdq_nvfp4", "awq_w4a16"};
+    const int64_t w4_kn[][2] = {{3072, 130}, {384, 330}, {208, 330}};
+    for (size_t gi = 0; gi < sizeof w4_names / sizeof *w4_names; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, w4_names[gi])) c = &linear_cases[j];
+        for (int mi = 0; mi < 4; mi++)
+            for (int si = 0; si < 3; si++) {
+                int64_t k = w4_kn[si][0], n = w4_kn[si][1];
+                if (k % c->k_multiple) continue;
+                if ((c->build == b_svdq_int4 || c->build == b_svdq_nvfp4) && n % 128) n = 128;
+                for (int v = 0; v < 2; v++) {
+                    run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_BF16, QD_OUT_ACT_NONE, v);
+                    if (v == 1) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F32, QD_OUT_ACT_NONE, v);
+                }
+                run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_BF16, QD_OUT_ACT_GELU_TANH, 1);
+                if (device_backend) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F16, QD_OUT_ACT_NONE, 1);
+            }
     }
     run_norms(be);
     run_attention(be);

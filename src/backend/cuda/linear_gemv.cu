@@ -56,13 +56,6 @@ template <int WT> struct gemv_w {
     static constexpr int S = V < 8 ? V : 8;
 };
 
-/* 16 bytes of a weight row, read once: not kept in L1 */
-__device__ __forceinline__ uint4 ld_stream(const uint8_t *p) {
-    uint4 u;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "l"(p));
-    return u;
-}
-
 /* chunk c of each of the R rows (zeros past the row's end) */
 template <int R> __device__ __forceinline__ void load_rows(const uint8_t *const *wr, int64_t c, int64_t chunks, uint4 *u) {
     if (c < chunks) {

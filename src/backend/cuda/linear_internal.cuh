@@ -120,6 +120,14 @@ qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear
  * once instead of matmuls built for many rows: linear_gemv.cu (dense, FP8) and linear_w4.cu (4-bit, MX). */
 #define GEMV_ROWS 8
 
+/* 16 bytes of a weight row, read once: not kept in L1 (the GEMV kernels' weight loads, so that the activations,
+   which every block reads, stay there) */
+__device__ __forceinline__ uint4 ld_stream(const uint8_t *p) {
+    uint4 u;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "l"(p));
+    return u;
+}
+
 /* the scheme files' entry points: prepare (fill d's buffers) and run */
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);

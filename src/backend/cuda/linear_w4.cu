@@ -26,8 +26,10 @@
  * needed (FP8 is signed): the effective bias (stored bias + the shift's compensation) is used instead.
  * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul.
  *
- * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 kernel reads the stored weights
- * once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
+ * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 GEMV (w4_gemv_kernel, laid out as
+ * linear_gemv.cu's: 4 output rows per 128-thread block, 16-byte streaming loads of the next chunk before the current
+ * one is used, each activation loaded once for the 4 rows, codes decoded two at a time through f16) reads the
+ * stored weights once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ extern "C" {
 #include "core/codec.h"
 }
 #include "backend/cuda/linear_internal.cuh"
+#include "backend/cuda/w4_codes.h"
 
 bool qd_cuda_w4_covers(const qd_linear *l) {
     switch (l->scheme) {
@@ -181,22 +184,26 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
 
 /* ------------------------------------------------------------------------------------------------ kernels -- */
 
-__device__ __forceinline__ float block_scale(int t, const void *p, int64_t i) {
+/* a block scale's stored bits (E4M3 / E8M0: one byte, BF16 / F16: two), and their value as f32 */
+__device__ __forceinline__ uint32_t scale_bits(int t, const void *p, int64_t i) {
+    return t == QD_DTYPE_F8_E4M3 || t == QD_DTYPE_U8 ? ((const uint8_t *)p)[i] : ((const uint16_t *)p)[i];
+}
+
+__device__ __forceinline__ float scale_value(int t, uint32_t b) {
     switch (t) {
     case QD_DTYPE_F8_E4M3: {
         __nv_fp8_e4m3 v;
-        v.__x = ((const uint8_t *)p)[i];
+        v.__x = (uint8_t)b;
         return (float)v;
     }
-    case QD_DTYPE_U8: {
-        const uint8_t e = ((const uint8_t *)p)[i];
-        return e == 255 ? __int_as_float(0x7fc00000) : e == 0 ? __int_as_float(0x00400000) : __int_as_float((int)e << 23);
-    }
-    case QD_DTYPE_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    case QD_DTYPE_F16: return __half2float(((const __half *)p)[i]);
-    default: return ((const float *)p)[i];
+    case QD_DTYPE_U8: return b == 255 ? __int_as_float(0x7fc00000) : b == 0 ? __int_as_float(0x00400000) : __int_as_float((int)b << 23);
+    case QD_DTYPE_BF16: return __uint_as_float(b << 16);
+    default: return __half2float(__ushort_as_half((unsigned short)b)); /* F16 */
     }
 }
+
+/* block scale i (E4M3, E8M0, BF16 or F16: qd_cuda_w4_prepare admits no other) */
+__device__ __forceinline__ float block_scale(int t, const void *p, int64_t i) { return scale_value(t, scale_bits(t, p, i)); }
 
 __device__ __forceinline__ float decode_code(int kind, uint32_t c) {
     switch (kind) {
@@ -364,64 +371,251 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
 }
 
 /* W4A16 for a few rows (M ≤ GEMV_ROWS: modulation GEMVs, CFG pairs, tiny latents), where expanding the whole
- * weight would cost more than the product: one warp per output row reads the stored 4-bit weight once, dequantizes
- * it exactly in f32 (code · block scale [· dual] [+ AWQ zero]) and takes the dot products with the unquantized
- * activations (times the smoothing multiplier), then · the channel factor + bias. */
+ * weight would cost more than the product. The stored weight is read once and dequantized exactly in f32:
+ *   y[i][n] = ch[n]·Σ_groups s[n][g]·Σ_{k∈g} code[n][k]·x[i][k]·mult[k]   (+ z[n][g]·Σ_{k∈g} x[i][k]·mult[k] for
+ *   AWQ's zero) + bias[n],
+ * s the block scale (· the dual scale of dual-scale MXFP4), ch the channel factor (wscale_vec·2^−row_exp; 1 for
+ * AWQ), mult the smoothing multiplier (NULL: none). Codes are exact small floats, so each code·x is exact in f32
+ * and only the f32 additions round.
+ *
+ * Work split as gemv_kernel's (linear_gemv.cu): a block of 4 warps owns W4_OUT = 4 consecutive output rows (rows
+ * past N repeat row N − 1 and are not stored); its threads stride along the rows in 16-byte chunks (4-bit: 32
+ * codes, E4M3: 16) with streaming loads, the next chunk of all 4 rows — and its block scales, zeros and dual
+ * scales — loaded before the current one is used. Per sub-chunk of 8 codes (one group: groups are ≥ 16) each x
+ * row's 8 activations are loaded once and serve the 4 weight rows; codes decode two at a time through f16
+ * (w4_codes.h), E4M3 through the FP8 → f16x2 conversion. Sums are reduced by shuffles within a warp and shared
+ * memory across the 4 warps in a fixed order. Needs weight rows of a multiple of 16 bytes (4-bit: K % 32,
+ * E4M3: K % 16) and 16-byte aligned weights and activations; otherwise w4_gemv_rows_kernel (one warp per row,
+ * 16 codes per lane) runs, which takes K % 16. */
 
+#define W4_OUT 4       /* output rows per block */
+#define W4_THREADS 128 /* threads per block, all along K */
+
+typedef struct {
+    const uint8_t *w;  /* rows of `chunks` 16-byte chunks: 4-bit codes [N, K/2] lo-first, or E4M3 [N, K] */
+    int64_t chunks;
+    const void *bs;    /* block scales [N, K/g] of type bst; AWQ zeros zs alike */
+    int bst;
+    const void *zs;
+    const float *dual; /* dual-scale MXFP4: [N, K/512], else NULL */
+    const float *vec;  /* channel factor · 2^row_exp [N] (NULL: 1) */
+    const int *row_exp;
+    const float *mult; /* smoothing multiplier [K] or NULL */
+    const void *x;     /* [M, K] of type xt */
+    int xt, m;
+    int64_t n, k;
+    const float *bias;
+    void *y; /* [M, N] of type yt */
+    int yt;
+} w4_args;
+
+/* codes 8h .. 8h + 7 of a 16-byte chunk as f32, exactly */
+template <int KIND> __device__ __forceinline__ void decode8(const uint4 &u, int h, float *v) {
+    const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+    if constexpr (KIND == CODE_E4M3) { /* bytes 8h .. 8h + 7, two at a time to F16 (every E4M3 value is exact there) */
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(wd[2 * h + j / 2] >> (16 * (j % 2))), __NV_E4M3);
+            const float2 f = __half22float2(__half2(r));
+            v[2 * j] = f.x, v[2 * j + 1] = f.y;
+        }
+    } else { /* word h: codes j and j + 4 per f16x2 */
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t b;
+            if constexpr (KIND == CODE_E2M1) b = qd_w4_e2m1_pair(wd[h], j);
+            else if constexpr (KIND == CODE_INT4) b = qd_w4_int4_pair(wd[h], j);
+            else b = qd_w4_uint4_pair(wd[h], j);
+            __half2 p = *(const __half2 *)&b;
+            if constexpr (KIND == CODE_E2M1) p = __hmul2(p, __halves2half2(__ushort_as_half(QD_W4_F16_2P14), __ushort_as_half(QD_W4_F16_2P14)));
+            else if constexpr (KIND == CODE_INT4) p = __hsub2(p, __halves2half2(__ushort_as_half(QD_W4_F16_1032), __ushort_as_half(QD_W4_F16_1032)));
+            else p = __hsub2(p, __halves2half2(__ushort_as_half(QD_W4_F16_1024), __ushort_as_half(QD_W4_F16_1024)));
+            const float2 f = __half22float2(p);
+            v[j] = f.x, v[j + 4] = f.y;
+        }
+    }
+}
+
+/* chunk c of the R rows with what it needs: the raw bits of its GPC block scales (and AWQ zeros) per row, and the
+ * row's dual scale (1 without); zeros past the rows' end (never used: the loop ends) */
+template <int KIND, int LG, int R, int GPC>
+__device__ __forceinline__ void load_chunk(const w4_args &a, const int64_t *rows, int64_t c, uint4 *u, uint32_t (*sb)[GPC], uint32_t (*zb)[GPC],
+                                           float *d) {
+    constexpr int CODES = KIND == CODE_E4M3 ? 16 : 32;
+    if (c >= a.chunks) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            u[r] = make_uint4(0, 0, 0, 0), d[r] = 0.0f;
+#pragma unroll
+            for (int q = 0; q < GPC; q++) sb[r][q] = zb[r][q] = 0;
+        }
+        return;
+    }
+    const int64_t col = c * CODES, kg = a.k >> LG, g0 = col >> LG;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        u[r] = ld_stream(a.w + (rows[r] * a.chunks + c) * 16);
+#pragma unroll
+        for (int q = 0; q < GPC; q++) {
+            sb[r][q] = scale_bits(a.bst, a.bs, rows[r] * kg + g0 + q);
+            zb[r][q] = KIND == CODE_UINT4 ? scale_bits(a.bst, a.zs, rows[r] * kg + g0 + q) : 0;
+        }
+        d[r] = a.dual ? a.dual[rows[r] * (a.k >> 9) + (col >> 9)] : 1.0f;
+    }
+}
+
+/* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored) */
+template <int KIND, int LG, int MT>
+__global__ void __launch_bounds__(W4_THREADS) w4_gemv_kernel(const w4_args a) {
+    constexpr int R = W4_OUT, CODES = KIND == CODE_E4M3 ? 16 : 32, SUB = CODES / 8;
+    constexpr int GPC = (CODES >> LG) > 0 ? CODES >> LG : 1; /* groups one chunk touches (2: 4-bit codes in groups of 16) */
+    constexpr bool AWQ = KIND == CODE_UINT4;
+    __shared__ float red[W4_THREADS / 32][MT * R];
+    const int64_t r0 = (int64_t)blockIdx.x * R;
+    int64_t rows[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) rows[r] = r0 + r < a.n ? r0 + r : a.n - 1;
+    int64_t xo[MT];
+#pragma unroll
+    for (int i = 0; i < MT; i++) xo[i] = (int64_t)(i < a.m ? i : a.m - 1) * a.k;
+    float acc[MT][R];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[i][r] = 0.0f;
+    int64_t c = threadIdx.x;
+    uint4 cur[R];
+    uint32_t scur[R][GPC], zcur[R][GPC];
+    float dcur[R];
+    load_chunk<KIND, LG, R, GPC>(a, rows, c, cur, scur, zcur, dcur);
+    for (; c < a.chunks; c += W4_THREADS) {
+        uint4 nxt[R];
+        uint32_t snxt[R][GPC], znxt[R][GPC];
+        float dnxt[R];
+        load_chunk<KIND, LG, R, GPC>(a, rows, c + W4_THREADS, nxt, snxt, znxt, dnxt);
+#pragma unroll
+        for (int h = 0; h < SUB; h++) {
+            const int64_t col = c * CODES + 8 * h;
+            const int q = (8 * h) >> LG; /* the sub-chunk's group within the chunk's GPC */
+            /* each x row's 8 activations (× mult), and their sum for AWQ's zero term, shared by the R rows */
+            float mv[8], xv[MT][8], sx[MT];
+            if (a.mult) qd_ld8(a.mult, QD_DTYPE_F32, col, mv);
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                qd_ld8(a.x, a.xt, xo[i] + col, xv[i]);
+                sx[i] = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if (a.mult) xv[i][j] *= mv[j];
+                    if (AWQ) sx[i] += xv[i][j];
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float s = scale_value(a.bst, scur[r][q]) * dcur[r];
+                float wv[8];
+                decode8<KIND>(cur[r], h, wv);
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    float t = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) t = fmaf(wv[j], xv[i][j], t);
+                    acc[i][r] = fmaf(t, s, acc[i][r]);
+                    if (AWQ) acc[i][r] = fmaf(scale_value(a.bst, zcur[r][q]), sx[i], acc[i][r]);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            cur[r] = nxt[r], dcur[r] = dnxt[r];
+#pragma unroll
+            for (int g = 0; g < GPC; g++) scur[r][g] = snxt[r][g], zcur[r][g] = znxt[r][g];
+        }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float v = acc[i][r];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) red[warp][i * R + r] = v;
+        }
+    __syncthreads();
+    const int t = threadIdx.x, i = t / R;
+    const int64_t row = r0 + t % R;
+    if (t >= MT * R || i >= a.m || row >= a.n) return;
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < W4_THREADS / 32; w++) v += red[w][t];
+    const float ch = a.vec ? a.vec[row] * __int_as_float((127 - a.row_exp[row]) << 23) : 1.0f;
+    qd_st(a.y, a.yt, i * a.n + row, v * ch + (a.bias ? a.bias[row] : 0.0f));
+}
+
+/* the fallback for rows of 16·odd bytes (4-bit K = 16·odd): one warp per output row, 16 codes per lane */
 template <int KIND, int LG>
-__global__ void w4_gemv_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const void *zs, const float *vec, const int *row_exp,
-                               const float *mult, const void *x, int xt, int m, int64_t n, int64_t k, const float *bias, void *y, int yt) {
+__global__ void w4_gemv_rows_kernel(const w4_args a) {
     const int lane = threadIdx.x & 31;
-    const int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (r >= n) return;
+    const int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5), k = a.k;
+    if (r >= a.n) return;
     float acc[GEMV_ROWS];
 #pragma unroll
     for (int i = 0; i < GEMV_ROWS; i++) acc[i] = 0.0f;
     for (int64_t c0 = (int64_t)lane * 16; c0 < k; c0 += 32 * 16) {
-        float s = block_scale(bst, bs, r * (k >> LG) + (c0 >> LG)), z = 0.0f;
-        if (dual) s *= dual[r * (k >> 9) + (c0 >> 9)];
-        if (zs) z = block_scale(bst, zs, r * (k >> LG) + (c0 >> LG));
+        float s = block_scale(a.bst, a.bs, r * (k >> LG) + (c0 >> LG)), z = 0.0f;
+        if (a.dual) s *= a.dual[r * (k >> 9) + (c0 >> 9)];
+        if (a.zs) z = block_scale(a.bst, a.zs, r * (k >> LG) + (c0 >> LG));
         float wv[16];
-        decode16<KIND, true>(w, r, k, c0, s, z, wv);
-        if (mult)
+        decode16<KIND, true>(a.w, r, k, c0, s, z, wv);
+        if (a.mult)
 #pragma unroll
-            for (int j = 0; j < 16; j++) wv[j] *= mult[c0 + j];
+            for (int j = 0; j < 16; j++) wv[j] *= a.mult[c0 + j];
 #pragma unroll
         for (int i = 0; i < GEMV_ROWS; i++) {
-            if (i >= m) break;
+            if (i >= a.m) break;
             float xv[16];
-            qd_ld8(x, xt, i * k + c0, xv), qd_ld8(x, xt, i * k + c0 + 8, xv + 8);
+            qd_ld8(a.x, a.xt, i * k + c0, xv), qd_ld8(a.x, a.xt, i * k + c0 + 8, xv + 8);
 #pragma unroll
             for (int j = 0; j < 16; j++) acc[i] = fmaf(wv[j], xv[j], acc[i]);
         }
     }
-    const float ch = vec ? vec[r] * __int_as_float((127 - row_exp[r]) << 23) : 1.0f;
+    const float ch = a.vec ? a.vec[r] * __int_as_float((127 - a.row_exp[r]) << 23) : 1.0f;
 #pragma unroll
     for (int i = 0; i < GEMV_ROWS; i++) {
-        if (i >= m) break;
+        if (i >= a.m) break;
         float v = acc[i];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) qd_st(y, yt, i * n + r, v * ch + (bias ? bias[r] : 0.0f));
+        if (lane == 0) qd_st(a.y, a.yt, i * a.n + r, v * ch + (a.bias ? a.bias[r] : 0.0f));
     }
+}
+
+template <int KIND, int LG> static void w4_launch(qd_cuda *c, const w4_args &a, bool rows16) {
+    const unsigned blocks = (unsigned)((a.n + W4_OUT - 1) / W4_OUT);
+    if (!rows16) w4_gemv_rows_kernel<KIND, LG><<<blocks, 128, 0, c->stream>>>(a); /* 4 rows (warps) per block */
+    else if (a.m == 1) w4_gemv_kernel<KIND, LG, 1><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 2) w4_gemv_kernel<KIND, LG, 2><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m <= 4) w4_gemv_kernel<KIND, LG, 4><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else w4_gemv_kernel<KIND, LG, GEMV_ROWS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
 }
 
 template <int KIND>
 static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int m) {
-    const int64_t n = l->out_features, k = l->in_features;
-    const unsigned blocks = (unsigned)((n + 3) / 4);
-    const bool awq = l->scheme == QD_SCHEME_AWQ_W4A16;
-    const float *vec = awq ? NULL : d->wscale_vec;
-    const uint8_t *w = (const uint8_t *)d->w;
-#define GEMV(LG)                                                                                                                                 \
-    w4_gemv_kernel<KIND, LG><<<blocks, 128, 0, c->stream>>>(w, d->wblock, d->wblock_t, d->dual, d->awq_zeros, vec, d->row_exp, d->smooth, x->data, \
-                                                             x->dtype, m, n, k, d->bias, y->data, y->dtype)
-    switch (d->group) {
-    case 16: GEMV(4); break;
-    case 32: GEMV(5); break;
-    case 64: GEMV(6); break;
-    default: GEMV(7); break;
-    }
-#undef GEMV
+    const int64_t row_bytes = KIND == CODE_E4M3 ? l->in_features : l->in_features / 2;
+    w4_args a = {};
+    a.w = (const uint8_t *)d->w, a.chunks = row_bytes / 16;
+    a.bs = d->wblock, a.bst = d->wblock_t, a.zs = d->awq_zeros, a.dual = d->dual;
+    a.vec = l->scheme == QD_SCHEME_AWQ_W4A16 ? NULL : d->wscale_vec, a.row_exp = d->row_exp, a.mult = d->smooth;
+    a.x = x->data, a.xt = x->dtype, a.m = m, a.n = l->out_features, a.k = l->in_features;
+    a.bias = d->bias, a.y = y->data, a.yt = y->dtype;
+    const bool rows16 = row_bytes % 16 == 0 && qd_cuda_aligned16(d->w) && qd_cuda_aligned16(x->data);
+    if constexpr (KIND == CODE_E4M3) w4_launch<KIND, 5>(c, a, rows16); /* MXFP8: groups of 32 */
+    else switch (d->group) {
+        case 16: w4_launch<KIND, 4>(c, a, rows16); break;
+        case 32: w4_launch<KIND, 5>(c, a, rows16); break;
+        case 64: w4_launch<KIND, 6>(c, a, rows16); break;
+        default: w4_launch<KIND, 7>(c, a, rows16); break;
+        }
 }
 
 #define W4_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* as the FP8 per-token rule (linear.cu) */
