@@ -46,6 +46,9 @@ for t in "$@"; do
     w4) for q in ${W4_QUANTS:-nvfp4 mxfp4 svdq-int4}; do sample_start flux_$q
           .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_$q.log"
           sample_stop flux_$q; done ;;
+    w4_noahead) # the 4-bit steps with every expansion right before its matmul, for the side-by-side comparison with w4
+           for q in ${W4_QUANTS:-nvfp4}; do
+             QDIT_CUDA_NO_AHEAD=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_noahead.log"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check

@@ -835,6 +835,8 @@ extern "C" qd_status qd_backend_cuda_w4_expand_check(qd_backend *b, const qd_lin
         s = launched("expansion check compare");
     }
     float t1 = 0, t2 = 0;
+    /* the backend's stream does not synchronise with the legacy stream's cudaMemcpy: wait for it first */
+    if (!s && cudaStreamSynchronize(c->stream) != cudaSuccess) s = qd_cuda_fail(cudaGetLastError(), "expansion check");
     if (!s && (cudaMemcpy(&host, cnt, sizeof host, cudaMemcpyDeviceToHost) != cudaSuccess || cudaEventElapsedTime(&t1, e0, e1) != cudaSuccess ||
                cudaEventElapsedTime(&t2, e1, e2) != cudaSuccess))
         s = qd_cuda_fail(cudaGetLastError(), "expansion check result");
