@@ -378,8 +378,7 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
  * AWQ), mult the smoothing multiplier (NULL: none). Codes are exact small floats, so each code·x is exact in f32
  * and only the f32 additions round.
  *
- * Work split as gemv_kernel's (linear_gemv.cu): a block of 4 warps owns W4_OUT = 4 consecutive output rows — with
- * one row of x, a block of 3 warps owns 8 (FLUX's modulation GEMVs: more bytes per block and in flight) — (rows
+ * Work split as gemv_kernel's (linear_gemv.cu): a block of 4 warps owns W4_OUT = 4 consecutive output rows (rows
  * past N repeat row N − 1 and are not stored); its threads stride along the rows in 16-byte chunks (4-bit: 32
  * codes, E4M3: 16) with streaming loads, the next chunk of all 4 rows — and its block scales, zeros and dual
  * scales — loaded before the current one is used. Per sub-chunk of 8 codes (one group: groups are ≥ 16) each x
@@ -391,8 +390,6 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
 
 #define W4_OUT 4       /* output rows per block */
 #define W4_THREADS 128 /* threads per block, all along K */
-#define W4_OUT1 8       /* M = 1: output rows per block */
-#define W4_THREADS1 96  /* M = 1: threads per block */
 
 typedef struct {
     const uint8_t *w;  /* rows of `chunks` 16-byte chunks: 4-bit codes [N, K/2] lo-first, or E4M3 [N, K] */
@@ -468,12 +465,12 @@ __device__ __forceinline__ void load_chunk(const w4_args &a, const int64_t *rows
 }
 
 /* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored) */
-template <int KIND, int LG, int MT, int R, int T>
-__global__ void __launch_bounds__(T) w4_gemv_kernel(const w4_args a) {
-    constexpr int CODES = KIND == CODE_E4M3 ? 16 : 32, SUB = CODES / 8;
+template <int KIND, int LG, int MT>
+__global__ void __launch_bounds__(W4_THREADS) w4_gemv_kernel(const w4_args a) {
+    constexpr int R = W4_OUT, CODES = KIND == CODE_E4M3 ? 16 : 32, SUB = CODES / 8;
     constexpr int GPC = (CODES >> LG) > 0 ? CODES >> LG : 1; /* groups one chunk touches (2: 4-bit codes in groups of 16) */
     constexpr bool AWQ = KIND == CODE_UINT4;
-    __shared__ float red[T / 32][MT * R];
+    __shared__ float red[W4_THREADS / 32][MT * R];
     const int64_t r0 = (int64_t)blockIdx.x * R;
     int64_t rows[R];
 #pragma unroll
@@ -491,11 +488,11 @@ __global__ void __launch_bounds__(T) w4_gemv_kernel(const w4_args a) {
     uint32_t scur[R][GPC], zcur[R][GPC];
     float dcur[R];
     load_chunk<KIND, LG, R, GPC>(a, rows, c, cur, scur, zcur, dcur);
-    for (; c < a.chunks; c += T) {
+    for (; c < a.chunks; c += W4_THREADS) {
         uint4 nxt[R];
         uint32_t snxt[R][GPC], znxt[R][GPC];
         float dnxt[R];
-        load_chunk<KIND, LG, R, GPC>(a, rows, c + T, nxt, snxt, znxt, dnxt);
+        load_chunk<KIND, LG, R, GPC>(a, rows, c + W4_THREADS, nxt, snxt, znxt, dnxt);
 #pragma unroll
         for (int h = 0; h < SUB; h++) {
             const int64_t col = c * CODES + 8 * h;
@@ -551,7 +548,7 @@ __global__ void __launch_bounds__(T) w4_gemv_kernel(const w4_args a) {
     if (t >= MT * R || i >= a.m || row >= a.n) return;
     float v = 0.0f;
 #pragma unroll
-    for (int w = 0; w < T / 32; w++) v += red[w][t];
+    for (int w = 0; w < W4_THREADS / 32; w++) v += red[w][t];
     const float ch = a.vec ? a.vec[row] * __int_as_float((127 - a.row_exp[row]) << 23) : 1.0f;
     qd_st(a.y, a.yt, i * a.n + row, v * ch + (a.bias ? a.bias[row] : 0.0f));
 }
@@ -595,14 +592,11 @@ __global__ void w4_gemv_rows_kernel(const w4_args a) {
 
 template <int KIND, int LG> static void w4_launch(qd_cuda *c, const w4_args &a, bool rows16) {
     const unsigned blocks = (unsigned)((a.n + W4_OUT - 1) / W4_OUT);
-    /* one row of x (the modulation GEMVs): 8 output rows per block of 3 warps, twice the bytes per block and in
-       flight per thread (FLUX's K = 3072 rows are 96 chunks of 4-bit codes: one per thread, none idle) */
-    const unsigned blocks8 = (unsigned)((a.n + W4_OUT1 - 1) / W4_OUT1);
     if (!rows16) w4_gemv_rows_kernel<KIND, LG><<<blocks, 128, 0, c->stream>>>(a); /* 4 rows (warps) per block */
-    else if (a.m == 1) w4_gemv_kernel<KIND, LG, 1, W4_OUT1, W4_THREADS1><<<blocks8, W4_THREADS1, 0, c->stream>>>(a);
-    else if (a.m == 2) w4_gemv_kernel<KIND, LG, 2, W4_OUT, W4_THREADS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
-    else if (a.m <= 4) w4_gemv_kernel<KIND, LG, 4, W4_OUT, W4_THREADS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
-    else w4_gemv_kernel<KIND, LG, GEMV_ROWS, W4_OUT, W4_THREADS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 1) w4_gemv_kernel<KIND, LG, 1><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 2) w4_gemv_kernel<KIND, LG, 2><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m <= 4) w4_gemv_kernel<KIND, LG, 4><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else w4_gemv_kernel<KIND, LG, GEMV_ROWS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
 }
 
 template <int KIND>
