@@ -284,6 +284,18 @@ int main(int argc, char **argv) {
         qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){M, K}, 1.0f), y = {0};
         if (qd_tensor_new(be, &y, QD_DTYPE_BF16, 2, (int64_t[]){M, N})) die("alloc");
         const double flop = 2.0 * (double)M * (double)N * (double)K;
+        const char *only = getenv("BENCH_ONLY");
+        if (only) { /* one scheme's linear alone (svdq, nvfp4 or fp8), a few plain calls: for a kernel profiler's breakdown */
+            qd_linear *ol = !strcmp(only, "svdq") ? &w4[3] : !strcmp(only, "nvfp4") ? &w4[0] : &f8c;
+            for (int i = 0; i < 4; i++)
+                if (be->ops->linear(be, ol, &x, &y)) die("linear");
+            cudaDeviceSynchronize();
+            printf("%s %lldx%lld: 4 calls\n", only, (long long)K, (long long)N);
+            for (int j = 0; j < 4; j++) qd_linear_free(&w4[j]);
+            qd_tensor_free(&x), qd_tensor_free(&y);
+            qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
+            continue;
+        }
         char label[64];
         snprintf(label, sizeof label, "linear bf16 %lldx%lld", (long long)K, (long long)N);
         TIME(label, flop, reps, be->ops->linear(be, &dense, &x, &y));
@@ -318,6 +330,10 @@ int main(int argc, char **argv) {
         }
         qd_tensor_free(&x), qd_tensor_free(&y);
         qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
+    }
+    if (getenv("BENCH_ONLY")) {
+        be->ops->destroy(be);
+        return 0;
     }
     /* the modulation GEMVs against cuBLASLt on this device */
     setenv("QDIT_CUDA_NO_GEMV", "1", 1), setenv("QDIT_CUDA_W4_NO_GEMV", "1", 1);

@@ -316,8 +316,9 @@ static qd_status b_int_offsets(int64_t n, int64_t k, qd_linear *l, bool int4, bo
 static qd_status b_w8a8_offset(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, false, false, true); }
 static qd_status b_w4a4_group(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, true, true, false); }
 static qd_status b_w4a4_group_offset(int64_t n, int64_t k, qd_linear *l) { return b_int_offsets(n, k, l, true, true, true); }
-/* SVDQuant in canonical form: 4-bit residual with group scales, smoothing, and a rank-32 branch */
-static qd_status b_svdq(int64_t n, int64_t k, qd_linear *l, bool nvfp4) {
+/* SVDQuant in canonical form: 4-bit residual with group scales, smoothing, and a rank-32 branch; lr_sd: the factors'
+ * spread (0.02: the branch carries ~2% of y's energy; 0.1: ~90%, as where the branch absorbs a layer's outliers) */
+static qd_status b_svdq_lr(int64_t n, int64_t k, qd_linear *l, bool nvfp4, float lr_sd) {
     int64_t g = nvfp4 ? 16 : 64, r = 32;
     uint8_t *q = owned((size_t)(n * k / 2));
     for (int64_t i = 0; i < n * k / 2; i++) q[i] = (uint8_t)next_u64();
@@ -329,8 +330,8 @@ static qd_status b_svdq(int64_t n, int64_t k, qd_linear *l, bool nvfp4) {
         else ((uint16_t *)sc)[i] = qd_f32_to_bf16(uniform(0.002f, 0.006f));
     }
     for (int64_t i = 0; i < k; i++) sm[i] = qd_f32_to_bf16(uniform(0.5f, 2.0f));
-    for (int64_t i = 0; i < r * k; i++) dn[i] = qd_f32_to_bf16(draw(0.02f));
-    for (int64_t i = 0; i < n * r; i++) up[i] = qd_f32_to_bf16(draw(0.02f));
+    for (int64_t i = 0; i < r * k; i++) dn[i] = qd_f32_to_bf16(draw(lr_sd));
+    for (int64_t i = 0; i < n * r; i++) up[i] = qd_f32_to_bf16(draw(lr_sd));
     l->scheme = nvfp4 ? QD_SCHEME_SVDQ_NVFP4 : QD_SCHEME_SVDQ_INT4;
     snprintf(l->scheme_name, sizeof l->scheme_name, nvfp4 ? "svdq_nvfp4" : "svdq_int4");
     l->out_features = n;
@@ -345,8 +346,9 @@ static qd_status b_svdq(int64_t n, int64_t k, qd_linear *l, bool nvfp4) {
     l->lora_up = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {n, r}, .data = up, .owned = up};
     return QD_OK;
 }
-static qd_status b_svdq_int4(int64_t n, int64_t k, qd_linear *l) { return b_svdq(n, k, l, false); }
-static qd_status b_svdq_nvfp4(int64_t n, int64_t k, qd_linear *l) { return b_svdq(n, k, l, true); }
+static qd_status b_svdq_int4(int64_t n, int64_t k, qd_linear *l) { return b_svdq_lr(n, k, l, false, 0.02f); }
+static qd_status b_svdq_nvfp4(int64_t n, int64_t k, qd_linear *l) { return b_svdq_lr(n, k, l, true, 0.02f); }
+static qd_status b_svdq_int4_branch(int64_t n, int64_t k, qd_linear *l) { return b_svdq_lr(n, k, l, false, 0.1f); }
 static qd_status b_awq(int64_t n, int64_t k, qd_linear *l) {
     uint8_t *q = owned((size_t)(n * k / 2));
     for (int64_t i = 0; i < n * k / 2; i++) q[i] = (uint8_t)next_u64();
@@ -460,6 +462,9 @@ static const linear_case linear_cases[] = {
        at M = 7 (few rows, heavy tails) and one CI seed (11400601554194758677, generic ISA) 6.003e-2 */
     {"svdq_int4", b_svdq_int4, 128, 8e-2, 8e-2, false, TOL_W4A8},
     {"svdq_nvfp4", b_svdq_nvfp4, 128, 5e-2, 5e-2, false, TOL_W4A8},
+    /* the branch dominant: on the GPU it runs inside the FP8 matmul (linear_w4.cu, svdq_fold_exp), as hi + lo E4M3
+       pairs that must keep it near BF16's precision — a single E4M3 per factor would reach ~2.5e-3 here */
+    {"svdq_int4_branch", b_svdq_int4_branch, 128, 8e-2, 8e-2, false, 1e-3},
     {"awq_w4a16", b_awq, 64, 1e-10, 3e-5, false, 0},
 };
 
@@ -1223,11 +1228,13 @@ static void run_gated_add(qd_backend *be) {
 
 /* linear_fused: y = r + gate·([x_0 | … ]·Wᵀ + b) against the f64 product of the dequantized weight; the error is measured
  * against the linear's gated contribution (the residual would hide it), bound: the scheme's linear bound plus y's one
- * rounding at y's magnitude. The CUDA backend fuses dense BF16, per-channel / static FP8 and the W4A8 schemes without
- * a low-rank branch (parts read in place, the gate and residual in the matmul's epilogue) and composes the rest
- * (fp8_block, SVDQuant), the CPU backend composes everything. */
+ * rounding at y's magnitude. The CUDA backend fuses per-channel / static FP8 and the W4A8 schemes, SVDQuant with its
+ * branch folded into the matmul where the parts' widths are multiples of 8 (parts read in place, the gate and residual
+ * in the matmul's epilogue), and composes the rest (dense BF16, fp8_block, SVDQuant with QDIT_CUDA_SVDQ_LR16); the CPU
+ * backend composes everything. */
 static void run_linear_fused(qd_backend *be) {
-    static const char *const schemes[] = {"dense_bf16", "dense_f32", "fp8_channel", "fp8_tensor_static", "fp8_block", "nvfp4", "mxfp4", "svdq_int4"};
+    static const char *const schemes[] = {"dense_bf16", "dense_f32", "fp8_channel", "fp8_tensor_static", "fp8_block",
+                                          "nvfp4",      "mxfp4",     "svdq_int4",   "svdq_int4_branch"};
     struct {
         int64_t b, l, k, n;
         int parts; /* the input split into this many column ranges */

@@ -49,6 +49,9 @@ for t in "$@"; do
     w4_noahead) # the 4-bit steps with every expansion right before its matmul, for the side-by-side comparison with w4
            for q in ${W4_QUANTS:-nvfp4}; do
              QDIT_CUDA_NO_AHEAD=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_noahead.log"; done ;;
+    w4_lr16) # SVDQuant's step with its low-rank branch as a separate 16-bit matmul (not folded into the FP8 matmul),
+             # for the side-by-side comparison with w4
+           QDIT_CUDA_SVDQ_LR16=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant svdq-int4 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_svdq-int4_lr16.log" ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
@@ -93,9 +96,19 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_cores.log" | tail -1
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1
                QDIT_CUDA_W4_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter M=7 2>&1 | tee "$OUT/ops_w4_no_gemv.log" | tail -1
+               for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF; do
+                 echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | tail -1)"; done
                # the few-row cases (their names say ±bias) through cuBLASLt instead of the dense / FP8 GEMV kernels
                QDIT_CUDA_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter bias 2>&1 | tee "$OUT/ops_no_gemv.log" | tail -1
                QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
+    svdq) # SVDQuant's op cases on the GPU, with each of its switches (failures printed)
+          .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | grep -Ev "^(ok  |skip)"
+          for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_FP8_UNFUSED QDIT_CUDA_LINEAR_UNFUSED; do
+            echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | grep -Ev '^(ok  |skip)')"; done ;;
+    ncu) # one scheme's linear (NCU_SCHEMES: svdq, nvfp4, fp8) kernel by kernel at every FLUX shape: Nsight Compute's
+         # duration per launch, CSV (tools/device/ncu_table.py makes the table)
+         for sc in ${NCU_SCHEMES:-svdq fp8}; do BENCH_ONLY=$sc ncu --csv --metrics gpu__time_duration.sum .devrun/bin/bench_cuda_ops \
+           > "$OUT/ncu_$sc.csv" 2> "$OUT/ncu_$sc.err"; python3 tools/device/ncu_table.py "$OUT/ncu_$sc.csv" | tee "$OUT/ncu_$sc.md"; done ;;
     lab) # the kernel lab (bench/kernels/fp8_gemm_lab): every variant on each shape, checked against float64 and
          # cuBLASLt and timed, one markdown table per shape (FLUX.1's linears at 1024²: MLP up and down, attention
          # out, the single blocks' fused input and output). Each shape under a timeout: a variant that deadlocks

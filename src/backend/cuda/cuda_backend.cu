@@ -370,6 +370,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
     c->expand_ref = getenv("QDIT_CUDA_EXPAND_REF") != NULL;
+    c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -43,6 +43,7 @@ typedef struct {
     void *ahead;     /* ahead.cu's side stream and the copies made ahead (NULL until linears_ahead first runs) */
     bool no_ahead;   /* QDIT_CUDA_NO_AHEAD: linears_ahead does nothing (every expansion right before its matmul) */
     bool expand_ref; /* QDIT_CUDA_EXPAND_REF: the 4-bit weight expansion by its reference kernel (linear_w4.cu) */
+    bool svdq_lr_lt; /* QDIT_CUDA_SVDQ_LR_LT: SVDQuant's low-rank input x·Dᵀ through cuBLASLt instead of lr_down_kernel */
 } qd_cuda;
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
@@ -135,6 +136,13 @@ __device__ __forceinline__ void qd_ld8(const void *p, int dt, int64_t i, float *
 #pragma unroll
         for (int j = 0; j < 8; j++) o[j] = qd_ld(p, dt, i + j);
     }
+}
+
+/* v[0..7] *= m[i..i+7] for a 16-byte aligned f32 vector (i % 4 == 0): two 16-byte loads, so that a warp's 32 threads
+   read 1 KB in eight 128-byte pieces instead of touching each piece eight times with 4-byte loads */
+__device__ __forceinline__ void qd_mul8(float *v, const float *m, int64_t i) {
+    const float4 a = *(const float4 *)(m + i), b = *(const float4 *)(m + i + 4);
+    v[0] *= a.x, v[1] *= a.y, v[2] *= a.z, v[3] *= a.w, v[4] *= b.x, v[5] *= b.y, v[6] *= b.z, v[7] *= b.w;
 }
 
 /* 8 floats as 8 BF16 values in one 16-byte word (round to nearest even) */

@@ -88,7 +88,7 @@ qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer)
 #define LINEAR_PTRS(d)                                                                                                          \
     (void **)&(d)->w, (void **)&(d)->bias, (void **)&(d)->bias16, (void **)&(d)->wscale, (void **)&(d)->wscale_vec,                \
         (void **)&(d)->wblock, (void **)&(d)->dual, (void **)&(d)->row_exp, (void **)&(d)->smooth, (void **)&(d)->lora_down,        \
-        (void **)&(d)->lora_up, (void **)&(d)->awq_zeros, (void **)&(d)->int_scale,                                                \
+        (void **)&(d)->lora_up, (void **)&(d)->lora_up8, (void **)&(d)->awq_zeros, (void **)&(d)->int_scale,                                                \
         (void **)&(d)->int_zero, (void **)&(d)->int_qbias
 
 /* while a scheme's prepare fills the arena, the pointer fields hold offsets into it (QD_ARENA_PTR); absent
@@ -231,7 +231,7 @@ static cudaDataType_t lt_type(qd_dtype t) {
  * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
  * linears of a dozen shapes). Pointers (bias, scales) are set per call. `none`: no algorithm exists. */
 typedef struct {
-    int64_t m, n, k;
+    int64_t m, n, k, lda;
     cudaDataType_t at, bt, dt, bias_type;
     bool bias, a_scale, b_scale, gelu, accumulate, fast_accum, none;
     int a_mode, b_mode;
@@ -273,7 +273,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
             p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
-            p->fast_accum == key->fast_accum &&
+            p->fast_accum == key->fast_accum && p->lda == key->lda &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -319,7 +319,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const int8_t on = 1;
         st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof on);
     }
-    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->lda ? p->lda : p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->n);
     if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
@@ -350,6 +350,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     key.a_mode = key.a_scale ? x->a_mode : 0, key.b_mode = key.b_scale ? x->b_mode : 0;
     key.gelu = x && x->gelu;
     key.accumulate = x && x->accumulate;
+    key.lda = x && x->lda != k ? x->lda : 0;
     /* FP8 with per-tensor / per-channel / per-token scales: the tensor cores' own FP8 accumulation, as SGLang's FP8
        GEMMs on Hopper run it (sgl-kernel's fp8_scaled_mm dispatches CUTLASS's FP8FastAccum schedules on SM90), 6-13%
        faster than cuBLASLt's default, which promotes the partial sums to f32 (kernel lab, 2026-11-30). Block-scaled
@@ -448,13 +449,13 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false};
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0};
         qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false};
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0};
             s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
@@ -669,7 +670,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (!s && mp != m) s = qd_cuda_scratch(c, qd_tensor_bytes(y) / (size_t)m * (size_t)mp, &yp);
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0};
         if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
@@ -702,7 +703,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -775,12 +776,16 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
 
 /* ------------------------------------------------------------------------------------------ linear_fused ---- */
 
-/* The parts of a column-concatenated input (linear_fused): row r of part j is xs[j] + r·k[j]. */
-typedef struct {
-    const void *x[QD_FUSED_INPUTS];
-    int64_t k[QD_FUSED_INPUTS];
-    int n, xt;
-} fused_parts;
+/* The parts of a column-concatenated input (linear_fused): row r of part j is xs[j] + r·k[j] (fused_parts,
+   linear_internal.cuh). */
+
+/* a value of the folded low-rank tail (the sum of its partial sums, in order), rounded through its 16-bit type, times
+   its multiplier */
+__device__ __forceinline__ float tail_value(const fused_parts &p, int64_t row, int64_t i) {
+    float v = 0.0f;
+    for (int sp = 0; sp < p.tail_splits; sp++) v += p.tail[(sp * p.tail_rows + row) * p.tail_k + i];
+    return (p.tail_round == QD_DTYPE_BF16 ? __bfloat162float(__float2bfloat16(v)) : __half2float(__float2half(v))) * p.tail_mult;
+}
 
 /* FP8 activation codes of the concatenated row, as the layer's own quantization makes them from the concatenation
  * (one per-token scale over the whole row, or the static `fixed` one), read from the parts where they are; one block
@@ -802,8 +807,9 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
                 for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
                     float v[8];
                     qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
+                    if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
 #pragma unroll
-                    for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(W4 && mult ? v[t] * mult[c0 + 8 * i + t] : v[t]));
+                    for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(v[t]));
                 }
             } else {
                 for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
@@ -813,6 +819,8 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
             }
             c0 += p.k[j];
         }
+        if (W4 && p.tail)
+            for (int64_t i = threadIdx.x; i < p.tail_k; i += blockDim.x) amax = fmaxf(amax, fabsf(tail_value(p, row, i)));
         amax = qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
@@ -826,9 +834,10 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
             for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
                 float v[8];
                 qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
+                if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
                 __nv_fp8_e4m3 o[8];
 #pragma unroll
-                for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(W4 ? (mult ? v[t] * mult[c0 + 8 * i + t] : v[t]) * inv : v[t] / s);
+                for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(W4 ? v[t] * inv : v[t] / s);
                 ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
             }
         } else {
@@ -839,6 +848,25 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
         }
         c0 += p.k[j];
     }
+    /* the tail as hi + lo: hi·(u_hi + u_lo) + lo·u_hi carries the branch to ~2^-8 relative, about BF16's 2^-9 */
+    if (W4 && p.tail)
+        for (int64_t i = threadIdx.x; i < p.tail_k; i += blockDim.x) {
+            const float v = tail_value(p, row, i) * inv;
+            const __nv_fp8_e4m3 hi(v);
+            const __nv_fp8_e4m3 lo(v - (float)hi);
+            qr[c0 + i] = hi, qr[c0 + p.tail_k + i] = hi, qr[c0 + 2 * p.tail_k + i] = lo;
+            if (p.tail_terms == 4) qr[c0 + 3 * p.tail_k + i] = lo;
+        }
+}
+
+qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t kq, const float *mult, int64_t per, int64_t stride,
+                                 __nv_fp8_e4m3 *q, float *sx) {
+    bool vec = p->xt == QD_DTYPE_BF16;
+    for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
+    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, 128, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, q, sx);
+    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, q, sx);
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "w4a8 activation quantization");
 }
 
 /* batch bi's per-channel vectors: gs[c] = g[bi, c] (1 without a gate) · (scale ? scale[c] : 1), and the bias the
@@ -874,37 +902,42 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
                         (!gate || (qd_tensor_elements(gate) == B * N && y->shape[0] == B && rows % B == 0));
     const bool fp8 = out_ok && l->scheme == QD_SCHEME_FP8 && !d->block && (l->act == QD_ACT_DYNAMIC_TOKEN || l->act == QD_ACT_STATIC_TENSOR) &&
                      d->kp == K && d->np == N && !c->fp8_unfused;
-    const bool w4 = out_ok && !fp8 && qd_cuda_w4_fusable(l, d, rows, c);
+    bool w4 = out_ok && !fp8 && qd_cuda_w4_fusable(l, d, rows, c);
+    for (int j = 0; w4 && d->lr_fold && j < n; j++) w4 = xs[j]->shape[xs[j]->rank - 1] % 8 == 0; /* D's column slices 16-byte aligned */
     if ((!fp8 && !w4) || c->linear_unfused) return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
+    const int64_t KQ = w4 ? K + d->lr_fold : K; /* SVDQuant folded: the low-rank columns after K */
     if (r && r->data != y->data) {
         const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused residual");
     }
     const int64_t per = rows / B;                /* rows of one batch element (one gate row) */
     const int64_t stride = (per + 63) / 64 * 64; /* its row scales start 256-byte aligned, as cuBLASLt wants */
-    float *gs = NULL, *gb = NULL, *sx = NULL;
+    float *gs = NULL, *gb = NULL, *sx = NULL, *lr = NULL;
     __nv_fp8_e4m3 *q = NULL;
     void *w8 = NULL; /* W4A8: the weights expanded to E4M3 */
     const void *bias = d->bias16; /* cuBLASLt's FP8 epilogue into BF16 takes a BF16 bias */
     s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
     if (!s && gate && bias) s = qd_cuda_scratch(c, 2 * (size_t)N, (void **)&gb);
     if (!s && w4) s = qd_cuda_w4_expand(c, l, d, &w8);
-    if (!s) s = qd_cuda_scratch(c, (size_t)(rows * K), (void **)&q);
+    if (!s) s = qd_cuda_scratch(c, (size_t)(rows * KQ), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
-    if (!s) {
-        fused_parts p = {};
-        bool vec = xt == QD_DTYPE_BF16;
-        for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
-        p.n = n, p.xt = xt;
-        const float fixed = fp8 && l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f; /* W4A8: per token */
-        const float *mult = w4 ? d->smooth : NULL;
-        if (vec && w4) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
-        else if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
-        else if (w4) fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
-        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, mult, per, stride, q, sx);
+    fused_parts p = {};
+    bool vec = xt == QD_DTYPE_BF16;
+    for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
+    p.n = n, p.xt = xt;
+    if (!s && w4 && d->lr_fold) { /* the low-rank branch's input, x·Dᵀ, becomes the activations' last columns */
+        s = qd_cuda_svdq_lr_down(c, l, d, &p, rows);
+        lr = (float *)p.tail;
+    }
+    if (!s && w4) s = qd_cuda_w4_quant_parts(c, &p, rows, KQ, d->smooth, per, stride, q, sx);
+    else if (!s) {
+        const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
+        if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, NULL, per, stride, q, sx);
+        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, q, sx);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
     }
+    qd_cuda_scratch_free(c, lr);
     for (int64_t bi = 0; !s && bi < B; bi++) {
         fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
                                                                              gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
@@ -912,8 +945,8 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
         char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
         const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             CUDA_R_16BF, false, r != NULL};
-        if (!s) s = qd_cuda_lt_matmul(c, name, per, N, K, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * K, CUDA_R_8F_E4M3, yb, CUDA_R_16BF,
+                             CUDA_R_16BF, false, r != NULL, 0};
+        if (!s) s = qd_cuda_lt_matmul(c, name, per, N, KQ, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * KQ, CUDA_R_8F_E4M3, yb, CUDA_R_16BF,
                                       gate && bias ? (const void *)gb : bias, &ex);
         /* cuBLASLt has no such algorithm: nothing was written yet (the first matmul is where its plan is made), y holds
            r — the composition from there */

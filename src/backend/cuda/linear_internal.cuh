@@ -36,9 +36,15 @@ typedef struct {
     int *row_exp;      /* per output row: the power of two the expanded E4M3 row is stored under */
     float *smooth;     /* activation multiplier [K] (NVFP4 pre_quant_scale, MXFP4 mul_scale, 1/SVDQ smooth) */
     float act_shift;   /* SVDQ int4 unsigned activations: added before smoothing */
-    void *lora_down, *lora_up; /* SVDQ low-rank factors, in the model dtype ([R, K], [N, R]) */
+    void *lora_down, *lora_up; /* SVDQ low-rank factors, in the model dtype ([R, K], [N, R]); lora_up NULL when folded */
     qd_dtype lora_t;
     int64_t rank;
+    /* SVDQ with its low-rank branch folded into the FP8 matmul along K (linear_w4.cu, svdq_fold_exp): lr_fold = 3R
+       more columns (else 0), kp = K + 3R. lora_up8: E4M3 [Np, 3R], each row [hi(u) | lo(u) | hi(u)] of
+       u = U·2^t / wscale_vec[n]; the activations' tail [hi(v) | hi(v) | lo(v)] of v = (x·Dᵀ)·lr_mult / sx, lr_mult = 2^−t */
+    void *lora_up8;
+    int64_t lr_fold;
+    float lr_mult;
     void *awq_zeros;   /* AWQ: zeros [N, K/64] in wblock's dtype */
 
     /* int8 / int4 (linear_int8.cu): codes in w (I8 [Np, Kp]), the float bias (dynamic) in bias */
@@ -89,6 +95,7 @@ typedef struct {
     cudaDataType_t bias_type;
     bool gelu;
     bool accumulate;
+    int64_t lda; /* A's leading dimension when it is a slice of wider rows (0: K, packed) */
 } lt_extra;
 
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no
@@ -119,6 +126,32 @@ qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear
 /* Few rows (M ≤ GEMV_ROWS: modulation and time-embedding linears, CFG pairs) go to kernels that read the weight
  * once instead of matmuls built for many rows: linear_gemv.cu (dense, FP8) and linear_w4.cu (4-bit, MX). */
 #define GEMV_ROWS 8
+
+/* The activation rows an FP8 matmul reads, made from up to QD_FUSED_INPUTS parts laid side by side (linear_fused's
+ * inputs) and, for SVDQuant with its low-rank branch folded (lr_fold), a tail: x·Dᵀ as f32 [rows, tail_k], each
+ * value rounded to tail_round (the factors' 16-bit type, as Nunchaku rounds the branch's intermediate), times
+ * tail_mult, and written as three columns [hi | hi | lo] (cuda_linear.lora_up8). */
+typedef struct {
+    const void *x[QD_FUSED_INPUTS];
+    int64_t k[QD_FUSED_INPUTS];
+    int n, xt;
+    const float *tail; /* [tail_splits][tail_rows][tail_k] partial sums */
+    int64_t tail_k, tail_rows;
+    int tail_splits;
+    int tail_terms; /* 3: [hi | hi | lo], 4: [hi | hi | lo | lo] */
+    int tail_round;
+    float tail_mult;
+} fused_parts;
+
+/* E4M3 codes of the W4A8 schemes' activations: per row, s = max(amax(v·mult)/448, floor), q = e4m3(v·mult/s) over
+ * the concatenated parts (mult: K entries, or NULL) and the tail (its values' amax counted alike), kq columns in all,
+ * the row scales at sx[row / per · stride + row % per] (one 256-byte aligned run per batch element) */
+qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t kq, const float *mult, int64_t per, int64_t stride,
+                                 __nv_fp8_e4m3 *q, float *sx);
+
+/* SVDQuant folded: x·Dᵀ over p's parts (x_j against D's columns c0_j .. c0_j + k_j) as p's tail — f32 partial sums in
+ * scratch the caller frees (p->tail) — with its rounding type and multiplier */
+qd_status qd_cuda_svdq_lr_down(qd_cuda *c, const qd_linear *l, const cuda_linear *d, fused_parts *p, int64_t rows);
 
 /* 16 bytes of a weight row, read once: not kept in L1 (the GEMV kernels' weight loads, so that the activations,
    which every block reads, stay there) */

@@ -38,6 +38,7 @@ extern "C" {
 #include "core/codec.h"
 }
 #include "backend/cuda/linear_internal.cuh"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/w4_codes.h"
 
 bool qd_cuda_w4_covers(const qd_linear *l) {
@@ -84,6 +85,34 @@ static float block_scale_host(qd_dtype t, const uint8_t *p, int64_t i) {
     }
 }
 
+/* SVDQuant's low-rank branch folded into the FP8 matmul along K: with u = U·2^t / vec[n] and v = (x·Dᵀ)·2^−t / sx[m],
+ *   y = [q | hi(v) hi(v) lo(v)]·[w8 | hi(u) lo(u) hi(u)]ᵀ·sx[m]·vec[n],   hi(a) = e4m3(a), lo(a) = e4m3(a − hi(a)),
+ * and hi(v)·(hi(u) + lo(u)) + lo(v)·hi(u) = v·u to ~2^−8 relative (lo·lo is left out), about the BF16 rounding of the
+ * branch's intermediate that Nunchaku itself makes. The branch costs 3R more columns of K (3% at K = 3072) instead of
+ * a second matmul that writes y and an FP8 matmul that reads it back; the gate, bias and residual of linear_fused then
+ * apply to it as to the rest. t puts the largest |U/vec| at 448; the per-token scale sx covers v's values as well as
+ * x's (E4M3 keeps its 3 mantissa bits under any power-of-two scale). Returns t, or INT32_MIN where the branch stays a
+ * 16-bit side matmul: QDIT_CUDA_SVDQ_LR16=1, R or K not a multiple of 32, a row with a nonzero U but no finite
+ * channel scale. */
+static int svdq_fold_exp(const qd_linear *l, const float *vec, int64_t rank) {
+    const int64_t n = l->out_features, k = l->in_features;
+    if (getenv("QDIT_CUDA_SVDQ_LR16") || rank % 32 || k % 32) return INT32_MIN;
+    float ratio = 0.0f;
+    for (int64_t r = 0; r < n; r++) {
+        float umax = 0.0f;
+        for (int64_t j = 0; j < rank; j++) umax = fmaxf(umax, fabsf(qd_view_get(&l->lora_up, r, j)));
+        if (!isfinite(umax)) return INT32_MIN;
+        if (umax == 0.0f) continue;
+        const float v = fabsf(vec[r]);
+        if (!(v > 0.0f) || !isfinite(v) || !isfinite(umax / v)) return INT32_MIN;
+        ratio = fmaxf(ratio, umax / v);
+    }
+    if (ratio == 0.0f) return 0;
+    int t = (int)floorf(log2f(448.0f / ratio));
+    while (t > -120 && ratio * ldexpf(1.0f, t) > 448.0f) t--; /* log2f may round */
+    return t < -120 ? -120 : t > 120 ? 120 : t;
+}
+
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
     const char *name = l->name ? l->name : "linear";
     const int64_t n = l->out_features, k = l->in_features;
@@ -117,29 +146,14 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
     d->rank = rank;
     d->lora_t = rank ? l->lora_down.dtype : QD_DTYPE_BF16;
     const int64_t np = d->np, kg = k / g;
-    const size_t wbytes = kind == CODE_E4M3 ? (size_t)(n * k) : (size_t)(n * k / 2);
-    const size_t sbytes = (size_t)(n * kg) * (size_t)(qd_dtype_bits(st) / 8);
-    size_t o_w = qd_cuda_arena_add(a, l->weight.data, wbytes), o_s = qd_cuda_arena_add(a, l->scale.data, sbytes);
-    size_t o_e = qd_cuda_arena_add(a, NULL, sizeof(int) * (size_t)np), o_v = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
-    size_t o_b = SIZE_MAX, o_b16 = SIZE_MAX, o_d = SIZE_MAX, o_sm = SIZE_MAX, o_ld = SIZE_MAX, o_lu = SIZE_MAX, o_z = SIZE_MAX;
-    if (dual) o_d = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(n * (k / 512)));
-    if (l->smooth.data) o_sm = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)k);
-    if (rank) {
-        o_ld = qd_cuda_arena_add(a, l->lora_down.data, 2 * (size_t)(rank * k));
-        o_lu = qd_cuda_arena_add(a, l->lora_up.data, 2 * (size_t)(n * rank));
-    }
-    if (l->scheme == QD_SCHEME_AWQ_W4A16) o_z = qd_cuda_arena_add(a, l->zeros.data, sbytes);
-    bool has_bias = l->bias.data != NULL || (l->scheme == QD_SCHEME_SVDQ_INT4 && l->act_unsigned);
-    if (has_bias) o_b = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np), o_b16 = qd_cuda_arena_add(a, NULL, 2 * (size_t)np);
-    if (o_w == SIZE_MAX || o_s == SIZE_MAX || o_e == SIZE_MAX || o_v == SIZE_MAX || (dual && o_d == SIZE_MAX) || (l->smooth.data && o_sm == SIZE_MAX) ||
-        (rank && (o_ld == SIZE_MAX || o_lu == SIZE_MAX)) || (l->scheme == QD_SCHEME_AWQ_W4A16 && o_z == SIZE_MAX) ||
-        (has_bias && (o_b == SIZE_MAX || o_b16 == SIZE_MAX)))
-        return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its staging copy", name);
     /* per row: the channel factor and the power of two that keeps the expanded row within E4M3's ±448 */
     const float code_max = kind == CODE_E4M3 ? 448.0f : kind == CODE_INT4 ? 8.0f : kind == CODE_UINT4 ? 15.0f : 6.0f;
-    int *re = (int *)qd_cuda_arena_at(a, o_e);
-    float *vec = (float *)qd_cuda_arena_at(a, o_v);
-    float *dl = dual ? (float *)qd_cuda_arena_at(a, o_d) : NULL;
+    int *re = (int *)calloc((size_t)np, sizeof(int));
+    float *vec = (float *)calloc((size_t)np, sizeof(float));
+    if (!re || !vec) {
+        free(re), free(vec);
+        return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its row scales", name);
+    }
     const uint8_t *sp = (const uint8_t *)l->scale.data;
     for (int64_t r = 0; r < n; r++) {
         float smax = 0.0f;
@@ -159,6 +173,49 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
         if (svdq) ch = l->alpha * (l->scale2.data ? qd_view_get(&l->scale2, r, 0) : 1.0f);
         vec[r] = ch * ldexpf(1.0f, e);
     }
+    const int t = rank ? svdq_fold_exp(l, vec, rank) : INT32_MIN;
+    /* 4 terms (lo·lo too) where that keeps K a multiple of 128, cuBLASLt's FP8 K tile; QDIT_CUDA_SVDQ_TERMS overrides */
+    const char *terms_env = getenv("QDIT_CUDA_SVDQ_TERMS");
+    const int terms = terms_env ? (atoi(terms_env) == 4 ? 4 : 3) : (k + 4 * rank) % 128 == 0 ? 4 : 3;
+    d->lr_fold = t != INT32_MIN ? terms * rank : 0;
+    d->lr_mult = d->lr_fold ? ldexpf(1.0f, -t) : 0.0f;
+    d->kp = k + d->lr_fold;
+    const size_t wbytes = kind == CODE_E4M3 ? (size_t)(n * k) : (size_t)(n * k / 2);
+    const size_t sbytes = (size_t)(n * kg) * (size_t)(qd_dtype_bits(st) / 8);
+    size_t o_w = qd_cuda_arena_add(a, l->weight.data, wbytes), o_s = qd_cuda_arena_add(a, l->scale.data, sbytes);
+    size_t o_e = qd_cuda_arena_add(a, NULL, sizeof(int) * (size_t)np), o_v = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
+    size_t o_b = SIZE_MAX, o_b16 = SIZE_MAX, o_d = SIZE_MAX, o_sm = SIZE_MAX, o_ld = SIZE_MAX, o_lu = SIZE_MAX, o_z = SIZE_MAX;
+    if (dual) o_d = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(n * (k / 512)));
+    if (l->smooth.data) o_sm = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)k);
+    if (rank) {
+        o_ld = qd_cuda_arena_add(a, l->lora_down.data, 2 * (size_t)(rank * k));
+        o_lu = qd_cuda_arena_add(a, NULL, d->lr_fold ? (size_t)(np * d->lr_fold) : 2 * (size_t)(n * rank)); /* E4M3 [Np, 3R] or as stored */
+    }
+    if (l->scheme == QD_SCHEME_AWQ_W4A16) o_z = qd_cuda_arena_add(a, l->zeros.data, sbytes);
+    bool has_bias = l->bias.data != NULL || (l->scheme == QD_SCHEME_SVDQ_INT4 && l->act_unsigned);
+    if (has_bias) o_b = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np), o_b16 = qd_cuda_arena_add(a, NULL, 2 * (size_t)np);
+    if (o_w == SIZE_MAX || o_s == SIZE_MAX || o_e == SIZE_MAX || o_v == SIZE_MAX || (dual && o_d == SIZE_MAX) || (l->smooth.data && o_sm == SIZE_MAX) ||
+        (rank && (o_ld == SIZE_MAX || o_lu == SIZE_MAX)) || (l->scheme == QD_SCHEME_AWQ_W4A16 && o_z == SIZE_MAX) ||
+        (has_bias && (o_b == SIZE_MAX || o_b16 == SIZE_MAX))) {
+        free(re), free(vec);
+        return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate its staging copy", name);
+    }
+    memcpy(qd_cuda_arena_at(a, o_e), re, sizeof(int) * (size_t)np);
+    memcpy(qd_cuda_arena_at(a, o_v), vec, sizeof(float) * (size_t)np);
+    if (rank && d->lr_fold) {
+        uint8_t *u8 = (uint8_t *)qd_cuda_arena_at(a, o_lu);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < rank; j++) {
+                const float u = qd_view_get(&l->lora_up, r, j), v = u == 0.0f ? 0.0f : u * ldexpf(1.0f, t) / vec[r];
+                const uint8_t hi = qd_f32_to_e4m3(v), lo = qd_f32_to_e4m3(v - qd_e4m3_to_f32(hi));
+                uint8_t *row = u8 + r * d->lr_fold;
+                row[j] = hi, row[rank + j] = lo, row[2 * rank + j] = hi;
+                if (d->lr_fold == 4 * rank) row[3 * rank + j] = lo;
+            }
+    } else if (rank)
+        memcpy(qd_cuda_arena_at(a, o_lu), l->lora_up.data, 2 * (size_t)(n * rank));
+    free(re), free(vec);
+    float *dl = dual ? (float *)qd_cuda_arena_at(a, o_d) : NULL;
     if (dual)
         for (int64_t r = 0; r < n; r++)
             for (int64_t j = 0; j < k / 512; j++) dl[r * (k / 512) + j] = qd_view_get(&l->scale2, r, j);
@@ -176,7 +233,9 @@ qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a) {
         for (int64_t i = 0; i < np; i++) b16[i] = qd_f32_to_bf16(hb[i]);
     }
     d->w = QD_ARENA_PTR(o_w), d->wblock = QD_ARENA_PTR(o_s), d->row_exp = (int *)QD_ARENA_PTR(o_e), d->wscale_vec = (float *)QD_ARENA_PTR(o_v);
-    d->dual = (float *)QD_ARENA_PTR(o_d), d->smooth = (float *)QD_ARENA_PTR(o_sm), d->lora_down = QD_ARENA_PTR(o_ld), d->lora_up = QD_ARENA_PTR(o_lu);
+    d->dual = (float *)QD_ARENA_PTR(o_d), d->smooth = (float *)QD_ARENA_PTR(o_sm), d->lora_down = QD_ARENA_PTR(o_ld);
+    if (d->lr_fold) d->lora_up8 = QD_ARENA_PTR(o_lu);
+    else d->lora_up = QD_ARENA_PTR(o_lu);
     d->awq_zeros = QD_ARENA_PTR(o_z), d->bias = (float *)QD_ARENA_PTR(o_b), d->bias16 = QD_ARENA_PTR(o_b16);
     d->wt = kind == CODE_E4M3 ? QD_DTYPE_F8_E4M3 : QD_DTYPE_U8;
     return QD_OK;
@@ -247,7 +306,8 @@ __device__ __forceinline__ void decode16(const uint8_t *w, int64_t r, int64_t k,
  * 16-byte store. Grid: x over the row's 16-weight chunks, y over the Np rows; rows n ≥ N are written as zeros.
  * The group size is a power of two (LG = log2): no integer division in the index math. */
 template <int KIND, int LG>
-__global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const int *row_exp, int64_t n, int64_t k, uint4 *out) {
+__global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, const float *dual, const int *row_exp, int64_t n, int64_t k, int64_t ld16,
+                                   uint4 *out) {
     const int64_t chunk = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = blockIdx.y, c0 = chunk * 16;
     if (c0 >= k) return;
     uint4 o = make_uint4(0, 0, 0, 0);
@@ -265,7 +325,13 @@ __global__ void expand_e4m3_kernel(const uint8_t *w, const void *bs, int bst, co
         }
         o = make_uint4(ow[0], ow[1], ow[2], ow[3]);
     }
-    out[r * (k >> 4) + chunk] = o;
+    out[r * ld16 + chunk] = o;
+}
+
+/* the reference expansion's tail: row r's R bytes of E4M3 after its K codes (rows of ld16 16-byte pieces) */
+__global__ void expand_tail_kernel(const uint4 *tail, int64_t np, int64_t t16, int64_t k16, int64_t ld16, uint4 *out) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < np * t16; i += (int64_t)gridDim.x * blockDim.x)
+        out[(i / t16) * ld16 + k16 + i % t16] = tail[i];
 }
 
 /* The same expansion for the 4-bit codes (E2M1, int4) with K % 32 == 0, built for bandwidth: each thread streams
@@ -307,24 +373,33 @@ __device__ __forceinline__ uint4 ld_stream16(const void *p) {
 #define EXPAND_THREADS 256
 #define EXPAND_UNROLL 2
 
+/* Output chunk i (32 bytes) of an expanded row of K + 32·tpr bytes: row r = i / (cpr + tpr), the row's chunk cc.
+ * Chunks cc < cpr expand 32 codes of the stored row (16 bytes at w + r·cpr + cc); the tpr chunks after them copy the
+ * row's tail (SVDQuant's folded E4M3 up factor, [Np, 32·tpr]). */
 template <int KIND, int LG>
 __global__ void __launch_bounds__(EXPAND_THREADS) expand_lut_kernel(const uint4 *w, const void *bs, int bst, const float *dual, const int *row_exp,
-                                                                  uint32_t n, uint32_t cpr, uint32_t total, int64_t k, uint4 *out) {
-    const uint32_t first = blockIdx.x * (EXPAND_THREADS * EXPAND_UNROLL) + threadIdx.x;
+                                                                  uint32_t n, uint32_t cpr, uint32_t tpr, const uint4 *tail, uint32_t total,
+                                                                  int64_t k, uint4 *out) {
+    const uint32_t first = blockIdx.x * (EXPAND_THREADS * EXPAND_UNROLL) + threadIdx.x, opr = cpr + tpr;
     uint4 u[EXPAND_UNROLL];
 #pragma unroll
     for (int j = 0; j < EXPAND_UNROLL; j++) {
-        const uint32_t i = first + j * EXPAND_THREADS, r = i / cpr;
-        u[j] = i < total && r < n ? ld_stream16(w + i) : make_uint4(0, 0, 0, 0); /* rows are K/32 chunks: row r's at r·cpr */
+        const uint32_t i = first + j * EXPAND_THREADS, r = i / opr, cc = i - r * opr;
+        u[j] = i < total && r < n && cc < cpr ? ld_stream16(w + r * cpr + cc) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int j = 0; j < EXPAND_UNROLL; j++) {
         const uint32_t i = first + j * EXPAND_THREADS;
         if (i >= total) break;
-        const uint32_t r = i / cpr;
+        const uint32_t r = i / opr, cc = i - r * opr;
+        if (cc >= cpr) {
+            const uint32_t t = r * tpr + (cc - cpr);
+            out[2 * (int64_t)i] = tail[2 * t], out[2 * (int64_t)i + 1] = tail[2 * t + 1];
+            continue;
+        }
         uint4 o0 = make_uint4(0, 0, 0, 0), o1 = o0;
         if (r < n) {
-            const int64_t c0 = (int64_t)(i - r * cpr) * 32;
+            const int64_t c0 = (int64_t)cc * 32;
             float rs = __int_as_float((127 - row_exp[r]) << 23);
             if (dual) rs *= dual[r * (k >> 9) + (c0 >> 9)];
             const uint32_t wd[4] = {u[j].x, u[j].y, u[j].z, u[j].w};
@@ -349,12 +424,16 @@ template <int KIND>
 static void expand_e4m3(cudaStream_t st, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
     const dim3 grid((unsigned)((k / 16 + 127) / 128), (unsigned)d->np);
     const uint8_t *w = (const uint8_t *)d->w;
+    const int64_t ld16 = d->kp / 16; /* K + the folded tail */
     switch (d->group) {
-    case 16: expand_e4m3_kernel<KIND, 4><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    case 32: expand_e4m3_kernel<KIND, 5><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    case 64: expand_e4m3_kernel<KIND, 6><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
-    default: expand_e4m3_kernel<KIND, 7><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, out); break;
+    case 16: expand_e4m3_kernel<KIND, 4><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, ld16, out); break;
+    case 32: expand_e4m3_kernel<KIND, 5><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, ld16, out); break;
+    case 64: expand_e4m3_kernel<KIND, 6><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, ld16, out); break;
+    default: expand_e4m3_kernel<KIND, 7><<<grid, 128, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, n, k, ld16, out); break;
     }
+    if (d->lr_fold)
+        expand_tail_kernel<<<qd_cuda_blocks(d->np * (d->lr_fold / 16), 256), 256, 0, st>>>((const uint4 *)d->lora_up8, d->np, d->lr_fold / 16, k / 16,
+                                                                                        ld16, out);
 }
 
 /* AWQ: W = q·s + z into the activations' dtype (BF16/F16/F32), 16 weights per thread */
@@ -630,8 +709,9 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
         for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
             float v[8];
             qd_ld8(x, xt, base + i, v);
+            if (mult) qd_mul8(v, mult, i);
 #pragma unroll
-            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(mult ? v[j] * mult[i + j] : v[j]));
+            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
         }
     } else {
         for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
@@ -647,12 +727,13 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
         for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
             float v[8];
             qd_ld8(x, xt, base + i, v);
+            if (mult) qd_mul8(v, mult, i);
             uint32_t ow[2];
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 float t[4];
 #pragma unroll
-                for (int h = 0; h < 4; h++) t[h] = (mult ? v[4 * j + h] * mult[i + 4 * j + h] : v[4 * j + h]) * inv;
+                for (int h = 0; h < 4; h++) t[h] = v[4 * j + h] * inv;
                 const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
                 const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
                 ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
@@ -677,6 +758,16 @@ __global__ void add_f32_kernel(const float *acc, void *y, int yt, int64_t count)
         qd_st(y, yt, i, qd_ld(y, yt, i) + acc[i]);
 }
 
+/* a folded layer's up factor back in its 16-bit type t: U[n][j] = (hi + lo)·vec[n]·2^−t from its row [hi | lo | hi] */
+__global__ void up_from_e4m3_kernel(const uint8_t *u8, const float *vec, float mult, int64_t n, int64_t r, int terms, void *out, int t) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * r; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i / r, j = i % r;
+        __nv_fp8_e4m3 hi, lo;
+        hi.__x = u8[row * terms * r + j], lo.__x = u8[row * terms * r + r + j];
+        qd_st(out, t, i, ((float)hi + (float)lo) * vec[row] * mult);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------------ the op -- */
 
 static cudaDataType_t dtype_lt(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
@@ -695,9 +786,17 @@ static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, cons
     const int64_t n = l->out_features, k = l->in_features, r = d->rank;
     const qd_dtype t = d->lora_t;
     const size_t es = 2;
-    void *xt = x->data, *act = NULL;
+    void *xt = x->data, *act = NULL, *up = d->lora_up;
     float *acc = NULL;
     qd_status s = QD_OK;
+    if (d->lr_fold) { /* folded layers keep U only as E4M3 (few rows come here): the same values in T */
+        s = qd_cuda_scratch(c, es * (size_t)(n * r), &up);
+        if (!s) {
+            up_from_e4m3_kernel<<<qd_cuda_blocks(n * r, 256), 256, 0, c->stream>>>((const uint8_t *)d->lora_up8, d->wscale_vec, d->lr_mult, n, r,
+                                                                             (int)(d->lr_fold / r), up, t);
+            s = launched("svdquant up factor");
+        }
+    }
     if (x->dtype != t) {
         s = qd_cuda_scratch(c, es * (size_t)(m * k), &xt);
         if (!s) {
@@ -711,17 +810,132 @@ static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, cons
     if (!add && !direct) s = s ? s : qd_fail(QD_EINVAL, "layer '%s': the low-rank branch written into a %s output", l->name, qd_dtype_name(y->dtype));
     lt_extra ex = {};
     ex.accumulate = add;
-    if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, d->lora_up, dtype_lt(t), act, dtype_lt(t), y->data, dtype_lt(y->dtype), NULL, &ex);
+    if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, dtype_lt(t), act, dtype_lt(t), y->data, dtype_lt(y->dtype), NULL, &ex);
     if (!s && !direct) {
         s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
-        if (!s) s = qd_cuda_lt_matmul(c, l->name, m, n, r, d->lora_up, dtype_lt(t), act, dtype_lt(t), acc, CUDA_R_32F, NULL, NULL);
+        if (!s) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, dtype_lt(t), act, dtype_lt(t), acc, CUDA_R_32F, NULL, NULL);
         if (!s) {
             add_f32_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, y->data, y->dtype, m * n);
             s = launched("svdquant low-rank add");
         }
     }
     if (xt != x->data) qd_cuda_scratch_free(c, xt);
+    if (up != d->lora_up) qd_cuda_scratch_free(c, up);
     qd_cuda_scratch_free(c, act), qd_cuda_scratch_free(c, acc);
+    return s;
+}
+
+/* SVDQuant's low-rank input for R = 32 from BF16 activations: part[s][m][j] = Σ_{c in slice s} x[m][c]·D[j][c0 + c].
+ * The product is x's one read (x·Dᵀ has 32 columns: a matmul library's tiles leave most SMs idle on it, 0.6–0.8 TB/s
+ * measured; this kernel splits K as well as M). 64 rows per block, 16 per warp; the block's slice of K in chunks of
+ * 64 columns through a 3-stage cp.async ring (rows padded to 72 values so that ldmatrix's 8 rows hit distinct banks);
+ * BF16 mma.sync into f32 accumulators. Grid (ceil(M/64), slices); each slice writes its own partial sums, which the
+ * activation quantization adds in a fixed order (no atomics: a step gives the same bits every time). */
+#define LRD_ROWS 64
+#define LRD_CHUNK 64
+#define LRD_STAGES 3
+#define LRD_LD (LRD_CHUNK + 8)
+
+__global__ void __launch_bounds__(128) lr_down_kernel(const __nv_bfloat16 *x, int64_t m, int64_t kx, const __nv_bfloat16 *dn, int64_t kd, int64_t c0,
+                                                      int chunks, float *part) {
+    __shared__ __align__(16) __nv_bfloat16 xs[LRD_STAGES][LRD_ROWS][LRD_LD];
+    __shared__ __align__(16) __nv_bfloat16 ds[LRD_STAGES][32][LRD_LD];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int64_t r0 = blockIdx.x * (int64_t)LRD_ROWS, k0 = (int64_t)blockIdx.y * chunks * LRD_CHUNK;
+    auto load = [&](int ci, int st) {
+        const int64_t kc = k0 + (int64_t)ci * LRD_CHUNK;
+        for (int i = tid; i < LRD_ROWS * 8; i += 128) {
+            const int r = i / 8, piece = i % 8;
+            const bool ok = r0 + r < m; /* rows past M: zeros */
+            cp_async16(&xs[st][r][piece * 8], x + (ok ? r0 + r : 0) * kx + kc + piece * 8, ok);
+        }
+        for (int i = tid; i < 32 * 8; i += 128) {
+            const int r = i / 8, piece = i % 8;
+            cp_async16(&ds[st][r][piece * 8], dn + r * kd + c0 + kc + piece * 8, true);
+        }
+    };
+    float acc[4][4] = {};
+#pragma unroll
+    for (int st = 0; st < LRD_STAGES - 1; st++) {
+        if (st < chunks) load(st, st);
+        cp_async_commit();
+    }
+    for (int ci = 0; ci < chunks; ci++) {
+        cp_async_wait<LRD_STAGES - 2>(); /* chunk ci has landed */
+        __syncthreads();                  /* and every warp is done with chunk ci − 1, whose stage the prefetch reuses */
+        if (ci + LRD_STAGES - 1 < chunks) load(ci + LRD_STAGES - 1, (ci + LRD_STAGES - 1) % LRD_STAGES);
+        cp_async_commit();
+        const int st = ci % LRD_STAGES;
+#pragma unroll
+        for (int kk = 0; kk < LRD_CHUNK; kk += 16) {
+            uint32_t a[4], b[2][4];
+            ldsm_x4(a, &xs[st][warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)][kk + 8 * (lane / 16)]);
+#pragma unroll
+            for (int h = 0; h < 2; h++) ldsm_x4(b[h], &ds[st][h * 16 + 8 * (lane / 16) + lane % 8][kk + 8 * ((lane / 8) % 2)]);
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) mma_bf16(acc[nt], a, b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
+        }
+    }
+    cp_async_wait<0>();
+    const int g = lane / 4, c = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t row = r0 + warp * 16 + g + 8 * h;
+            if (row < m) *(float2 *)(part + (blockIdx.y * m + row) * 32 + nt * 8 + 2 * c) = make_float2(acc[nt][2 * h], acc[nt][2 * h + 1]);
+        }
+}
+
+/* slices of K for one part: about two blocks per SM over the M blocks, dividing its chunks evenly */
+static int lr_down_slices(const qd_cuda *c, int64_t rows, int64_t k) {
+    const int64_t blocks = (rows + LRD_ROWS - 1) / LRD_ROWS, chunks = k / LRD_CHUNK;
+    int64_t sl = (2 * (int64_t)(c->sm_count > 0 ? c->sm_count : 132) + blocks - 1) / blocks;
+    sl = sl < 1 ? 1 : sl > 16 ? 16 : sl > chunks ? chunks : sl;
+    while (chunks % sl) sl--;
+    return (int)sl;
+}
+
+qd_status qd_cuda_svdq_lr_down(qd_cuda *c, const qd_linear *l, const cuda_linear *d, fused_parts *p, int64_t rows) {
+    const int64_t k = l->in_features, r = d->rank;
+    const qd_dtype t = d->lora_t;
+    bool own = p->xt == QD_DTYPE_BF16 && t == QD_DTYPE_BF16 && r == 32 && qd_cuda_aligned16(d->lora_down) && !c->svdq_lr_lt;
+    int splits = 0;
+    for (int j = 0; j < p->n; j++) {
+        own = own && p->k[j] % LRD_CHUNK == 0 && qd_cuda_aligned16(p->x[j]);
+        splits += own ? lr_down_slices(c, rows, p->k[j]) : 0;
+    }
+    if (!own) splits = 1;
+    float *lr = NULL;
+    qd_status s = qd_cuda_scratch(c, sizeof(float) * (size_t)(splits * rows * r), (void **)&lr);
+    p->tail = lr, p->tail_k = r, p->tail_splits = splits, p->tail_rows = rows, p->tail_round = t, p->tail_mult = d->lr_mult;
+    p->tail_terms = (int)(d->lr_fold / r);
+    int64_t c0 = 0;
+    for (int j = 0, base = 0; !s && own && j < p->n; c0 += p->k[j], j++) {
+        const int sl = lr_down_slices(c, rows, p->k[j]);
+        const dim3 grid((unsigned)((rows + LRD_ROWS - 1) / LRD_ROWS), (unsigned)sl);
+        lr_down_kernel<<<grid, 128, 0, c->stream>>>((const __nv_bfloat16 *)p->x[j], rows, p->k[j], (const __nv_bfloat16 *)d->lora_down, k, c0,
+                                                    (int)(p->k[j] / LRD_CHUNK / sl), lr + (size_t)base * (size_t)(rows * r));
+        s = launched("svdquant low-rank input");
+        base += sl;
+    }
+    /* otherwise cuBLASLt, one f32 sum: each part (in the factors' type) against its columns of D */
+    for (int j = 0; !s && !own && j < p->n; c0 += p->k[j], j++) {
+        const void *xj = p->x[j];
+        void *conv = NULL;
+        if (p->xt != t) {
+            s = qd_cuda_scratch(c, 2 * (size_t)(rows * p->k[j]), &conv);
+            if (!s) {
+                to_dtype_kernel<<<qd_cuda_blocks(rows * p->k[j], 256), 256, 0, c->stream>>>(xj, p->xt, conv, t, rows * p->k[j]);
+                s = launched("svdquant low-rank input");
+            }
+            xj = conv;
+        }
+        lt_extra ex = {};
+        ex.accumulate = j > 0, ex.lda = k; /* part j meets D's columns c0 .. c0 + k_j */
+        if (!s) s = qd_cuda_lt_matmul(c, l->name, rows, r, p->k[j], (const uint8_t *)d->lora_down + 2 * c0, dtype_lt(t), xj, dtype_lt(t), lr, CUDA_R_32F, NULL, &ex);
+        qd_cuda_scratch_free(c, conv);
+    }
     return s;
 }
 
@@ -755,10 +969,11 @@ static qd_status small_m(qd_cuda *c, const qd_linear *l, const cuda_linear *d, c
 }
 
 bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, const qd_cuda *c) {
-    return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && !d->rank && (m > GEMV_ROWS || c->w4_no_gemv) && d->np == l->out_features;
+    return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && (!d->rank || d->lr_fold) && (m > GEMV_ROWS || c->w4_no_gemv) &&
+           d->np == l->out_features;
 }
 
-size_t qd_cuda_w4_expand_bytes(const qd_linear *l, const cuda_linear *d) { return (size_t)(d->np * l->in_features); }
+size_t qd_cuda_w4_expand_bytes(const qd_linear *l, const cuda_linear *d) { return (size_t)(d->np * (l->in_features + d->lr_fold)); }
 
 bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d) {
     return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && d->expanded;
@@ -766,11 +981,14 @@ bool qd_cuda_w4_ahead(const qd_linear *l, const cuda_linear *d) {
 
 /* the 4-bit codes through expand_lut_kernel; false where it does not apply (E4M3 codes, K % 32, sizes past 32 bits) */
 template <int KIND> static bool expand_lut(cudaStream_t st, const cuda_linear *d, int64_t n, int64_t k, uint4 *out) {
-    const int64_t total = d->np * (k / 32);
-    if (k % 32 || total >= (int64_t)1 << 31) return false;
+    const int64_t total = d->np * (d->kp / 32); /* K + the folded tail (both multiples of 32 where it applies) */
+    if (k % 32 || d->kp % 32 || total >= (int64_t)1 << 31) return false;
     const unsigned grid = (unsigned)((total + EXPAND_THREADS * EXPAND_UNROLL - 1) / (EXPAND_THREADS * EXPAND_UNROLL));
     const uint4 *w = (const uint4 *)d->w;
-#define LUT(LG) expand_lut_kernel<KIND, LG><<<grid, EXPAND_THREADS, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, (uint32_t)n, (uint32_t)(k / 32), (uint32_t)total, k, out)
+    const uint32_t tpr = (uint32_t)(d->lr_fold / 32);
+#define LUT(LG)                                                                                                                            \
+    expand_lut_kernel<KIND, LG><<<grid, EXPAND_THREADS, 0, st>>>(w, d->wblock, d->wblock_t, d->dual, d->row_exp, (uint32_t)n, (uint32_t)(k / 32), tpr, \
+                                                               (const uint4 *)d->lora_up8, (uint32_t)total, k, out)
     switch (d->group) {
     case 16: LUT(4); break;
     case 32: LUT(5); break;
@@ -865,6 +1083,18 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     float *sx = NULL;
     void *w8 = NULL;
     qd_status s = qd_cuda_w4_expand(c, l, d, &w8);
+    if (!s && d->lr_fold) { /* the low-rank branch inside the matmul: x·Dᵀ quantized as the activations' last R columns */
+        fused_parts p = {};
+        p.x[0] = x->data, p.k[0] = k, p.n = 1, p.xt = x->dtype;
+        s = qd_cuda_scratch(c, (size_t)(m * d->kp), (void **)&q);
+        if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
+        if (!s) s = qd_cuda_svdq_lr_down(c, l, d, &p, m);
+        if (!s) s = qd_cuda_w4_quant_parts(c, &p, m, d->kp, d->smooth, m, m, q, sx);
+        qd_cuda_scratch_free(c, (void *)p.tail);
+        if (!s) s = qd_cuda_fp8_matmul(c, l, d, w8, q, sx, y, m, gelu, false);
+        qd_cuda_scratch_free(c, w8), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+        return s;
+    }
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
     if (!s) {
