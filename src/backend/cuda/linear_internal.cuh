@@ -39,9 +39,10 @@ typedef struct {
     void *lora_down, *lora_up; /* SVDQ low-rank factors, in the model dtype ([R, K], [N, R]); lora_up NULL when folded */
     qd_dtype lora_t;
     int64_t rank;
-    /* SVDQ with its low-rank branch folded into the FP8 matmul along K (linear_w4.cu, svdq_fold_exp): lr_fold = 3R
-       more columns (else 0), kp = K + 3R. lora_up8: E4M3 [Np, 3R], each row [hi(u) | lo(u) | hi(u)] of
-       u = U·2^t / wscale_vec[n]; the activations' tail [hi(v) | hi(v) | lo(v)] of v = (x·Dᵀ)·lr_mult / sx, lr_mult = 2^−t */
+    /* SVDQ with its low-rank branch folded into the FP8 matmul along K (linear_w4.cu, svdq_fold_exp): lr_fold = TR
+       more columns (T = 4 terms, or 3; else 0), kp = K + TR. lora_up8: E4M3 [Np, TR], each row [hi(u) | lo(u) | hi(u)
+       (| lo(u))] of u = U·2^t / wscale_vec[n]; the activations' tail [hi(v) | hi(v) | lo(v) (| lo(v))] of
+       v = (x·Dᵀ)·lr_mult / sx, lr_mult = 2^−t */
     void *lora_up8;
     int64_t lr_fold;
     float lr_mult;
@@ -130,7 +131,7 @@ qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear
 /* The activation rows an FP8 matmul reads, made from up to QD_FUSED_INPUTS parts laid side by side (linear_fused's
  * inputs) and, for SVDQuant with its low-rank branch folded (lr_fold), a tail: x·Dᵀ as f32 [rows, tail_k], each
  * value rounded to tail_round (the factors' 16-bit type, as Nunchaku rounds the branch's intermediate), times
- * tail_mult, and written as three columns [hi | hi | lo] (cuda_linear.lora_up8). */
+ * tail_mult, and written as tail_terms columns [hi | hi | lo (| lo)] (cuda_linear.lora_up8). */
 typedef struct {
     const void *x[QD_FUSED_INPUTS];
     int64_t k[QD_FUSED_INPUTS];

@@ -86,11 +86,13 @@ static float block_scale_host(qd_dtype t, const uint8_t *p, int64_t i) {
 }
 
 /* SVDQuant's low-rank branch folded into the FP8 matmul along K: with u = U·2^t / vec[n] and v = (x·Dᵀ)·2^−t / sx[m],
- *   y = [q | hi(v) hi(v) lo(v)]·[w8 | hi(u) lo(u) hi(u)]ᵀ·sx[m]·vec[n],   hi(a) = e4m3(a), lo(a) = e4m3(a − hi(a)),
- * and hi(v)·(hi(u) + lo(u)) + lo(v)·hi(u) = v·u to ~2^−8 relative (lo·lo is left out), about the BF16 rounding of the
- * branch's intermediate that Nunchaku itself makes. The branch costs 3R more columns of K (3% at K = 3072) instead of
- * a second matmul that writes y and an FP8 matmul that reads it back; the gate, bias and residual of linear_fused then
- * apply to it as to the rest. t puts the largest |U/vec| at 448; the per-token scale sx covers v's values as well as
+ *   y = [q | hi(v) hi(v) lo(v) lo(v)]·[w8 | hi(u) lo(u) hi(u) lo(u)]ᵀ·sx[m]·vec[n],  hi(a) = e4m3(a), lo(a) = e4m3(a − hi(a)),
+ * so that the tail gives (hi(v) + lo(v))·(hi(u) + lo(u)): v and u each to ~2^−8 relative, about the BF16 rounding of
+ * the branch's intermediate that Nunchaku itself makes (the op case svdq_int4_branch, where the branch carries ~97% of
+ * y's energy: 4–8e-5 NMSE on an H200). The branch costs 4R more columns of K (4% at K = 3072; 3R without lo·lo where
+ * that keeps K a multiple of 128, cuBLASLt's FP8 K tile; QDIT_CUDA_SVDQ_TERMS=3|4 chooses) instead of a second matmul
+ * that writes y and an FP8 matmul that reads it back; the gate, bias and residual of linear_fused then apply to it as
+ * to the rest. t puts the largest |U/vec| at 448; the per-token scale sx covers v's values as well as
  * x's (E4M3 keeps its 3 mantissa bits under any power-of-two scale). Returns t, or INT32_MIN where the branch stays a
  * 16-bit side matmul: QDIT_CUDA_SVDQ_LR16=1, R or K not a multiple of 32, a row with a nonzero U but no finite
  * channel scale. */
@@ -758,7 +760,7 @@ __global__ void add_f32_kernel(const float *acc, void *y, int yt, int64_t count)
         qd_st(y, yt, i, qd_ld(y, yt, i) + acc[i]);
 }
 
-/* a folded layer's up factor back in its 16-bit type t: U[n][j] = (hi + lo)·vec[n]·2^−t from its row [hi | lo | hi] */
+/* a folded layer's up factor back in its 16-bit type t: U[n][j] = (hi + lo)·vec[n]·2^−t from its row [hi | lo | hi (| lo)] */
 __global__ void up_from_e4m3_kernel(const uint8_t *u8, const float *vec, float mult, int64_t n, int64_t r, int terms, void *out, int t) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * r; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = i / r, j = i % r;
