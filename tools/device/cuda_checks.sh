@@ -52,6 +52,9 @@ for t in "$@"; do
     w4_lr16) # SVDQuant's step with its low-rank branch as a separate 16-bit matmul (not folded into the FP8 matmul),
              # for the side-by-side comparison with w4
            QDIT_CUDA_SVDQ_LR16=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant svdq-int4 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_svdq-int4_lr16.log" ;;
+    svdq_threads) # SVDQuant's step with its folded rows' quantization in blocks of 128, 256 and 512 threads, side by side
+           for t in ${SVDQ_THREADS:-128 256 512}; do echo "quantization block $t: $(QDIT_CUDA_SVDQ_QUANT_THREADS=$t .devrun/bin/bench_dit_step --device cuda --model flux.1-dev \
+             --quant svdq-int4 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_svdq_t$t.log" | grep median)"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check

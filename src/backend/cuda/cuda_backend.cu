@@ -371,6 +371,8 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
     c->expand_ref = getenv("QDIT_CUDA_EXPAND_REF") != NULL;
     c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;
+    const char *qt = getenv("QDIT_CUDA_SVDQ_QUANT_THREADS");
+    c->svdq_quant_threads = qt && atoi(qt) >= 64 && atoi(qt) <= 1024 && atoi(qt) % 32 == 0 ? atoi(qt) : 0;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -43,6 +43,8 @@ typedef struct {
     void *ahead;     /* ahead.cu's side stream and the copies made ahead (NULL until linears_ahead first runs) */
     bool no_ahead;   /* QDIT_CUDA_NO_AHEAD: linears_ahead does nothing (every expansion right before its matmul) */
     bool expand_ref; /* QDIT_CUDA_EXPAND_REF: the 4-bit weight expansion by its reference kernel (linear_w4.cu) */
+    int svdq_quant_threads; /* QDIT_CUDA_SVDQ_QUANT_THREADS (64..1024, multiple of 32): the folded SVDQuant rows' quantization block
+                               (0: the default, 64; linear.cu) */
     bool svdq_lr_lt; /* QDIT_CUDA_SVDQ_LR_LT: SVDQuant's low-rank input x·Dᵀ through cuBLASLt instead of lr_down_kernel */
 } qd_cuda;
 
