@@ -55,6 +55,11 @@ for t in "$@"; do
     svdq_threads) # SVDQuant's step with its folded rows' quantization in blocks of 128, 256 and 512 threads, side by side
            for t in ${SVDQ_THREADS:-128 256 512}; do echo "quantization block $t: $(QDIT_CUDA_SVDQ_QUANT_THREADS=$t .devrun/bin/bench_dit_step --device cuda --model flux.1-dev \
              --quant svdq-int4 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_svdq_t$t.log" | grep median)"; done ;;
+    side) # FLUX.1 steps side by side in this order: each SIDE entry "quant" or "quant:VAR=value[,VAR=value]" (a switch set for
+          # that run only), e.g. SIDE="svdq-int4 svdq-int4:QDIT_CUDA_SVDQ_AMAX_PASS=1 svdq-int4"
+          for e in ${SIDE:-svdq-int4}; do q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}
+            echo "$q ${v:-(defaults)}: $(env ${v//,/ } .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 \
+              --text 512 2>&1 | tee -a "$OUT/side.log" | grep median)"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
@@ -99,18 +104,22 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_cores.log" | tail -1
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1
                QDIT_CUDA_W4_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter M=7 2>&1 | tee "$OUT/ops_w4_no_gemv.log" | tail -1
-               for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF; do
+               for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_SVDQ_AMAX_PASS QDIT_CUDA_SVDQ_LRD_PER_SM; do
                  echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | tail -1)"; done
+               # the per-token quantizations with one load in flight per thread
+               QDIT_CUDA_QUANT_BATCH=1 .devrun/bin/test_backend_ops --backend cuda --filter fp8 2>&1 | tee "$OUT/ops_fp8_batch1.log" | tail -1
                # the few-row cases (their names say ±bias) through cuBLASLt instead of the dense / FP8 GEMV kernels
                QDIT_CUDA_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter bias 2>&1 | tee "$OUT/ops_no_gemv.log" | tail -1
                QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
     svdq) # SVDQuant's op cases on the GPU, with each of its switches (failures printed)
           .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | grep -Ev "^(ok  |skip)"
-          for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_FP8_UNFUSED QDIT_CUDA_LINEAR_UNFUSED; do
+          for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_FP8_UNFUSED QDIT_CUDA_LINEAR_UNFUSED QDIT_CUDA_SVDQ_AMAX_PASS \
+                   QDIT_CUDA_SVDQ_LRD_PER_SM QDIT_CUDA_QUANT_BATCH; do
             echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | grep -Ev '^(ok  |skip)')"; done ;;
     ncu) # one scheme's linear (NCU_SCHEMES: svdq, nvfp4, fp8) kernel by kernel at every FLUX shape: Nsight Compute's
          # duration per launch, CSV (tools/device/ncu_table.py makes the table)
-         for sc in ${NCU_SCHEMES:-svdq fp8}; do BENCH_ONLY=$sc ncu --csv --metrics gpu__time_duration.sum .devrun/bin/bench_cuda_ops \
+         # NCU_WARM=1: caches left as the previous kernel left them (--cache-control none), as in a step
+         for sc in ${NCU_SCHEMES:-svdq fp8}; do BENCH_ONLY=$sc ncu --csv ${NCU_WARM:+--cache-control none} --metrics gpu__time_duration.sum .devrun/bin/bench_cuda_ops \
            > "$OUT/ncu_$sc.csv" 2> "$OUT/ncu_$sc.err"; python3 tools/device/ncu_table.py "$OUT/ncu_$sc.csv" | tee "$OUT/ncu_$sc.md"; done ;;
     lab) # the kernel lab (bench/kernels/fp8_gemm_lab): every variant on each shape, checked against float64 and
          # cuBLASLt and timed, one markdown table per shape (FLUX.1's linears at 1024²: MLP up and down, attention

@@ -371,8 +371,14 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
     c->expand_ref = getenv("QDIT_CUDA_EXPAND_REF") != NULL;
     c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;
+    c->svdq_amax_pass = getenv("QDIT_CUDA_SVDQ_AMAX_PASS") != NULL;
+    const char *qb = getenv("QDIT_CUDA_QUANT_BATCH"), *lps = getenv("QDIT_CUDA_SVDQ_LRD_PER_SM");
+    c->quant_batch = qb && atoi(qb) >= 1 && atoi(qb) <= QD_ROW_BATCH ? atoi(qb) : QD_ROW_BATCH;
+    c->lrd_per_sm = lps && atoi(lps) >= 1 && atoi(lps) <= 16 ? atoi(lps) : 4;
     const char *qt = getenv("QDIT_CUDA_SVDQ_QUANT_THREADS");
     c->svdq_quant_threads = qt && atoi(qt) >= 64 && atoi(qt) <= 1024 && atoi(qt) % 32 == 0 ? atoi(qt) : 0;
+    const char *at = getenv("QDIT_CUDA_QUANT_THREADS");
+    c->quant_threads = at && atoi(at) >= 64 && atoi(at) <= 1024 && atoi(at) % 32 == 0 ? atoi(at) : 0;
     cudaDeviceProp p;
     qd_status s = QD_OK;
     if ((e = cudaGetDeviceProperties(&p, device)) != cudaSuccess) s = qd_cuda_fail(e, "device properties");

@@ -46,7 +46,16 @@ typedef struct {
     int svdq_quant_threads; /* QDIT_CUDA_SVDQ_QUANT_THREADS (64..1024, multiple of 32): the folded SVDQuant rows' quantization block
                                (0: the default, 64; linear.cu) */
     bool svdq_lr_lt; /* QDIT_CUDA_SVDQ_LR_LT: SVDQuant's low-rank input x·Dᵀ through cuBLASLt instead of lr_down_kernel */
+    int quant_threads; /* QDIT_CUDA_QUANT_THREADS (64..1024, multiple of 32): the per-token activation quantizations' blocks (one
+                          row each) for FP8 and the W4A8 schemes without a folded branch (0: each kernel's default) */
+    int quant_batch; /* QDIT_CUDA_QUANT_BATCH (1..QD_ROW_BATCH): loads in flight per thread in the per-token quantizations */
+    int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */
+    bool svdq_amax_pass; /* QDIT_CUDA_SVDQ_AMAX_PASS: the folded rows' maxima by a pass of the quantization over x, not by
+                            lr_down_kernel */
 } qd_cuda;
+
+/* threads per row of a per-token quantization kernel: QDIT_CUDA_QUANT_THREADS, else the kernel's default */
+static inline unsigned qd_cuda_quant_threads(const qd_cuda *c, unsigned dflt) { return c->quant_threads ? (unsigned)c->quant_threads : dflt; }
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
 /* cudnn_sdpa.cu: run the attention through cuDNN when it covers the case (true; *st says how it went),
@@ -145,6 +154,36 @@ __device__ __forceinline__ void qd_ld8(const void *p, int dt, int64_t i, float *
 __device__ __forceinline__ void qd_mul8(float *v, const float *m, int64_t i) {
     const float4 a = *(const float4 *)(m + i), b = *(const float4 *)(m + i + 4);
     v[0] *= a.x, v[1] *= a.y, v[2] *= a.z, v[3] *= a.w, v[4] *= b.x, v[5] *= b.y, v[6] *= b.z, v[7] *= b.w;
+}
+
+/* 8 BF16 values of one 16-byte word as floats */
+__device__ __forceinline__ void qd_bf16x8_f32(const uint4 &u, float *o) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 f = __bfloat1622float2(h[j]);
+        o[2 * j] = f.x, o[2 * j + 1] = f.y;
+    }
+}
+
+/* f(i, u) for each 16-byte word u = xr[i] of a row of n16 words, the block's threads striding over it with up to
+ * `batch` (1..QD_ROW_BATCH) loads of each thread in flight before the first f: the per-token quantizations (one block
+ * per row, a store after each load) ran at ~1.5 TB/s with one load at a time (Nsight Compute, H200) */
+#define QD_ROW_BATCH 4
+template <typename F> __device__ __forceinline__ void qd_row_words(const uint4 *xr, int64_t n16, int batch, F f) {
+    for (int64_t i0 = threadIdx.x; i0 < n16; i0 += (int64_t)batch * blockDim.x) {
+        uint4 u[QD_ROW_BATCH];
+#pragma unroll
+        for (int t = 0; t < QD_ROW_BATCH; t++) {
+            const int64_t i = i0 + (int64_t)t * blockDim.x;
+            if (t < batch && i < n16) u[t] = __ldg(xr + i);
+        }
+#pragma unroll
+        for (int t = 0; t < QD_ROW_BATCH; t++) {
+            const int64_t i = i0 + (int64_t)t * blockDim.x;
+            if (t < batch && i < n16) f(i, u[t]);
+        }
+    }
 }
 
 /* 8 floats as 8 BF16 values in one 16-byte word (round to nearest even) */

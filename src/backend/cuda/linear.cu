@@ -519,7 +519,7 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
 /* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
  * activations); the row is read twice, the second time from L2 */
 template <typename Q>
-__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, Q *q, float *row_scale) {
+__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, int batch, Q *q, float *row_scale) {
     /* 8 codes in one store: 8 bytes of E4M3, 16 of BF16 */
     typedef typename std::conditional<sizeof(Q) == 1, uint2, uint4>::type vec8;
     __shared__ float red[32];
@@ -528,32 +528,25 @@ __global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, 
     float s = fixed;
     if (!(s > 0.0f)) {
         float amax = 0.0f;
-        for (int64_t i = threadIdx.x; i < n8; i += blockDim.x) {
-            const uint4 u = xr[i];
-            const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+        qd_row_words(xr, n8, batch, [&](int64_t, const uint4 &u) {
+            float v[8];
+            qd_bf16x8_f32(u, v);
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const float2 f = __bfloat1622float2(h[j]);
-                amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
-            }
-        }
+            for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
+        });
         amax = qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     vec8 *qr = (vec8 *)(q + blockIdx.x * k);
-    for (int64_t i = threadIdx.x; i < n8; i += blockDim.x) {
-        const uint4 u = xr[i];
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    qd_row_words(xr, n8, batch, [&](int64_t i, const uint4 &u) {
+        float v[8];
+        qd_bf16x8_f32(u, v);
         alignas(16) Q o[8];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const float2 f = __bfloat1622float2(h[j]);
-            o[2 * j] = fp8_code<Q>(f.x / s);
-            o[2 * j + 1] = fp8_code<Q>(f.y / s);
-        }
+        for (int j = 0; j < 8; j++) o[j] = fp8_code<Q>(v[j] / s);
         qr[i] = *(const vec8 *)o;
-    }
+    });
 }
 
 /* max |x| over the tensor into *amax (as an int: non-negative floats order like their bits) */
@@ -625,7 +618,8 @@ static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear 
     } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
-            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, 128, 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, *q, *sx);
+            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, c->quant_batch, *q,
+                                                                                                     *sx);
         else fp8_quant_rows_kernel<Q><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, *q, *sx);
     } else if (!s) {
         int *amax = NULL;
@@ -793,24 +787,25 @@ __device__ __forceinline__ float tail_value(const fused_parts &p, int64_t row, i
  * linear_w4.cu's quant_rows_mult_kernel (mult: the smoothing multiplier, or NULL). VEC: BF16 parts with widths % 8
  * == 0, 8 values per 16-byte load. */
 template <bool VEC, bool W4>
-__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, __nv_fp8_e4m3 *q,
-                                       float *row_scale) {
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, int batch,
+                                       __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     float s = fixed;
     if (!(s > 0.0f)) {
         float amax = 0.0f;
         int64_t c0 = 0; /* the part's first column in the concatenated row */
-        for (int j = 0; j < p.n; j++) {
+        if (W4 && p.amax) /* taken by lr_down_kernel while it read x: the parts are not read twice */
+            for (int sp = threadIdx.x; sp < p.tail_splits; sp += blockDim.x) amax = fmaxf(amax, p.amax[sp * p.tail_rows + row]);
+        for (int j = 0; j < (W4 && p.amax ? 0 : p.n); j++) {
             if (VEC) {
-                const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
-                for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
+                qd_row_words((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, [&](int64_t i, const uint4 &u) {
                     float v[8];
-                    qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
+                    qd_bf16x8_f32(u, v);
                     if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
 #pragma unroll
                     for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(v[t]));
-                }
+                });
             } else {
                 for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
                     const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
@@ -830,16 +825,15 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
     int64_t c0 = 0;
     for (int j = 0; j < p.n; j++) {
         if (VEC) {
-            const uint4 *xr = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
-            for (int64_t i = threadIdx.x; i < p.k[j] / 8; i += blockDim.x) {
+            qd_row_words((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, [&](int64_t i, const uint4 &u) {
                 float v[8];
-                qd_ld8(xr + i, QD_DTYPE_BF16, 0, v);
+                qd_bf16x8_f32(u, v);
                 if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
-                __nv_fp8_e4m3 o[8];
+                alignas(8) __nv_fp8_e4m3 o[8];
 #pragma unroll
                 for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(W4 ? v[t] * inv : v[t] / s);
                 ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
-            }
+            });
         } else {
             for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
                 const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
@@ -865,9 +859,9 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
     for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
     /* SVDQuant's folded rows: blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or 96,
        95.3 with 128, 98.0 with 256, 105.8 with 512); QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
-    const unsigned threads = !p->tail ? 128 : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
-    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, threads, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, q, sx);
-    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, q, sx);
+    const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
+    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, threads, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, c->quant_batch, q, sx);
+    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, 1, q, sx);
     const cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "w4a8 activation quantization");
 }
@@ -935,8 +929,9 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     if (!s && w4) s = qd_cuda_w4_quant_parts(c, &p, rows, KQ, d->smooth, per, stride, q, sx);
     else if (!s) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, 128, 0, c->stream>>>(p, K, fixed, NULL, per, stride, q, sx);
-        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, q, sx);
+        if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(p, K, fixed, NULL, per, stride,
+                                                                                                                 c->quant_batch, q, sx);
+        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, 1, q, sx);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
     }

@@ -142,6 +142,8 @@ typedef struct {
     int tail_terms; /* 3: [hi | hi | lo], 4: [hi | hi | lo | lo] */
     int tail_round;
     float tail_mult;
+    const float *amax; /* [tail_splits][tail_rows] maxima of |x·mult| over the parts (lr_down_kernel), or NULL: the
+                          quantization takes them itself */
 } fused_parts;
 
 /* E4M3 codes of the W4A8 schemes' activations: per row, s = max(amax(v·mult)/448, floor), q = e4m3(v·mult/s) over

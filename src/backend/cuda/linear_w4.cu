@@ -703,18 +703,20 @@ static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const 
 
 /* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
  * the row read twice (the second time from L2) */
-__global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const float *mult, __nv_fp8_e4m3 *q, float *row_scale) {
+__global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const float *mult, int batch, __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t base = blockIdx.x * k;
+    const bool vec = xt == QD_DTYPE_BF16 && k % 8 == 0;
+    const uint4 *xr = (const uint4 *)((const __nv_bfloat16 *)x + base);
     float amax = 0.0f;
-    if (xt == QD_DTYPE_BF16 && k % 8 == 0) {
-        for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
+    if (vec) {
+        qd_row_words(xr, k / 8, batch, [&](int64_t i, const uint4 &u) {
             float v[8];
-            qd_ld8(x, xt, base + i, v);
-            if (mult) qd_mul8(v, mult, i);
+            qd_bf16x8_f32(u, v);
+            if (mult) qd_mul8(v, mult, 8 * i);
 #pragma unroll
             for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
-        }
+        });
     } else {
         for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
             const float v = qd_ld(x, xt, base + i);
@@ -725,11 +727,11 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
     const float s = fmaxf(amax / 448.0f, W4_MIN_SCALE);
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     const float inv = 1.0f / s;
-    if (xt == QD_DTYPE_BF16 && k % 8 == 0) {
-        for (int64_t i = threadIdx.x * 8; i < k; i += blockDim.x * 8) {
+    if (vec) {
+        qd_row_words(xr, k / 8, batch, [&](int64_t i, const uint4 &u) {
             float v[8];
-            qd_ld8(x, xt, base + i, v);
-            if (mult) qd_mul8(v, mult, i);
+            qd_bf16x8_f32(u, v);
+            if (mult) qd_mul8(v, mult, 8 * i);
             uint32_t ow[2];
 #pragma unroll
             for (int j = 0; j < 2; j++) {
@@ -740,8 +742,8 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
                 const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
                 ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
             }
-            *(uint2 *)(q + base + i) = make_uint2(ow[0], ow[1]);
-        }
+            *(uint2 *)(q + base + 8 * i) = make_uint2(ow[0], ow[1]);
+        });
     } else {
         for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
             const float v = qd_ld(x, xt, base + i);
@@ -832,16 +834,19 @@ static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, cons
  * measured; this kernel splits K as well as M). 64 rows per block, 16 per warp; the block's slice of K in chunks of
  * 64 columns through a 3-stage cp.async ring (rows padded to 72 values so that ldmatrix's 8 rows hit distinct banks);
  * BF16 mma.sync into f32 accumulators. Grid (ceil(M/64), slices); each slice writes its own partial sums, which the
- * activation quantization adds in a fixed order (no atomics: a step gives the same bits every time). */
+ * activation quantization adds in a fixed order (no atomics: a step gives the same bits every time).
+ * With amax set, the slice's row maxima of |x·mult| too (mult NULL: 1), taken from the A fragments already in registers,
+ * so that the quantization after it reads x once instead of twice (the maxima are exact: max does not depend on order). */
 #define LRD_ROWS 64
 #define LRD_CHUNK 64
 #define LRD_STAGES 3
 #define LRD_LD (LRD_CHUNK + 8)
 
 __global__ void __launch_bounds__(128) lr_down_kernel(const __nv_bfloat16 *x, int64_t m, int64_t kx, const __nv_bfloat16 *dn, int64_t kd, int64_t c0,
-                                                      int chunks, float *part) {
+                                                      int chunks, float *part, const float *mult, float *amax) {
     __shared__ __align__(16) __nv_bfloat16 xs[LRD_STAGES][LRD_ROWS][LRD_LD];
     __shared__ __align__(16) __nv_bfloat16 ds[LRD_STAGES][32][LRD_LD];
+    __shared__ __align__(16) float ms[LRD_STAGES][LRD_CHUNK]; /* the chunk's multipliers (amax with mult) */
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int64_t r0 = blockIdx.x * (int64_t)LRD_ROWS, k0 = (int64_t)blockIdx.y * chunks * LRD_CHUNK;
     auto load = [&](int ci, int st) {
@@ -855,8 +860,11 @@ __global__ void __launch_bounds__(128) lr_down_kernel(const __nv_bfloat16 *x, in
             const int r = i / 8, piece = i % 8;
             cp_async16(&ds[st][r][piece * 8], dn + r * kd + c0 + kc + piece * 8, true);
         }
+        if (amax && mult && tid < LRD_CHUNK / 4) cp_async16(&ms[st][tid * 4], mult + c0 + kc + tid * 4, true);
     };
     float acc[4][4] = {};
+    const int g = lane / 4, c = lane % 4;
+    float am0 = 0.0f, am1 = 0.0f; /* |x·mult| maxima of rows g and g + 8 of the warp's 16, over this thread's columns */
 #pragma unroll
     for (int st = 0; st < LRD_STAGES - 1; st++) {
         if (st < chunks) load(st, st);
@@ -876,10 +884,24 @@ __global__ void __launch_bounds__(128) lr_down_kernel(const __nv_bfloat16 *x, in
             for (int h = 0; h < 2; h++) ldsm_x4(b[h], &ds[st][h * 16 + 8 * (lane / 16) + lane % 8][kk + 8 * ((lane / 8) % 2)]);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++) mma_bf16(acc[nt], a, b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
+            if (amax) { /* a[0], a[2]: row g, columns 2c, 2c + 1 and 8 + 2c, 9 + 2c of the 16; a[1], a[3]: row g + 8 */
+                const float2 m0 = mult ? *(const float2 *)&ms[st][kk + 2 * c] : make_float2(1.0f, 1.0f);
+                const float2 m1 = mult ? *(const float2 *)&ms[st][kk + 8 + 2 * c] : make_float2(1.0f, 1.0f);
+                const float2 v0 = __bfloat1622float2(*(const __nv_bfloat162 *)&a[0]), v1 = __bfloat1622float2(*(const __nv_bfloat162 *)&a[1]);
+                const float2 v2 = __bfloat1622float2(*(const __nv_bfloat162 *)&a[2]), v3 = __bfloat1622float2(*(const __nv_bfloat162 *)&a[3]);
+                am0 = fmaxf(am0, fmaxf(fmaxf(fabsf(v0.x * m0.x), fabsf(v0.y * m0.y)), fmaxf(fabsf(v2.x * m1.x), fabsf(v2.y * m1.y))));
+                am1 = fmaxf(am1, fmaxf(fmaxf(fabsf(v1.x * m0.x), fabsf(v1.y * m0.y)), fmaxf(fabsf(v3.x * m1.x), fabsf(v3.y * m1.y))));
+            }
         }
     }
     cp_async_wait<0>();
-    const int g = lane / 4, c = lane % 4;
+    if (amax) { /* the quad's four threads hold the row's columns between them */
+#pragma unroll
+        for (int o = 1; o < 4; o *= 2) am0 = fmaxf(am0, __shfl_xor_sync(0xffffffffu, am0, o)), am1 = fmaxf(am1, __shfl_xor_sync(0xffffffffu, am1, o));
+        const int64_t row = r0 + warp * 16 + g;
+        if (c == 0 && row < m) amax[blockIdx.y * m + row] = am0;
+        if (c == 0 && row + 8 < m) amax[blockIdx.y * m + row + 8] = am1;
+    }
 #pragma unroll
     for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -889,10 +911,12 @@ __global__ void __launch_bounds__(128) lr_down_kernel(const __nv_bfloat16 *x, in
         }
 }
 
-/* slices of K for one part: about two blocks per SM over the M blocks, dividing its chunks evenly */
+/* slices of K for one part: about lrd_per_sm blocks per SM over the M blocks, dividing its chunks evenly (4 unless
+   QDIT_CUDA_SVDQ_LRD_PER_SM says: 18.8 µs at M 4608, K 3072 against 21.8 with 2 and 19.8 with 8; 60.7 against 75.7 and
+   62.4 at K 12288; Nsight Compute, caches warm, H200) */
 static int lr_down_slices(const qd_cuda *c, int64_t rows, int64_t k) {
     const int64_t blocks = (rows + LRD_ROWS - 1) / LRD_ROWS, chunks = k / LRD_CHUNK;
-    int64_t sl = (2 * (int64_t)(c->sm_count > 0 ? c->sm_count : 132) + blocks - 1) / blocks;
+    int64_t sl = (c->lrd_per_sm * (int64_t)(c->sm_count > 0 ? c->sm_count : 132) + blocks - 1) / blocks;
     sl = sl < 1 ? 1 : sl > 16 ? 16 : sl > chunks ? chunks : sl;
     while (chunks % sl) sl--;
     return (int)sl;
@@ -909,15 +933,18 @@ qd_status qd_cuda_svdq_lr_down(qd_cuda *c, const qd_linear *l, const cuda_linear
     }
     if (!own) splits = 1;
     float *lr = NULL;
-    qd_status s = qd_cuda_scratch(c, sizeof(float) * (size_t)(splits * rows * r), (void **)&lr);
+    const bool amax = own && !c->svdq_amax_pass; /* lr_down_kernel takes the rows' maxima for the quantization too */
+    qd_status s = qd_cuda_scratch(c, sizeof(float) * (size_t)(splits * rows * (r + (amax ? 1 : 0))), (void **)&lr);
     p->tail = lr, p->tail_k = r, p->tail_splits = splits, p->tail_rows = rows, p->tail_round = t, p->tail_mult = d->lr_mult;
     p->tail_terms = (int)(d->lr_fold / r);
+    p->amax = amax && lr ? lr + (size_t)(splits * rows * r) : NULL; /* [splits][rows], after the partial sums (one scratch) */
     int64_t c0 = 0;
     for (int j = 0, base = 0; !s && own && j < p->n; c0 += p->k[j], j++) {
         const int sl = lr_down_slices(c, rows, p->k[j]);
         const dim3 grid((unsigned)((rows + LRD_ROWS - 1) / LRD_ROWS), (unsigned)sl);
         lr_down_kernel<<<grid, 128, 0, c->stream>>>((const __nv_bfloat16 *)p->x[j], rows, p->k[j], (const __nv_bfloat16 *)d->lora_down, k, c0,
-                                                    (int)(p->k[j] / LRD_CHUNK / sl), lr + (size_t)base * (size_t)(rows * r));
+                                                    (int)(p->k[j] / LRD_CHUNK / sl), lr + (size_t)base * (size_t)(rows * r), d->smooth,
+                                                    p->amax ? (float *)p->amax + (size_t)base * (size_t)rows : NULL);
         s = launched("svdquant low-rank input");
         base += sl;
     }
@@ -1100,7 +1127,7 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
     if (!s) {
-        quant_rows_mult_kernel<<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, d->smooth, q, sx);
+        quant_rows_mult_kernel<<<(unsigned)m, qd_cuda_quant_threads(c, 256), 0, c->stream>>>(x->data, x->dtype, k, d->smooth, c->quant_batch, q, sx);
         s = launched("fp8 activation quantization");
     }
     /* SVDQuant: the low-rank branch first, written into y, and the matmul adds into it (cuBLASLt's C operand), its
