@@ -5,7 +5,7 @@
  *   linears: M = 4608 tokens (4096 image + 512 text), (K, N) of FLUX's projections, BF16 x and y:
  *            dense bf16 (cuBLASLt), fp8 per-channel weights with per-token dynamic activations (online
  *            fp8), fp8 per-tensor static (ModelOpt FP8), int8 W8A8 dynamic (per-channel int8 weights,
- *            per-token int8 activations: msModelSlim W8A8_DYNAMIC on cuBLASLt's int8 matmul) — each including
+ *            per-token int8 activations: msModelSlim W8A8_DYNAMIC on qdit's int8 wgmma kernel) — each including
  *            its activation quantization and epilogue, as a model step runs them; the W4A8 schemes (NVFP4,
  *            MXFP4, MXFP8, SVDQuant int4 rank 32) including their weight expansion to E4M3, activation
  *            quantization and (SVDQuant) low-rank branch;
@@ -251,6 +251,16 @@ int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 20;
     qd_backend *be;
     if (qd_backend_cuda_create(0, &be)) die("cuda");
+    /* BENCH_ONLY=int8: FP8 and int8 W8A8 dynamic only, int8 also on a second backend made with QDIT_CUDA_INT8_LT=1
+       (cuBLASLt's int8 matmul + the epilogue kernel), side by side with the default wgmma kernel */
+    const char *only_env = getenv("BENCH_ONLY");
+    const bool int8_only = only_env && !strcmp(only_env, "int8");
+    qd_backend *be_lt = NULL;
+    if (int8_only) {
+        setenv("QDIT_CUDA_INT8_LT", "1", 1);
+        if (qd_backend_cuda_create(0, &be_lt)) die("cuda (QDIT_CUDA_INT8_LT)");
+        unsetenv("QDIT_CUDA_INT8_LT");
+    }
     const int64_t M = 4608;
     const int64_t shapes[][2] = {{3072, 3072}, {3072, 9216}, {3072, 12288}, {12288, 3072}, {15360, 3072}, {3072, 21504}};
     printf("CUDA backend, M = %lld, BF16 activations; mean of %d runs\n\n", (long long)M, reps);
@@ -280,11 +290,39 @@ int main(int argc, char **argv) {
         *is = 4.0f / 448.0f;
         f8t.input_scale = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {1}, .data = is, .owned = is};
         f8t.act = QD_ACT_STATIC_TENSOR;
-        free(w);
+        float *w8 = w; /* (kept for BENCH_ONLY=int8's second int8 layer) */
         qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){M, K}, 1.0f), y = {0};
         if (qd_tensor_new(be, &y, QD_DTYPE_BF16, 2, (int64_t[]){M, N})) die("alloc");
         const double flop = 2.0 * (double)M * (double)N * (double)K;
         const char *only = getenv("BENCH_ONLY");
+        if (int8_only) {
+            qd_linear i8lt = {0};
+            if (qd_quantize_int8(w8, N, K, &i8lt)) die("quantize");
+            i8lt.name = strdup("int8_w8a8_dynamic_lt");
+            qd_tensor y2 = {0};
+            if (qd_tensor_new(be_lt, &y2, QD_DTYPE_BF16, 2, (int64_t[]){M, N})) die("alloc");
+            char label[64];
+            snprintf(label, sizeof label, "linear fp8 chan/token %lldx%lld", (long long)K, (long long)N);
+            TIME(label, flop, reps, be->ops->linear(be, &f8c, &x, &y));
+            snprintf(label, sizeof label, "linear int8 w8a8 dynamic %lldx%lld", (long long)K, (long long)N);
+            TIME(label, flop, reps, be->ops->linear(be, &i8, &x, &y));
+            snprintf(label, sizeof label, "linear int8 cuBLASLt %lldx%lld", (long long)K, (long long)N);
+            TIME(label, flop, reps, be_lt->ops->linear(be_lt, &i8lt, &x, &y2));
+            /* the two int8 paths compute the same codes and the same exact sums: their outputs must agree */
+            const size_t ny = (size_t)(M * N);
+            uint16_t *h1 = malloc(2 * ny), *h2 = malloc(2 * ny);
+            cudaMemcpy(h1, y.data, 2 * ny, cudaMemcpyDeviceToHost), cudaMemcpy(h2, y2.data, 2 * ny, cudaMemcpyDeviceToHost);
+            size_t differ = 0;
+            for (size_t i = 0; i < ny; i++) differ += h1[i] != h2[i];
+            printf("| int8 wgmma vs cuBLASLt: %zu of %zu BF16 outputs differ |  |  |\n", differ, ny);
+            free(h1), free(h2), free(w8);
+            qd_tensor_free(&y2), qd_linear_free(&i8lt);
+            for (int j = 0; j < 4; j++) qd_linear_free(&w4[j]);
+            qd_tensor_free(&x), qd_tensor_free(&y);
+            qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
+            continue;
+        }
+        free(w8);
         if (only) { /* one scheme's linear alone (svdq, nvfp4 or fp8), a few plain calls: for a kernel profiler's breakdown */
             qd_linear *ol = !strcmp(only, "svdq") ? &w4[3] : !strcmp(only, "nvfp4") ? &w4[0] : &f8c;
             for (int i = 0; i < 4; i++)
@@ -332,6 +370,7 @@ int main(int argc, char **argv) {
         qd_linear_free(&dense), qd_linear_free(&f8c), qd_linear_free(&f8t), qd_linear_free(&i8);
     }
     if (getenv("BENCH_ONLY")) {
+        if (be_lt) be_lt->ops->destroy(be_lt);
         be->ops->destroy(be);
         return 0;
     }

@@ -1855,6 +1855,20 @@ int main(int argc, char **argv) {
                 run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_F32, oa, -1);
                 run_linear(be, &linear_cases[c], act_shapes[si][0], k, n, QD_DTYPE_BF16, oa, -1);
             }
+    /* the per-channel int8 schemes at more rows, columns and K than one tile of the GPU's wgmma kernel (128 rows ×
+       256 columns, K in blocks of 128: linear_int8.cu): several tiles per CTA, M, N and K not multiples of them
+       (Kp = 1040 ends in a partial K-block), N % 8 ≠ 0 (no staged BF16 stores), with and without GELU-tanh */
+    static const char *const int8_names[] = {"w8a8_dynamic", "w8a8_static", "w8a8_dyn_offset", "w4a4_dynamic"};
+    const int64_t int8_shapes[][3] = {{300, 1040, 776}, {130, 520, 330}};
+    for (size_t gi = 0; gi < sizeof int8_names / sizeof *int8_names; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, int8_names[gi])) c = &linear_cases[j];
+        for (int si = 0; si < 2; si++) {
+            run_linear(be, c, int8_shapes[si][0], int8_shapes[si][1], int8_shapes[si][2], QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
+            run_linear(be, c, int8_shapes[si][0], int8_shapes[si][1], int8_shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
+        }
+    }
     /* few rows, which the GPU runs on its GEMV kernels (src/backend/cuda/linear_gemv.cu, M ≤ 8: FLUX's modulation
        and embedder linears, CFG pairs), and M = 9 just past them (the matmul path): dense BF16/F16/F32 weights and
        every FP8 form; K a multiple of 16 (3072, the modulation width; 384: three 128-blocks) and not (200: BF16

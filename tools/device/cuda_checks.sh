@@ -103,6 +103,8 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                QDIT_CUDNN=0 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_own.log" | tail -2
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_cores.log" | tail -1
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1
+               QDIT_CUDA_INT8_LT=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_lt.log" | tail -1
+               QDIT_CUDA_INT8_LT=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_lt.log" | tail -1
                QDIT_CUDA_W4_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter M=7 2>&1 | tee "$OUT/ops_w4_no_gemv.log" | tail -1
                for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_SVDQ_AMAX_PASS QDIT_CUDA_SVDQ_LRD_PER_SM; do
                  echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | tail -1)"; done
@@ -130,6 +132,11 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          .devrun/bin/fp8_gemm_lab selftest 2>&1 | tee "$OUT/lab.md"
          for shape in "${lab_shapes[@]}"; do
            timeout 150 .devrun/bin/fp8_gemm_lab "${LAB_VARIANTS:-all}" $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
+    int8) # the int8 schemes' op cases on the default path (the wgmma kernel) and both fallbacks (failures printed),
+          # then FP8, int8 on wgmma and int8 on cuBLASLt at FLUX's shapes side by side
+          for v in QDIT_NONE QDIT_CUDA_INT8_LT QDIT_CUDA_INT8_CORES; do for f in w8a8 w4a4; do
+            echo "$v=1 $f: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter $f 2>&1 | grep -Ev '^(ok  |skip)')"; done; done
+          BENCH_ONLY=int8 .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_int8.md" ;;
     bench_qdit) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md" ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
            python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;

@@ -366,6 +366,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->w4_no_gemv = getenv("QDIT_CUDA_W4_NO_GEMV") != NULL;
     c->no_gemv = getenv("QDIT_CUDA_NO_GEMV") != NULL;
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
+    c->int8_lt = getenv("QDIT_CUDA_INT8_LT") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;

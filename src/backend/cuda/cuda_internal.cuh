@@ -35,6 +35,7 @@ typedef struct {
     bool w4_no_gemv;    /* QDIT_CUDA_W4_NO_GEMV: few-row 4-bit linears through the expansion too */
     bool no_gemv;       /* QDIT_CUDA_NO_GEMV: few-row dense and FP8 linears through cuBLASLt too */
     bool int8_cores;    /* QDIT_CUDA_INT8_CORES: per-channel int8 on the CUDA-core kernel */
+    bool int8_lt;       /* QDIT_CUDA_INT8_LT: per-channel int8 on cuBLASLt's int8 matmul + the epilogue kernel, not our wgmma kernel */
     bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
     bool fp8_precise;    /* QDIT_CUDA_FP8_PRECISE: FP8 matmuls promote partial sums to f32 (cuBLASLt's default) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "backend/cuda/linear_internal.cuh"
+#include "backend/cuda/wgmma.cuh"
 
 bool qd_cuda_int8_covers(const qd_linear *l) {
     return (l->scheme == QD_SCHEME_INT8 && (l->act == QD_ACT_STATIC_TENSOR || l->act == QD_ACT_DYNAMIC_TOKEN)) ||
@@ -130,10 +131,10 @@ __device__ __forceinline__ int8_t int_code(float v, float div, float add, float 
 
 /* One block per row: dynamic rows get s = rowamax/127 (or /7, int4) in row_scale and codes rne(x/s); a zero
  * row gets scale 0 and zero codes. Static rows use the layer's input_scale and input_offset. Columns K..Kp
- * are zero codes. VEC: BF16 rows with K % 8 == 0, 8 values per 16-byte load (read twice, the second time from
- * L2, like the FP8 quantizer). */
+ * are zero codes. VEC: BF16 rows with K % 8 == 0, 8 values per 16-byte load, `batch` loads in flight per thread
+ * (read twice, the second time from L2, like the FP8 quantizer). */
 template <bool VEC>
-__global__ void int_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, bool stat, bool int4, float is, float io, int8_t *q,
+__global__ void int_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t kp, bool stat, bool int4, float is, float io, int batch, int8_t *q,
                                       float *row_scale) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
@@ -142,12 +143,12 @@ __global__ void int_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
     if (!stat) {
         float amax = 0.0f;
         if (VEC) {
-            for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) {
+            qd_row_words((const uint4 *)x + row * (k / 8), k / 8, batch, [&](int64_t, const uint4 &u) {
                 float v[8];
-                qd_ld8(x, QD_DTYPE_BF16, row * k + 8 * i, v);
+                qd_bf16x8_f32(u, v);
 #pragma unroll
                 for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
-            }
+            });
         } else {
             for (int64_t i = threadIdx.x; i < k; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(x, xt, row * k + i)));
         }
@@ -161,14 +162,14 @@ __global__ void int_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
         }
     }
     if (VEC) {
-        for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) {
+        qd_row_words((const uint4 *)x + row * (k / 8), k / 8, batch, [&](int64_t i, const uint4 &u) {
             float v[8];
-            qd_ld8(x, QD_DTYPE_BF16, row * k + 8 * i, v);
-            int8_t o[8];
+            qd_bf16x8_f32(u, v);
+            alignas(8) int8_t o[8];
 #pragma unroll
             for (int j = 0; j < 8; j++) o[j] = int_code(v[j], div, add, lo, hi);
             *(uint2 *)(qr + 8 * i) = *(const uint2 *)o;
-        }
+        });
         for (int64_t i = k + threadIdx.x; i < kp; i += blockDim.x) qr[i] = 0;
     } else {
         for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) qr[i] = i < k ? int_code(qd_ld(x, xt, row * k + i), div, add, lo, hi) : 0;
@@ -206,14 +207,19 @@ typedef struct {
     int64_t m, n;
 } int_epi;
 
-/* per channel: (Σ + quant_bias)·scale[c]·s_x[r] + bias[c] − s_x[r]·Σq_x·(s_w·z)[c], in the CPU's order */
-__device__ __forceinline__ void int_finish_channel(const int_epi &e, int64_t r, int64_t c, int32_t acc) {
+/* per channel: (Σ + quant_bias)·scale[c]·s_x[r] + bias[c] − s_x[r]·Σq_x·(s_w·z)[c], in the CPU's order, GELU-tanh
+   when the layer wants it */
+__device__ __forceinline__ float int_channel_value(const int_epi &e, int64_t r, int64_t c, int32_t acc) {
     float v = (float)(acc + (e.qbias ? e.qbias[c] : 0));
     v *= e.scale[c];
     if (e.sx) v *= e.sx[r];
     if (e.bias) v += e.bias[c];
     if (e.zero) v += -e.sx[r] * (float)e.sums[r] * e.zero[c];
-    qd_st(e.y, e.yt, r * e.n + c, e.gelu ? qd_gelu_tanh(v) : v);
+    return e.gelu ? qd_gelu_tanh(v) : v;
+}
+
+__device__ __forceinline__ void int_finish_channel(const int_epi &e, int64_t r, int64_t c, int32_t acc) {
+    qd_st(e.y, e.yt, r * e.n + c, int_channel_value(e, r, c, acc));
 }
 
 /* D int32 [M, Np] (cuBLASLt's column-major N×M) → y [M, N]; blockIdx.y walks rows */
@@ -294,12 +300,216 @@ __global__ void __launch_bounds__(256) int_gemm_dp4a_kernel(const int8_t *q, con
         }
 }
 
-/* ------------------------------------------------------------------ the linear ------------------ */
-
 static qd_status launched(const char *what) {
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, what);
 }
+
+/* ------------------------------------------------------------------ wgmma GEMM (sm_90a) --------- */
+
+/* The per-channel int8 matmul on Hopper's tensor cores with the epilogue fused: y = int_channel_value(Σ q_x·q_w)
+ * straight from the exact int32 accumulators, no int32 D in memory. The FP8 kernel lab's persistent variant 6
+ * (bench/kernels/fp8_gemm_lab.cu) with s8 operands: one CTA per SM walks 128×256 output tiles in groups of row
+ * blocks (the CTAs running at once share W's column blocks in L2). Warpgroup 0 is the producer: one thread issues
+ * TMA loads of A (codes [M, Kp], 128×128 bytes) and W ([Np, Kp], 256×128 bytes) under the 128-byte swizzle into a
+ * 4-stage mbarrier ring, running ahead into the next tile. Warpgroups 1 and 2 each own 64 rows × 256 columns:
+ * wgmma.m64n256k32.s32.s8.s8 into 128 int32 registers, the next K-block issued before the previous one is waited
+ * for. Rows past M and columns past Kp / Np arrive from TMA as zeros (they add nothing). The epilogue turns each
+ * 64×128 half into y: BF16 rows (N % 8 == 0) staged through shared memory into 16-byte row stores, any other
+ * output type or N element by element. */
+#define I8G_BM 128
+#define I8G_BN 256
+#define I8G_BK 128
+#define I8G_STAGES 4
+#define I8G_THREADS 384
+#define I8G_A_BYTES (I8G_BM * I8G_BK)
+#define I8G_STAGE_BYTES (I8G_A_BYTES + I8G_BN * I8G_BK) /* 48 KB, a multiple of the swizzle's 1024 */
+#define I8G_EPI_BYTES (64 * 128 * 2)                    /* a consumer's 64 × 128 BF16 staging tile */
+#define I8G_EPI_OFF (I8G_STAGES * I8G_STAGE_BYTES)
+#define I8G_BAR_OFF (I8G_EPI_OFF + 2 * I8G_EPI_BYTES)
+#define I8G_SMEM (I8G_BAR_OFF + 16 * I8G_STAGES + 1024) /* + the alignment to 1024 */
+
+typedef struct {
+    CUtensorMap a_map, w_map;
+    int_epi e;
+    int kblocks, tiles_m, tiles_n;
+    bool staged; /* BF16 y with N % 8 == 0 and 16-byte aligned rows */
+} int8_wgmma_params;
+
+/* tile t → (row block, column block): groups of `group` row blocks, row block fastest inside a group */
+__device__ __forceinline__ void i8g_tile(const int8_wgmma_params &p, int t, int &tm, int &tn) {
+    const int group = 8, per_group = group * p.tiles_n, g = t / per_group, first = g * group;
+    const int rows = min(group, p.tiles_m - first), w = t - g * per_group;
+    tm = first + w % rows, tn = w / rows;
+}
+
+/* kept out of line: inlined into the unrolled epilogue, 64 copies of each would blow the instruction cache */
+__device__ __noinline__ float i8g_gelu(float v) { return qd_gelu_tanh(v); }
+__device__ __noinline__ void i8g_store_one(const int_epi &e, int64_t r, int64_t c, float v) {
+    if (r < e.m && c < e.n) qd_st(e.y, e.yt, r * e.n + c, v);
+}
+
+/* One 64 × 128 half of a consumer's accumulators into y (v: columns 8j + 2·(lane%4) (+1) of rows rl and rl + 8 in
+ * v[4j..4j+3]). int_channel_value's arithmetic in its order, with the row factors (s_x, the zero-point term) taken
+ * once per row and the column factors once per column: absent parts enter as exact identities (×1, +0). */
+__device__ __forceinline__ void i8g_store_half(const int8_wgmma_params &p, const int *v, int64_t row0, int64_t col0, uint8_t *epi, int tid,
+                                               int bar) {
+    const int_epi &e = p.e;
+    const int warp = tid / 32, lane = tid % 32, rl = warp * 16 + lane / 4, q = lane % 4;
+    float rx[2], rz[2]; /* per row: s_x (or 1) and −s_x·Σq_x (or 0) */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int64_t r = min(row0 + rl + 8 * h, e.m - 1); /* (rows past M: any row's factors, never stored) */
+        rx[h] = e.sx ? e.sx[r] : 1.0f;
+        rz[h] = e.zero ? -e.sx[r] * (float)e.sums[r] : 0.0f;
+    }
+    float f[64];
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int t = 0; t < 2; t++) {
+            const int64_t c = min(col0 + 8 * j + 2 * q + t, e.n - 1);
+            const int qb = e.qbias ? e.qbias[c] : 0;
+            const float sc = e.scale[c], b = e.bias ? e.bias[c] : 0.0f, z = e.zero ? e.zero[c] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float x = (float)(v[4 * j + 2 * h + t] + qb) * sc;
+                x *= rx[h];
+                x += b;
+                f[4 * j + 2 * h + t] = x + rz[h] * z;
+            }
+        }
+    if (e.gelu) {
+#pragma unroll
+        for (int i = 0; i < 64; i++) f[i] = i8g_gelu(f[i]);
+    }
+    if (!p.staged) {
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int h = 0; h < 4; h++) i8g_store_one(e, row0 + rl + (h & 2 ? 8 : 0), col0 + 8 * j + 2 * q + (h & 1), f[4 * j + h]);
+        return;
+    }
+    /* staged: 256-byte rows, 16-byte chunk c of row r at c ^ (r % 8) (the fragment's 4-byte stores and the 16-byte
+       reads below both free of bank conflicts), then whole 16-byte pieces of y's rows */
+    wg_bar_sync(bar, 128); /* the previous half has left the staging tile */
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        const int off = ((j ^ (rl & 7)) << 4) + 4 * q; /* rows rl and rl + 8 share r % 8 */
+        *(__nv_bfloat162 *)(epi + rl * 256 + off) = __floats2bfloat162_rn(f[4 * j], f[4 * j + 1]);
+        *(__nv_bfloat162 *)(epi + (rl + 8) * 256 + off) = __floats2bfloat162_rn(f[4 * j + 2], f[4 * j + 3]);
+    }
+    wg_bar_sync(bar, 128);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int idx = i * 128 + tid, r = idx >> 4, c = idx & 15;
+        const int64_t gr = row0 + r, gc = col0 + c * 8;
+        if (gr < e.m && gc < e.n)
+            *(uint4 *)((__nv_bfloat16 *)e.y + gr * e.n + gc) = *(const uint4 *)(epi + r * 256 + ((c ^ (r & 7)) << 4));
+    }
+}
+
+__global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid_constant__ int8_wgmma_params p) {
+    extern __shared__ __align__(1024) uint8_t i8g_smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)i8g_smem_raw + 1023) & ~(uintptr_t)1023); /* the 128-byte swizzle wants 1024 */
+    uint64_t *full = (uint64_t *)(smem + I8G_BAR_OFF), *empty = full + I8G_STAGES;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        /* full: the producer's one arrival + the bytes; empty: lane 0 of each of the 8 consumer warps */
+        for (int s = 0; s < I8G_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
+        mbar_init_fence();
+    }
+    __syncthreads();
+    const int tiles = p.tiles_m * p.tiles_n;
+    if (wg == 0) { /* producer */
+        wg_reg_dealloc<40>();
+        if (tid == 0) {
+            int s = 0;
+            uint32_t ph = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                int tm, tn;
+                i8g_tile(p, t, tm, tn);
+                for (int kb = 0; kb < p.kblocks; kb++) {
+                    mbar_wait(&empty[s], ph ^ 1);
+                    uint8_t *st = smem + s * I8G_STAGE_BYTES;
+                    mbar_expect_tx(&full[s], I8G_STAGE_BYTES);
+                    tma_load_2d(st, &p.a_map, kb * I8G_BK, tm * I8G_BM, &full[s]);
+                    tma_load_2d(st + I8G_A_BYTES, &p.w_map, kb * I8G_BK, tn * I8G_BN, &full[s]);
+                    if (++s == I8G_STAGES) s = 0, ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+    wg_reg_alloc<232>();
+    const int c = wg - 1, lane = tid % 32;
+    uint8_t *epi = smem + I8G_EPI_OFF + c * I8G_EPI_BYTES;
+    int s = 0;
+    uint32_t ph = 0;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int tm, tn;
+        i8g_tile(p, t, tm, tn);
+        int acc[128]; /* (no initialisation: the first wgmma of a tile starts the sums with scale_d = 0; writing zeros
+                         here instead makes ptxas serialise the wgmmas) */
+        auto issue = [&](int more) {
+            const uint8_t *st = smem + s * I8G_STAGE_BYTES;
+            const uint64_t da = wg_desc_sw128(st + c * 64 * I8G_BK), dw = wg_desc_sw128(st + I8G_A_BYTES);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < I8G_BK / 32; ks++) wgmma_m64n256k32_s8(acc, da + 2 * ks, dw + 2 * ks, ks > 0 || more);
+            wgmma_commit();
+        };
+        auto release = [&](int st) {
+            if (lane == 0) mbar_arrive(&empty[st]);
+        };
+        auto advance = [&]() {
+            if (++s == I8G_STAGES) s = 0, ph ^= 1;
+        };
+        /* the next K-block's wgmma issued before the previous one is waited for and its stage released */
+        mbar_wait(&full[s], ph);
+        issue(0);
+        int ps = s;
+        advance();
+        for (int kb = 1; kb < p.kblocks; kb++) {
+            mbar_wait(&full[s], ph);
+            issue(1);
+            wgmma_wait<1>();
+            release(ps);
+            ps = s;
+            advance();
+        }
+        wgmma_wait<0>();
+        wg_fence_regs<128>(acc);
+        release(ps);
+        const int64_t row0 = (int64_t)tm * I8G_BM + c * 64, col0 = (int64_t)tn * I8G_BN;
+        i8g_store_half(p, acc, row0, col0, epi, tid, 1 + c);
+        i8g_store_half(p, acc + 64, row0, col0 + 128, epi, tid, 1 + c);
+    }
+}
+
+/* the int8 matmul + epilogue on wgmma; QD_EUNSUPPORTED (nothing launched) where the driver gives no TMA map */
+static qd_status int8_wgmma(qd_cuda *c, const cuda_linear *d, const int8_t *q, int64_t m, const int_epi &e) {
+    int8_wgmma_params p;
+    memset(&p, 0, sizeof p);
+    if (!qd_tma_map_bytes(&p.a_map, q, (uint64_t)m, (uint64_t)d->kp, I8G_BK, I8G_BM) ||
+        !qd_tma_map_bytes(&p.w_map, d->w, (uint64_t)d->np, (uint64_t)d->kp, I8G_BK, I8G_BN))
+        return QD_EUNSUPPORTED;
+    static bool smem_set = false; /* (the attribute is per function, the same on every device) */
+    if (!smem_set) {
+        cudaError_t err = cudaFuncSetAttribute(int8_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, I8G_SMEM);
+        if (err != cudaSuccess) return qd_cuda_fail(err, "int8 matmul (shared memory)");
+        smem_set = true;
+    }
+    p.e = e;
+    p.kblocks = (int)((d->kp + I8G_BK - 1) / I8G_BK);
+    p.tiles_m = (int)((m + I8G_BM - 1) / I8G_BM), p.tiles_n = (int)((e.n + I8G_BN - 1) / I8G_BN);
+    p.staged = e.yt == QD_DTYPE_BF16 && e.n % 8 == 0 && qd_cuda_aligned16(e.y);
+    const int tiles = p.tiles_m * p.tiles_n, grid = tiles < c->sm_count ? tiles : c->sm_count;
+    int8_wgmma_kernel<<<grid, I8G_THREADS, I8G_SMEM, c->stream>>>(p);
+    return launched("int8 matmul (wgmma)");
+}
+
+/* ------------------------------------------------------------------ the linear ------------------ */
 
 /* *gelu in: the layer wants GELU-tanh on its output; every path here applies it in its epilogue */
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
@@ -315,8 +525,12 @@ qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
     if (!s && d->int_zero) s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * groups), (void **)&sums);
     if (!s) {
         const bool vec = x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && qd_cuda_aligned16(x->data);
-        if (vec) int_quant_rows_kernel<true><<<(unsigned)m, 128, 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale, d->input_offset, q, sx);
-        else int_quant_rows_kernel<false><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale, d->input_offset, q, sx);
+        if (vec)
+            int_quant_rows_kernel<true><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale,
+                                                                                                 d->input_offset, c->quant_batch, q, sx);
+        else
+            int_quant_rows_kernel<false><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, stat, d->int4_act, d->input_scale, d->input_offset, 1, q,
+                                                                            sx);
         s = launched("int8 activation quantization");
     }
     if (!s && sums) {
@@ -333,17 +547,25 @@ qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
         int_gemm_dp4a_kernel<true><<<tiles, 256, 0, c->stream>>>(q, (const int8_t *)d->w, kp, np, k / groups / 4, e, NULL);
         s = launched("group-wise int8 matmul");
     } else if (!s) {
-        s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * np), (void **)&dacc);
-        const bool cores = c->int8_cores; /* (for checks: the fallback below, always) */
-        if (!s && !cores) s = qd_cuda_lt_matmul(c, name, m, np, kp, d->w, CUDA_R_8I, q, CUDA_R_8I, dacc, CUDA_R_32I, NULL, NULL);
+        bool wgmma = !c->int8_cores && !c->int8_lt; /* (for checks: cuBLASLt or CUDA cores instead) */
+        if (wgmma) {
+            s = int8_wgmma(c, d, q, m, e);
+            if (s == QD_EUNSUPPORTED) {
+                qd_log_once_key("cuda-int-no-tma", QD_LOG_WARN, "cuda: the driver gives no TMA map for layer '%s': int8 matmuls run on cuBLASLt", name);
+                wgmma = false, s = QD_OK;
+            }
+        }
+        if (!wgmma) s = qd_cuda_scratch(c, sizeof(int32_t) * (size_t)(m * np), (void **)&dacc);
+        const bool cores = c->int8_cores;
+        if (!s && !wgmma && !cores) s = qd_cuda_lt_matmul(c, name, m, np, kp, d->w, CUDA_R_8I, q, CUDA_R_8I, dacc, CUDA_R_32I, NULL, NULL);
         if (s == QD_EUNSUPPORTED)
             qd_log_once_key("cuda-int-lt-fallback", QD_LOG_WARN, "cuda: cuBLASLt has no int8 matmul for layer '%s' (M %lld, N %lld, K %lld): CUDA cores instead",
                             name, (long long)m, (long long)np, (long long)kp);
-        if (s == QD_EUNSUPPORTED || (!s && cores)) {
+        if (!wgmma && (s == QD_EUNSUPPORTED || (!s && cores))) {
             int_gemm_dp4a_kernel<false><<<tiles, 256, 0, c->stream>>>(q, (const int8_t *)d->w, kp, np, 0, e, dacc);
             s = launched("int8 matmul (CUDA cores)");
         }
-        if (!s) {
+        if (!s && !wgmma) {
             const dim3 grid((unsigned)((n + 255) / 256), (unsigned)(m < 65535 ? m : 65535));
             int_epilogue_kernel<<<grid, 256, 0, c->stream>>>(dacc, np, e);
             s = launched("int8 epilogue");
