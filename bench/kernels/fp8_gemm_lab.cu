@@ -52,8 +52,8 @@
  * the host side without a GPU: that encoder against CUDA's host conversion, and the kernels' expand16 (its byte
  * permutes emulated) and variant 11's w4_fragment (at the PTX fragment layout) against it.
  *
- * STATUS (2026-11-30): 2-10 written and compiled (sm_90a) without a GPU; not yet run. 1 ran on the H200
- * (correct; 921 TFLOP/s at 4608 3072 12288 against cuBLASLt's 1284). 11 and 12 written and compiled, not run. */
+ * STATUS (2026-11-30): every variant ran on the H200 and is correct (bench/kernels/README.md has the numbers); the
+ * best own FP8 kernels (5, 6) reach 0.74-0.81x of cuBLASLt. */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -104,22 +104,22 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 }
 
-/* arrive on the barrier at the same offset in the cluster's CTA `peer` (its consumers release our multicasts) */
+/* arrive on the barrier at the same offset in the cluster's CTA `peer` (its consumers release our multicasts).
+   Default semantics (release.cta), not .release.cluster: that one compiles to MEMBAR.GPU + ERRBAR before every
+   arrive, a full drain of the warp's memory traffic per stage, and orders nothing needed here (wgmma.wait_group
+   already finished the stage's reads; the peer's overwrite is a TMA, async proxy, which generic fences do not order) */
 __device__ __forceinline__ void mbar_arrive_peer(uint64_t *bar, uint32_t peer) {
     uint32_t remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_addr(bar)), "r"(peer));
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
 }
 
-template <bool CLUSTER>
+/* acquire.cta (the default) also for barriers the peer CTA arrives on: .acquire.cluster puts a CCTL.IVALL (the
+   whole L1 invalidated) after every poll, and the producer polls its empty barriers nearly all the time */
 __device__ __forceinline__ bool mbar_try(uint32_t bar, uint32_t parity) {
     uint32_t ok;
-    if (CLUSTER) /* arrivals from the peer CTA were released at cluster scope */
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
-    else
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
     return ok != 0;
 }
 
@@ -130,21 +130,18 @@ __device__ __forceinline__ uint64_t globaltimer() {
 }
 
 /* wait for the phase of the given parity to complete (a fresh barrier counts its phase "-1", parity 1, as done) */
-template <bool CLUSTER = false>
-__device__ __forceinline__ void mbar_wait_t(uint64_t *bar, uint32_t parity) {
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
     const uint32_t a = smem_addr(bar);
-    if (mbar_try<CLUSTER>(a, parity)) return;
+    if (mbar_try(a, parity)) return;
 #if LAB_TIMEOUT_NS
     const uint64_t t0 = globaltimer();
-    while (!mbar_try<CLUSTER>(a, parity))
+    while (!mbar_try(a, parity))
         if (globaltimer() - t0 > LAB_TIMEOUT_NS) __trap();
 #else
-    while (!mbar_try<CLUSTER>(a, parity)) {
+    while (!mbar_try(a, parity)) {
     }
 #endif
 }
-
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) { mbar_wait_t<false>(bar, parity); }
 
 /* a 2-D TMA load of the box at (x = column in bytes, y = row) into shared memory, completing on bar */
 __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int x, int y, uint64_t *bar) {
@@ -499,7 +496,7 @@ __global__ void __launch_bounds__(C::THREADS, 1) gemm_persistent(const __grid_co
                 int row0, col0;
                 origin(t, row0, col0);
                 for (int kb = 0; kb < kblocks; kb++) {
-                    mbar_wait_t<(C::CL > 1)>(&empty[s], ph ^ 1);
+                    mbar_wait(&empty[s], ph ^ 1);
                     uint8_t *st = smem + s * C::STAGE_BYTES, *wt = st + C::A_BYTES;
                     mbar_expect_tx(&full[s], C::TX_BYTES);
                     if (C::MC == MC_SHARE_A) /* each CTA brings half of the common A rows to both */

@@ -11,11 +11,13 @@
  *  1. activations → int8 codes [M, Kp] (K padded to a multiple of 16 with zero codes) and per-row scales, one
  *     block per row (8 BF16 values per 16-byte load where the row allows); when the weight has zero points,
  *     the codes' sums per row and group (one warp each);
- *  2. per-channel weights: one cuBLASLt int8 matmul (IMMA tensor cores; CUBLAS_COMPUTE_32I, int32 alpha/beta,
- *     A = W codes [Np, Kp] taken transposed, B = the codes, D int32 [M, Np]: the TN form with every dimension
- *     and leading dimension a multiple of 16), then one epilogue kernel: the exact int32 sum (+ quant_bias) to
- *     f32, the column and row scales, the bias, the zero-point term, GELU-tanh when the layer wants it, one
- *     rounding into y. Where cuBLASLt has no algorithm, the CUDA-core kernel below writes the same int32 sums.
+ *  2. per-channel weights: our wgmma kernel (int8_wgmma_kernel below: TMA, s8 wgmma into exact int32 sums, the
+ *     epilogue fused): the int32 sum (+ quant_bias) to f32, the column and row scales, the bias, the zero-point
+ *     term, GELU-tanh when the layer wants it, one rounding into y — no int32 D in memory. QDIT_CUDA_INT8_LT=1 (and
+ *     a driver without TMA maps) runs the earlier path instead: one cuBLASLt int8 matmul (IMMA tensor cores;
+ *     CUBLAS_COMPUTE_32I, A = W codes [Np, Kp] taken transposed, B = the codes, D int32 [M, Np]: the TN form with
+ *     every dimension and leading dimension a multiple of 16), then one epilogue kernel with the same arithmetic.
+ *     Where cuBLASLt has no algorithm, the CUDA-core kernel below writes the same int32 sums.
  *     Σ q_x·q_w is exact in int32 for K ≤ 131072 (|q_x·q_w| ≤ 2^14), which prepare checks;
  *  3. group-wise weights ([N, K/g] scales, W4A4 per group): cuBLASLt cannot apply a scale per K group, so a
  *     CUDA-core kernel (__dp4a on 4 codes at a time, 64×64 output tiles through shared memory) keeps one int32
