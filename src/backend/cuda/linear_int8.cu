@@ -489,25 +489,139 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid
     }
 }
 
-/* the int8 matmul + epilogue on wgmma; QD_EUNSUPPORTED (nothing launched) where the driver gives no TMA map */
+/* The ping-pong form (for Kp ≤ I8P_MAX_KP, below; QDIT_CUDA_INT8_COOP=1 runs the cooperative kernel above): each consumer warpgroup
+ * owns whole 128×128 tiles (two m64n128 units, 128 int32 registers), consumer c taking the CTA's tiles c, c + 2, …
+ * The producer fills one 6-stage ring (A and W 128×128 bytes each) tile after tile, so a consumer's next tile lands
+ * only as the other consumer's K-blocks are released, and a turn barrier keeps the consumers' waits in the ring's
+ * order: their main loops take turns on the tensor cores, and each one's epilogue runs while the other computes
+ * (cuBLASLt's FP8 kernel on this GPU also takes 128×128 tiles, K blocks of 128, 6 stages). K-block g of the CTA's
+ * sequence sits in stage g % 6 at phase (g / 6) & 1. */
+#define I8P_BN 128
+#define I8P_STAGES 6
+#define I8P_STAGE_BYTES (2 * 128 * I8G_BK) /* 32 KB */
+#define I8P_EPI_OFF (I8P_STAGES * I8P_STAGE_BYTES)
+#define I8P_BAR_OFF (I8P_EPI_OFF + 2 * I8G_EPI_BYTES)
+#define I8P_SMEM (I8P_BAR_OFF + 16 * I8P_STAGES + 16 + 1024)
+
+__global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_pp_kernel(const __grid_constant__ int8_wgmma_params p) {
+    extern __shared__ __align__(1024) uint8_t i8p_smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)i8p_smem_raw + 1023) & ~(uintptr_t)1023);
+    uint64_t *full = (uint64_t *)(smem + I8P_BAR_OFF), *empty = full + I8P_STAGES, *turn = empty + I8P_STAGES;
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    if (threadIdx.x == 0) {
+        /* full: the producer's arrival + the bytes; empty: lane 0 of the 4 warps of the one consumer using the stage;
+           turn[c]: the other consumer has waited for every K-block of its latest tile */
+        for (int s = 0; s < I8P_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 4);
+        mbar_init(&turn[0], 1), mbar_init(&turn[1], 1);
+        mbar_init_fence();
+    }
+    __syncthreads();
+    const int tiles = p.tiles_m * p.tiles_n;
+    if (wg == 0) { /* producer */
+        wg_reg_dealloc<40>();
+        if (tid == 0) {
+            int s = 0;
+            uint32_t ph = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+                int tm, tn;
+                i8g_tile(p, t, tm, tn);
+                for (int kb = 0; kb < p.kblocks; kb++) {
+                    mbar_wait(&empty[s], ph ^ 1);
+                    uint8_t *st = smem + s * I8P_STAGE_BYTES;
+                    mbar_expect_tx(&full[s], I8P_STAGE_BYTES);
+                    tma_load_2d(st, &p.a_map, kb * I8G_BK, tm * I8G_BM, &full[s]);
+                    tma_load_2d(st + 128 * I8G_BK, &p.w_map, kb * I8G_BK, tn * I8P_BN, &full[s]);
+                    if (++s == I8P_STAGES) s = 0, ph ^= 1;
+                }
+            }
+        }
+        return;
+    }
+    wg_reg_alloc<232>();
+    const int c = wg - 1, lane = tid % 32;
+    uint8_t *epi = smem + I8P_EPI_OFF + c * I8G_EPI_BYTES;
+    int i = c, j = 0; /* this consumer's tiles: the CTA's c-th, (c + 2)-th, … ; j counts them */
+    for (int t = blockIdx.x + c * gridDim.x; t < tiles; t += 2 * gridDim.x, i += 2, j++) {
+        /* Turns: a stage's full barrier tells its fills apart only by parity, so a consumer must not wait on a fill of
+           its tile until every earlier fill of the ring has completed, i.e. until the other consumer has waited for
+           all of its previous tile (else a fill six K-blocks earlier would pass for ours). This also makes the two
+           main loops take turns: consumer 1's tile j after consumer 0's tile j, consumer 0's tile j after
+           consumer 1's tile j − 1. */
+        if (c == 1) mbar_wait(&turn[1], j & 1);
+        else if (j > 0) mbar_wait(&turn[0], (j - 1) & 1);
+        int tm, tn;
+        i8g_tile(p, t, tm, tn);
+        const int64_t g0 = (int64_t)i * p.kblocks; /* the tile's first K-block in the ring's sequence */
+        int acc[128]; /* two m64n128 units: rows 0-63 in acc[0..63], rows 64-127 in acc[64..127] (no initialisation: see
+                         int8_wgmma_kernel) */
+        auto stage = [&](int kb) { return (int)((g0 + kb) % I8P_STAGES); };
+        auto phase = [&](int kb) { return (uint32_t)(((g0 + kb) / I8P_STAGES) & 1); };
+        auto issue = [&](int kb) {
+            const uint8_t *st = smem + stage(kb) * I8P_STAGE_BYTES;
+            const uint64_t da0 = wg_desc_sw128(st), da1 = wg_desc_sw128(st + 64 * I8G_BK), dw = wg_desc_sw128(st + 128 * I8G_BK);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < I8G_BK / 32; ks++) {
+                wgmma_m64n128k32_s8(acc, da0 + 2 * ks, dw + 2 * ks, ks > 0 || kb > 0);
+                wgmma_m64n128k32_s8(acc + 64, da1 + 2 * ks, dw + 2 * ks, ks > 0 || kb > 0);
+            }
+            wgmma_commit();
+        };
+        auto release = [&](int kb) {
+            if (lane == 0) mbar_arrive(&empty[stage(kb)]);
+        };
+        mbar_wait(&full[stage(0)], phase(0));
+        issue(0);
+        for (int kb = 1; kb < p.kblocks; kb++) {
+            mbar_wait(&full[stage(kb)], phase(kb));
+            issue(kb);
+            wgmma_wait<1>();
+            release(kb - 1);
+        }
+        if (tid == 0) mbar_arrive(&turn[1 - c]); /* every fill of this tile has been waited for: the other consumer's turn */
+        wgmma_wait<0>();
+        wg_fence_regs<128>(acc);
+        release(p.kblocks - 1);
+        const int64_t row0 = (int64_t)tm * I8G_BM, col0 = (int64_t)tn * I8P_BN;
+        i8g_store_half(p, acc, row0, col0, epi, tid, 1 + c);
+        i8g_store_half(p, acc + 64, row0 + 64, col0, epi, tid, 1 + c);
+    }
+}
+
+/* Kp up to which the ping-pong form runs (else the cooperative one). Measured side by side on the H200 at M = 4608
+   (2026-11-30): ping-pong 3–7% faster at K = 3072 (its epilogues hidden behind the other consumer's main loop),
+   3–4% slower at K = 12288 and 15360 (long main loops: the epilogue matters little, 128×256 tiles load less per MMA) */
+#define I8P_MAX_KP 4096
+
+/* the int8 matmul + epilogue on wgmma, ping-pong or cooperative by Kp (QDIT_CUDA_INT8_COOP / _PINGPONG force one);
+   QD_EUNSUPPORTED (nothing launched) where the driver gives no TMA map */
 static qd_status int8_wgmma(qd_cuda *c, const cuda_linear *d, const int8_t *q, int64_t m, const int_epi &e) {
+    const bool coop = c->int8_coop || (!c->int8_pingpong && d->kp > I8P_MAX_KP);
+    const int bn = coop ? I8G_BN : I8P_BN, smem = coop ? I8G_SMEM : I8P_SMEM;
     int8_wgmma_params p;
     memset(&p, 0, sizeof p);
     if (!qd_tma_map_bytes(&p.a_map, q, (uint64_t)m, (uint64_t)d->kp, I8G_BK, I8G_BM) ||
-        !qd_tma_map_bytes(&p.w_map, d->w, (uint64_t)d->np, (uint64_t)d->kp, I8G_BK, I8G_BN))
+        !qd_tma_map_bytes(&p.w_map, d->w, (uint64_t)d->np, (uint64_t)d->kp, I8G_BK, (uint32_t)bn))
         return QD_EUNSUPPORTED;
-    static bool smem_set = false; /* (the attribute is per function, the same on every device) */
-    if (!smem_set) {
-        cudaError_t err = cudaFuncSetAttribute(int8_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, I8G_SMEM);
+    static bool smem_set[2] = {false, false}; /* (the attribute is per function, the same on every device) */
+    if (!smem_set[coop]) {
+        cudaError_t err = coop ? cudaFuncSetAttribute(int8_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, I8G_SMEM)
+                               : cudaFuncSetAttribute(int8_wgmma_pp_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, I8P_SMEM);
         if (err != cudaSuccess) return qd_cuda_fail(err, "int8 matmul (shared memory)");
-        smem_set = true;
+        smem_set[coop] = true;
     }
     p.e = e;
     p.kblocks = (int)((d->kp + I8G_BK - 1) / I8G_BK);
-    p.tiles_m = (int)((m + I8G_BM - 1) / I8G_BM), p.tiles_n = (int)((e.n + I8G_BN - 1) / I8G_BN);
+    p.tiles_m = (int)((m + I8G_BM - 1) / I8G_BM), p.tiles_n = (int)((e.n + bn - 1) / bn);
     p.staged = e.yt == QD_DTYPE_BF16 && e.n % 8 == 0 && qd_cuda_aligned16(e.y);
-    const int tiles = p.tiles_m * p.tiles_n, grid = tiles < c->sm_count ? tiles : c->sm_count;
-    int8_wgmma_kernel<<<grid, I8G_THREADS, I8G_SMEM, c->stream>>>(p);
+    const int tiles = p.tiles_m * p.tiles_n;
+    if (coop) {
+        const int grid = tiles < c->sm_count ? tiles : c->sm_count;
+        int8_wgmma_kernel<<<grid, I8G_THREADS, smem, c->stream>>>(p);
+    } else {
+        const int pairs = (tiles + 1) / 2, grid = pairs < c->sm_count ? pairs : c->sm_count; /* two consumers per CTA */
+        int8_wgmma_pp_kernel<<<grid, I8G_THREADS, smem, c->stream>>>(p);
+    }
     return launched("int8 matmul (wgmma)");
 }
 
