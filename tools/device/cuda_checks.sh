@@ -134,7 +134,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
            timeout 150 .devrun/bin/fp8_gemm_lab "${LAB_VARIANTS:-all}" $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
     int8) # the int8 schemes' op cases on the default path (the wgmma kernel) and both fallbacks (failures printed),
           # then FP8, int8 on wgmma and int8 on cuBLASLt at FLUX's shapes side by side
-          for v in QDIT_NONE QDIT_CUDA_INT8_COOP QDIT_CUDA_INT8_PINGPONG QDIT_CUDA_INT8_LT QDIT_CUDA_INT8_CORES; do for f in w8a8 w4a4; do
+          for v in QDIT_NONE QDIT_CUDA_INT8_COOP QDIT_CUDA_INT8_LT QDIT_CUDA_INT8_CORES; do for f in w8a8 w4a4; do
             echo "$v=1 $f: $(env $v=1 timeout 60 .devrun/bin/test_backend_ops --backend cuda --filter $f 2>&1 | grep -Ev '^(ok  |skip)') (rc $?)"; done; done
           BENCH_ONLY=int8 timeout 90 .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_int8.md"
           echo "with QDIT_CUDA_INT8_${INT8_FORM:-COOP}=1:"

@@ -368,7 +368,6 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->int8_cores = getenv("QDIT_CUDA_INT8_CORES") != NULL;
     c->int8_lt = getenv("QDIT_CUDA_INT8_LT") != NULL;
     c->int8_coop = getenv("QDIT_CUDA_INT8_COOP") != NULL;
-    c->int8_pingpong = getenv("QDIT_CUDA_INT8_PINGPONG") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;

@@ -415,7 +415,9 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid
     extern __shared__ __align__(1024) uint8_t i8g_smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)i8g_smem_raw + 1023) & ~(uintptr_t)1023); /* the 128-byte swizzle wants 1024 */
     uint64_t *full = (uint64_t *)(smem + I8G_BAR_OFF), *empty = full + I8G_STAGES;
-    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    /* (through a shuffle the compiler knows the warpgroup index is the same in every lane: the stage and descriptor
+       arithmetic of the main loops then stays in uniform registers, which wgmma reads its descriptors from) */
+    const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0), tid = threadIdx.x % 128;
     if (threadIdx.x == 0) {
         /* full: the producer's one arrival + the bytes; empty: lane 0 of each of the 8 consumer warps */
         for (int s = 0; s < I8G_STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], 8);
@@ -446,6 +448,7 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid
     wg_reg_alloc<232>();
     const int c = wg - 1, lane = tid % 32;
     uint8_t *epi = smem + I8G_EPI_OFF + c * I8G_EPI_BYTES;
+    const uint64_t dbase = wg_desc_sw128(smem);
     int s = 0;
     uint32_t ph = 0;
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -454,8 +457,8 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid
         int acc[128]; /* (no initialisation: the first wgmma of a tile starts the sums with scale_d = 0; writing zeros
                          here instead makes ptxas serialise the wgmmas) */
         auto issue = [&](int more) {
-            const uint8_t *st = smem + s * I8G_STAGE_BYTES;
-            const uint64_t da = wg_desc_sw128(st + c * 64 * I8G_BK), dw = wg_desc_sw128(st + I8G_A_BYTES);
+            /* (a descriptor's address field is the byte address >> 4: offsets within shared memory add to it) */
+            const uint64_t da = dbase + ((s * I8G_STAGE_BYTES + c * 64 * I8G_BK) >> 4), dw = dbase + ((s * I8G_STAGE_BYTES + I8G_A_BYTES) >> 4);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < I8G_BK / 32; ks++) wgmma_m64n256k32_s8(acc, da + 2 * ks, dw + 2 * ks, ks > 0 || more);
@@ -489,7 +492,7 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_kernel(const __grid
     }
 }
 
-/* The ping-pong form (for Kp ≤ I8P_MAX_KP, below; QDIT_CUDA_INT8_COOP=1 runs the cooperative kernel above): each consumer warpgroup
+/* The ping-pong form (the default; QDIT_CUDA_INT8_COOP=1 runs the cooperative kernel above): each consumer warpgroup
  * owns whole 128×128 tiles (two m64n128 units, 128 int32 registers), consumer c taking the CTA's tiles c, c + 2, …
  * The producer fills one 6-stage ring (A and W 128×128 bytes each) tile after tile, so a consumer's next tile lands
  * only as the other consumer's K-blocks are released, and a turn barrier keeps the consumers' waits in the ring's
@@ -507,7 +510,9 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_pp_kernel(const __g
     extern __shared__ __align__(1024) uint8_t i8p_smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)i8p_smem_raw + 1023) & ~(uintptr_t)1023);
     uint64_t *full = (uint64_t *)(smem + I8P_BAR_OFF), *empty = full + I8P_STAGES, *turn = empty + I8P_STAGES;
-    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    /* (through a shuffle the compiler knows the warpgroup index is the same in every lane: the stage and descriptor
+       arithmetic of the main loops then stays in uniform registers, which wgmma reads its descriptors from) */
+    const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0), tid = threadIdx.x % 128;
     if (threadIdx.x == 0) {
         /* full: the producer's arrival + the bytes; empty: lane 0 of the 4 warps of the one consumer using the stage;
            turn[c]: the other consumer has waited for every K-block of its latest tile */
@@ -540,6 +545,7 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_pp_kernel(const __g
     wg_reg_alloc<232>();
     const int c = wg - 1, lane = tid % 32;
     uint8_t *epi = smem + I8P_EPI_OFF + c * I8G_EPI_BYTES;
+    const uint64_t dbase = wg_desc_sw128(smem);
     int i = c, j = 0; /* this consumer's tiles: the CTA's c-th, (c + 2)-th, … ; j counts them */
     for (int t = blockIdx.x + c * gridDim.x; t < tiles; t += 2 * gridDim.x, i += 2, j++) {
         /* Turns: a stage's full barrier tells its fills apart only by parity, so a consumer must not wait on a fill of
@@ -551,52 +557,54 @@ __global__ void __launch_bounds__(I8G_THREADS, 1) int8_wgmma_pp_kernel(const __g
         else if (j > 0) mbar_wait(&turn[0], (j - 1) & 1);
         int tm, tn;
         i8g_tile(p, t, tm, tn);
-        const int64_t g0 = (int64_t)i * p.kblocks; /* the tile's first K-block in the ring's sequence */
+        const int g0 = i * p.kblocks; /* the tile's first K-block in the ring's sequence */
+        int s = g0 % I8P_STAGES;
+        uint32_t ph = (g0 / I8P_STAGES) & 1;
         int acc[128]; /* two m64n128 units: rows 0-63 in acc[0..63], rows 64-127 in acc[64..127] (no initialisation: see
                          int8_wgmma_kernel) */
-        auto stage = [&](int kb) { return (int)((g0 + kb) % I8P_STAGES); };
-        auto phase = [&](int kb) { return (uint32_t)(((g0 + kb) / I8P_STAGES) & 1); };
-        auto issue = [&](int kb) {
-            const uint8_t *st = smem + stage(kb) * I8P_STAGE_BYTES;
-            const uint64_t da0 = wg_desc_sw128(st), da1 = wg_desc_sw128(st + 64 * I8G_BK), dw = wg_desc_sw128(st + 128 * I8G_BK);
+        auto issue = [&](int more) {
+            const uint64_t da0 = dbase + ((s * I8P_STAGE_BYTES) >> 4), da1 = da0 + ((64 * I8G_BK) >> 4), dw = da0 + ((128 * I8G_BK) >> 4);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < I8G_BK / 32; ks++) {
-                wgmma_m64n128k32_s8(acc, da0 + 2 * ks, dw + 2 * ks, ks > 0 || kb > 0);
-                wgmma_m64n128k32_s8(acc + 64, da1 + 2 * ks, dw + 2 * ks, ks > 0 || kb > 0);
+                wgmma_m64n128k32_s8(acc, da0 + 2 * ks, dw + 2 * ks, ks > 0 || more);
+                wgmma_m64n128k32_s8(acc + 64, da1 + 2 * ks, dw + 2 * ks, ks > 0 || more);
             }
             wgmma_commit();
         };
-        auto release = [&](int kb) {
-            if (lane == 0) mbar_arrive(&empty[stage(kb)]);
+        auto release = [&](int st) {
+            if (lane == 0) mbar_arrive(&empty[st]);
         };
-        mbar_wait(&full[stage(0)], phase(0));
+        auto advance = [&]() {
+            if (++s == I8P_STAGES) s = 0, ph ^= 1;
+        };
+        mbar_wait(&full[s], ph);
         issue(0);
+        int ps = s;
+        advance();
         for (int kb = 1; kb < p.kblocks; kb++) {
-            mbar_wait(&full[stage(kb)], phase(kb));
-            issue(kb);
+            mbar_wait(&full[s], ph);
+            issue(1);
             wgmma_wait<1>();
-            release(kb - 1);
+            release(ps);
+            ps = s;
+            advance();
         }
         if (tid == 0) mbar_arrive(&turn[1 - c]); /* every fill of this tile has been waited for: the other consumer's turn */
         wgmma_wait<0>();
         wg_fence_regs<128>(acc);
-        release(p.kblocks - 1);
+        release(ps);
         const int64_t row0 = (int64_t)tm * I8G_BM, col0 = (int64_t)tn * I8P_BN;
         i8g_store_half(p, acc, row0, col0, epi, tid, 1 + c);
         i8g_store_half(p, acc + 64, row0 + 64, col0, epi, tid, 1 + c);
     }
 }
 
-/* Kp up to which the ping-pong form runs (else the cooperative one). Measured side by side on the H200 at M = 4608
-   (2026-11-30): ping-pong 3–7% faster at K = 3072 (its epilogues hidden behind the other consumer's main loop),
-   3–4% slower at K = 12288 and 15360 (long main loops: the epilogue matters little, 128×256 tiles load less per MMA) */
-#define I8P_MAX_KP 4096
-
-/* the int8 matmul + epilogue on wgmma, ping-pong or cooperative by Kp (QDIT_CUDA_INT8_COOP / _PINGPONG force one);
-   QD_EUNSUPPORTED (nothing launched) where the driver gives no TMA map */
+/* the int8 matmul + epilogue on wgmma: the ping-pong form, or the cooperative one with QDIT_CUDA_INT8_COOP (side by
+   side on the H200 at FLUX's shapes, 2026-11-30: ping-pong 1.00–1.10× of cooperative); QD_EUNSUPPORTED (nothing
+   launched) where the driver gives no TMA map */
 static qd_status int8_wgmma(qd_cuda *c, const cuda_linear *d, const int8_t *q, int64_t m, const int_epi &e) {
-    const bool coop = c->int8_coop || (!c->int8_pingpong && d->kp > I8P_MAX_KP);
+    const bool coop = c->int8_coop;
     const int bn = coop ? I8G_BN : I8P_BN, smem = coop ? I8G_SMEM : I8P_SMEM;
     int8_wgmma_params p;
     memset(&p, 0, sizeof p);
