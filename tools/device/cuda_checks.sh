@@ -137,8 +137,8 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
           for v in QDIT_NONE QDIT_CUDA_INT8_COOP QDIT_CUDA_INT8_LT QDIT_CUDA_INT8_CORES; do for f in w8a8 w4a4; do
             echo "$v=1 $f: $(env $v=1 timeout 60 .devrun/bin/test_backend_ops --backend cuda --filter $f 2>&1 | grep -Ev '^(ok  |skip)') (rc $?)"; done; done
           BENCH_ONLY=int8 timeout 90 .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_int8.md"
-          echo "with QDIT_CUDA_INT8_${INT8_FORM:-COOP}=1:"
-          env QDIT_CUDA_INT8_${INT8_FORM:-COOP}=1 BENCH_ONLY=int8 timeout 90 .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_int8_coop.md" ;;
+          echo "with QDIT_CUDA_INT8_COOP=1 (the cooperative form):"
+          QDIT_CUDA_INT8_COOP=1 BENCH_ONLY=int8 timeout 90 .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_int8_coop.md" ;;
     bench_qdit) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md" ;;
     bench) .devrun/bin/bench_cuda_ops 20 2>&1 | tee "$OUT/bench_qdit.md"
            python3 tools/device/torch_ref_bench.py 20 2>&1 | tee "$OUT/bench_torch.md" ;;
