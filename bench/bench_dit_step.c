@@ -4,7 +4,7 @@
  * `--quantization`). A thin wrapper over the library's step benchmark (pipeline/bench.h), which
  * `qdit bench` also runs; kept for its flags and output, which tools/device/cuda_checks.sh uses.
  *
- *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4] [--res 512]
+ *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4|svdq-int4-diffusers] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]] [--dit-offload-budget-mib N]
  *
@@ -15,6 +15,10 @@
  * --weights-on-disk DIR draws the weights into (unlinked) files in DIR mapped shared, so they behave like a
  * checkpoint mapped from disk: the kernel evicts and re-reads their pages when the model is larger than
  * memory (FLUX.1-dev in bf16 on a 23 GiB machine). Resident memory then counts the pages present.
+ *
+ * svdq-int4 draws FLUX.1-dev's blocks in the layout of Nunchaku's svdq-int4_r32 files (fused qkv_proj with one
+ * smoothing vector and one rank-32 branch; single blocks' proj_out as out_proj + mlp_fc2); svdq-int4-diffusers under
+ * diffusers names (to_q, to_k, to_v each with their own), a layout no published file has, kept for comparison.
  *
  * Prints: load seconds, the bytes the linears hold in their stored form (the weights' quantized size),
  * resident memory after load and the peak over the run (getrusage ru_maxrss), each step's seconds and
@@ -88,7 +92,10 @@ int main(int argc, char **argv) {
     }
     qd_options o;
     qd_options_init(&o);
-    const bool svdq = !strcmp(quant, "svdq-int4"); /* Nunchaku's scheme per layer (--enable-svdquant on random weights) */
+    /* Nunchaku's scheme per layer (--enable-svdquant on random weights), in its file layout (fused qkv_proj, out_proj +
+       mlp_fc2 for the single blocks' proj_out), or under diffusers names with svdq-int4-diffusers (the layout before) */
+    const bool svdq_diffusers = !strcmp(quant, "svdq-int4-diffusers"), svdq = svdq_diffusers || !strcmp(quant, "svdq-int4");
+    a.svdq_diffusers_names = svdq_diffusers;
     o.quantization = strcmp(quant, "none") && !svdq ? quant : NULL;
     if (svdq) o.enable_svdquant = 1, o.quantization_rank = 32;
     o.dit_layerwise_offload = layerwise, o.dit_cpu_offload = component, o.dit_offload_budget_mib = budget_mib;

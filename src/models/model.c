@@ -114,7 +114,7 @@ qd_status qd_model_projections(const qd_model_ctx *m, const char *const *names, 
 }
 
 bool qd_model_has(const qd_model_ctx *m, const char *name) {
-    return m->random_weights ? qd_random_has(name) : qd_ckpt_find(m->ck, name) != NULL;
+    return m->random_weights ? qd_random_has(name, m->random_nunchaku) : qd_ckpt_find(m->ck, name) != NULL;
 }
 
 float qd_model_scalar_x1000(const qd_model_ctx *m, float v) {

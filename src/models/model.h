@@ -42,6 +42,8 @@ typedef struct {
     bool reference_linears; /* every linear runs as its f32 reference: W and b as qd_linear_dequantize and
                                qd_linear_bias_f32 give them, activations not quantized (forward --no-act-quant) */
     uint64_t random_seed;
+    bool random_nunchaku; /* random weights: FLUX block layers under Nunchaku's names and fused layout, as the
+                             svdq-int4_r32 files have them (qd_random_has) */
     qd_linear_observer observe; /* NULL: no observer */
     void *observe_user;
     qd_linear_tally *tally; /* NULL: not counted */

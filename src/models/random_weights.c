@@ -52,7 +52,8 @@ void qd_random_table_bf16(uint64_t seed, const char *name, int64_t rows, int64_t
     for (int64_t r = 0; r < rows; r++) fill_row(h, r, 0.02f, cols, out + r * cols, NULL);
 }
 
-bool qd_random_has(const char *name) {
+bool qd_random_has(const char *name, bool nunchaku_layout) {
+    if (nunchaku_layout) return true;
     static const char *const nunchaku[] = {".qweight", "qkv_proj", "to_qkv", "mlp_fc", "out_proj", "feed_forward.net."};
     for (size_t i = 0; i < sizeof nunchaku / sizeof *nunchaku; i++)
         if (strstr(name, nunchaku[i])) return false;
@@ -134,7 +135,8 @@ static bool give_image(qd_linear *l, uint8_t *img, size_t len) {
  * (formats.md §5.7), with synthetic values — a speed benchmark's stand-in for `svdq-int4_r32-…` (an SVD of every
  * drawn weight would take minutes): block projections and MLPs SVDQuant int4 (group 64, BF16 scales, smoothing, a
  * rank-R BF16 low-rank branch), the blocks' modulation linears AWQ W4A16 (group 64), the rest BF16 (not taken here:
- * returns false). Codes are uniform; scales, smoothing and factors have the magnitudes such files have. */
+ * returns false); each with a BF16 bias, as FLUX's layers have. Codes are uniform; scales, smoothing and factors have
+ * the magnitudes such files have. */
 static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l, qd_status *st) {
     const bool block = strstr(name, "transformer_blocks.") != NULL || strstr(name, "layers.") != NULL;
     if (!q || q->method != QD_QM_SVDQUANT || !block || in % 128 || out % 128) return false;
@@ -144,9 +146,9 @@ static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *
     uint8_t *codes = malloc((size_t)(out * in / 2));
     uint16_t *sc = malloc(2 * (size_t)ng), *z = modulation ? malloc(2 * (size_t)ng) : NULL;
     uint16_t *sm = modulation ? NULL : malloc(2 * (size_t)in), *dn = modulation ? NULL : malloc(2 * (size_t)(r * in));
-    uint16_t *up = modulation ? NULL : malloc(2 * (size_t)(out * r));
-    if (!codes || !sc || (modulation ? !z : (!sm || !dn || !up))) {
-        free(codes), free(sc), free(z), free(sm), free(dn), free(up);
+    uint16_t *up = modulation ? NULL : malloc(2 * (size_t)(out * r)), *bias = malloc(2 * (size_t)out);
+    if (!codes || !sc || !bias || (modulation ? !z : (!sm || !dn || !up))) {
+        free(codes), free(sc), free(z), free(sm), free(dn), free(up), free(bias);
         *st = qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s'", name);
         return true;
     }
@@ -162,6 +164,8 @@ static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *
     l->block_k = (int)g;
     l->weight = (qd_view){.dtype = QD_DTYPE_U8, .rank = 2, .shape = {out, in / 2}, .data = codes, .owned = codes};
     l->scale = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 2, .shape = {out, in / g}, .data = sc, .owned = sc};
+    fill_row(hash_name(seed ^ 3, name), 0, 0.01f, out, bias, NULL);
+    l->bias = (qd_view){.dtype = QD_DTYPE_BF16, .rank = 1, .shape = {out}, .data = bias, .owned = bias};
     if (modulation) {
         for (int64_t i = 0; i < ng; i++) z[i] = qd_f32_to_bf16(-8.0f * step);
         l->scheme = QD_SCHEME_AWQ_W4A16;

@@ -23,7 +23,8 @@ qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *
 void qd_random_param(uint64_t seed, const char *name, int64_t n, float *out);
 /* A [rows, cols] lookup table (token embeddings) as BF16, U(−0.02, 0.02), drawn row by row (no F32 copy). */
 void qd_random_table_bf16(uint64_t seed, const char *name, int64_t rows, int64_t cols, uint16_t *out);
-/* Random modules follow the diffusers layout: Nunchaku's module names are absent, all others present. */
-bool qd_random_has(const char *name);
+/* Random modules follow the diffusers layout: Nunchaku's module names are absent, all others present. With
+ * `nunchaku_layout`, every name is present, so that a model that looks for Nunchaku's layout first takes it. */
+bool qd_random_has(const char *name, bool nunchaku_layout);
 
 #endif

@@ -312,6 +312,7 @@ qd_status qd_bench_step(const qd_options *o, const qd_bench_args *a, qd_bench_re
     if (!s) {
         qd_model_ctx ctx = {.backend = be, .ck = m.c.ck, .quant = &m.c.quant, .act = act, .random_weights = r->random_weights,
                             .random_seed = a->random_seed ? a->random_seed : 1, .tally = &tally, .offload = offload,
+                            .random_nunchaku = m.named && b.flux && m.c.quant.method == QD_QM_SVDQUANT && !a->svdq_diffusers_names,
                             .offload_budget = (uint64_t)(o->dit_offload_budget_mib > 0 ? o->dit_offload_budget_mib : 0) << 20};
         s = b.flux ? qd_flux_load(&ctx, &b.fc, &b.fm) : qd_zimage_load(&ctx, &b.zc, &b.zm);
     }

@@ -40,6 +40,8 @@ typedef struct {
     bool random_weights;         /* a folder: weights drawn from its config.json (the named configs always draw) */
     uint64_t random_seed;        /* the draw's seed (0: 1) */
     const char *weights_on_disk; /* draw the weights into unlinked files here (models/random_weights.h) */
+    bool svdq_diffusers_names;   /* --enable-svdquant on flux.1-dev: blocks under diffusers names (separate q, k, v
+                                    layers, each with its own smoothing and low-rank branch) instead of Nunchaku's layout */
     qd_bench_progress progress;
     void *progress_user;
 } qd_bench_args;

@@ -36,7 +36,11 @@ for t in "$@"; do
   echo "== $t"
   case "$t" in
     ops) .devrun/bin/test_backend_ops --backend cuda 2>&1 | tee "$OUT/ops.log" | grep -Ev "^(ok  |skip)" ;;
-    fixtures) python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" 2>&1 | tee "$OUT/fixtures.md" ;;
+    fixtures) [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
+              python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" ${QUANT_FIXTURES:+.devrun/quant-fixtures} 2>&1 | tee "$OUT/fixtures.md" ;;
+    nunchaku) # the Nunchaku files only (.devrun/quant-fixtures: tools/device/pack_bins.sh --fixtures)
+              [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
+              python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" .devrun/quant-fixtures nunchaku-only 2>&1 | tee "$OUT/nunchaku.md" ;;
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
     flux) for q in none fp8; do sample_start flux_$q
             .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps ${FLUX_STEPS:-6} --text 512 2>&1 | tee "$OUT/flux_$q.log"

@@ -3,7 +3,8 @@
 .devrun/fixtures) in f32 and bf16 activations, online fp8 too, the transformers also with their weights offloaded
 (--dit-layerwise-offload, --dit-cpu-offload), and prints the relative L2 error of each output against the fixture's
 reference output (and, for the VAE, against our float64 decode in
-tests/fixtures). Usage: python3 tools/device/fixture_check.py QDIT_BINARY FIXTURE_DIR OUT_DIR"""
+tests/fixtures). With QUANT_DIR (tools/quant-fixtures' output), also the Nunchaku SVDQuant
+files of FLUX.1 and Z-Image. Usage: python3 tools/device/fixture_check.py QDIT_BINARY FIXTURE_DIR OUT_DIR [QUANT_DIR]"""
 import os
 import subprocess
 import sys
@@ -12,11 +13,13 @@ import numpy as np
 from safetensors.numpy import load_file
 
 qdit, fx, out = sys.argv[1], sys.argv[2], sys.argv[3]
+quant_dir = sys.argv[4] if len(sys.argv) > 4 else None  # tools/quant-fixtures' output (the Nunchaku files), optional
+only_nunchaku = len(sys.argv) > 5 and sys.argv[5] == "nunchaku-only"
 cases = [
     ("flux_tiny_a", "transformer", "output"),
     ("zimage_tiny_a", "transformer", "output"),
     ("vae_kl_tiny_a", "vae", "output"),
-]
+] if not only_nunchaku else []
 print("| module | device | activations | quantization | rel L2 vs reference | bound |\n|---|---|---|---|---:|---:|")
 fails = 0
 for name, comp, key in cases:
@@ -57,7 +60,7 @@ for name, comp, key in cases:
             print(f"| {name} ({label}) | cuda | {prec} | {label_q} | {err:.2e} | {bound:g} {'ok' if ok else 'FAIL'} |")
 # text encoders: every output (Qwen3 over the positions its attention_mask keeps)
 for name, keys in [("clip_tiny_a", ["last_hidden_state", "pooler_output"]), ("t5_tiny_a", ["last_hidden_state"]),
-                   ("qwen3_tiny_a", ["last_hidden_state", "hidden_states_minus2"])]:
+                   ("qwen3_tiny_a", ["last_hidden_state", "hidden_states_minus2"])] if not only_nunchaku else []:
     io = load_file(os.path.join(fx, name, "io.safetensors"))
     for prec in ["f32", "bf16"]:
         path = os.path.join(out, f"{name}_{prec}.safetensors")
@@ -77,4 +80,39 @@ for name, keys in [("clip_tiny_a", ["last_hidden_state", "pooler_output"]), ("t5
             bound = 1e-4 if prec == "f32" else 2e-2
             fails += err > bound
             print(f"| {name} {key} | cuda | {prec} | - | {err:.2e} | {bound:g} {'ok' if err <= bound else 'FAIL'} |")
+# Nunchaku SVDQuant files (tools/quant-fixtures, carried in QUANT_DIR): the GPU run against the fixture's dense run
+# with the file's dequantized weights merged in (what the file holds, less its activation quantization: bounds of
+# tests/conformance/test_forward_nunchaku.c, which holds the CPU's W4A4 recipe to them) and against the fixture
+if quant_dir:
+    from safetensors.numpy import save_file
+    for name, deq_bound in [("flux_tiny_a", 0.02), ("zimage_tiny_a", 0.12)]:
+        ref = load_file(os.path.join(fx, name, "io.safetensors"))["output"].astype(np.float64)
+        for fam in ["int4", "fp4"]:
+            d = os.path.join(quant_dir, name, f"svdquant_{fam}")
+            weights = os.path.join(d, f"svdq-{fam}_r32-{name}.safetensors")
+            merged = load_file(os.path.join(fx, name, "transformer", "diffusion_pytorch_model.safetensors"))
+            merged.update(load_file(os.path.join(d, "expected", "dequant.safetensors")))
+            deq_w = os.path.join(out, f"{name}_{fam}_dequant.safetensors")
+            save_file(merged, deq_w)
+            got = {}
+            for tag, w, dev, prec in [("dequant", deq_w, "cuda", "f32"), ("cpu", weights, "cpu", "f32"), ("cuda", weights, "cuda", "f32"),
+                                      ("cuda_bf16", weights, "cuda", "bf16")]:
+                path = os.path.join(out, f"{name}_svdq_{fam}_{tag}.safetensors")
+                r = subprocess.run([qdit, "forward", "--component", os.path.join(fx, name, "transformer"), "--transformer-weights-path", w,
+                                    "--inputs", os.path.join(fx, name, "io.safetensors"), "--output", path, "--device", dev, "--precision", prec],
+                                   capture_output=True, text=True)
+                if r.returncode:
+                    print(f"| {name} svdq {fam} | {dev} | {prec} | {tag} | FAILED: {r.stderr.strip()[-200:]} | |")
+                    fails += 1
+                    continue
+                got[tag] = load_file(path)["output"].astype(np.float64)
+            rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
+            for tag, dev, prec in [("cpu", "cpu", "f32"), ("cuda", "cuda", "f32"), ("cuda_bf16", "cuda", "bf16")]:
+                if tag not in got or "dequant" not in got:
+                    continue
+                e_deq, e_fix = rel(got[tag], got["dequant"]), rel(got[tag], ref)
+                db = deq_bound if prec == "f32" else float("inf")  # bf16 noise: the fixture's bound only, as the test
+                ok = e_deq <= db and e_fix <= 0.3
+                fails += not ok
+                print(f"| {name} svdq {fam} (vs dequantized weights; vs fixture) | {dev} | {prec} | svdquant | {e_deq:.2e}; {e_fix:.2e} | {db:g}; 0.3 {'ok' if ok else 'FAIL'} |")
 sys.exit(1 if fails else 0)

@@ -190,6 +190,9 @@ static qd_status projections(const qd_model_ctx *ctx, const char *blocks, int64_
     return s;
 }
 
+/* a Nunchaku [q; k; v] projection that needs no padding of its input or output (D a multiple of 128) */
+static bool nk_unpadded(const qd_linear *qkv, int64_t D) { return qkv->in_features == D && qkv->out_features == 3 * D; }
+
 /* Nunchaku's legacy layout, told by its fused qkv of the first block (formats.md §5.7) */
 static bool flux_is_nunchaku(const qd_model_ctx *ctx, const qd_flux_config *c) {
     return qd_model_has(ctx, c->num_layers > 0 ? "transformer_blocks.0.qkv_proj.qweight" : "single_transformer_blocks.0.qkv_proj.qweight");
@@ -616,8 +619,10 @@ static qd_status flux_body(void *user) {
         /* Batch 1 (diffusers' FLUX runs): the projections write straight into the joint [text, image]
            Q/K/V and the streams read the attention output in place — views, no concatenation or slicing.
            Otherwise (and for Nunchaku's fused qkv) each stream's q/k/v is made, then concatenated. */
-        const bool joint = B == 1 && !m->nunchaku;
-        const bool fused = !m->nunchaku && b->qkv.out_features > 0; /* [q; k; v] joined at load (qd_model_projections) */
+        const bool joint = B == 1 && (!m->nunchaku || (nk_unpadded(&b->qkv, D) && nk_unpadded(&b->qkv_ctx, D)));
+        /* [q; k; v] joined at load (qd_model_projections), or Nunchaku's qkv_proj without padding (FLUX's D is a
+           multiple of 128): one GEMM per stream writing into the joint tensors */
+        const bool fused = b->qkv.out_features > 0 && (!m->nunchaku || joint);
         bool normed = false; /* q and k already normalised and rotated */
         qd_tensor q, k, v, cq, ck, cv, Q = {0}, K = {0}, V = {0};
         if (joint) {
@@ -689,7 +694,8 @@ static qd_status flux_body(void *user) {
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
         qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D); /* GELU-tanh applied by the layer */
         qd_tensor q, k, v;
-        if (m->nunchaku) {
+        const bool nk_slices = m->nunchaku && !nk_unpadded(&b->qkv, D); /* a padded qkv_proj: sliced, then normalised */
+        if (nk_slices) {
             qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &sn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             qd_tensor_free(&qkv);
@@ -703,7 +709,7 @@ static qd_status flux_body(void *user) {
             q = qd_run_linear(r, &b->to_q, &sn), k = qd_run_linear(r, &b->to_k, &sn), v = qd_run_linear(r, &b->to_v, &sn);
         }
         qd_tensor_free(&sn);
-        if (m->nunchaku || b->qkv.out_features == 0) {
+        if (nk_slices || b->qkv.out_features == 0) {
             as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
             rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
         }
@@ -711,12 +717,9 @@ static qd_status flux_body(void *user) {
         attention(r, &q, &k, &v, &A);
         qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
         as_tokens(&A);
-        if (m->nunchaku) { /* proj_out(cat(A, hmlp)) = out_proj(A) + mlp_fc2(hmlp) */
-            qd_tensor o = qd_run_linear_n(r, &b->out_attn, &A, D);
-            qd_tensor o2 = qd_run_linear_n(r, &b->mlp_fc2, &hmlp, D);
-            if (!r->s) r->s = r->be->ops->add(r->be, &o, &o2, &o);
-            if (!r->s) r->s = r->be->ops->gated_add(r->be, &s, &o, &gate, &s);
-            qd_tensor_free(&o), qd_tensor_free(&o2);
+        if (m->nunchaku) { /* s += gate·proj_out(cat(A, hmlp)) = gate·out_proj(A) + gate·mlp_fc2(hmlp): two passes into s */
+            qd_run_linear_fused(r, &b->out_attn, (const qd_tensor *[]){&A}, 1, &gate, &s);
+            qd_run_linear_fused(r, &b->mlp_fc2, (const qd_tensor *[]){&hmlp}, 1, &gate, &s);
         } else { /* proj_out over [attention | MLP] without the concatenation on a device (linear_fused) */
             qd_run_linear_fused(r, &b->proj_out, (const qd_tensor *[]){&A, &hmlp}, 2, &gate, &s);
         }
