@@ -53,6 +53,9 @@ typedef struct {
     const qd_tensor *bias; /* optional additive score bias [H, Lq, Lk] (T5 relative positions), F32 */
     bool causal;           /* key j visible to query i only when j ≤ i + (Lk − Lq) */
     float scale;           /* 0: 1/sqrt(D) */
+    int64_t v_row;         /* elements from one token's v to the next: 0 (or Hkv·Dv) packed; wider, v is read in place
+                              as columns of a larger row-major output (FLUX's joined [q; k; v] projection, v->data at its
+                              first v column), which saves the copy that would slice it out */
 } qd_attn_args;
 
 typedef struct {

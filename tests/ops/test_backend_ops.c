@@ -626,28 +626,34 @@ static void run_attention(qd_backend *be) {
     struct {
         int64_t b, lq, lk, h, hkv, d;
         bool causal, mask;
-    } cases[] = {{1, 17, 17, 2, 2, 64, false, false}, {2, 33, 40, 4, 2, 128, false, true}, {1, 48, 48, 4, 1, 32, true, false},
-                 {1, 256, 256, 4, 4, 128, false, false}, {2, 100, 77, 8, 2, 128, false, false}};
+        int64_t vrow; /* > 0: v read in place as the first columns of rows this wide (FLUX's joined [q; k; v] output) */
+    } cases[] = {{1, 17, 17, 2, 2, 64, false, false, 0},   {2, 33, 40, 4, 2, 128, false, true, 0}, {1, 48, 48, 4, 1, 32, true, false, 0},
+                 {1, 256, 256, 4, 4, 128, false, false, 0}, {2, 100, 77, 8, 2, 128, false, false, 0},
+                 {1, 300, 300, 4, 4, 128, false, false, 3 * 4 * 128}, {2, 33, 40, 4, 2, 64, false, true, 2 * 2 * 64 + 8}};
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         int64_t B = cases[ci].b, Lq = cases[ci].lq, Lk = cases[ci].lk, H = cases[ci].h, Hk = cases[ci].hkv, D = cases[ci].d;
         for (int dt = 0; dt < 2; dt++) {
             qd_dtype t = dt ? QD_DTYPE_BF16 : QD_DTYPE_F32;
             char name[160];
-            snprintf(name, sizeof name, "attention %s B=%lld Lq=%lld Lk=%lld H=%lld/%lld D=%lld%s%s", dt ? "bf16" : "f32 ", (long long)B,
+            const int64_t vrow = cases[ci].vrow ? cases[ci].vrow : Hk * D;
+            snprintf(name, sizeof name, "attention %s B=%lld Lq=%lld Lk=%lld H=%lld/%lld D=%lld%s%s%s", dt ? "bf16" : "f32 ", (long long)B,
                      (long long)Lq, (long long)Lk, (long long)H, (long long)Hk, (long long)D, cases[ci].causal ? " causal" : "",
-                     cases[ci].mask ? " mask" : "");
+                     cases[ci].mask ? " mask" : "", cases[ci].vrow ? " v in place" : "");
             if (!selected(name)) continue;
             qd_tensor q, k, v, o, mask = {0};
             qd_tensor_new(be, &q, t, 4, (int64_t[]){B, Lq, H, D});
             qd_tensor_new(be, &k, t, 4, (int64_t[]){B, Lk, Hk, D});
-            qd_tensor_new(be, &v, t, 4, (int64_t[]){B, Lk, Hk, D});
+            qd_tensor_new(be, &v, t, 3, (int64_t[]){B, Lk, vrow}); /* as wide as its rows: v is their first Hk·D columns */
             qd_tensor_new(be, &o, t, 4, (int64_t[]){B, Lq, H, D});
             fill(&q, 1.0f), fill(&k, 1.0f), fill(&v, 1.0f);
+            qd_tensor vv = v;
+            vv.backend = NULL; /* a view */
+            qd_tensor_shape(&vv, t, 4, (int64_t[]){B, Lk, Hk, D});
             if (cases[ci].mask) {
                 qd_tensor_new(be, &mask, QD_DTYPE_F32, 2, (int64_t[]){B, Lk});
                 for (int64_t i = 0; i < B * Lk; i++) ((float *)mask.data)[i] = (i % Lk) < Lk - 5 * (i / Lk + 1) ? 1.0f : 0.0f;
             }
-            qd_attn_args a = {.q = &q, .k = &k, .v = &v, .mask = cases[ci].mask ? &mask : NULL, .causal = cases[ci].causal};
+            qd_attn_args a = {.q = &q, .k = &k, .v = &vv, .mask = cases[ci].mask ? &mask : NULL, .causal = cases[ci].causal, .v_row = cases[ci].vrow};
             qd_status s = be->ops->attention(be, &a, &o);
             double *ref = calloc((size_t)(B * Lq * H * D), sizeof *ref), *p = malloc(sizeof *p * (size_t)Lk);
             double scale = 1.0 / sqrt((double)D);
@@ -668,7 +674,7 @@ static void run_attention(qd_backend *be) {
                         for (int64_t j = 0; j < Lk; j++) sum += p[j] = isinf(p[j]) ? 0 : exp(p[j] - mx);
                         for (int64_t e = 0; e < D; e++) {
                             double acc = 0;
-                            for (int64_t j = 0; j < Lk; j++) acc += p[j] * qd_cpu_load(&v, ((b * Lk + j) * Hk + hk) * D + e);
+                            for (int64_t j = 0; j < Lk; j++) acc += p[j] * qd_cpu_load(&v, (b * Lk + j) * vrow + hk * D + e);
                             ref[((b * Lq + i) * H + h) * D + e] = sum > 0 ? acc / sum : 0;
                         }
                     }

@@ -90,6 +90,8 @@ if quant_dir:
         for fam in ["int4", "fp4"]:
             d = os.path.join(quant_dir, name, f"svdquant_{fam}")
             weights = os.path.join(d, f"svdq-{fam}_r32-{name}.safetensors")
+            if not os.path.exists(weights):  # not carried
+                continue
             merged = load_file(os.path.join(fx, name, "transformer", "diffusion_pytorch_model.safetensors"))
             merged.update(load_file(os.path.join(d, "expected", "dequant.safetensors")))
             deq_w = os.path.join(out, f"{name}_{fam}_dequant.safetensors")

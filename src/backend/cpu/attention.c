@@ -48,6 +48,7 @@ typedef enum { KIND_GENERIC, KIND_F32_AVX512, KIND_BF16_AVX512 } attn_kind;
 
 typedef struct {
     int64_t B, Lq, Lk, H, Hkv, D, Dv;
+    int64_t v_row; /* elements from one token's v to the next (Hkv·Dv packed, wider when read in place) */
     int64_t Dp;   /* D rounded up to even (bf16 pairs); D otherwise */
     int64_t Dvp;  /* Dv rounded up to 16 (a zmm of f32 lanes) */
     int64_t nblk; /* key blocks */
@@ -98,7 +99,7 @@ static void pack_v_block(const attn_plan *p, int64_t b, int64_t hk, int64_t blk,
         memset(vp, 0, p->vblk_elems * 2);
         const uint16_t *src = p->v->data;
         for (int64_t jj = 0; jj < NK && j0 + jj < p->Lk; jj++) {
-            const uint16_t *vr = src + ((b * p->Lk + j0 + jj) * p->Hkv + hk) * p->Dv;
+            const uint16_t *vr = src + (b * p->Lk + j0 + jj) * p->v_row + hk * p->Dv;
             uint16_t *o = vp + (jj >> 1) * p->Dvp * 2 + (jj & 1);
             for (int64_t d = 0; d < p->Dv; d++) o[d * 2] = vr[d];
         }
@@ -107,7 +108,7 @@ static void pack_v_block(const attn_plan *p, int64_t b, int64_t hk, int64_t blk,
         memset(vp, 0, p->vblk_elems * 4);
         for (int64_t jj = 0; jj < NK && j0 + jj < p->Lk; jj++) {
             float *dr = vp + jj * p->Dvp;
-            const float *vr = qd_cpu_in_f32(p->v, ((b * p->Lk + j0 + jj) * p->Hkv + hk) * p->Dv, p->Dv, dr);
+            const float *vr = qd_cpu_in_f32(p->v, (b * p->Lk + j0 + jj) * p->v_row + hk * p->Dv, p->Dv, dr);
             if (vr != dr) memcpy(dr, vr, sizeof(float) * (size_t)p->Dv);
         }
     }
@@ -647,12 +648,17 @@ qd_status qd_cpu_attention(qd_backend *be, const qd_attn_args *a, qd_tensor *out
                            (long long)Lq, (long long)Lk, qd_cpu_shape_str(bs, s1, sizeof s1));
         }
     }
+    if (a->v_row && a->v_row < Hkv * Dv) {
+        return qd_fail(QD_EINVAL, "cpu attention: v's row of %lld elements is narrower than its %lld × %lld values", (long long)a->v_row,
+                       (long long)Hkv, (long long)Dv);
+    }
     float scale = a->scale != 0.0f ? a->scale : (float)(1.0 / sqrt((double)D));
     if (!isfinite(scale)) return qd_fail(QD_EINVAL, "cpu attention: scale %g is not finite", (double)a->scale);
     if (B == 0 || Lq == 0) return QD_OK;
 
     attn_plan p = {0};
     p.B = B, p.Lq = Lq, p.Lk = Lk, p.H = H, p.Hkv = Hkv, p.D = D, p.Dv = Dv;
+    p.v_row = a->v_row ? a->v_row : Hkv * Dv;
     p.q = q, p.k = k, p.v = v, p.out = out;
     p.c = (float)((double)scale * LOG2E);
     p.causal = a->causal;

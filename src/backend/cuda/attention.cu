@@ -327,10 +327,30 @@ extern "C" qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_
     if (D > MAXD || Dv > MAXD) return qd_fail(QD_EUNSUPPORTED, "cuda attention: head dims above %d (D %lld, Dv %lld)", MAXD, (long long)D, (long long)Dv);
     if (a->bias && (a->bias->dtype != QD_DTYPE_F32 || qd_tensor_elements(a->bias) != H * Lq * Lk))
         return qd_fail(QD_EINVAL, "cuda attention: bias must be F32 [H, Lq, Lk]");
+    if (a->v_row && a->v_row < Hkv * Dv)
+        return qd_fail(QD_EINVAL, "cuda attention: v's row of %lld elements is narrower than its %lld × %lld values", (long long)a->v_row,
+                       (long long)Hkv, (long long)Dv);
     if (!B || !Lq || !H) return QD_OK;
     qd_status dnn_status;
     if (qd_cudnn_sdpa(b, a, out, &dnn_status)) return dnn_status;
     qd_cuda *c = qd_cuda_of(b);
+    if (a->v_row && a->v_row != Hkv * Dv) { /* our kernels read v packed: copy its columns out first */
+        qd_tensor wide = *v, vp = *v;
+        const int64_t wide_shape[2] = {B * Lk, a->v_row}, packed_shape[2] = {B * Lk, Hkv * Dv};
+        qd_tensor_shape(&wide, v->dtype, 2, wide_shape); /* ends past v's last row: only its first columns are read */
+        void *buf = NULL;
+        qd_status s = qd_cuda_scratch(c, (size_t)(B * Lk * Hkv * Dv) * (size_t)(qd_dtype_bits(v->dtype) / 8), &buf);
+        if (s) return s;
+        vp.data = buf;
+        qd_tensor vp2 = vp;
+        qd_tensor_shape(&vp2, v->dtype, 2, packed_shape);
+        s = qd_cuda_slice(b, &wide, 1, 0, Hkv * Dv, &vp2);
+        qd_attn_args packed = *a;
+        packed.v = &vp, packed.v_row = 0;
+        if (!s) s = qd_cuda_attention(b, &packed, out);
+        qd_cuda_scratch_free(c, buf);
+        return s;
+    }
     uint8_t *keyok = NULL;
     if (a->mask) {
         qd_status s = mask_bytes(b, a->mask, B, Lk, &keyok);

@@ -1,6 +1,7 @@
 /* Attention through cuDNN's fused SDPA (the backend API's single SDPA_FWD operation, cuDNN ≥ 9.13), on
  * the shapes it covers: BF16/F16 q, k, v and out of one dtype, [B, L, H, D] rows, D = Dv a multiple of 8
- * up to 256, grouped-query heads, no mask, bias or causal band. Everything else, and every machine
+ * up to 256, grouped-query heads, no mask, bias or causal band; v packed or read in place from a wider row
+ * (qd_attn_args.v_row: cuDNN takes its strides). Everything else, and every machine
  * without cuDNN, runs attention.cu's own kernels.
  *
  * cuDNN is loaded at run time (dlopen "libcudnn.so.9", or the path in QDIT_CUDNN; QDIT_CUDNN=0 turns it
@@ -105,6 +106,7 @@ static qd_status dnn_fail(cudnnStatus_t st, const char *what) {
 
 typedef struct {
     int64_t B, H, Hkv, Lq, Lk, D;
+    int64_t v_row; /* v's token stride in elements (Hkv·D when packed) */
     int dtype;
 } sdpa_key;
 
@@ -123,14 +125,14 @@ typedef struct {
 
 enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE };
 
-/* a [B, H, L, D] view of [B, L, H, D] rows */
-static qd_status tensor_desc(int64_t uid, cudnnDataType_t dt, int64_t B, int64_t H, int64_t L, int64_t D, bool by_value,
+/* a [B, H, L, D] view of [B, L, H, D] rows, `row` elements from one token to the next (H·D when packed) */
+static qd_status tensor_desc(int64_t uid, cudnnDataType_t dt, int64_t B, int64_t H, int64_t L, int64_t D, int64_t row, bool by_value,
                              cudnnBackendDescriptor_t *out) {
     *out = NULL;
     cudnnBackendDescriptor_t t;
     DNN_TRY(dnn.CreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t), "tensor descriptor");
     *out = t;
-    int64_t dims[4] = {B, H, L, D}, strides[4] = {L * H * D, D, H * D, 1}, align = 16;
+    int64_t dims[4] = {B, H, L, D}, strides[4] = {L * row, D, row, 1}, align = 16;
     if (by_value) {
         for (int i = 0; i < 4; i++) dims[i] = strides[i] = 1;
         align = 4;
@@ -152,11 +154,11 @@ static qd_status build_plan(cudnnHandle_t h, const sdpa_key *k, cudnnBackendDesc
     const cudnnDataType_t dt = k->dtype == QD_DTYPE_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
     cudnnBackendDescriptor_t t[5] = {NULL}, op = NULL, graph = NULL, heur = NULL, *cfgs = NULL;
     int64_t n_cfg = 0;
-    qd_status s = tensor_desc(UID_Q, dt, k->B, k->H, k->Lq, k->D, false, &t[0]);
-    if (!s) s = tensor_desc(UID_K, dt, k->B, k->Hkv, k->Lk, k->D, false, &t[1]);
-    if (!s) s = tensor_desc(UID_V, dt, k->B, k->Hkv, k->Lk, k->D, false, &t[2]);
-    if (!s) s = tensor_desc(UID_O, dt, k->B, k->H, k->Lq, k->D, false, &t[3]);
-    if (!s) s = tensor_desc(UID_SCALE, CUDNN_DATA_FLOAT, 1, 1, 1, 1, true, &t[4]);
+    qd_status s = tensor_desc(UID_Q, dt, k->B, k->H, k->Lq, k->D, k->H * k->D, false, &t[0]);
+    if (!s) s = tensor_desc(UID_K, dt, k->B, k->Hkv, k->Lk, k->D, k->Hkv * k->D, false, &t[1]);
+    if (!s) s = tensor_desc(UID_V, dt, k->B, k->Hkv, k->Lk, k->D, k->v_row, false, &t[2]);
+    if (!s) s = tensor_desc(UID_O, dt, k->B, k->H, k->Lq, k->D, k->H * k->D, false, &t[3]);
+    if (!s) s = tensor_desc(UID_SCALE, CUDNN_DATA_FLOAT, 1, 1, 1, 1, 1, true, &t[4]);
 #define STEP(call, what)                                                                                       \
     if (!s) {                                                                                                  \
         cudnnStatus_t st_ = (call);                                                                            \
@@ -309,6 +311,8 @@ extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *o
     sdpa_key key;
     memset(&key, 0, sizeof key); /* the cache compares keys bytewise: no stray padding */
     key.B = q->shape[0], key.H = q->shape[2], key.Hkv = k->shape[2], key.Lq = q->shape[1], key.Lk = k->shape[1], key.D = D;
+    key.v_row = a->v_row > 0 ? a->v_row : key.Hkv * D;
+    if (key.v_row % 8) return false; /* 16-byte aligned rows */
     key.dtype = q->dtype;
     sdpa_plan *p = NULL;
     if ((*st = plan_for(c, d, &key, &p))) return true;

@@ -523,17 +523,14 @@ static void rms_heads_cols(run *r, const qd_tensor *x, int64_t col, qd_tensor *y
     r->s = r->be->ops->rms_norm_rope_cols(r->be, x, col, w, 1e-6f, &c, &sn, QD_ROPE_INTERLEAVED, y);
 }
 
-/* From one stream's fused [q; k; v] output qkv [B, L, 3·D]: q and k normalised and rotated, v copied, into the
- * [B, L, H, hd] tensors (or views) q, k, v */
-static void split_qkv(run *r, const qd_tensor *qkv, qd_tensor *q, qd_tensor *k, qd_tensor *v, const qd_tensor *nq, const qd_tensor *nk,
-                      const qd_tensor *cos, const qd_tensor *sin, int64_t pos) {
-    const int64_t D = q->shape[2] * q->shape[3];
-    rms_heads_cols(r, qkv, 0, q, nq, cos, sin, pos);
-    rms_heads_cols(r, qkv, D, k, nk, cos, sin, pos);
-    if (r->s) return;
-    qd_tensor vt = *v; /* v as [B, L, D], the slice's shape */
-    qd_tensor_shape(&vt, v->dtype, 3, (int64_t[]){v->shape[0], v->shape[1], D});
-    r->s = r->be->ops->slice(r->be, qkv, 2, 2 * D, D, &vt);
+/* v of a fused [q; k; v] output qkv [B, L, 3·D] where it lies: a [B, L, H, hd] view of its last D columns, for the
+ * attention told that its rows are 3·D wide (qd_attn_args.v_row) — no copy */
+static qd_tensor v_in_place(const qd_tensor *qkv, int64_t H, int64_t hd) {
+    qd_tensor v = *qkv;
+    v.backend = NULL; /* a view: qd_tensor_free leaves it alone */
+    v.data = (char *)qkv->data + (size_t)(2 * H * hd) * (size_t)(qd_dtype_bits(qkv->dtype) / 8);
+    qd_tensor_shape(&v, qkv->dtype, 4, (int64_t[]){qkv->shape[0], qkv->shape[1], H, hd});
+    return v;
 }
 
 /* An MLP added into the residual stream under its gate: res += gate·out(gelu_tanh(in(x))), the GELU applied by `in`
@@ -566,8 +563,9 @@ static qd_tensor scalar_embedding(run *r, qd_linear *l1, qd_linear *l2, const qd
 }
 
 /* q and k come rotated (rms_heads) */
-static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, qd_tensor *out) {
-    qd_attn_args a = {.q = q, .k = k, .v = v};
+/* v_row: v's token stride when it is read in place from a wider output (v_in_place), else 0 */
+static void attention(run *r, qd_tensor *q, qd_tensor *k, qd_tensor *v, int64_t v_row, qd_tensor *out) {
+    qd_attn_args a = {.q = q, .k = k, .v = v, .v_row = v_row};
     if (!r->s) r->s = r->be->ops->attention(r->be, &a, out);
 }
 
@@ -624,20 +622,27 @@ static qd_status flux_body(void *user) {
            multiple of 128): one GEMM per stream writing into the joint tensors */
         const bool fused = b->qkv.out_features > 0 && (!m->nunchaku || joint);
         bool normed = false; /* q and k already normalised and rotated */
-        qd_tensor q, k, v, cq, ck, cv, Q = {0}, K = {0}, V = {0};
+        qd_tensor q, k, v = {0}, cq, ck, cv = {0}, Q = {0}, K = {0}, V = {0}, QKV = {0};
+        int64_t v_row = 0; /* V read in place from the joint [q; k; v] output QKV */
         if (joint) {
-            Q = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), K = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), V = qd_run_tensor(r, 3, (int64_t[]){1, L, D});
-            cq = rows_view(&Q, 0, T), ck = rows_view(&K, 0, T), cv = rows_view(&V, 0, T);
-            q = rows_view(&Q, T, N), k = rows_view(&K, T, N), v = rows_view(&V, T, N);
-            if (fused) { /* one GEMM per stream, then q/k normalised and rotated and v copied straight into the joint tensors */
-                qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &xn, 3 * D), cqkv = qd_run_linear_n(r, &b->qkv_ctx, &cn, 3 * D);
-                qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
-                for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
-                split_qkv(r, &qkv, &q, &k, &v, &b->norm_q, &b->norm_k, &cos, &sin, T);
-                split_qkv(r, &cqkv, &cq, &ck, &cv, &b->norm_added_q, &b->norm_added_k, &cos, &sin, 0);
-                qd_tensor_free(&qkv), qd_tensor_free(&cqkv);
+            Q = qd_run_tensor(r, 3, (int64_t[]){1, L, D}), K = qd_run_tensor(r, 3, (int64_t[]){1, L, D});
+            cq = rows_view(&Q, 0, T), ck = rows_view(&K, 0, T);
+            q = rows_view(&Q, T, N), k = rows_view(&K, T, N);
+            if (fused) { /* one GEMM per stream into the joint [text, image] rows of QKV, then q/k normalised and rotated
+                            into Q/K, and V read by the attention where it lies (v_row) */
+                QKV = qd_run_tensor(r, 3, (int64_t[]){1, L, 3 * D});
+                qd_tensor cqkv = rows_view(&QKV, 0, T), qkv = rows_view(&QKV, T, N);
+                linear_into(r, &b->qkv, &xn, &qkv), linear_into(r, &b->qkv_ctx, &cn, &cqkv);
+                qd_tensor *heads[4] = {&q, &k, &cq, &ck};
+                for (int j = 0; j < 4 && !r->s; j++) as_heads(heads[j], H, hd);
+                rms_heads_cols(r, &qkv, 0, &q, &b->norm_q, &cos, &sin, T), rms_heads_cols(r, &qkv, D, &k, &b->norm_k, &cos, &sin, T);
+                rms_heads_cols(r, &cqkv, 0, &cq, &b->norm_added_q, &cos, &sin, 0);
+                rms_heads_cols(r, &cqkv, D, &ck, &b->norm_added_k, &cos, &sin, 0);
+                V = v_in_place(&QKV, H, hd), v_row = 3 * D;
                 normed = true;
             } else {
+                V = qd_run_tensor(r, 3, (int64_t[]){1, L, D});
+                cv = rows_view(&V, 0, T), v = rows_view(&V, T, N);
                 linear_into(r, &b->to_q, &xn, &q), linear_into(r, &b->to_k, &xn, &k), linear_into(r, &b->to_v, &xn, &v);
                 linear_into(r, &b->add_q, &cn, &cq), linear_into(r, &b->add_k, &cn, &ck), linear_into(r, &b->add_v, &cn, &cv);
             }
@@ -658,14 +663,15 @@ static qd_status flux_body(void *user) {
             rms_heads(r, &cq, &b->norm_added_q, &cos, &sin, 0), rms_heads(r, &ck, &b->norm_added_k, &cos, &sin, 0);
         }
         if (joint) {
-            as_heads(&Q, H, hd), as_heads(&K, H, hd), as_heads(&V, H, hd);
+            as_heads(&Q, H, hd), as_heads(&K, H, hd);
+            if (!v_row) as_heads(&V, H, hd);
         } else {
             Q = qd_run_concat2(r, &cq, &q, 1), K = qd_run_concat2(r, &ck, &k, 1), V = qd_run_concat2(r, &cv, &v, 1);
         }
         for (int j = 0; j < 6; j++) qd_tensor_free(heads[j]); /* views: nothing */
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-        attention(r, &Q, &K, &V, &A);
-        qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V);
+        attention(r, &Q, &K, &V, v_row, &A);
+        qd_tensor_free(&Q), qd_tensor_free(&K), qd_tensor_free(&V), qd_tensor_free(&QKV);
         as_tokens(&A);
         qd_tensor ca = joint ? rows_view(&A, 0, T) : seq_slice(r, &A, 0, T), xa = joint ? rows_view(&A, T, N) : seq_slice(r, &A, T, N);
         /* the output projections add into the streams under their gates (one pass on a device: linear_fused) */
@@ -693,18 +699,18 @@ static qd_status flux_body(void *user) {
         qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
         qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
         qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D); /* GELU-tanh applied by the layer */
-        qd_tensor q, k, v;
+        qd_tensor q, k, v, qkv = {0};
+        int64_t v_row = 0; /* v read in place from qkv */
         const bool nk_slices = m->nunchaku && !nk_unpadded(&b->qkv, D); /* a padded qkv_proj: sliced, then normalised */
         if (nk_slices) {
-            qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &sn);
+            qkv = qd_run_linear_padded(r, &b->qkv, &sn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             qd_tensor_free(&qkv);
-        } else if (b->qkv.out_features > 0) { /* joined at load: one GEMM, then q/k normalised and rotated, v copied */
-            qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &sn, 3 * D);
+        } else if (b->qkv.out_features > 0) { /* joined at load: one GEMM, then q/k normalised and rotated, v read in place */
+            qkv = qd_run_linear_n(r, &b->qkv, &sn, 3 * D);
             q = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd}), k = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-            v = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-            split_qkv(r, &qkv, &q, &k, &v, &b->norm_q, &b->norm_k, &cos, &sin, 0);
-            qd_tensor_free(&qkv);
+            rms_heads_cols(r, &qkv, 0, &q, &b->norm_q, &cos, &sin, 0), rms_heads_cols(r, &qkv, D, &k, &b->norm_k, &cos, &sin, 0);
+            v = v_in_place(&qkv, H, hd), v_row = 3 * D;
         } else {
             q = qd_run_linear(r, &b->to_q, &sn), k = qd_run_linear(r, &b->to_k, &sn), v = qd_run_linear(r, &b->to_v, &sn);
         }
@@ -714,8 +720,8 @@ static qd_status flux_body(void *user) {
             rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
         }
         qd_tensor A = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
-        attention(r, &q, &k, &v, &A);
-        qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
+        attention(r, &q, &k, &v, v_row, &A);
+        qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v), qd_tensor_free(&qkv);
         as_tokens(&A);
         if (m->nunchaku) { /* s += gate·proj_out(cat(A, hmlp)) = gate·out_proj(A) + gate·mlp_fc2(hmlp): two passes into s */
             qd_run_linear_fused(r, &b->out_attn, (const qd_tensor *[]){&A}, 1, &gate, &s);

@@ -366,17 +366,20 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     }
     qd_tensor h = norm_scale(r, x, &b->attn_norm1, eps, b->modulated ? &mod[0] : NULL);
     const int64_t kvd = c->kv_heads * hd;
-    qd_tensor q, k, v;
-    if (b->joined_qkv) { /* one GEMM, then q/k normalised and rotated straight out of it, v copied */
-        qd_tensor qkv = qd_run_linear_n(r, &b->qkv, &h, D + 2 * kvd);
+    qd_tensor q, k, v, qkv = {0};
+    int64_t v_row = 0; /* v read in place from qkv (qd_attn_args.v_row) */
+    if (b->joined_qkv) { /* one GEMM, then q/k normalised and rotated straight out of it, v read where it lies */
+        qkv = qd_run_linear_n(r, &b->qkv, &h, D + 2 * kvd);
         q = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
-        k = qd_run_tensor(r, 4, (int64_t[]){1, L, c->kv_heads, hd}), v = qd_run_tensor(r, 3, (int64_t[]){1, L, kvd});
+        k = qd_run_tensor(r, 4, (int64_t[]){1, L, c->kv_heads, hd});
         if (!r->s) r->s = r->be->ops->rms_norm_rope_cols(r->be, &qkv, 0, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
         if (!r->s) r->s = r->be->ops->rms_norm_rope_cols(r->be, &qkv, D, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
-        if (!r->s) r->s = r->be->ops->slice(r->be, &qkv, 2, D + kvd, kvd, &v);
-        qd_tensor_free(&qkv);
+        v = qkv;
+        v.backend = NULL; /* a view of its last kvd columns */
+        v.data = (char *)qkv.data + (size_t)(D + kvd) * (size_t)(qd_dtype_bits(qkv.dtype) / 8);
+        v_row = D + 2 * kvd;
     } else if (b->fused_qkv) {
-        qd_tensor qkv = qd_run_linear_padded(r, &b->qkv, &h);
+        qkv = qd_run_linear_padded(r, &b->qkv, &h);
         q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, kvd), v = qd_run_slice_last(r, &qkv, D + kvd, kvd);
         qd_tensor_free(&qkv);
     } else {
@@ -389,9 +392,9 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!b->joined_qkv && !r->s) r->s = r->be->ops->rms_norm_rope(r->be, &q, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
     if (!b->joined_qkv && !r->s) r->s = r->be->ops->rms_norm_rope(r->be, &k, &b->norm_k, eps, cos, sin, QD_ROPE_INTERLEAVED, &k);
     qd_tensor a = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
-    qd_attn_args args = {.q = &q, .k = &k, .v = &v};
+    qd_attn_args args = {.q = &q, .k = &k, .v = &v, .v_row = v_row};
     if (!r->s) r->s = r->be->ops->attention(r->be, &args, &a);
-    qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v);
+    qd_tensor_free(&q), qd_tensor_free(&k), qd_tensor_free(&v), qd_tensor_free(&qkv);
     qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
     qd_tensor o = qd_run_linear_n(r, &b->to_out, &a, D);
     qd_tensor_free(&a);
