@@ -113,6 +113,15 @@ typedef struct qd_backend_ops {
        without affine (w NULL) or RMSNorm with an optional weight w [D]. In place allowed. */
     qd_status (*norm_modulate)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
+    /* Optional (NULL: not offered), FP8 activations straight out of norm_modulate. takes_fp8_tokens: whether
+       linear_fp8_tokens runs layer l (per-token dynamic FP8 layers prepared here). norm_modulate_fp8: norm_modulate of
+       BF16 x with its output quantized per token as such a layer quantizes its input — the BF16 output's codes
+       codes [..., D] (F8_E4M3) and row scales [rows] (F32), so linear_fp8_tokens on them gives linear's bytes on the
+       BF16 output — one write of a byte per value instead of a BF16 write and two reads. */
+    bool (*takes_fp8_tokens)(qd_backend *b, const qd_linear *l);
+    qd_status (*norm_modulate_fp8)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                                   const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale);
+    qd_status (*linear_fp8_tokens)(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
     /* rms_norm_rope: y = rope(rms_norm(x, w, eps)) per head: x [B, L, H, D], w [D] or NULL, cos/sin [L, D/2]
        F32 as in rope (q and k of the attention, after their per-head norm). In place allowed. */
     qd_status (*rms_norm_rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,

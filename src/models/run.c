@@ -146,3 +146,51 @@ qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, c
     if (!r->s) r->s = r->be->ops->layer_norm(r->be, x, w, bias, eps, &y);
     return y;
 }
+
+qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
+                                      const qd_tensor *shift, qd_linear *const *ls, int n) {
+    qd_run_input in = {0};
+    const qd_backend_ops *ops = r->be->ops;
+    /* an observer or the f32 reference linears need the plain input */
+    bool fp8 = n > 0 && !r->s && ops->norm_modulate_fp8 && ops->takes_fp8_tokens && ops->linear_fp8_tokens && x->dtype == QD_DTYPE_BF16 && r->act == QD_DTYPE_BF16 &&
+               !(r->ctx && (r->ctx->observe || r->ctx->reference_linears));
+    for (int i = 0; fp8 && i < n; i++) fp8 = ops->takes_fp8_tokens(r->be, ls[i]);
+    if (!fp8) {
+        in.x = qd_run_tensor(r, x->rank, x->shape);
+        if (!r->s) r->s = ops->norm_modulate(r->be, kind, x, w, eps, scale, shift, &in.x);
+        return in;
+    }
+    in.fp8 = true;
+    const int64_t d = x->shape[x->rank - 1], rows = d ? qd_tensor_elements(x) / d : 0;
+    r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, x->rank, x->shape);
+    if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    if (!r->s) r->s = ops->norm_modulate_fp8(r->be, kind, x, w, eps, scale, shift, &in.codes, &in.scales);
+    return in;
+}
+
+void qd_run_linear_in_into(qd_run *r, qd_linear *l, const qd_run_input *in, qd_tensor *y) {
+    if (r->s) return;
+    if (!in->fp8) {
+        qd_run_observe(r, l, &in->x);
+        if (!r->s) r->s = r->be->ops->linear(r->be, l, &in->x, y);
+        return;
+    }
+    r->s = r->be->ops->linear_fp8_tokens(r->be, l, &in->codes, &in->scales, y);
+}
+
+qd_tensor qd_run_linear_in(qd_run *r, qd_linear *l, const qd_run_input *in, int64_t n) {
+    if (!in->fp8) return qd_run_linear_n(r, l, &in->x, n);
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, in->codes.shape, sizeof shape);
+    shape[in->codes.rank - 1] = l->out_features; /* FP8 layers that take tokens have no padding: out_features is n */
+    qd_tensor y = qd_run_tensor(r, in->codes.rank, shape);
+    if (!r->s && l->out_features != n)
+        r->s = qd_fail(QD_EINVAL, "layer '%s': %lld outputs where %lld are read", l->name ? l->name : "?", (long long)l->out_features, (long long)n);
+    qd_run_linear_in_into(r, l, in, &y);
+    return y;
+}
+
+void qd_run_input_free(qd_run_input *in) {
+    qd_tensor_free(&in->x), qd_tensor_free(&in->codes), qd_tensor_free(&in->scales);
+    in->fp8 = false;
+}

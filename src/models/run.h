@@ -49,4 +49,19 @@ qd_tensor qd_run_embed(qd_run *r, const qd_tensor *table, const qd_tensor *ids);
 qd_tensor qd_run_rms_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, float eps);
 qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, float eps);
 
+/* norm_modulate's output made for the linears `ls` that read it: where the backend takes per-token FP8 input in every
+ * one of them (an FP8 model on a device), quantized straight out of the norm (codes and row scales: no BF16 output,
+ * no quantization pass per linear, the same bytes out of the linears); otherwise the plain output x. */
+typedef struct {
+    qd_tensor x;             /* the plain output (fp8 false) */
+    qd_tensor codes, scales; /* F8_E4M3 [..., D] and F32 [rows] (fp8 true) */
+    bool fp8;
+} qd_run_input;
+qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
+                                      const qd_tensor *shift, qd_linear *const *ls, int n);
+/* l on such an input: a new [..., n] tensor (as qd_run_linear_n), or into y (a view of a bigger tensor, say) */
+qd_tensor qd_run_linear_in(qd_run *r, qd_linear *l, const qd_run_input *in, int64_t n);
+void qd_run_linear_in_into(qd_run *r, qd_linear *l, const qd_run_input *in, qd_tensor *y);
+void qd_run_input_free(qd_run_input *in);
+
 #endif

@@ -155,6 +155,28 @@ static qd_status m_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tens
     return finish(b, &p, s, OUTS(y));
 }
 
+static bool m_takes_fp8_tokens(qd_backend *b, const qd_linear *l) { return DEV(b)->ops->takes_fp8_tokens && DEV(b)->ops->takes_fp8_tokens(DEV(b), l); }
+
+static qd_status m_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
+                                     const qd_tensor *sh, qd_tensor *codes, qd_tensor *rs) {
+    if (!DEV(b)->ops->norm_modulate_fp8) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no norm_modulate_fp8");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dw = to_dev(b, &p, w, &s), *dc = to_dev(b, &p, sc, &s), *dh = to_dev(b, &p, sh, &s);
+    qd_tensor *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s);
+    if (!s) s = DEV(b)->ops->norm_modulate_fp8(DEV(b), kind, dx, dw, eps, dc, dh, dq, dr);
+    return finish(b, &p, s, OUTS(codes, rs));
+}
+
+static qd_status m_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *rs, qd_tensor *y) {
+    if (!DEV(b)->ops->linear_fp8_tokens) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no linear_fp8_tokens");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s), *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->linear_fp8_tokens(DEV(b), l, dq, dr, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
 static qd_status m_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
                                  qd_rope_mode mode, qd_tensor *y) {
     pairs p = {0};
@@ -316,6 +338,9 @@ static const qd_backend_ops mirror_ops = {
     .group_norm = m_group,
     .rope = m_rope,
     .norm_modulate = m_norm_modulate,
+    .takes_fp8_tokens = m_takes_fp8_tokens,
+    .norm_modulate_fp8 = m_norm_modulate_fp8,
+    .linear_fp8_tokens = m_linear_fp8_tokens,
     .rms_norm_rope = m_rms_norm_rope,
     .rms_norm_rope_cols = m_rms_norm_rope_cols,
     .activation = m_activation,

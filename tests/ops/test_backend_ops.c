@@ -20,6 +20,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu.h"
+#include "core/status.h"
 #include "backend/cuda/cuda.h"
 #include "core/codec.h"
 #include "mirror_backend.h"
@@ -878,6 +879,46 @@ static void run_norm_modulate(qd_backend *be) {
         report(name, s ? 0 : nmse_of(ref, yp), tol_once(t), s);
         free(ref);
         qd_tensor_free(&x), qd_tensor_free(&w), qd_tensor_free(&sc), qd_tensor_free(&sh), qd_tensor_free(&y);
+    }
+}
+
+/* norm_modulate with its output quantized per token for an FP8 linear (device backends: norm_modulate_fp8 and
+   linear_fp8_tokens) against norm_modulate then linear: the same BF16 bytes out, by construction (backend.h), so
+   any differing element fails. Rows > 8 (fewer take the FP8 GEMV, another summation); N % 16 != 0 once (the padded
+   matmul). */
+static void run_norm_modulate_fp8(qd_backend *be) {
+    const int64_t cases[][4] = {{1, 300, 3072, 1040}, {2, 77, 256, 330}}; /* B, L, D (= K), N */
+    for (int ci = 0; ci < 2; ci++) {
+        const int64_t B = cases[ci][0], L = cases[ci][1], D = cases[ci][2], N = cases[ci][3];
+        char name[160];
+        snprintf(name, sizeof name, "norm_modulate_fp8 + fp8 linear B=%lld L=%lld D=%lld N=%lld (differing outputs)", (long long)B, (long long)L,
+                 (long long)D, (long long)N);
+        if (!selected(name)) continue;
+        if (!be->ops->norm_modulate_fp8 || !device_backend) {
+            skipped++;
+            printf("skip  %-58s not offered by this backend\n", name);
+            continue;
+        }
+        const qd_dtype H = QD_DTYPE_BF16;
+        qd_linear l;
+        qd_status s = b_fp8_channel(N, D, &l);
+        qd_tensor x, sc, sh, y, a, q, rs, o;
+        qd_tensor_new(be, &x, H, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &sc, H, 2, (int64_t[]){B, D});
+        qd_tensor_new(be, &sh, H, 2, (int64_t[]){B, D}), qd_tensor_new(be, &y, H, 3, (int64_t[]){B, L, D});
+        qd_tensor_new(be, &a, H, 3, (int64_t[]){B, L, N}), qd_tensor_new(be, &o, H, 3, (int64_t[]){B, L, N});
+        qd_tensor_new(be, &q, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &rs, QD_DTYPE_F32, 1, (int64_t[]){B * L});
+        fill(&x, 1.0f), fill(&sc, 0.3f), fill(&sh, 0.3f);
+        if (!s) s = be->ops->norm_modulate(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &y);
+        if (!s) s = be->ops->linear(be, &l, &y, &a); /* prepares the layer on the device */
+        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the per-token FP8 layer is not taken by linear_fp8_tokens");
+        if (!s) s = be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &q, &rs);
+        if (!s) s = be->ops->linear_fp8_tokens(be, &l, &q, &rs, &o);
+        int64_t differ = 0;
+        for (int64_t i = 0; !s && i < B * L * N; i++) differ += ((const uint16_t *)a.data)[i] != ((const uint16_t *)o.data)[i];
+        report(name, (double)differ, 0.0, s);
+        qd_tensor *all[] = {&x, &sc, &sh, &y, &a, &q, &rs, &o};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+        qd_linear_free(&l);
     }
 }
 
@@ -1940,6 +1981,7 @@ int main(int argc, char **argv) {
     run_binary(be);
     run_rope(be);
     run_norm_modulate(be);
+    run_norm_modulate_fp8(be);
     run_rms_norm_rope(be);
     run_rms_norm_rope_cols(be);
     run_conv(be);

@@ -171,6 +171,9 @@ static const qd_backend_ops cuda_ops = {
     .group_norm = qd_cuda_group_norm,
     .rope = qd_cuda_rope,
     .norm_modulate = qd_cuda_norm_modulate,
+    .takes_fp8_tokens = qd_cuda_takes_fp8_tokens,
+    .norm_modulate_fp8 = qd_cuda_norm_modulate_fp8,
+    .linear_fp8_tokens = qd_cuda_linear_fp8_tokens,
     .rms_norm_rope = qd_cuda_rms_norm_rope,
     .rms_norm_rope_cols = qd_cuda_rms_norm_rope_cols,
     .activation = qd_cuda_activation,
@@ -281,6 +284,14 @@ static qd_status p_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *c, c
 static qd_status p_norm_mod(qd_backend *b, qd_norm_kind k, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
                             const qd_tensor *sh, qd_tensor *y) {
     PROF(P_NORM_MOD, qd_cuda_norm_modulate(b, k, x, w, eps, sc, sh, y));
+}
+static qd_status p_norm_mod_fp8(qd_backend *b, qd_norm_kind k, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
+                                const qd_tensor *sh, qd_tensor *q, qd_tensor *rs) {
+    PROF(P_NORM_MOD, qd_cuda_norm_modulate_fp8(b, k, x, w, eps, sc, sh, q, rs));
+}
+static qd_status p_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *q, const qd_tensor *rs, qd_tensor *y) {
+    const int64_t k = q->rank ? q->shape[q->rank - 1] : 1, rows = k ? qd_tensor_elements(q) / k : 0;
+    PROF(rows <= 16 ? P_LINEAR_SMALL : rows <= 1024 ? P_LINEAR_MID : P_LINEAR, qd_cuda_linear_fp8_tokens(b, l, q, rs, y));
 }
 static qd_status p_rms_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
                             qd_rope_mode m, qd_tensor *y) {
@@ -414,7 +425,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
             po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->modulate = p_mod, po->gated_add = p_gadd;
-            po->linear_fused = p_linear_fused;
+            po->linear_fused = p_linear_fused, po->norm_modulate_fp8 = p_norm_mod_fp8, po->linear_fp8_tokens = p_linear_fp8_tokens;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
             po->copy = p_copy, po->destroy = cuda_destroy_prof;

@@ -768,6 +768,40 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     return s;
 }
 
+/* An FP8 layer's input already quantized per token (norm_modulate_fp8 made the codes and scales its own
+   quantization would make): the matmul only. */
+extern "C" bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l) {
+    (void)b;
+    static int off = -1; /* QDIT_CUDA_FP8_TOKENS=0: every FP8 linear quantizes its own input (side-by-side timing) */
+    if (off < 0) off = getenv("QDIT_CUDA_FP8_TOKENS") && !strcmp(getenv("QDIT_CUDA_FP8_TOKENS"), "0");
+    if (off || l->scheme != QD_SCHEME_FP8 || l->act != QD_ACT_DYNAMIC_TOKEN || !l->prepared || l->prepared_for != &cuda_linear_tag) return false;
+    const cuda_linear *d = (const cuda_linear *)l->prepared;
+    return !d->block && d->kp == l->in_features;
+}
+
+extern "C" qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y) {
+    const char *name = l->name ? l->name : "linear";
+    const int64_t k = l->in_features, m = codes->rank ? qd_tensor_elements(codes) / (k ? k : 1) : 0;
+    if (!qd_cuda_takes_fp8_tokens(b, l))
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s' (%s): takes no per-token FP8 input (a per-token dynamic FP8 layer prepared on the GPU does)",
+                       name, l->scheme_name);
+    if (codes->dtype != QD_DTYPE_F8_E4M3 || codes->rank < 1 || codes->shape[codes->rank - 1] != k || row_scale->dtype != QD_DTYPE_F32 ||
+        qd_tensor_elements(row_scale) != m || y->rank != codes->rank || y->shape[y->rank - 1] != l->out_features || !qd_cuda_float_dtype(y->dtype) ||
+        qd_tensor_elements(y) != m * l->out_features)
+        return qd_fail(QD_EINVAL, "layer '%s': FP8 tokens [..., %lld] with %lld row scales into [..., %lld]", name, (long long)k, (long long)m,
+                       (long long)l->out_features);
+    const cuda_linear *d = NULL;
+    qd_status s = ready(l, &d);
+    if (s || m == 0) return s;
+    qd_act_kind kind = QD_ACT_GELU_TANH;
+    const bool act = qd_linear_out_kind(l, &kind);
+    qd_cuda *c = qd_cuda_of(b);
+    bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue;
+    s = qd_cuda_fp8_matmul(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, (const float *)row_scale->data, y, m, &gelu, false);
+    if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
+    return s;
+}
+
 /* ------------------------------------------------------------------------------------------ linear_fused ---- */
 
 /* The parts of a column-concatenated input (linear_fused): row r of part j is xs[j] + r·k[j] (fused_parts,

@@ -85,7 +85,8 @@ __global__ void rms_warp_kernel(const void *x, int xt, const void *w, int wt, fl
 
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
-                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch);
+                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8 = nullptr,
+                                     float *row_scale = nullptr);
 static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
                            const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb);
 
@@ -170,9 +171,13 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
 /* BF16 rows with D % 8 == 0: a block per row, each thread holding NV 16-byte vectors of the row in registers
    (one read of x, one write of y); weights, scales and shifts read 8 at a time (qd_ld8). Without a scale
    (sc NULL) it is the plain norm: the rounding to BF16 before a ·1 + 0 is the store's own. */
+/* FP8 (q non-NULL): the BF16 output is not stored but quantized per token as an FP8 linear quantizes it
+   (linear.cu's fp8_quant_rows_bf16x8_kernel: s = max(amax/448, TOKEN_MIN_SCALE), e4m3(v/s)): the same codes and
+   scale, from the row in registers. */
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
-                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch) {
+                                     const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8,
+                                     float *row_scale) {
     __shared__ float red[32];
     const int row = blockIdx.x, nv = d / 8;
     const int64_t bd = (int64_t)(row / rows_per_batch) * d;
@@ -207,7 +212,8 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
     }
     const float r = rsqrtf(qd_block_sum(q, red) / (float)d + eps);
     const bool round_w = w && wt != QD_DTYPE_F32;
-    uint4 *yr = (uint4 *)(y + (int64_t)row * d);
+    uint4 *yr = q8 ? nullptr : (uint4 *)(y + (int64_t)row * d);
+    float amax = 0.0f;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int k = threadIdx.x + j * blockDim.x;
@@ -225,7 +231,25 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
             n = qd_round_to(QD_DTYPE_BF16, n);
             o[e] = n * (1.0f + a[e]) + (sh ? b[e] : 0.0f);
         }
-        yr[k] = qd_pack_bf16x8(o);
+        if (!q8) {
+            yr[k] = qd_pack_bf16x8(o);
+            continue;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, o[e]), amax = fmaxf(amax, fabsf(v[j][e])); /* y as stored */
+    }
+    if (!q8) return;
+    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, 1.0f / (448.0f * 512.0f)); /* linear.cu's TOKEN_MIN_SCALE */
+    if (threadIdx.x == 0) row_scale[row] = ts;
+    uint2 *qr = (uint2 *)(q8 + (int64_t)row * d);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        alignas(8) __nv_fp8_e4m3 o[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = __nv_fp8_e4m3(v[j][e] / ts);
+        qr[k] = *(const uint2 *)o;
     }
 }
 
@@ -277,6 +301,46 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
     else NM(8);
 #undef NM
     return true;
+}
+
+/* norm_modulate quantized per token for an FP8 linear (backend.h norm_modulate_fp8): the vectorised row kernel only */
+extern "C" qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
+                                               const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale) {
+    const char *op = "norm_modulate_fp8";
+    if (kind != QD_NORM_LAYER && kind != QD_NORM_RMS) return qd_fail(QD_EINVAL, "cuda %s: unknown norm kind %d", op, (int)kind);
+    if (kind == QD_NORM_LAYER && w) return qd_fail(QD_EINVAL, "cuda %s: LayerNorm here has no affine weight (w must be NULL)", op);
+    if (x->rank < 2 || x->dtype != QD_DTYPE_BF16 || codes->dtype != QD_DTYPE_F8_E4M3 || row_scale->dtype != QD_DTYPE_F32 ||
+        qd_tensor_elements(codes) != qd_tensor_elements(x))
+        return qd_fail(QD_EINVAL, "cuda %s: x [B, L, D] BF16 into codes of its shape (F8_E4M3) and row scales (F32)", op);
+    const int64_t d = x->shape[x->rank - 1], rows = qd_tensor_elements(x) / (d ? d : 1), B = x->shape[0], nv = d / 8;
+    if (qd_tensor_elements(row_scale) != rows) return qd_fail(QD_EINVAL, "cuda %s: %lld row scales for %lld rows", op, (long long)qd_tensor_elements(row_scale), (long long)rows);
+    qd_status s = QD_OK;
+    if ((s = qd_cuda_check_float(op, "scale", scale)) || (shift && (s = qd_cuda_check_float(op, "shift", shift)))) return s;
+    if (qd_tensor_elements(scale) != B * d || (shift && qd_tensor_elements(shift) != B * d))
+        return qd_fail(QD_EINVAL, "cuda %s: scale and shift must hold [B, D] = [%lld, %lld] values", op, (long long)B, (long long)d);
+    if (d % 8 || nv > 2048 || !qd_cuda_aligned16(x->data) || !qd_cuda_aligned16(codes->data) || !qd_cuda_aligned16(scale->data) ||
+        (w && !qd_cuda_aligned16(w->data)) || (shift && !qd_cuda_aligned16(shift->data)))
+        return qd_fail(QD_EUNSUPPORTED, "cuda %s: rows of D %% 8 == 0 up to 16384, 16-byte aligned", op);
+    if (!rows) return QD_OK;
+    const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
+    const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
+    const bool layer = kind == QD_NORM_LAYER;
+    const void *wd = w ? w->data : NULL, *hd = shift ? shift->data : NULL;
+    const int wt = w ? w->dtype : 0, ht = shift ? shift->dtype : 0;
+    const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
+    __nv_fp8_e4m3 *qp = (__nv_fp8_e4m3 *)codes->data;
+    float *rs = (float *)row_scale->data;
+    cudaStream_t stream = qd_cuda_of(b)->stream;
+#define NM(P)                                                                                                                              \
+    norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, scale->data, scale->dtype, hd, ht, nullptr, (int)d, \
+                                                                    (int)(rows / B), qp, rs)
+    if (per == 1) NM(1);
+    else if (per == 2) NM(2);
+    else if (per == 4) NM(4);
+    else NM(8);
+#undef NM
+    QD_CUDA_LAUNCHED("norm_modulate_fp8");
+    return QD_OK;
 }
 
 extern "C" qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,

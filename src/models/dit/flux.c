@@ -535,8 +535,8 @@ static qd_tensor v_in_place(const qd_tensor *qkv, int64_t H, int64_t hd) {
 
 /* An MLP added into the residual stream under its gate: res += gate·out(gelu_tanh(in(x))), the GELU applied by `in`
    itself (its out_act) */
-static void mlp_into(run *r, qd_linear *in, qd_linear *outl, const qd_tensor *x, int64_t hidden, const qd_tensor *gate, qd_tensor *res) {
-    qd_tensor h = qd_run_linear_n(r, in, x, hidden);
+static void mlp_into(run *r, qd_linear *in, qd_linear *outl, const qd_run_input *x, int64_t hidden, const qd_tensor *gate, qd_tensor *res) {
+    qd_tensor h = qd_run_linear_in(r, in, x, hidden);
     qd_run_linear_fused(r, outl, (const qd_tensor *[]){&h}, 1, gate, res);
     qd_tensor_free(&h);
 }
@@ -613,7 +613,6 @@ static qd_status flux_body(void *user) {
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
         for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk_view(r, &e, k, D), cmod[k] = qd_run_chunk_view(r, &ce, k, D);
 
-        qd_tensor xn = norm_modulate(r, &x, &mod[1], &mod[0]), cn = norm_modulate(r, &ctx, &cmod[1], &cmod[0]);
         /* Batch 1 (diffusers' FLUX runs): the projections write straight into the joint [text, image]
            Q/K/V and the streams read the attention output in place — views, no concatenation or slicing.
            Otherwise (and for Nunchaku's fused qkv) each stream's q/k/v is made, then concatenated. */
@@ -621,6 +620,11 @@ static qd_status flux_body(void *user) {
         /* [q; k; v] joined at load (qd_model_projections), or Nunchaku's qkv_proj without padding (FLUX's D is a
            multiple of 128): one GEMM per stream writing into the joint tensors */
         const bool fused = b->qkv.out_features > 0 && (!m->nunchaku || joint);
+        /* the normed streams: FP8 codes straight out of the norm where the joined projection takes them */
+        qd_linear *qkv_l[] = {&b->qkv}, *cqkv_l[] = {&b->qkv_ctx};
+        qd_run_input xin = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &x, NULL, 1e-6f, &mod[1], &mod[0], qkv_l, joint && fused ? 1 : 0);
+        qd_run_input cin = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &ctx, NULL, 1e-6f, &cmod[1], &cmod[0], cqkv_l, joint && fused ? 1 : 0);
+        const qd_tensor xn = xin.x, cn = cin.x; /* the plain outputs (the other paths) */
         bool normed = false; /* q and k already normalised and rotated */
         qd_tensor q, k, v = {0}, cq, ck, cv = {0}, Q = {0}, K = {0}, V = {0}, QKV = {0};
         int64_t v_row = 0; /* V read in place from the joint [q; k; v] output QKV */
@@ -632,7 +636,7 @@ static qd_status flux_body(void *user) {
                             into Q/K, and V read by the attention where it lies (v_row) */
                 QKV = qd_run_tensor(r, 3, (int64_t[]){1, L, 3 * D});
                 qd_tensor cqkv = rows_view(&QKV, 0, T), qkv = rows_view(&QKV, T, N);
-                linear_into(r, &b->qkv, &xn, &qkv), linear_into(r, &b->qkv_ctx, &cn, &cqkv);
+                qd_run_linear_in_into(r, &b->qkv, &xin, &qkv), qd_run_linear_in_into(r, &b->qkv_ctx, &cin, &cqkv);
                 qd_tensor *heads[4] = {&q, &k, &cq, &ck};
                 for (int j = 0; j < 4 && !r->s; j++) as_heads(heads[j], H, hd);
                 rms_heads_cols(r, &qkv, 0, &q, &b->norm_q, &cos, &sin, T), rms_heads_cols(r, &qkv, D, &k, &b->norm_k, &cos, &sin, T);
@@ -655,7 +659,7 @@ static qd_status flux_body(void *user) {
             q = qd_run_linear(r, &b->to_q, &xn), k = qd_run_linear(r, &b->to_k, &xn), v = qd_run_linear(r, &b->to_v, &xn);
             cq = qd_run_linear(r, &b->add_q, &cn), ck = qd_run_linear(r, &b->add_k, &cn), cv = qd_run_linear(r, &b->add_v, &cn);
         }
-        qd_tensor_free(&xn), qd_tensor_free(&cn);
+        qd_run_input_free(&xin), qd_run_input_free(&cin);
         qd_tensor *heads[6] = {&q, &k, &v, &cq, &ck, &cv};
         if (!normed) {
             for (int j = 0; j < 6 && !r->s; j++) as_heads(heads[j], H, hd);
@@ -680,11 +684,13 @@ static qd_status flux_body(void *user) {
         qd_tensor_free(&xa), qd_tensor_free(&ca);
         qd_tensor_free(&A); /* after ca, xa: they may be views into it */
 
-        qd_tensor xn2 = norm_modulate(r, &x, &mod[4], &mod[3]);
+        qd_linear *ff_l[] = {&b->ff_in}, *ffc_l[] = {&b->ffc_in};
+        qd_run_input xn2 = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &x, NULL, 1e-6f, &mod[4], &mod[3], ff_l, 1);
         mlp_into(r, &b->ff_in, &b->ff_out, &xn2, 4 * D, &mod[5], &x);
-        qd_tensor cn2 = norm_modulate(r, &ctx, &cmod[4], &cmod[3]);
+        qd_run_input_free(&xn2);
+        qd_run_input cn2 = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &ctx, NULL, 1e-6f, &cmod[4], &cmod[3], ffc_l, 1);
         mlp_into(r, &b->ffc_in, &b->ffc_out, &cn2, 4 * D, &cmod[5], &ctx);
-        qd_tensor_free(&xn2), qd_tensor_free(&cn2);
+        qd_run_input_free(&cn2);
         for (int j = 0; j < 6; j++) qd_tensor_free(&mod[j]), qd_tensor_free(&cmod[j]);
         qd_tensor_free(&e), qd_tensor_free(&ce); /* after the chunks: they may be views into them */
     }
@@ -697,24 +703,27 @@ static qd_status flux_body(void *user) {
         r->s = qd_model_offload_fetch(&m->off, (int)(c->num_layers + i));
         qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
         qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
-        qd_tensor sn = norm_modulate(r, &s, &scale, &shift);
-        qd_tensor hmlp = qd_run_linear_n(r, &b->proj_mlp, &sn, 4 * D); /* GELU-tanh applied by the layer */
+        const bool nk_slices = m->nunchaku && !nk_unpadded(&b->qkv, D); /* a padded qkv_proj: sliced, then normalised */
+        qd_linear *sn_l[] = {&b->proj_mlp, &b->qkv}; /* one FP8 quantization for both where they take it */
+        qd_run_input sn_in = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &s, NULL, 1e-6f, &scale, &shift, sn_l,
+                                                     !nk_slices && b->qkv.out_features > 0 ? 2 : 0);
+        const qd_tensor sn = sn_in.x;
+        qd_tensor hmlp = qd_run_linear_in(r, &b->proj_mlp, &sn_in, 4 * D); /* GELU-tanh applied by the layer */
         qd_tensor q, k, v, qkv = {0};
         int64_t v_row = 0; /* v read in place from qkv */
-        const bool nk_slices = m->nunchaku && !nk_unpadded(&b->qkv, D); /* a padded qkv_proj: sliced, then normalised */
         if (nk_slices) {
             qkv = qd_run_linear_padded(r, &b->qkv, &sn);
             q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, D), v = qd_run_slice_last(r, &qkv, 2 * D, D);
             qd_tensor_free(&qkv);
         } else if (b->qkv.out_features > 0) { /* joined at load: one GEMM, then q/k normalised and rotated, v read in place */
-            qkv = qd_run_linear_n(r, &b->qkv, &sn, 3 * D);
+            qkv = qd_run_linear_in(r, &b->qkv, &sn_in, 3 * D);
             q = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd}), k = qd_run_tensor(r, 4, (int64_t[]){B, L, H, hd});
             rms_heads_cols(r, &qkv, 0, &q, &b->norm_q, &cos, &sin, 0), rms_heads_cols(r, &qkv, D, &k, &b->norm_k, &cos, &sin, 0);
             v = v_in_place(&qkv, H, hd), v_row = 3 * D;
         } else {
             q = qd_run_linear(r, &b->to_q, &sn), k = qd_run_linear(r, &b->to_k, &sn), v = qd_run_linear(r, &b->to_v, &sn);
         }
-        qd_tensor_free(&sn);
+        qd_run_input_free(&sn_in);
         if (nk_slices || b->qkv.out_features == 0) {
             as_heads(&q, H, hd), as_heads(&k, H, hd), as_heads(&v, H, hd);
             rms_heads(r, &q, &b->norm_q, &cos, &sin, 0), rms_heads(r, &k, &b->norm_k, &cos, &sin, 0);
