@@ -99,9 +99,10 @@ static qd_status m_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *ou
     pairs p = {0};
     qd_status s = QD_OK;
     qd_attn_args d = *a;
-    d.q = to_dev(b, &p, a->q, &s), d.k = to_dev(b, &p, a->k, &s), d.v = to_dev(b, &p, a->v, &s);
+    d.q = to_dev(b, &p, a->q, &s), d.k = to_dev(b, &p, a->k, &s);
     qd_tensor wide = {0}, vview = {0};
-    if (a->v_row > 0 && a->v->rank == 4) { /* v in place in wider rows: the rows go over whole (v at their start) */
+    if (!(a->v_row > 0 && a->v->rank == 4)) d.v = to_dev(b, &p, a->v, &s);
+    else { /* v in place in wider rows: the rows go over whole (v at their start), not v's own bytes */
         wide = *a->v;
         qd_tensor_shape(&wide, a->v->dtype, 2, (int64_t[]){a->v->shape[0] * a->v->shape[1], a->v_row});
         const qd_tensor *dw = to_dev(b, &p, &wide, &s);
