@@ -900,8 +900,9 @@ static void run_norm_modulate_fp8(qd_backend *be) {
             continue;
         }
         const qd_dtype H = QD_DTYPE_BF16;
-        qd_linear l;
+        qd_linear l = {0};
         qd_status s = b_fp8_channel(N, D, &l);
+        l.name = strdup("fp8 per token");
         qd_tensor x, sc, sh, y, a, q, rs, o;
         qd_tensor_new(be, &x, H, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &sc, H, 2, (int64_t[]){B, D});
         qd_tensor_new(be, &sh, H, 2, (int64_t[]){B, D}), qd_tensor_new(be, &y, H, 3, (int64_t[]){B, L, D});
