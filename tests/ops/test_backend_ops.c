@@ -888,11 +888,15 @@ static void run_norm_modulate(qd_backend *be) {
    matmul). */
 static void run_norm_modulate_fp8(qd_backend *be) {
     const int64_t cases[][4] = {{1, 300, 3072, 1040}, {2, 77, 256, 330}}; /* B, L, D (= K), N */
-    for (int ci = 0; ci < 2; ci++) {
-        const int64_t B = cases[ci][0], L = cases[ci][1], D = cases[ci][2], N = cases[ci][3];
+    static const struct {
+        const char *name;
+        qd_status (*build)(int64_t n, int64_t k, qd_linear *l);
+    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}}; /* W4A8 layers take the same codes */
+    for (int ci = 0; ci < 6; ci++) {
+        const int64_t B = cases[ci % 2][0], L = cases[ci % 2][1], D = cases[ci % 2][2], N = cases[ci % 2][3];
         char name[160];
-        snprintf(name, sizeof name, "norm_modulate_fp8 + fp8 linear B=%lld L=%lld D=%lld N=%lld (differing outputs)", (long long)B, (long long)L,
-                 (long long)D, (long long)N);
+        snprintf(name, sizeof name, "norm_modulate_fp8 + %s linear B=%lld L=%lld D=%lld N=%lld (differing outputs)", schemes[ci / 2].name, (long long)B,
+                 (long long)L, (long long)D, (long long)N);
         if (!selected(name)) continue;
         if (!be->ops->norm_modulate_fp8 || !device_backend) {
             skipped++;
@@ -901,8 +905,8 @@ static void run_norm_modulate_fp8(qd_backend *be) {
         }
         const qd_dtype H = QD_DTYPE_BF16;
         qd_linear l = {0};
-        qd_status s = b_fp8_channel(N, D, &l);
-        l.name = strdup("fp8 per token");
+        qd_status s = schemes[ci / 2].build(N, D, &l);
+        l.name = strdup(schemes[ci / 2].name);
         qd_tensor x, sc, sh, y, a, q, rs, o;
         qd_tensor_new(be, &x, H, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &sc, H, 2, (int64_t[]){B, D});
         qd_tensor_new(be, &sh, H, 2, (int64_t[]){B, D}), qd_tensor_new(be, &y, H, 3, (int64_t[]){B, L, D});
@@ -911,7 +915,7 @@ static void run_norm_modulate_fp8(qd_backend *be) {
         fill(&x, 1.0f), fill(&sc, 0.3f), fill(&sh, 0.3f);
         if (!s) s = be->ops->norm_modulate(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &y);
         if (!s) s = be->ops->linear(be, &l, &y, &a); /* prepares the layer on the device */
-        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the per-token FP8 layer is not taken by linear_fp8_tokens");
+        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
         if (!s) s = be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &q, &rs);
         if (!s) s = be->ops->linear_fp8_tokens(be, &l, &q, &rs, &o);
         int64_t differ = 0;

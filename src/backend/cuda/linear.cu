@@ -774,9 +774,10 @@ extern "C" bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l) {
     (void)b;
     static int off = -1; /* QDIT_CUDA_FP8_TOKENS=0: every FP8 linear quantizes its own input (side-by-side timing) */
     if (off < 0) off = getenv("QDIT_CUDA_FP8_TOKENS") && !strcmp(getenv("QDIT_CUDA_FP8_TOKENS"), "0");
-    if (off || l->scheme != QD_SCHEME_FP8 || l->act != QD_ACT_DYNAMIC_TOKEN || !l->prepared || l->prepared_for != &cuda_linear_tag) return false;
+    if (off || !l->prepared || l->prepared_for != &cuda_linear_tag) return false;
     const cuda_linear *d = (const cuda_linear *)l->prepared;
-    return !d->block && d->kp == l->in_features;
+    if (qd_cuda_w4_covers(l)) return qd_cuda_w4_takes_tokens(l, d); /* W4A8: the same per-token E4M3 codes */
+    return l->scheme == QD_SCHEME_FP8 && l->act == QD_ACT_DYNAMIC_TOKEN && !d->block && d->kp == l->in_features;
 }
 
 extern "C" qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y) {
@@ -797,7 +798,9 @@ extern "C" qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, cons
     const bool act = qd_linear_out_kind(l, &kind);
     qd_cuda *c = qd_cuda_of(b);
     bool gelu = act && kind == QD_ACT_GELU_TANH && c->gelu_epilogue;
-    s = qd_cuda_fp8_matmul(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, (const float *)row_scale->data, y, m, &gelu, false);
+    const __nv_fp8_e4m3 *q = (const __nv_fp8_e4m3 *)codes->data;
+    s = qd_cuda_w4_covers(l) ? qd_cuda_w4_linear_tokens(c, l, d, q, (const float *)row_scale->data, y, m, &gelu)
+                             : qd_cuda_fp8_matmul(c, l, d, d->w, q, (const float *)row_scale->data, y, m, &gelu, false);
     if (!s && act && !gelu) s = qd_cuda_activation(b, kind, y, y);
     return s;
 }

@@ -168,6 +168,9 @@ __device__ __forceinline__ uint4 ld_stream(const uint8_t *p) {
 qd_status qd_cuda_w4_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_w4_covers(const qd_linear *l);
+bool qd_cuda_w4_takes_tokens(const qd_linear *l, const cuda_linear *d);
+qd_status qd_cuda_w4_linear_tokens(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const __nv_fp8_e4m3 *q, const float *sx, qd_tensor *y,
+                                   int64_t m, bool *gelu);
 /* linear_fused of a W4A8 layer (linear.cu): whether its M rows run the expansion + FP8 matmul path without a low-rank
    branch, and the expansion of its weights into an E4M3 scratch copy [Np, K] (freed by the caller) */
 bool qd_cuda_w4_fusable(const qd_linear *l, const cuda_linear *d, int64_t m, const qd_cuda *c);

@@ -702,7 +702,8 @@ static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const 
 #define W4_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* as the FP8 per-token rule (linear.cu) */
 
 /* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
- * the row read twice (the second time from L2) */
+ * the row read twice (the second time from L2). Without mult the codes are an FP8 linear's to the bit (x/s, not
+ * x·(1/s)): norm_modulate_fp8 makes them for both (linear_fp8_tokens) */
 __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const float *mult, int batch, __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t base = blockIdx.x * k;
@@ -737,7 +738,7 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
             for (int j = 0; j < 2; j++) {
                 float t[4];
 #pragma unroll
-                for (int h = 0; h < 4; h++) t[h] = v[4 * j + h] * inv;
+                for (int h = 0; h < 4; h++) t[h] = mult ? v[4 * j + h] * inv : v[4 * j + h] / s;
                 const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
                 const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
                 ow[j] = (uint32_t)lo | ((uint32_t)hi << 16);
@@ -747,7 +748,7 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
     } else {
         for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
             const float v = qd_ld(x, xt, base + i);
-            q[base + i] = __nv_fp8_e4m3((mult ? v * mult[i] : v) * inv);
+            q[base + i] = __nv_fp8_e4m3(mult ? v * mult[i] * inv : v / s);
         }
     }
 }
@@ -1102,6 +1103,20 @@ qd_status qd_cuda_w4_expand(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     ((cuda_linear *)d)->expanded = true; /* from now on linears_ahead makes its copy ahead */
     qd_status s = qd_cuda_scratch(c, qd_cuda_w4_expand_bytes(l, d), w8);
     return s ? s : qd_cuda_w4_expand_into(c, l, d, *w8, c->stream);
+}
+
+/* a W4A8 layer without smoothing or low-rank branch on activations already quantized per token (linear_fp8_tokens) */
+bool qd_cuda_w4_takes_tokens(const qd_linear *l, const cuda_linear *d) {
+    return qd_cuda_w4_covers(l) && l->scheme != QD_SCHEME_AWQ_W4A16 && !d->smooth && !d->rank && d->kp == l->in_features;
+}
+
+qd_status qd_cuda_w4_linear_tokens(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const __nv_fp8_e4m3 *q, const float *sx, qd_tensor *y,
+                                   int64_t m, bool *gelu) {
+    void *w8 = NULL;
+    qd_status s = qd_cuda_w4_expand(c, l, d, &w8);
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, w8, q, sx, y, m, gelu, false);
+    qd_cuda_scratch_free(c, w8);
+    return s;
 }
 
 qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
