@@ -88,14 +88,14 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
                                      const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8 = nullptr,
                                      float *row_scale = nullptr);
 static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
-                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb);
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs);
 
 extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
     int64_t rows = 0, d = 0;
     qd_status s = rows_of("rms_norm", x, y, w, &rows, &d);
     if (s || !rows) return s;
     /* wide BF16 rows (Z-Image's 3840): the vectorised row kernel of norm_modulate, without a modulation */
-    if (d > 1024 && norm_bf16_rows(b, false, x, w, eps, NULL, 0, NULL, 0, y, rows, d, rows)) {
+    if (d > 1024 && norm_bf16_rows(b, false, x, w, eps, NULL, 0, NULL, 0, y, rows, d, rows, NULL, NULL)) {
         QD_CUDA_LAUNCHED("rms_norm");
         return QD_OK;
     }
@@ -280,21 +280,23 @@ __global__ void norm_mod_kernel(bool layer, const void *x, int xt, const void *w
 }
 
 /* the vectorised row kernel when the tensors allow it (BF16 x and y, D % 8 == 0 up to 16384, 16-byte aligned
-   rows and vectors); false: the caller runs the generic one */
+   rows and vectors); false: the caller runs the generic one. q8 non-NULL: FP8 codes and row scales rs instead of y
+   (y NULL) */
 static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
-                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb) {
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs) {
     const int64_t nv = d / 8;
     const void *wd = w ? w->data : NULL;
-    if (x->dtype != QD_DTYPE_BF16 || y->dtype != QD_DTYPE_BF16 || d % 8 || nv > 2048 || !qd_cuda_aligned16(x->data) ||
-        !qd_cuda_aligned16(y->data) || (w && !qd_cuda_aligned16(wd)) || (sh && !qd_cuda_aligned16(sh)))
+    const bool out_ok = q8 ? qd_cuda_aligned16(q8) : y->dtype == QD_DTYPE_BF16 && qd_cuda_aligned16(y->data);
+    if (x->dtype != QD_DTYPE_BF16 || !out_ok || d % 8 || nv > 2048 || !qd_cuda_aligned16(x->data) || (w && !qd_cuda_aligned16(wd)) ||
+        (sh && !qd_cuda_aligned16(sh)))
         return false;
     const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
     const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
     const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
-    __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
+    __nv_bfloat16 *yp = q8 ? NULL : (__nv_bfloat16 *)y->data;
     const int wt = w ? w->dtype : 0;
     cudaStream_t stream = qd_cuda_of(b)->stream;
-#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, sc, st, sh, ht, yp, (int)d, (int)rpb)
+#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, sc, st, sh, ht, yp, (int)d, (int)rpb, q8, rs)
     if (per == 1) NM(1);
     else if (per == 2) NM(2);
     else if (per == 4) NM(4);
@@ -312,33 +314,18 @@ extern "C" qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind,
     if (x->rank < 2 || x->dtype != QD_DTYPE_BF16 || codes->dtype != QD_DTYPE_F8_E4M3 || row_scale->dtype != QD_DTYPE_F32 ||
         qd_tensor_elements(codes) != qd_tensor_elements(x))
         return qd_fail(QD_EINVAL, "cuda %s: x [B, L, D] BF16 into codes of its shape (F8_E4M3) and row scales (F32)", op);
-    const int64_t d = x->shape[x->rank - 1], rows = qd_tensor_elements(x) / (d ? d : 1), B = x->shape[0], nv = d / 8;
+    const int64_t d = x->shape[x->rank - 1], rows = qd_tensor_elements(x) / (d ? d : 1), B = x->shape[0];
     if (qd_tensor_elements(row_scale) != rows) return qd_fail(QD_EINVAL, "cuda %s: %lld row scales for %lld rows", op, (long long)qd_tensor_elements(row_scale), (long long)rows);
     qd_status s = QD_OK;
     if ((s = qd_cuda_check_float(op, "scale", scale)) || (shift && (s = qd_cuda_check_float(op, "shift", shift)))) return s;
     if (qd_tensor_elements(scale) != B * d || (shift && qd_tensor_elements(shift) != B * d))
         return qd_fail(QD_EINVAL, "cuda %s: scale and shift must hold [B, D] = [%lld, %lld] values", op, (long long)B, (long long)d);
-    if (d % 8 || nv > 2048 || !qd_cuda_aligned16(x->data) || !qd_cuda_aligned16(codes->data) || !qd_cuda_aligned16(scale->data) ||
-        (w && !qd_cuda_aligned16(w->data)) || (shift && !qd_cuda_aligned16(shift->data)))
-        return qd_fail(QD_EUNSUPPORTED, "cuda %s: rows of D %% 8 == 0 up to 16384, 16-byte aligned", op);
     if (!rows) return QD_OK;
-    const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
-    const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
-    const bool layer = kind == QD_NORM_LAYER;
-    const void *wd = w ? w->data : NULL, *hd = shift ? shift->data : NULL;
-    const int wt = w ? w->dtype : 0, ht = shift ? shift->dtype : 0;
-    const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
-    __nv_fp8_e4m3 *qp = (__nv_fp8_e4m3 *)codes->data;
-    float *rs = (float *)row_scale->data;
-    cudaStream_t stream = qd_cuda_of(b)->stream;
-#define NM(P)                                                                                                                              \
-    norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, scale->data, scale->dtype, hd, ht, nullptr, (int)d, \
-                                                                    (int)(rows / B), qp, rs)
-    if (per == 1) NM(1);
-    else if (per == 2) NM(2);
-    else if (per == 4) NM(4);
-    else NM(8);
-#undef NM
+    const void *hd = shift ? shift->data : NULL;
+    const int ht = shift ? shift->dtype : 0;
+    if (!qd_cuda_aligned16(scale->data) || !norm_bf16_rows(b, kind == QD_NORM_LAYER, x, w, eps, scale->data, scale->dtype, hd, ht, NULL, rows, d,
+                                                           rows / B, (__nv_fp8_e4m3 *)codes->data, (float *)row_scale->data))
+        return qd_fail(QD_EUNSUPPORTED, "cuda %s: rows of D %% 8 == 0 up to 16384, 16-byte aligned", op);
     QD_CUDA_LAUNCHED("norm_modulate_fp8");
     return QD_OK;
 }
@@ -362,7 +349,7 @@ extern "C" qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, con
     cudaStream_t stream = qd_cuda_of(b)->stream;
     const void *wd = w ? w->data : NULL, *hd = shift ? shift->data : NULL;
     const int wt = w ? w->dtype : 0, ht = shift ? shift->dtype : 0;
-    if (!qd_cuda_aligned16(scale->data) || !norm_bf16_rows(b, layer, x, w, eps, scale->data, scale->dtype, hd, ht, y, rows, d, rpb)) {
+    if (!qd_cuda_aligned16(scale->data) || !norm_bf16_rows(b, layer, x, w, eps, scale->data, scale->dtype, hd, ht, y, rows, d, rpb, NULL, NULL)) {
         norm_mod_kernel<<<(unsigned)rows, 256, 0, stream>>>(layer, x->data, x->dtype, wd, wt, eps, scale->data, scale->dtype, hd, ht, y->data,
                                                             y->dtype, d, rpb);
     }
