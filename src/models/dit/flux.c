@@ -615,7 +615,7 @@ static qd_status flux_body(void *user) {
 
         /* Batch 1 (diffusers' FLUX runs): the projections write straight into the joint [text, image]
            Q/K/V and the streams read the attention output in place — views, no concatenation or slicing.
-           Otherwise (and for Nunchaku's fused qkv) each stream's q/k/v is made, then concatenated. */
+           Otherwise (and for a Nunchaku qkv_proj that needs padding) each stream's q/k/v is made, then concatenated. */
         const bool joint = B == 1 && (!m->nunchaku || (nk_unpadded(&b->qkv, D) && nk_unpadded(&b->qkv_ctx, D)));
         /* [q; k; v] joined at load (qd_model_projections), or Nunchaku's qkv_proj without padding (FLUX's D is a
            multiple of 128): one GEMM per stream writing into the joint tensors */
