@@ -1921,6 +1921,20 @@ int main(int argc, char **argv) {
             run_linear(be, c, int8_shapes[si][0], int8_shapes[si][1], int8_shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
         }
     }
+    /* SVDQuant past one block of the GPU's low-rank input kernel (src/backend/cuda/linear_w4.cu, lr_down_kernel: 64 rows
+       per block, K in slices whose partial sums the quantization adds): rows over several blocks with a partial last one,
+       K = 3072 and 12288 (FLUX's widths, several slices); with the branch dominant too, and BF16 and F32 activations */
+    static const char *const svdq_names[] = {"svdq_int4", "svdq_int4_branch"};
+    const int64_t svdq_shapes[][3] = {{300, 3072, 256}, {130, 12288, 128}};
+    for (size_t gi = 0; gi < sizeof svdq_names / sizeof *svdq_names; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, svdq_names[gi])) c = &linear_cases[j];
+        for (int si = 0; si < 2; si++) {
+            run_linear(be, c, svdq_shapes[si][0], svdq_shapes[si][1], svdq_shapes[si][2], QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
+            run_linear(be, c, svdq_shapes[si][0], svdq_shapes[si][1], svdq_shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
+        }
+    }
     /* few rows, which the GPU runs on its GEMV kernels (src/backend/cuda/linear_gemv.cu, M ≤ 8: FLUX's modulation
        and embedder linears, CFG pairs), and M = 9 just past them (the matmul path): dense BF16/F16/F32 weights and
        every FP8 form; K a multiple of 16 (3072, the modulation width; 384: three 128-blocks) and not (200: BF16
