@@ -1298,7 +1298,8 @@ static void run_linear_fused(qd_backend *be) {
                  {1, 33, 256, 128, 1, 2, 1},  /* FLUX's to_out / ff out into the residual stream */
                  {1, 9, 256, 384, 2, 0, 2},   /* plain residual add */
                  {2, 7, 384, 256, 2, 0, 0},   /* no residual: the concatenated input's linear */
-                 {1, 40, 6144, 256, 2, 1, 2}}; /* K past 4096: the GPU's FP8 quantization keeps 8 words per thread */
+                 {1, 40, 6144, 256, 2, 1, 2}}; /* K past 4096: the GPU's FP8 quantization of a row takes two rounds of
+                                                  4 loads per thread (cuda_internal.cuh, qd_row_words) */
     for (size_t si = 0; si < sizeof schemes / sizeof *schemes; si++) {
         const linear_case *lc = NULL;
         for (size_t c = 0; c < sizeof linear_cases / sizeof *linear_cases; c++)
@@ -1835,6 +1836,20 @@ static void perf(qd_backend *be, int64_t m) {
     }
 }
 
+/* the named linear cases at two [M, K, N] shapes each: BF16 activations, then with GELU-tanh (F32 activations at the
+   first shape, BF16 at the second) */
+static void run_linear_shapes(qd_backend *be, const char *const *names, size_t n, const int64_t shapes[2][3]) {
+    for (size_t gi = 0; gi < n; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, names[gi])) c = &linear_cases[j];
+        for (int si = 0; si < 2; si++) {
+            run_linear(be, c, shapes[si][0], shapes[si][1], shapes[si][2], QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
+            run_linear(be, c, shapes[si][0], shapes[si][1], shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     bool do_perf = false;
     int64_t perf_m = 4096;
@@ -1913,29 +1928,13 @@ int main(int argc, char **argv) {
        (Kp = 1040 ends in a partial K-block), N % 8 ≠ 0 (no staged BF16 stores), with and without GELU-tanh */
     static const char *const int8_names[] = {"w8a8_dynamic", "w8a8_static", "w8a8_dyn_offset", "w4a4_dynamic"};
     const int64_t int8_shapes[][3] = {{300, 1040, 776}, {130, 520, 330}};
-    for (size_t gi = 0; gi < sizeof int8_names / sizeof *int8_names; gi++) {
-        const linear_case *c = NULL;
-        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
-            if (!strcmp(linear_cases[j].name, int8_names[gi])) c = &linear_cases[j];
-        for (int si = 0; si < 2; si++) {
-            run_linear(be, c, int8_shapes[si][0], int8_shapes[si][1], int8_shapes[si][2], QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
-            run_linear(be, c, int8_shapes[si][0], int8_shapes[si][1], int8_shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
-        }
-    }
+    run_linear_shapes(be, int8_names, sizeof int8_names / sizeof *int8_names, int8_shapes);
     /* SVDQuant past one block of the GPU's low-rank input kernel (src/backend/cuda/linear_w4.cu, lr_down_kernel: 64 rows
        per block, K in slices whose partial sums the quantization adds): rows over several blocks with a partial last one,
        K = 3072 and 12288 (FLUX's widths, several slices); with the branch dominant too, and BF16 and F32 activations */
     static const char *const svdq_names[] = {"svdq_int4", "svdq_int4_branch"};
     const int64_t svdq_shapes[][3] = {{300, 3072, 256}, {130, 12288, 128}};
-    for (size_t gi = 0; gi < sizeof svdq_names / sizeof *svdq_names; gi++) {
-        const linear_case *c = NULL;
-        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
-            if (!strcmp(linear_cases[j].name, svdq_names[gi])) c = &linear_cases[j];
-        for (int si = 0; si < 2; si++) {
-            run_linear(be, c, svdq_shapes[si][0], svdq_shapes[si][1], svdq_shapes[si][2], QD_DTYPE_BF16, QD_OUT_ACT_NONE, -1);
-            run_linear(be, c, svdq_shapes[si][0], svdq_shapes[si][1], svdq_shapes[si][2], si ? QD_DTYPE_BF16 : QD_DTYPE_F32, QD_OUT_ACT_GELU_TANH, -1);
-        }
-    }
+    run_linear_shapes(be, svdq_names, sizeof svdq_names / sizeof *svdq_names, svdq_shapes);
     /* few rows, which the GPU runs on its GEMV kernels (src/backend/cuda/linear_gemv.cu, M ≤ 8: FLUX's modulation
        and embedder linears, CFG pairs), and M = 9 just past them (the matmul path): dense BF16/F16/F32 weights and
        every FP8 form; K a multiple of 16 (3072, the modulation width; 384: three 128-blocks) and not (200: BF16
