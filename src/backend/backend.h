@@ -135,6 +135,14 @@ typedef struct qd_backend_ops {
     qd_status (*activation)(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
     /* x [..., 2N] → y [..., N] = x[..., value half] · act(x[..., gate half]); gate_first picks the half */
     qd_status (*gated)(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
+    /* Optional (NULL: the model slices the halves and runs activation and mul): SwiGLU out of a joined projection,
+       rounded as that composition rounds it (the SiLU to y's dtype, then the product): x [..., W] holds the gate
+       in columns [gate_col, gate_col + N) and the value in [value_col, value_col + N) of each row, y [..., N]. */
+    qd_status (*swiglu)(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y);
+    /* Optional (NULL: not offered): swiglu of BF16 x with its output quantized per token for a layer that
+       linear_fp8_tokens runs, as norm_modulate_fp8 quantizes (codes [..., N] F8_E4M3, row scales [rows] F32): the
+       BF16 output's codes, never written in BF16. */
+    qd_status (*swiglu_fp8)(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *row_scale);
     /* y = x·(1 + scale) + shift; x [B, L, D], scale/shift [B, D] (shift may be NULL) */
     qd_status (*modulate)(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
     /* y = r + gate·x; gate [B, D] broadcast over L (NULL: plain add); y may be r */

@@ -168,6 +168,36 @@ qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_ten
     return in;
 }
 
+qd_run_input qd_run_swiglu_for(qd_run *r, const qd_tensor *h, int64_t gate_col, int64_t value_col, int64_t n, qd_linear *l) {
+    qd_run_input in = {0};
+    const qd_backend_ops *ops = r->be->ops;
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, h->shape, sizeof shape);
+    shape[h->rank - 1] = n;
+    const bool fp8 = !r->s && l && ops->swiglu_fp8 && ops->takes_fp8_tokens && ops->linear_fp8_tokens && h->dtype == QD_DTYPE_BF16 &&
+                     r->act == QD_DTYPE_BF16 && l->in_features == n && !(r->ctx && (r->ctx->observe || r->ctx->reference_linears)) &&
+                     ops->takes_fp8_tokens(r->be, l);
+    if (fp8) {
+        const int64_t w = h->shape[h->rank - 1], rows = w ? qd_tensor_elements(h) / w : 0;
+        in.fp8 = true;
+        r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, h->rank, shape);
+        if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+        if (!r->s) r->s = ops->swiglu_fp8(r->be, h, gate_col, value_col, &in.codes, &in.scales);
+        return in;
+    }
+    if (ops->swiglu) {
+        in.x = qd_run_tensor(r, h->rank, shape);
+        if (!r->s) r->s = ops->swiglu(r->be, h, gate_col, value_col, &in.x);
+        return in;
+    }
+    in.x = qd_run_slice_last(r, h, gate_col, n);
+    qd_tensor u = qd_run_slice_last(r, h, value_col, n);
+    if (!r->s) r->s = ops->activation(r->be, QD_ACT_SILU, &in.x, &in.x);
+    if (!r->s) r->s = ops->mul(r->be, &in.x, &u, &in.x);
+    qd_tensor_free(&u);
+    return in;
+}
+
 void qd_run_linear_in_into(qd_run *r, qd_linear *l, const qd_run_input *in, qd_tensor *y) {
     if (r->s) return;
     if (!in->fp8) {

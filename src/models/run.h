@@ -59,6 +59,10 @@ typedef struct {
 } qd_run_input;
 qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
                                       const qd_tensor *shift, qd_linear *const *ls, int n);
+/* SwiGLU out of a joined projection's output h [..., W] (gate in columns [gate_col, gate_col + n), value in
+ * [value_col, value_col + n)) made for the linear l that reads it: quantized per token where the backend takes
+ * l's input so (swiglu_fp8), else the plain [..., n] product (the backend's swiglu, or slices, SiLU and mul). */
+qd_run_input qd_run_swiglu_for(qd_run *r, const qd_tensor *h, int64_t gate_col, int64_t value_col, int64_t n, qd_linear *l);
 /* l on such an input: a new [..., n] tensor (as qd_run_linear_n), or into y (a view of a bigger tensor, say) */
 qd_tensor qd_run_linear_in(qd_run *r, qd_linear *l, const qd_run_input *in, int64_t n);
 void qd_run_linear_in_into(qd_run *r, qd_linear *l, const qd_run_input *in, qd_tensor *y);

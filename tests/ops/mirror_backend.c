@@ -214,6 +214,24 @@ static qd_status m_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const
     return finish(b, &p, s, OUTS(y));
 }
 
+static qd_status m_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y) {
+    if (!DEV(b)->ops->swiglu) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no swiglu");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->swiglu(DEV(b), dx, gate_col, value_col, dy);
+    return finish(b, &p, s, OUTS(y));
+}
+
+static qd_status m_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *rs) {
+    if (!DEV(b)->ops->swiglu_fp8) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no swiglu_fp8");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s);
+    if (!s) s = DEV(b)->ops->swiglu_fp8(DEV(b), dx, gate_col, value_col, dq, dr);
+    return finish(b, &p, s, OUTS(codes, rs));
+}
+
 static qd_status m_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *sc, const qd_tensor *sh, qd_tensor *y) {
     pairs p = {0};
     qd_status s = QD_OK;
@@ -346,6 +364,8 @@ static const qd_backend_ops mirror_ops = {
     .rms_norm_rope_cols = m_rms_norm_rope_cols,
     .activation = m_activation,
     .gated = m_gated,
+    .swiglu = m_swiglu,
+    .swiglu_fp8 = m_swiglu_fp8,
     .modulate = m_modulate,
     .gated_add = m_gated_add,
     .linear_fused = m_linear_fused,

@@ -927,6 +927,104 @@ static void run_norm_modulate_fp8(qd_backend *be) {
     }
 }
 
+/* SwiGLU out of a joined projection (device backends): against f64 with the SiLU rounded to y's dtype (the op's
+   contract), and against the composition it replaces — slices, SiLU in place, mul — on the same backend, which it
+   must equal bit for bit. Z-Image's width in both halves orders (with padding columns after, as Nunchaku's padded
+   [w3; w1] has), the vectorised path's edges and the generic kernel's dtypes. */
+static void run_swiglu(qd_backend *be) {
+    const struct {
+        int64_t rows, n, w, gate, value;
+        qd_dtype t;
+    } cases[] = {
+        {33, 10240, 20480, 0, 10240, QD_DTYPE_BF16},    /* [w1 | w3] joined */
+        {9, 10240, 20544, 10240, 0, QD_DTYPE_BF16},     /* [w3 | w1] padded by 64 columns */
+        {5, 2048, 4096, 0, 2048, QD_DTYPE_BF16},        /* 256 words: one per thread */
+        {3, 65600, 131200, 0, 65600, QD_DTYPE_BF16},    /* past 8192 words: the generic kernel */
+        {14, 1031, 2062, 1031, 0, QD_DTYPE_BF16},       /* N % 8 != 0 */
+        {6, 256, 520, 8, 264, QD_DTYPE_F32},            /* f32, offset gate */
+        {7, 2048, 4096, 0, 2048, QD_DTYPE_F16},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t R = cases[ci].rows, N = cases[ci].n, W = cases[ci].w, gc = cases[ci].gate, vc = cases[ci].value;
+        const qd_dtype t = cases[ci].t;
+        char name[2][160];
+        for (int k = 0; k < 2; k++)
+            snprintf(name[k], sizeof name[k], "swiglu %s rows=%lld N=%lld W=%lld gate@%lld value@%lld%s", dt_name(t), (long long)R, (long long)N,
+                     (long long)W, (long long)gc, (long long)vc, k ? " (differing from slice+silu+mul)" : "");
+        if (!selected(name[0]) && !selected(name[1])) continue;
+        if (!be->ops->swiglu) {
+            skipped += 2;
+            printf("skip  %-58s not offered by this backend\nskip  %-58s not offered by this backend\n", name[0], name[1]);
+            continue;
+        }
+        qd_tensor x, y, g, u;
+        qd_tensor_new(be, &x, t, 2, (int64_t[]){R, W}), qd_tensor_new(be, &y, t, 2, (int64_t[]){R, N});
+        qd_tensor_new(be, &g, t, 2, (int64_t[]){R, N}), qd_tensor_new(be, &u, t, 2, (int64_t[]){R, N});
+        fill(&x, 4.0f);
+        double *xd = to_double(&x), *ref = malloc(sizeof *ref * (size_t)(R * N));
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t i = 0; i < N; i++) {
+                const double gv = xd[r * W + gc + i];
+                ref[r * N + i] = round_to_dtype(t, gv / (1.0 + exp(-gv))) * xd[r * W + vc + i];
+            }
+        qd_status s = be->ops->swiglu(be, &x, gc, vc, &y);
+        report(name[0], s ? 0 : nmse_of(ref, &y), tol_once(t), s);
+        qd_status c = be->ops->slice(be, &x, 1, gc, N, &g);
+        if (!c) c = be->ops->slice(be, &x, 1, vc, N, &u);
+        if (!c) c = be->ops->activation(be, QD_ACT_SILU, &g, &g);
+        if (!c) c = be->ops->mul(be, &g, &u, &g);
+        int64_t differ = 0;
+        const size_t bytes = (size_t)qd_dtype_bits(t) / 8;
+        for (int64_t i = 0; !s && !c && i < R * N; i++) differ += memcmp((const char *)y.data + i * bytes, (const char *)g.data + i * bytes, bytes) != 0;
+        report(name[1], (double)differ, 0.0, s ? s : c);
+        free(xd), free(ref);
+        qd_tensor_free(&x), qd_tensor_free(&y), qd_tensor_free(&g), qd_tensor_free(&u);
+    }
+}
+
+/* swiglu with its output quantized per token for an FP8 linear (swiglu_fp8, then linear_fp8_tokens) against swiglu
+   then linear: the same BF16 bytes out (backend.h), so any differing element fails. The layers as in
+   run_norm_modulate_fp8; Z-Image's [w1 | w3] order and Nunchaku's [w3 | w1]. */
+static void run_swiglu_fp8(qd_backend *be) {
+    const int64_t cases[][5] = {{300, 2048, 0, 2048, 1040}, {77, 256, 256, 0, 330}}; /* rows, F (= K), gate col, value col, N */
+    static const struct {
+        const char *name;
+        qd_status (*build)(int64_t n, int64_t k, qd_linear *l);
+    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}};
+    for (int ci = 0; ci < 6; ci++) {
+        const int64_t R = cases[ci % 2][0], F = cases[ci % 2][1], gc = cases[ci % 2][2], vc = cases[ci % 2][3], N = cases[ci % 2][4];
+        char name[160];
+        snprintf(name, sizeof name, "swiglu_fp8 + %s linear rows=%lld F=%lld gate@%lld N=%lld (differing outputs)", schemes[ci / 2].name, (long long)R,
+                 (long long)F, (long long)gc, (long long)N);
+        if (!selected(name)) continue;
+        if (!be->ops->swiglu_fp8 || !be->ops->swiglu || !device_backend) {
+            skipped++;
+            printf("skip  %-58s not offered by this backend\n", name);
+            continue;
+        }
+        const qd_dtype H = QD_DTYPE_BF16;
+        qd_linear l = {0};
+        qd_status s = schemes[ci / 2].build(N, F, &l);
+        l.name = strdup(schemes[ci / 2].name);
+        qd_tensor x, y, a, q, rs, o;
+        qd_tensor_new(be, &x, H, 2, (int64_t[]){R, 2 * F}), qd_tensor_new(be, &y, H, 2, (int64_t[]){R, F});
+        qd_tensor_new(be, &a, H, 2, (int64_t[]){R, N}), qd_tensor_new(be, &o, H, 2, (int64_t[]){R, N});
+        qd_tensor_new(be, &q, QD_DTYPE_F8_E4M3, 2, (int64_t[]){R, F}), qd_tensor_new(be, &rs, QD_DTYPE_F32, 1, (int64_t[]){R});
+        fill(&x, 3.0f);
+        if (!s) s = be->ops->swiglu(be, &x, gc, vc, &y);
+        if (!s) s = be->ops->linear(be, &l, &y, &a); /* prepares the layer on the device */
+        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
+        if (!s) s = be->ops->swiglu_fp8(be, &x, gc, vc, &q, &rs);
+        if (!s) s = be->ops->linear_fp8_tokens(be, &l, &q, &rs, &o);
+        int64_t differ = 0;
+        for (int64_t i = 0; !s && i < R * N; i++) differ += ((const uint16_t *)a.data)[i] != ((const uint16_t *)o.data)[i];
+        report(name, (double)differ, 0.0, s);
+        qd_tensor *all[] = {&x, &y, &a, &q, &rs, &o};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+        qd_linear_free(&l);
+    }
+}
+
 static void run_rms_norm_rope(qd_backend *be) {
     const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16, F16 = QD_DTYPE_F16;
     struct {
@@ -2001,6 +2099,8 @@ int main(int argc, char **argv) {
     run_rope(be);
     run_norm_modulate(be);
     run_norm_modulate_fp8(be);
+    run_swiglu(be);
+    run_swiglu_fp8(be);
     run_rms_norm_rope(be);
     run_rms_norm_rope_cols(be);
     run_conv(be);

@@ -59,11 +59,18 @@ for t in "$@"; do
     svdq_threads) # SVDQuant's step with its folded rows' quantization in blocks of 128, 256 and 512 threads, side by side
            for t in ${SVDQ_THREADS:-128 256 512}; do echo "quantization block $t: $(QDIT_CUDA_SVDQ_QUANT_THREADS=$t .devrun/bin/bench_dit_step --device cuda --model flux.1-dev \
              --quant svdq-int4 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_svdq_t$t.log" | grep median)"; done ;;
-    side) # FLUX.1 steps side by side in this order: each SIDE entry "quant" or "quant:VAR=value[,VAR=value]" (a switch set for
-          # that run only), e.g. SIDE="svdq-int4 svdq-int4:QDIT_CUDA_SVDQ_AMAX_PASS=1 svdq-int4"
-          for e in ${SIDE:-svdq-int4}; do q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}
-            echo "$q ${v:-(defaults)}: $(env ${v//,/ } .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 \
-              --text 512 2>&1 | tee -a "$OUT/side.log" | grep median)"; done ;;
+    side) # steps side by side in this order (SIDE_MODEL, default FLUX.1-dev with 512 text tokens; z-image-turbo runs 128): each
+          # SIDE entry "quant" or "quant:VAR=value[,VAR=value]" (a switch set for that run only), e.g.
+          # SIDE="svdq-int4 svdq-int4:QDIT_CUDA_SVDQ_AMAX_PASS=1 svdq-int4"; "old/quant" runs the binary carried in
+          # .devrun/old.tar.xz (a build of the previous source, for a before/after in one call)
+          [ -f .devrun/old.tar.xz ] && mkdir -p .devrun/old && tar -C .devrun/old -xJf .devrun/old.tar.xz
+          model=${SIDE_MODEL:-flux.1-dev}; text=512; [ "$model" = z-image-turbo ] && text=128
+          for e in ${SIDE:-svdq-int4}; do bin=.devrun/bin; [ "${e#old/}" != "$e" ] && bin=.devrun/old/bin && e=${e#old/}
+            q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}
+            echo "$model $bin $q ${v:-(defaults)}: $(env ${v//,/ } $bin/bench_dit_step --device cuda --model $model --quant $q --res 1024 --steps 6 \
+              --text $text 2>&1 | tee -a "$OUT/side.log" | grep median)"; done ;;
+    ops_filter) # the op harness's cases whose names contain OPS_FILTER (failures and the summary printed)
+          for f in ${OPS_FILTER:-swiglu}; do .devrun/bin/test_backend_ops --backend cuda --filter "$f" 2>&1 | tee -a "$OUT/ops_filter.log" | grep -Ev "^(ok  |skip)"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
@@ -97,6 +104,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
     profile_q) # the event profile of one scheme's step (PROFILE_QUANT, default nvfp4)
                QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant "${PROFILE_QUANT:-nvfp4}" --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_${PROFILE_QUANT:-nvfp4}.log" ;;
+    profile_zimage) for q in ${PROFILE_QUANTS:-fp8}; do QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --warmup 1 --steps 3 --text 128 2>&1 | tee "$OUT/zimage_profile_$q.log"; done ;;
     profile_fp8) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_fp8.log" ;;
     diffusers) sample_start diffusers_flux
                python3 tools/device/diffusers_step_bench.py 5 "${COMPILE:-1}" flux 2>&1 | grep -v Warning | tee "$OUT/diffusers_flux.md"

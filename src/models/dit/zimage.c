@@ -25,6 +25,7 @@ typedef struct {
     bool modulated;
     bool fused_qkv, fused_w13; /* Nunchaku: to_qkv = [q; k; v], net.0.proj = [w3; w1] */
     bool joined_qkv;           /* to_q, to_k, to_v joined into qkv at load (qd_model_projections) */
+    bool joined_w13;           /* w1 and w3 joined into w13 = [w1; w3] at load (the SiLU then in swiglu) */
     qd_linear adaln, to_q, to_k, to_v, to_out, w1, w2, w3, qkv, w13;
     qd_tensor norm_q, norm_k, attn_norm1, attn_norm2, ffn_norm1, ffn_norm2;
 } block;
@@ -196,12 +197,20 @@ static qd_status load_block(const qd_model_ctx *ctx, const qd_zimage_config *c, 
         PLIN(&b->w13, "feed_forward.net.0.proj", D, 2 * c->ffn_hidden);
         PLIN(&b->w2, "feed_forward.net.2", c->ffn_hidden, D);
     } else {
-        LIN(&b->w1, "feed_forward.w1", D, c->ffn_hidden);
         LIN(&b->w2, "feed_forward.w2", c->ffn_hidden, D);
-        LIN(&b->w3, "feed_forward.w3", D, c->ffn_hidden);
+        if (!s) { /* one GEMM where the backend joins projections of one input, then swiglu over [w1 | w3] */
+            char pn[2][256], fn[256];
+            const char *names[2] = {pn[0], pn[1]};
+            snprintf(pn[0], sizeof pn[0], "%s.feed_forward.w1", prefix), snprintf(pn[1], sizeof pn[1], "%s.feed_forward.w3", prefix);
+            snprintf(fn, sizeof fn, "%s.feed_forward.w13", prefix);
+            qd_linear p[2];
+            s = qd_model_projections(ctx, names, 2, D, (const int64_t[]){c->ffn_hidden, c->ffn_hidden}, fn, p, &b->w13);
+            b->w1 = p[0], b->w3 = p[1];
+            b->joined_w13 = b->w13.out_features > 0;
+        }
         /* SwiGLU's gate: silu(w1(x)) as stored, then ·w3(x) — the SiLU is w1's own output activation. (Nunchaku's
-           fused [w3; w1] keeps the separate op: the activation covers only half of its output.) */
-        b->w1.out_act = QD_OUT_ACT_SILU;
+           fused [w3; w1] and the joined [w1; w3] run swiglu: the activation covers only half of their output.) */
+        if (!b->joined_w13) b->w1.out_act = QD_OUT_ACT_SILU;
     }
 #undef PLIN
     PARAM(&b->norm_q, "attention.norm_q.weight", hd);
@@ -344,14 +353,6 @@ static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor
     return y;
 }
 
-/* RMSNorm(x)·(1 + scale) into a new activation tensor, one fused op; scale NULL: the norm alone */
-static qd_tensor norm_scale(run *r, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale) {
-    if (!scale) return qd_run_rms_norm(r, x, w, eps);
-    qd_tensor y = qd_run_tensor(r, x->rank, x->shape);
-    if (!r->s) r->s = r->be->ops->norm_modulate(r->be, QD_NORM_RMS, x, w, eps, scale, NULL, &y);
-    return y;
-}
-
 /* One block on x [1, L, D] with RoPE tables for its L positions; adaln is [1, adaln_dim] or NULL. */
 static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const qd_tensor *adaln,
                       const qd_tensor *cos, const qd_tensor *sin) {
@@ -364,12 +365,21 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
         if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
     }
-    qd_tensor h = norm_scale(r, x, &b->attn_norm1, eps, b->modulated ? &mod[0] : NULL);
+    /* the modulated norms' outputs quantized straight out of the norm where every linear that reads them takes
+       per-token FP8 input (qd_run_norm_modulate_for); Nunchaku's padded layers read the plain output */
+    qd_linear *qkv_l[3] = {&b->qkv}, *ffn_l[2] = {&b->w13};
+    const int nq = !b->modulated || b->fused_qkv ? 0 : b->joined_qkv ? 1 : 3, nf = !b->modulated || b->fused_w13 ? 0 : b->joined_w13 ? 1 : 2;
+    if (nq == 3) qkv_l[0] = &b->to_q, qkv_l[1] = &b->to_k, qkv_l[2] = &b->to_v;
+    if (nf == 2) ffn_l[0] = &b->w1, ffn_l[1] = &b->w3;
+    qd_run_input hin = {0};
+    if (b->modulated) hin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->attn_norm1, eps, &mod[0], NULL, qkv_l, nq);
+    else hin.x = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
+    const qd_tensor *h = &hin.x;
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v, qkv = {0};
     int64_t v_row = 0; /* v read in place from qkv (qd_attn_args.v_row) */
     if (b->joined_qkv) { /* one GEMM, then q/k normalised and rotated straight out of it, v read where it lies */
-        qkv = qd_run_linear_n(r, &b->qkv, &h, D + 2 * kvd);
+        qkv = qd_run_linear_in(r, &b->qkv, &hin, D + 2 * kvd);
         q = qd_run_tensor(r, 4, (int64_t[]){1, L, c->heads, hd});
         k = qd_run_tensor(r, 4, (int64_t[]){1, L, c->kv_heads, hd});
         if (!r->s) r->s = r->be->ops->rms_norm_rope_cols(r->be, &qkv, 0, &b->norm_q, eps, cos, sin, QD_ROPE_INTERLEAVED, &q);
@@ -379,13 +389,13 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
         v.data = (char *)qkv.data + (size_t)(D + kvd) * (size_t)(qd_dtype_bits(qkv.dtype) / 8);
         v_row = D + 2 * kvd;
     } else if (b->fused_qkv) {
-        qkv = qd_run_linear_padded(r, &b->qkv, &h);
+        qkv = qd_run_linear_padded(r, &b->qkv, h);
         q = qd_run_slice_last(r, &qkv, 0, D), k = qd_run_slice_last(r, &qkv, D, kvd), v = qd_run_slice_last(r, &qkv, D + kvd, kvd);
         qd_tensor_free(&qkv);
     } else {
-        q = qd_run_linear(r, &b->to_q, &h), k = qd_run_linear(r, &b->to_k, &h), v = qd_run_linear(r, &b->to_v, &h);
+        q = qd_run_linear_in(r, &b->to_q, &hin, D), k = qd_run_linear_in(r, &b->to_k, &hin, kvd), v = qd_run_linear_in(r, &b->to_v, &hin, kvd);
     }
-    qd_tensor_free(&h);
+    qd_run_input_free(&hin);
     qd_tensor_shape(&q, q.dtype, 4, (int64_t[]){1, L, c->heads, hd});
     qd_tensor_shape(&k, k.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
     qd_tensor_shape(&v, v.dtype, 4, (int64_t[]){1, L, c->kv_heads, hd});
@@ -402,21 +412,25 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
     qd_tensor_free(&o), qd_tensor_free(&on);
 
-    qd_tensor f = norm_scale(r, x, &b->ffn_norm1, eps, b->modulated ? &mod[2] : NULL);
+    qd_run_input fin = {0};
+    if (b->modulated) fin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->ffn_norm1, eps, &mod[2], NULL, ffn_l, nf);
+    else fin.x = qd_run_rms_norm(r, x, &b->ffn_norm1, eps);
     const int64_t F = c->ffn_hidden;
-    qd_tensor g, u;
-    if (b->fused_w13) { /* [w3; w1]: value first, gate second */
-        qd_tensor h13 = qd_run_linear_padded(r, &b->w13, &f);
-        u = qd_run_slice_last(r, &h13, 0, F), g = qd_run_slice_last(r, &h13, F, F);
+    qd_run_input gin = {0}; /* silu(w1(f))·w3(f), as w2 takes it */
+    if (b->fused_w13 || b->joined_w13) { /* Nunchaku's [w3; w1] (value first, padded) or the joined [w1; w3] */
+        qd_tensor h13 = b->fused_w13 ? qd_run_linear_padded(r, &b->w13, &fin.x) : qd_run_linear_in(r, &b->w13, &fin, 2 * F);
+        qd_run_input_free(&fin);
+        gin = qd_run_swiglu_for(r, &h13, b->fused_w13 ? F : 0, b->fused_w13 ? 0 : F, F, &b->w2);
         qd_tensor_free(&h13);
     } else {
-        g = qd_run_linear(r, &b->w1, &f), u = qd_run_linear(r, &b->w3, &f);
+        gin.x = qd_run_linear_in(r, &b->w1, &fin, F); /* w1 applies the SiLU */
+        qd_tensor u = qd_run_linear_in(r, &b->w3, &fin, F);
+        qd_run_input_free(&fin);
+        if (!r->s) r->s = r->be->ops->mul(r->be, &gin.x, &u, &gin.x);
+        qd_tensor_free(&u);
     }
-    qd_tensor_free(&f);
-    if (b->fused_w13 && !r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &g, &g); /* else w1 applied it */
-    if (!r->s) r->s = r->be->ops->mul(r->be, &g, &u, &g);
-    qd_tensor ff = qd_run_linear_n(r, &b->w2, &g, D);
-    qd_tensor_free(&g), qd_tensor_free(&u);
+    qd_tensor ff = qd_run_linear_in(r, &b->w2, &gin, D);
+    qd_run_input_free(&gin);
     qd_tensor fn = qd_run_rms_norm(r, &ff, &b->ffn_norm2, eps);
     if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
     qd_tensor_free(&ff), qd_tensor_free(&fn);

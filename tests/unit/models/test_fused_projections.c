@@ -1,10 +1,10 @@
 /* Fused projections (qd_model_projections, rms_norm_rope_cols; docs/cuda.md "Fused projections"), checked on the
  * CPU: a copy of the CPU backend's ops with fuse_projections set makes FLUX.1 and Z-Image join each block's q, k
  * and v at load and run the fused path of their forward (one linear, q/k normalised and rotated out of its output,
- * v copied) — the path the GPU runs. Tiny random-weight models, inputs drawn fresh (seed printed), weights in f32
+ * v copied), and Z-Image its w1 and w3 (one linear, SwiGLU over its two halves) — the path the GPU runs. Tiny random-weight models, inputs drawn fresh (seed printed), weights in f32
  * and online FP8 (per-token activations: joinable). Checked:
  *   - the joined load has 2 fewer linears per [q; k; v] (FLUX: 2 per stream of a double block, 2 per single block;
- *     Z-Image: 2 per block);
+ *     Z-Image: 2 per block, and 1 for [w1; w3]);
  *   - the fused forward equals the unfused one: every output element within 1e-5 of the output's scale (the same
  *     dot products, summed in another blocking at most; on the CPU they come out identical) — a wrong column
  *     offset, head split, norm weight or RoPE row is off by a good fraction of the output (a RoPE table one row
@@ -108,9 +108,9 @@ static void check(bool zimage, qd_quant_method method, int64_t joined) {
 /* FLUX tiny: 2 double blocks × 2 streams + 3 single blocks, 2 fewer linears for each [q; k; v] */
 static void test_flux_f32(void **state) { (void)state, check(false, QD_QM_NONE, 2 * (2 * 2 + 3)); }
 static void test_flux_fp8(void **state) { (void)state, check(false, QD_QM_FP8, 2 * (2 * 2 + 3)); }
-/* Z-Image tiny: 2 layers + a noise and a context refiner */
-static void test_zimage_f32(void **state) { (void)state, check(true, QD_QM_NONE, 2 * 4); }
-static void test_zimage_fp8(void **state) { (void)state, check(true, QD_QM_FP8, 2 * 4); }
+/* Z-Image tiny: 2 layers + a noise and a context refiner, 2 fewer linears for each [q; k; v] and 1 for each [w1; w3] */
+static void test_zimage_f32(void **state) { (void)state, check(true, QD_QM_NONE, 3 * 4); }
+static void test_zimage_fp8(void **state) { (void)state, check(true, QD_QM_FP8, 3 * 4); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
