@@ -122,6 +122,13 @@ typedef struct qd_backend_ops {
     qd_status (*norm_modulate_fp8)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                    const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale);
     qd_status (*linear_fp8_tokens)(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
+    /* Optional (NULL: the model runs rms_norm, gated_add and norm_modulate): a sandwich norm into the residual
+       stream, x += gate·rms_norm(o, w, eps) in place (x, o [B, L, D]; the norm rounded to x's dtype as rms_norm
+       stores it; gate [B, D] as in gated_add, or NULL), and, with next_scale, the next norm of the updated x,
+       norm_modulate(RMS, x, next_w, eps, next_scale, NULL), into next_y or — BF16 x, codes non-NULL — quantized per
+       token as norm_modulate_fp8 (codes, row_scale). The same values as those ops, in one pass over the rows. */
+    qd_status (*rms_norm_gated_add)(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
+                                    const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes, qd_tensor *row_scale);
     /* rms_norm_rope: y = rope(rms_norm(x, w, eps)) per head: x [B, L, H, D], w [D] or NULL, cos/sin [L, D/2]
        F32 as in rope (q and k of the attention, after their per-head norm). In place allowed. */
     qd_status (*rms_norm_rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,

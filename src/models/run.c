@@ -147,14 +147,21 @@ qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, c
     return y;
 }
 
+/* Do the linears ls (n > 0) all take x's per-token FP8 codes in place of x? */
+static bool tokens_for(qd_run *r, const qd_tensor *x, qd_linear *const *ls, int n) {
+    const qd_backend_ops *ops = r->be->ops;
+    /* an observer or the f32 reference linears need the plain input */
+    bool fp8 = n > 0 && !r->s && ops->takes_fp8_tokens && ops->linear_fp8_tokens && x->dtype == QD_DTYPE_BF16 && r->act == QD_DTYPE_BF16 &&
+               !(r->ctx && (r->ctx->observe || r->ctx->reference_linears));
+    for (int i = 0; fp8 && i < n; i++) fp8 = ops->takes_fp8_tokens(r->be, ls[i]);
+    return fp8;
+}
+
 qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
                                       const qd_tensor *shift, qd_linear *const *ls, int n) {
     qd_run_input in = {0};
     const qd_backend_ops *ops = r->be->ops;
-    /* an observer or the f32 reference linears need the plain input */
-    bool fp8 = n > 0 && !r->s && ops->norm_modulate_fp8 && ops->takes_fp8_tokens && ops->linear_fp8_tokens && x->dtype == QD_DTYPE_BF16 && r->act == QD_DTYPE_BF16 &&
-               !(r->ctx && (r->ctx->observe || r->ctx->reference_linears));
-    for (int i = 0; fp8 && i < n; i++) fp8 = ops->takes_fp8_tokens(r->be, ls[i]);
+    const bool fp8 = ops->norm_modulate_fp8 && tokens_for(r, x, ls, n);
     if (!fp8) {
         in.x = qd_run_tensor(r, x->rank, x->shape);
         if (!r->s) r->s = ops->norm_modulate(r->be, kind, x, w, eps, scale, shift, &in.x);
@@ -165,6 +172,35 @@ qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_ten
     r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, x->rank, x->shape);
     if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
     if (!r->s) r->s = ops->norm_modulate_fp8(r->be, kind, x, w, eps, scale, shift, &in.codes, &in.scales);
+    return in;
+}
+
+qd_run_input qd_run_norm_add_for(qd_run *r, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
+                                 const qd_tensor *next_w, const qd_tensor *next_scale, qd_linear *const *ls, int n) {
+    qd_run_input in = {0};
+    const qd_backend_ops *ops = r->be->ops;
+    if (r->s) return in;
+    if (!ops->rms_norm_gated_add) {
+        qd_tensor on = qd_run_rms_norm(r, o, w, eps);
+        if (!r->s) r->s = ops->gated_add(r->be, x, &on, gate, x);
+        qd_tensor_free(&on);
+        if (next_scale) in = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, ls, n);
+        return in;
+    }
+    if (!next_scale) {
+        r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, NULL, NULL, NULL, NULL, NULL);
+        return in;
+    }
+    in.fp8 = tokens_for(r, x, ls, n);
+    if (!in.fp8) {
+        in.x = qd_run_tensor(r, x->rank, x->shape);
+        if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, &in.x, NULL, NULL);
+        return in;
+    }
+    const int64_t d = x->shape[x->rank - 1], rows = d ? qd_tensor_elements(x) / d : 0;
+    r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, x->rank, x->shape);
+    if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, NULL, &in.codes, &in.scales);
     return in;
 }
 

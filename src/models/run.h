@@ -59,6 +59,11 @@ typedef struct {
 } qd_run_input;
 qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
                                       const qd_tensor *shift, qd_linear *const *ls, int n);
+/* x += gate·rms_norm(o, w, eps) in place (a sandwich norm into the residual stream; gate NULL: a plain add), then,
+ * with next_scale, the next modulated RMSNorm of x, RMSNorm(x, next_w)·(1 + next_scale), made for the linears ls as
+ * qd_run_norm_modulate_for makes it: one pass over the rows where the backend has rms_norm_gated_add. */
+qd_run_input qd_run_norm_add_for(qd_run *r, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
+                                 const qd_tensor *next_w, const qd_tensor *next_scale, qd_linear *const *ls, int n);
 /* SwiGLU out of a joined projection's output h [..., W] (gate in columns [gate_col, gate_col + n), value in
  * [value_col, value_col + n)) made for the linear l that reads it: quantized per token where the backend takes
  * l's input so (swiglu_fp8), else the plain [..., n] product (the backend's swiglu, or slices, SiLU and mul). */

@@ -13,13 +13,13 @@ typedef struct {
 
 #define DEV(b) (((mirror *)(b)->impl)->dev)
 
-/* up to 8 tensors of one op: each host tensor gets a device tensor of its own shape; a host tensor that
+/* up to 10 tensors of one op: each host tensor gets a device tensor of its own shape; a host tensor that
  * shares another's buffer (in-place calls, also with another shape: gated's y over x) shares its device
  * buffer too, so the op sees the aliasing the caller set up */
 typedef struct {
-    const qd_tensor *host[8];
-    qd_tensor dev[8];
-    bool alias[8];
+    const qd_tensor *host[10];
+    qd_tensor dev[10];
+    bool alias[10];
     int n;
 } pairs;
 
@@ -214,6 +214,18 @@ static qd_status m_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const
     return finish(b, &p, s, OUTS(y));
 }
 
+static qd_status m_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *g, qd_tensor *x,
+                                      const qd_tensor *nw, const qd_tensor *nsc, qd_tensor *ny, qd_tensor *q, qd_tensor *rs) {
+    if (!DEV(b)->ops->rms_norm_gated_add) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no rms_norm_gated_add");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *d_o = to_dev(b, &p, o, &s), *dw = to_dev(b, &p, w, &s), *dg = to_dev(b, &p, g, &s), *dx = to_dev(b, &p, x, &s);
+    qd_tensor *dnw = to_dev(b, &p, nw, &s), *dns = to_dev(b, &p, nsc, &s), *dny = to_dev(b, &p, ny, &s), *dq = to_dev(b, &p, q, &s);
+    qd_tensor *dr = to_dev(b, &p, rs, &s);
+    if (!s) s = DEV(b)->ops->rms_norm_gated_add(DEV(b), d_o, dw, eps, dg, dx, dnw, dns, dny, dq, dr);
+    return finish(b, &p, s, OUTS(x, ny, q, rs));
+}
+
 static qd_status m_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y) {
     if (!DEV(b)->ops->swiglu) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no swiglu");
     pairs p = {0};
@@ -360,6 +372,7 @@ static const qd_backend_ops mirror_ops = {
     .takes_fp8_tokens = m_takes_fp8_tokens,
     .norm_modulate_fp8 = m_norm_modulate_fp8,
     .linear_fp8_tokens = m_linear_fp8_tokens,
+    .rms_norm_gated_add = m_rms_norm_gated_add,
     .rms_norm_rope = m_rms_norm_rope,
     .rms_norm_rope_cols = m_rms_norm_rope_cols,
     .activation = m_activation,

@@ -927,6 +927,78 @@ static void run_norm_modulate_fp8(qd_backend *be) {
     }
 }
 
+/* The sandwich norm into the residual stream (device backends: rms_norm_gated_add), x += gate·rms_norm(o, w), with
+   the next modulated RMSNorm of x out of the same pass: against f64 (x, with the norm rounded to x's dtype as the op
+   says), and against rms_norm, gated_add and norm_modulate(_fp8) on the same backend, which it must equal bit for bit
+   (x, the next norm's BF16 output, or its FP8 codes and row scales). Z-Image's D 3840 with F32 and BF16 weights,
+   B = 2 with per-batch gates, no gate, and the composed fallback (D % 8 != 0, f32). */
+static void run_rms_norm_gated_add(qd_backend *be) {
+    const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16;
+    struct {
+        int64_t b, l, d;
+        qd_dtype t, wt;
+        bool gate;
+        int next; /* 0 none, 1 BF16 output, 2 FP8 codes */
+    } cases[] = {
+        {1, 300, 3840, H, F, true, 0}, {1, 300, 3840, H, F, true, 1}, {1, 300, 3840, H, F, true, 2}, {2, 33, 3840, H, H, true, 2},
+        {1, 65, 3840, H, F, false, 0}, {2, 17, 512, H, F, true, 2},  {1, 9, 1000, H, F, true, 1},  {2, 7, 96, F, F, true, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t B = cases[ci].b, L = cases[ci].l, D = cases[ci].d, R = B * L;
+        const qd_dtype t = cases[ci].t;
+        const int next = cases[ci].next;
+        char name[2][160];
+        for (int k = 0; k < 2; k++)
+            snprintf(name[k], sizeof name[k], "rms_norm_gated_add %s B=%lld L=%lld D=%lld w %s%s%s%s", dt_name(t), (long long)B, (long long)L, (long long)D,
+                     dt_name(cases[ci].wt), cases[ci].gate ? " gate" : "", next == 1 ? " next" : next == 2 ? " next fp8" : "",
+                     k ? " (differing from the ops)" : "");
+        if (!selected(name[0]) && !selected(name[1])) continue;
+        if (!be->ops->rms_norm_gated_add || !device_backend) {
+            skipped += 2;
+            printf("skip  %-58s not offered by this backend\nskip  %-58s not offered by this backend\n", name[0], name[1]);
+            continue;
+        }
+        qd_tensor o, w, g = {0}, w2, sc, x, x2, on, y = {0}, y2 = {0}, q = {0}, q2 = {0}, rs = {0}, rs2 = {0};
+        qd_tensor_new(be, &o, t, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &x, t, 3, (int64_t[]){B, L, D});
+        qd_tensor_new(be, &x2, t, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &on, t, 3, (int64_t[]){B, L, D});
+        qd_tensor_new(be, &w, cases[ci].wt, 1, (int64_t[]){D}), qd_tensor_new(be, &w2, cases[ci].wt, 1, (int64_t[]){D});
+        qd_tensor_new(be, &sc, t, 2, (int64_t[]){B, D});
+        if (cases[ci].gate) qd_tensor_new(be, &g, t, 2, (int64_t[]){B, D}), fill(&g, 0.8f);
+        fill(&o, 3.0f), fill(&x, 2.0f), fill(&w, 1.0f), fill(&w2, 1.0f), fill(&sc, 0.4f);
+        memcpy(x2.data, x.data, qd_tensor_bytes(&x));
+        if (next == 1) qd_tensor_new(be, &y, t, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &y2, t, 3, (int64_t[]){B, L, D});
+        if (next == 2) {
+            qd_tensor_new(be, &q, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, D}), qd_tensor_new(be, &q2, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, D});
+            qd_tensor_new(be, &rs, F, 1, (int64_t[]){R}), qd_tensor_new(be, &rs2, F, 1, (int64_t[]){R});
+        }
+        /* f64: x + gate·(the norm of o rounded to x's dtype) */
+        double *od = to_double(&o), *ref = to_double(&x), *nrow = malloc(sizeof *nrow * (size_t)D);
+        for (int64_t r = 0; r < R; r++) {
+            norm_row_ref(false, od + r * D, D, &w, nrow);
+            for (int64_t i = 0; i < D; i++) ref[r * D + i] += (cases[ci].gate ? load_any(&g, r / L * D + i) : 1.0) * round_to_dtype(t, nrow[i]);
+        }
+        qd_status s = be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, cases[ci].gate ? &g : NULL, &x, next ? &w2 : NULL, next ? &sc : NULL,
+                                                  next == 1 ? &y : NULL, next == 2 ? &q : NULL, next == 2 ? &rs : NULL);
+        report(name[0], s ? 0 : nmse_of(ref, &x), tol_once(t), s);
+        qd_status c = be->ops->rms_norm(be, &o, &w, 1e-6f, &on);
+        if (!c) c = be->ops->gated_add(be, &x2, &on, cases[ci].gate ? &g : NULL, &x2);
+        if (!c && next == 1) c = be->ops->norm_modulate(be, QD_NORM_RMS, &x2, &w2, 1e-6f, &sc, NULL, &y2);
+        if (!c && next == 2) c = be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x2, &w2, 1e-6f, &sc, NULL, &q2, &rs2);
+        int64_t differ = 0;
+        const size_t bytes = (size_t)qd_dtype_bits(t) / 8;
+        for (int64_t i = 0; !s && !c && i < R * D; i++) {
+            differ += memcmp((const char *)x.data + i * bytes, (const char *)x2.data + i * bytes, bytes) != 0;
+            if (next == 1) differ += memcmp((const char *)y.data + i * bytes, (const char *)y2.data + i * bytes, bytes) != 0;
+            if (next == 2) differ += ((const uint8_t *)q.data)[i] != ((const uint8_t *)q2.data)[i];
+        }
+        for (int64_t r = 0; next == 2 && !s && !c && r < R; r++) differ += ((const float *)rs.data)[r] != ((const float *)rs2.data)[r];
+        report(name[1], (double)differ, 0.0, s ? s : c);
+        free(od), free(ref), free(nrow);
+        qd_tensor *all[] = {&o, &w, &g, &w2, &sc, &x, &x2, &on, &y, &y2, &q, &q2, &rs, &rs2};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+    }
+}
+
 /* SwiGLU out of a joined projection (device backends): against f64 with the SiLU rounded to y's dtype (the op's
    contract), and against the composition it replaces — slices, SiLU in place, mul — on the same backend, which it
    must equal bit for bit. Z-Image's width in both halves orders (with padding columns after, as Nunchaku's padded
@@ -2099,6 +2171,7 @@ int main(int argc, char **argv) {
     run_rope(be);
     run_norm_modulate(be);
     run_norm_modulate_fp8(be);
+    run_rms_norm_gated_add(be);
     run_swiglu(be);
     run_swiglu_fp8(be);
     run_rms_norm_rope(be);

@@ -174,6 +174,7 @@ static const qd_backend_ops cuda_ops = {
     .takes_fp8_tokens = qd_cuda_takes_fp8_tokens,
     .norm_modulate_fp8 = qd_cuda_norm_modulate_fp8,
     .linear_fp8_tokens = qd_cuda_linear_fp8_tokens,
+    .rms_norm_gated_add = qd_cuda_rms_norm_gated_add,
     .rms_norm_rope = qd_cuda_rms_norm_rope,
     .rms_norm_rope_cols = qd_cuda_rms_norm_rope_cols,
     .activation = qd_cuda_activation,
@@ -212,11 +213,11 @@ static const qd_backend_ops cuda_ops = {
    the GPU runs as it would), summed per op kind; a table at destroy. The sum of the ops' GPU times against
    a step's wall time shows how much of the step is gaps between kernels (launch and host overhead). ---- */
 
-enum { P_LINEAR, P_LINEAR_SMALL, P_LINEAR_MID, P_LINEAR_FUSED, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_NORM_MOD, P_RMS_ROPE, P_ACT, P_GATED, P_SWIGLU, P_MOD, P_GADD, P_ADD, P_MUL,
+enum { P_LINEAR, P_LINEAR_SMALL, P_LINEAR_MID, P_LINEAR_FUSED, P_ATTN, P_RMS, P_LN, P_GN, P_ROPE, P_NORM_MOD, P_RMS_ROPE, P_ACT, P_GATED, P_SWIGLU, P_NORM_ADD, P_MOD, P_GADD, P_ADD, P_MUL,
        P_SOFTMAX, P_CONV2D, P_CONV3D, P_UPS, P_PERM, P_CONCAT, P_SLICE, P_EMB, P_COPY, P_COUNT };
 static const char *const prof_names[P_COUNT] = {"linear", "linear M<=16", "linear M<=1024", "linear_fused", "attention", "rms_norm", "layer_norm", "group_norm", "rope",
                                                 "norm_modulate", "rms_norm_rope", "activation",
-                                                "gated", "swiglu", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
+                                                "gated", "swiglu", "rms_norm_gated_add", "modulate", "gated_add", "add", "mul", "softmax", "conv2d", "conv3d",
                                                 "upsample", "permute", "concat", "slice", "embedding", "copy"};
 static double prof_ms[P_COUNT];
 static long prof_n[P_COUNT];
@@ -305,6 +306,10 @@ static qd_status p_rms_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col,
 }
 static qd_status p_act(qd_backend *b, qd_act_kind k, const qd_tensor *x, qd_tensor *y) { PROF(P_ACT, qd_cuda_activation(b, k, x, y)); }
 static qd_status p_gated(qd_backend *b, qd_act_kind k, bool gf, const qd_tensor *x, qd_tensor *y) { PROF(P_GATED, qd_cuda_gated(b, k, gf, x, y)); }
+static qd_status p_norm_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *g, qd_tensor *x, const qd_tensor *nw,
+                             const qd_tensor *nsc, qd_tensor *ny, qd_tensor *q, qd_tensor *rs) {
+    PROF(P_NORM_ADD, qd_cuda_rms_norm_gated_add(b, o, w, eps, g, x, nw, nsc, ny, q, rs));
+}
 static qd_status p_swiglu(qd_backend *b, const qd_tensor *x, int64_t g, int64_t v, qd_tensor *y) { PROF(P_SWIGLU, qd_cuda_swiglu(b, x, g, v, y)); }
 static qd_status p_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t g, int64_t v, qd_tensor *q, qd_tensor *rs) {
     PROF(P_SWIGLU, qd_cuda_swiglu_fp8(b, x, g, v, q, rs));
@@ -430,7 +435,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
         if (po) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
-            po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->swiglu = p_swiglu, po->swiglu_fp8 = p_swiglu_fp8, po->modulate = p_mod, po->gated_add = p_gadd;
+            po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->swiglu = p_swiglu, po->rms_norm_gated_add = p_norm_add, po->swiglu_fp8 = p_swiglu_fp8, po->modulate = p_mod, po->gated_add = p_gadd;
             po->linear_fused = p_linear_fused, po->norm_modulate_fp8 = p_norm_mod_fp8, po->linear_fp8_tokens = p_linear_fp8_tokens;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;

@@ -271,6 +271,8 @@ qd_status qd_cuda_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t 
                                      const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
+                                     const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes, qd_tensor *row_scale);
 qd_status qd_cuda_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y);
 qd_status qd_cuda_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *row_scale);
 qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);

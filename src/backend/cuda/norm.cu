@@ -305,6 +305,171 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
     return true;
 }
 
+/* ---- rms_norm_gated_add (backend.h): x += gate·rms_norm(o, w) with the next norm of x out of the same pass. The
+   statements are norm_mod_bf16_kernel's (same per-thread layout, sums and roundings, launched with norm_bf16_rows'
+   threads), so that o's norm, the add (gated_add_bf16x8_kernel's arithmetic) and the next norm equal the three ops
+   to the bit. ---- */
+
+/* row stats of v in registers as norm_mod_bf16_kernel takes them for an RMSNorm: r = 1/sqrt(mean(v²) + eps) */
+template <int NV> __device__ __forceinline__ float rms_row_r(const float (&v)[NV][8], int nv, int d, float eps, float *red) {
+    const float mean = 0.0f;
+    float q = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+#pragma unroll
+        for (int e = 0; e < 8; e++) q += (v[j][e] - mean) * (v[j][e] - mean);
+    }
+    return rsqrtf(qd_block_sum(q, red) / (float)d + eps);
+}
+
+template <int NV>
+__global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int wt, float eps, const void *g, int gt, __nv_bfloat16 *x, int d,
+                                     int rows_per_batch, const void *w2, int w2t, const void *sc2, int sc2t, __nv_bfloat16 *y2,
+                                     __nv_fp8_e4m3 *q8, float *row_scale) {
+    __shared__ float red[32];
+    const int row = blockIdx.x, nv = d / 8;
+    const int64_t bd = (int64_t)(row / rows_per_batch) * d;
+    const uint4 *orow = (const uint4 *)(o + (int64_t)row * d);
+    uint4 *xrow = (uint4 *)(x + (int64_t)row * d);
+    float v[NV][8];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k < nv) qd_bf16x8_f32(orow[k], v[j]);
+        else
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[j][e] = 0.0f;
+    }
+    const float r = rms_row_r<NV>(v, nv, d, eps, red);
+    const bool round_w = w && wt != QD_DTYPE_F32;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        float wv[8], gv[8], xv[8], on[8];
+        if (w) qd_ld8(w, wt, 8 * k, wv);
+        if (g) qd_ld8(g, gt, bd + 8 * k, gv);
+        qd_bf16x8_f32(xrow[k], xv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float n = (v[j][e] - 0.0f) * r; /* rms_norm's x̂, rounded to BF16 as it stores it */
+            if (w) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
+            n = qd_round_to(QD_DTYPE_BF16, n);
+            on[e] = n * (1.0f + 0.0f) + 0.0f;
+            float a = on[e];
+            if (g) a *= gv[e];
+            v[j][e] = qd_round_to(QD_DTYPE_BF16, xv[e] + a); /* the residual as gated_add stores it */
+        }
+        xrow[k] = qd_pack_bf16x8(v[j]);
+    }
+    if (!sc2) return;
+    /* the next norm, norm_modulate(RMS, x, w2, eps, sc2, NULL), of the row just written */
+    const float r2 = rms_row_r<NV>(v, nv, d, eps, red);
+    const bool round_w2 = w2 && w2t != QD_DTYPE_F32;
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        float wv[8], a[8], out[8];
+        if (w2) qd_ld8(w2, w2t, 8 * k, wv);
+        qd_ld8(sc2, sc2t, bd + 8 * k, a);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float n = (v[j][e] - 0.0f) * r2;
+            if (w2) n = (round_w2 ? qd_round_to(w2t, n) : n) * wv[e];
+            n = qd_round_to(QD_DTYPE_BF16, n);
+            out[e] = n * (1.0f + a[e]) + 0.0f;
+        }
+        if (!q8) {
+            ((uint4 *)(y2 + (int64_t)row * d))[k] = qd_pack_bf16x8(out);
+            continue;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, out[e]), amax = fmaxf(amax, fabsf(v[j][e]));
+    }
+    if (!q8) return;
+    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, 1.0f / (448.0f * 512.0f)); /* linear.cu's TOKEN_MIN_SCALE */
+    if (threadIdx.x == 0) row_scale[row] = ts;
+    uint2 *qr = (uint2 *)(q8 + (int64_t)row * d);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        alignas(8) __nv_fp8_e4m3 c[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) c[e] = __nv_fp8_e4m3(v[j][e] / ts);
+        qr[k] = *(const uint2 *)c;
+    }
+}
+
+extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
+                                                const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes,
+                                                qd_tensor *row_scale) {
+    const char *op = "rms_norm_gated_add";
+    qd_status s = QD_OK;
+    if ((s = qd_cuda_check_float(op, "o", o)) || (s = qd_cuda_check_float(op, "x", x)) || (w && (s = qd_cuda_check_float(op, "w", w))) ||
+        (gate && (s = qd_cuda_check_float(op, "gate", gate))) || (next_w && (s = qd_cuda_check_float(op, "next_w", next_w))) ||
+        (next_scale && (s = qd_cuda_check_float(op, "next_scale", next_scale))))
+        return s;
+    if (o->rank < 2 || !qd_cuda_same_shape(o, x)) return qd_fail(QD_EINVAL, "cuda %s: o and x must be [B, ..., D] of one shape", op);
+    const int64_t d = x->shape[x->rank - 1], rows = d ? qd_tensor_elements(x) / d : 0, B = x->shape[0];
+    if ((w && qd_tensor_elements(w) != d) || (next_w && qd_tensor_elements(next_w) != d))
+        return qd_fail(QD_EINVAL, "cuda %s: the norm weights must hold D = %lld values", op, (long long)d);
+    if ((gate && qd_tensor_elements(gate) != B * d) || (next_scale && qd_tensor_elements(next_scale) != B * d))
+        return qd_fail(QD_EINVAL, "cuda %s: gate and next_scale must hold [B, D] = [%lld, %lld] values", op, (long long)B, (long long)d);
+    if (next_scale && !next_y && !codes) return qd_fail(QD_EINVAL, "cuda %s: a next norm needs an output (next_y, or codes and row scales)", op);
+    if (codes && (x->dtype != QD_DTYPE_BF16 || codes->dtype != QD_DTYPE_F8_E4M3 || !row_scale || row_scale->dtype != QD_DTYPE_F32 ||
+                  qd_tensor_elements(codes) != rows * d || qd_tensor_elements(row_scale) != rows))
+        return qd_fail(QD_EINVAL, "cuda %s: BF16 x's next norm into codes of x's shape (F8_E4M3) and %lld row scales (F32)", op, (long long)rows);
+    if (next_y && !codes && (!qd_cuda_same_shape(next_y, x) || (s = qd_cuda_check_float(op, "next_y", next_y))))
+        return s ? s : qd_fail(QD_EINVAL, "cuda %s: next_y must have x's shape", op);
+    if (!rows) return QD_OK;
+    const int64_t nv = d / 8;
+    const bool ok16 = [&] {
+        const void *p[] = {o->data, x->data, w ? w->data : NULL, gate ? gate->data : NULL, next_w ? next_w->data : NULL,
+                           next_scale ? next_scale->data : NULL, codes ? codes->data : next_y ? next_y->data : NULL};
+        for (const void *q : p)
+            if (q && !qd_cuda_aligned16(q)) return false;
+        return true;
+    }();
+    const bool vec = o->dtype == QD_DTYPE_BF16 && x->dtype == QD_DTYPE_BF16 && (codes || !next_y || next_y->dtype == QD_DTYPE_BF16) && d % 8 == 0 &&
+                     nv <= 2048 && ok16;
+    if (!vec) { /* the composition: rms_norm into scratch, gated_add, the next norm */
+        qd_tensor on = *o;
+        on.backend = NULL;
+        if ((s = qd_cuda_scratch(qd_cuda_of(b), qd_tensor_bytes(o), &on.data))) return s;
+        s = qd_cuda_rms_norm(b, o, w, eps, &on);
+        if (!s) s = qd_cuda_gated_add(b, x, &on, gate, x);
+        qd_cuda_scratch_free(qd_cuda_of(b), on.data);
+        if (!s && next_scale)
+            s = codes ? qd_cuda_norm_modulate_fp8(b, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, codes, row_scale)
+                      : qd_cuda_norm_modulate(b, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, next_y);
+        return s;
+    }
+    const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8; /* norm_bf16_rows' layout: the same sums */
+    const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
+    const cudaStream_t stream = qd_cuda_of(b)->stream;
+    const __nv_bfloat16 *op_ = (const __nv_bfloat16 *)o->data;
+    __nv_bfloat16 *xp = (__nv_bfloat16 *)x->data, *yp = next_scale && !codes ? (__nv_bfloat16 *)next_y->data : NULL;
+    __nv_fp8_e4m3 *q8 = next_scale && codes ? (__nv_fp8_e4m3 *)codes->data : NULL;
+    float *rs = q8 ? (float *)row_scale->data : NULL;
+#define NA(P)                                                                                                                              \
+    norm_add_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(op_, w ? w->data : NULL, w ? w->dtype : 0, eps, gate ? gate->data : NULL,  \
+                                                                  gate ? gate->dtype : 0, xp, (int)d, (int)(rows / B), next_w ? next_w->data : NULL, \
+                                                                  next_w ? next_w->dtype : 0, next_scale ? next_scale->data : NULL,            \
+                                                                  next_scale ? next_scale->dtype : 0, yp, q8, rs)
+    if (per == 1) NA(1);
+    else if (per == 2) NA(2);
+    else if (per == 4) NA(4);
+    else NA(8);
+#undef NA
+    QD_CUDA_LAUNCHED(op);
+    return QD_OK;
+}
+
 /* norm_modulate quantized per token for an FP8 linear (backend.h norm_modulate_fp8): the vectorised row kernel only */
 extern "C" qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                                const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale) {

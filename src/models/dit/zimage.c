@@ -408,13 +408,15 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     qd_tensor_shape(&a, a.dtype, 3, (int64_t[]){1, L, D});
     qd_tensor o = qd_run_linear_n(r, &b->to_out, &a, D);
     qd_tensor_free(&a);
-    qd_tensor on = qd_run_rms_norm(r, &o, &b->attn_norm2, eps);
-    if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &on, b->modulated ? &mod[1] : NULL, x);
-    qd_tensor_free(&o), qd_tensor_free(&on);
-
+    /* x += gate·attention_norm2(o), and ffn_norm1(x)·(1 + scale) out of the same pass where the backend fuses them */
     qd_run_input fin = {0};
-    if (b->modulated) fin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->ffn_norm1, eps, &mod[2], NULL, ffn_l, nf);
-    else fin.x = qd_run_rms_norm(r, x, &b->ffn_norm1, eps);
+    if (b->modulated) {
+        fin = qd_run_norm_add_for(r, &o, &b->attn_norm2, eps, &mod[1], x, &b->ffn_norm1, &mod[2], ffn_l, nf);
+    } else {
+        qd_run_norm_add_for(r, &o, &b->attn_norm2, eps, NULL, x, NULL, NULL, NULL, 0);
+        fin.x = qd_run_rms_norm(r, x, &b->ffn_norm1, eps);
+    }
+    qd_tensor_free(&o);
     const int64_t F = c->ffn_hidden;
     qd_run_input gin = {0}; /* silu(w1(f))·w3(f), as w2 takes it */
     if (b->fused_w13 || b->joined_w13) { /* Nunchaku's [w3; w1] (value first, padded) or the joined [w1; w3] */
@@ -431,9 +433,8 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     }
     qd_tensor ff = qd_run_linear_in(r, &b->w2, &gin, D);
     qd_run_input_free(&gin);
-    qd_tensor fn = qd_run_rms_norm(r, &ff, &b->ffn_norm2, eps);
-    if (!r->s) r->s = r->be->ops->gated_add(r->be, x, &fn, b->modulated ? &mod[3] : NULL, x);
-    qd_tensor_free(&ff), qd_tensor_free(&fn);
+    qd_run_norm_add_for(r, &ff, &b->ffn_norm2, eps, b->modulated ? &mod[3] : NULL, x, NULL, NULL, NULL, 0);
+    qd_tensor_free(&ff);
     for (int i = 0; i < 4; i++) qd_tensor_free(&mod[i]);
     qd_tensor_free(&e); /* after the chunks: they may be views into it */
 }
