@@ -25,6 +25,8 @@
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
+ * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
+ * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
  * that loop is reported (launches are asynchronous, so the loop measures device time). Inputs are random. */
 #include <cuda_runtime.h>
@@ -245,6 +247,42 @@ static void fused_linears(qd_backend *be, int reps) {
     }
 }
 
+/* Z-Image's fused element-wise ops at 1024² (L = 4096 + 128, D = 3840, SwiGLU width 10240) against the ops they
+   replace: swiglu (BF16) against the SiLU and the product, swiglu_fp8 alone (it replaces those and w2's quantization,
+   which runs inside the linear), rms_norm_gated_add with and without the next norm's FP8 codes against rms_norm,
+   gated_add and norm_modulate_fp8; GB/s counts each op's own reads and writes. */
+static void zimage_elementwise(qd_backend *be, int reps) {
+    const int64_t L = 4224, D = 3840, F = 10240;
+    printf("\n| Z-Image op (L %lld, D %lld, F %lld)     | ms        | GB/s    |\n|---|---:|---:|\n", (long long)L, (long long)D, (long long)F);
+    qd_tensor h = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, 2 * F}, 3.0f), g = {0}, u = {0}, y = {0}, q = {0}, rs = {0};
+    if (qd_tensor_new(be, &g, QD_DTYPE_BF16, 3, (int64_t[]){1, L, F}) || qd_tensor_new(be, &u, QD_DTYPE_BF16, 3, (int64_t[]){1, L, F}) ||
+        qd_tensor_new(be, &y, QD_DTYPE_BF16, 3, (int64_t[]){1, L, F}) || qd_tensor_new(be, &q, QD_DTYPE_F8_E4M3, 3, (int64_t[]){1, L, F}) ||
+        qd_tensor_new(be, &rs, QD_DTYPE_F32, 1, (int64_t[]){L}))
+        die("alloc");
+    const double hb = 2.0 * (double)(L * 2 * F), fb = 2.0 * (double)(L * F);
+    /* (the "TFLOP/s" column of TIME read as GB/s: bytes · 1e3 as its flop argument) */
+    TIME("silu + mul (the composition)", (2 * fb + 3 * fb) * 1e3, reps,
+         be->ops->activation(be, QD_ACT_SILU, &g, &g) || be->ops->mul(be, &g, &u, &g));
+    TIME("swiglu", (hb + fb) * 1e3, reps, be->ops->swiglu(be, &h, 0, F, &y));
+    TIME("swiglu_fp8", (hb + fb / 2) * 1e3, reps, be->ops->swiglu_fp8(be, &h, 0, F, &q, &rs));
+    qd_tensor_free(&h), qd_tensor_free(&g), qd_tensor_free(&u), qd_tensor_free(&y), qd_tensor_free(&q), qd_tensor_free(&rs);
+    qd_tensor o = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 3.0f), x = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 2.0f);
+    qd_tensor on = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 1.0f), gate = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, D}, 0.5f);
+    qd_tensor sc = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, D}, 0.5f), w = dev_f32(be, 1, (int64_t[]){D}, 1.0f, 0.2f);
+    qd_tensor w2 = dev_f32(be, 1, (int64_t[]){D}, 1.0f, 0.2f), c8 = {0}, s8 = {0};
+    if (qd_tensor_new(be, &c8, QD_DTYPE_F8_E4M3, 3, (int64_t[]){1, L, D}) || qd_tensor_new(be, &s8, QD_DTYPE_F32, 1, (int64_t[]){L})) die("alloc");
+    const double xb = 2.0 * (double)(L * D);
+    TIME("rms_norm + gated_add", 5 * xb * 1e3, reps, be->ops->rms_norm(be, &o, &w, 1e-6f, &on) || be->ops->gated_add(be, &x, &on, &gate, &x));
+    TIME("rms_norm_gated_add", 3 * xb * 1e3, reps, be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, NULL, NULL, NULL, NULL, NULL));
+    TIME("the same + norm_modulate_fp8", (6.5 * xb) * 1e3, reps,
+         be->ops->rms_norm(be, &o, &w, 1e-6f, &on) || be->ops->gated_add(be, &x, &on, &gate, &x) ||
+             be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
+    TIME("rms_norm_gated_add, next FP8", 3.5 * xb * 1e3, reps,
+         be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, &w2, &sc, NULL, &c8, &s8));
+    qd_tensor *all[] = {&o, &x, &on, &gate, &sc, &w, &w2, &c8, &s8};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+}
+
 static int expand_failures; /* expansions whose bytes differ from the reference kernel's */
 
 int main(int argc, char **argv) {
@@ -255,6 +293,11 @@ int main(int argc, char **argv) {
        (cuBLASLt's int8 matmul + the epilogue kernel), side by side with the default wgmma kernel */
     const char *only_env = getenv("BENCH_ONLY");
     const bool int8_only = only_env && !strcmp(only_env, "int8");
+    if (only_env && !strcmp(only_env, "zimage")) { /* BENCH_ONLY=zimage: Z-Image's fused element-wise ops only */
+        zimage_elementwise(be, reps);
+        be->ops->destroy(be);
+        return 0;
+    }
     qd_backend *be_lt = NULL;
     if (int8_only) {
         setenv("QDIT_CUDA_INT8_LT", "1", 1);

@@ -3,6 +3,8 @@
  * swiglu_fp8 the product is quantized per token for the next linear instead of stored: Z-Image's w2 input, one
  * read of [w1 | w3]'s output and a byte written per value, where the composition made four BF16 passes (SiLU in
  * place, mul, and the quantization's two reads). */
+#include <stdlib.h>
+
 #include "backend/cuda/cuda_internal.cuh"
 
 #define SWIGLU_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* linear.cu's TOKEN_MIN_SCALE: the same codes as its quantization */
@@ -94,7 +96,18 @@ static qd_status swiglu_run(qd_backend *b, const char *op, const qd_tensor *x, i
     const bool vec = x->dtype == QD_DTYPE_BF16 && (codes || y->dtype == QD_DTYPE_BF16) && n % 8 == 0 && w % 8 == 0 && gate_col % 8 == 0 &&
                      value_col % 8 == 0 && nv <= 8192 && qd_cuda_aligned16(x->data) && qd_cuda_aligned16(out->data);
     if (vec) {
-        const int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
+        /* at most 4 16-byte words of the output per thread: at Z-Image's 10240, 320 threads of 4 words ran swiglu_fp8
+           in 0.102 ms against 0.120 for 160 threads of 8 (fewer registers, more warps per SM; bench_cuda_ops
+           BENCH_ONLY=zimage, H200). QDIT_CUDA_SWIGLU_WORDS=N (1, 2, 4 or 8) sets it, for side-by-side timing */
+        static int most = 0;
+        if (!most) {
+            const char *e = getenv("QDIT_CUDA_SWIGLU_WORDS");
+            most = e ? atoi(e) : 4;
+            if (most != 1 && most != 2 && most != 8) most = 4;
+        }
+        int per = nv <= 256 ? 1 : nv <= 512 ? 2 : nv <= 1024 ? 4 : 8;
+        while (per < 8 && (nv + per - 1) / per > 1024) per *= 2; /* at most 1024 threads */
+        if (per > most && (nv + most - 1) / most <= 1024) per = most;
         const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
         const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
         __nv_bfloat16 *yp = codes ? NULL : (__nv_bfloat16 *)y->data;
