@@ -244,6 +244,25 @@ __device__ __forceinline__ float qd_block_max(float v, float *smem32) {
     return v;
 }
 
+/* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,
+ * rms_norm_gated_add): the block's row max amax → s = max(amax/448, 1/(448·512)), then e4m3(v/s) — linear.cu's
+ * quantization (TOKEN_MIN_SCALE) to the bit. v[j] holds the row's 16-byte word threadIdx.x + j·blockDim.x (of nv). */
+template <int NV>
+__device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv, float amax, float *red, __nv_fp8_e4m3 *q8_row, float *scale_out) {
+    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, 1.0f / (448.0f * 512.0f));
+    if (threadIdx.x == 0) *scale_out = ts;
+    uint2 *qr = (uint2 *)q8_row;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+        alignas(8) __nv_fp8_e4m3 c[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) c[e] = __nv_fp8_e4m3(v[j][e] / ts);
+        qr[k] = *(const uint2 *)c;
+    }
+}
+
 /* the op entry points, one file each */
 extern "C" {
 qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst);

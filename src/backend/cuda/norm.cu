@@ -174,6 +174,20 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
 /* FP8 (q non-NULL): the BF16 output is not stored but quantized per token as an FP8 linear quantizes it
    (linear.cu's fp8_quant_rows_bf16x8_kernel: s = max(amax/448, TOKEN_MIN_SCALE), e4m3(v/s)): the same codes and
    scale, from the row in registers. */
+/* 1/sqrt(mean((v − mean)²) + eps) of a row held in registers as the row kernels hold it (v[j]: the thread's word
+   threadIdx.x + j·blockDim.x of nv), in their summation order */
+template <int NV> __device__ __forceinline__ float row_rstd(const float (&v)[NV][8], int nv, int d, float mean, float eps, float *red) {
+    float q = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k >= nv) continue;
+#pragma unroll
+        for (int e = 0; e < 8; e++) q += (v[j][e] - mean) * (v[j][e] - mean);
+    }
+    return rsqrtf(qd_block_sum(q, red) / (float)d + eps);
+}
+
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
                                      const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8,
@@ -202,15 +216,7 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
         }
     }
     const float mean = layer ? qd_block_sum(s, red) / (float)d : 0.0f;
-    float q = 0.0f;
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-#pragma unroll
-        for (int e = 0; e < 8; e++) q += (v[j][e] - mean) * (v[j][e] - mean);
-    }
-    const float r = rsqrtf(qd_block_sum(q, red) / (float)d + eps);
+    const float r = row_rstd<NV>(v, nv, d, mean, eps, red);
     const bool round_w = w && wt != QD_DTYPE_F32;
     uint4 *yr = q8 ? nullptr : (uint4 *)(y + (int64_t)row * d);
     float amax = 0.0f;
@@ -238,19 +244,7 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
 #pragma unroll
         for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, o[e]), amax = fmaxf(amax, fabsf(v[j][e])); /* y as stored */
     }
-    if (!q8) return;
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, 1.0f / (448.0f * 512.0f)); /* linear.cu's TOKEN_MIN_SCALE */
-    if (threadIdx.x == 0) row_scale[row] = ts;
-    uint2 *qr = (uint2 *)(q8 + (int64_t)row * d);
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-        alignas(8) __nv_fp8_e4m3 o[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) o[e] = __nv_fp8_e4m3(v[j][e] / ts);
-        qr[k] = *(const uint2 *)o;
-    }
+    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row);
 }
 
 /* any dtypes and D: a block per row, x read three times (the second and third from L1/L2) */
@@ -310,20 +304,6 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
    threads), so that o's norm, the add (gated_add_bf16x8_kernel's arithmetic) and the next norm equal the three ops
    to the bit. ---- */
 
-/* row stats of v in registers as norm_mod_bf16_kernel takes them for an RMSNorm: r = 1/sqrt(mean(v²) + eps) */
-template <int NV> __device__ __forceinline__ float rms_row_r(const float (&v)[NV][8], int nv, int d, float eps, float *red) {
-    const float mean = 0.0f;
-    float q = 0.0f;
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-#pragma unroll
-        for (int e = 0; e < 8; e++) q += (v[j][e] - mean) * (v[j][e] - mean);
-    }
-    return rsqrtf(qd_block_sum(q, red) / (float)d + eps);
-}
-
 template <int NV>
 __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int wt, float eps, const void *g, int gt, __nv_bfloat16 *x, int d,
                                      int rows_per_batch, const void *w2, int w2t, const void *sc2, int sc2t, __nv_bfloat16 *y2,
@@ -342,7 +322,7 @@ __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int 
 #pragma unroll
             for (int e = 0; e < 8; e++) v[j][e] = 0.0f;
     }
-    const float r = rms_row_r<NV>(v, nv, d, eps, red);
+    const float r = row_rstd<NV>(v, nv, d, 0.0f, eps, red);
     const bool round_w = w && wt != QD_DTYPE_F32;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
@@ -366,7 +346,7 @@ __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int 
     }
     if (!sc2) return;
     /* the next norm, norm_modulate(RMS, x, w2, eps, sc2, NULL), of the row just written */
-    const float r2 = rms_row_r<NV>(v, nv, d, eps, red);
+    const float r2 = row_rstd<NV>(v, nv, d, 0.0f, eps, red);
     const bool round_w2 = w2 && w2t != QD_DTYPE_F32;
     float amax = 0.0f;
 #pragma unroll
@@ -390,19 +370,7 @@ __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int 
 #pragma unroll
         for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, out[e]), amax = fmaxf(amax, fabsf(v[j][e]));
     }
-    if (!q8) return;
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, 1.0f / (448.0f * 512.0f)); /* linear.cu's TOKEN_MIN_SCALE */
-    if (threadIdx.x == 0) row_scale[row] = ts;
-    uint2 *qr = (uint2 *)(q8 + (int64_t)row * d);
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-        alignas(8) __nv_fp8_e4m3 c[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) c[e] = __nv_fp8_e4m3(v[j][e] / ts);
-        qr[k] = *(const uint2 *)c;
-    }
+    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row);
 }
 
 extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,

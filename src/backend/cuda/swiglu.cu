@@ -36,19 +36,7 @@ __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_c
         }
         if (!q8) ((uint4 *)(y + row * n))[k] = qd_pack_bf16x8(o[j]);
     }
-    if (!q8) return;
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, SWIGLU_MIN_SCALE);
-    if (threadIdx.x == 0) row_scale[row] = ts;
-    uint2 *qr = (uint2 *)(q8 + row * n);
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-        alignas(8) __nv_fp8_e4m3 c[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) c[e] = __nv_fp8_e4m3(o[j][e] / ts);
-        qr[k] = *(const uint2 *)c;
-    }
+    if (q8) qd_row_fp8_codes<NV>(o, nv, amax, red, q8 + row * n, row_scale + row);
 }
 
 /* any float dtypes and shapes: a block per row; with q8 the row's products are made twice (max, then codes) */
