@@ -157,6 +157,16 @@ static bool tokens_for(qd_run *r, const qd_tensor *x, qd_linear *const *ls, int 
     return fp8;
 }
 
+/* an FP8 input of `shape`: its codes and one F32 scale per row, allocated (in.fp8 set) */
+static qd_run_input tokens_new(qd_run *r, int rank, const int64_t *shape) {
+    qd_run_input in = {.fp8 = true};
+    int64_t rows = 1;
+    for (int i = 0; i + 1 < rank; i++) rows *= shape[i];
+    if (!r->s) r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, rank, shape);
+    if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    return in;
+}
+
 qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *scale,
                                       const qd_tensor *shift, qd_linear *const *ls, int n) {
     qd_run_input in = {0};
@@ -167,10 +177,7 @@ qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_ten
         if (!r->s) r->s = ops->norm_modulate(r->be, kind, x, w, eps, scale, shift, &in.x);
         return in;
     }
-    in.fp8 = true;
-    const int64_t d = x->shape[x->rank - 1], rows = d ? qd_tensor_elements(x) / d : 0;
-    r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, x->rank, x->shape);
-    if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    in = tokens_new(r, x->rank, x->shape);
     if (!r->s) r->s = ops->norm_modulate_fp8(r->be, kind, x, w, eps, scale, shift, &in.codes, &in.scales);
     return in;
 }
@@ -191,15 +198,12 @@ qd_run_input qd_run_norm_add_for(qd_run *r, const qd_tensor *o, const qd_tensor 
         r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, NULL, NULL, NULL, NULL, NULL);
         return in;
     }
-    in.fp8 = tokens_for(r, x, ls, n);
-    if (!in.fp8) {
+    if (!tokens_for(r, x, ls, n)) {
         in.x = qd_run_tensor(r, x->rank, x->shape);
         if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, &in.x, NULL, NULL);
         return in;
     }
-    const int64_t d = x->shape[x->rank - 1], rows = d ? qd_tensor_elements(x) / d : 0;
-    r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, x->rank, x->shape);
-    if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    in = tokens_new(r, x->rank, x->shape);
     if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, NULL, &in.codes, &in.scales);
     return in;
 }
@@ -210,14 +214,8 @@ qd_run_input qd_run_swiglu_for(qd_run *r, const qd_tensor *h, int64_t gate_col, 
     int64_t shape[QD_MAX_RANK];
     memcpy(shape, h->shape, sizeof shape);
     shape[h->rank - 1] = n;
-    const bool fp8 = !r->s && l && ops->swiglu_fp8 && ops->takes_fp8_tokens && ops->linear_fp8_tokens && h->dtype == QD_DTYPE_BF16 &&
-                     r->act == QD_DTYPE_BF16 && l->in_features == n && !(r->ctx && (r->ctx->observe || r->ctx->reference_linears)) &&
-                     ops->takes_fp8_tokens(r->be, l);
-    if (fp8) {
-        const int64_t w = h->shape[h->rank - 1], rows = w ? qd_tensor_elements(h) / w : 0;
-        in.fp8 = true;
-        r->s = qd_tensor_new(r->be, &in.codes, QD_DTYPE_F8_E4M3, h->rank, shape);
-        if (!r->s) r->s = qd_tensor_new(r->be, &in.scales, QD_DTYPE_F32, 1, (int64_t[]){rows});
+    if (ops->swiglu_fp8 && l && l->in_features == n && tokens_for(r, h, &l, 1)) {
+        in = tokens_new(r, h->rank, shape);
         if (!r->s) r->s = ops->swiglu_fp8(r->be, h, gate_col, value_col, &in.codes, &in.scales);
         return in;
     }

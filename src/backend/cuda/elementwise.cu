@@ -11,7 +11,7 @@ __device__ __forceinline__ float act_f(int kind, float x) {
     switch (kind) {
     case QD_ACT_GELU_TANH: return qd_gelu_tanh(x);
     case QD_ACT_GELU_ERF: return 0.5f * x * erfcf(x * -0.70710678118654752f);
-    case QD_ACT_SILU: return x / (1.0f + expf(-x));
+    case QD_ACT_SILU: return qd_silu(x);
     case QD_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
     case QD_ACT_RELU: return x > 0.0f ? x : 0.0f;
     case QD_ACT_TANH: return tanhf(x);

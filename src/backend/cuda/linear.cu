@@ -491,8 +491,6 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     return s;
 }
 
-#define TOKEN_MIN_SCALE (1.0f / (448.0f * 512.0f))
-
 /* An activation code: E4M3 (RNE, saturating), or — for the GEMV kernels (linear_gemv.cu), which take their
  * operands in f32 — the same code's value in BF16, which holds every E4M3 value exactly. */
 template <typename Q> __device__ __forceinline__ Q fp8_code(float v);
@@ -510,7 +508,7 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
         float amax = 0.0f;
         for (int64_t i = threadIdx.x; i < k; i += blockDim.x) amax = fmaxf(amax, fabsf(qd_ld(x, xt, base + i)));
         amax = qd_block_max(amax, red);
-        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+        s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     for (int64_t i = threadIdx.x; i < kp; i += blockDim.x) q[blockIdx.x * kp + i] = fp8_code<Q>(i < k ? qd_ld(x, xt, base + i) / s : 0.0f);
@@ -535,7 +533,7 @@ __global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, 
             for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
         });
         amax = qd_block_max(amax, red);
-        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+        s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     vec8 *qr = (vec8 *)(q + blockIdx.x * k);
@@ -558,7 +556,7 @@ __global__ void amax_kernel(const void *x, int xt, int64_t n, int *amax) {
     if (threadIdx.x == 0) atomicMax(amax, __float_as_int(a));
 }
 
-__global__ void tensor_scale_kernel(const int *amax, float *s) { *s = fmaxf(__int_as_float(*amax) / 448.0f, TOKEN_MIN_SCALE); }
+__global__ void tensor_scale_kernel(const int *amax, float *s) { *s = fmaxf(__int_as_float(*amax) / 448.0f, QD_TOKEN_MIN_SCALE); }
 
 /* n = M·Kp codes; column c ≥ K of a row is padding (zero) */
 template <typename Q>
@@ -854,7 +852,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
         if (W4 && p.tail)
             for (int64_t i = threadIdx.x; i < p.tail_k; i += blockDim.x) amax = fmaxf(amax, fabsf(tail_value(p, row, i)));
         amax = qd_block_max(amax, red);
-        s = fmaxf(amax / 448.0f, TOKEN_MIN_SCALE);
+        s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     }
     if (threadIdx.x == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
     const float inv = 1.0f / s;

@@ -699,7 +699,6 @@ static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const 
         }
 }
 
-#define W4_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* as the FP8 per-token rule (linear.cu) */
 
 /* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
  * the row read twice (the second time from L2). Without mult the codes are an FP8 linear's to the bit (x/s, not
@@ -725,7 +724,7 @@ __global__ void quant_rows_mult_kernel(const void *x, int xt, int64_t k, const f
         }
     }
     amax = qd_block_max(amax, red);
-    const float s = fmaxf(amax / 448.0f, W4_MIN_SCALE);
+    const float s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     const float inv = 1.0f / s;
     if (vec) {

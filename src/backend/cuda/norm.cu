@@ -172,7 +172,7 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
    (one read of x, one write of y); weights, scales and shifts read 8 at a time (qd_ld8). Without a scale
    (sc NULL) it is the plain norm: the rounding to BF16 before a ·1 + 0 is the store's own. */
 /* FP8 (q non-NULL): the BF16 output is not stored but quantized per token as an FP8 linear quantizes it
-   (linear.cu's fp8_quant_rows_bf16x8_kernel: s = max(amax/448, TOKEN_MIN_SCALE), e4m3(v/s)): the same codes and
+   (linear.cu's fp8_quant_rows_bf16x8_kernel: s = max(amax/448, QD_TOKEN_MIN_SCALE), e4m3(v/s)): the same codes and
    scale, from the row in registers. */
 /* 1/sqrt(mean((v − mean)²) + eps) of a row held in registers as the row kernels hold it (v[j]: the thread's word
    threadIdx.x + j·blockDim.x of nv), in their summation order */

@@ -7,10 +7,6 @@
 
 #include "backend/cuda/cuda_internal.cuh"
 
-#define SWIGLU_MIN_SCALE (1.0f / (448.0f * 512.0f)) /* linear.cu's TOKEN_MIN_SCALE: the same codes as its quantization */
-
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); } /* elementwise.cu's QD_ACT_SILU */
-
 /* BF16 rows, N % 8 == 0, 16-byte aligned columns: a block per row, each thread up to NV 16-byte words of the
  * output, held in registers between the row max and the codes (q8) */
 template <int NV>
@@ -31,7 +27,7 @@ __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_c
         qd_bf16x8_f32(__ldg(vr + k), v);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            o[j][e] = qd_round_to(QD_DTYPE_BF16, qd_round_to(QD_DTYPE_BF16, silu_f(g[e])) * v[e]);
+            o[j][e] = qd_round_to(QD_DTYPE_BF16, qd_round_to(QD_DTYPE_BF16, qd_silu(g[e])) * v[e]);
             amax = fmaxf(amax, fabsf(o[j][e]));
         }
         if (!q8) ((uint4 *)(y + row * n))[k] = qd_pack_bf16x8(o[j]);
@@ -47,15 +43,15 @@ __global__ void swiglu_kernel(const void *x, int xt, int64_t w, int64_t gate_col
     const int ot = q8 ? QD_DTYPE_BF16 : yt;
     float amax = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float o = qd_round_to(ot, qd_round_to(ot, silu_f(qd_ld(x, xt, base + gate_col + i))) * qd_ld(x, xt, base + value_col + i));
+        const float o = qd_round_to(ot, qd_round_to(ot, qd_silu(qd_ld(x, xt, base + gate_col + i))) * qd_ld(x, xt, base + value_col + i));
         if (q8) amax = fmaxf(amax, fabsf(o));
         else qd_st(y, yt, row * n + i, o);
     }
     if (!q8) return;
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, SWIGLU_MIN_SCALE);
+    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
     if (threadIdx.x == 0) row_scale[row] = ts;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float o = qd_round_to(ot, qd_round_to(ot, silu_f(qd_ld(x, xt, base + gate_col + i))) * qd_ld(x, xt, base + value_col + i));
+        const float o = qd_round_to(ot, qd_round_to(ot, qd_silu(qd_ld(x, xt, base + gate_col + i))) * qd_ld(x, xt, base + value_col + i));
         q8[row * n + i] = __nv_fp8_e4m3(o / ts);
     }
 }
