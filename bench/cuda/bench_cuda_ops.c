@@ -279,6 +279,20 @@ static void zimage_elementwise(qd_backend *be, int reps) {
              be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
     TIME("rms_norm_gated_add, next FP8", 3.5 * xb * 1e3, reps,
          be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, &w2, &sc, NULL, &c8, &s8));
+    TIME("norm_modulate_fp8 (attention_norm1)", 1.5 * xb * 1e3, reps, be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
+    /* q and k normalised and rotated out of the joined q/k/v output (30 heads of 128, interleaved pairs) */
+    {
+        const int64_t H = 30, hd = 128;
+        qd_tensor qkv = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, 3 * D}, 2.0f), qo = {0}, ko = {0};
+        qd_tensor nw = dev_f32(be, 1, (int64_t[]){hd}, 1.0f, 0.2f), cs = dev_f32(be, 2, (int64_t[]){L, hd / 2}, 0.0f, 1.0f),
+                  sn = dev_f32(be, 2, (int64_t[]){L, hd / 2}, 0.0f, 1.0f);
+        if (qd_tensor_new(be, &qo, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, hd}) || qd_tensor_new(be, &ko, QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, hd}))
+            die("alloc");
+        TIME("rms_norm_rope_cols q and k", 4 * xb * 1e3, reps,
+             be->ops->rms_norm_rope_cols(be, &qkv, 0, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &qo) ||
+                 be->ops->rms_norm_rope_cols(be, &qkv, D, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &ko));
+        qd_tensor_free(&qkv), qd_tensor_free(&qo), qd_tensor_free(&ko), qd_tensor_free(&nw), qd_tensor_free(&cs), qd_tensor_free(&sn);
+    }
     qd_tensor *all[] = {&o, &x, &on, &gate, &sc, &w, &w2, &c8, &s8};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
 }

@@ -129,8 +129,10 @@ __device__ __forceinline__ float qd_round_to(int dt, float v) {
 
 /* GELU, tanh form: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) written as x·sigmoid(2·…) (the activation op's, and
  * linear epilogues' that apply it themselves) */
-/* SiLU, x·sigmoid(x) as x / (1 + e^−x) (the activation op's, and swiglu's, which must round as it does) */
-__device__ __forceinline__ float qd_silu(float x) { return x / (1.0f + expf(-x)); }
+/* SiLU, x·sigmoid(x) as x / (1 + e^−x) (the activation op's, and swiglu's, which must round as it does), with the
+ * fast exponential and division (≤ 2 ulp each, below BF16's rounding; x → −∞ gives −0 as 1 + e^−x reaches ∞):
+ * swiglu_fp8 was bound by the accurate forms' instructions, not by memory */
+__device__ __forceinline__ float qd_silu(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
 
 __device__ __forceinline__ float qd_gelu_tanh(float x) { return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 
@@ -254,19 +256,38 @@ __device__ __forceinline__ float qd_block_max(float v, float *smem32) {
 /* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,
  * rms_norm_gated_add): the block's row max amax → s = max(amax/448, QD_TOKEN_MIN_SCALE), then e4m3(v/s) — linear.cu's
  * quantization to the bit. v[j] holds the row's 16-byte word threadIdx.x + j·blockDim.x (of nv). */
+/* v / s, correctly rounded (the division's bits), from inv = 1/s correctly rounded, in a multiply and two FMAs:
+ * q = v·inv is within an ulp of v/s, and q + (v − s·q)·inv is then v/s rounded to nearest (Markstein's theorem;
+ * Muller et al., Handbook of Floating-Point Arithmetic, §4.7), barring overflow, which |v| ≤ 448·s rules out, and
+ * results below 2^−126, which every E4M3 code rounds to 0 either way. s must be finite. The IEEE division it
+ * replaces took ~9 instructions per value with its range check, and bound the row kernels' FP8 tails. */
+__device__ __forceinline__ float qd_div_by(float v, float s, float inv) {
+    const float q = v * inv;
+    return fmaf(fmaf(-q, s, v), inv, q);
+}
+
 template <int NV>
 __device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv, float amax, float *red, __nv_fp8_e4m3 *q8_row, float *scale_out) {
     const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
     if (threadIdx.x == 0) *scale_out = ts;
+    const float inv = 1.0f / ts;
+    const bool exact = isfinite(ts); /* an infinite row max: the plain division (finite / ∞ = 0, where the FMAs make NaN) */
     uint2 *qr = (uint2 *)q8_row;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int k = threadIdx.x + j * blockDim.x;
         if (k >= nv) continue;
-        alignas(8) __nv_fp8_e4m3 c[8];
+        uint32_t w[2];
 #pragma unroll
-        for (int e = 0; e < 8; e++) c[e] = __nv_fp8_e4m3(v[j][e] / ts);
-        qr[k] = *(const uint2 *)c;
+        for (int h = 0; h < 2; h++) {
+            float t[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) t[e] = exact ? qd_div_by(v[j][4 * h + e], ts, inv) : v[j][4 * h + e] / ts;
+            const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
+            const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
+            w[h] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+        qr[k] = make_uint2(w[0], w[1]);
     }
 }
 

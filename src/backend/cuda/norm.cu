@@ -304,8 +304,9 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
    threads), so that o's norm, the add (gated_add_bf16x8_kernel's arithmetic) and the next norm equal the three ops
    to the bit. ---- */
 
+/* at most 64 registers for rows of up to 2 words a thread: 4 blocks of 256 threads per SM (67 without the bound) */
 template <int NV>
-__global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int wt, float eps, const void *g, int gt, __nv_bfloat16 *x, int d,
+__global__ void __launch_bounds__(256, NV <= 2 ? 4 : 1) norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int wt, float eps, const void *g, int gt, __nv_bfloat16 *x, int d,
                                      int rows_per_batch, const void *w2, int w2t, const void *sc2, int sc2t, __nv_bfloat16 *y2,
                                      __nv_fp8_e4m3 *q8, float *row_scale) {
     __shared__ float red[32];
@@ -314,11 +315,15 @@ __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int 
     const uint4 *orow = (const uint4 *)(o + (int64_t)row * d);
     uint4 *xrow = (uint4 *)(x + (int64_t)row * d);
     float v[NV][8];
+    uint4 xw[NV]; /* x's words, read with o's before the reduction rather than after it */
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int k = threadIdx.x + j * blockDim.x;
-        if (k < nv) qd_bf16x8_f32(orow[k], v[j]);
-        else
+        if (k < nv) {
+            const uint4 ow = orow[k];
+            xw[j] = xrow[k];
+            qd_bf16x8_f32(ow, v[j]);
+        } else
 #pragma unroll
             for (int e = 0; e < 8; e++) v[j][e] = 0.0f;
     }
@@ -331,7 +336,7 @@ __global__ void norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int 
         float wv[8], gv[8], xv[8], on[8];
         if (w) qd_ld8(w, wt, 8 * k, wv);
         if (g) qd_ld8(g, gt, bd + 8 * k, gv);
-        qd_bf16x8_f32(xrow[k], xv);
+        qd_bf16x8_f32(xw[j], xv);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
             float n = (v[j][e] - 0.0f) * r; /* rms_norm's x̂, rounded to BF16 as it stores it */

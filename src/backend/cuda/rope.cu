@@ -53,6 +53,9 @@ __global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, int64_t xrow, const
     const int t = blockIdx.x * blockDim.x + threadIdx.x, row = t / G, k = t & (G - 1), nv = d / 8;
     const bool on = row < rows && k < nv;
     const int64_t at = (int64_t)row * d + 8 * k, xat = (int64_t)(row / H) * xrow + (int64_t)(row % H) * d + 8 * k;
+    const int l = (row < rows ? row / H : 0) % L, h2 = d / 2;
+    float4 ic = {}, is = {}; /* interleaved pairs' cos and sin, read with x rather than after the reduction */
+    if (interleaved && on) ic = *(const float4 *)(cs + (int64_t)l * h2 + 4 * k), is = *(const float4 *)(sn + (int64_t)l * h2 + 4 * k);
     float v[8];
     if (on) {
         const uint4 u = *(const uint4 *)(x + xat);
@@ -81,12 +84,10 @@ __global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, int64_t xrow, const
         if (w && on) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
         v[e] = qd_round_to(QD_DTYPE_BF16, n);
     }
-    const int l = (row < rows ? row / H : 0) % L, h2 = d / 2;
     float o[8];
     if (interleaved) {
         if (on) {
-            const float4 c = *(const float4 *)(cs + (int64_t)l * h2 + 4 * k), s = *(const float4 *)(sn + (int64_t)l * h2 + 4 * k);
-            const float cc[4] = {c.x, c.y, c.z, c.w}, ssn[4] = {s.x, s.y, s.z, s.w};
+            const float cc[4] = {ic.x, ic.y, ic.z, ic.w}, ssn[4] = {is.x, is.y, is.z, is.w};
 #pragma unroll
             for (int q = 0; q < 4; q++) {
                 o[2 * q] = v[2 * q] * cc[q] - v[2 * q + 1] * ssn[q];

@@ -16,6 +16,13 @@ __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_c
     const int64_t row = blockIdx.x;
     const uint4 *gr = (const uint4 *)(x + row * w + gate_col), *vr = (const uint4 *)(x + row * w + value_col);
     const int nv = n / 8;
+    /* every load issued before the arithmetic: 2·NV 16-byte reads in flight per thread */
+    uint4 gw[NV], vw[NV];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int k = threadIdx.x + j * blockDim.x;
+        if (k < nv) gw[j] = __ldg(gr + k), vw[j] = __ldg(vr + k);
+    }
     float o[NV][8];
     float amax = 0.0f;
 #pragma unroll
@@ -23,8 +30,8 @@ __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_c
         const int k = threadIdx.x + j * blockDim.x;
         if (k >= nv) continue;
         float g[8], v[8];
-        qd_bf16x8_f32(__ldg(gr + k), g);
-        qd_bf16x8_f32(__ldg(vr + k), v);
+        qd_bf16x8_f32(gw[j], g);
+        qd_bf16x8_f32(vw[j], v);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
             o[j][e] = qd_round_to(QD_DTYPE_BF16, qd_round_to(QD_DTYPE_BF16, qd_silu(g[e])) * v[e]);
@@ -82,7 +89,8 @@ static qd_status swiglu_run(qd_backend *b, const char *op, const qd_tensor *x, i
     if (vec) {
         /* at most 4 16-byte words of the output per thread: at Z-Image's 10240, 320 threads of 4 words ran swiglu_fp8
            in 0.102 ms against 0.120 for 160 threads of 8 (fewer registers, more warps per SM; bench_cuda_ops
-           BENCH_ONLY=zimage, H200). QDIT_CUDA_SWIGLU_WORDS=N (1, 2, 4 or 8) sets it, for side-by-side timing */
+           BENCH_ONLY=zimage, H200, before the fast SiLU and code division took it to 0.060). QDIT_CUDA_SWIGLU_WORDS=N
+           (1, 2, 4 or 8) sets it, for side-by-side timing */
         static int most = 0;
         if (!most) {
             const char *e = getenv("QDIT_CUDA_SWIGLU_WORDS");
