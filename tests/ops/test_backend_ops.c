@@ -927,6 +927,54 @@ static void run_norm_modulate_fp8(qd_backend *be) {
     }
 }
 
+/* An FP8 linear's own per-token quantization of BF16 input, code for code against this file's: s = max(amax/448,
+   1/(448·512)) and e4m3(x/s) by a host division. The weight is the identity with codes of 1.0 and a scale of 1, so
+   y = e4m3(x/s)·s exactly once rounded to BF16 whatever the order of the scales (±0 alike), and a differing code
+   changes y by a whole E4M3 step. Rows spread over 2^-12..2^12, an all-zero row and a row of one outlier. (The GPU's quantization
+   divides by a reciprocal with a correction: this holds it to the division.) */
+static void run_fp8_token_codes(qd_backend *be) {
+    const int64_t cases[][2] = {{300, 1024}, {77, 3840}}; /* M, K (= N) */
+    for (int ci = 0; ci < 2; ci++) {
+        const int64_t M = cases[ci][0], K = cases[ci][1];
+        char name[160];
+        snprintf(name, sizeof name, "fp8 per-token codes M=%lld K=%lld against a host division (differing outputs)", (long long)M, (long long)K);
+        if (!selected(name)) continue;
+        float *eye = calloc((size_t)(K * K), sizeof(float));
+        for (int64_t i = 0; i < K; i++) eye[i * K + i] = 1.0f;
+        qd_linear l = {0};
+        qd_status s = qd_quantize_fp8(eye, K, K, true, &l);
+        free(eye);
+        if (!s) {
+            uint8_t *q = (uint8_t *)l.weight.data;
+            for (int64_t i = 0; i < K; i++) q[i * K + i] = qd_f32_to_e4m3(1.0f);
+            ((float *)l.scale.data)[0] = 1.0f;
+        }
+        l.name = strdup("fp8_identity");
+        qd_tensor x, y;
+        qd_tensor_new(be, &x, QD_DTYPE_BF16, 2, (int64_t[]){M, K}), qd_tensor_new(be, &y, QD_DTYPE_BF16, 2, (int64_t[]){M, K});
+        for (int64_t r = 0; r < M; r++) {
+            const float rs = ldexpf(1.0f, (int)(r % 25) - 12);
+            for (int64_t c = 0; c < K; c++) qd_cpu_store(&x, r * K + c, r == 1 ? 0.0f : r == 2 ? (c == 7 ? 1000.0f : 1e-3f * draw(1.0f)) : draw(rs));
+        }
+        if (!s) s = be->ops->linear(be, &l, &x, &y);
+        int64_t differ = 0;
+        const uint16_t *xb = x.data, *yb = y.data;
+        for (int64_t r = 0; !s && r < M; r++) {
+            float amax = 0.0f;
+            for (int64_t c = 0; c < K; c++) amax = fmaxf(amax, fabsf(qd_bf16_to_f32(xb[r * K + c])));
+            const float sc = fmaxf(amax / 448.0f, 1.0f / (448.0f * 512.0f));
+            for (int64_t c = 0; c < K; c++) {
+                const float v = qd_e4m3_to_f32(qd_f32_to_e4m3(qd_bf16_to_f32(xb[r * K + c]) / sc)) * sc;
+                const uint16_t want = qd_f32_to_bf16(v), got = yb[r * K + c];
+                differ += want != got && ((want | got) & 0x7fff); /* a code of −0 sums to +0 with the zeros */
+            }
+        }
+        report(name, (double)differ, 0.0, s);
+        qd_tensor_free(&x), qd_tensor_free(&y);
+        qd_linear_free(&l);
+    }
+}
+
 /* The sandwich norm into the residual stream (device backends: rms_norm_gated_add), x += gate·rms_norm(o, w), with
    the next modulated RMSNorm of x out of the same pass: against f64 (x, with the norm rounded to x's dtype as the op
    says), and against rms_norm, gated_add and norm_modulate(_fp8) on the same backend, which it must equal bit for bit
@@ -2171,6 +2219,7 @@ int main(int argc, char **argv) {
     run_rope(be);
     run_norm_modulate(be);
     run_norm_modulate_fp8(be);
+    run_fp8_token_codes(be);
     run_rms_norm_gated_add(be);
     run_swiglu(be);
     run_swiglu_fp8(be);
