@@ -9,6 +9,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.getcwd(), ".ref", "src"))
+if not os.path.isdir(os.path.join(os.getcwd(), ".ref", "src", "diffusers")):
+    sys.exit("diffusers_step_bench: no diffusers source in .ref/src: carry .refpack (diffusers_src.tar.xz) with the call, "
+             "e.g. carry [\".devrun\", \".refpack\"]")
 import torch  # noqa: E402
 from diffusers import FluxTransformer2DModel, ZImageTransformer2DModel  # noqa: E402
 
