@@ -127,13 +127,13 @@ __device__ __forceinline__ float qd_round_to(int dt, float v) {
     }
 }
 
-/* GELU, tanh form: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) written as x·sigmoid(2·…) (the activation op's, and
- * linear epilogues' that apply it themselves) */
 /* SiLU, x·sigmoid(x) as x / (1 + e^−x) (the activation op's, and swiglu's, which must round as it does), with the
- * fast exponential and division (≤ 2 ulp each, below BF16's rounding; x → −∞ gives −0 as 1 + e^−x reaches ∞):
- * swiglu_fp8 was bound by the accurate forms' instructions, not by memory */
+ * fast exponential and division (≤ 2 ulp each, below BF16's rounding; large negative x gives −0 once 1 + e^−x
+ * reaches ∞): swiglu_fp8 was bound by the accurate forms' instructions, not by memory */
 __device__ __forceinline__ float qd_silu(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
 
+/* GELU, tanh form: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) written as x·sigmoid(2·…) (the activation op's, and
+ * linear epilogues' that apply it themselves) */
 __device__ __forceinline__ float qd_gelu_tanh(float x) { return x / (1.0f + expf(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 
 /* 8 consecutive values of a 16-byte aligned F32/BF16/F16 array from element i (a multiple of 8): one 16-byte
@@ -253,9 +253,6 @@ __device__ __forceinline__ float qd_block_max(float v, float *smem32) {
  * quantized by its producer gets the codes the linear's own quantization would make. */
 #define QD_TOKEN_MIN_SCALE (1.0f / (448.0f * 512.0f))
 
-/* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,
- * rms_norm_gated_add): the block's row max amax → s = max(amax/448, QD_TOKEN_MIN_SCALE), then e4m3(v/s) — linear.cu's
- * quantization to the bit. v[j] holds the row's 16-byte word threadIdx.x + j·blockDim.x (of nv). */
 /* v / s, correctly rounded (the division's bits), from inv = 1/s correctly rounded, in a multiply and two FMAs:
  * q = v·inv is within an ulp of v/s, and q + (v − s·q)·inv is then v/s rounded to nearest (Markstein's theorem;
  * Muller et al., Handbook of Floating-Point Arithmetic, §4.7), barring overflow, which |v| ≤ 448·s rules out, and
@@ -266,6 +263,9 @@ __device__ __forceinline__ float qd_div_by(float v, float s, float inv) {
     return fmaf(fmaf(-q, s, v), inv, q);
 }
 
+/* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,
+ * rms_norm_gated_add): the block's row max amax → s = max(amax/448, QD_TOKEN_MIN_SCALE), then e4m3(v/s) — linear.cu's
+ * quantization to the bit. v[j] holds the row's 16-byte word threadIdx.x + j·blockDim.x (of nv). */
 template <int NV>
 __device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv, float amax, float *red, __nv_fp8_e4m3 *q8_row, float *scale_out) {
     const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);

@@ -699,7 +699,6 @@ static void w4_gemv(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const 
         }
 }
 
-
 /* per token: xs = x·mult[k] (mult NULL: x), s = max(amax(xs)/448, floor), q = e4m3(xs/s); one block per row,
  * the row read twice (the second time from L2). Without mult the codes are an FP8 linear's to the bit (x/s, not
  * x·(1/s)): norm_modulate_fp8 makes them for both (linear_fp8_tokens) */
