@@ -353,27 +353,49 @@ static qd_tensor pad_rows(run *r, const qd_tensor *x, int64_t n, const qd_tensor
     return y;
 }
 
-/* One block on x [1, L, D] with RoPE tables for its L positions; adaln is [1, adaln_dim] or NULL. */
-static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const qd_tensor *adaln,
-                      const qd_tensor *cos, const qd_tensor *sin) {
+/* A modulated block's adaLN chunks: scale_msa, tanh(gate_msa), scale_mlp, tanh(gate_mlp), views of e where they
+ * can be. */
+typedef struct {
+    qd_tensor e, mod[4];
+} block_mods;
+
+static void mods_make(run *r, const qd_zimage_config *c, block *b, const qd_tensor *adaln, block_mods *bm) {
+    bm->e = qd_run_linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
+    for (int k = 0; k < 4; k++) bm->mod[k] = qd_run_chunk_view(r, &bm->e, k, c->dim);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &bm->mod[1], &bm->mod[1]);
+    if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &bm->mod[3], &bm->mod[3]);
+}
+
+static void mods_free(block_mods *bm) {
+    for (int i = 0; i < 4; i++) qd_tensor_free(&bm->mod[i]);
+    qd_tensor_free(&bm->e); /* after the chunks: they may be views into it */
+}
+
+/* The linears that read a block's attention_norm1 output (qkv_l, n of them; 0: the plain output is read) */
+static int qkv_readers(block *b, qd_linear **qkv_l) {
+    qkv_l[0] = &b->qkv;
+    const int nq = !b->modulated || b->fused_qkv ? 0 : b->joined_qkv ? 1 : 3;
+    if (nq == 3) qkv_l[0] = &b->to_q, qkv_l[1] = &b->to_k, qkv_l[2] = &b->to_v;
+    return nq;
+}
+
+/* One block on x [1, L, D] with RoPE tables for its L positions; bm its adaLN chunks (NULL: an unmodulated
+ * block). hin: its attention_norm1 output when the previous block made it (else empty). With nb (the next
+ * modulated block on the same x, nbm its chunks), the last sandwich norm also makes nb's attention_norm1 output
+ * in the same pass, which is returned (else an empty input). */
+static qd_run_input run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x, const block_mods *bm, qd_run_input hin, block *nb,
+                              const block_mods *nbm, const qd_tensor *cos, const qd_tensor *sin) {
     int64_t D = c->dim, L = x->shape[1], hd = c->head_dim;
     float eps = (float)c->norm_eps;
-    qd_tensor mod[4] = {{0}}, e = {0}; /* scale_msa, gate_msa, scale_mlp, gate_mlp: chunks (maybe views) of e */
-    if (b->modulated) {
-        e = qd_run_linear(r, &b->adaln, adaln); /* no SiLU before it (§3.2) */
-        for (int k = 0; k < 4; k++) mod[k] = qd_run_chunk_view(r, &e, k, D);
-        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[1], &mod[1]);
-        if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_TANH, &mod[3], &mod[3]);
-    }
+    const qd_tensor *mod = bm ? bm->mod : NULL;
     /* the modulated norms' outputs quantized straight out of the norm where every linear that reads them takes
        per-token FP8 input (qd_run_norm_modulate_for); Nunchaku's padded layers read the plain output */
-    qd_linear *qkv_l[3] = {&b->qkv}, *ffn_l[2] = {&b->w13};
-    const int nq = !b->modulated || b->fused_qkv ? 0 : b->joined_qkv ? 1 : 3, nf = !b->modulated || b->fused_w13 ? 0 : b->joined_w13 ? 1 : 2;
-    if (nq == 3) qkv_l[0] = &b->to_q, qkv_l[1] = &b->to_k, qkv_l[2] = &b->to_v;
+    qd_linear *qkv_l[3], *ffn_l[2] = {&b->w13};
+    const int nq = qkv_readers(b, qkv_l), nf = !b->modulated || b->fused_w13 ? 0 : b->joined_w13 ? 1 : 2;
     if (nf == 2) ffn_l[0] = &b->w1, ffn_l[1] = &b->w3;
-    qd_run_input hin = {0};
-    if (b->modulated) hin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->attn_norm1, eps, &mod[0], NULL, qkv_l, nq);
-    else hin.x = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
+    const bool given = hin.x.data || hin.codes.data; /* made by the previous block's last pass */
+    if (!given && b->modulated) hin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->attn_norm1, eps, &mod[0], NULL, qkv_l, nq);
+    else if (!given) hin.x = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
     const qd_tensor *h = &hin.x;
     const int64_t kvd = c->kv_heads * hd;
     qd_tensor q, k, v, qkv = {0};
@@ -433,10 +455,40 @@ static void run_block(run *r, const qd_zimage_config *c, block *b, qd_tensor *x,
     }
     qd_tensor ff = qd_run_linear_in(r, &b->w2, &gin, D);
     qd_run_input_free(&gin);
-    qd_run_norm_add_for(r, &ff, &b->ffn_norm2, eps, b->modulated ? &mod[3] : NULL, x, NULL, NULL, NULL, 0);
+    /* x += gate·ffn_norm2(ff), and the next block's attention_norm1(x)·(1 + its scale) out of the same pass */
+    qd_run_input next = {0};
+    if (nb) {
+        qd_linear *nq_l[3];
+        const int nn = qkv_readers(nb, nq_l);
+        next = qd_run_norm_add_for(r, &ff, &b->ffn_norm2, eps, &mod[3], x, &nb->attn_norm1, &nbm->mod[0], nq_l, nn);
+    } else qd_run_norm_add_for(r, &ff, &b->ffn_norm2, eps, b->modulated ? &mod[3] : NULL, x, NULL, NULL, NULL, 0);
     qd_tensor_free(&ff);
-    for (int i = 0; i < 4; i++) qd_tensor_free(&mod[i]);
-    qd_tensor_free(&e); /* after the chunks: they may be views into it */
+    return next;
+}
+
+/* Blocks bs[0..n) on x in order (their offload groups from fetch0). Modulated blocks (adaln non-NULL) on a device
+ * that holds them all hand the next block's attention_norm1 output out of their last pass: the next block's adaLN
+ * chunks are made one block early. Streamed blocks (--dit-layerwise-offload) do not: the next block's weights are
+ * still in flight. */
+static void run_blocks(run *r, qd_zimage *m, block *bs, int n, int fetch0, qd_tensor *x, const qd_tensor *adaln, const qd_tensor *cos,
+                       const qd_tensor *sin) {
+    const qd_zimage_config *c = &m->c;
+    const bool chain = adaln && m->off.mode != QD_OFFLOAD_MODE_LAYERWISE;
+    block_mods cur = {0}, nxt = {0};
+    qd_run_input hin = {0};
+    for (int i = 0; i < n && !r->s; i++) {
+        r->s = qd_model_offload_fetch(&m->off, fetch0 + i);
+        const bool modulated = adaln && bs[i].modulated;
+        if (modulated && !hin.x.data && !hin.codes.data) mods_make(r, c, &bs[i], adaln, &cur); /* else made with the previous block */
+        block *nb = chain && modulated && i + 1 < n && bs[i + 1].modulated ? &bs[i + 1] : NULL;
+        if (nb) mods_make(r, c, nb, adaln, &nxt);
+        hin = run_block(r, c, &bs[i], x, modulated ? &cur : NULL, hin, nb, nb ? &nxt : NULL, cos, sin);
+        mods_free(&cur);
+        cur = nxt;
+        memset(&nxt, 0, sizeof nxt);
+    }
+    mods_free(&cur), mods_free(&nxt);
+    qd_run_input_free(&hin);
 }
 
 static int64_t ceil32(int64_t n) { return (n + 31) / 32 * 32; }
@@ -513,20 +565,11 @@ static qd_status zimage_body(void *user) {
 
     /* each block's weights on the device before its ops (--dit-layerwise-offload; groups in this order) */
     const int nr = (int)c->refiner_layers;
-    for (int i = 0; i < nr && !r->s; i++) {
-        r->s = qd_model_offload_fetch(&m->off, i);
-        run_block(r, c, &m->noise_refiner[i], &img, &adaln, &cos_img, &sin_img);
-    }
-    for (int i = 0; i < nr && !r->s; i++) {
-        r->s = qd_model_offload_fetch(&m->off, nr + i);
-        run_block(r, c, &m->context_refiner[i], &txt, NULL, &cos_txt, &sin_txt);
-    }
+    run_blocks(r, m, m->noise_refiner, nr, 0, &img, &adaln, &cos_img, &sin_img);
+    run_blocks(r, m, m->context_refiner, nr, nr, &txt, NULL, &cos_txt, &sin_txt);
     qd_tensor u = qd_run_concat2(r, &img, &txt, 1); /* [image, caption] */
     qd_tensor_free(&img), qd_tensor_free(&txt);
-    for (int i = 0; i < c->layers && !r->s; i++) {
-        r->s = qd_model_offload_fetch(&m->off, 2 * nr + i);
-        run_block(r, c, &m->layers[i], &u, &adaln, &cos_all, &sin_all);
-    }
+    run_blocks(r, m, m->layers, (int)c->layers, 2 * nr, &u, &adaln, &cos_all, &sin_all);
 
     /* final layer: LN(x)·(1 + Linear(SiLU(adaln))), then the token projection, image tokens only */
     qd_tensor sa = qd_run_tensor(r, 2, adaln.shape);

@@ -243,7 +243,9 @@ static void check_fetch_order(int from, int to, int blocks) {
 }
 
 /* linears_ahead in `forwards` forwards: calls 0, 1, …, blocks − 1, then the empty one, per forward; a block's linears
-   run after the call for the next block (at the block's start) and before the call after it */
+   run after the call for the next block (at the block's start) and before the call after it — or, for the block
+   last handed over, already during the block before it (Z-Image makes the next block's adaLN chunks one block
+   early, for its fused norm; what was handed ahead may run as soon as it is handed) */
 static void check_ahead(int forwards) {
     int k = 0;
     for (int f = 0; f < forwards; f++) {
@@ -251,7 +253,7 @@ static void check_ahead(int forwards) {
         for (int want = 0; want <= R.blocks; want++) {
             while (k < R.n_seq && R.seq[k] >= 1000) {
                 const int b = R.seq[k++] - 1000;
-                if (b != target - 1) fail_msg("forward %d: a linear of block %d ran while block %d was handed ahead", f, b, target);
+                if (b != target - 1 && b != target) fail_msg("forward %d: a linear of block %d ran while block %d was handed ahead", f, b, target);
             }
             assert_true(k < R.n_seq);
             const int got = R.seq[k++];
