@@ -144,6 +144,9 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          .devrun/bin/fp8_gemm_lab selftest 2>&1 | tee "$OUT/lab.md"
          for shape in "${lab_shapes[@]}"; do
            timeout 150 .devrun/bin/fp8_gemm_lab "${LAB_VARIANTS:-all}" $shape 2>&1 | tee -a "$OUT/lab.md"; done ;;
+    ltsearch) # bench/kernels/lt_algo_search: each FP8 matmul of a FLUX.1 and a Z-Image step against the best
+              # configuration cuBLASLt has (LTSEARCH_FILTER: cases whose "model case" contains it)
+         timeout 560 .devrun/bin/lt_algo_search "${LTSEARCH_FILTER:-}" 2>&1 | tee "$OUT/ltsearch.md" ;;
     int8) # the int8 schemes' op cases on the default path (the wgmma kernel) and both fallbacks (failures printed),
           # then FP8, int8 on wgmma and int8 on cuBLASLt at FLUX's shapes side by side
           for v in QDIT_NONE QDIT_CUDA_INT8_COOP QDIT_CUDA_INT8_LT QDIT_CUDA_INT8_CORES; do for f in w8a8 w4a4; do
