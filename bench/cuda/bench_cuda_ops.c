@@ -280,6 +280,20 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     TIME("rms_norm_gated_add, next FP8", 3.5 * xb * 1e3, reps,
          be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, &w2, &sc, NULL, &c8, &s8));
     TIME("norm_modulate_fp8 (attention_norm1)", 1.5 * xb * 1e3, reps, be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
+    /* FLUX.1's modulated LayerNorm at 1024² (L 4608, D 3072: scale and shift), BF16 out and FP8 codes */
+    {
+        const int64_t Lf = 4608, Df = 3072;
+        qd_tensor fx = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, Lf, Df}, 2.0f), fy = {0}, fq = {0}, fs = {0};
+        qd_tensor fsc = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, Df}, 0.5f), fsh = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, Df}, 0.5f);
+        if (qd_tensor_new(be, &fy, QD_DTYPE_BF16, 3, (int64_t[]){1, Lf, Df}) || qd_tensor_new(be, &fq, QD_DTYPE_F8_E4M3, 3, (int64_t[]){1, Lf, Df}) ||
+            qd_tensor_new(be, &fs, QD_DTYPE_F32, 1, (int64_t[]){Lf}))
+            die("alloc");
+        const double fxb = 2.0 * (double)(Lf * Df);
+        TIME("FLUX norm_modulate (L 4608, D 3072)", 2 * fxb * 1e3, reps, be->ops->norm_modulate(be, QD_NORM_LAYER, &fx, NULL, 1e-6f, &fsc, &fsh, &fy));
+        TIME("FLUX norm_modulate_fp8 (L 4608, D 3072)", 1.5 * fxb * 1e3, reps,
+             be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &fx, NULL, 1e-6f, &fsc, &fsh, &fq, &fs));
+        qd_tensor_free(&fx), qd_tensor_free(&fy), qd_tensor_free(&fq), qd_tensor_free(&fs), qd_tensor_free(&fsc), qd_tensor_free(&fsh);
+    }
     /* q and k normalised and rotated out of the joined q/k/v output (30 heads of 128, interleaved pairs) */
     {
         const int64_t H = 30, hd = 128;
