@@ -1,10 +1,11 @@
 /* Seconds per denoising step of a full-size transformer with random weights (no file), and the memory it
  * takes: FLUX.1-dev (11.9 B parameters) or Z-Image-Turbo (6.15 B) at their published configurations,
  * bf16 activations, weights in bf16 or quantized online at load (--quant fp8 | nvfp4 | … as
- * `--quantization`). A thin wrapper over the library's step benchmark (pipeline/bench.h), which
- * `qdit bench` also runs; kept for its flags and output, which tools/device/cuda_checks.sh uses.
+ * `--quantization`; modelopt_fp8: a ModelOpt FP8 export's tensors, static per-tensor activation scales).
+ * A thin wrapper over the library's step benchmark (pipeline/bench.h), which `qdit bench` also runs; kept
+ * for its flags and output, which tools/device/cuda_checks.sh uses.
  *
- *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4|svdq-int4-diffusers] [--res 512]
+ *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|modelopt_fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4|svdq-int4-diffusers] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]] [--dit-offload-budget-mib N]
  *

@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "io/fs.h"
 #include "io/json.h"
+#include "models/random_weights.h"
 #include "quant/resolve.h"
 
 qd_status qd_device_parse(const char *device, int *cuda_index) {
@@ -76,11 +77,7 @@ qd_status qd_component_load_open(const qd_options *o, const char *component, con
         /* no checkpoint: the config alone; --quantization quantizes the drawn weights at load */
         if (!s && (o->n_ignored_layers || o->transformer_weights_path || o->enable_svdquant == 1))
             s = qd_fail(QD_EINVAL, "--random-weights takes --quantization METHOD only (no weights files, no ignored layers)");
-        if (!s && o->quantization) {
-            s = qd_quant_method_parse(o->quantization, &out->quant.method);
-            out->quant.online = true;
-            snprintf(out->quant.source, sizeof out->quant.source, "--quantization %s on random weights (online)", o->quantization);
-        }
+        if (!s && o->quantization) s = qd_random_quant_config(o->quantization, &out->quant);
     } else {
         if (!s && out->src.weights.n_files == 0) s = qd_fail(QD_ENOTFOUND, "component '%s' (%s): no weight files", component, out->src.dir);
         if (!s) s = qd_weight_set_open(&out->src.weights, &out->ck);

@@ -188,6 +188,125 @@ static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *
     return true;
 }
 
+/* A safetensors image of n tensors (dtype names as safetensors spells them), their data contiguous in the order
+ * given (no holes, as the format requires: order them so that each is aligned to its element size); data[i] points
+ * at tensor i's bytes. */
+typedef struct {
+    const char *name, *dtype;
+    int rank;
+    int64_t shape[2];
+    size_t bytes;
+} image_tensor;
+
+static uint8_t *st_image(const image_tensor *t, int n, size_t *len, uint8_t **data) {
+    char header[2048];
+    size_t hn = 0, off = 0;
+    hn += (size_t)snprintf(header + hn, sizeof header - hn, "{");
+    for (int i = 0; i < n && hn < sizeof header; i++) {
+        char shape[64] = "";
+        if (t[i].rank == 1) snprintf(shape, sizeof shape, "%lld", (long long)t[i].shape[0]);
+        if (t[i].rank == 2) snprintf(shape, sizeof shape, "%lld,%lld", (long long)t[i].shape[0], (long long)t[i].shape[1]);
+        hn += (size_t)snprintf(header + hn, sizeof header - hn, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
+                               i ? "," : "", t[i].name, t[i].dtype, shape, off, off + t[i].bytes);
+        off += t[i].bytes;
+    }
+    if (hn + 1 >= sizeof header - 8) return NULL;
+    hn += (size_t)snprintf(header + hn, sizeof header - hn, "}");
+    const size_t hl = (hn + 7) / 8 * 8; /* padded with spaces so the data is 8-byte aligned */
+    *len = 8 + hl + off;
+    uint8_t *img = image_alloc(*len);
+    if (!img) return NULL;
+    for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(img + 8, header, hn);
+    memset(img + 8 + hn, ' ', hl - hn);
+    off = 0;
+    for (int i = 0; i < n; i++) {
+        data[i] = img + 8 + hl + off;
+        off += t[i].bytes;
+    }
+    return img;
+}
+
+/* The activations' static scale of a synthetic ModelOpt FP8 layer: inputs up to ±4 keep their range (ModelOpt
+   calibrates amax/448 per layer; random weights have no calibration data, and the kernels' speed does not depend
+   on the value) */
+#define MODELOPT_SYNTHETIC_INPUT_AMAX 4.0f
+
+/* --quantization modelopt_fp8 (or modelopt) on random weights (qdit bench, bench_dit_step --quant modelopt_fp8): the
+ * tensors a ModelOpt FP8 export stores for the layer (quant-sglang.md §4.7: E4M3 weight, per-tensor weight_scale
+ * and input_scale, BF16 bias), bound through the checkpoint path — the static per-tensor activation scheme, which
+ * online fp8 never makes. The weight is the BF16 draw of the unquantized layer, quantized per tensor by the draw's
+ * bound (a/448); the input scale is synthetic. */
+static qd_status modelopt_fp8_synthetic(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l) {
+    char wn[300], sn[300], xn[300], bn[300];
+    snprintf(wn, sizeof wn, "%s.weight", name);
+    snprintf(sn, sizeof sn, "%s.weight_scale", name);
+    snprintf(xn, sizeof xn, "%s.input_scale", name);
+    snprintf(bn, sizeof bn, "%s.bias", name);
+    const image_tensor t[4] = {{sn, "F32", 0, {0, 0}, 4},
+                               {xn, "F32", 0, {0, 0}, 4},
+                               {bn, "BF16", 1, {out, 0}, (size_t)(2 * out)},
+                               {wn, "F8_E4M3", 2, {out, in}, (size_t)(out * in)}};
+    size_t len = 0;
+    uint8_t *data[4];
+    uint8_t *img = st_image(t, 4, &len, data);
+    if (!img) return qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s' (%lld x %lld)", name, (long long)out, (long long)in);
+    const float a = sqrtf(3.0f / (float)in), ws = a / 448.0f, xs = MODELOPT_SYNTHETIC_INPUT_AMAX / 448.0f;
+    memcpy(data[0], &ws, 4);
+    memcpy(data[1], &xs, 4);
+    const uint64_t h = hash_name(seed, wn);
+    bool oom = false;
+#pragma omp parallel for schedule(static) num_threads(qd_threads_for(out * in, QD_GRAIN_ELEMS))
+    for (int64_t r = 0; r < out; r++) {
+        uint16_t *row = malloc(sizeof(uint16_t) * (size_t)in);
+        if (!row) {
+            oom = true;
+            continue;
+        }
+        fill_row(h, r, a, in, row, NULL); /* the BF16 draw of the unquantized layer */
+        for (int64_t i = 0; i < in; i++) data[3][r * in + i] = qd_f32_to_e4m3(qd_bf16_to_f32(row[i]) / ws);
+        free(row);
+    }
+    fill_row(hash_name(seed, bn), 0, 0.01f, out, (uint16_t *)data[2], NULL);
+    qd_st_file *file = NULL;
+    qd_ckpt *ck = NULL;
+    qd_status s = oom ? qd_fail(QD_ENOMEM, "random weights: cannot allocate a row of layer '%s'", name) : qd_st_open_memory(wn, img, len, &file);
+    if (!s) {
+        s = qd_ckpt_adopt_files(&file, 1, &ck);
+        file = NULL;
+    }
+    const char *shards[1] = {name};
+    if (!s) s = qd_linear_bind(q, ck, name, shards, 1, l);
+    qd_ckpt_close(ck);
+    qd_st_close(file);
+    if (!s && give_image(l, img, len)) img = NULL;
+    image_free(img, len);
+    if (s) qd_linear_free(l);
+    return s;
+}
+
+qd_status qd_random_quant_config(const char *method, qd_quant_config *q) {
+    qd_status s = qd_quant_method_parse(method, &q->method);
+    if (s) return s;
+    if (q->method == QD_QM_MODELOPT || q->method == QD_QM_MODELOPT_FP8) {
+        q->online = false;
+        q->fp8_static_activation = true;
+        snprintf(q->source, sizeof q->source,
+                 "--quantization %s on random weights (a ModelOpt FP8 export's tensors: E4M3 weights, per-tensor weight_scale and "
+                 "input_scale; synthetic values)",
+                 method);
+        return QD_OK;
+    }
+    if (q->method == QD_QM_MODELOPT_FP4 || q->method == QD_QM_MODELSLIM) {
+        return qd_fail(QD_EINVAL, "--quantization %s on random weights: it reads a checkpoint quantized that way, which random weights are not (%s)",
+                       method, q->method == QD_QM_MODELOPT_FP4 ? "--quantization nvfp4 quantizes the draw into the same NVFP4 scheme at load"
+                                                               : "benchmark an msModelSlim export's folder instead");
+    }
+    q->online = true;
+    snprintf(q->source, sizeof q->source, "--quantization %s on random weights (online)", method);
+    return QD_OK;
+}
+
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l) {
     memset(l, 0, sizeof *l);
     if (in <= 0 || out <= 0) return qd_fail(QD_EINVAL, "random weights: layer '%s' needs its shape", name);
@@ -196,6 +315,8 @@ qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *
         if (sq) qd_linear_free(l);
         return sq;
     }
+    if (q && !q->online && (q->method == QD_QM_MODELOPT || q->method == QD_QM_MODELOPT_FP8) && !qd_quant_config_ignores(q, name))
+        return modelopt_fp8_synthetic(q, seed, name, in, out, l);
     char wn[300], bn[300];
     snprintf(wn, sizeof wn, "%s.weight", name);
     snprintf(bn, sizeof bn, "%s.bias", name);

@@ -17,6 +17,11 @@
  * back into the heap with NULL: the weights then behave like a checkpoint mapped from disk, whose pages the
  * kernel can evict and read again — to run a model larger than memory. Process-wide. */
 qd_status qd_random_weights_on_disk(const char *dir);
+/* The quantization of random weights under --quantization `method` into q (initialised): the online methods
+ * quantize the draw at load; modelopt and modelopt_fp8 draw the tensors a ModelOpt FP8 export stores (E4M3
+ * weights with per-tensor weight_scale and a synthetic input_scale) and bind them as stored; modelopt_fp4 and
+ * modelslim, which only read checkpoints quantized that way, are refused with what to use instead. */
+qd_status qd_random_quant_config(const char *method, qd_quant_config *q);
 /* Bind linear `name` [out, in] with a bias, drawn from `seed`, under the quantization config `q`. */
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* n values for parameter `name`: 1 + U(−0.05, 0.05) for norm weights ("norm" in the name), else U(−0.02, 0.02). */

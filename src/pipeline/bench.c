@@ -139,10 +139,8 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
                      m->c.quant.svdq_rank);
         }
         if (o->quantization) {
-            qd_status s = qd_quant_method_parse(o->quantization, &m->c.quant.method); /* checked before: no error */
-            if (s) return s;
-            m->c.quant.online = true;
-            snprintf(m->c.quant.source, sizeof m->c.quant.source, "--quantization %s on random weights (online)", o->quantization);
+            qd_status s = qd_random_quant_config(o->quantization, &m->c.quant);
+            if (s) return qd_fail_context(s, "--model %s", model);
         }
         return QD_OK;
     }

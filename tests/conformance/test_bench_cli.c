@@ -175,6 +175,14 @@ static void test_zimage_stored_bytes(void **state) {
     assert_int_equal((int64_t)num(j, "linear_layers"), h.layers);
     assert_int_equal((uint64_t)num(j, "linear_bytes"), 2 * (h.nk + h.n));
     json_decref(j);
+    /* random weights as a ModelOpt FP8 export stores them: an E4M3 byte a weight, the BF16 bias, and the per-tensor
+       weight_scale and input_scale (two F32 scalars) per layer — bound as stored, not drawn as BF16 */
+    j = bench_json("--model", TINY_SHAPES "/transformer", "--random-weights", "--quantization", "modelopt_fp8", "--res", d.res_s, "--text", d.text_s,
+                   "--steps", "1", NULL);
+    check_steps(j, 1, 0, d.res, d.text);
+    assert_string_equal(str(j, "quantization"), "modelopt_fp8");
+    assert_int_equal((uint64_t)num(j, "linear_bytes"), h.nk + 2 * h.n + 8 * (uint64_t)h.layers);
+    json_decref(j);
 
     /* fp8: one byte a weight, at most an F32 scale per output channel and a few per-layer scalars; nvfp4:
        half a byte a weight and an E4M3 scale per 16, plus per-layer scalars (every K here is a multiple of 16) */
@@ -280,6 +288,9 @@ static void test_bad_flags(void **state) {
     expect_error("--steps", 2, "--model", m, "--steps", NULL, NULL, NULL);
     expect_error("--quantization", 2, "--model", "flux.1-dev", "--quantization", "bogus", NULL, NULL);
     expect_error("--quantization", 2, "--model", m, "--quantization", "bogus", NULL, NULL);
+    /* methods that only read checkpoints quantized that way, on random weights */
+    expect_error("--quantization nvfp4", 2, "--model", "z-image-turbo", "--quantization", "modelopt_fp4", NULL, NULL);
+    expect_error("msModelSlim", 2, "--model", m, "--random-weights", "--quantization", "modelslim", NULL);
     expect_error("--model z-image-turbo", 2, "--model", "z-image-turbo", "--transformer-weights-path", m, NULL, NULL);
     expect_error("--weights-on-disk", 2, "--model", m, "--weights-on-disk", "/tmp", NULL, NULL);
     expect_error("--model /nonexistent/qdit-bench", 1, "--model", "/nonexistent/qdit-bench", NULL, NULL, NULL, NULL);
