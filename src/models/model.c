@@ -65,14 +65,29 @@ qd_status qd_model_prepare(const qd_model_ctx *m, qd_linear *l) {
     return s;
 }
 
+/* Static per-tensor FP8 activation scales, one value and no offset, equal in every part: one quantization of the input
+ * is then each part's own. ModelOpt FP8 calibrates q, k and v on the same input, so their input_scale agree. */
+static bool same_static_fp8(const qd_linear *parts, int n) {
+    for (int i = 0; i < n; i++) {
+        const qd_linear *l = &parts[i];
+        if (l->scheme != QD_SCHEME_FP8 || l->act != QD_ACT_STATIC_TENSOR || !l->input_scale.data || l->input_offset.data ||
+            qd_view_elements(&l->input_scale) != 1 || qd_view_get_flat(&l->input_scale, 0) != qd_view_get_flat(&parts[0].input_scale, 0))
+            return false;
+    }
+    return true;
+}
+
 /* Can these bound parts be joined into one linear that computes exactly what they compute apart? Same scheme and
- * input; activations unquantized or quantized per call from the input alone (a static scale or a smoothing vector
- * per part would have to be shared); schemes whose fused form is made by the checkpoint itself excluded. */
+ * input; activations unquantized, quantized per call from the input alone, or under one static FP8 scale that every
+ * part shares (a static scale or a smoothing vector per part would otherwise have to be shared); schemes whose fused
+ * form is made by the checkpoint itself excluded. */
 static bool joinable(const qd_linear *parts, int n) {
+    const bool statics_shared = same_static_fp8(parts, n);
     for (int i = 0; i < n; i++) {
         const qd_linear *l = &parts[i];
         if (l->scheme != parts[0].scheme || strcmp(l->scheme_name, parts[0].scheme_name) || l->in_features != parts[0].in_features ||
-            l->weight.dtype != parts[0].weight.dtype || l->act == QD_ACT_STATIC_TENSOR || l->smooth.data || l->input_scale.data ||
+            l->weight.dtype != parts[0].weight.dtype || ((l->act == QD_ACT_STATIC_TENSOR || l->input_scale.data) && !statics_shared) ||
+            l->smooth.data ||
             l->scheme == QD_SCHEME_SVDQ_INT4 || l->scheme == QD_SCHEME_SVDQ_NVFP4 || l->scheme == QD_SCHEME_AWQ_W4A16 ||
             (l->block_n && l->out_features % l->block_n))
             return false;

@@ -2,7 +2,8 @@
  * CPU: a copy of the CPU backend's ops with fuse_projections set makes FLUX.1 and Z-Image join each block's q, k
  * and v at load and run the fused path of their forward (one linear, q/k normalised and rotated out of its output,
  * v copied), and Z-Image its w1 and w3 (one linear, SwiGLU over its two halves) — the path the GPU runs. Tiny random-weight models, inputs drawn fresh (seed printed), weights in f32
- * and online FP8 (per-token activations: joinable). Checked:
+ * and online FP8 (per-token activations: joinable), and ModelOpt FP8 (static per-tensor activation scales, equal in the
+ * parts: joinable). Checked:
  *   - the joined load has 2 fewer linears per [q; k; v] (FLUX: 2 per stream of a double block, 2 per single block;
  *     Z-Image: 2 per block, and 1 for [w1; w3]);
  *   - the fused forward equals the unfused one: every output element within 1e-5 of the output's scale (the same
@@ -19,6 +20,7 @@
 #include "core/status.h"
 #include "models/dit/flux.h"
 #include "models/dit/zimage.h"
+#include "models/random_weights.h"
 #include "quant/config.h"
 #include "test_util.h"
 
@@ -38,6 +40,7 @@ static void run(bool zimage, qd_backend *be, qd_quant_method method, uint64_t se
     qd_quant_config_init(&q);
     q.method = method;
     q.online = method != QD_QM_NONE;
+    if (method == QD_QM_MODELOPT_FP8) assert_int_equal(qd_random_quant_config("modelopt_fp8", &q), QD_OK); /* static, as stored */
     qd_linear_tally tally = {0};
     qd_model_ctx ctx = {.backend = be, .quant = &q, .act = QD_DTYPE_F32, .random_weights = true, .random_seed = 11, .tally = &tally};
     uint64_t rng = seed;
@@ -111,6 +114,10 @@ static void test_flux_fp8(void **state) { (void)state, check(false, QD_QM_FP8, 2
 /* Z-Image tiny: 2 layers + a noise and a context refiner, 2 fewer linears for each [q; k; v] and 1 for each [w1; w3] */
 static void test_zimage_f32(void **state) { (void)state, check(true, QD_QM_NONE, 3 * 4); }
 static void test_zimage_fp8(void **state) { (void)state, check(true, QD_QM_FP8, 3 * 4); }
+/* ModelOpt FP8 (per-tensor weight scales, a static input scale equal in q, k and v, as calibration on one input
+   gives): joined too, the per-tensor weight scales becoming one per output row */
+static void test_flux_modelopt_fp8(void **state) { (void)state, check(false, QD_QM_MODELOPT_FP8, 2 * (2 * 2 + 3)); }
+static void test_zimage_modelopt_fp8(void **state) { (void)state, check(true, QD_QM_MODELOPT_FP8, 3 * 4); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -118,6 +125,8 @@ int main(void) {
         cmocka_unit_test(test_flux_fp8),
         cmocka_unit_test(test_zimage_f32),
         cmocka_unit_test(test_zimage_fp8),
+        cmocka_unit_test(test_flux_modelopt_fp8),
+        cmocka_unit_test(test_zimage_modelopt_fp8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
