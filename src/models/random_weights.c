@@ -279,6 +279,17 @@ static qd_status modelopt_fp8_synthetic(const qd_quant_config *q, uint64_t seed,
     if (!s) s = qd_linear_bind(q, ck, name, shards, 1, l);
     qd_ckpt_close(ck);
     qd_st_close(file);
+    /* the scales and the bias get bytes of their own and the weight keeps the image: a backend that releases the
+       stored weight after its upload (qd_linear_release_stored) frees the image, and the others must stay valid */
+    qd_view *small[] = {&l->scale, &l->input_scale, &l->bias};
+    for (size_t i = 0; !s && i < sizeof small / sizeof *small; i++) {
+        qd_view *v = small[i];
+        if (!v->data || v->owned || (const uint8_t *)v->data < img || (const uint8_t *)v->data >= img + len) continue;
+        const size_t bytes = (size_t)(qd_view_elements(v) * qd_dtype_bits(v->dtype) / 8);
+        uint8_t *copy = malloc(bytes + 1);
+        if (!copy) s = qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s'", name);
+        else memcpy(copy, v->data, bytes), v->data = copy, v->owned = copy, v->owned_map = 0;
+    }
     if (!s && give_image(l, img, len)) img = NULL;
     image_free(img, len);
     if (s) qd_linear_free(l);

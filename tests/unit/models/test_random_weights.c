@@ -1,8 +1,9 @@
 /* Random weights under --quantization (models/random_weights.c): modelopt_fp8 draws the tensors a ModelOpt FP8
  * export stores and binds them as a checkpoint's — an FP8 layer with a per-tensor weight scale and a static
- * input scale, whose dequantized weights are the unquantized draw to within E4M3's rounding, and whose bias is the
- * unquantized draw's; the online methods stay online; the methods that only read pre-quantized checkpoints are
- * refused with what to use instead. */
+ * input scale, whose dequantized weights are the unquantized draw to within E4M3's rounding, whose bias is the
+ * unquantized draw's, and whose input scale and bias stay valid once a backend releases the stored weight; the
+ * online methods stay online; the methods that only read pre-quantized checkpoints are refused with what to use
+ * instead. */
 #include <math.h>
 #include <string.h>
 
@@ -55,6 +56,12 @@ static void test_modelopt_fp8_layer(void **state) {
     /* the bias is the unquantized layer's */
     assert_int_equal(l.bias.dtype, QD_DTYPE_BF16);
     assert_int_equal(qd_view_elements(&l.bias), out);
+    for (int64_t i = 0; i < out; i++) assert_float_equal(qd_view_get_flat(&l.bias, i), qd_view_get_flat(&d.bias, i), 0.0f);
+    /* a backend that uploads the layer releases its stored weight and scale (the CUDA backend): the input scale and
+       the bias stay readable (under ASan, a read of freed bytes fails here) */
+    qd_linear_release_stored(&l);
+    assert_null(l.weight.data);
+    assert_float_equal(qd_view_get_flat(&l.input_scale, 0), xs, 0.0f);
     for (int64_t i = 0; i < out; i++) assert_float_equal(qd_view_get_flat(&l.bias, i), qd_view_get_flat(&d.bias, i), 0.0f);
     qd_linear_free(&l), qd_linear_free(&d);
     qd_quant_config_free(&q), qd_quant_config_free(&none);
