@@ -90,24 +90,51 @@ static void image_free(uint8_t *img, size_t len) {
     else free(img);
 }
 
-/* A one-tensor BF16 safetensors image; its data section starts at *data. */
-static uint8_t *bf16_image(const char *tensor, int rank, const int64_t *shape, size_t *len, uint16_t **data) {
-    uint64_t elements = 1;
-    for (int i = 0; i < rank; i++) elements *= (uint64_t)shape[i];
-    char header[512];
-    int n = rank == 2 ? snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld,%lld],\"data_offsets\":[0,%llu]}}", tensor,
-                                 (long long)shape[0], (long long)shape[1], (unsigned long long)(2 * elements))
-                      : snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"BF16\",\"shape\":[%lld],\"data_offsets\":[0,%llu]}}", tensor,
-                                 (long long)shape[0], (unsigned long long)(2 * elements));
-    if (n < 0 || (size_t)n >= sizeof header - 8) return NULL;
-    size_t hl = ((size_t)n + 7) / 8 * 8; /* pad with spaces so the data is 8-byte aligned */
-    *len = 8 + hl + 2 * elements;
+/* A safetensors image of n tensors (dtype names as safetensors spells them), their data contiguous in the order
+ * given (no holes, as the format requires: order them so that each is aligned to its element size); data[i] points
+ * at tensor i's bytes. */
+typedef struct {
+    const char *name, *dtype;
+    int rank;
+    int64_t shape[2];
+    size_t bytes;
+} image_tensor;
+
+static uint8_t *st_image(const image_tensor *t, int n, size_t *len, uint8_t **data) {
+    char header[2048];
+    size_t hn = 0, off = 0;
+    hn += (size_t)snprintf(header + hn, sizeof header - hn, "{");
+    for (int i = 0; i < n && hn < sizeof header; i++) {
+        char shape[64] = "";
+        if (t[i].rank == 1) snprintf(shape, sizeof shape, "%lld", (long long)t[i].shape[0]);
+        if (t[i].rank == 2) snprintf(shape, sizeof shape, "%lld,%lld", (long long)t[i].shape[0], (long long)t[i].shape[1]);
+        hn += (size_t)snprintf(header + hn, sizeof header - hn, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
+                               i ? "," : "", t[i].name, t[i].dtype, shape, off, off + t[i].bytes);
+        off += t[i].bytes;
+    }
+    if (hn + 1 >= sizeof header - 8) return NULL;
+    hn += (size_t)snprintf(header + hn, sizeof header - hn, "}");
+    const size_t hl = (hn + 7) / 8 * 8; /* padded with spaces so the data is 8-byte aligned */
+    *len = 8 + hl + off;
     uint8_t *img = image_alloc(*len);
     if (!img) return NULL;
     for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
-    memcpy(img + 8, header, (size_t)n);
-    memset(img + 8 + n, ' ', hl - (size_t)n);
-    *data = (uint16_t *)(img + 8 + hl);
+    memcpy(img + 8, header, hn);
+    memset(img + 8 + hn, ' ', hl - hn);
+    off = 0;
+    for (int i = 0; i < n; i++) {
+        data[i] = img + 8 + hl + off;
+        off += t[i].bytes;
+    }
+    return img;
+}
+
+/* A one-tensor BF16 safetensors image; its data section starts at *data. */
+static uint8_t *bf16_image(const char *tensor, int rank, const int64_t *shape, size_t *len, uint16_t **data) {
+    const int64_t elements = rank == 2 ? shape[0] * shape[1] : shape[0];
+    const image_tensor t = {tensor, "BF16", rank, {shape[0], rank == 2 ? shape[1] : 0}, (size_t)(2 * elements)};
+    uint8_t *d = NULL, *img = st_image(&t, 1, len, &d);
+    *data = (uint16_t *)d;
     return img;
 }
 
@@ -188,45 +215,6 @@ static bool svdq_synthetic(const qd_quant_config *q, uint64_t seed, const char *
     return true;
 }
 
-/* A safetensors image of n tensors (dtype names as safetensors spells them), their data contiguous in the order
- * given (no holes, as the format requires: order them so that each is aligned to its element size); data[i] points
- * at tensor i's bytes. */
-typedef struct {
-    const char *name, *dtype;
-    int rank;
-    int64_t shape[2];
-    size_t bytes;
-} image_tensor;
-
-static uint8_t *st_image(const image_tensor *t, int n, size_t *len, uint8_t **data) {
-    char header[2048];
-    size_t hn = 0, off = 0;
-    hn += (size_t)snprintf(header + hn, sizeof header - hn, "{");
-    for (int i = 0; i < n && hn < sizeof header; i++) {
-        char shape[64] = "";
-        if (t[i].rank == 1) snprintf(shape, sizeof shape, "%lld", (long long)t[i].shape[0]);
-        if (t[i].rank == 2) snprintf(shape, sizeof shape, "%lld,%lld", (long long)t[i].shape[0], (long long)t[i].shape[1]);
-        hn += (size_t)snprintf(header + hn, sizeof header - hn, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
-                               i ? "," : "", t[i].name, t[i].dtype, shape, off, off + t[i].bytes);
-        off += t[i].bytes;
-    }
-    if (hn + 1 >= sizeof header - 8) return NULL;
-    hn += (size_t)snprintf(header + hn, sizeof header - hn, "}");
-    const size_t hl = (hn + 7) / 8 * 8; /* padded with spaces so the data is 8-byte aligned */
-    *len = 8 + hl + off;
-    uint8_t *img = image_alloc(*len);
-    if (!img) return NULL;
-    for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
-    memcpy(img + 8, header, hn);
-    memset(img + 8 + hn, ' ', hl - hn);
-    off = 0;
-    for (int i = 0; i < n; i++) {
-        data[i] = img + 8 + hl + off;
-        off += t[i].bytes;
-    }
-    return img;
-}
-
 /* The activations' static scale of a synthetic ModelOpt FP8 layer: inputs up to ±4 keep their range (ModelOpt
    calibrates amax/448 per layer; random weights have no calibration data, and the kernels' speed does not depend
    on the value) */
@@ -256,7 +244,7 @@ static qd_status modelopt_fp8_synthetic(const qd_quant_config *q, uint64_t seed,
     memcpy(data[1], &xs, 4);
     const uint64_t h = hash_name(seed, wn);
     bool oom = false;
-#pragma omp parallel for schedule(static) num_threads(qd_threads_for(out * in, QD_GRAIN_ELEMS))
+#pragma omp parallel for schedule(static) reduction(|| : oom) num_threads(qd_threads_for(out * in, QD_GRAIN_ELEMS))
     for (int64_t r = 0; r < out; r++) {
         uint16_t *row = malloc(sizeof(uint16_t) * (size_t)in);
         if (!row) {
@@ -281,15 +269,9 @@ static qd_status modelopt_fp8_synthetic(const qd_quant_config *q, uint64_t seed,
     qd_st_close(file);
     /* the scales and the bias get bytes of their own and the weight keeps the image: a backend that releases the
        stored weight after its upload (qd_linear_release_stored) frees the image, and the others must stay valid */
-    qd_view *small[] = {&l->scale, &l->input_scale, &l->bias};
-    for (size_t i = 0; !s && i < sizeof small / sizeof *small; i++) {
-        qd_view *v = small[i];
-        if (!v->data || v->owned || (const uint8_t *)v->data < img || (const uint8_t *)v->data >= img + len) continue;
-        const size_t bytes = (size_t)(qd_view_elements(v) * qd_dtype_bits(v->dtype) / 8);
-        uint8_t *copy = malloc(bytes + 1);
-        if (!copy) s = qd_fail(QD_ENOMEM, "random weights: cannot allocate layer '%s'", name);
-        else memcpy(copy, v->data, bytes), v->data = copy, v->owned = copy, v->owned_map = 0;
-    }
+    if (!s) s = qd_view_own(&l->scale);
+    if (!s) s = qd_view_own(&l->input_scale);
+    if (!s) s = qd_view_own(&l->bias);
     if (!s && give_image(l, img, len)) img = NULL;
     image_free(img, len);
     if (s) qd_linear_free(l);

@@ -105,6 +105,19 @@ void qd_view_free(qd_view *v) {
     memset(v, 0, sizeof *v);
 }
 
+qd_status qd_view_own(qd_view *v) {
+    if (!v->data || v->owned) return QD_OK;
+    const size_t bytes = (size_t)(qd_view_elements(v) * qd_dtype_bits(v->dtype) / 8);
+    uint8_t *copy = malloc(bytes + 1);
+    if (!copy) return qd_fail(QD_ENOMEM, "cannot allocate %zu bytes", bytes);
+    memcpy(copy, v->data, bytes);
+    v->data = copy;
+    v->owned = copy;
+    v->owned_map = 0;
+    v->file_mapped = false;
+    return QD_OK;
+}
+
 void qd_linear_free(qd_linear *l) {
     if (l->prepared && l->prepared_free) l->prepared_free(l->prepared);
     free(l->name);

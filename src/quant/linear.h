@@ -115,6 +115,9 @@ int64_t qd_view_elements(const qd_view *v);
  * report. 0 for a layer whose stored form was released. */
 uint64_t qd_linear_stored_bytes(const qd_linear *l);
 void qd_view_free(qd_view *v);
+/* Make v own its bytes: a copy of them when it points into memory something else owns or maps (a view that owns
+ * its bytes, or an empty one, is left as it is). */
+qd_status qd_view_own(qd_view *v);
 void qd_linear_free(qd_linear *l);
 /* Drop the stored weight and scale once a backend's prepared form holds the same values: owned copies
  * are freed, views into a mapped checkpoint are returned to the page cache (madvise), so a loaded model

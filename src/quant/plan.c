@@ -198,21 +198,6 @@ static qd_status stack_rows(qd_view *views, const int64_t *rows, int n, qd_view 
     return QD_OK;
 }
 
-/* An owned copy of view v's bytes (an empty view stays empty). */
-static qd_status own_copy(const qd_view *v, qd_view *out) {
-    *out = (qd_view){0};
-    if (!v->data) return QD_OK;
-    const size_t bytes = (size_t)(qd_view_elements(v) * qd_dtype_bits(v->dtype) / 8);
-    uint8_t *buf = malloc(bytes + 1);
-    if (!buf) return qd_fail(QD_ENOMEM, "cannot allocate");
-    memcpy(buf, v->data, bytes);
-    *out = *v;
-    out->data = buf;
-    out->owned = buf;
-    out->owned_map = 0;
-    return QD_OK;
-}
-
 /* A per-tensor (one value) or per-row vector expanded to F32 [rows]. */
 static float *expand_rows(const qd_view *v, int64_t rows) {
     float *f = malloc(sizeof *f * (size_t)rows + 1);
@@ -342,9 +327,12 @@ qd_status qd_linear_concat(qd_linear *parts, int n, const char *name, qd_linear 
                 pick = i;
             }
         }
-        /* copies: the views may point into memory another view of the part owns, freed with it below */
-        if ((s = own_copy(&parts[pick].input_scale, &out->input_scale)) || (s = own_copy(&parts[pick].input_offset, &out->input_offset)))
-            goto done;
+        out->input_scale = parts[pick].input_scale;
+        parts[pick].input_scale = (qd_view){0};
+        out->input_offset = parts[pick].input_offset;
+        parts[pick].input_offset = (qd_view){0};
+        /* copies where they point into memory another view of the part owns, freed with it below */
+        if ((s = qd_view_own(&out->input_scale)) || (s = qd_view_own(&out->input_offset))) goto done;
     }
     if (parts[0].smooth.data) {
         out->smooth = parts[0].smooth;

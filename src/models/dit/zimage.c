@@ -371,6 +371,9 @@ static void mods_free(block_mods *bm) {
     qd_tensor_free(&bm->e); /* after the chunks: they may be views into it */
 }
 
+/* Whether a norm's output was made (an input handed on by the previous block) */
+static bool input_made(const qd_run_input *in) { return in->x.data || in->codes.data; }
+
 /* The linears that read a block's attention_norm1 output (qkv_l, n of them; 0: the plain output is read) */
 static int qkv_readers(block *b, qd_linear **qkv_l) {
     qkv_l[0] = &b->qkv;
@@ -393,7 +396,7 @@ static qd_run_input run_block(run *r, const qd_zimage_config *c, block *b, qd_te
     qd_linear *qkv_l[3], *ffn_l[2] = {&b->w13};
     const int nq = qkv_readers(b, qkv_l), nf = !b->modulated || b->fused_w13 ? 0 : b->joined_w13 ? 1 : 2;
     if (nf == 2) ffn_l[0] = &b->w1, ffn_l[1] = &b->w3;
-    const bool given = hin.x.data || hin.codes.data; /* made by the previous block's last pass */
+    const bool given = input_made(&hin); /* made by the previous block's last pass */
     if (!given && b->modulated) hin = qd_run_norm_modulate_for(r, QD_NORM_RMS, x, &b->attn_norm1, eps, &mod[0], NULL, qkv_l, nq);
     else if (!given) hin.x = qd_run_rms_norm(r, x, &b->attn_norm1, eps);
     const qd_tensor *h = &hin.x;
@@ -479,7 +482,7 @@ static void run_blocks(run *r, qd_zimage *m, block *bs, int n, int fetch0, qd_te
     for (int i = 0; i < n && !r->s; i++) {
         r->s = qd_model_offload_fetch(&m->off, fetch0 + i);
         const bool modulated = adaln && bs[i].modulated;
-        if (modulated && !hin.x.data && !hin.codes.data) mods_make(r, c, &bs[i], adaln, &cur); /* else made with the previous block */
+        if (modulated && !input_made(&hin)) mods_make(r, c, &bs[i], adaln, &cur); /* else made with the previous block */
         block *nb = chain && modulated && i + 1 < n && bs[i + 1].modulated ? &bs[i + 1] : NULL;
         if (nb) mods_make(r, c, nb, adaln, &nxt);
         hin = run_block(r, c, &bs[i], x, modulated ? &cur : NULL, hin, nb, nb ? &nxt : NULL, cos, sin);
