@@ -124,4 +124,49 @@ if quant_dir:
                 ok = e_deq <= db and e_fix <= 0.3
                 fails += not ok
                 print(f"| {name} svdq {fam} (vs dequantized weights; vs fixture) | {dev} | {prec} | svdquant | {e_deq:.2e}; {e_fix:.2e} | {db:g}; 0.3 {'ok' if ok else 'FAIL'} |")
+# Checkpoint families (tools/quant-fixtures' component folders, carried in QUANT_DIR/<module>/<family>): each run on the
+# CPU and on the GPU with f32 activations, and on the GPU with bf16 activations and with cuBLASLt's promoted FP8
+# accumulation (QDIT_CUDA_FP8_PRECISE=1). The CPU's run is held to the independent dequantized weights by
+# tests/conformance (test_forward_quantized, test_quant_families). The GPU runs the same weights but not always the
+# same activation recipe: the 4-bit and MX schemes run as W4A8/W8A8 on FP8 matmuls (FP8 activations, finer than
+# FP4), and FP8 matmuls accumulate as the tensor cores do. So the GPU's f32 run is held to the unquantized output:
+# within the class bound of test_forward_quantized (8-bit 0.2, 4-bit 0.45) and no further from it than 1.25× the
+# CPU's run (as accurate as the reference recipe, up to rounding flips); its distance to the CPU's is printed.
+if quant_dir and not only_nunchaku:
+    four_bit = ("nvfp4", "w4a4", "mxfp4", "svdquant")
+    rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
+    for name in ["flux_tiny_a", "zimage_tiny_a"]:
+        root = os.path.join(quant_dir, name)
+        if not os.path.isdir(root):
+            continue
+        io_path = os.path.join(fx, name, "io.safetensors")
+        ref = load_file(io_path)["output"].astype(np.float64)
+        for fam in sorted(os.listdir(root)):
+            comp = os.path.join(root, fam)
+            if not os.path.exists(os.path.join(comp, "config.json")):
+                continue  # a Nunchaku file (above)
+            got = {}
+            for tag, dev, prec, env in [("cpu", "cpu", "f32", None), ("cuda", "cuda", "f32", None), ("cuda_bf16", "cuda", "bf16", None),
+                                        ("cuda_precise", "cuda", "f32", "QDIT_CUDA_FP8_PRECISE")]:
+                path = os.path.join(out, f"{name}_{fam}_{tag}.safetensors")
+                r = subprocess.run([qdit, "forward", "--component", comp, "--inputs", io_path, "--output", path, "--device", dev,
+                                    "--precision", prec], capture_output=True, text=True, env=dict(os.environ, **({env: "1"} if env else {})))
+                if r.returncode:
+                    print(f"| {name} {fam} | {dev} | {prec} | family | FAILED: {r.stderr.strip()[-200:]} | |")
+                    fails += 1
+                    continue
+                got[tag] = load_file(path)["output"].astype(np.float64)
+            if "cpu" not in got:
+                continue
+            cls = 0.45 if any(t in fam for t in four_bit) else 0.2
+            e_cpu = rel(got["cpu"], ref)
+            print(f"| {name} {fam} (vs unquantized) | cpu | f32 | family | {e_cpu:.2e} | {cls:g} |")
+            for tag, prec in [("cuda", "f32"), ("cuda_precise", "f32 promoted"), ("cuda_bf16", "bf16")]:
+                if tag not in got:
+                    continue
+                e_ref, e_x = rel(got[tag], ref), rel(got[tag], got["cpu"])
+                bound = min(cls, 1.25 * e_cpu) if tag == "cuda" else cls
+                ok = e_ref <= bound and np.isfinite(got[tag]).all()
+                fails += not ok
+                print(f"| {name} {fam} (vs unquantized; vs CPU) | cuda | {prec} | family | {e_ref:.2e}; {e_x:.2e} | {bound:.3g} {'ok' if ok else 'FAIL'} |")
 sys.exit(1 if fails else 0)

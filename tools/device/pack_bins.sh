@@ -15,10 +15,19 @@ if [ "${1:-}" = "--fixtures" ]; then
   cp -r ../shared/fixtures/{flux_tiny_a,zimage_tiny_a} /tmp/qdit-fx/fixtures/
   [ "${2:-}" = "--all" ] && cp -r ../shared/fixtures/{vae_kl_tiny_a,clip_tiny_a,t5_tiny_a,qwen3_tiny_a} /tmp/qdit-fx/fixtures/
   # FLUX's fp4 file stays behind (6 MB more would pass the 64 MiB the tree may carry)
-  for mf in flux_tiny_a:int4 zimage_tiny_a:int4 zimage_tiny_a:fp4; do m=${mf%%:*} f=${mf#*:}; for _ in 1; do
+  for mf in flux_tiny_a:int4 zimage_tiny_a:int4; do m=${mf%%:*} f=${mf#*:}; for _ in 1; do
     mkdir -p /tmp/qdit-fx/quant-fixtures/$m/svdquant_$f/expected
     cp build/tests/quant-fixtures/$m/svdquant_$f/svdq-${f}_r32-$m.safetensors /tmp/qdit-fx/quant-fixtures/$m/svdquant_$f/
     cp build/tests/quant-fixtures/$m/svdquant_$f/expected/dequant.safetensors /tmp/qdit-fx/quant-fixtures/$m/svdquant_$f/expected/
+  done; done
+  # checkpoint families (component folders, without their expected/ references): Z-Image's (less the
+  # variants of a family's metadata), FLUX.1's ModelOpt FP8
+  # (fixture_check.py runs them on the CPU and the GPU)
+  for m in zimage_tiny_a flux_tiny_a; do for d in build/tests/quant-fixtures/$m/*/; do f=$(basename "$d")
+    [ -f "$d/config.json" ] || continue
+    [ $m = flux_tiny_a ] && case $f in modelopt_fp8_flat) ;; *) continue ;; esac
+    case $f in *_comfy|*_tensor_only|*_int64|*_dynamic|*_metadata|*_dualscale|modelopt_fp8_flat) [ $m = zimage_tiny_a ] && continue ;; esac # (the 64 MiB)
+    mkdir -p /tmp/qdit-fx/quant-fixtures/$m/$f && cp "$d"/*.json "$d"/*.safetensors /tmp/qdit-fx/quant-fixtures/$m/$f/
   done; done
   tar -C /tmp/qdit-fx -cJf .devrun/fixtures.tar.xz fixtures quant-fixtures
   du -h .devrun/fixtures.tar.xz
