@@ -264,7 +264,7 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     TIME("silu + mul (the composition)", (2 * fb + 3 * fb) * 1e3, reps,
          be->ops->activation(be, QD_ACT_SILU, &g, &g) || be->ops->mul(be, &g, &u, &g));
     TIME("swiglu", (hb + fb) * 1e3, reps, be->ops->swiglu(be, &h, 0, F, &y));
-    TIME("swiglu_fp8", (hb + fb / 2) * 1e3, reps, be->ops->swiglu_fp8(be, &h, 0, F, &q, &rs));
+    TIME("swiglu_fp8", (hb + fb / 2) * 1e3, reps, be->ops->swiglu_fp8(be, &h, 0, F, 0.0f, &q, &rs));
     qd_tensor_free(&h), qd_tensor_free(&g), qd_tensor_free(&u), qd_tensor_free(&y), qd_tensor_free(&q), qd_tensor_free(&rs);
     qd_tensor o = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 3.0f), x = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 2.0f);
     qd_tensor on = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, D}, 1.0f), gate = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, D}, 0.5f);
@@ -273,13 +273,13 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     if (qd_tensor_new(be, &c8, QD_DTYPE_F8_E4M3, 3, (int64_t[]){1, L, D}) || qd_tensor_new(be, &s8, QD_DTYPE_F32, 1, (int64_t[]){L})) die("alloc");
     const double xb = 2.0 * (double)(L * D);
     TIME("rms_norm + gated_add", 5 * xb * 1e3, reps, be->ops->rms_norm(be, &o, &w, 1e-6f, &on) || be->ops->gated_add(be, &x, &on, &gate, &x));
-    TIME("rms_norm_gated_add", 3 * xb * 1e3, reps, be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, NULL, NULL, NULL, NULL, NULL));
+    TIME("rms_norm_gated_add", 3 * xb * 1e3, reps, be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, NULL, NULL, NULL, 0.0f, NULL, NULL));
     TIME("the same + norm_modulate_fp8", (6.5 * xb) * 1e3, reps,
          be->ops->rms_norm(be, &o, &w, 1e-6f, &on) || be->ops->gated_add(be, &x, &on, &gate, &x) ||
-             be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
+             be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, 0.0f, &c8, &s8));
     TIME("rms_norm_gated_add, next FP8", 3.5 * xb * 1e3, reps,
-         be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, &w2, &sc, NULL, &c8, &s8));
-    TIME("norm_modulate_fp8 (attention_norm1)", 1.5 * xb * 1e3, reps, be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, &c8, &s8));
+         be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, &gate, &x, &w2, &sc, NULL, 0.0f, &c8, &s8));
+    TIME("norm_modulate_fp8 (attention_norm1)", 1.5 * xb * 1e3, reps, be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x, &w2, 1e-6f, &sc, NULL, 0.0f, &c8, &s8));
     /* FLUX.1's modulated LayerNorm at 1024² (L 4608, D 3072: scale and shift), BF16 out and FP8 codes */
     {
         const int64_t Lf = 4608, Df = 3072;
@@ -291,7 +291,7 @@ static void zimage_elementwise(qd_backend *be, int reps) {
         const double fxb = 2.0 * (double)(Lf * Df);
         TIME("FLUX norm_modulate (L 4608, D 3072)", 2 * fxb * 1e3, reps, be->ops->norm_modulate(be, QD_NORM_LAYER, &fx, NULL, 1e-6f, &fsc, &fsh, &fy));
         TIME("FLUX norm_modulate_fp8 (L 4608, D 3072)", 1.5 * fxb * 1e3, reps,
-             be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &fx, NULL, 1e-6f, &fsc, &fsh, &fq, &fs));
+             be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &fx, NULL, 1e-6f, &fsc, &fsh, 0.0f, &fq, &fs));
         qd_tensor_free(&fx), qd_tensor_free(&fy), qd_tensor_free(&fq), qd_tensor_free(&fs), qd_tensor_free(&fsc), qd_tensor_free(&fsh);
     }
     /* q and k normalised and rotated out of the joined q/k/v output (30 heads of 128, interleaved pairs) */

@@ -114,21 +114,24 @@ typedef struct qd_backend_ops {
     qd_status (*norm_modulate)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
     /* Optional (NULL: not offered), FP8 activations straight out of norm_modulate. takes_fp8_tokens: whether
-       linear_fp8_tokens runs layer l (per-token dynamic FP8 layers prepared here). norm_modulate_fp8: norm_modulate of
-       BF16 x with its output quantized per token as such a layer quantizes its input — the BF16 output's codes
-       codes [..., D] (F8_E4M3) and row scales [rows] (F32), so linear_fp8_tokens on them gives linear's bytes on the
-       BF16 output — one write of a byte per value instead of a BF16 write and two reads. */
-    bool (*takes_fp8_tokens)(qd_backend *b, const qd_linear *l);
+       linear_fp8_tokens runs layer l (per-token dynamic FP8 layers prepared here, and static ones: *static_scale is
+       then the layer's input scale, else 0). norm_modulate_fp8: norm_modulate of BF16 x with its output quantized as
+       such a layer quantizes its input — per token (fixed_scale 0), or with the static scale fixed_scale — the BF16
+       output's codes [..., D] (F8_E4M3) and row scales [rows] (F32; each fixed_scale when static), so
+       linear_fp8_tokens on them gives linear's bytes on the BF16 output — one write of a byte per value instead of a
+       BF16 write and two reads. */
+    bool (*takes_fp8_tokens)(qd_backend *b, const qd_linear *l, float *static_scale);
     qd_status (*norm_modulate_fp8)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
-                                   const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale);
+                                   const qd_tensor *scale, const qd_tensor *shift, float fixed_scale, qd_tensor *codes, qd_tensor *row_scale);
     qd_status (*linear_fp8_tokens)(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
     /* Optional (NULL: the model runs rms_norm, gated_add and norm_modulate): a sandwich norm into the residual
        stream, x += gate·rms_norm(o, w, eps) in place (x, o [B, L, D]; the norm rounded to x's dtype as rms_norm
        stores it; gate [B, D] as in gated_add, or NULL), and, with next_scale, the next norm of the updated x,
-       norm_modulate(RMS, x, next_w, eps, next_scale, NULL), into next_y or — BF16 x, codes non-NULL — quantized per
-       token as norm_modulate_fp8 (codes, row_scale). The same values as those ops, in one pass over the rows. */
+       norm_modulate(RMS, x, next_w, eps, next_scale, NULL), into next_y or — BF16 x, codes non-NULL — quantized as
+       norm_modulate_fp8 (fixed_scale, codes, row_scale). The same values as those ops, in one pass over the rows. */
     qd_status (*rms_norm_gated_add)(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
-                                    const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes, qd_tensor *row_scale);
+                                    const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, float fixed_scale, qd_tensor *codes,
+                                    qd_tensor *row_scale);
     /* rms_norm_rope: y = rope(rms_norm(x, w, eps)) per head: x [B, L, H, D], w [D] or NULL, cos/sin [L, D/2]
        F32 as in rope (q and k of the attention, after their per-head norm). In place allowed. */
     qd_status (*rms_norm_rope)(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
@@ -146,10 +149,11 @@ typedef struct qd_backend_ops {
        rounded as that composition rounds it (the SiLU to y's dtype, then the product): x [..., W] holds the gate
        in columns [gate_col, gate_col + N) and the value in [value_col, value_col + N) of each row, y [..., N]. */
     qd_status (*swiglu)(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y);
-    /* Optional (NULL: not offered): swiglu of BF16 x with its output quantized per token for a layer that
-       linear_fp8_tokens runs, as norm_modulate_fp8 quantizes (codes [..., N] F8_E4M3, row scales [rows] F32): the
-       BF16 output's codes, never written in BF16. */
-    qd_status (*swiglu_fp8)(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *row_scale);
+    /* Optional (NULL: not offered): swiglu of BF16 x with its output quantized for a layer that linear_fp8_tokens
+       runs, as norm_modulate_fp8 quantizes (fixed_scale; codes [..., N] F8_E4M3, row scales [rows] F32): the BF16
+       output's codes, never written in BF16. */
+    qd_status (*swiglu_fp8)(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, float fixed_scale, qd_tensor *codes,
+                            qd_tensor *row_scale);
     /* y = x·(1 + scale) + shift; x [B, L, D], scale/shift [B, D] (shift may be NULL) */
     qd_status (*modulate)(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
     /* y = r + gate·x; gate [B, D] broadcast over L (NULL: plain add); y may be r */

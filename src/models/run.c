@@ -147,13 +147,20 @@ qd_tensor qd_run_layer_norm(qd_run *r, const qd_tensor *x, const qd_tensor *w, c
     return y;
 }
 
-/* Do the linears ls (n > 0) all take x's per-token FP8 codes in place of x? */
-static bool tokens_for(qd_run *r, const qd_tensor *x, qd_linear *const *ls, int n) {
+/* Do the linears ls (n > 0) all take x's FP8 codes in place of x, made the same way: per token (*fixed 0), or with
+   one static input scale *fixed that all of them have? */
+static bool tokens_for(qd_run *r, const qd_tensor *x, qd_linear *const *ls, int n, float *fixed) {
     const qd_backend_ops *ops = r->be->ops;
+    *fixed = 0.0f;
     /* an observer or the f32 reference linears need the plain input */
     bool fp8 = n > 0 && !r->s && ops->takes_fp8_tokens && ops->linear_fp8_tokens && x->dtype == QD_DTYPE_BF16 && r->act == QD_DTYPE_BF16 &&
                !(r->ctx && (r->ctx->observe || r->ctx->reference_linears));
-    for (int i = 0; fp8 && i < n; i++) fp8 = ops->takes_fp8_tokens(r->be, ls[i]);
+    for (int i = 0; fp8 && i < n; i++) {
+        float s = 0.0f;
+        fp8 = ops->takes_fp8_tokens(r->be, ls[i], &s);
+        if (i == 0) *fixed = s;
+        else fp8 = fp8 && s == *fixed; /* (static layers with unequal input scales each quantize their own input) */
+    }
     return fp8;
 }
 
@@ -171,14 +178,15 @@ qd_run_input qd_run_norm_modulate_for(qd_run *r, qd_norm_kind kind, const qd_ten
                                       const qd_tensor *shift, qd_linear *const *ls, int n) {
     qd_run_input in = {0};
     const qd_backend_ops *ops = r->be->ops;
-    const bool fp8 = ops->norm_modulate_fp8 && tokens_for(r, x, ls, n);
+    float fixed = 0.0f;
+    const bool fp8 = ops->norm_modulate_fp8 && tokens_for(r, x, ls, n, &fixed);
     if (!fp8) {
         in.x = qd_run_tensor(r, x->rank, x->shape);
         if (!r->s) r->s = ops->norm_modulate(r->be, kind, x, w, eps, scale, shift, &in.x);
         return in;
     }
     in = tokens_new(r, x->rank, x->shape);
-    if (!r->s) r->s = ops->norm_modulate_fp8(r->be, kind, x, w, eps, scale, shift, &in.codes, &in.scales);
+    if (!r->s) r->s = ops->norm_modulate_fp8(r->be, kind, x, w, eps, scale, shift, fixed, &in.codes, &in.scales);
     return in;
 }
 
@@ -195,16 +203,17 @@ qd_run_input qd_run_norm_add_for(qd_run *r, const qd_tensor *o, const qd_tensor 
         return in;
     }
     if (!next_scale) {
-        r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, NULL, NULL, NULL, NULL, NULL);
+        r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, NULL, NULL, NULL, 0.0f, NULL, NULL);
         return in;
     }
-    if (!tokens_for(r, x, ls, n)) {
+    float fixed = 0.0f;
+    if (!tokens_for(r, x, ls, n, &fixed)) {
         in.x = qd_run_tensor(r, x->rank, x->shape);
-        if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, &in.x, NULL, NULL);
+        if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, &in.x, 0.0f, NULL, NULL);
         return in;
     }
     in = tokens_new(r, x->rank, x->shape);
-    if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, NULL, &in.codes, &in.scales);
+    if (!r->s) r->s = ops->rms_norm_gated_add(r->be, o, w, eps, gate, x, next_w, next_scale, NULL, fixed, &in.codes, &in.scales);
     return in;
 }
 
@@ -214,9 +223,10 @@ qd_run_input qd_run_swiglu_for(qd_run *r, const qd_tensor *h, int64_t gate_col, 
     int64_t shape[QD_MAX_RANK];
     memcpy(shape, h->shape, sizeof shape);
     shape[h->rank - 1] = n;
-    if (ops->swiglu_fp8 && l && l->in_features == n && tokens_for(r, h, &l, 1)) {
+    float fixed = 0.0f;
+    if (ops->swiglu_fp8 && l && l->in_features == n && tokens_for(r, h, &l, 1, &fixed)) {
         in = tokens_new(r, h->rank, shape);
-        if (!r->s) r->s = ops->swiglu_fp8(r->be, h, gate_col, value_col, &in.codes, &in.scales);
+        if (!r->s) r->s = ops->swiglu_fp8(r->be, h, gate_col, value_col, fixed, &in.codes, &in.scales);
         return in;
     }
     if (ops->swiglu) {

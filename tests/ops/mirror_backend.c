@@ -156,16 +156,19 @@ static qd_status m_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tens
     return finish(b, &p, s, OUTS(y));
 }
 
-static bool m_takes_fp8_tokens(qd_backend *b, const qd_linear *l) { return DEV(b)->ops->takes_fp8_tokens && DEV(b)->ops->takes_fp8_tokens(DEV(b), l); }
+static bool m_takes_fp8_tokens(qd_backend *b, const qd_linear *l, float *fixed) {
+    *fixed = 0.0f;
+    return DEV(b)->ops->takes_fp8_tokens && DEV(b)->ops->takes_fp8_tokens(DEV(b), l, fixed);
+}
 
 static qd_status m_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
-                                     const qd_tensor *sh, qd_tensor *codes, qd_tensor *rs) {
+                                     const qd_tensor *sh, float fixed, qd_tensor *codes, qd_tensor *rs) {
     if (!DEV(b)->ops->norm_modulate_fp8) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no norm_modulate_fp8");
     pairs p = {0};
     qd_status s = QD_OK;
     qd_tensor *dx = to_dev(b, &p, x, &s), *dw = to_dev(b, &p, w, &s), *dc = to_dev(b, &p, sc, &s), *dh = to_dev(b, &p, sh, &s);
     qd_tensor *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s);
-    if (!s) s = DEV(b)->ops->norm_modulate_fp8(DEV(b), kind, dx, dw, eps, dc, dh, dq, dr);
+    if (!s) s = DEV(b)->ops->norm_modulate_fp8(DEV(b), kind, dx, dw, eps, dc, dh, fixed, dq, dr);
     return finish(b, &p, s, OUTS(codes, rs));
 }
 
@@ -215,14 +218,14 @@ static qd_status m_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const
 }
 
 static qd_status m_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *g, qd_tensor *x,
-                                      const qd_tensor *nw, const qd_tensor *nsc, qd_tensor *ny, qd_tensor *q, qd_tensor *rs) {
+                                      const qd_tensor *nw, const qd_tensor *nsc, qd_tensor *ny, float fixed, qd_tensor *q, qd_tensor *rs) {
     if (!DEV(b)->ops->rms_norm_gated_add) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no rms_norm_gated_add");
     pairs p = {0};
     qd_status s = QD_OK;
     qd_tensor *d_o = to_dev(b, &p, o, &s), *dw = to_dev(b, &p, w, &s), *dg = to_dev(b, &p, g, &s), *dx = to_dev(b, &p, x, &s);
     qd_tensor *dnw = to_dev(b, &p, nw, &s), *dns = to_dev(b, &p, nsc, &s), *dny = to_dev(b, &p, ny, &s), *dq = to_dev(b, &p, q, &s);
     qd_tensor *dr = to_dev(b, &p, rs, &s);
-    if (!s) s = DEV(b)->ops->rms_norm_gated_add(DEV(b), d_o, dw, eps, dg, dx, dnw, dns, dny, dq, dr);
+    if (!s) s = DEV(b)->ops->rms_norm_gated_add(DEV(b), d_o, dw, eps, dg, dx, dnw, dns, dny, fixed, dq, dr);
     return finish(b, &p, s, OUTS(x, ny, q, rs));
 }
 
@@ -235,12 +238,12 @@ static qd_status m_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, i
     return finish(b, &p, s, OUTS(y));
 }
 
-static qd_status m_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *rs) {
+static qd_status m_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, float fixed, qd_tensor *codes, qd_tensor *rs) {
     if (!DEV(b)->ops->swiglu_fp8) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no swiglu_fp8");
     pairs p = {0};
     qd_status s = QD_OK;
     qd_tensor *dx = to_dev(b, &p, x, &s), *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s);
-    if (!s) s = DEV(b)->ops->swiglu_fp8(DEV(b), dx, gate_col, value_col, dq, dr);
+    if (!s) s = DEV(b)->ops->swiglu_fp8(DEV(b), dx, gate_col, value_col, fixed, dq, dr);
     return finish(b, &p, s, OUTS(codes, rs));
 }
 

@@ -448,7 +448,8 @@ static const linear_case linear_cases[] = {
        its codes lose no more than per token (E4M3's error is relative down to 2^-6 of the scale) */
     {"fp8_tensor_dynamic", b_fp8_tensor_dynamic, 1, 6e-3, 6e-3, false, 0},
     {"fp8_tensor_static", b_fp8_static, 1, 6e-3, 6e-3, false, 0},
-    {"fp8_block", b_fp8_block, 128, 6e-3, 6e-3, false, 0},
+    /* any K: a last, partial 128-block of K (a GPU pads it with zero columns) */
+    {"fp8_block", b_fp8_block, 1, 6e-3, 6e-3, false, 0},
     {"mxfp8", b_mxfp8, 32, 6e-3, 6e-3, false, 0},
     {"nvfp4", b_nvfp4, 16, 5e-2, 5e-2, false, TOL_W4A8},
     {"nvfp4_static", b_nvfp4_static, 16, 5e-2, 5e-2, false, TOL_W4A8},
@@ -882,17 +883,18 @@ static void run_norm_modulate(qd_backend *be) {
     }
 }
 
-/* norm_modulate with its output quantized per token for an FP8 linear (device backends: norm_modulate_fp8 and
+/* norm_modulate with its output quantized for an FP8 linear (device backends: norm_modulate_fp8 and
    linear_fp8_tokens) against norm_modulate then linear: the same BF16 bytes out, by construction (backend.h), so
-   any differing element fails. Rows > 8 (fewer take the FP8 GEMV, another summation); N % 16 != 0 once (the padded
-   matmul). */
+   any differing element fails. Per token (fp8, and the W4A8 layers, which take the same codes) and with a static
+   input scale (fp8_static: ModelOpt FP8's; takes_fp8_tokens must report it). Rows > 8 (fewer take the FP8 GEMV,
+   another summation); N % 16 != 0 once (the padded matmul). */
 static void run_norm_modulate_fp8(qd_backend *be) {
     const int64_t cases[][4] = {{1, 300, 3072, 1040}, {2, 77, 256, 330}}; /* B, L, D (= K), N */
     static const struct {
         const char *name;
         qd_status (*build)(int64_t n, int64_t k, qd_linear *l);
-    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}}; /* W4A8 layers take the same codes */
-    for (int ci = 0; ci < 6; ci++) {
+    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}, {"fp8_static", b_fp8_static}};
+    for (int ci = 0; ci < 8; ci++) {
         const int64_t B = cases[ci % 2][0], L = cases[ci % 2][1], D = cases[ci % 2][2], N = cases[ci % 2][3];
         char name[160];
         snprintf(name, sizeof name, "norm_modulate_fp8 + %s linear B=%lld L=%lld D=%lld N=%lld (differing outputs)", schemes[ci / 2].name, (long long)B,
@@ -915,8 +917,11 @@ static void run_norm_modulate_fp8(qd_backend *be) {
         fill(&x, 1.0f), fill(&sc, 0.3f), fill(&sh, 0.3f);
         if (!s) s = be->ops->norm_modulate(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &y);
         if (!s) s = be->ops->linear(be, &l, &y, &a); /* prepares the layer on the device */
-        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
-        if (!s) s = be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, &q, &rs);
+        float fixed = -1.0f;
+        if (!s && !be->ops->takes_fp8_tokens(be, &l, &fixed)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
+        const float want = l.act == QD_ACT_STATIC_TENSOR ? qd_view_get(&l.input_scale, 0, 0) : 0.0f;
+        if (!s && fixed != want) s = qd_fail(QD_EINVAL, "takes_fp8_tokens gave the static scale %g, not %g", fixed, want);
+        if (!s) s = be->ops->norm_modulate_fp8(be, QD_NORM_LAYER, &x, NULL, 1e-6f, &sc, &sh, fixed, &q, &rs);
         if (!s) s = be->ops->linear_fp8_tokens(be, &l, &q, &rs, &o);
         int64_t differ = 0;
         for (int64_t i = 0; !s && i < B * L * N; i++) differ += ((const uint16_t *)a.data)[i] != ((const uint16_t *)o.data)[i];
@@ -1026,12 +1031,12 @@ static void run_rms_norm_gated_add(qd_backend *be) {
             for (int64_t i = 0; i < D; i++) ref[r * D + i] += (cases[ci].gate ? load_any(&g, r / L * D + i) : 1.0) * round_to_dtype(t, nrow[i]);
         }
         qd_status s = be->ops->rms_norm_gated_add(be, &o, &w, 1e-6f, cases[ci].gate ? &g : NULL, &x, next ? &w2 : NULL, next ? &sc : NULL,
-                                                  next == 1 ? &y : NULL, next == 2 ? &q : NULL, next == 2 ? &rs : NULL);
+                                                  next == 1 ? &y : NULL, 0.0f, next == 2 ? &q : NULL, next == 2 ? &rs : NULL);
         report(name[0], s ? 0 : nmse_of(ref, &x), tol_once(t), s);
         qd_status c = be->ops->rms_norm(be, &o, &w, 1e-6f, &on);
         if (!c) c = be->ops->gated_add(be, &x2, &on, cases[ci].gate ? &g : NULL, &x2);
         if (!c && next == 1) c = be->ops->norm_modulate(be, QD_NORM_RMS, &x2, &w2, 1e-6f, &sc, NULL, &y2);
-        if (!c && next == 2) c = be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x2, &w2, 1e-6f, &sc, NULL, &q2, &rs2);
+        if (!c && next == 2) c = be->ops->norm_modulate_fp8(be, QD_NORM_RMS, &x2, &w2, 1e-6f, &sc, NULL, 0.0f, &q2, &rs2);
         int64_t differ = 0;
         const size_t bytes = (size_t)qd_dtype_bits(t) / 8;
         for (int64_t i = 0; !s && !c && i < R * D; i++) {
@@ -1102,7 +1107,7 @@ static void run_swiglu(qd_backend *be) {
     }
 }
 
-/* swiglu with its output quantized per token for an FP8 linear (swiglu_fp8, then linear_fp8_tokens) against swiglu
+/* swiglu with its output quantized for an FP8 linear (swiglu_fp8, then linear_fp8_tokens) against swiglu
    then linear: the same BF16 bytes out (backend.h), so any differing element fails. The layers as in
    run_norm_modulate_fp8; Z-Image's [w1 | w3] order and Nunchaku's [w3 | w1]. */
 static void run_swiglu_fp8(qd_backend *be) {
@@ -1110,8 +1115,8 @@ static void run_swiglu_fp8(qd_backend *be) {
     static const struct {
         const char *name;
         qd_status (*build)(int64_t n, int64_t k, qd_linear *l);
-    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}};
-    for (int ci = 0; ci < 6; ci++) {
+    } schemes[] = {{"fp8", b_fp8_channel}, {"nvfp4", b_nvfp4}, {"mxfp4", b_mxfp4}, {"fp8_static", b_fp8_static}};
+    for (int ci = 0; ci < 8; ci++) {
         const int64_t R = cases[ci % 2][0], F = cases[ci % 2][1], gc = cases[ci % 2][2], vc = cases[ci % 2][3], N = cases[ci % 2][4];
         char name[160];
         snprintf(name, sizeof name, "swiglu_fp8 + %s linear rows=%lld F=%lld gate@%lld N=%lld (differing outputs)", schemes[ci / 2].name, (long long)R,
@@ -1133,8 +1138,9 @@ static void run_swiglu_fp8(qd_backend *be) {
         fill(&x, 3.0f);
         if (!s) s = be->ops->swiglu(be, &x, gc, vc, &y);
         if (!s) s = be->ops->linear(be, &l, &y, &a); /* prepares the layer on the device */
-        if (!s && !be->ops->takes_fp8_tokens(be, &l)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
-        if (!s) s = be->ops->swiglu_fp8(be, &x, gc, vc, &q, &rs);
+        float fixed = 0.0f;
+        if (!s && !be->ops->takes_fp8_tokens(be, &l, &fixed)) s = qd_fail(QD_EINVAL, "the layer is not taken by linear_fp8_tokens");
+        if (!s) s = be->ops->swiglu_fp8(be, &x, gc, vc, fixed, &q, &rs);
         if (!s) s = be->ops->linear_fp8_tokens(be, &l, &q, &rs, &o);
         int64_t differ = 0;
         for (int64_t i = 0; !s && i < R * N; i++) differ += ((const uint16_t *)a.data)[i] != ((const uint16_t *)o.data)[i];

@@ -289,8 +289,8 @@ static qd_status p_norm_mod(qd_backend *b, qd_norm_kind k, const qd_tensor *x, c
     PROF(P_NORM_MOD, qd_cuda_norm_modulate(b, k, x, w, eps, sc, sh, y));
 }
 static qd_status p_norm_mod_fp8(qd_backend *b, qd_norm_kind k, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *sc,
-                                const qd_tensor *sh, qd_tensor *q, qd_tensor *rs) {
-    PROF(P_NORM_MOD, qd_cuda_norm_modulate_fp8(b, k, x, w, eps, sc, sh, q, rs));
+                                const qd_tensor *sh, float fixed, qd_tensor *q, qd_tensor *rs) {
+    PROF(P_NORM_MOD, qd_cuda_norm_modulate_fp8(b, k, x, w, eps, sc, sh, fixed, q, rs));
 }
 static qd_status p_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *q, const qd_tensor *rs, qd_tensor *y) {
     const int64_t k = q->rank ? q->shape[q->rank - 1] : 1, rows = k ? qd_tensor_elements(q) / k : 0;
@@ -307,12 +307,12 @@ static qd_status p_rms_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col,
 static qd_status p_act(qd_backend *b, qd_act_kind k, const qd_tensor *x, qd_tensor *y) { PROF(P_ACT, qd_cuda_activation(b, k, x, y)); }
 static qd_status p_gated(qd_backend *b, qd_act_kind k, bool gf, const qd_tensor *x, qd_tensor *y) { PROF(P_GATED, qd_cuda_gated(b, k, gf, x, y)); }
 static qd_status p_norm_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *g, qd_tensor *x, const qd_tensor *nw,
-                             const qd_tensor *nsc, qd_tensor *ny, qd_tensor *q, qd_tensor *rs) {
-    PROF(P_NORM_ADD, qd_cuda_rms_norm_gated_add(b, o, w, eps, g, x, nw, nsc, ny, q, rs));
+                             const qd_tensor *nsc, qd_tensor *ny, float fixed, qd_tensor *q, qd_tensor *rs) {
+    PROF(P_NORM_ADD, qd_cuda_rms_norm_gated_add(b, o, w, eps, g, x, nw, nsc, ny, fixed, q, rs));
 }
 static qd_status p_swiglu(qd_backend *b, const qd_tensor *x, int64_t g, int64_t v, qd_tensor *y) { PROF(P_SWIGLU, qd_cuda_swiglu(b, x, g, v, y)); }
-static qd_status p_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t g, int64_t v, qd_tensor *q, qd_tensor *rs) {
-    PROF(P_SWIGLU, qd_cuda_swiglu_fp8(b, x, g, v, q, rs));
+static qd_status p_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t g, int64_t v, float fixed, qd_tensor *q, qd_tensor *rs) {
+    PROF(P_SWIGLU, qd_cuda_swiglu_fp8(b, x, g, v, fixed, q, rs));
 }
 static qd_status p_mod(qd_backend *b, const qd_tensor *x, const qd_tensor *sc, const qd_tensor *sh, qd_tensor *y) {
     PROF(P_MOD, qd_cuda_modulate(b, x, sc, sh, y));

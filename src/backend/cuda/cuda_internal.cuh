@@ -264,11 +264,13 @@ __device__ __forceinline__ float qd_div_by(float v, float s, float inv) {
 }
 
 /* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,
- * rms_norm_gated_add): the block's row max amax → s = max(amax/448, QD_TOKEN_MIN_SCALE), then e4m3(v/s) — linear.cu's
- * quantization to the bit. v[j] holds the row's 16-byte word threadIdx.x + j·blockDim.x (of nv). */
+ * rms_norm_gated_add): the block's row max amax → s = max(amax/448, QD_TOKEN_MIN_SCALE), or a static layer's input
+ * scale (fixed > 0), then e4m3(v/s) — linear.cu's quantization to the bit. v[j] holds the row's 16-byte word
+ * threadIdx.x + j·blockDim.x (of nv). */
 template <int NV>
-__device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv, float amax, float *red, __nv_fp8_e4m3 *q8_row, float *scale_out) {
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
+__device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv, float amax, float *red, __nv_fp8_e4m3 *q8_row, float *scale_out,
+                                                 float fixed) {
+    const float ts = fixed > 0.0f ? fixed : fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
     if (threadIdx.x == 0) *scale_out = ts;
     const float inv = 1.0f / ts;
     const bool exact = isfinite(ts); /* an infinite row max: the plain division (finite / ∞ = 0, where the FMAs make NaN) */
@@ -309,8 +311,8 @@ qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *cos, 
 qd_status qd_cuda_norm_modulate(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                 const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
 qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
-                                    const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale);
-bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l);
+                                    const qd_tensor *scale, const qd_tensor *shift, float fixed_scale, qd_tensor *codes, qd_tensor *row_scale);
+bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l, float *static_scale);
 qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
 qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
                                 const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
@@ -319,9 +321,11 @@ qd_status qd_cuda_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t 
 qd_status qd_cuda_activation(qd_backend *b, qd_act_kind kind, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cuda_gated(qd_backend *b, qd_act_kind kind, bool gate_first, const qd_tensor *x, qd_tensor *y);
 qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
-                                     const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes, qd_tensor *row_scale);
+                                     const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, float fixed_scale, qd_tensor *codes,
+                                     qd_tensor *row_scale);
 qd_status qd_cuda_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y);
-qd_status qd_cuda_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *row_scale);
+qd_status qd_cuda_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, float fixed_scale, qd_tensor *codes,
+                             qd_tensor *row_scale);
 qd_status qd_cuda_modulate(qd_backend *b, const qd_tensor *x, const qd_tensor *scale, const qd_tensor *shift, qd_tensor *y);
 qd_status qd_cuda_gated_add(qd_backend *b, const qd_tensor *r, const qd_tensor *x, const qd_tensor *gate, qd_tensor *y);
 qd_status qd_cuda_add(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);

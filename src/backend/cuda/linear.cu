@@ -132,8 +132,11 @@ static qd_status prepare_float(qd_linear *l, cuda_linear *d, cuda_arena *a, bool
 static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a, bool fp8, bool block, size_t *offs) {
     const int64_t n = l->out_features, k = l->in_features;
     d->wt = l->weight.dtype;
-    d->kp = fp8 && !block ? (k + 15) / 16 * 16 : k;
-    d->np = fp8 && !block ? (n + 15) / 16 * 16 : n;
+    /* FP8 rows padded with zero codes: to a multiple of 16 (cuBLASLt's FP8 matmuls), of 128 with 128×128 blocks
+       (a last, partial block of K: its zero columns add nothing, and its activation group's maximum is the real
+       columns', as on the CPU) */
+    d->kp = block ? (k + 127) / 128 * 128 : fp8 ? (k + 15) / 16 * 16 : k;
+    d->np = fp8 ? (n + 15) / 16 * 16 : n;
     const int64_t np = d->np, kp = d->kp;
     const size_t es = (size_t)qd_dtype_bits(d->wt) / 8;
     offs[0] = qd_cuda_arena_add(a, kp == k && np == n ? l->weight.data : NULL, (size_t)(np * kp) * es);
@@ -155,14 +158,14 @@ static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a
         }
     }
     if (!fp8) return QD_OK;
-    const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (k / 128);
+    const int64_t ns = qd_view_elements(&l->scale), want_block = ((n + 127) / 128) * (kp / 128);
     d->block = block;
     d->wscale_per_channel = !block && ns == n && n > 1;
     if (block ? ns != want_block : (ns != 1 && ns != n))
         return qd_fail(QD_EINVAL, "layer '%s': fp8 weight scale of %lld values for N = %lld", l->name, (long long)ns, (long long)n);
-    /* block scales [N/128][K/128] with their rows padded to a multiple of 4 floats: cuBLASLt reads them as rows of
+    /* block scales [⌈N/128⌉][⌈K/128⌉] with their rows padded to a multiple of 4 floats: cuBLASLt reads them as rows of
        16-byte multiples (with K/128 = 2 or 3 and more than one row of blocks, unpadded rows gave wrong results) */
-    const int64_t kb = k / 128, kbs = block ? qd_cuda_block_scale_ld(k) : 0, rows = block ? (n + 127) / 128 : 0;
+    const int64_t kb = kp / 128, kbs = block ? qd_cuda_block_scale_ld(kp) : 0, rows = block ? (n + 127) / 128 : 0;
     offs[3] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)(block ? rows * kbs : ns));
     if (!block) offs[4] = qd_cuda_arena_add(a, NULL, sizeof(float) * (size_t)np);
     if (offs[3] == SIZE_MAX || (!block && offs[4] == SIZE_MAX)) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
@@ -183,7 +186,7 @@ static qd_status prepare(qd_linear *l) {
     if (l->prepared && l->prepared_for == &cuda_linear_tag) return QD_OK;
     if (l->prepared) return qd_fail(QD_EINVAL, "layer '%s': already prepared by another backend", l->name ? l->name : "linear");
     const bool block = l->scheme == QD_SCHEME_FP8 && l->block_n == 128 && l->block_k == 128 && l->act == QD_ACT_DYNAMIC_GROUP &&
-                       l->act_group == 128 && l->in_features % 128 == 0;
+                       l->act_group == 128;
     const bool fp8 = l->scheme == QD_SCHEME_FP8 && (!l->block_n || block);
     const bool w4 = qd_cuda_w4_covers(l), i8 = qd_cuda_int8_covers(l);
     if (l->scheme != QD_SCHEME_DENSE && !fp8 && !w4 && !i8) return unsupported(l);
@@ -582,25 +585,26 @@ __global__ void fp8_epilogue_kernel(const float *dacc, int64_t ld, const float *
 }
 
 /* 1×128 groups: s = max(groupamax, 1e-10)/448, q = e4m3(x/s); one block of 128 threads per row of
- * the Mp-row (padded) operand, rows past M zero. Scales are stored [K/128][Mp], tokens contiguous: the
- * layout cuBLASLt's VEC128 scaling reads on Hopper. */
+ * the Mp-row (padded) operand [Mp, Kp], rows past M and columns past K zero (a partial last group's maximum over
+ * its real columns). Scales are stored [Kp/128][Mp], tokens contiguous: the layout cuBLASLt's VEC128 scaling
+ * reads on Hopper. */
 template <typename Q>
-__global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_t mp, int64_t k, Q *q, float *scales) {
+__global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_t mp, int64_t k, int64_t kp, Q *q, float *scales) {
     __shared__ float red[32];
-    const int64_t row = blockIdx.x, kb = k / 128;
+    const int64_t row = blockIdx.x, kb = kp / 128;
     for (int64_t gi = 0; gi < kb; gi++) {
-        const int64_t i = row * k + gi * 128 + threadIdx.x;
-        const float v = row < m ? qd_ld(x, xt, i) : 0.0f;
+        const int64_t col = gi * 128 + threadIdx.x;
+        const float v = row < m && col < k ? qd_ld(x, xt, row * k + col) : 0.0f;
         const float amax = qd_block_max(fabsf(v), red);
         const float s = fmaxf(amax, 1e-10f) / 448.0f;
-        q[i] = fp8_code<Q>(v / s);
+        q[row * kp + col] = fp8_code<Q>(v / s);
         if (threadIdx.x == 0) scales[gi * mp + row] = s;
     }
 }
 
 /* An FP8 layer's activations quantized as its scheme says, into scratch (freed by the caller with
  * qd_cuda_scratch_free): the codes *q and scales *sx.
- *   block (128×128 weights): q [Mp, K] (rows past M zero), sx [K/128][Mp] (1×128 groups);
+ *   block (128×128 weights): q [Mp, Kp] (rows past M, columns past K zero), sx [Kp/128][Mp] (1×128 groups);
  *   otherwise: q [M, Kp] (columns past K zero), sx [M] — per token (dynamic), one amax over the input
  *   (per tensor, dynamic), or the static input_scale. */
 template <typename Q>
@@ -610,9 +614,9 @@ static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear 
     if (!d->block && l->act != QD_ACT_DYNAMIC_TOKEN && l->act != QD_ACT_DYNAMIC_TENSOR && l->act != QD_ACT_STATIC_TENSOR) return unsupported(l);
     const int64_t rows = d->block ? mp : m;
     qd_status s = qd_cuda_scratch(c, sizeof(Q) * (size_t)(rows * kp), (void **)q);
-    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(d->block ? rows * (k / 128) : rows), (void **)sx);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(d->block ? rows * (kp / 128) : rows), (void **)sx);
     if (!s && d->block) {
-        fp8_quant_groups_kernel<Q><<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, *q, *sx);
+        fp8_quant_groups_kernel<Q><<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, kp, *q, *sx);
     } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
@@ -648,7 +652,7 @@ qd_status qd_cuda_fp8_act_bf16(qd_cuda *c, const qd_linear *l, const cuda_linear
 
 /* *gelu as in dense() */
 static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu) {
-    const int64_t n = l->out_features, k = l->in_features;
+    const int64_t n = l->out_features, kp = d->kp;
     __nv_fp8_e4m3 *q = NULL;
     float *sx = NULL;
     if (d->block) {
@@ -656,17 +660,20 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         /* cuBLASLt's block-scaled matmuls want M a multiple of 16: pad the quantized operand with zero rows
            and write the first M rows of the result (a row-major prefix). Padded to 64: at M = 16 with N = 256 / 384
            (K 256 / 384) its algorithm wrote wrong results on an H200 (cuBLASLt 13.0, op harness 2026-11-30) */
-        const int64_t mp = (m + 63) / 64 * 64;
+        /* N padded to a multiple of 16 as well (zero weight rows), the first N columns copied out */
+        const int64_t mp = (m + 63) / 64 * 64, np = d->np;
+        const size_t es = (size_t)qd_dtype_bits(y->dtype) / 8;
         void *yp = y->data;
         qd_status s = fp8_quantize(c, l, d, x, m, mp, &q, &sx);
-        if (!s && mp != m) s = qd_cuda_scratch(c, qd_tensor_bytes(y) / (size_t)m * (size_t)mp, &yp);
+        if (!s && (mp != m || np != n)) s = qd_cuda_scratch(c, es * (size_t)(mp * np), &yp);
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
                              b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0};
-        if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, n, k, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+        if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
-            cudaError_t e = cudaMemcpyAsync(y->data, yp, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
+            cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice,
+                                              c->stream);
             if (e != cudaSuccess) s = qd_cuda_fail(e, "fp8 block output");
         }
         qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
@@ -766,23 +773,27 @@ extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor
     return s;
 }
 
-/* An FP8 layer's input already quantized per token (norm_modulate_fp8 made the codes and scales its own
-   quantization would make): the matmul only. */
-extern "C" bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l) {
+/* An FP8 layer's input already quantized (norm_modulate_fp8 made the codes and scales its own quantization would
+   make: per token, or with its static input scale in every row): the matmul only. */
+extern "C" bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l, float *static_scale) {
     (void)b;
+    *static_scale = 0.0f;
     static int off = -1; /* QDIT_CUDA_FP8_TOKENS=0: every FP8 linear quantizes its own input (side-by-side timing) */
     if (off < 0) off = getenv("QDIT_CUDA_FP8_TOKENS") && !strcmp(getenv("QDIT_CUDA_FP8_TOKENS"), "0");
     if (off || !l->prepared || l->prepared_for != &cuda_linear_tag) return false;
     const cuda_linear *d = (const cuda_linear *)l->prepared;
     if (qd_cuda_w4_covers(l)) return qd_cuda_w4_takes_tokens(l, d); /* W4A8: the same per-token E4M3 codes */
-    return l->scheme == QD_SCHEME_FP8 && l->act == QD_ACT_DYNAMIC_TOKEN && !d->block && d->kp == l->in_features;
+    if (l->scheme != QD_SCHEME_FP8 || d->block || d->kp != l->in_features) return false;
+    if (l->act == QD_ACT_STATIC_TENSOR) *static_scale = d->input_scale; /* ModelOpt FP8, static offline fp8 */
+    return l->act == QD_ACT_DYNAMIC_TOKEN || l->act == QD_ACT_STATIC_TENSOR;
 }
 
 extern "C" qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
     const int64_t k = l->in_features, m = codes->rank ? qd_tensor_elements(codes) / (k ? k : 1) : 0;
-    if (!qd_cuda_takes_fp8_tokens(b, l))
-        return qd_fail(QD_EUNSUPPORTED, "layer '%s' (%s): takes no per-token FP8 input (a per-token dynamic FP8 layer prepared on the GPU does)",
+    float fixed = 0.0f; /* a static layer: the codes were made with its input scale, every row scale that one (the caller's word) */
+    if (!qd_cuda_takes_fp8_tokens(b, l, &fixed))
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s' (%s): takes no FP8 tokens (a per-token dynamic or static FP8 layer prepared on the GPU does)",
                        name, l->scheme_name);
     if (codes->dtype != QD_DTYPE_F8_E4M3 || codes->rank < 1 || codes->shape[codes->rank - 1] != k || row_scale->dtype != QD_DTYPE_F32 ||
         qd_tensor_elements(row_scale) != m || y->rank != codes->rank || y->shape[y->rank - 1] != l->out_features || !qd_cuda_float_dtype(y->dtype) ||

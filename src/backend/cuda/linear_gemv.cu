@@ -227,7 +227,7 @@ bool qd_cuda_gemv_covers(const qd_linear *l, const cuda_linear *d, const qd_tens
         return qd_cuda_aligned16(x->data) && l->in_features * (qd_dtype_bits(d->wt) / 8) % 16 == 0;
     }
     if (l->scheme == QD_SCHEME_FP8)
-        return d->wt == QD_DTYPE_F8_E4M3 && (d->block || fp8_act_covered(l)) && d->kp % 16 == 0 && (!d->block || l->in_features % 128 == 0);
+        return d->wt == QD_DTYPE_F8_E4M3 && (d->block || fp8_act_covered(l)) && d->kp % 16 == 0;
     return false;
 }
 
@@ -255,7 +255,7 @@ qd_status qd_cuda_gemv_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
     a.x = q, a.x_ld = d->kp;
     a.sx = sx;
     if (d->block) {
-        a.sw = d->wscale, a.kb = qd_cuda_block_scale_ld(l->in_features); /* the scales' row stride on the device */
+        a.sw = d->wscale, a.kb = qd_cuda_block_scale_ld(d->kp); /* the scales' row stride on the device */
         launch<QD_DTYPE_F8_E4M3, QD_DTYPE_BF16, true>(c, a);
     } else {
         a.sw = d->wscale_vec;

@@ -86,9 +86,10 @@ __global__ void rms_warp_kernel(const void *x, int xt, const void *w, int wt, fl
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
                                      const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8 = nullptr,
-                                     float *row_scale = nullptr);
+                                     float *row_scale = nullptr, float fixed = 0.0f);
 static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
-                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs);
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs,
+                           float fixed = 0.0f);
 
 extern "C" qd_status qd_cuda_rms_norm(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, qd_tensor *y) {
     int64_t rows = 0, d = 0;
@@ -191,7 +192,7 @@ template <int NV> __device__ __forceinline__ float row_rstd(const float (&v)[NV]
 template <int NV>
 __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const void *w, int wt, float eps, const void *sc, int st,
                                      const void *sh, int ht, __nv_bfloat16 *y, int d, int rows_per_batch, __nv_fp8_e4m3 *q8,
-                                     float *row_scale) {
+                                     float *row_scale, float fixed) {
     __shared__ float red[32];
     const int row = blockIdx.x, nv = d / 8;
     const int64_t bd = (int64_t)(row / rows_per_batch) * d;
@@ -244,7 +245,7 @@ __global__ void norm_mod_bf16_kernel(bool layer, const __nv_bfloat16 *x, const v
 #pragma unroll
         for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, o[e]), amax = fmaxf(amax, fabsf(v[j][e])); /* y as stored */
     }
-    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row);
+    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row, fixed);
 }
 
 /* any dtypes and D: a block per row, x read three times (the second and third from L1/L2) */
@@ -275,9 +276,10 @@ __global__ void norm_mod_kernel(bool layer, const void *x, int xt, const void *w
 
 /* the vectorised row kernel when the tensors allow it (BF16 x and y, D % 8 == 0 up to 16384, 16-byte aligned
    rows and vectors); false: the caller runs the generic one. q8 non-NULL: FP8 codes and row scales rs instead of y
-   (y NULL) */
+   (y NULL), per token or with a static scale (fixed > 0) */
 static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const qd_tensor *w, float eps, const void *sc, int st,
-                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs) {
+                           const void *sh, int ht, qd_tensor *y, int64_t rows, int64_t d, int64_t rpb, __nv_fp8_e4m3 *q8, float *rs,
+                           float fixed) {
     const int64_t nv = d / 8;
     const void *wd = w ? w->data : NULL;
     const bool out_ok = q8 ? qd_cuda_aligned16(q8) : y->dtype == QD_DTYPE_BF16 && qd_cuda_aligned16(y->data);
@@ -290,7 +292,7 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
     __nv_bfloat16 *yp = q8 ? NULL : (__nv_bfloat16 *)y->data;
     const int wt = w ? w->dtype : 0;
     cudaStream_t stream = qd_cuda_of(b)->stream;
-#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, sc, st, sh, ht, yp, (int)d, (int)rpb, q8, rs)
+#define NM(P) norm_mod_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(layer, xp, wd, wt, eps, sc, st, sh, ht, yp, (int)d, (int)rpb, q8, rs, fixed)
     if (per == 1) NM(1);
     else if (per == 2) NM(2);
     else if (per == 4) NM(4);
@@ -308,7 +310,7 @@ static bool norm_bf16_rows(qd_backend *b, bool layer, const qd_tensor *x, const 
 template <int NV>
 __global__ void __launch_bounds__(256, NV <= 2 ? 4 : 1) norm_add_bf16_kernel(const __nv_bfloat16 *o, const void *w, int wt, float eps, const void *g, int gt, __nv_bfloat16 *x, int d,
                                      int rows_per_batch, const void *w2, int w2t, const void *sc2, int sc2t, __nv_bfloat16 *y2,
-                                     __nv_fp8_e4m3 *q8, float *row_scale) {
+                                     __nv_fp8_e4m3 *q8, float *row_scale, float fixed) {
     __shared__ float red[32];
     const int row = blockIdx.x, nv = d / 8;
     const int64_t bd = (int64_t)(row / rows_per_batch) * d;
@@ -375,12 +377,12 @@ __global__ void __launch_bounds__(256, NV <= 2 ? 4 : 1) norm_add_bf16_kernel(con
 #pragma unroll
         for (int e = 0; e < 8; e++) v[j][e] = qd_round_to(QD_DTYPE_BF16, out[e]), amax = fmaxf(amax, fabsf(v[j][e]));
     }
-    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row);
+    if (q8) qd_row_fp8_codes<NV>(v, nv, amax, red, q8 + (int64_t)row * d, row_scale + row, fixed);
 }
 
 extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *o, const qd_tensor *w, float eps, const qd_tensor *gate, qd_tensor *x,
-                                                const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, qd_tensor *codes,
-                                                qd_tensor *row_scale) {
+                                                const qd_tensor *next_w, const qd_tensor *next_scale, qd_tensor *next_y, float fixed_scale,
+                                                qd_tensor *codes, qd_tensor *row_scale) {
     const char *op = "rms_norm_gated_add";
     qd_status s = QD_OK;
     if ((s = qd_cuda_check_float(op, "o", o)) || (s = qd_cuda_check_float(op, "x", x)) || (w && (s = qd_cuda_check_float(op, "w", w))) ||
@@ -418,7 +420,7 @@ extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *
         if (!s) s = qd_cuda_gated_add(b, x, &on, gate, x);
         qd_cuda_scratch_free(qd_cuda_of(b), on.data);
         if (!s && next_scale)
-            s = codes ? qd_cuda_norm_modulate_fp8(b, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, codes, row_scale)
+            s = codes ? qd_cuda_norm_modulate_fp8(b, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, fixed_scale, codes, row_scale)
                       : qd_cuda_norm_modulate(b, QD_NORM_RMS, x, next_w, eps, next_scale, NULL, next_y);
         return s;
     }
@@ -433,7 +435,7 @@ extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *
     norm_add_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(op_, w ? w->data : NULL, w ? w->dtype : 0, eps, gate ? gate->data : NULL,  \
                                                                   gate ? gate->dtype : 0, xp, (int)d, (int)(rows / B), next_w ? next_w->data : NULL, \
                                                                   next_w ? next_w->dtype : 0, next_scale ? next_scale->data : NULL,            \
-                                                                  next_scale ? next_scale->dtype : 0, yp, q8, rs)
+                                                                  next_scale ? next_scale->dtype : 0, yp, q8, rs, fixed_scale)
     if (per == 1) NA(1);
     else if (per == 2) NA(2);
     else if (per == 4) NA(4);
@@ -443,9 +445,10 @@ extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *
     return QD_OK;
 }
 
-/* norm_modulate quantized per token for an FP8 linear (backend.h norm_modulate_fp8): the vectorised row kernel only */
+/* norm_modulate quantized for an FP8 linear (backend.h norm_modulate_fp8): the vectorised row kernel only */
 extern "C" qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
-                                               const qd_tensor *scale, const qd_tensor *shift, qd_tensor *codes, qd_tensor *row_scale) {
+                                               const qd_tensor *scale, const qd_tensor *shift, float fixed_scale, qd_tensor *codes,
+                                               qd_tensor *row_scale) {
     const char *op = "norm_modulate_fp8";
     if (kind != QD_NORM_LAYER && kind != QD_NORM_RMS) return qd_fail(QD_EINVAL, "cuda %s: unknown norm kind %d", op, (int)kind);
     if (kind == QD_NORM_LAYER && w) return qd_fail(QD_EINVAL, "cuda %s: LayerNorm here has no affine weight (w must be NULL)", op);
@@ -462,7 +465,7 @@ extern "C" qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind,
     const void *hd = shift ? shift->data : NULL;
     const int ht = shift ? shift->dtype : 0;
     if (!qd_cuda_aligned16(scale->data) || !norm_bf16_rows(b, kind == QD_NORM_LAYER, x, w, eps, scale->data, scale->dtype, hd, ht, NULL, rows, d,
-                                                           rows / B, (__nv_fp8_e4m3 *)codes->data, (float *)row_scale->data))
+                                                           rows / B, (__nv_fp8_e4m3 *)codes->data, (float *)row_scale->data, fixed_scale))
         return qd_fail(QD_EUNSUPPORTED, "cuda %s: rows of D %% 8 == 0 up to 16384, 16-byte aligned", op);
     QD_CUDA_LAUNCHED("norm_modulate_fp8");
     return QD_OK;

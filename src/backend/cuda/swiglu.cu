@@ -11,7 +11,7 @@
  * output, held in registers between the row max and the codes (q8) */
 template <int NV>
 __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_col, int value_col, int n, __nv_bfloat16 *y, __nv_fp8_e4m3 *q8,
-                                   float *row_scale) {
+                                   float *row_scale, float fixed) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     const uint4 *gr = (const uint4 *)(x + row * w + gate_col), *vr = (const uint4 *)(x + row * w + value_col);
@@ -39,12 +39,12 @@ __global__ void swiglu_bf16_kernel(const __nv_bfloat16 *x, int64_t w, int gate_c
         }
         if (!q8) ((uint4 *)(y + row * n))[k] = qd_pack_bf16x8(o[j]);
     }
-    if (q8) qd_row_fp8_codes<NV>(o, nv, amax, red, q8 + row * n, row_scale + row);
+    if (q8) qd_row_fp8_codes<NV>(o, nv, amax, red, q8 + row * n, row_scale + row, fixed);
 }
 
 /* any float dtypes and shapes: a block per row; with q8 the row's products are made twice (max, then codes) */
 __global__ void swiglu_kernel(const void *x, int xt, int64_t w, int64_t gate_col, int64_t value_col, int64_t n, void *y, int yt, __nv_fp8_e4m3 *q8,
-                              float *row_scale) {
+                              float *row_scale, float fixed) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x, base = row * w;
     const int ot = q8 ? QD_DTYPE_BF16 : yt;
@@ -55,7 +55,7 @@ __global__ void swiglu_kernel(const void *x, int xt, int64_t w, int64_t gate_col
         else qd_st(y, yt, row * n + i, o);
     }
     if (!q8) return;
-    const float ts = fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
+    const float ts = fixed > 0.0f ? fixed : fmaxf(qd_block_max(amax, red) / 448.0f, QD_TOKEN_MIN_SCALE);
     if (threadIdx.x == 0) row_scale[row] = ts;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float o = qd_round_to(ot, qd_round_to(ot, qd_silu(qd_ld(x, xt, base + gate_col + i))) * qd_ld(x, xt, base + value_col + i));
@@ -64,7 +64,7 @@ __global__ void swiglu_kernel(const void *x, int xt, int64_t w, int64_t gate_col
 }
 
 static qd_status swiglu_run(qd_backend *b, const char *op, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y, qd_tensor *codes,
-                            qd_tensor *row_scale) {
+                            qd_tensor *row_scale, float fixed) {
     qd_status s = qd_cuda_check_float(op, "x", x);
     if (s || (y && (s = qd_cuda_check_float(op, "y", y)))) return s;
     const qd_tensor *out = y ? y : codes;
@@ -103,23 +103,24 @@ static qd_status swiglu_run(qd_backend *b, const char *op, const qd_tensor *x, i
         const int threads = (int)((nv + per - 1) / per + 31) / 32 * 32;
         const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x->data;
         __nv_bfloat16 *yp = codes ? NULL : (__nv_bfloat16 *)y->data;
-#define SW(P) swiglu_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(xp, w, (int)gate_col, (int)value_col, (int)n, yp, q8, rs)
+#define SW(P) swiglu_bf16_kernel<P><<<(unsigned)rows, threads, 0, stream>>>(xp, w, (int)gate_col, (int)value_col, (int)n, yp, q8, rs, fixed)
         if (per == 1) SW(1);
         else if (per == 2) SW(2);
         else if (per == 4) SW(4);
         else SW(8);
 #undef SW
     } else {
-        swiglu_kernel<<<(unsigned)rows, 256, 0, stream>>>(x->data, x->dtype, w, gate_col, value_col, n, y ? y->data : NULL, y ? y->dtype : 0, q8, rs);
+        swiglu_kernel<<<(unsigned)rows, 256, 0, stream>>>(x->data, x->dtype, w, gate_col, value_col, n, y ? y->data : NULL, y ? y->dtype : 0, q8, rs, fixed);
     }
     QD_CUDA_LAUNCHED(op);
     return QD_OK;
 }
 
 extern "C" qd_status qd_cuda_swiglu(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *y) {
-    return swiglu_run(b, "swiglu", x, gate_col, value_col, y, NULL, NULL);
+    return swiglu_run(b, "swiglu", x, gate_col, value_col, y, NULL, NULL, 0.0f);
 }
 
-extern "C" qd_status qd_cuda_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, qd_tensor *codes, qd_tensor *row_scale) {
-    return swiglu_run(b, "swiglu_fp8", x, gate_col, value_col, NULL, codes, row_scale);
+extern "C" qd_status qd_cuda_swiglu_fp8(qd_backend *b, const qd_tensor *x, int64_t gate_col, int64_t value_col, float fixed_scale, qd_tensor *codes,
+                                        qd_tensor *row_scale) {
+    return swiglu_run(b, "swiglu_fp8", x, gate_col, value_col, NULL, codes, row_scale, fixed_scale);
 }
