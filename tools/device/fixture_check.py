@@ -151,6 +151,11 @@ if quant_dir and not only_nunchaku:
                 path = os.path.join(out, f"{name}_{fam}_{tag}.safetensors")
                 r = subprocess.run([qdit, "forward", "--component", comp, "--inputs", io_path, "--output", path, "--device", dev,
                                     "--precision", prec], capture_output=True, text=True, env=dict(os.environ, **({env: "1"} if env else {})))
+                if r.returncode and "cuBLASLt has no matmul" in r.stderr:
+                    # as the op harness skips them: 128x128-block FP8 writing F32 at N < 128 (the tiny model's), where
+                    # cuBLASLt has no block-scaled algorithm; the error names the layer and the shape
+                    print(f"| {name} {fam} | {dev} | {prec} | family | skipped: {r.stderr.strip().splitlines()[-1][-160:]} | |")
+                    continue
                 if r.returncode:
                     print(f"| {name} {fam} | {dev} | {prec} | family | FAILED: {r.stderr.strip()[-200:]} | |")
                     fails += 1
