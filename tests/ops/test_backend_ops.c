@@ -516,6 +516,43 @@ static void int_emulation(const qd_linear *l, const qd_tensor *x, int64_t m, int
     free(qx);
 }
 
+/* The FP8 schemes' exact emulation (formats.md §2, quant-sglang.md §4.2–§4.3): activation codes in f32 as the CPU
+ * file (linear_fp8.c) makes them — per token s = max(rowamax/448, 1/(448·512)), per tensor the same over the whole
+ * input, static s = input_scale, 1×group s = max(groupamax, 1e-10)/448; q = e4m3(x/s) by a host division — then the
+ * sum of the dequantized codes times the dequantized weights, and the bias, in double. A backend differs from it
+ * by float accumulation and the rounding of its scale products (~1e-7 relative) and by y's rounding; the f64 reference
+ * above allows the activations' whole E4M3 error (6e-3), which hides a wrong code, floor or scale order up to that. */
+static void fp8_emulation(const qd_linear *l, const qd_tensor *x, int64_t m, int64_t k, int64_t n, const float *w, const float *b,
+                          double *ref) {
+    const float min_scale = 1.0f / (448.0f * 512.0f);
+    const int64_t group = l->act == QD_ACT_DYNAMIC_GROUP ? (l->act_group > 0 ? l->act_group : l->block_k) : k;
+    double *xq = malloc(sizeof *xq * (size_t)k);
+    float tensor_scale = 0.0f;
+    if (l->act == QD_ACT_DYNAMIC_TENSOR) {
+        float amax = 0;
+        for (int64_t i = 0; i < m * k; i++) amax = fmaxf(amax, fabsf((float)qd_cpu_load(x, i)));
+        tensor_scale = fmaxf(amax / 448.0f, min_scale);
+    }
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t g0 = 0; g0 < k; g0 += group) {
+            const int64_t g1 = g0 + group < k ? g0 + group : k;
+            float amax = 0, sc;
+            for (int64_t j = g0; j < g1; j++) amax = fmaxf(amax, fabsf((float)qd_cpu_load(x, i * k + j)));
+            sc = l->act == QD_ACT_STATIC_TENSOR    ? qd_view_get(&l->input_scale, 0, 0)
+                 : l->act == QD_ACT_DYNAMIC_TENSOR ? tensor_scale
+                 : l->act == QD_ACT_DYNAMIC_GROUP  ? fmaxf(amax, 1e-10f) / 448.0f
+                                                   : fmaxf(amax / 448.0f, min_scale);
+            for (int64_t j = g0; j < g1; j++) xq[j] = (double)qd_e4m3_to_f32(qd_f32_to_e4m3((float)qd_cpu_load(x, i * k + j) / sc)) * sc;
+        }
+        for (int64_t o = 0; o < n; o++) {
+            double acc = b[o];
+            for (int64_t j = 0; j < k; j++) acc += xq[j] * w[o * k + j];
+            ref[i * n + o] = acc;
+        }
+    }
+    free(xq);
+}
+
 /* out_act: the layer's output activation (its epilogue); the reference applies it to the f64 x·Wᵀ + b.
    bias: 1 with a bias, 0 without, -1 drawn */
 static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t k, int64_t n, qd_dtype act, qd_out_act out_act, int bias) {
@@ -567,6 +604,24 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
        1.61 once (QDIT_TEST_SEED=11400601554082233365, generic ISA, M = 7) — hence 2× */
     if (!s && c->int4_per_token) tol = fmax(tol, 2.0 * int4_row_nmse(&x, m, k));
     report(name, nmse, tol, s);
+    if (!s && l.scheme == QD_SCHEME_FP8 && !l.smooth.data) {
+        /* f32 y: f32 sums and scale products (NMSE ~1e-14 on the CPU); the GPU's FP8 matmuls other than the
+           block-scaled accumulate as the tensor cores do (CUBLASLT_MATMUL_DESC_FAST_ACCUM: ~14 bits kept per partial
+           sum), bounded at 1e-7. One activation code an E4M3 step off moves its row's outputs by ~1e-3 relative at
+           K = 3072 (2^-4/√K): a wrong code in a few rows of M shows here, where the 6e-3 bound above hides it.
+           BF16 y: its rounding, twice where the activation runs after the linear */
+        const bool fast_accum = device_backend && l.block_n == 0 && !getenv("QDIT_CUDA_FP8_PRECISE");
+        float *w = malloc(sizeof *w * (size_t)(n * k)), *b = malloc(sizeof *b * (size_t)n);
+        double *ref = malloc(sizeof *ref * (size_t)(m * n));
+        qd_status e = qd_linear_dequantize(&l, w);
+        qd_linear_bias_f32(&l, b);
+        if (!e) fp8_emulation(&l, &x, m, k, n, w, b, ref);
+        for (int64_t i = 0; post && i < m * n; i++) ref[i] = act_ref((int)kind, ref[i]);
+        char ename[192];
+        snprintf(ename, sizeof ename, "%s =emul", name);
+        report(ename, e ? 0 : nmse_of(ref, &y), act == QD_DTYPE_F32 ? (fast_accum ? 1e-7 : 1e-9) : 3e-5, e);
+        free(w), free(b), free(ref);
+    }
     if (!s && (l.scheme == QD_SCHEME_INT8 || l.scheme == QD_SCHEME_INT4)) {
         /* f32 y: the f32 rounding above (NMSE ~1e-13); BF16 y: its rounding, twice where the activation runs
            after the linear (~4e-6) */
