@@ -1,5 +1,6 @@
 /* qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors [--precision f32|bf16]
- * [--scalar-rounding activation|exact|bf16] [--tiled] [--no-act-quant] [--device cpu|cuda[:N]] [model and quantization flags] — one module on named inputs (docs/cli.md). */
+ * [--scalar-rounding activation|exact|bf16] [--tiled] [--no-act-quant] [--trace-linears FILE] [--device cpu|cuda[:N]] [model and quantization flags]
+ * — one module on named inputs (docs/cli.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@ static void forward_usage(FILE *to) {
     fprintf(to,
             "usage: qdit forward --component DIR --inputs IN.safetensors --output OUT.safetensors\n"
             "                    [--precision f32|bf16] [--scalar-rounding activation|exact|bf16]\n"
-            "                    [--tiled] [--random-weights] [--no-act-quant] [--device cpu|cuda[:N]] [model and quantization flags]\n"
+            "                    [--tiled] [--random-weights] [--no-act-quant] [--trace-linears FILE] [--device cpu|cuda[:N]]\n"
+            "                    [model and quantization flags]\n"
             "\n"
             "Runs one module (FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL decode, CLIPTextModel,\n"
             "T5EncoderModel, Qwen3Model and Qwen2/Llama/Mistral decoders) on the named inputs of IN and writes its\n"
@@ -26,7 +28,11 @@ static void forward_usage(FILE *to) {
             "checks of full-size configurations); --quantization METHOD quantizes them at load.\n"
             "--no-act-quant: every quantized linear runs as its f32 reference, x·Wᵀ + b with the dequantized W and\n"
             "effective b and the activations not quantized (what `qdit convert dequantize` writes); needs --precision\n"
-            "f32 (the default) and holds the f32 weights of the whole model in memory.\n\n%s",
+            "f32 (the default) and holds the f32 weights of the whole model in memory.\n"
+            "--trace-linears FILE: the transformers only: every linear's input, in call order, as F32 tensors named\n"
+            "'NNNN <layer>' into FILE (held in memory until the end: for small models), to compare two devices' runs\n"
+            "layer by layer. The traced run takes the unfused path (no joined projections, no FP8 codes from norms, no\n"
+            "step graphs).\n\n%s",
             qd_cli_model_flags_help());
 }
 
@@ -58,6 +64,7 @@ int qd_cmd_forward(int argc, char **argv) {
                             : !strcmp(rest[i], "--device")  ? &a.device
                             : !strcmp(rest[i], "--precision") ? &a.precision
                             : !strcmp(rest[i], "--scalar-rounding") ? &a.scalars
+                            : !strcmp(rest[i], "--trace-linears") ? &a.trace_linears
                                                             : NULL;
         if (!strcmp(rest[i], "--help") || !strcmp(rest[i], "-h")) {
             forward_usage(stdout);

@@ -105,6 +105,75 @@ static qd_status write_output(qd_backend *be, const char *path, const char *name
     return write_outputs(be, path, 1, &name, t);
 }
 
+/* --trace-linears: every linear's input as the run shows it to an observer, in F32, kept on the host and written
+   at the end as "NNNN <layer>" (call order), to find where two devices' runs of one model part */
+typedef struct {
+    qd_status s;
+    int n, cap;
+    char **names;
+    float **data;
+    int64_t (*shapes)[QD_MAX_RANK];
+    int *rank;
+} linear_trace;
+
+static void trace_observe(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x) {
+    linear_trace *t = user;
+    if (t->s) return;
+    if (t->n == t->cap) {
+        const int cap = t->cap ? 2 * t->cap : 64;
+        char **nn = realloc(t->names, sizeof *nn * (size_t)cap);
+        if (nn) t->names = nn;
+        float **nd = realloc(t->data, sizeof *nd * (size_t)cap);
+        if (nd) t->data = nd;
+        int64_t(*ns)[QD_MAX_RANK] = realloc(t->shapes, sizeof *ns * (size_t)cap);
+        if (ns) t->shapes = ns;
+        int *nr = realloc(t->rank, sizeof *nr * (size_t)cap);
+        if (nr) t->rank = nr;
+        if (!nn || !nd || !ns || !nr) {
+            t->s = qd_fail(QD_ENOMEM, "--trace-linears: cannot allocate");
+            return;
+        }
+        t->cap = cap;
+    }
+    const int64_t n = qd_tensor_elements(x);
+    char name[320];
+    snprintf(name, sizeof name, "%04d %s", t->n, l->name ? l->name : "linear");
+    float *host = malloc(sizeof *host * (size_t)(n ? n : 1));
+    char *nm = strdup(name);
+    qd_tensor f = {0};
+    t->s = host && nm ? qd_tensor_new(be, &f, QD_DTYPE_F32, x->rank, x->shape) : qd_fail(QD_ENOMEM, "--trace-linears: cannot allocate");
+    if (!t->s) t->s = be->ops->copy(be, x, &f);
+    if (!t->s) t->s = be->ops->download(be, &f, host);
+    qd_tensor_free(&f);
+    if (t->s) {
+        free(host), free(nm);
+        return;
+    }
+    t->names[t->n] = nm, t->data[t->n] = host, t->rank[t->n] = x->rank;
+    memcpy(t->shapes[t->n], x->shape, sizeof t->shapes[t->n]);
+    t->n++;
+}
+
+static qd_status trace_write(const linear_trace *t, const char *path) {
+    qd_st_writer *w = NULL;
+    qd_status s = qd_st_writer_create(path, &w);
+    for (int i = 0; i < t->n && !s; i++) s = qd_st_writer_add(w, t->names[i], QD_DTYPE_F32, t->rank[i], t->shapes[i]);
+    if (!s) s = qd_st_writer_begin(w);
+    for (int i = 0; i < t->n && !s; i++) {
+        int64_t e = 1;
+        for (int d = 0; d < t->rank[i]; d++) e *= t->shapes[i][d];
+        s = qd_st_writer_put(w, t->names[i], t->data[i], sizeof(float) * (uint64_t)e);
+    }
+    if (s && w) qd_st_writer_abort(w);
+    else if (w) s = qd_st_writer_finish(w);
+    return s;
+}
+
+static void trace_free(linear_trace *t) {
+    for (int i = 0; i < t->n; i++) free(t->names[i]), free(t->data[i]);
+    free(t->names), free(t->data), free(t->shapes), free(t->rank);
+}
+
 /* Token ids [B, L] (I64 or I32) as host int64, and an optional `attention_mask` of the same shape. */
 static qd_status ids_input(const qd_st_file *io, int64_t **ids, int64_t **mask, int64_t *B, int64_t *L) {
     *ids = *mask = NULL;
@@ -287,6 +356,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     te_kind te = cls ? te_of(cls) : TE_NONE;
     if (!s && a->no_act_quant && act != QD_DTYPE_F32) s = qd_fail(QD_EINVAL, "--no-act-quant runs the f32 reference: use it with --precision f32");
     if (!s && a->tiled && !is_vae) s = qd_fail(QD_EINVAL, "--tiled applies to AutoencoderKL, not %s", cls);
+    if (!s && a->trace_linears && (is_vae || te)) s = qd_fail(QD_EINVAL, "--trace-linears applies to the transformers, not %s", cls);
     if (!s && !is_vae && !te && strcmp(cls, "FluxTransformer2DModel") && strcmp(cls, "ZImageTransformer2DModel")) {
         s = qd_fail(QD_EUNSUPPORTED, "%s: qdit forward runs FluxTransformer2DModel, ZImageTransformer2DModel, AutoencoderKL, "
                                      "CLIPTextModel, T5EncoderModel, UMT5EncoderModel and Qwen3/Qwen2/Llama/Mistral decoders "
@@ -305,6 +375,7 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
     qd_quant_config quant;
     qd_quant_config_init(&quant);
     qd_backend *be = NULL;
+    linear_trace trace = {0};
     qd_st_file *io = NULL;
     if (a->random_weights) {
         /* no checkpoint: the config alone, weights drawn in memory; --quantization applies online */
@@ -328,13 +399,17 @@ qd_status qd_forward_run(const qd_options *o, const qd_forward_args *a) {
         qd_model_ctx ctx = {.backend = be, .ck = ck, .quant = &quant, .act = act, .scalars = scalars,
                             .random_weights = a->random_weights, .random_seed = a->random_seed,
                             .reference_linears = a->no_act_quant};
+        if (a->trace_linears) ctx.observe = trace_observe, ctx.observe_user = &trace;
         if (!is_vae && !te) ctx.offload = qd_offload_resolve(o, ck, &quant, be); /* the transformers */
         if (!is_vae && !te) ctx.offload_budget = (uint64_t)(o->dit_offload_budget_mib > 0 ? o->dit_offload_budget_mib : 0) << 20;
         if (is_vae) s = run_vae(&ctx, cfg, cfg_path, io, a->output, a->tiled);
         else if (te) s = run_text_encoder(&ctx, te, cfg, cfg_path, io, a->output);
         else if (!strcmp(cls, "FluxTransformer2DModel")) s = run_flux(&ctx, cfg, cfg_path, io, a->output);
         else s = run_zimage(&ctx, cfg, cfg_path, io, a->output);
+        if (!s) s = trace.s;
+        if (!s && a->trace_linears) s = trace_write(&trace, a->trace_linears);
     }
+    trace_free(&trace);
     if (be) be->ops->destroy(be);
     qd_st_close(io);
     qd_quant_config_free(&quant);

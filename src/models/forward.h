@@ -28,6 +28,7 @@ typedef struct {
     bool tiled;             /* VAE: decode in tiles (diffusers' enable_tiling) */
     bool no_act_quant;      /* every linear as its f32 reference: dequantized W, effective b, x not quantized */
     bool random_weights;    /* weights drawn in memory from the config (models/random_weights.h), no file */
+    const char *trace_linears; /* transformers: every linear's input, in call order, into this safetensors file */
     uint64_t random_seed;
 } qd_forward_args;
 

@@ -174,6 +174,26 @@ static void test_random_weights(void **state) {
     free(cfg_dir), free(cfg), free(r1), free(r2), free(rq);
 }
 
+/* --trace-linears: the traced run's output is the untraced one's, and the first linear's input in the trace (FLUX's
+ * x_embedder, on hidden_states itself) is the fixture's hidden_states bit for bit; a VAE refuses the flag. */
+static void test_trace_linears(void **state) {
+    env *e = *state;
+    char *plain = run_forward(e, "flux_tiny_a", "transformer", "f32", NULL, NULL);
+    char *trace = qt_path(e->dir, "trace.safetensors"), *traced = qt_path(e->dir, "traced.safetensors");
+    char *out = NULL, *err = NULL;
+    int rc = qt_run_qdit(&out, &err, "forward", "--component", FIX "/flux_tiny_a/transformer", "--inputs", FIX "/flux_tiny_a/io.safetensors",
+                         "--output", traced, "--trace-linears", trace, NULL);
+    if (rc) fail_msg("qdit forward --trace-linears failed (%d): %s", rc, err);
+    free(out), free(err);
+    assert_true(qt_rel_l2(traced, "output", plain, "output") == 0.0);
+    assert_true(qt_rel_l2(trace, "0000 x_embedder", FIX "/flux_tiny_a/io.safetensors", "hidden_states") == 0.0);
+    rc = qt_run_qdit(&out, &err, "forward", "--component", FIX "/vae_kl_tiny_a/vae", "--inputs", FIX "/vae_kl_tiny_a/io.safetensors",
+                         "--output", traced, "--trace-linears", trace, NULL);
+    assert_true(rc != 0);
+    assert_non_null(strstr(err, "--trace-linears"));
+    free(out), free(err), free(plain), free(trace), free(traced);
+}
+
 static void test_forward_bad_flags(void **state) {
     env *e = *state;
     char *out = NULL, *err = NULL;
@@ -198,6 +218,7 @@ int main(void) {
         cmocka_unit_test(test_vae_tiled),
         cmocka_unit_test(test_random_weights),
         cmocka_unit_test(test_vae_reference_matches_fixture_inputs),
+        cmocka_unit_test(test_trace_linears),
         cmocka_unit_test(test_forward_bad_flags),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

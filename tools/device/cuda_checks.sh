@@ -69,6 +69,11 @@ for t in "$@"; do
             q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}
             echo "$model $bin $q ${v:-(defaults)}: $(env ${v//,/ } $bin/bench_dit_step --device cuda --model $model --quant $q --res 1024 --steps 6 \
               --text $text 2>&1 | tee -a "$OUT/side.log" | grep median)"; done ;;
+    trace) # where the GPU's run of a checkpoint family parts from the CPU's: every linear's input compared in call order
+           # (TRACE_FAMILY, default Z-Image's fp8_channel, from the carried quant fixtures)
+          [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
+          python3 tools/device/trace_compare.py .devrun/bin/qdit .devrun/quant-fixtures/zimage_tiny_a/${TRACE_FAMILY:-fp8_channel} \
+            .devrun/fixtures/zimage_tiny_a/io.safetensors "$OUT" 2>&1 | tee "$OUT/trace.md" ;;
     ops_filter) # the op harness's cases whose names contain OPS_FILTER (failures and the summary printed)
           for f in ${OPS_FILTER:-swiglu}; do .devrun/bin/test_backend_ops --backend cuda --filter "$f" 2>&1 | tee -a "$OUT/ops_filter.log" | grep -Ev "^(ok  |skip)"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check

@@ -1,0 +1,34 @@
+"""Where two runs of one transformer part: `qdit forward --trace-linears` on the CPU and on the GPU (f32
+activations), then every linear's input compared in call order; prints each layer's relative L2 between the two and
+marks the first above the bound. Usage: python3 tools/device/trace_compare.py QDIT_BINARY COMPONENT_DIR INPUTS OUT_DIR [BOUND]"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+from safetensors.numpy import load_file
+
+qdit, comp, inputs, out = sys.argv[1:5]
+bound = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-5
+traces = {}
+for dev in ["cpu", "cuda"]:
+    path = os.path.join(out, f"trace_{os.path.basename(comp.rstrip('/'))}_{dev}.safetensors")
+    r = subprocess.run([qdit, "forward", "--component", comp, "--inputs", inputs, "--output", os.path.join(out, f"trace_out_{dev}.safetensors"),
+                        "--device", dev, "--precision", "f32", "--trace-linears", path], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"{dev}: {r.stderr.strip()[-300:]}")
+    traces[dev] = load_file(path)
+first = None
+print(f"| call and layer | rel L2 GPU vs CPU | |\n|---|---:|---|")
+for name in sorted(traces["cpu"]):
+    a, b = traces["cpu"][name].astype(np.float64), traces["cuda"].get(name)
+    if b is None or b.shape != a.shape:
+        print(f"| {name} | missing or another shape on the GPU | FIRST |" if first is None else f"| {name} | missing | |")
+        first = first or name
+        continue
+    e = np.linalg.norm(b.astype(np.float64) - a) / max(np.linalg.norm(a), 1e-30)
+    mark = ""
+    if e > bound and first is None:
+        first, mark = name, "FIRST above the bound"
+    print(f"| {name} | {e:.2e} | {mark} |")
+print(f"first input above {bound:g}: {first or 'none'}")
