@@ -32,3 +32,15 @@ for name in sorted(traces["cpu"]):
         first, mark = name, "FIRST above the bound"
     print(f"| {name} | {e:.2e} | {mark} |")
 print(f"first input above {bound:g}: {first or 'none'}")
+# the traced run takes the unfused path (no joined projections): the outputs say whether it still parts as the
+# untraced GPU run does
+plain = os.path.join(out, "trace_out_cuda_untraced.safetensors")
+r = subprocess.run([qdit, "forward", "--component", comp, "--inputs", inputs, "--output", plain, "--device", "cuda", "--precision", "f32"],
+                   capture_output=True, text=True)
+outs = {k: load_file(os.path.join(out, f"trace_out_{k}.safetensors"))["output"].astype(np.float64) for k in ["cpu", "cuda"]}
+rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
+print(f"outputs: traced GPU vs CPU {rel(outs['cuda'], outs['cpu']):.2e}", end="")
+if not r.returncode:
+    print(f"; untraced GPU (joined projections) vs CPU {rel(load_file(plain)['output'].astype(np.float64), outs['cpu']):.2e}")
+else:
+    print(f"; untraced GPU run failed: {r.stderr.strip()[-200:]}")
