@@ -5,7 +5,7 @@
 #   correctness  the op harness on the GPU (cuDNN attention, then qdit's own kernels), fixture conformance,
 #                the embedded model's image with step graphs on and off;
 #   kernels      GEMMs at FLUX shapes and attention at L 4608, D 128, 24 heads against PyTorch/cuDNN;
-#   steps        FLUX.1-dev and Z-Image-Turbo at 1024², bf16 and online fp8, then diffusers eager and
+#   steps        FLUX.1-dev and Z-Image-Turbo at 1024², bf16, online fp8 and ModelOpt FP8, then diffusers eager and
 #                torch.compile for both models; an event-timed op profile of the FLUX step.
 # Logs land in $OUT. Usage: bash bench/cuda/h200.sh [checks...] (default: all of them).
 set -uo pipefail

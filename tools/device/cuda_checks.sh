@@ -42,7 +42,7 @@ for t in "$@"; do
               [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
               python3 tools/device/fixture_check.py .devrun/bin/qdit .devrun/fixtures "$OUT" .devrun/quant-fixtures nunchaku-only 2>&1 | tee "$OUT/nunchaku.md" ;;
     fluxbf16) .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 4 --text 512 2>&1 | tee "$OUT/flux_none.log" ;;
-    flux) for q in none fp8; do sample_start flux_$q
+    flux) for q in ${FLUX_QUANTS:-none fp8 modelopt_fp8}; do sample_start flux_$q # (issue 8: online fp8 and ModelOpt FP8)
             .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps ${FLUX_STEPS:-6} --text 512 2>&1 | tee "$OUT/flux_$q.log"
             sample_stop flux_$q; done ;;
     bench_loop) # the kernel benchmark with the GPU sampled: the isolated kernels' clocks, for the comparison with the step's
@@ -105,7 +105,7 @@ print('offload: FLUX.1-dev fp8 1024^2 median %.4f s/step resident, %.4f s/step l
 import numpy as np; from PIL import Image
 a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png', '/tmp/gen_cpu.png'))
 mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * np.log10(255 ** 2 / mse) if mse else float('inf')))" ;;
-    zimage) for q in none fp8; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
+    zimage) for q in ${ZIMAGE_QUANTS:-none fp8 modelopt_fp8}; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
     profile_q) # the event profile of one scheme's step (PROFILE_QUANT, default nvfp4)
                QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant "${PROFILE_QUANT:-nvfp4}" --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile_${PROFILE_QUANT:-nvfp4}.log" ;;
