@@ -108,12 +108,16 @@ static qd_status write_output(qd_backend *be, const char *path, const char *name
 /* --trace-linears: every linear's input as the run shows it to an observer, in F32, kept on the host and written
    at the end as "NNNN <layer>" (call order), to find where two devices' runs of one model part */
 typedef struct {
+    char *name; /* "NNNN <layer>" */
+    float *data;
+    int rank;
+    int64_t shape[QD_MAX_RANK];
+} trace_entry;
+
+typedef struct {
     qd_status s;
     int n, cap;
-    char **names;
-    float **data;
-    int64_t (*shapes)[QD_MAX_RANK];
-    int *rank;
+    trace_entry *e;
 } linear_trace;
 
 static void trace_observe(void *user, qd_backend *be, const qd_linear *l, const qd_tensor *x) {
@@ -121,48 +125,36 @@ static void trace_observe(void *user, qd_backend *be, const qd_linear *l, const 
     if (t->s) return;
     if (t->n == t->cap) {
         const int cap = t->cap ? 2 * t->cap : 64;
-        char **nn = realloc(t->names, sizeof *nn * (size_t)cap);
-        if (nn) t->names = nn;
-        float **nd = realloc(t->data, sizeof *nd * (size_t)cap);
-        if (nd) t->data = nd;
-        int64_t(*ns)[QD_MAX_RANK] = realloc(t->shapes, sizeof *ns * (size_t)cap);
-        if (ns) t->shapes = ns;
-        int *nr = realloc(t->rank, sizeof *nr * (size_t)cap);
-        if (nr) t->rank = nr;
-        if (!nn || !nd || !ns || !nr) {
+        trace_entry *ne = realloc(t->e, sizeof *ne * (size_t)cap);
+        if (!ne) {
             t->s = qd_fail(QD_ENOMEM, "--trace-linears: cannot allocate");
             return;
         }
-        t->cap = cap;
+        t->e = ne, t->cap = cap;
     }
     const int64_t n = qd_tensor_elements(x);
     char name[320];
     snprintf(name, sizeof name, "%04d %s", t->n, l->name ? l->name : "linear");
-    float *host = malloc(sizeof *host * (size_t)(n ? n : 1));
-    char *nm = strdup(name);
+    trace_entry e = {.name = strdup(name), .data = malloc(sizeof(float) * (size_t)(n ? n : 1)), .rank = x->rank};
+    memcpy(e.shape, x->shape, sizeof e.shape);
     qd_tensor f = {0};
-    t->s = host && nm ? qd_tensor_new(be, &f, QD_DTYPE_F32, x->rank, x->shape) : qd_fail(QD_ENOMEM, "--trace-linears: cannot allocate");
+    t->s = e.name && e.data ? qd_tensor_new(be, &f, QD_DTYPE_F32, x->rank, x->shape) : qd_fail(QD_ENOMEM, "--trace-linears: cannot allocate");
     if (!t->s) t->s = be->ops->copy(be, x, &f);
-    if (!t->s) t->s = be->ops->download(be, &f, host);
+    if (!t->s) t->s = be->ops->download(be, &f, e.data);
     qd_tensor_free(&f);
-    if (t->s) {
-        free(host), free(nm);
-        return;
-    }
-    t->names[t->n] = nm, t->data[t->n] = host, t->rank[t->n] = x->rank;
-    memcpy(t->shapes[t->n], x->shape, sizeof t->shapes[t->n]);
-    t->n++;
+    if (t->s) free(e.name), free(e.data);
+    else t->e[t->n++] = e;
 }
 
 static qd_status trace_write(const linear_trace *t, const char *path) {
     qd_st_writer *w = NULL;
     qd_status s = qd_st_writer_create(path, &w);
-    for (int i = 0; i < t->n && !s; i++) s = qd_st_writer_add(w, t->names[i], QD_DTYPE_F32, t->rank[i], t->shapes[i]);
+    for (int i = 0; i < t->n && !s; i++) s = qd_st_writer_add(w, t->e[i].name, QD_DTYPE_F32, t->e[i].rank, t->e[i].shape);
     if (!s) s = qd_st_writer_begin(w);
     for (int i = 0; i < t->n && !s; i++) {
-        int64_t e = 1;
-        for (int d = 0; d < t->rank[i]; d++) e *= t->shapes[i][d];
-        s = qd_st_writer_put(w, t->names[i], t->data[i], sizeof(float) * (uint64_t)e);
+        int64_t n = 1;
+        for (int d = 0; d < t->e[i].rank; d++) n *= t->e[i].shape[d];
+        s = qd_st_writer_put(w, t->e[i].name, t->e[i].data, sizeof(float) * (uint64_t)n);
     }
     if (s && w) qd_st_writer_abort(w);
     else if (w) s = qd_st_writer_finish(w);
@@ -170,8 +162,8 @@ static qd_status trace_write(const linear_trace *t, const char *path) {
 }
 
 static void trace_free(linear_trace *t) {
-    for (int i = 0; i < t->n; i++) free(t->names[i]), free(t->data[i]);
-    free(t->names), free(t->data), free(t->shapes), free(t->rank);
+    for (int i = 0; i < t->n; i++) free(t->e[i].name), free(t->e[i].data);
+    free(t->e);
 }
 
 /* Token ids [B, L] (I64 or I32) as host int64, and an optional `attention_mask` of the same shape. */
