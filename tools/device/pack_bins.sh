@@ -8,6 +8,13 @@ for b in qdit tests/test_backend_ops bench/bench_dit_step bench/bench_cuda_ops b
 tar -C .devrun -cJf .devrun/bin.tar.xz bin
 rm -rf .devrun/bin
 du -h .devrun/bin.tar.xz
+# the Debian libraries the binaries link that the GPU machine lacks (cuda_checks.sh puts .devrun/lib on
+# LD_LIBRARY_PATH; oneDNN goes xz-compressed, it is the largest)
+rm -rf .devrun/lib && mkdir -p .devrun/lib
+for l in libjansson.so.4 libpcre2-8.so.0 libutf8proc.so.2 libpng16.so.16 libgomp.so.1 libOpenCL.so.1; do
+  cp -L "/lib/x86_64-linux-gnu/$l" .devrun/lib/; done
+xz -9 -T2 -c /lib/x86_64-linux-gnu/libdnnl.so.2 > .devrun/lib/libdnnl.so.2.xz
+du -sh .devrun/lib
 # --fixtures [--all]: also the transformers' reference modules (--all: the VAE and text encoders too) (../shared/fixtures) and the Nunchaku files tools/quant-fixtures wrote under
 # build/tests (ctest -R quant_fixtures_generate), for cuda_checks.sh fixtures / nunchaku
 if [ "${1:-}" = "--fixtures" ]; then
