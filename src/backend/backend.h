@@ -124,6 +124,22 @@ typedef struct qd_backend_ops {
     qd_status (*norm_modulate_fp8)(qd_backend *b, qd_norm_kind kind, const qd_tensor *x, const qd_tensor *w, float eps,
                                    const qd_tensor *scale, const qd_tensor *shift, float fixed_scale, qd_tensor *codes, qd_tensor *row_scale);
     qd_status (*linear_fp8_tokens)(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
+    /* Optional (NULL: not offered), a matmul whose output is the next layer's FP8 input, for a pair whose consumer has
+       a static input scale (ModelOpt FP8, static offline fp8): the producer's output never exists in BF16.
+       fp8_codes_between: whether the two ops below run this pair — producer a layer that linear_fp8_tokens runs
+       (its output activation none or GELU-tanh), consumer a static FP8 layer prepared here. linear_fp8_codes: the
+       producer on FP8 tokens (codes, row_scale as linear_fp8_tokens takes them) with its bias and activation, each
+       output value v written as the consumer's code e4m3(v / input_scale) (RNE, saturating) into columns [col, col
+       + N) of out (F8_E4M3 [..., W], W ≥ col + N, the rows the tokens'). It differs from linear then the consumer's
+       quantization only where v's BF16 rounding would have moved a code (one E4M3 step, rare). linear_fused_codes:
+       linear_fused (gate, r, y as there) of the consumer on codes [..., K] (F8_E4M3) made with its input scale, after
+       quantizing the BF16 parts xs[j] into columns [cols[j], cols[j] + width) of codes with that scale (n ≥ 0 parts;
+       codes is written). */
+    bool (*fp8_codes_between)(qd_backend *b, const qd_linear *producer, const qd_linear *consumer);
+    qd_status (*linear_fp8_codes)(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, const qd_linear *consumer,
+                                  qd_tensor *out, int64_t col);
+    qd_status (*linear_fused_codes)(qd_backend *b, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n,
+                                    const qd_tensor *gate, const qd_tensor *r, qd_tensor *y);
     /* Optional (NULL: the model runs rms_norm, gated_add and norm_modulate): a sandwich norm into the residual
        stream, x += gate·rms_norm(o, w, eps) in place (x, o [B, L, D]; the norm rounded to x's dtype as rms_norm
        stores it; gate [B, D] as in gated_add, or NULL), and, with next_scale, the next norm of the updated x,

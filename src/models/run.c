@@ -268,3 +268,25 @@ void qd_run_input_free(qd_run_input *in) {
     qd_tensor_free(&in->x), qd_tensor_free(&in->codes), qd_tensor_free(&in->scales);
     in->fp8 = false;
 }
+
+bool qd_run_codes_between(qd_run *r, const qd_run_input *in, qd_linear *producer, qd_linear *consumer) {
+    const qd_backend_ops *ops = r->be->ops;
+    /* in->fp8: tokens_for held (bf16 activations, no observer, no reference linears) */
+    return !r->s && in->fp8 && ops->fp8_codes_between && ops->linear_fp8_codes && ops->linear_fused_codes &&
+           ops->fp8_codes_between(r->be, producer, consumer);
+}
+
+qd_tensor qd_run_linear_codes(qd_run *r, qd_linear *producer, const qd_run_input *in, qd_linear *consumer, int64_t width, int64_t col) {
+    int64_t shape[QD_MAX_RANK];
+    memcpy(shape, in->codes.shape, sizeof shape);
+    shape[in->codes.rank - 1] = width;
+    qd_tensor codes = {0};
+    if (!r->s) r->s = qd_tensor_new(r->be, &codes, QD_DTYPE_F8_E4M3, in->codes.rank, shape);
+    if (!r->s) r->s = r->be->ops->linear_fp8_codes(r->be, producer, &in->codes, &in->scales, consumer, &codes, col);
+    return codes;
+}
+
+void qd_run_linear_fused_codes(qd_run *r, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n, const qd_tensor *gate,
+                               qd_tensor *res) {
+    if (!r->s) r->s = r->be->ops->linear_fused_codes(r->be, l, codes, xs, cols, n, gate, res, res);
+}

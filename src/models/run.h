@@ -73,4 +73,14 @@ qd_tensor qd_run_linear_in(qd_run *r, qd_linear *l, const qd_run_input *in, int6
 void qd_run_linear_in_into(qd_run *r, qd_linear *l, const qd_run_input *in, qd_tensor *y);
 void qd_run_input_free(qd_run_input *in);
 
+/* An FP8 pair whose consumer has a static input scale (backend.h: fp8_codes_between; ModelOpt FP8's MLPs): does the
+ * backend write producer's output, on the FP8 input `in`, straight as consumer's codes? qd_run_linear_codes: a new
+ * F8_E4M3 [..., width] tensor (in's leading shape) with producer's output in columns [col, col + N) as consumer's
+ * codes (the other columns for qd_run_linear_fused_codes to fill). qd_run_linear_fused_codes: res += gate·l(codes),
+ * the BF16 parts xs[j] first quantized into columns cols[j] of codes. */
+bool qd_run_codes_between(qd_run *r, const qd_run_input *in, qd_linear *producer, qd_linear *consumer);
+qd_tensor qd_run_linear_codes(qd_run *r, qd_linear *producer, const qd_run_input *in, qd_linear *consumer, int64_t width, int64_t col);
+void qd_run_linear_fused_codes(qd_run *r, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n, const qd_tensor *gate,
+                               qd_tensor *res);
+
 #endif

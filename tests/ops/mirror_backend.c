@@ -181,6 +181,32 @@ static qd_status m_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tenso
     return finish(b, &p, s, OUTS(y));
 }
 
+static bool m_fp8_codes_between(qd_backend *b, const qd_linear *producer, const qd_linear *consumer) {
+    return DEV(b)->ops->fp8_codes_between && DEV(b)->ops->fp8_codes_between(DEV(b), producer, consumer);
+}
+
+static qd_status m_linear_fp8_codes(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *rs, const qd_linear *consumer, qd_tensor *out,
+                                    int64_t col) {
+    if (!DEV(b)->ops->linear_fp8_codes) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no linear_fp8_codes");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dq = to_dev(b, &p, codes, &s), *dr = to_dev(b, &p, rs, &s), *dout = to_dev(b, &p, out, &s); /* (out's other columns too) */
+    if (!s) s = DEV(b)->ops->linear_fp8_codes(DEV(b), l, dq, dr, consumer, dout, col);
+    return finish(b, &p, s, OUTS(out));
+}
+
+static qd_status m_linear_fused_codes(qd_backend *b, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n,
+                                      const qd_tensor *g, const qd_tensor *r, qd_tensor *y) {
+    if (!DEV(b)->ops->linear_fused_codes) return qd_fail(QD_EUNSUPPORTED, "mirror: the device has no linear_fused_codes");
+    pairs p = {0};
+    qd_status s = QD_OK;
+    const qd_tensor *dxs[QD_FUSED_INPUTS];
+    for (int i = 0; i < n && i < QD_FUSED_INPUTS; i++) dxs[i] = to_dev(b, &p, xs[i], &s);
+    qd_tensor *dq = to_dev(b, &p, codes, &s), *dg = to_dev(b, &p, g, &s), *dr = to_dev(b, &p, r, &s), *dy = to_dev(b, &p, y, &s);
+    if (!s) s = DEV(b)->ops->linear_fused_codes(DEV(b), l, dq, dxs, cols, n, dg, dr, dy);
+    return finish(b, &p, s, OUTS(codes, y));
+}
+
 static qd_status m_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
                                  qd_rope_mode mode, qd_tensor *y) {
     pairs p = {0};
@@ -373,6 +399,9 @@ static const qd_backend_ops mirror_ops = {
     .rope = m_rope,
     .norm_modulate = m_norm_modulate,
     .takes_fp8_tokens = m_takes_fp8_tokens,
+    .fp8_codes_between = m_fp8_codes_between,
+    .linear_fp8_codes = m_linear_fp8_codes,
+    .linear_fused_codes = m_linear_fused_codes,
     .norm_modulate_fp8 = m_norm_modulate_fp8,
     .linear_fp8_tokens = m_linear_fp8_tokens,
     .rms_norm_gated_add = m_rms_norm_gated_add,

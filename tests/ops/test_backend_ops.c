@@ -1039,6 +1039,153 @@ static void run_fp8_token_codes(qd_backend *be) {
     }
 }
 
+/* FP8 codes between two layers (device backends: fp8_codes_between, linear_fp8_codes, linear_fused_codes): an MLP
+   whose out layer has a static input scale (ModelOpt FP8), res += gate·out([a | gelu(in(x))]), in's output written
+   straight as out's codes, never in BF16. Against what this file computes on the host:
+   - in's codes: e4m3(v/s) (s: out's input scale, set to 0.8 of v's range so that some saturate), v = gelu_tanh(z)
+     on the host, z in's pre-activation from the same backend in F32 (linear_fp8_tokens) with its bias as the
+     FP8-output epilogue adds it (in BF16). A code may differ from the host's only where v/s lies within the matmuls'
+     own error of a midpoint: twice 4× the tensor cores' accumulation bound (=emul's), relative to the row's RMS.
+     Anywhere else a differing code is wrong; so is a touched column outside in's.
+   - the BF16 part's codes (FLUX's single-block attention, before the MLP's): e4m3(a/s) by a host division, exactly.
+   - y: the f64 emulation of out on the codes the backend wrote, within the tensor cores' accumulation bound (as
+     =emul's) plus BF16 y's rounding.
+   Producers: static (ModelOpt's) and per token (online fp8 into a static out: another scale mode, or the
+   fallback through BF16). */
+static void run_fp8_codes_out(qd_backend *be) {
+    const struct {
+        int64_t b, l, d, h, a, n; /* batch, tokens, in's K, in's N (the MLP width), the BF16 part's width, out's N */
+        bool static_in;
+    } cases[] = {{1, 300, 512, 2048, 512, 512, true}, {2, 77, 256, 1024, 0, 384, true}, {1, 64, 3072, 1024, 0, 256, false}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t B = cases[ci].b, L = cases[ci].l, D = cases[ci].d, H = cases[ci].h, A = cases[ci].a, N = cases[ci].n;
+        const int64_t rows = B * L, W = A + H;
+        char name[160];
+        snprintf(name, sizeof name, "fp8 codes out: %s in D=%lld H=%lld -> static out A=%lld N=%lld B=%lld L=%lld", cases[ci].static_in ? "static" : "per-token",
+                 (long long)D, (long long)H, (long long)A, (long long)N, (long long)B, (long long)L);
+        if (!selected(name)) continue;
+        if (!be->ops->linear_fp8_codes || !device_backend) {
+            skipped++;
+            printf("skip  %-58s not offered by this backend\n", name);
+            continue;
+        }
+        qd_linear pl = {0}, cl = {0};
+        qd_status s = cases[ci].static_in ? b_fp8_static(H, D, &pl) : b_fp8_channel(H, D, &pl);
+        if (!s) s = b_fp8_static(N, W, &cl);
+        pl.name = strdup("mlp_in"), cl.name = strdup("mlp_out");
+        pl.out_act = QD_OUT_ACT_GELU_TANH;
+        if (!s) add_bias(&pl), add_bias(&cl);
+        const float in_scale = cases[ci].static_in ? qd_view_get(&pl.input_scale, 0, 0) : 0.0f;
+        qd_tensor q = {0}, rs = {0}, h32 = {0}, codes = {0}, a = {0}, g = {0}, y = {0}, x1 = {0}, y1 = {0};
+        if (!s) s = qd_tensor_new(be, &q, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, D});
+        if (!s) s = qd_tensor_new(be, &rs, QD_DTYPE_F32, 1, (int64_t[]){rows});
+        float *xr = malloc(sizeof *xr * (size_t)D);
+        for (int64_t r = 0; !s && r < rows; r++) { /* in's input tokens, quantized as its scheme says */
+            float amax = 0.0f;
+            for (int64_t k = 0; k < D; k++) xr[k] = draw(1.0f), amax = fmaxf(amax, fabsf(xr[k]));
+            const float sc = in_scale > 0.0f ? in_scale : fmaxf(amax / 448.0f, 1.0f / (448.0f * 512.0f));
+            for (int64_t k = 0; k < D; k++) ((uint8_t *)q.data)[r * D + k] = qd_f32_to_e4m3(xr[k] / sc);
+            ((float *)rs.data)[r] = sc;
+        }
+        free(xr);
+        /* in's pre-activation z in F32 on this backend (in prepared there by a first linear); its output v =
+           gelu_tanh(z) with z's bias as the FP8-output matmul adds it (BF16: cuBLASLt's FP8 epilogues take the
+           bias in C's type) on the host; out's input scale calibrated to v */
+        if (!s) s = qd_tensor_new(be, &x1, QD_DTYPE_BF16, 2, (int64_t[]){1, D});
+        if (!s) s = qd_tensor_new(be, &y1, QD_DTYPE_BF16, 2, (int64_t[]){1, H});
+        if (!s) fill(&x1, 1.0f), s = be->ops->linear(be, &pl, &x1, &y1);
+        qd_tensor_free(&x1), qd_tensor_free(&y1);
+        if (!s) s = qd_tensor_new(be, &h32, QD_DTYPE_F32, 3, (int64_t[]){B, L, H});
+        pl.out_act = QD_OUT_ACT_NONE;
+        if (!s) s = be->ops->linear_fp8_tokens(be, &pl, &q, &rs, &h32);
+        pl.out_act = QD_OUT_ACT_GELU_TANH;
+        float *pb = malloc(sizeof *pb * (size_t)H);
+        double *v = malloc(sizeof *v * (size_t)(rows * H)), *zrms = calloc((size_t)rows, sizeof *zrms);
+        qd_linear_bias_f32(&pl, pb);
+        float amax = 0.0f;
+        for (int64_t i = 0; !s && i < rows * H; i++) {
+            const double z = ((const float *)h32.data)[i] - pb[i % H] + qd_bf16_to_f32(qd_f32_to_bf16(pb[i % H]));
+            v[i] = act_ref((int)QD_ACT_GELU_TANH, z), amax = fmaxf(amax, (float)fabs(v[i]));
+            zrms[i / H] += z * z / (double)H;
+        }
+        const float sc = 0.8f * amax / 448.0f;
+        if (!s) ((float *)cl.input_scale.data)[0] = sc;
+        /* out's weights on the host before its first use prepares it */
+        float *w = malloc(sizeof *w * (size_t)(N * W)), *bias = malloc(sizeof *bias * (size_t)N);
+        if (!s) s = qd_linear_dequantize(&cl, w);
+        if (!s) qd_linear_bias_f32(&cl, bias);
+        if (!s) s = qd_tensor_new(be, &x1, QD_DTYPE_BF16, 2, (int64_t[]){1, W});
+        if (!s) s = qd_tensor_new(be, &y1, QD_DTYPE_BF16, 2, (int64_t[]){1, N});
+        if (!s) fill(&x1, 1.0f), s = be->ops->linear(be, &cl, &x1, &y1);
+        if (!s && !be->ops->fp8_codes_between(be, &pl, &cl)) s = qd_fail(QD_EINVAL, "fp8_codes_between refused a static FP8 out layer");
+        if (!s) s = qd_tensor_new(be, &codes, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, W});
+        if (!s) memset(codes.data, 0x5a, (size_t)(rows * W));
+        if (!s) s = be->ops->linear_fp8_codes(be, &pl, &q, &rs, &cl, &codes, A);
+        /* a code may sit one rounding away from the host's where v/s is within the matmul's own error of a midpoint:
+           4× the tensor cores' accumulation bound (=emul's) in this row's units, |z|'s RMS */
+        const double acc_rel = 4.0 * ldexp(1.0, -13) * sqrt(fmax(4.0, ceil((double)D / 32.0)));
+        int64_t wrong = 0, moved = 0, untouched_bad = 0;
+        const uint8_t *cb = codes.data;
+        for (int64_t r = 0; !s && r < rows; r++)
+            for (int64_t i = 0; i < W; i++) {
+                const uint8_t got = cb[r * W + i];
+                if (i < A) {
+                    untouched_bad += got != 0x5a;
+                    continue;
+                }
+                const double t = v[r * H + i - A] / sc;
+                const uint8_t want = qd_f32_to_e4m3((float)t);
+                if (got == want) continue;
+                const double dg = fabs(qd_e4m3_to_f32(got) - t), dw = fabs(qd_e4m3_to_f32(want) - t);
+                if (!(dg <= dw + 2.0 * acc_rel * sqrt(zrms[r]) / sc)) wrong++;
+                else moved++;
+            }
+        free(pb), free(v), free(zrms);
+        char cname[256];
+        snprintf(cname, sizeof cname, "%s (in's codes: wrong ones, %lld near a midpoint)", name, (long long)moved);
+        report(cname, (double)(wrong + untouched_bad), 0.0, s);
+        /* out over [a | codes] with a gate per batch element into the residual y */
+        if (!s && A) s = qd_tensor_new(be, &a, QD_DTYPE_BF16, 3, (int64_t[]){B, L, A});
+        if (!s && A) fill(&a, 0.2f * amax);
+        if (!s) s = qd_tensor_new(be, &g, QD_DTYPE_BF16, 2, (int64_t[]){B, N});
+        if (!s) fill(&g, 1.0f);
+        if (!s) s = qd_tensor_new(be, &y, QD_DTYPE_BF16, 3, (int64_t[]){B, L, N});
+        if (!s) fill(&y, 1.0f);
+        double *ref = malloc(sizeof *ref * (size_t)(rows * N)), *lin = malloc(sizeof *lin * (size_t)(rows * N));
+        double *xq = malloc(sizeof *xq * (size_t)W);
+        /* the reference before y, its own residual, is overwritten: the BF16 part's codes by a host division, the
+           MLP's as the backend wrote them */
+        for (int64_t r = 0; !s && r < rows; r++) {
+            for (int64_t i = 0; i < W; i++)
+                xq[i] = (double)qd_e4m3_to_f32(i < A ? qd_f32_to_e4m3((float)load_any(&a, r * A + i) / sc) : cb[r * W + i]) * sc;
+            for (int64_t o = 0; o < N; o++) {
+                double acc = bias[o];
+                for (int64_t i = 0; i < W; i++) acc += xq[i] * w[o * W + i];
+                lin[r * N + o] = load_any(&g, r / L * N + o) * acc;
+                ref[r * N + o] = load_any(&y, r * N + o) + lin[r * N + o];
+            }
+        }
+        if (!s) s = be->ops->linear_fused_codes(be, &cl, &codes, (const qd_tensor *[]){&a}, (const int64_t[]){0}, A ? 1 : 0, &g, &y, &y);
+        int64_t a_wrong = 0;
+        for (int64_t r = 0; !s && r < rows; r++)
+            for (int64_t i = 0; i < A; i++) a_wrong += cb[r * W + i] != qd_f32_to_e4m3((float)load_any(&a, r * A + i) / sc);
+        snprintf(cname, sizeof cname, "%s (the BF16 part's codes, differing)", name);
+        report(cname, (double)a_wrong, 0.0, s);
+        double err = 0, energy = 0, total = 0;
+        for (int64_t i = 0; !s && i < rows * N; i++) {
+            const double dv = load_any(&y, i) - ref[i];
+            err += dv * dv, energy += lin[i] * lin[i], total += ref[i] * ref[i];
+        }
+        const double tol = 4.0 * ldexp(1.0, -26) * fmax(4.0, ceil((double)W / 32.0)) + tol_once(QD_DTYPE_BF16) * (energy > 0 ? total / energy : 1);
+        snprintf(cname, sizeof cname, "%s (y against the codes' emulation)", name);
+        report(cname, s ? 0 : err / (energy > 0 ? energy : 1), tol, s);
+        free(w), free(bias), free(ref), free(lin), free(xq);
+        qd_tensor *all[] = {&q, &rs, &h32, &codes, &a, &g, &y, &x1, &y1};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+        qd_linear_free(&pl), qd_linear_free(&cl);
+    }
+}
+
 /* The sandwich norm into the residual stream (device backends: rms_norm_gated_add), x += gate·rms_norm(o, w), with
    the next modulated RMSNorm of x out of the same pass: against f64 (x, with the norm rounded to x's dtype as the op
    says), and against rms_norm, gated_add and norm_modulate(_fp8) on the same backend, which it must equal bit for bit
@@ -2285,6 +2432,7 @@ int main(int argc, char **argv) {
     run_norm_modulate(be);
     run_norm_modulate_fp8(be);
     run_fp8_token_codes(be);
+    run_fp8_codes_out(be);
     run_rms_norm_gated_add(be);
     run_swiglu(be);
     run_swiglu_fp8(be);

@@ -146,11 +146,16 @@ if quant_dir and not only_nunchaku:
             if not os.path.exists(os.path.join(comp, "config.json")):
                 continue  # a Nunchaku file (above)
             got = {}
+            codes_used = None
             for tag, dev, prec, env in [("cpu", "cpu", "f32", None), ("cuda", "cuda", "f32", None), ("cuda_bf16", "cuda", "bf16", None),
-                                        ("cuda_precise", "cuda", "f32", "QDIT_CUDA_FP8_PRECISE")]:
+                                        ("cuda_precise", "cuda", "f32", "QDIT_CUDA_FP8_PRECISE"), ("cuda_bf16_nocodes", "cuda", "bf16", "QDIT_CUDA_FP8_CODES")]:
                 path = os.path.join(out, f"{name}_{fam}_{tag}.safetensors")
+                # QDIT_CUDA_FP8_CODES=0: the GELU matmuls' output through BF16 (backend.h: fp8_codes_between), for the comparison
+                envs = dict(os.environ, QDIT_LOG="info", **({env: "0" if env == "QDIT_CUDA_FP8_CODES" else "1"} if env else {}))
                 r = subprocess.run([qdit, "forward", "--component", comp, "--inputs", io_path, "--output", path, "--device", dev,
-                                    "--precision", prec], capture_output=True, text=True, env=dict(os.environ, **({env: "1"} if env else {})))
+                                    "--precision", prec], capture_output=True, text=True, env=envs)
+                if tag == "cuda_bf16" and "FP8 codes" in r.stderr:  # (cuBLASLt's FP8 output, or its fallback through BF16)
+                    codes_used = "through BF16" if "no FP8-output matmul" in r.stderr else "FP8 output"
                 if r.returncode and "cuBLASLt has no matmul" in r.stderr:
                     # as the op harness skips them: 128x128-block FP8 writing F32 at N < 128 (the tiny model's), where
                     # cuBLASLt has no block-scaled algorithm; the error names the layer and the shape
@@ -166,7 +171,10 @@ if quant_dir and not only_nunchaku:
             cls = 0.45 if any(t in fam for t in four_bit) else 0.2
             e_cpu = rel(got["cpu"], ref)
             print(f"| {name} {fam} (vs unquantized) | cpu | f32 | family | {e_cpu:.2e} | {cls:g} |")
-            for tag, prec in [("cuda", "f32"), ("cuda_precise", "f32 promoted"), ("cuda_bf16", "bf16")]:
+            if codes_used and "cuda_bf16_nocodes" in got:
+                print(f"| {name} {fam} (bf16: GELU outputs as FP8 codes, {codes_used}, against codes off) | cuda | bf16 | family | "
+                      f"{rel(got['cuda_bf16'], got['cuda_bf16_nocodes']):.2e} | |")
+            for tag, prec in [("cuda", "f32"), ("cuda_precise", "f32 promoted"), ("cuda_bf16", "bf16"), ("cuda_bf16_nocodes", "bf16, FP8 codes off")]:
                 if tag not in got:
                     continue
                 e_ref, e_x = rel(got[tag], ref), rel(got[tag], got["cpu"])

@@ -174,6 +174,9 @@ static const qd_backend_ops cuda_ops = {
     .takes_fp8_tokens = qd_cuda_takes_fp8_tokens,
     .norm_modulate_fp8 = qd_cuda_norm_modulate_fp8,
     .linear_fp8_tokens = qd_cuda_linear_fp8_tokens,
+    .fp8_codes_between = qd_cuda_fp8_codes_between,
+    .linear_fp8_codes = qd_cuda_linear_fp8_codes,
+    .linear_fused_codes = qd_cuda_linear_fused_codes,
     .rms_norm_gated_add = qd_cuda_rms_norm_gated_add,
     .rms_norm_rope = qd_cuda_rms_norm_rope,
     .rms_norm_rope_cols = qd_cuda_rms_norm_rope_cols,
@@ -295,6 +298,15 @@ static qd_status p_norm_mod_fp8(qd_backend *b, qd_norm_kind k, const qd_tensor *
 static qd_status p_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *q, const qd_tensor *rs, qd_tensor *y) {
     const int64_t k = q->rank ? q->shape[q->rank - 1] : 1, rows = k ? qd_tensor_elements(q) / k : 0;
     PROF(rows <= 16 ? P_LINEAR_SMALL : rows <= 1024 ? P_LINEAR_MID : P_LINEAR, qd_cuda_linear_fp8_tokens(b, l, q, rs, y));
+}
+static qd_status p_linear_fp8_codes(qd_backend *b, qd_linear *l, const qd_tensor *q, const qd_tensor *rs, const qd_linear *to, qd_tensor *o,
+                                    int64_t col) {
+    const int64_t k = q->rank ? q->shape[q->rank - 1] : 1, rows = k ? qd_tensor_elements(q) / k : 0;
+    PROF(rows <= 16 ? P_LINEAR_SMALL : rows <= 1024 ? P_LINEAR_MID : P_LINEAR, qd_cuda_linear_fp8_codes(b, l, q, rs, to, o, col));
+}
+static qd_status p_linear_fused_codes(qd_backend *b, qd_linear *l, qd_tensor *q, const qd_tensor *const *xs, const int64_t *cols, int n,
+                                      const qd_tensor *g, const qd_tensor *r, qd_tensor *y) {
+    PROF(P_LINEAR_FUSED, qd_cuda_linear_fused_codes(b, l, q, xs, cols, n, g, r, y));
 }
 static qd_status p_rms_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *c, const qd_tensor *sn,
                             qd_rope_mode m, qd_tensor *y) {
@@ -437,6 +449,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
             po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->swiglu = p_swiglu, po->rms_norm_gated_add = p_norm_add, po->swiglu_fp8 = p_swiglu_fp8, po->modulate = p_mod, po->gated_add = p_gadd;
             po->linear_fused = p_linear_fused, po->norm_modulate_fp8 = p_norm_mod_fp8, po->linear_fp8_tokens = p_linear_fp8_tokens;
+            po->linear_fp8_codes = p_linear_fp8_codes, po->linear_fused_codes = p_linear_fused_codes;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;
             po->copy = p_copy, po->destroy = cuda_destroy_prof;

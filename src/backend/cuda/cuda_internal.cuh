@@ -314,6 +314,11 @@ qd_status qd_cuda_norm_modulate_fp8(qd_backend *b, qd_norm_kind kind, const qd_t
                                     const qd_tensor *scale, const qd_tensor *shift, float fixed_scale, qd_tensor *codes, qd_tensor *row_scale);
 bool qd_cuda_takes_fp8_tokens(qd_backend *b, const qd_linear *l, float *static_scale);
 qd_status qd_cuda_linear_fp8_tokens(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, qd_tensor *y);
+bool qd_cuda_fp8_codes_between(qd_backend *b, const qd_linear *producer, const qd_linear *consumer);
+qd_status qd_cuda_linear_fp8_codes(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, const qd_linear *consumer,
+                                   qd_tensor *out, int64_t col);
+qd_status qd_cuda_linear_fused_codes(qd_backend *b, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n,
+                                     const qd_tensor *gate, const qd_tensor *r, qd_tensor *y);
 qd_status qd_cuda_rms_norm_rope(qd_backend *b, const qd_tensor *x, const qd_tensor *w, float eps, const qd_tensor *cos,
                                 const qd_tensor *sin, qd_rope_mode mode, qd_tensor *y);
 qd_status qd_cuda_rms_norm_rope_cols(qd_backend *b, const qd_tensor *x, int64_t col, const qd_tensor *w, float eps, const qd_tensor *cos,

@@ -89,7 +89,7 @@ qd_status qd_cuda_arena_finish(cuda_arena *a, cuda_linear *d, const char *layer)
     (void **)&(d)->w, (void **)&(d)->bias, (void **)&(d)->bias16, (void **)&(d)->wscale, (void **)&(d)->wscale_vec,                \
         (void **)&(d)->wblock, (void **)&(d)->dual, (void **)&(d)->row_exp, (void **)&(d)->smooth, (void **)&(d)->lora_down,        \
         (void **)&(d)->lora_up, (void **)&(d)->lora_up8, (void **)&(d)->awq_zeros, (void **)&(d)->int_scale,                                                \
-        (void **)&(d)->int_zero, (void **)&(d)->int_qbias
+        (void **)&(d)->int_zero, (void **)&(d)->int_qbias, (void **)&(d)->static_scales
 
 /* while a scheme's prepare fills the arena, the pointer fields hold offsets into it (QD_ARENA_PTR); absent
    buffers hold UINTPTR_MAX. Once the arena is on the device, bind turns offsets into addresses. */
@@ -178,6 +178,11 @@ static qd_status prepare_float_parts(qd_linear *l, cuda_linear *d, cuda_arena *a
     if (l->act == QD_ACT_STATIC_TENSOR) {
         d->input_scale = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
         if (!(d->input_scale > 0.0f)) return qd_fail(QD_EINVAL, "layer '%s': static fp8 needs a positive input_scale", l->name);
+        const size_t off = qd_cuda_arena_add(a, NULL, 2 * sizeof(float));
+        if (off == SIZE_MAX) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate", l->name);
+        float *ss = (float *)qd_cuda_arena_at(a, off);
+        ss[0] = d->input_scale, ss[1] = 1.0f / d->input_scale;
+        d->static_scales = (float *)QD_ARENA_PTR(off);
     }
     return QD_OK;
 }
@@ -236,10 +241,11 @@ static cudaDataType_t lt_type(qd_dtype t) {
 typedef struct {
     int64_t m, n, k, lda;
     cudaDataType_t at, bt, dt, bias_type;
-    bool bias, a_scale, b_scale, gelu, accumulate, fast_accum, none;
+    bool bias, a_scale, b_scale, gelu, accumulate, fast_accum, d_scale, none;
     int a_mode, b_mode;
+    int64_t ldd;
     cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatrixLayout_t la, lb, lc, ld; /* lc: C's own layout (BF16) where D is E4M3, else NULL (C is D) */
     cublasLtMatmulAlgo_t algo;
     cublasLtMatmulAlgo_t cand[8]; /* the heuristic's candidates, timed on the first call */
     int ncand;
@@ -254,6 +260,7 @@ typedef struct {
 
 static void plan_free(lt_plan *p) {
     if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
     if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
     if (p->la) cublasLtMatrixLayoutDestroy(p->la);
     if (p->op) cublasLtMatmulDescDestroy(p->op);
@@ -276,7 +283,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
             p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
-            p->fast_accum == key->fast_accum && p->lda == key->lda &&
+            p->fast_accum == key->fast_accum && p->lda == key->lda && p->d_scale == key->d_scale && p->ldd == key->ldd &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -289,7 +296,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         plan_free(p);
     }
     *p = *key;
-    p->op = NULL, p->la = p->lb = p->ld = NULL;
+    p->op = NULL, p->la = p->lb = p->lc = p->ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     /* int8 operands (linear_int8.cu): exact int32 accumulation, int32 alpha/beta, int32 D (IMMA; `at` is in the key) */
     const bool i8 = p->at == CUDA_R_8I;
@@ -318,19 +325,22 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
     if (!st && p->bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dp, sizeof dp);
     if (!st && p->a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dp, sizeof dp);
     if (!st && p->b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dp, sizeof dp);
+    if (!st && p->d_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, &dp, sizeof dp);
     if (!st && p->fast_accum) {
         const int8_t on = 1;
         st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof on);
     }
     if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->lda ? p->lda : p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
-    if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->n);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->ldd ? p->ldd : p->n);
+    /* an E4M3 D: C is BF16 (cuBLASLt's FP8 outputs take a 16-bit C), never read (beta = 0) */
+    if (!st && p->dt == CUDA_R_8F_E4M3) st = cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_16BF, (uint64_t)p->n, (uint64_t)p->m, p->n);
     if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
     if (!st) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_workspace_bytes,
                                                        sizeof c->lt_workspace_bytes);
     cublasLtMatmulHeuristicResult_t h[8] = {};
     int found = 0;
-    if (!st) st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 8, h, &found);
+    if (!st) st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc ? p->lc : p->ld, p->ld, pref, 8, h, &found);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     p->none = st || !found;
     p->ncand = 0;
@@ -354,6 +364,8 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     key.gelu = x && x->gelu;
     key.accumulate = x && x->accumulate;
     key.lda = x && x->lda != k ? x->lda : 0;
+    key.d_scale = x && x->d_scale;
+    key.ldd = x && x->ldd != n ? x->ldd : 0;
     /* FP8 with per-tensor / per-channel / per-token scales: the tensor cores' own FP8 accumulation, as SGLang's FP8
        GEMMs on Hopper run it (sgl-kernel's fp8_scaled_mm dispatches CUTLASS's FP8FastAccum schedules on SM90), 6-13%
        faster than cuBLASLt's default, which promotes the partial sums to f32 (kernel lab, 2026-11-30). Block-scaled
@@ -368,6 +380,10 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     if (bias) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     if (!st && key.a_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &x->a_scale, sizeof x->a_scale);
     if (!st && key.b_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x->b_scale, sizeof x->b_scale);
+    if (!st && key.d_scale) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, &x->d_scale, sizeof x->d_scale);
+    /* an E4M3 D: no C (beta = 0; cuBLASLt takes C = D only with C's layout equal to D's) */
+    cublasLtMatrixLayout_t lc = p->lc ? p->lc : p->ld;
+    const void *cp = p->lc ? NULL : d;
     const float onef = 1.0f, betaf = key.accumulate ? 1.0f : 0.0f;
     const int32_t onei = 1, betai = key.accumulate ? 1 : 0; /* int8 matmuls' scale type is int32 */
     const bool i8 = at == CUDA_R_8I;
@@ -390,7 +406,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
                 bool ok = true;
                 for (int r = 0; r < 3 && ok; r++) {
                     if (r == 1) cudaEventRecord(e0, c->stream);
-                    ok = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, td, p->ld, td, p->ld, &p->cand[i], c->lt_workspace,
+                    ok = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, p->lc ? NULL : td, lc, td, p->ld, &p->cand[i], c->lt_workspace,
                                         c->lt_workspace_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
                 }
                 cudaEventRecord(e1, c->stream);
@@ -405,8 +421,13 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
         if (td != d) qd_cuda_scratch_free(c, td);
         p->algo = p->cand[pick];
         p->tuned = true;
+        if (best == 1e30f && td) { /* every candidate the heuristic offered failed to run: as if it had offered none */
+            p->none = true;
+            return qd_fail(QD_EUNSUPPORTED, "layer '%s': none of cuBLASLt's matmuls for M %lld, N %lld, K %lld in these types ran", name,
+                           (long long)m, (long long)n, (long long)k);
+        }
     }
-    if (!st) st = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, d, p->ld, d, p->ld, &p->algo, c->lt_workspace,
+    if (!st) st = cublasLtMatmul(c->lt, p->op, one, a, p->la, bm, p->lb, beta, cp, lc, d, p->ld, &p->algo, c->lt_workspace,
                                  c->lt_workspace_bytes, c->stream);
     if (st) return qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt matmul failed (status %d)", name, (int)st);
     return QD_OK;
@@ -452,13 +473,13 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0};
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL, 0};
         qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0};
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL, 0};
             s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
@@ -668,7 +689,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (!s && (mp != m || np != n)) s = qd_cuda_scratch(c, es * (size_t)(mp * np), &yp);
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL, 0};
         if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
@@ -702,7 +723,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0, NULL, 0};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -923,6 +944,40 @@ __global__ void fused_vectors_kernel(const void *g, int gt, int64_t bi, int64_t 
     }
 }
 
+__global__ void fill_f32_kernel(float *p, int64_t n, float v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) p[i] = v;
+}
+
+static qd_status fill_f32(qd_cuda *c, float *p, int64_t n, float v) {
+    fill_f32_kernel<<<qd_cuda_blocks(n, 256), 256, 0, c->stream>>>(p, n, v);
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "fill");
+}
+
+/* The matmuls of linear_fused over its quantized input q [rows, kq] (w: E4M3 [N, kq]; sx: row scales, batch element
+ * bi's at sx + bi·stride): per batch element, the gate folded into the weight's per-channel scale (gs) and its bias
+ * (gb), the residual already in y entering as C (accumulate). QD_EUNSUPPORTED (nothing written) when cuBLASLt has
+ * no such algorithm. */
+static qd_status fused_matmuls(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, int64_t kq, const float *sx,
+                               int64_t stride, int64_t B, const qd_tensor *gate, bool accumulate, float *gs, void *gb, qd_tensor *y) {
+    const int64_t N = l->out_features, per = qd_tensor_elements(y) / N / B;
+    const void *bias = d->bias16; /* cuBLASLt's FP8 epilogue into BF16 takes a BF16 bias */
+    qd_status s = QD_OK;
+    for (int64_t bi = 0; !s && bi < B; bi++) {
+        fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
+                                                                             gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
+        char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
+        const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+                             CUDA_R_16BF, false, accumulate, 0, NULL, 0};
+        if (!s) s = qd_cuda_lt_matmul(c, l->name ? l->name : "linear", per, N, kq, w, CUDA_R_8F_E4M3, q + bi * per * kq, CUDA_R_8F_E4M3, yb,
+                                      CUDA_R_16BF, gate && bias ? (const void *)gb : bias, &ex);
+        if (s == QD_EUNSUPPORTED && bi > 0) s = qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt's matmul failed after the first batch element", l->name);
+    }
+    return s;
+}
+
 /* linear_fused (backend.h): FP8 with per-token or static per-tensor activations, and the W4A8 schemes without a
  * low-rank branch (their weights expanded to E4M3 as their linear does), as one quantization over the input parts
  * and one FP8 matmul, the gate folded into the weight's per-channel scale and the residual entering as C (beta = 1;
@@ -931,7 +986,6 @@ __global__ void fused_vectors_kernel(const void *g, int gt, int64_t bi, int64_t 
  * (FLUX shapes, H200, 2026-11-30), and the concatenation they would save costs less than that. */
 extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
                                           qd_tensor *y) {
-    const char *name = l->name ? l->name : "linear";
     const cuda_linear *d = NULL;
     qd_status s = ready(l, &d);
     if (s) return s;
@@ -958,9 +1012,8 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     float *gs = NULL, *gb = NULL, *sx = NULL, *lr = NULL;
     __nv_fp8_e4m3 *q = NULL;
     void *w8 = NULL; /* W4A8: the weights expanded to E4M3 */
-    const void *bias = d->bias16; /* cuBLASLt's FP8 epilogue into BF16 takes a BF16 bias */
     s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
-    if (!s && gate && bias) s = qd_cuda_scratch(c, 2 * (size_t)N, (void **)&gb);
+    if (!s && gate && d->bias16) s = qd_cuda_scratch(c, 2 * (size_t)N, (void **)&gb);
     if (!s && w4) s = qd_cuda_w4_expand(c, l, d, &w8);
     if (!s) s = qd_cuda_scratch(c, (size_t)(rows * KQ), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
@@ -982,23 +1035,166 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
     }
     qd_cuda_scratch_free(c, lr);
-    for (int64_t bi = 0; !s && bi < B; bi++) {
-        fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
-                                                                             gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
-        const cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
-        char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
-        const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             CUDA_R_16BF, false, r != NULL, 0};
-        if (!s) s = qd_cuda_lt_matmul(c, name, per, N, KQ, w4 ? w8 : d->w, CUDA_R_8F_E4M3, q + bi * per * KQ, CUDA_R_8F_E4M3, yb, CUDA_R_16BF,
-                                      gate && bias ? (const void *)gb : bias, &ex);
-        /* cuBLASLt has no such algorithm: nothing was written yet (the first matmul is where its plan is made), y holds
-           r — the composition from there */
-        if (s == QD_EUNSUPPORTED && bi == 0) {
-            qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
-            return qd_linear_fused_composed(b, l, xs, n, gate, r ? y : NULL, y);
+    if (!s) s = fused_matmuls(c, l, d, w4 ? w8 : d->w, q, KQ, sx, stride, B, gate, r != NULL, gs, gb, y);
+    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
+    /* cuBLASLt has no such algorithm: nothing was written yet (the first matmul is where its plan is made), y holds
+       r — the composition from there */
+    if (s == QD_EUNSUPPORTED) return qd_linear_fused_composed(b, l, xs, n, gate, r ? y : NULL, y);
+    return s;
+}
+
+/* ---------------------------------------------------------------------- FP8 codes between two layers ---- */
+
+/* The pair producer → consumer where the consumer has a static input scale (ModelOpt FP8's pairs: FLUX.1's
+ * ff.net.0.proj → ff.net.2, proj_mlp → proj_out): the producer's matmul writes E4M3 codes of its GELU output divided
+ * by that scale (cuBLASLt's FP8 D with a D scale of 1/input_scale), straight into the consumer's input, so the 12288
+ * wide MLP activations are written once in a byte and never read back in BF16 to be quantized. Without the BF16
+ * rounding in between, a value within BF16's rounding of an E4M3 midpoint may land on the other code: one E4M3 step,
+ * nearer the exact value (op harness: run_fp8_codes_out). QDIT_CUDA_FP8_CODES=0 turns it off (side-by-side timing). */
+
+/* l is a static FP8 layer prepared here whose matmul takes its codes as they are: its device form, else NULL */
+static const cuda_linear *static_fp8(const qd_linear *l) {
+    const cuda_linear *d = qd_cuda_linear_of(l);
+    return d && l->scheme == QD_SCHEME_FP8 && l->act == QD_ACT_STATIC_TENSOR && !d->block && d->kp == l->in_features && d->np == l->out_features &&
+                   d->static_scales
+               ? d
+               : NULL;
+}
+
+extern "C" bool qd_cuda_fp8_codes_between(qd_backend *b, const qd_linear *producer, const qd_linear *consumer) {
+    static int off = -1;
+    if (off < 0) off = getenv("QDIT_CUDA_FP8_CODES") && !strcmp(getenv("QDIT_CUDA_FP8_CODES"), "0");
+    float fixed = 0.0f;
+    if (off || producer->scheme != QD_SCHEME_FP8 || qd_cuda_w4_covers(producer) || !qd_cuda_takes_fp8_tokens(b, producer, &fixed)) return false;
+    qd_act_kind kind = QD_ACT_GELU_TANH;
+    if (qd_linear_out_kind(producer, &kind) && (kind != QD_ACT_GELU_TANH || !qd_cuda_of(b)->gelu_epilogue)) return false;
+    const cuda_linear *d = qd_cuda_linear_of(producer);
+    return d && d->np == producer->out_features && static_fp8(consumer) != NULL && !qd_cuda_of(b)->fp8_unfused;
+}
+
+/* codes[r·ld + col + i] = e4m3(x[r, i] / s) for x [rows, k]; V: BF16 x with k % 8 == 0, ld and col % 8 == 0, 8 values
+ * per thread (16 bytes in, 8 out) */
+template <bool V>
+__global__ void fp8_codes_cols_kernel(const void *x, int xt, int64_t rows, int64_t k, float s, __nv_fp8_e4m3 *q, int64_t ld, int64_t col) {
+    const int64_t per = V ? k / 8 : k;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * per; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / per, j = i % per;
+        if (V) {
+            float v[8];
+            qd_bf16x8_f32(((const uint4 *)x)[i], v);
+            alignas(8) __nv_fp8_e4m3 o[8];
+#pragma unroll
+            for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] / s);
+            *(uint2 *)(q + r * ld + col + 8 * j) = *(const uint2 *)o;
+        } else {
+            q[r * ld + col + j] = __nv_fp8_e4m3(qd_ld(x, xt, i) / s);
         }
     }
-    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
+}
+
+static qd_status codes_cols(qd_cuda *c, const void *x, qd_dtype xt, int64_t rows, int64_t k, float s, __nv_fp8_e4m3 *q, int64_t ld, int64_t col) {
+    const bool v = xt == QD_DTYPE_BF16 && k % 8 == 0 && ld % 8 == 0 && col % 8 == 0 && qd_cuda_aligned16(x) && qd_cuda_aligned16(q);
+    const int64_t work = v ? rows * k / 8 : rows * k;
+    if (v) fp8_codes_cols_kernel<true><<<qd_cuda_blocks(work, 256), 256, 0, c->stream>>>(x, xt, rows, k, s, q, ld, col);
+    else fp8_codes_cols_kernel<false><<<qd_cuda_blocks(work, 256), 256, 0, c->stream>>>(x, xt, rows, k, s, q, ld, col);
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "fp8 codes into columns");
+}
+
+extern "C" qd_status qd_cuda_linear_fp8_codes(qd_backend *b, qd_linear *l, const qd_tensor *codes, const qd_tensor *row_scale, const qd_linear *consumer,
+                                              qd_tensor *out, int64_t col) {
+    const char *name = l->name ? l->name : "linear", *cname = consumer->name ? consumer->name : "linear";
+    if (!qd_cuda_fp8_codes_between(b, l, consumer))
+        return qd_fail(QD_EUNSUPPORTED, "layer '%s' → '%s': no FP8 codes between them (fp8_codes_between)", name, cname);
+    const int64_t k = l->in_features, n = l->out_features, m = codes->rank ? qd_tensor_elements(codes) / (k ? k : 1) : 0;
+    const int64_t w = out->rank ? out->shape[out->rank - 1] : 0;
+    if (codes->dtype != QD_DTYPE_F8_E4M3 || codes->rank < 1 || codes->shape[codes->rank - 1] != k || row_scale->dtype != QD_DTYPE_F32 ||
+        qd_tensor_elements(row_scale) != m || out->dtype != QD_DTYPE_F8_E4M3 || col < 0 || col + n > w || qd_tensor_elements(out) != m * w ||
+        col % 16 || w % 16)
+        return qd_fail(QD_EINVAL, "layer '%s': FP8 tokens [..., %lld] with %lld row scales into columns %lld..%lld of F8_E4M3 rows of %lld (multiples of 16)",
+                       name, (long long)k, (long long)m, (long long)col, (long long)(col + n), (long long)w);
+    const cuda_linear *d = NULL;
+    qd_status s = ready(l, &d);
+    if (s || m == 0) return s;
+    const cuda_linear *dc = static_fp8(consumer);
+    qd_cuda *c = qd_cuda_of(b);
+    qd_act_kind kind = QD_ACT_GELU_TANH;
+    bool gelu = qd_linear_out_kind(l, &kind);
+    float fixed = 0.0f;
+    qd_cuda_takes_fp8_tokens(b, l, &fixed);
+    __nv_fp8_e4m3 *dst = (__nv_fp8_e4m3 *)out->data + col;
+    /* per-tensor scales as scalars (the row scales of a static layer's codes are all its input scale) */
+    const int vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, scalar = CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+    lt_extra ex = {};
+    ex.a_scale = d->wscale_per_channel ? (const void *)d->wscale_vec : (const void *)d->wscale, ex.a_mode = d->wscale_per_channel ? vec : scalar;
+    ex.b_scale = row_scale->data, ex.b_mode = fixed > 0.0f ? scalar : vec;
+    ex.bias_type = CUDA_R_16BF, ex.gelu = gelu, ex.d_scale = dc->static_scales + 1, ex.ldd = w;
+    s = qd_cuda_lt_matmul(c, name, m, n, k, d->w, CUDA_R_8F_E4M3, codes->data, CUDA_R_8F_E4M3, dst, CUDA_R_8F_E4M3, d->bias16, &ex);
+    static bool told = false;
+    if (!s && !told) qd_log(QD_LOG_INFO, "cuda: layer '%s' writes its output as FP8 codes of '%s' (and other such pairs)", name, cname);
+    told = told || !s;
+    if (s != QD_EUNSUPPORTED) return s;
+    /* no cuBLASLt algorithm writes E4M3 for this one: its BF16 output, then the consumer's quantization */
+    static bool logged = false;
+    if (!logged) qd_log(QD_LOG_INFO, "cuda: layer '%s': no FP8-output matmul in cuBLASLt: its BF16 output quantized as FP8 codes of '%s'", name, cname);
+    logged = true;
+    void *yb = NULL;
+    if ((s = qd_cuda_scratch(c, 2 * (size_t)(m * n), &yb))) return s;
+    qd_tensor y = {};
+    y.dtype = QD_DTYPE_BF16, y.rank = 2, y.shape[0] = m, y.shape[1] = n, y.data = yb;
+    s = qd_cuda_fp8_matmul(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, (const float *)row_scale->data, &y, m, &gelu, false);
+    if (!s && !gelu && qd_linear_out_kind(l, &kind)) s = qd_cuda_activation(b, kind, &y, &y);
+    if (!s) s = codes_cols(c, yb, QD_DTYPE_BF16, m, n, dc->input_scale, (__nv_fp8_e4m3 *)out->data, w, col);
+    qd_cuda_scratch_free(c, yb);
+    return s;
+}
+
+extern "C" qd_status qd_cuda_linear_fused_codes(qd_backend *b, qd_linear *l, qd_tensor *codes, const qd_tensor *const *xs, const int64_t *cols, int n,
+                                                const qd_tensor *gate, const qd_tensor *r, qd_tensor *y) {
+    const char *name = l->name ? l->name : "linear";
+    const cuda_linear *d = NULL;
+    qd_status s = ready(l, &d);
+    if (s) return s;
+    if (!static_fp8(l)) return qd_fail(QD_EUNSUPPORTED, "layer '%s' (%s): linear_fused_codes takes static FP8 layers only", name, l->scheme_name);
+    qd_cuda *c = qd_cuda_of(b);
+    const int64_t N = l->out_features, K = l->in_features, rows = qd_tensor_elements(y) / N;
+    const int64_t B = gate ? gate->shape[0] : 1;
+    bool ok = codes->dtype == QD_DTYPE_F8_E4M3 && codes->rank >= 1 && codes->shape[codes->rank - 1] == K && qd_tensor_elements(codes) == rows * K &&
+              y->dtype == QD_DTYPE_BF16 && y->shape[y->rank - 1] == N && (!r || (r->dtype == y->dtype && qd_tensor_elements(r) == rows * N)) &&
+              (!gate || (qd_tensor_elements(gate) == B * N && y->shape[0] == B && rows % B == 0)) && n >= 0 && n <= QD_FUSED_INPUTS;
+    for (int j = 0; ok && j < n; j++) {
+        const int64_t kj = xs[j]->shape[xs[j]->rank - 1];
+        ok = qd_cuda_float_dtype(xs[j]->dtype) && qd_tensor_elements(xs[j]) == rows * kj && cols[j] >= 0 && cols[j] + kj <= K;
+    }
+    if (!ok || rows == 0)
+        return qd_fail(QD_EINVAL, "layer '%s': linear_fused_codes of F8_E4M3 codes [..., %lld] and %d BF16 parts into BF16 [..., %lld] (rows %lld)", name,
+                       (long long)K, n, (long long)N, (long long)rows);
+    for (int j = 0; !s && j < n; j++)
+        s = codes_cols(c, xs[j]->data, xs[j]->dtype, rows, xs[j]->shape[xs[j]->rank - 1], d->input_scale, (__nv_fp8_e4m3 *)codes->data, K, cols[j]);
+    if (!s && r && r->data != y->data) {
+        const cudaError_t e = cudaMemcpyAsync(y->data, r->data, qd_tensor_bytes(y), cudaMemcpyDeviceToDevice, c->stream);
+        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused_codes residual");
+    }
+    const int64_t per = rows / B, stride = (per + 63) / 64 * 64; /* as linear_fused lays out its row scales */
+    float *gs = NULL, *sx = NULL;
+    void *gb = NULL;
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)N, (void **)&gs);
+    if (!s && gate && d->bias16) s = qd_cuda_scratch(c, 2 * (size_t)N, &gb);
+    if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
+    if (!s) s = fill_f32(c, sx, B * stride, d->input_scale);
+    if (!s) s = fused_matmuls(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, K, sx, stride, B, gate, r != NULL, gs, gb, y);
+    qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, sx);
+    if (s != QD_EUNSUPPORTED) return s;
+    /* no fused matmul for this shape: the codes' matmul into scratch, then the gate and the residual */
+    void *yb = NULL;
+    float *rs = NULL;
+    if ((s = qd_cuda_scratch(c, 2 * (size_t)(rows * N), &yb))) return s;
+    if (!(s = qd_cuda_scratch(c, sizeof(float) * (size_t)rows, (void **)&rs))) s = fill_f32(c, rs, rows, d->input_scale);
+    qd_tensor t = *y;
+    t.data = yb, t.backend = NULL;
+    bool gelu = false;
+    if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, rs, &t, rows, &gelu, false);
+    if (!s) s = qd_cuda_gated_add(b, r ? y : NULL, &t, gate, y);
+    qd_cuda_scratch_free(c, yb), qd_cuda_scratch_free(c, rs);
     return s;
 }

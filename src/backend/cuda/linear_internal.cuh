@@ -27,6 +27,8 @@ typedef struct {
     bool block;        /* fp8_block: 128×128 weight blocks, 1×128 activation groups */
     int64_t kp, np;    /* K and N padded to multiples of 16 (cuBLASLt's FP8 matmuls need them) */
     float input_scale; /* fp8 / nvfp4 static */
+    float *static_scales; /* fp8 static: [input_scale, 1/input_scale] on the device (the scalar scale of matmuls that take
+                             this layer's codes, and the D scale of those that write them: linear_fp8_codes) */
 
     /* W4A8 (linear_w4.cu): block scales as stored, their group along K, the row exponent, smoothing */
     void *wblock;      /* NVFP4/SVDQ-nvfp4 E4M3 [N, K/16], MX E8M0 [N, K/32], SVDQ-int4/AWQ BF16/F16 [N, K/64] */
@@ -97,6 +99,8 @@ typedef struct {
     bool gelu;
     bool accumulate;
     int64_t lda; /* A's leading dimension when it is a slice of wider rows (0: K, packed) */
+    const void *d_scale; /* E4M3 D: the scale D is multiplied by before its rounding (device f32) */
+    int64_t ldd;         /* D's leading dimension when it is a column range of wider rows (0: N) */
 } lt_extra;
 
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no

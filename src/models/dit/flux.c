@@ -536,6 +536,13 @@ static qd_tensor v_in_place(const qd_tensor *qkv, int64_t H, int64_t hd) {
 /* An MLP added into the residual stream under its gate: res += gate·out(gelu_tanh(in(x))), the GELU applied by `in`
    itself (its out_act) */
 static void mlp_into(run *r, qd_linear *in, qd_linear *outl, const qd_run_input *x, int64_t hidden, const qd_tensor *gate, qd_tensor *res) {
+    if (in->out_features == hidden && outl->in_features == hidden && qd_run_codes_between(r, x, in, outl)) {
+        /* a static FP8 `out` (ModelOpt): `in` writes its codes, the GELU output never in BF16 */
+        qd_tensor codes = qd_run_linear_codes(r, in, x, outl, hidden, 0);
+        qd_run_linear_fused_codes(r, outl, &codes, NULL, NULL, 0, gate, res);
+        qd_tensor_free(&codes);
+        return;
+    }
     qd_tensor h = qd_run_linear_in(r, in, x, hidden);
     qd_run_linear_fused(r, outl, (const qd_tensor *[]){&h}, 1, gate, res);
     qd_tensor_free(&h);
@@ -708,7 +715,13 @@ static qd_status flux_body(void *user) {
         qd_run_input sn_in = qd_run_norm_modulate_for(r, QD_NORM_LAYER, &s, NULL, 1e-6f, &scale, &shift, sn_l,
                                                      !nk_slices && b->qkv.out_features > 0 ? 2 : 0);
         const qd_tensor sn = sn_in.x;
-        qd_tensor hmlp = qd_run_linear_in(r, &b->proj_mlp, &sn_in, 4 * D); /* GELU-tanh applied by the layer */
+        /* a static FP8 proj_out (ModelOpt): proj_mlp writes its codes into columns [D, 5D) of proj_out's input, the
+           attention's go into [0, D) later (qd_run_linear_fused_codes) */
+        const bool codes_out = !m->nunchaku && b->proj_mlp.out_features == 4 * D && b->proj_out.in_features == 5 * D &&
+                               qd_run_codes_between(r, &sn_in, &b->proj_mlp, &b->proj_out);
+        qd_tensor hmlp = {0}, po_codes = {0};
+        if (codes_out) po_codes = qd_run_linear_codes(r, &b->proj_mlp, &sn_in, &b->proj_out, 5 * D, D);
+        else hmlp = qd_run_linear_in(r, &b->proj_mlp, &sn_in, 4 * D); /* GELU-tanh applied by the layer */
         qd_tensor q, k, v, qkv = {0};
         int64_t v_row = 0; /* v read in place from qkv */
         if (nk_slices) {
@@ -735,10 +748,12 @@ static qd_status flux_body(void *user) {
         if (m->nunchaku) { /* s += gate·proj_out(cat(A, hmlp)) = gate·out_proj(A) + gate·mlp_fc2(hmlp): two passes into s */
             qd_run_linear_fused(r, &b->out_attn, (const qd_tensor *[]){&A}, 1, &gate, &s);
             qd_run_linear_fused(r, &b->mlp_fc2, (const qd_tensor *[]){&hmlp}, 1, &gate, &s);
+        } else if (codes_out) {
+            qd_run_linear_fused_codes(r, &b->proj_out, &po_codes, (const qd_tensor *[]){&A}, (const int64_t[]){0}, 1, &gate, &s);
         } else { /* proj_out over [attention | MLP] without the concatenation on a device (linear_fused) */
             qd_run_linear_fused(r, &b->proj_out, (const qd_tensor *[]){&A, &hmlp}, 2, &gate, &s);
         }
-        qd_tensor_free(&A), qd_tensor_free(&hmlp);
+        qd_tensor_free(&A), qd_tensor_free(&hmlp), qd_tensor_free(&po_codes);
         qd_tensor_free(&shift), qd_tensor_free(&scale), qd_tensor_free(&gate);
         qd_tensor_free(&e); /* after the chunks: they may be views into it */
     }
