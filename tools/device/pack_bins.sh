@@ -28,11 +28,12 @@ if [ "${1:-}" = "--fixtures" ]; then
     cp build/tests/quant-fixtures/$m/svdquant_$f/expected/dequant.safetensors /tmp/qdit-fx/quant-fixtures/$m/svdquant_$f/expected/
   done; done
   # checkpoint families (component folders, without their expected/ references): Z-Image's (less the
-  # variants of a family's metadata), FLUX.1's ModelOpt FP8 and NVFP4
+  # variants of a family's metadata), FLUX.1's ModelOpt FP8 (flat: SGLang's BF16 fallback preset; nested: every linear, its MLPs
+  # take the FP8-codes path on the GPU) and NVFP4
   # (fixture_check.py runs them on the CPU and the GPU)
   for m in zimage_tiny_a flux_tiny_a; do for d in build/tests/quant-fixtures/$m/*/; do f=$(basename "$d")
     [ -f "$d/config.json" ] || continue
-    [ $m = flux_tiny_a ] && case $f in modelopt_fp8_flat|modelopt_nvfp4) ;; *) continue ;; esac
+    [ $m = flux_tiny_a ] && case $f in modelopt_fp8_flat|modelopt_fp8_nested|modelopt_nvfp4) ;; *) continue ;; esac
     case $f in *_comfy|*_tensor_only|*_int64|*_dynamic|*_metadata|*_dualscale|modelopt_fp8_flat) [ $m = zimage_tiny_a ] && continue ;; esac # (the 64 MiB)
     mkdir -p /tmp/qdit-fx/quant-fixtures/$m/$f && cp "$d"/*.json "$d"/*.safetensors /tmp/qdit-fx/quant-fixtures/$m/$f/
   done; done

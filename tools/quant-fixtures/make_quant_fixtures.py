@@ -558,10 +558,31 @@ def layer_rng(seed, name, salt=""):
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32((salt + "|" + name).encode())])
 
 
+# Linears that read one and the same input tensor: a calibration (ModelOpt's amax, msModelSlim's ranges) sees the same
+# activations for each, so they get the same static scale. FLUX.1: a double block's to_q/to_k/to_v and its
+# add_q/k/v_proj; a single block's to_q/to_k/to_v and proj_mlp (all on norm's output). Z-Image: to_q/to_k/to_v, and w1/w3.
+SHARED_INPUT = [
+    (r"^(transformer_blocks\.\d+\.attn)\.to_[qkv]$", r"\1.to_qkv"),
+    (r"^(transformer_blocks\.\d+\.attn)\.add_[qkv]_proj$", r"\1.add_qkv_proj"),
+    (r"^(single_transformer_blocks\.\d+)\.(attn\.to_[qkv]|proj_mlp)$", r"\1.norm"),
+    (r"^((?:layers|noise_refiner|context_refiner)\.\d+\.attention)\.to_[qkv]$", r"\1.to_qkv"),
+    (r"^((?:layers|noise_refiner|context_refiner)\.\d+\.feed_forward)\.w[13]$", r"\1.w13"),
+]
+
+
+def input_group(name):
+    """The name the calibration draws a layer's input under: the shared input's, where SHARED_INPUT lists it."""
+    for pat, rep in SHARED_INPUT:
+        if re.match(pat, name):
+            return re.sub(pat, rep, name)
+    return name
+
+
 def calib_acts(seed, name, K, mean=0.0, rows=256):
     """Static activation calibration substitute (no calibration data): seeded N(mean, 1) samples
-    [rows, K] as float32; callers take max|x| (or min/max)."""
-    x = layer_rng(seed, name, "act").normal(mean, 1.0, size=(rows, K)).astype(np.float32)
+    [rows, K] as float32, one draw per input (input_group: layers that read the same tensor see the same
+    samples); callers take max|x| (or min/max)."""
+    x = layer_rng(seed, input_group(name), "act").normal(mean, 1.0, size=(rows, K)).astype(np.float32)
     return x
 
 
@@ -872,7 +893,7 @@ def family_fp8_converter(ctx, strategy, static=False):
         ctx.notes.append("No SGLang tool writes activation_scheme=static with quant_method=fp8; this variant is the "
                          "tensor-strategy converter output plus one F32 [1] input_scale per quantized linear "
                          "(input_scale = amax(x)/448 with x ~ N(0,1) seeded, see activation_calibration).")
-        ctx.calibration = "input_scale = max|x| / 448 over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+layer)]) (no calibration data)"
+        ctx.calibration = "input_scale = max|x| / 448 over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+input_group(layer))]) (no calibration data; layers reading one tensor share its draw)"
     if strategy == "channel":
         method = "compressed-tensors"
         det = "config.json quantization_config (quant_method compressed-tensors)"
@@ -1025,7 +1046,7 @@ def _family_modelopt_fp8(ctx, nested):
                   ("flux1" if src.kind == "flux1" else "Z-Image choice of this generator"))
     # builder: ignore = sorted(source ignore ∪ auto-ignore (every .weight without scales) ∪ fallback)
     auto = set(k[:-7] for k in src.tensors if k.endswith(".weight") and k[:-7] not in quant)
-    ctx.calibration = "input_scale = max|x| / 448 over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+layer)]) (no calibration data)"
+    ctx.calibration = "input_scale = max|x| / 448 over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+input_group(layer))]) (no calibration data; layers reading one tensor share its draw)"
     if not nested:
         ignore = sorted(mo_ignore | auto | fallback)
         qc = modelopt_fp8_config(ignore)
@@ -1228,7 +1249,7 @@ def family_modelopt_nvfp4(ctx):
     ctx.write_weights(src.weight_file, tensors, {"format": "pt", "quantization_config": ser,
                                                  "_quantization_metadata": ser})
     ctx.write_config(cfg)
-    ctx.calibration = "input_scale = max|x| / (6*448) over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+layer)]) (no calibration data)"
+    ctx.calibration = "input_scale = max|x| / (6*448) over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+input_group(layer))]) (no calibration data; layers reading one tensor share its draw)"
     ctx.notes.append("Builder form (§5.2): flat config, ignore = ModelOpt-side exact names + preset glob patterns, "
                      "quant_type NVFP4, swap_weight_nibbles false; group_size only in config_groups.*.weights "
                      "(ModelOpt export style). weight_scale_2 / input_scale are F32 scalars (shape []).")
@@ -1270,7 +1291,7 @@ def family_modelopt_nvfp4_tensor_only(ctx):
     tensors, _, _, _, _ = _nvfp4_common(ctx, "tensor_only")
     ctx.write_weights(src.weight_file, tensors, {"format": "pt"})
     ctx.write_config(src_config(src))
-    ctx.calibration = "input_scale = max|x| / (6*448) over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+layer)]) (no calibration data)"
+    ctx.calibration = "input_scale = max|x| / (6*448) over x ~ N(0, 1), shape [256, K], numpy default_rng([seed, crc32('act|'+input_group(layer))]) (no calibration data; layers reading one tensor share its draw)"
     ctx.notes.append("ModelOpt NVFP4 tensors (lo-first, linear scales) with no declaration anywhere: no "
                      "quantization_config, no quantization metadata, no markers.")
     return finish(ctx, "modelopt_fp4", "tensor inference (NVFP4): U8 .weight + rank-2 F8_E4M3 .weight_scale (§3.3)",
@@ -1941,7 +1962,7 @@ def _family_modelslim(ctx, qtype, int64_deq=False):
                                % (qp, info["file"], info["prompts"], info["steps"], info["size"]))
         else:
             ctx.calibration = ("%s, over x ~ N(0.3, 1) (mean 0.3 so the offset is not trivially 0), shape [256, K], numpy "
-                               "default_rng([seed, crc32('act|'+layer)]) (no calibration data)" % qp)
+                               "default_rng([seed, crc32('act|'+input_group(layer))]) (no calibration data; layers reading one tensor share its draw)" % qp)
         ctx.notes.append("W8A8 static activation range: msModelSlim's calculate_int_qparam clamps min to <= 0 and max to >= 0 "
                          "before the asymmetric scale, so the range always holds 0 (exactly representable); followed here. "
                          "msModelSlim computes the scale as max/255 - min/255; (max-min)/255 is used here, which can differ "
