@@ -8,6 +8,8 @@
  *   bench_dit_step --model flux.1-dev|z-image-turbo [--quant none|fp8|modelopt_fp8|nvfp4|mxfp4|mxfp8|int8|svdq-int4|svdq-int4-diffusers] [--res 512]
  *                  [--steps 2] [--warmup 0] [--text 512] [--weights-on-disk DIR] [--device cpu|cuda]
  *                  [--dit-layerwise-offload [true|false]] [--dit-cpu-offload [true|false]] [--dit-offload-budget-mib N]
+ *                  [--quantization-ignored-layers P1,P2,…] (layers whose name contains a pattern stay BF16: e.g. SGLang's
+ *                  FLUX.1 ModelOpt FP8 layout with norm1.linear,norm1_context.linear,ff.net,ff_context.net,norm.linear)
  *
  * The offload flags are the library's (docs/cuda.md "Weight offload"): the transformer's blocks stream from
  * pinned host memory through two device slots, or the whole transformer is uploaded for the steps; the GPU
@@ -53,7 +55,7 @@ static void progress(void *user, const qd_bench_report *r) {
 
 int main(int argc, char **argv) {
     qd_bench_args a = {.model = "z-image-turbo", .res = 512, .steps = 2, .text = 512, .progress = progress};
-    const char *quant = "none";
+    const char *quant = "none", *ignored = NULL; /* comma-separated patterns */
     int layerwise = -1, component = -1, budget_mib = 0;
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--dit-layerwise-offload") || !strcmp(argv[i], "--dit-cpu-offload")) {
@@ -78,6 +80,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--weights-on-disk")) a.weights_on_disk = v;
         else if (!strcmp(argv[i], "--device")) a.device = v;
         else if (!strcmp(argv[i], "--dit-offload-budget-mib")) budget_mib = atoi(v);
+        else if (!strcmp(argv[i], "--quantization-ignored-layers")) ignored = v;
         else {
             fprintf(stderr, "bench_dit_step: unknown flag %s\n", argv[i]);
             return 2;
@@ -100,13 +103,17 @@ int main(int argc, char **argv) {
     o.quantization = strcmp(quant, "none") && !svdq ? quant : NULL;
     if (svdq) o.enable_svdquant = 1, o.quantization_rank = 32;
     o.dit_layerwise_offload = layerwise, o.dit_cpu_offload = component, o.dit_offload_budget_mib = budget_mib;
+    char *ignored_copy = ignored ? strdup(ignored) : NULL; /* (the patterns point into it until the end) */
+    for (char *save = NULL, *t = ignored_copy ? strtok_r(ignored_copy, ",", &save) : NULL; t && o.n_ignored_layers < QD_MAX_IGNORED_LAYERS;
+         t = strtok_r(NULL, ",", &save))
+        o.ignored_layers[o.n_ignored_layers++] = t;
     shown w = {quant, a.weights_on_disk};
     a.progress_user = &w;
     qd_bench_report *r = malloc(sizeof *r);
     qd_status s = r ? qd_bench_step(&o, &a, r) : QD_ENOMEM;
     if (s) {
         fprintf(stderr, "bench_dit_step: %s\n", r ? qd_last_error() : "out of memory");
-        free(r);
+        free(r), free(ignored_copy);
         return s == QD_EINVAL ? 2 : 1;
     }
     printf("median %.4f s/step over %d steps\n", r->median_s, r->steps);
@@ -122,6 +129,6 @@ int main(int argc, char **argv) {
     }
     if (r->offload_groups)
         printf("offload %s: %d groups, %.2f GiB in pinned host memory\n", r->offload, r->offload_groups, gib(r->offload_host_bytes));
-    free(r);
+    free(r), free(ignored_copy);
     return 0;
 }

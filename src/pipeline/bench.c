@@ -124,10 +124,11 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
         m->named = true;
         qd_quant_config_init(&m->c.quant);
         const bool svdq = o->enable_svdquant == 1;
-        if (o->transformer_weights_path || o->n_ignored_layers || o->n_component_paths || (svdq && o->quantization) ||
-            (svdq && o->quantization_precision && strcmp(o->quantization_precision, "int4"))) {
+        if (o->transformer_weights_path || (o->n_ignored_layers && (!o->quantization || svdq)) || o->n_component_paths ||
+            (svdq && o->quantization) || (svdq && o->quantization_precision && strcmp(o->quantization_precision, "int4"))) {
             return qd_fail(QD_EINVAL, "--model %s draws random weights at the published configuration and takes --quantization METHOD "
-                                      "or --enable-svdquant (int4) only (give a folder to benchmark a checkpoint)", model);
+                                      "(with --quantization-ignored-layers) or --enable-svdquant (int4) only (give a folder to benchmark a "
+                                      "checkpoint)", model);
         }
         json_error_t je;
         if (!(m->c.cfg = json_loads(flux ? FLUX_DEV : ZIMAGE_TURBO, 0, &je))) return qd_fail(QD_ENOMEM, "cannot allocate the config");
@@ -141,6 +142,13 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
         if (o->quantization) {
             qd_status s = qd_random_quant_config(o->quantization, &m->c.quant);
             if (s) return qd_fail_context(s, "--model %s", model);
+            /* layers kept in BF16 (name contains a pattern): online, as the flag does; for modelopt_fp8, the layout of an
+               export built with BF16 fallbacks (SGLang's FLUX.1 preset, quant-sglang.md §5.1) */
+            m->c.quant.ignore_rule = QD_MATCH_SUBSTRING;
+            if (o->n_ignored_layers && !(m->c.quant.ignore = calloc(o->n_ignored_layers, sizeof *m->c.quant.ignore)))
+                return qd_fail(QD_ENOMEM, "cannot allocate");
+            for (size_t i = 0; i < o->n_ignored_layers; i++)
+                if (!(m->c.quant.ignore[m->c.quant.n_ignore++] = strdup(o->ignored_layers[i]))) return qd_fail(QD_ENOMEM, "cannot allocate");
         }
         return QD_OK;
     }

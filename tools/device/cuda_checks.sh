@@ -105,6 +105,11 @@ print('offload: FLUX.1-dev fp8 1024^2 median %.4f s/step resident, %.4f s/step l
 import numpy as np; from PIL import Image
 a, b = (np.asarray(Image.open(p)).astype(float) for p in ('/tmp/gen_graph1.png', '/tmp/gen_cpu.png'))
 mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * np.log10(255 ** 2 / mse) if mse else float('inf')))" ;;
+    modelopt_sglang) # FLUX.1 ModelOpt FP8 in the layout SGLang publishes (lmsys/flux1-dev-modelopt-fp8-sglang-transformer: the flux1
+          # BF16 fallback preset, quant-sglang.md §5.1), with the FP8 codes out of proj_mlp and without, side by side
+          for v in QDIT_NONE QDIT_CUDA_FP8_CODES QDIT_NONE; do echo "modelopt_fp8, SGLang's BF16 fallbacks, $v=0: $(env $v=0 .devrun/bin/bench_dit_step \
+            --device cuda --model flux.1-dev --quant modelopt_fp8 --quantization-ignored-layers norm1.linear,norm1_context.linear,ff.net,ff_context.net,norm.linear \
+            --res 1024 --steps 6 --text 512 2>&1 | tee -a "$OUT/modelopt_sglang.log" | grep median)"; done ;;
     zimage) for q in ${ZIMAGE_QUANTS:-none fp8 modelopt_fp8}; do .devrun/bin/bench_dit_step --device cuda --model z-image-turbo --quant $q --res 1024 --steps 6 --text 128 2>&1 | tee "$OUT/zimage_$q.log"; done ;;
     profile) QDIT_CUDA_PROFILE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --warmup 1 --steps 3 --text 512 2>&1 | tee "$OUT/flux_profile.log" ;;
     profile_q) # the event profile of one scheme's step (PROFILE_QUANT, default nvfp4)
