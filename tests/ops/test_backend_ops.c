@@ -609,7 +609,7 @@ static void run_linear(qd_backend *be, const linear_case *c, int64_t m, int64_t 
            bits of each partial sum (~2^-13 relative per 32-deep step of K). With their own accumulation
            (CUBLASLT_MATMUL_DESC_FAST_ACCUM) the error walks over all K/32 steps: NMSE ~2^-26·K/32, measured on the
            H200 at 0.6–1.6× that (K 200–3072, 2026-12-01); promoted to f32 every 128 (block scales,
-           QDIT_CUDA_FP8_PRECISE) only the 4 steps within a block remain: ~2^-26·4, measured 0.2–0.7× that. Bound:
+           QDIT_CUDA_FP8_PRECISE) only the 4 steps within a block remain: ~2^-26·4, measured 0.2–1.0× that. Bound:
            4× the model. What it catches: a systematic error in codes, scales or their order (NMSE ≥ 1e-4 at any K;
            run_fp8_token_codes checks the codes one by one). BF16 y: its rounding, twice where the activation runs
            after the linear */
