@@ -300,6 +300,17 @@ qd_status qd_random_quant_config(const char *method, qd_quant_config *q) {
     return QD_OK;
 }
 
+qd_status qd_random_quant_ignore(qd_quant_config *q, const char *const *patterns, size_t n) {
+    q->ignore_rule = QD_MATCH_SUBSTRING; /* as --quantization-ignored-layers matches */
+    if (!n) return QD_OK;
+    char **grown = realloc(q->ignore, sizeof *grown * (q->n_ignore + n));
+    if (!grown) return qd_fail(QD_ENOMEM, "cannot allocate");
+    q->ignore = grown;
+    for (size_t i = 0; i < n; i++)
+        if (!(q->ignore[q->n_ignore++] = strdup(patterns[i]))) return qd_fail(QD_ENOMEM, "cannot allocate");
+    return QD_OK;
+}
+
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l) {
     memset(l, 0, sizeof *l);
     if (in <= 0 || out <= 0) return qd_fail(QD_EINVAL, "random weights: layer '%s' needs its shape", name);

@@ -22,6 +22,10 @@ qd_status qd_random_weights_on_disk(const char *dir);
  * weights with per-tensor weight_scale and a synthetic input_scale) and bind them as stored; modelopt_fp4 and
  * modelslim, which only read checkpoints quantized that way, are refused with what to use instead. */
 qd_status qd_random_quant_config(const char *method, qd_quant_config *q);
+/* Keep the layers whose name contains one of the n patterns in BF16 (--quantization-ignored-layers on random
+ * weights): online methods skip them, modelopt_fp8 draws them as an export's BF16 fallbacks (SGLang's FLUX.1
+ * ModelOpt FP8 preset keeps the MLPs and modulation linears of its blocks in BF16, quant-sglang.md §5.1). */
+qd_status qd_random_quant_ignore(qd_quant_config *q, const char *const *patterns, size_t n);
 /* Bind linear `name` [out, in] with a bias, drawn from `seed`, under the quantization config `q`. */
 qd_status qd_random_linear(const qd_quant_config *q, uint64_t seed, const char *name, int64_t in, int64_t out, qd_linear *l);
 /* n values for parameter `name`: 1 + U(−0.05, 0.05) for norm weights ("norm" in the name), else U(−0.02, 0.02). */

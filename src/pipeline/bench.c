@@ -144,11 +144,7 @@ static qd_status bench_model_open(const qd_options *o, const char *model, bool r
             if (s) return qd_fail_context(s, "--model %s", model);
             /* layers kept in BF16 (name contains a pattern): online, as the flag does; for modelopt_fp8, the layout of an
                export built with BF16 fallbacks (SGLang's FLUX.1 preset, quant-sglang.md §5.1) */
-            m->c.quant.ignore_rule = QD_MATCH_SUBSTRING;
-            if (o->n_ignored_layers && !(m->c.quant.ignore = calloc(o->n_ignored_layers, sizeof *m->c.quant.ignore)))
-                return qd_fail(QD_ENOMEM, "cannot allocate");
-            for (size_t i = 0; i < o->n_ignored_layers; i++)
-                if (!(m->c.quant.ignore[m->c.quant.n_ignore++] = strdup(o->ignored_layers[i]))) return qd_fail(QD_ENOMEM, "cannot allocate");
+            if ((s = qd_random_quant_ignore(&m->c.quant, o->ignored_layers, o->n_ignored_layers))) return s;
         }
         return QD_OK;
     }
