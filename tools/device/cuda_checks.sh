@@ -127,6 +127,7 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                QDIT_CUDA_INT8_CORES=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_cores.log" | tail -1
                QDIT_CUDA_INT8_LT=1 .devrun/bin/test_backend_ops --backend cuda --filter w8a8 2>&1 | tee "$OUT/ops_w8a8_lt.log" | tail -1
                QDIT_CUDA_INT8_LT=1 .devrun/bin/test_backend_ops --backend cuda --filter w4a4 2>&1 | tee "$OUT/ops_w4a4_lt.log" | tail -1
+               QDIT_CUDA_FP8_CODES_FALLBACK=1 .devrun/bin/test_backend_ops --backend cuda --filter codes 2>&1 | tee "$OUT/ops_codes_fallback.log" | tail -1
                QDIT_CUDA_W4_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter M=7 2>&1 | tee "$OUT/ops_w4_no_gemv.log" | tail -1
                for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_SVDQ_AMAX_PASS QDIT_CUDA_SVDQ_LRD_PER_SM; do
                  echo "$v=1: $(env $v=1 .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | tail -1)"; done

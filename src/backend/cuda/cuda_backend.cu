@@ -404,6 +404,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->int8_coop = getenv("QDIT_CUDA_INT8_COOP") != NULL;
     c->linear_unfused = getenv("QDIT_CUDA_LINEAR_UNFUSED") != NULL;
     c->fp8_precise = getenv("QDIT_CUDA_FP8_PRECISE") != NULL;
+    c->fp8_codes_fallback = getenv("QDIT_CUDA_FP8_CODES_FALLBACK") != NULL;
     c->no_ahead = getenv("QDIT_CUDA_NO_AHEAD") != NULL;
     c->expand_ref = getenv("QDIT_CUDA_EXPAND_REF") != NULL;
     c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;

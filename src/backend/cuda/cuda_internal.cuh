@@ -38,6 +38,7 @@ typedef struct {
     bool int8_lt;       /* QDIT_CUDA_INT8_LT: per-channel int8 on cuBLASLt's int8 matmul + the epilogue kernel, not our wgmma kernel */
     bool int8_coop;     /* QDIT_CUDA_INT8_COOP: the int8 wgmma kernel's cooperative form (128×256 tiles shared by both consumers) */
     bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
+    bool fp8_codes_fallback; /* QDIT_CUDA_FP8_CODES_FALLBACK: linear_fp8_codes / linear_fused_codes take their fallbacks */
     bool fp8_precise;    /* QDIT_CUDA_FP8_PRECISE: FP8 matmuls promote partial sums to f32 (cuBLASLt's default) */
     void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */

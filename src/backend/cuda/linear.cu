@@ -1129,14 +1129,16 @@ extern "C" qd_status qd_cuda_linear_fp8_codes(qd_backend *b, qd_linear *l, const
     ex.a_scale = d->wscale_per_channel ? (const void *)d->wscale_vec : (const void *)d->wscale, ex.a_mode = d->wscale_per_channel ? vec : scalar;
     ex.b_scale = row_scale->data, ex.b_mode = fixed > 0.0f ? scalar : vec;
     ex.bias_type = CUDA_R_16BF, ex.gelu = gelu, ex.d_scale = dc->static_scales + 1, ex.ldd = w;
-    s = qd_cuda_lt_matmul(c, name, m, n, k, d->w, CUDA_R_8F_E4M3, codes->data, CUDA_R_8F_E4M3, dst, CUDA_R_8F_E4M3, d->bias16, &ex);
+    /* QDIT_CUDA_FP8_CODES_FALLBACK=1: the fallbacks below, as where cuBLASLt has no algorithm (for checks) */
+    s = c->fp8_codes_fallback ? QD_EUNSUPPORTED
+                              : qd_cuda_lt_matmul(c, name, m, n, k, d->w, CUDA_R_8F_E4M3, codes->data, CUDA_R_8F_E4M3, dst, CUDA_R_8F_E4M3, d->bias16, &ex);
     static bool told = false;
     if (!s && !told) qd_log(QD_LOG_INFO, "cuda: layer '%s' writes its output as FP8 codes of '%s' (and other such pairs)", name, cname);
     told = told || !s;
     if (s != QD_EUNSUPPORTED) return s;
     /* no cuBLASLt algorithm writes E4M3 for this one: its BF16 output, then the consumer's quantization */
     static bool logged = false;
-    if (!logged) qd_log(QD_LOG_INFO, "cuda: layer '%s': no FP8-output matmul in cuBLASLt: its BF16 output quantized as FP8 codes of '%s'", name, cname);
+    if (!logged) qd_log(QD_LOG_INFO, "cuda: layer '%s': no FP8-output matmul in cuBLASLt (or QDIT_CUDA_FP8_CODES_FALLBACK): its BF16 output quantized as FP8 codes of '%s'", name, cname);
     logged = true;
     void *yb = NULL;
     if ((s = qd_cuda_scratch(c, 2 * (size_t)(m * n), &yb))) return s;
@@ -1182,19 +1184,25 @@ extern "C" qd_status qd_cuda_linear_fused_codes(qd_backend *b, qd_linear *l, qd_
     if (!s && gate && d->bias16) s = qd_cuda_scratch(c, 2 * (size_t)N, &gb);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
     if (!s) s = fill_f32(c, sx, B * stride, d->input_scale);
-    if (!s) s = fused_matmuls(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, K, sx, stride, B, gate, r != NULL, gs, gb, y);
+    if (!s) s = c->fp8_codes_fallback ? QD_EUNSUPPORTED
+                                      : fused_matmuls(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, K, sx, stride, B, gate, r != NULL, gs, gb, y);
     qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, sx);
     if (s != QD_EUNSUPPORTED) return s;
-    /* no fused matmul for this shape: the codes' matmul into scratch, then the gate and the residual */
+    /* no fused matmul for this shape: the codes' matmul into scratch, then the gate and the residual (y holds r, or
+       zeros without one) */
     void *yb = NULL;
     float *rs = NULL;
+    if (!r) {
+        const cudaError_t e = cudaMemsetAsync(y->data, 0, qd_tensor_bytes(y), c->stream);
+        if (e != cudaSuccess) return qd_cuda_fail(e, "linear_fused_codes output");
+    }
     if ((s = qd_cuda_scratch(c, 2 * (size_t)(rows * N), &yb))) return s;
     if (!(s = qd_cuda_scratch(c, sizeof(float) * (size_t)rows, (void **)&rs))) s = fill_f32(c, rs, rows, d->input_scale);
     qd_tensor t = *y;
     t.data = yb, t.backend = NULL;
     bool gelu = false;
     if (!s) s = qd_cuda_fp8_matmul(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, rs, &t, rows, &gelu, false);
-    if (!s) s = qd_cuda_gated_add(b, r ? y : NULL, &t, gate, y);
+    if (!s) s = qd_cuda_gated_add(b, y, &t, gate, y);
     qd_cuda_scratch_free(c, yb), qd_cuda_scratch_free(c, rs);
     return s;
 }
