@@ -136,6 +136,21 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
                # the few-row cases (their names say ±bias) through cuBLASLt instead of the dense / FP8 GEMV kernels
                QDIT_CUDA_NO_GEMV=1 .devrun/bin/test_backend_ops --backend cuda --filter bias 2>&1 | tee "$OUT/ops_no_gemv.log" | tail -1
                QDIT_CUDNN=0 QDIT_CUDA_ATTENTION_SIMPLE=1 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_simple.log" | tail -2 ;;
+    wide) # attention with heads above 256 (two matmuls and a softmax) and the convolutions' matmul form, in small chunks,
+          # and the convolutions' direct form (failures printed)
+          QDIT_CUDA_WIDE_ROWS=7 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_wide_rows.log" | grep -Ev "^(ok  |skip)"
+          QDIT_CUDA_CONV_ROWS=3 .devrun/bin/test_backend_ops --backend cuda --filter conv 2>&1 | tee "$OUT/ops_conv_rows.log" | grep -Ev "^(ok  |skip)"
+          QDIT_CUDA_CONV_DIRECT=1 .devrun/bin/test_backend_ops --backend cuda --filter conv 2>&1 | tee "$OUT/ops_conv_direct.log" | tail -1 ;;
+    vae) # the FLUX.1 / Z-Image VAE decode at 1024², random weights: the matmul convolutions, the direct ones (one run), diffusers
+         .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 5 2>&1 | tee "$OUT/vae.log"
+         [ -n "${VAE_DIRECT:-}" ] && QDIT_CUDA_CONV_DIRECT=1 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 1 2>&1 | tee -a "$OUT/vae.log"
+         python3 tools/device/diffusers_vae_bench.py 5 ${VAE_RES:-1024} 2>&1 | grep -v Warning | tee -a "$OUT/vae.log" ;;
+    generate_full) # qdit generate end to end at the published sizes with random weights (configs only: make_tiny_pipelines.py
+          # --real-configs), 1024², on the GPU: each stage's time
+          python3 tools/tiny-pipeline/make_tiny_pipelines.py --out /tmp/realcfg --real-configs > /dev/null
+          for pq in ${GEN_FULL:-flux-dev-config:fp8}; do p=${pq%%:*} q=${pq#*:}; qf=""; [ "$q" != none ] && qf="--quantization $q"
+            echo "generate $p $q: $(.devrun/bin/qdit generate --model-path /tmp/realcfg/$p --random-weights --device cuda $qf --prompt "a red cube" \
+              --height 1024 --width 1024 --num-inference-steps ${GEN_STEPS:-4} --output /tmp/gen_full_$p.png 2>&1 | tr '\r' '\n' | grep -E "time:|error|qdit generate:" | tail -3)"; done ;;
     svdq) # SVDQuant's op cases on the GPU, with each of its switches (failures printed)
           .devrun/bin/test_backend_ops --backend cuda --filter svdq 2>&1 | grep -Ev "^(ok  |skip)"
           for v in QDIT_CUDA_SVDQ_LR16 QDIT_CUDA_SVDQ_LR_LT QDIT_CUDA_EXPAND_REF QDIT_CUDA_FP8_UNFUSED QDIT_CUDA_LINEAR_UNFUSED QDIT_CUDA_SVDQ_AMAX_PASS \

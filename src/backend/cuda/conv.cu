@@ -1,8 +1,22 @@
-/* Convolutions on the GPU, direct form: one thread per output element sums C·kt·kh·kw products in f32
- * (the geometry and padding rules are the CPU file's, conv.c: symmetric spatial pads; 3-D causal_time
- * pads kt−1 frames in front). This is the correct baseline for the VAE decoders; an implicit-GEMM
- * kernel on tensor cores (or cuDNN) replaces it when the VAE's time matters. */
+/* Convolutions on the GPU (the geometry and padding rules are the CPU file's, conv.c: symmetric spatial pads;
+ * 3-D causal_time pads kt−1 frames in front).
+ *
+ * The main path is a matmul on tensor cores: y[o, p] = Σ_kk W[o, kk]·col[p, kk] over the C·kt·kh·kw taps kk of each
+ * output position p, with col written by an im2col kernel in chunks of output rows (at most 64 MiB of col at a time,
+ * so memory stays bounded at any image size and a chunk is mostly read back from L2) and cuBLASLt writing each chunk's
+ * outputs straight into y's NC(T)HW planes. The bias rides along as extra columns of ones (for 16-bit inputs as a
+ * high and a low 16-bit part, so its f32 value is kept to ~2^−16). With 16-bit x the weights are rounded to x's type,
+ * as a model held in that dtype has them (diffusers' torch_dtype); the matmul accumulates in f32.
+ *
+ * The direct form below (one thread per output element summing C·kt·kh·kw products in f32) is the reference: it runs
+ * where the matmul cannot (an f32 x into a 16-bit y, a patch too wide for shared memory) and under
+ * QDIT_CUDA_CONV_DIRECT=1 (QDIT_CUDA_CONV_ROWS=n: chunks of at most n output rows, for the checks). */
+#include <stdlib.h>
+
+#include <type_traits>
+
 #include "backend/cuda/cuda_internal.cuh"
+#include "backend/cuda/linear_internal.cuh"
 
 typedef struct {
     int64_t N, C, O, T, H, W, kt, kh, kw, To, Ho, Wo;
@@ -39,6 +53,137 @@ __global__ void conv_kernel(const void *x, int xt, const void *w, int wt, const 
             }
         qd_st(y, yt, i, acc);
     }
+}
+
+/* ---- the matmul form ---- */
+
+#define CONV_TILE 32 /* output positions along a row per im2col block */
+#define CONV_CB 32   /* channels per im2col block (fewer where the patch would not fit in 48 KiB) */
+#define CONV_COL_BYTES ((size_t)64 << 20)
+
+__device__ __forceinline__ void conv_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void conv_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void conv_store(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ float conv_load(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float conv_load(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ float conv_load(const float *p) { return *p; }
+
+/* W [O, Kp] in x's type T: the weights (any float type) rounded to T, then the bias columns (T = f32: b; 16-bit:
+   b's nearest T and the nearest T of what is left), then zeros to Kp */
+template <typename T>
+__global__ void conv_weight_kernel(const void *w, int wt, const void *bias, int bt, int64_t O, int64_t K, int64_t Kp, T *wg) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < O * Kp; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t o = i / Kp, kk = i % Kp;
+        float v = 0.0f;
+        if (kk < K) v = qd_ld(w, wt, o * K + kk);
+        else if (bias && kk == K) v = qd_ld(bias, bt, o);
+        else if (bias && kk == K + 1 && sizeof(T) == 2) {
+            T hi;
+            conv_store(&hi, qd_ld(bias, bt, o));
+            v = qd_ld(bias, bt, o) - conv_load(&hi);
+        }
+        conv_store(wg + i, v);
+    }
+}
+
+/* the columns past the taps: 1 under the bias parts, else 0 (written once; im2col leaves them alone) */
+template <typename T> __global__ void conv_col_tail_kernel(int64_t rows, int64_t K, int64_t Kp, int nb1, T *col) {
+    const int64_t tail = Kp - K;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * tail; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / tail, kk = i % tail;
+        col[r * Kp + K + kk] = (T)(kk < nb1 ? 1.0f : 0.0f);
+    }
+}
+
+/* col[p − p0][c·taps + tap] for the output positions of rows [row0, row0 + gridDim.x / tiles) of batch nb. A block
+   takes CONV_TILE positions of one output row and CONV_CB channels: their input patch (kt × kh rows of
+   (TILE−1)·sw + kw values each, zeros where padded) is read into shared memory row by row, then written out as each
+   position's contiguous run of CB·taps values. T is a 2- or 4-byte word: im2col only copies. */
+template <typename T>
+__global__ void conv_im2col_kernel(const T *x, conv_geom g, int64_t nb, int64_t row0, int tiles, int cb, int64_t Kp, T *col) {
+    extern __shared__ unsigned char conv_sm[];
+    T *patch = (T *)conv_sm;
+    const int taps = (int)(g.kt * g.kh * g.kw), pw = (int)((CONV_TILE - 1) * g.sw + g.kw);
+    const int64_t row = row0 + blockIdx.x / tiles; /* (ot, oy) */
+    const int64_t ox0 = (int64_t)(blockIdx.x % tiles) * CONV_TILE;
+    const int64_t ot = row / g.Ho, oy = row % g.Ho;
+    const int64_t c0 = (int64_t)blockIdx.y * cb;
+    const int per_c = (int)(g.kt * g.kh) * pw;
+    for (int e = threadIdx.x; e < cb * per_c; e += blockDim.x) {
+        const int cc = e / per_c, r = e % per_c, tr = r / pw, xx = r % pw;
+        const int64_t c = c0 + cc, it = ot * g.st - g.pt0 + tr / g.kh, iy = oy * g.sh - g.ph + tr % g.kh, ix = ox0 * g.sw - g.pw + xx;
+        T v = (T)0;
+        if (c < g.C && it >= 0 && it < g.T && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) v = x[(((nb * g.C + c) * g.T + it) * g.H + iy) * g.W + ix];
+        patch[e] = v;
+    }
+    __syncthreads();
+    const int run = cb * taps;
+    const int64_t base = ((row - row0) * g.Wo + ox0) * Kp + c0 * taps;
+    for (int e = threadIdx.x; e < CONV_TILE * run; e += blockDim.x) {
+        const int px = e / run, r = e % run, cc = r / taps, tap = r % taps;
+        if (ox0 + px >= g.Wo || c0 + cc >= g.C) continue;
+        const int tr = tap / (int)g.kw, dx = tap % (int)g.kw;
+        col[base + (int64_t)px * Kp + r] = patch[cc * per_c + tr * pw + px * (int)g.sw + dx];
+    }
+}
+
+static cudaDataType_t conv_lt_type(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
+
+template <typename T>
+static qd_status conv_gemm_typed(qd_cuda *c, const char *op, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
+                                 qd_tensor *y) {
+    typedef typename std::conditional<sizeof(T) == 2, uint16_t, float>::type word;
+    const int64_t taps = g->kt * g->kh * g->kw, K = g->C * taps, nb1 = bias ? (sizeof(T) == 2 ? 2 : 1) : 0;
+    const int64_t Kp = (K + nb1 + 7) / 8 * 8, rows = g->To * g->Ho, P = rows * g->Wo;
+    const size_t es = sizeof(T);
+    const size_t per_c = es * (size_t)(g->kt * g->kh * ((CONV_TILE - 1) * g->sw + g->kw));
+    int cb = CONV_CB;
+    while (cb > 1 && (size_t)cb * per_c > 48 * 1024) cb /= 2;
+    const size_t sm = (size_t)cb * per_c;
+    if (sm > 48 * 1024) return qd_fail(QD_EUNSUPPORTED, "cuda %s: a patch of %zu bytes (the direct form runs it)", op, sm);
+    int64_t chunk = (int64_t)(CONV_COL_BYTES / (es * (size_t)(g->Wo * Kp)));
+    if (chunk < 1) chunk = 1;
+    const char *env = getenv("QDIT_CUDA_CONV_ROWS"); /* (checks: more, smaller chunks) */
+    if (env && atoll(env) > 0 && atoll(env) < chunk) chunk = atoll(env);
+    if (chunk > rows) chunk = rows;
+    T *wg = NULL, *col = NULL;
+    qd_status s = qd_cuda_scratch(c, es * (size_t)(g->O * Kp), (void **)&wg);
+    if (!s) s = qd_cuda_scratch(c, es * (size_t)(chunk * g->Wo * Kp), (void **)&col);
+    if (!s) {
+        conv_weight_kernel<T><<<qd_cuda_blocks(g->O * Kp, 256), 256, 0, c->stream>>>(w->data, w->dtype, bias ? bias->data : NULL,
+                                                                                   bias ? bias->dtype : 0, g->O, K, Kp, wg);
+        if (Kp > K) conv_col_tail_kernel<T><<<qd_cuda_blocks(chunk * g->Wo * (Kp - K), 256), 256, 0, c->stream>>>(chunk * g->Wo, K, Kp, (int)nb1, col);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) s = qd_cuda_fail(e, op);
+    }
+    const int tiles = (int)((g->Wo + CONV_TILE - 1) / CONV_TILE);
+    const size_t ys = (size_t)qd_dtype_bits(y->dtype) / 8;
+    for (int64_t nb = 0; nb < g->N && !s; nb++)
+        for (int64_t r0 = 0; r0 < rows && !s; r0 += chunk) {
+            const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+            dim3 grid((unsigned)(nr * tiles), (unsigned)((g->C + cb - 1) / cb));
+            conv_im2col_kernel<word><<<grid, 256, sm, c->stream>>>((const word *)x->data, *g, nb, r0, tiles, cb, Kp, (word *)col);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) {
+                s = qd_cuda_fail(e, op);
+                break;
+            }
+            lt_extra xd = {};
+            xd.ldd = P;
+            s = qd_cuda_lt_matmul(c, op, g->O, nr * g->Wo, Kp, col, conv_lt_type(x->dtype), wg, conv_lt_type(x->dtype),
+                                  (char *)y->data + ys * (size_t)(nb * g->O * P + r0 * g->Wo), conv_lt_type(y->dtype), NULL, &xd);
+        }
+    qd_cuda_scratch_free(c, wg), qd_cuda_scratch_free(c, col);
+    return s;
+}
+
+/* QD_EUNSUPPORTED (before anything is written) where the matmul form does not apply */
+static qd_status conv_gemm(qd_cuda *c, const char *op, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
+                           qd_tensor *y) {
+    if (x->dtype == QD_DTYPE_F32 && y->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cuda %s: f32 x into a 16-bit y", op);
+    if (x->dtype == QD_DTYPE_BF16) return conv_gemm_typed<__nv_bfloat16>(c, op, x, w, bias, g, y);
+    if (x->dtype == QD_DTYPE_F16) return conv_gemm_typed<__half>(c, op, x, w, bias, g, y);
+    return conv_gemm_typed<float>(c, op, x, w, bias, g, y);
 }
 
 static qd_status conv(qd_backend *b, bool is3d, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const qd_conv_args *c,
@@ -78,6 +223,13 @@ static qd_status conv(qd_backend *b, bool is3d, const qd_tensor *x, const qd_ten
                        (long long)g.Ho, (long long)g.Wo);
     const int64_t n = qd_tensor_elements(y);
     if (!n) return QD_OK;
+    static int direct_only = -1;
+    if (direct_only < 0) direct_only = getenv("QDIT_CUDA_CONV_DIRECT") && atoi(getenv("QDIT_CUDA_CONV_DIRECT")) != 0;
+    if (!direct_only) {
+        qd_status s = conv_gemm(qd_cuda_of(b), op, x, w, bias, &g, y);
+        if (s != QD_EUNSUPPORTED) return s;
+        qd_clear_error();
+    }
     conv_kernel<<<qd_cuda_blocks(n, 128), 128, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w->data, w->dtype, bias ? bias->data : NULL,
                                                                            bias ? bias->dtype : 0, y->data, y->dtype, g);
     QD_CUDA_LAUNCHED(op);

@@ -63,6 +63,8 @@ static inline unsigned qd_cuda_quant_threads(const qd_cuda *c, unsigned dflt) { 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
 /* cudnn_sdpa.cu: run the attention through cuDNN when it covers the case (true; *st says how it went),
    or leave it to the caller (false: not covered, or cuDNN absent) */
+/* attention with D or Dv above the kernels' 256 (attention_wide.cu); keyok: the key mask as bytes, or NULL */
+qd_status qd_cuda_attention_wide(qd_backend *b, const qd_attn_args *a, const uint8_t *keyok, float scale, qd_tensor *out);
 extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *out, qd_status *st);
 extern "C" void qd_cudnn_free(qd_cuda *c);
 /* offload.cu: weight offload (backend.h weights_*), and its state freed with the backend */

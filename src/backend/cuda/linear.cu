@@ -243,7 +243,7 @@ typedef struct {
     cudaDataType_t at, bt, dt, bias_type;
     bool bias, a_scale, b_scale, gelu, accumulate, fast_accum, d_scale, none;
     int a_mode, b_mode;
-    int64_t ldd;
+    int64_t ldd, ldb;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc, ld; /* lc: C's own layout (BF16) where D is E4M3, else NULL (C is D) */
     cublasLtMatmulAlgo_t algo;
@@ -283,7 +283,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         const lt_plan *p = &lc->p[i];
         if (p->m == key->m && p->n == key->n && p->k == key->k && p->at == key->at && p->bt == key->bt && p->dt == key->dt &&
             p->bias == key->bias && p->bias_type == key->bias_type && p->a_scale == key->a_scale && p->b_scale == key->b_scale && p->gelu == key->gelu && p->accumulate == key->accumulate &&
-            p->fast_accum == key->fast_accum && p->lda == key->lda && p->d_scale == key->d_scale && p->ldd == key->ldd &&
+            p->fast_accum == key->fast_accum && p->lda == key->lda && p->d_scale == key->d_scale && p->ldd == key->ldd && p->ldb == key->ldb &&
             p->a_mode == key->a_mode && p->b_mode == key->b_mode)
             return &lc->p[i];
     }
@@ -331,7 +331,7 @@ static lt_plan *plan_get(qd_cuda *c, const lt_plan *key) {
         st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &on, sizeof on);
     }
     if (!st) st = cublasLtMatrixLayoutCreate(&p->la, p->at, (uint64_t)p->k, (uint64_t)p->n, p->lda ? p->lda : p->k);
-    if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->k);
+    if (!st) st = cublasLtMatrixLayoutCreate(&p->lb, p->bt, (uint64_t)p->k, (uint64_t)p->m, p->ldb ? p->ldb : p->k);
     if (!st) st = cublasLtMatrixLayoutCreate(&p->ld, p->dt, (uint64_t)p->n, (uint64_t)p->m, p->ldd ? p->ldd : p->n);
     /* an E4M3 D: C is BF16 (cuBLASLt's FP8 outputs take a 16-bit C), never read (beta = 0) */
     if (!st && p->dt == CUDA_R_8F_E4M3) st = cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_16BF, (uint64_t)p->n, (uint64_t)p->m, p->n);
@@ -366,6 +366,7 @@ qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, 
     key.lda = x && x->lda != k ? x->lda : 0;
     key.d_scale = x && x->d_scale;
     key.ldd = x && x->ldd != n ? x->ldd : 0;
+    key.ldb = x && x->ldb != k ? x->ldb : 0;
     /* FP8 with per-tensor / per-channel / per-token scales: the tensor cores' own FP8 accumulation, as SGLang's FP8
        GEMMs on Hopper run it (sgl-kernel's fp8_scaled_mm dispatches CUTLASS's FP8FastAccum schedules on SM90), 6-13%
        faster than cuBLASLt's default, which promotes the partial sums to f32 (kernel lab, 2026-11-30). Block-scaled
@@ -473,13 +474,13 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const int64_t n = l->out_features, k = l->in_features;
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
-        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL, 0};
+        const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL, 0, 0};
         qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
-            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL, 0};
+            const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL, 0, 0};
             s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
@@ -689,7 +690,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         if (!s && (mp != m || np != n)) s = qd_cuda_scratch(c, es * (size_t)(mp * np), &yp);
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL, 0};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL, 0, 0};
         if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
@@ -723,7 +724,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         void *yp = y->data; /* a padded N writes [M, Np] in scratch, then the first N columns into y */
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0, NULL, 0};
+                             b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0, NULL, 0, 0};
         if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
@@ -970,7 +971,7 @@ static qd_status fused_matmuls(qd_cuda *c, const qd_linear *l, const cuda_linear
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
         char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
         const lt_extra ex = {gs, sx + bi * stride, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
-                             CUDA_R_16BF, false, accumulate, 0, NULL, 0};
+                             CUDA_R_16BF, false, accumulate, 0, NULL, 0, 0};
         if (!s) s = qd_cuda_lt_matmul(c, l->name ? l->name : "linear", per, N, kq, w, CUDA_R_8F_E4M3, q + bi * per * kq, CUDA_R_8F_E4M3, yb,
                                       CUDA_R_16BF, gate && bias ? (const void *)gb : bias, &ex);
         if (s == QD_EUNSUPPORTED && bi > 0) s = qd_fail(QD_EDEVICE, "layer '%s': cuBLASLt's matmul failed after the first batch element", l->name);

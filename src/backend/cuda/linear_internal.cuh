@@ -101,6 +101,7 @@ typedef struct {
     int64_t lda; /* A's leading dimension when it is a slice of wider rows (0: K, packed) */
     const void *d_scale; /* E4M3 D: the scale D is multiplied by before its rounding (device f32) */
     int64_t ldd;         /* D's leading dimension when it is a column range of wider rows (0: N) */
+    int64_t ldb;         /* B's leading dimension when its rows are a slice of wider rows (0: K, packed) */
 } lt_extra;
 
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no

@@ -126,22 +126,50 @@ extern "C" qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const
     return QD_OK;
 }
 
-/* one block per (n, g): the group is cpg channels × S spatial elements, contiguous */
-__global__ void group_kernel(const void *x, int xt, const void *w, int wt, const void *bb, int bt, float eps, void *y, int yt,
-                             int64_t cpg, int64_t S, int groups) {
+/* GroupNorm over [N, C, S]: a group is cpg channels × S spatial elements, contiguous (len = cpg·S; 4 M values per
+   group in a VAE's 1024² layers). Each group is split over `parts` blocks so that every SM has work: a block takes
+   its slice's count, mean and sum of squared deviations (two reads of the slice, the second from cache), and the
+   blocks that normalise combine the parts in double (Chan's pairwise formula, in part order, so every block gets the
+   same statistics) before y = (x − mean)·rstd·w[c] + b[c] over their slice. */
+#define GN_SLICE 16384 /* values per block */
+
+__global__ void group_stats_kernel(const void *x, int xt, int64_t len, int parts, float *pmean, float *pm2) {
     __shared__ float red[32];
-    const int64_t len = cpg * S, base = blockIdx.x * len;
-    const int g = blockIdx.x % groups;
+    const int64_t grp = blockIdx.x / parts, part = blockIdx.x % parts;
+    const int64_t lo = part * len / parts, hi = (part + 1) * len / parts, base = grp * len;
     float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) s += qd_ld(x, xt, base + i);
-    const float mean = qd_block_sum(s, red) / (float)len;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += qd_ld(x, xt, base + i);
+    const float mean = hi > lo ? qd_block_sum(s, red) / (float)(hi - lo) : 0.0f;
     float q = 0.0f;
-    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         const float v = qd_ld(x, xt, base + i) - mean;
         q += v * v;
     }
-    const float rstd = rsqrtf(qd_block_sum(q, red) / (float)len + eps);
-    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
+    q = qd_block_sum(q, red);
+    if (threadIdx.x == 0) pmean[blockIdx.x] = mean, pm2[blockIdx.x] = q;
+}
+
+__global__ void group_apply_kernel(const void *x, int xt, const void *w, int wt, const void *bb, int bt, float eps, void *y, int yt,
+                                   int64_t cpg, int64_t S, int groups, int parts, const float *pmean, const float *pm2) {
+    __shared__ float stat[2];
+    const int64_t len = cpg * S, grp = blockIdx.x / parts, part = blockIdx.x % parts;
+    const int64_t lo = part * len / parts, hi = (part + 1) * len / parts, base = grp * len;
+    const int g = (int)(grp % groups);
+    if (threadIdx.x == 0) {
+        double n = 0, mean = 0, m2 = 0;
+        for (int p = 0; p < parts; p++) {
+            const double nb = (double)((p + 1) * len / parts - p * len / parts);
+            if (nb == 0) continue;
+            const double mb = pmean[grp * parts + p], d = mb - mean, nn = n + nb;
+            mean += d * nb / nn;
+            m2 += pm2[grp * parts + p] + d * d * n * nb / nn;
+            n = nn;
+        }
+        stat[0] = (float)mean, stat[1] = (float)(1.0 / sqrt(m2 / (double)len + (double)eps));
+    }
+    __syncthreads();
+    const float mean = stat[0], rstd = stat[1];
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         const int64_t c = g * cpg + i / S;
         const float a = rstd * (w ? qd_ld(w, wt, c) : 1.0f), beta = bb ? qd_ld(bb, bt, c) : 0.0f;
         qd_st(y, yt, base + i, (qd_ld(x, xt, base + i) - mean) * a + beta);
@@ -159,9 +187,18 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
         return qd_fail(QD_EINVAL, "cuda group_norm: weight and bias must have C = %lld elements", (long long)C);
     const int64_t S = (N > 0 && C > 0) ? qd_tensor_elements(x) / (N * C) : 0;
     if (!N || !S) return QD_OK;
-    group_kernel<<<(unsigned)(N * groups), 512, 0, qd_cuda_of(b)->stream>>>(x->data, x->dtype, w ? w->data : NULL, w ? w->dtype : 0,
-                                                                            bias ? bias->data : NULL, bias ? bias->dtype : 0, eps,
-                                                                            y->data, y->dtype, C / groups, S, groups);
+    qd_cuda *c = qd_cuda_of(b);
+    const int64_t len = C / groups * S;
+    int64_t parts = (len + GN_SLICE - 1) / GN_SLICE;
+    if (parts > 1024) parts = 1024;
+    float *st = NULL;
+    if ((s = qd_cuda_scratch(c, sizeof(float) * 2 * (size_t)(N * groups * parts), (void **)&st))) return s;
+    const unsigned blocks = (unsigned)(N * groups * parts);
+    group_stats_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, len, (int)parts, st, st + N * groups * parts);
+    group_apply_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, w ? w->data : NULL, w ? w->dtype : 0, bias ? bias->data : NULL,
+                                                      bias ? bias->dtype : 0, eps, y->data, y->dtype, C / groups, S, groups, (int)parts, st,
+                                                      st + N * groups * parts);
+    qd_cuda_scratch_free(c, st);
     QD_CUDA_LAUNCHED("group_norm");
     return QD_OK;
 }
