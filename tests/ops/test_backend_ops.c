@@ -1120,12 +1120,23 @@ static void run_fp8_codes_out(qd_backend *be) {
         if (!s) s = qd_tensor_new(be, &x1, QD_DTYPE_BF16, 2, (int64_t[]){1, W});
         if (!s) s = qd_tensor_new(be, &y1, QD_DTYPE_BF16, 2, (int64_t[]){1, N});
         if (!s) fill(&x1, 1.0f), s = be->ops->linear(be, &cl, &x1, &y1);
-        if (!s && !be->ops->fp8_codes_between(be, &pl, &cl)) s = qd_fail(QD_EINVAL, "fp8_codes_between refused a static FP8 out layer");
+        if (!s && !be->ops->fp8_codes_between(be, &pl, &cl)) {
+            /* the backend runs these layers composed (e.g. QDIT_CUDA_FP8_UNFUSED); the composition has its own cases */
+            skipped++;
+            printf("skip  %-58s fp8_codes_between declined (the layers run composed)\n", name);
+            free(w), free(bias), free(pb), free(v), free(zrms);
+            qd_tensor *all[] = {&q, &rs, &h32, &x1, &y1};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
+            qd_linear_free(&pl), qd_linear_free(&cl);
+            continue;
+        }
         if (!s) s = qd_tensor_new(be, &codes, QD_DTYPE_F8_E4M3, 3, (int64_t[]){B, L, W});
         if (!s) memset(codes.data, 0x5a, (size_t)(rows * W));
         if (!s) s = be->ops->linear_fp8_codes(be, &pl, &q, &rs, &cl, &codes, A);
         /* a code may sit one rounding away from the host's where v/s is within the matmul's own error of a midpoint:
-           4× the tensor cores' accumulation bound (=emul's) in this row's units, |z|'s RMS */
+           4× the tensor cores' accumulation bound (=emul's) in this row's units, |z|'s RMS. Where the backend has no
+           FP8-output matmul it takes the composed recipe, v rounded to BF16 and then quantized: the nearest code to
+           bf16(v)/s is within |want − v/s| + 2·h/s of v/s, h = half a BF16 ulp of v, so that band is allowed too */
         const double acc_rel = 4.0 * ldexp(1.0, -13) * sqrt(fmax(4.0, ceil((double)D / 32.0)));
         int64_t wrong = 0, moved = 0, untouched_bad = 0;
         const uint8_t *cb = codes.data;
@@ -1140,7 +1151,8 @@ static void run_fp8_codes_out(qd_backend *be) {
                 const uint8_t want = qd_f32_to_e4m3((float)t);
                 if (got == want) continue;
                 const double dg = fabs(qd_e4m3_to_f32(got) - t), dw = fabs(qd_e4m3_to_f32(want) - t);
-                if (!(dg <= dw + 2.0 * acc_rel * sqrt(zrms[r]) / sc)) wrong++;
+                const double h = fabs(v[r * H + i - A]) * ldexp(1.0, -8); /* half a BF16 ulp, at most (8 significant bits) */
+                if (!(dg <= dw + 2.0 * acc_rel * sqrt(zrms[r]) / sc + 2.0 * h / sc)) wrong++;
                 else moved++;
             }
         free(pb), free(v), free(zrms);
@@ -1971,6 +1983,7 @@ static void run_upsample(qd_backend *be) {
         qd_dtype tx, ty;
     } cases[] = {{4, {1, 64, 16, 16}, 2, QD_DTYPE_F32, QD_DTYPE_F32},      /* VAE upsampler */
                  {4, {2, 3, 5, 7}, 2, QD_DTYPE_BF16, QD_DTYPE_BF16},
+                 {4, {2, 6, 5, 12}, 2, QD_DTYPE_BF16, QD_DTYPE_BF16},  /* rows of 4k: the GPU's 16-byte path */
                  {3, {4, 3, 5}, 3, QD_DTYPE_F32, QD_DTYPE_F32},
                  {5, {1, 4, 2, 5, 6}, 2, QD_DTYPE_BF16, QD_DTYPE_F32},    /* widening: exact */
                  {4, {1, 8, 7, 9}, 2, QD_DTYPE_F32, QD_DTYPE_BF16}};      /* narrowing: RNE */

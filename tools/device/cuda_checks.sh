@@ -140,9 +140,12 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
           # and the convolutions' direct form (failures printed)
           QDIT_CUDA_WIDE_ROWS=7 .devrun/bin/test_backend_ops --backend cuda --filter attention 2>&1 | tee "$OUT/ops_attn_wide_rows.log" | grep -Ev "^(ok  |skip)"
           QDIT_CUDA_CONV_ROWS=3 .devrun/bin/test_backend_ops --backend cuda --filter conv 2>&1 | tee "$OUT/ops_conv_rows.log" | grep -Ev "^(ok  |skip)"
+          QDIT_CUDNN=0 QDIT_CUDA_CONV_ROWS=3 .devrun/bin/test_backend_ops --backend cuda --filter conv 2>&1 | tee "$OUT/ops_conv_rows_nodnn.log" | grep -Ev "^(ok  |skip)"
           QDIT_CUDA_CONV_DIRECT=1 .devrun/bin/test_backend_ops --backend cuda --filter conv 2>&1 | tee "$OUT/ops_conv_direct.log" | tail -1 ;;
     vae) # the FLUX.1 / Z-Image VAE decode at 1024², random weights: the matmul convolutions, the direct ones (one run), diffusers
          .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 5 2>&1 | tee "$OUT/vae.log"
+         QDIT_CUDNN=0 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 5 2>&1 | sed 's/^VAE decode/VAE decode, QDIT_CUDNN=0 (convolutions as im2col matmuls),/' | tee -a "$OUT/vae.log"
+         [ -n "${VAE_PROFILE:-}" ] && QDIT_CUDA_PROFILE=1 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 3 2>&1 | tee -a "$OUT/vae.log"
          [ -n "${VAE_DIRECT:-}" ] && QDIT_CUDA_CONV_DIRECT=1 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 1 2>&1 | tee -a "$OUT/vae.log"
          python3 tools/device/diffusers_vae_bench.py 5 ${VAE_RES:-1024} 2>&1 | grep -v Warning | tee -a "$OUT/vae.log" ;;
     generate_full) # qdit generate end to end at the published sizes with random weights (configs only: make_tiny_pipelines.py

@@ -9,7 +9,7 @@
  * column d hits its own bank); a warp scores its query against the tile with one key per lane, updates
  * the running max / sum, and accumulates the output with each lane owning D/32 output dims. This runs
  * on CUDA cores. The tensor-core flash kernel below takes BF16 at D = 128; cuDNN's fused SDPA
- * (cudnn_sdpa.cu), where it is loaded and covers the case, takes precedence over both. */
+ * (cudnn.cu), where it is loaded and covers the case, takes precedence over both. */
 #include <stdlib.h>
 #include <string.h>
 

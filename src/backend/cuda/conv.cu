@@ -1,7 +1,9 @@
 /* Convolutions on the GPU (the geometry and padding rules are the CPU file's, conv.c: symmetric spatial pads;
  * 3-D causal_time pads kt−1 frames in front).
  *
- * The main path is a matmul on tensor cores: y[o, p] = Σ_kk W[o, kk]·col[p, kk] over the C·kt·kh·kw taps kk of each
+ * With 16-bit x and cuDNN loaded, cuDNN's convolution runs it (cudnn.cu: implicit GEMM, x read in place; the weights
+ * rounded to x's type, the bias added after, as PyTorch's convolution adds it). Otherwise, and for f32 x, the main path
+ * is a matmul on tensor cores: y[o, p] = Σ_kk W[o, kk]·col[p, kk] over the C·kt·kh·kw taps kk of each
  * output position p, with col written by an im2col kernel in chunks of output rows (at most 64 MiB of col at a time,
  * so memory stays bounded at any image size and a chunk is mostly read back from L2) and cuBLASLt writing each chunk's
  * outputs straight into y's NC(T)HW planes. The bias rides along as extra columns of ones (for 16-bit inputs as a
@@ -21,6 +23,7 @@
 typedef struct {
     int64_t N, C, O, T, H, W, kt, kh, kw, To, Ho, Wo;
     int64_t st, sh, sw, pt0, ph, pw;
+    int64_t pt1; /* time frames padded at the back (3-D) */
 } conv_geom;
 
 __global__ void conv_kernel(const void *x, int xt, const void *w, int wt, const void *bias, int bt, void *y, int yt, conv_geom g) {
@@ -127,6 +130,58 @@ __global__ void conv_im2col_kernel(const T *x, conv_geom g, int64_t nb, int64_t 
     }
 }
 
+/* y[n, o, ·] += b[o] (after cuDNN's convolution, as PyTorch adds a convolution's bias): a block row per (n, o) plane
+   of P values; BF16 planes with P % 8 == 0 go 8 values per 16-byte word */
+__global__ void conv_bias_kernel(void *y, int yt, const void *b, int bt, int64_t O, int64_t P, bool y8, int64_t plane0) {
+    const int64_t plane = plane0 + blockIdx.y;
+    const float bo = qd_ld(b, bt, plane % O);
+    if (y8) {
+        uint4 *yw = (uint4 *)y + plane * (P / 8);
+        for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < P / 8; i += (int64_t)gridDim.x * blockDim.x) {
+            uint4 u = yw[i];
+            __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float2 f = __bfloat1622float2(h[e]);
+                h[e] = __floats2bfloat162_rn(f.x + bo, f.y + bo);
+            }
+            yw[i] = u;
+        }
+        return;
+    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < P; i += (int64_t)gridDim.x * blockDim.x)
+        qd_st(y, yt, plane * P + i, qd_ld(y, yt, plane * P + i) + bo);
+}
+
+/* 16-bit x through cuDNN's convolution when it is loaded and has a plan for the shape (true: it ran, *s its status) */
+template <typename T>
+static bool conv_cudnn(qd_cuda *c, const char *op, bool is3d, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
+                       qd_tensor *y, qd_status *s) {
+    const int64_t K = g->C * g->kt * g->kh * g->kw;
+    T *wk = NULL;
+    if ((*s = qd_cuda_scratch(c, sizeof(T) * (size_t)(g->O * K), (void **)&wk))) return true;
+    conv_weight_kernel<T><<<qd_cuda_blocks(g->O * K, 256), 256, 0, c->stream>>>(w->data, w->dtype, NULL, 0, g->O, K, K, wk);
+    qd_cudnn_conv_args a = {};
+    a.x = x->data, a.w = wk, a.y = y->data, a.xt = x->dtype, a.yt = y->dtype, a.nd = is3d ? 3 : 2;
+    a.N = g->N, a.C = g->C, a.O = g->O, a.T = g->T, a.H = g->H, a.W = g->W, a.kt = g->kt, a.kh = g->kh, a.kw = g->kw;
+    a.To = g->To, a.Ho = g->Ho, a.Wo = g->Wo, a.st = g->st, a.sh = g->sh, a.sw = g->sw, a.pt0 = g->pt0, a.pt1 = g->pt1, a.ph = g->ph, a.pw = g->pw;
+    const bool ran = qd_cudnn_conv(c, &a, s);
+    qd_cuda_scratch_free(c, wk);
+    if (ran && !*s && bias) {
+        const int64_t P = g->To * g->Ho * g->Wo;
+        const bool y8 = y->dtype == QD_DTYPE_BF16 && P % 8 == 0 && qd_cuda_aligned16(y->data);
+        int64_t bx = ((y8 ? P / 8 : P) + 255) / 256;
+        if (bx > 1024) bx = 1024;
+        for (int64_t p0 = 0; p0 < g->N * g->O; p0 += 65535) { /* (grid.y's limit) */
+            const int64_t np = g->N * g->O - p0 < 65535 ? g->N * g->O - p0 : 65535;
+            conv_bias_kernel<<<dim3((unsigned)bx, (unsigned)np), 256, 0, c->stream>>>(y->data, y->dtype, bias->data, bias->dtype, g->O, P, y8, p0);
+        }
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) *s = qd_cuda_fail(e, op);
+    }
+    return ran;
+}
+
 static cudaDataType_t conv_lt_type(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
 
 template <typename T>
@@ -178,9 +233,12 @@ static qd_status conv_gemm_typed(qd_cuda *c, const char *op, const qd_tensor *x,
 }
 
 /* QD_EUNSUPPORTED (before anything is written) where the matmul form does not apply */
-static qd_status conv_gemm(qd_cuda *c, const char *op, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
+static qd_status conv_gemm(qd_cuda *c, const char *op, bool is3d, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
                            qd_tensor *y) {
     if (x->dtype == QD_DTYPE_F32 && y->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cuda %s: f32 x into a 16-bit y", op);
+    qd_status s = QD_OK;
+    if (x->dtype == QD_DTYPE_BF16 && conv_cudnn<__nv_bfloat16>(c, op, is3d, x, w, bias, g, y, &s)) return s;
+    if (x->dtype == QD_DTYPE_F16 && conv_cudnn<__half>(c, op, is3d, x, w, bias, g, y, &s)) return s;
     if (x->dtype == QD_DTYPE_BF16) return conv_gemm_typed<__nv_bfloat16>(c, op, x, w, bias, g, y);
     if (x->dtype == QD_DTYPE_F16) return conv_gemm_typed<__half>(c, op, x, w, bias, g, y);
     return conv_gemm_typed<float>(c, op, x, w, bias, g, y);
@@ -215,6 +273,7 @@ static qd_status conv(qd_backend *b, bool is3d, const qd_tensor *x, const qd_ten
     }
     if (g.T + g.pt0 + pt1 < g.kt || g.H + 2 * g.ph < g.kh || g.W + 2 * g.pw < g.kw)
         return qd_fail(QD_EINVAL, "cuda %s: the kernel is larger than the padded input", op);
+    g.pt1 = pt1;
     g.To = (g.T + g.pt0 + pt1 - g.kt) / g.st + 1;
     g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
     g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
@@ -226,7 +285,7 @@ static qd_status conv(qd_backend *b, bool is3d, const qd_tensor *x, const qd_ten
     static int direct_only = -1;
     if (direct_only < 0) direct_only = getenv("QDIT_CUDA_CONV_DIRECT") && atoi(getenv("QDIT_CUDA_CONV_DIRECT")) != 0;
     if (!direct_only) {
-        qd_status s = conv_gemm(qd_cuda_of(b), op, x, w, bias, &g, y);
+        qd_status s = conv_gemm(qd_cuda_of(b), op, is3d, x, w, bias, &g, y);
         if (s != QD_EUNSUPPORTED) return s;
         qd_clear_error();
     }

@@ -40,7 +40,7 @@ typedef struct {
     bool linear_unfused; /* QDIT_CUDA_LINEAR_UNFUSED: linear_fused composed of concat, linear and gated_add */
     bool fp8_codes_fallback; /* QDIT_CUDA_FP8_CODES_FALLBACK: linear_fp8_codes / linear_fused_codes take their fallbacks */
     bool fp8_precise;    /* QDIT_CUDA_FP8_PRECISE: FP8 matmuls promote partial sums to f32 (cuBLASLt's default) */
-    void *cudnn;    /* cudnn_sdpa.cu's handle, plans and workspace */
+    void *cudnn;    /* cudnn.cu's handle, plans and workspace */
     bool use_graphs; /* steps may be recorded into CUDA graphs (QDIT_CUDA_GRAPH=0 and profiling say no) */
     void *offload;   /* offload.cu's weight groups, streaming slots and copy stream (NULL until a group is made) */
     void *ahead;     /* ahead.cu's side stream and the copies made ahead (NULL until linears_ahead first runs) */
@@ -61,10 +61,20 @@ typedef struct {
 static inline unsigned qd_cuda_quant_threads(const qd_cuda *c, unsigned dflt) { return c->quant_threads ? (unsigned)c->quant_threads : dflt; }
 
 extern "C" void qd_cuda_plans_free(qd_cuda *c);
-/* cudnn_sdpa.cu: run the attention through cuDNN when it covers the case (true; *st says how it went),
+/* cudnn.cu: run the attention through cuDNN when it covers the case (true; *st says how it went),
    or leave it to the caller (false: not covered, or cuDNN absent) */
 /* attention with D or Dv above the kernels' 256 (attention_wide.cu); keyok: the key mask as bytes, or NULL */
 qd_status qd_cuda_attention_wide(qd_backend *b, const qd_attn_args *a, const uint8_t *keyok, float scale, qd_tensor *out);
+/* cudnn.cu: a convolution through cuDNN (true when it ran; *st says how it went; false: not covered, or no cuDNN).
+   w is packed [O, C, (kt,) kh, kw] in x's type; no bias (conv.cu adds it). */
+typedef struct {
+    const void *x, *w;
+    void *y;
+    int xt, yt; /* qd_dtype */
+    int nd;     /* spatial dims: 2 or 3 (T = kt = st = 1, pt0 = pt1 = 0 for 2) */
+    int64_t N, C, O, T, H, W, kt, kh, kw, To, Ho, Wo, st, sh, sw, pt0, pt1, ph, pw;
+} qd_cudnn_conv_args;
+extern "C" bool qd_cudnn_conv(qd_cuda *c, const qd_cudnn_conv_args *a, qd_status *st);
 extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *out, qd_status *st);
 extern "C" void qd_cudnn_free(qd_cuda *c);
 /* offload.cu: weight offload (backend.h weights_*), and its state freed with the backend */

@@ -260,6 +260,19 @@ template <typename I> __global__ void upsample_kernel(const void *x, int xt, voi
     }
 }
 
+__global__ void upsample2_bf16_kernel(const uint2 *x, uint4 *y, int64_t H, int64_t W, int64_t rows) {
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) { /* r: an output row, (plane, oy) */
+        const int64_t Ho = 2 * H, plane = r / Ho, oy = r % Ho;
+        const uint2 *xr = x + (plane * H + oy / 2) * (W / 4);
+        uint4 *yr = y + r * (W / 4);
+        for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < W / 4; i += (int64_t)gridDim.x * blockDim.x) {
+            const uint2 v = xr[i]; /* inputs a b | c d → a a b b | c c d d */
+            const uint32_t a = v.x & 0xffffu, bb = v.x >> 16, c = v.y & 0xffffu, d = v.y >> 16;
+            yr[i] = make_uint4(a | a << 16, bb | bb << 16, c | c << 16, d | d << 16);
+        }
+    }
+}
+
 extern "C" qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x, int factor, qd_tensor *y) {
     qd_status s;
     if ((s = qd_cuda_check_float("upsample_nearest", "x", x)) || (s = qd_cuda_check_float("upsample_nearest", "y", y))) return s;
@@ -268,6 +281,15 @@ extern "C" qd_status qd_cuda_upsample_nearest(qd_backend *b, const qd_tensor *x,
     for (int i = 0; ok && i + 2 < x->rank; i++) ok = x->shape[i] == y->shape[i];
     if (!ok) return qd_fail(QD_EINVAL, "cuda upsample_nearest: y must be x with its last two dims × %d", factor);
     const int64_t n = qd_tensor_elements(y);
+    const int64_t H = x->shape[x->rank - 2], W = x->shape[x->rank - 1], rows = n / (W * factor);
+    if (factor == 2 && x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && W % 4 == 0 && rows < ((int64_t)1 << 31) &&
+        qd_cuda_aligned16(y->data) && (uintptr_t)x->data % 8 == 0) {
+        /* the VAE's upsamplers: a block row per output row, 4 inputs → 8 outputs per thread */
+        upsample2_bf16_kernel<<<dim3((unsigned)((W / 4 + 127) / 128), (unsigned)(rows < 65535 ? rows : 65535)), 128, 0, qd_cuda_of(b)->stream>>>(
+            (const uint2 *)x->data, (uint4 *)y->data, H, W, rows);
+        QD_CUDA_LAUNCHED("upsample_nearest");
+        return QD_OK;
+    }
     LAUNCH(upsample_kernel, n, qd_cuda_of(b)->stream, x->data, x->dtype, y->data, y->dtype, n, x->shape[x->rank - 2], x->shape[x->rank - 1],
            factor);
     QD_CUDA_LAUNCHED("upsample_nearest");

@@ -127,52 +127,114 @@ extern "C" qd_status qd_cuda_layer_norm(qd_backend *b, const qd_tensor *x, const
 }
 
 /* GroupNorm over [N, C, S]: a group is cpg channels × S spatial elements, contiguous (len = cpg·S; 4 M values per
-   group in a VAE's 1024² layers). Each group is split over `parts` blocks so that every SM has work: a block takes
-   its slice's count, mean and sum of squared deviations (two reads of the slice, the second from cache), and the
-   blocks that normalise combine the parts in double (Chan's pairwise formula, in part order, so every block gets the
-   same statistics) before y = (x − mean)·rstd·w[c] + b[c] over their slice. */
+   group in a VAE's 1024² layers). Each group is split over `parts` blocks so that every SM has work, in three kernels:
+   each block takes its slice's mean and sum of squared deviations (two reads of the slice, the second from cache);
+   one thread per group combines its parts in double (Chan's pairwise formula, in part order); each block normalises
+   its slice, y = (x − mean)·rstd·w[c] + b[c]. BF16 x and y with S % 8 == 0 (every VAE layer) go 8 values per 16-byte
+   word, a word never straddling two channels. */
 #define GN_SLICE 16384 /* values per block */
 
-__global__ void group_stats_kernel(const void *x, int xt, int64_t len, int parts, float *pmean, float *pm2) {
+__device__ __forceinline__ void gn_unpack(uint4 u, float (&v)[8]) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float2 f = __bfloat1622float2(h[e]);
+        v[2 * e] = f.x, v[2 * e + 1] = f.y;
+    }
+}
+
+/* the slice [lo, hi) of part `part` of a group of len units (values, or 8-value words) */
+__device__ __forceinline__ void gn_slice(int64_t len, int parts, int64_t part, int64_t *lo, int64_t *hi) {
+    *lo = part * len / parts, *hi = (part + 1) * len / parts;
+}
+
+__global__ void group_stats_kernel(const void *x, int xt, bool x8, int64_t len, int parts, float *pmean, float *pm2) {
     __shared__ float red[32];
     const int64_t grp = blockIdx.x / parts, part = blockIdx.x % parts;
-    const int64_t lo = part * len / parts, hi = (part + 1) * len / parts, base = grp * len;
+    int64_t lo, hi;
+    gn_slice(x8 ? len / 8 : len, parts, part, &lo, &hi);
+    const int64_t count = (hi - lo) * (x8 ? 8 : 1);
     float s = 0.0f;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += qd_ld(x, xt, base + i);
-    const float mean = hi > lo ? qd_block_sum(s, red) / (float)(hi - lo) : 0.0f;
+    if (x8) {
+        const uint4 *xw = (const uint4 *)x + grp * (len / 8);
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            float v[8];
+            gn_unpack(xw[i], v);
+#pragma unroll
+            for (int e = 0; e < 8; e++) s += v[e];
+        }
+    } else {
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += qd_ld(x, xt, grp * len + i);
+    }
+    const float mean = count ? qd_block_sum(s, red) / (float)count : 0.0f;
     float q = 0.0f;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        const float v = qd_ld(x, xt, base + i) - mean;
-        q += v * v;
+    if (x8) {
+        const uint4 *xw = (const uint4 *)x + grp * (len / 8);
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            float v[8];
+            gn_unpack(xw[i], v);
+#pragma unroll
+            for (int e = 0; e < 8; e++) q += (v[e] - mean) * (v[e] - mean);
+        }
+    } else {
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            const float v = qd_ld(x, xt, grp * len + i) - mean;
+            q += v * v;
+        }
     }
     q = qd_block_sum(q, red);
     if (threadIdx.x == 0) pmean[blockIdx.x] = mean, pm2[blockIdx.x] = q;
 }
 
-__global__ void group_apply_kernel(const void *x, int xt, const void *w, int wt, const void *bb, int bt, float eps, void *y, int yt,
-                                   int64_t cpg, int64_t S, int groups, int parts, const float *pmean, const float *pm2) {
-    __shared__ float stat[2];
-    const int64_t len = cpg * S, grp = blockIdx.x / parts, part = blockIdx.x % parts;
-    const int64_t lo = part * len / parts, hi = (part + 1) * len / parts, base = grp * len;
-    const int g = (int)(grp % groups);
-    if (threadIdx.x == 0) {
-        double n = 0, mean = 0, m2 = 0;
-        for (int p = 0; p < parts; p++) {
-            const double nb = (double)((p + 1) * len / parts - p * len / parts);
-            if (nb == 0) continue;
-            const double mb = pmean[grp * parts + p], d = mb - mean, nn = n + nb;
-            mean += d * nb / nn;
-            m2 += pm2[grp * parts + p] + d * d * n * nb / nn;
-            n = nn;
-        }
-        stat[0] = (float)mean, stat[1] = (float)(1.0 / sqrt(m2 / (double)len + (double)eps));
+/* one thread per group: its parts combined in order into (mean, rstd) */
+__global__ void group_combine_kernel(bool x8, int64_t len, int parts, int64_t n_groups, float eps, const float *pmean, const float *pm2,
+                                     float *stat) {
+    const int64_t grp = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (grp >= n_groups) return;
+    const int64_t units = x8 ? len / 8 : len;
+    double n = 0, mean = 0, m2 = 0;
+    for (int p = 0; p < parts; p++) {
+        int64_t lo, hi;
+        gn_slice(units, parts, p, &lo, &hi);
+        const double nb = (double)((hi - lo) * (x8 ? 8 : 1));
+        if (nb == 0) continue;
+        const double mb = pmean[grp * parts + p], d = mb - mean, nn = n + nb;
+        mean += d * nb / nn;
+        m2 += pm2[grp * parts + p] + d * d * n * nb / nn;
+        n = nn;
     }
-    __syncthreads();
-    const float mean = stat[0], rstd = stat[1];
+    stat[2 * grp] = (float)mean, stat[2 * grp + 1] = (float)(1.0 / sqrt(m2 / (double)len + (double)eps));
+}
+
+__global__ void group_apply_kernel(const void *x, int xt, bool x8, const void *w, int wt, const void *bb, int bt, void *y, int yt, int64_t cpg,
+                                   int64_t S, int groups, int parts, const float *stat) {
+    const int64_t len = cpg * S, grp = blockIdx.x / parts, part = blockIdx.x % parts;
+    const int g = (int)(grp % groups);
+    const float mean = stat[2 * grp], rstd = stat[2 * grp + 1];
+    int64_t lo, hi;
+    if (x8) {
+        gn_slice(len / 8, parts, part, &lo, &hi);
+        const uint4 *xw = (const uint4 *)x + grp * (len / 8);
+        uint4 *yw = (uint4 *)y + grp * (len / 8);
+        const unsigned S8 = (unsigned)(S / 8);
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            const int64_t c = g * cpg + (unsigned)i / S8;
+            const float a = rstd * (w ? qd_ld(w, wt, c) : 1.0f), beta = bb ? qd_ld(bb, bt, c) : 0.0f;
+            float v[8];
+            gn_unpack(xw[i], v);
+            uint4 o;
+            __nv_bfloat162 *h = (__nv_bfloat162 *)&o;
+#pragma unroll
+            for (int e = 0; e < 4; e++) h[e] = __floats2bfloat162_rn((v[2 * e] - mean) * a + beta, (v[2 * e + 1] - mean) * a + beta);
+            yw[i] = o;
+        }
+        return;
+    }
+    gn_slice(len, parts, part, &lo, &hi);
     for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         const int64_t c = g * cpg + i / S;
         const float a = rstd * (w ? qd_ld(w, wt, c) : 1.0f), beta = bb ? qd_ld(bb, bt, c) : 0.0f;
-        qd_st(y, yt, base + i, (qd_ld(x, xt, base + i) - mean) * a + beta);
+        qd_st(y, yt, grp * len + i, (qd_ld(x, xt, grp * len + i) - mean) * a + beta);
     }
 }
 
@@ -188,16 +250,19 @@ extern "C" qd_status qd_cuda_group_norm(qd_backend *b, const qd_tensor *x, int g
     const int64_t S = (N > 0 && C > 0) ? qd_tensor_elements(x) / (N * C) : 0;
     if (!N || !S) return QD_OK;
     qd_cuda *c = qd_cuda_of(b);
-    const int64_t len = C / groups * S;
+    const int64_t len = C / groups * S, n_groups = N * groups;
+    const bool x8 = x->dtype == QD_DTYPE_BF16 && y->dtype == QD_DTYPE_BF16 && S % 8 == 0 && S / 8 < ((int64_t)1 << 31) &&
+                    qd_cuda_aligned16(x->data) && qd_cuda_aligned16(y->data);
     int64_t parts = (len + GN_SLICE - 1) / GN_SLICE;
     if (parts > 1024) parts = 1024;
     float *st = NULL;
-    if ((s = qd_cuda_scratch(c, sizeof(float) * 2 * (size_t)(N * groups * parts), (void **)&st))) return s;
-    const unsigned blocks = (unsigned)(N * groups * parts);
-    group_stats_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, len, (int)parts, st, st + N * groups * parts);
-    group_apply_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, w ? w->data : NULL, w ? w->dtype : 0, bias ? bias->data : NULL,
-                                                      bias ? bias->dtype : 0, eps, y->data, y->dtype, C / groups, S, groups, (int)parts, st,
-                                                      st + N * groups * parts);
+    if ((s = qd_cuda_scratch(c, sizeof(float) * 2 * (size_t)(n_groups * parts + n_groups), (void **)&st))) return s;
+    float *pmean = st, *pm2 = st + n_groups * parts, *stat = st + 2 * n_groups * parts;
+    const unsigned blocks = (unsigned)(n_groups * parts);
+    group_stats_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, x8, len, (int)parts, pmean, pm2);
+    group_combine_kernel<<<(unsigned)((n_groups + 127) / 128), 128, 0, c->stream>>>(x8, len, (int)parts, n_groups, eps, pmean, pm2, stat);
+    group_apply_kernel<<<blocks, 256, 0, c->stream>>>(x->data, x->dtype, x8, w ? w->data : NULL, w ? w->dtype : 0, bias ? bias->data : NULL,
+                                                      bias ? bias->dtype : 0, y->data, y->dtype, C / groups, S, groups, (int)parts, stat);
     qd_cuda_scratch_free(c, st);
     QD_CUDA_LAUNCHED("group_norm");
     return QD_OK;
