@@ -148,6 +148,11 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          [ -n "${VAE_PROFILE:-}" ] && QDIT_CUDA_PROFILE=1 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 3 2>&1 | tee -a "$OUT/vae.log"
          [ -n "${VAE_DIRECT:-}" ] && QDIT_CUDA_CONV_DIRECT=1 .devrun/bin/bench_vae_decode --device cuda --res ${VAE_RES:-1024} --runs 1 2>&1 | tee -a "$OUT/vae.log"
          python3 tools/device/diffusers_vae_bench.py 5 ${VAE_RES:-1024} 2>&1 | grep -v Warning | tee -a "$OUT/vae.log" ;;
+    vae_compare) # the full-size VAE on the GPU against the CPU's f32 decode of the same weights and latent (bf16 and f32; the wide
+          # attention in chunks of 100 query rows at 512²), next to the CPU's own bf16 decode
+          .devrun/bin/bench_vae_decode --device cuda --res 256 --runs 1 --compare 2>&1 | grep -E "relative|error"
+          .devrun/bin/bench_vae_decode --device cuda --res 256 --runs 1 --precision f32 --compare 2>&1 | grep -E "relative|error"
+          QDIT_CUDA_WIDE_ROWS=100 .devrun/bin/bench_vae_decode --device cuda --res 512 --runs 1 --compare 2>&1 | grep -E "relative|error" ;;
     generate_full) # qdit generate end to end at the published sizes with random weights (configs only: make_tiny_pipelines.py
           # --real-configs), 1024², on the GPU: each stage's time
           python3 tools/tiny-pipeline/make_tiny_pipelines.py --out /tmp/realcfg --real-configs > /dev/null
