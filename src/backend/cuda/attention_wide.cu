@@ -89,6 +89,10 @@ qd_status qd_cuda_attention_wide(qd_backend *b, const qd_attn_args *a, const uin
     const qd_dtype t = q->dtype;
     const size_t es = (size_t)qd_dtype_bits(t) / 8;
     const cudaDataType_t lt = wide_type(t);
+    if (!Lk) { /* no keys: every row sees nothing, its output is 0 (as the other kernels give) */
+        const cudaError_t e = cudaMemsetAsync(out->data, 0, qd_tensor_bytes(out), c->stream);
+        return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "attention (wide heads): no keys");
+    }
     const int64_t ld = (Lk + 7) / 8 * 8; /* S, P and Vt rows: 16-byte aligned for cuBLASLt's vector loads */
     int64_t rows = QD_WIDE_ELEMS / ld;
     if (rows < 1) rows = 1;

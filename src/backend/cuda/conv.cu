@@ -236,6 +236,7 @@ static qd_status conv_gemm_typed(qd_cuda *c, const char *op, const qd_tensor *x,
 static qd_status conv_gemm(qd_cuda *c, const char *op, bool is3d, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
                            qd_tensor *y) {
     if (x->dtype == QD_DTYPE_F32 && y->dtype != QD_DTYPE_F32) return qd_fail(QD_EUNSUPPORTED, "cuda %s: f32 x into a 16-bit y", op);
+    if (!g->C) return qd_fail(QD_EUNSUPPORTED, "cuda %s: no input channels (y is the bias)", op);
     qd_status s = QD_OK;
     if (x->dtype == QD_DTYPE_BF16 && conv_cudnn<__nv_bfloat16>(c, op, is3d, x, w, bias, g, y, &s)) return s;
     if (x->dtype == QD_DTYPE_F16 && conv_cudnn<__half>(c, op, is3d, x, w, bias, g, y, &s)) return s;
