@@ -389,9 +389,17 @@ qd_status qd_cpu_linear_fp8(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
                         (long long)n);
             goto done;
         }
+        /* the weight scale always as a per-column vector (a per-tensor one repeated), with the activations' scalar
+           folded into it below: a layer fused from per-tensor shards (qd_linear_concat stacks their scales) then gives
+           the same bits as its shards, y = acc·(s_w·s_x) or (acc·s_x[m])·s_w, whichever form it was stored in */
         if (!(wscale = view_to_f32(&l->scale, se))) goto nomem;
-        if (se == 1) g.alpha = wscale[0];
-        else g.col_scale = wscale;
+        if (se == 1 && n > 1) {
+            float *all = realloc(wscale, sizeof *all * (size_t)n);
+            if (!all) goto nomem;
+            wscale = all;
+            for (int64_t j = 1; j < n; j++) wscale[j] = wscale[0];
+        }
+        g.col_scale = wscale;
         switch (l->act) {
         case QD_ACT_STATIC_TENSOR: {
             const float is = l->input_scale.data ? qd_view_get(&l->input_scale, 0, 0) : 0.0f;
@@ -420,6 +428,10 @@ qd_status qd_cpu_linear_fp8(qd_linear *l, const qd_tensor *x, qd_tensor *y) {
                         name);
             goto done;
         }
+    }
+    if (g.alpha != 1.0f) { /* a per-tensor activation scale: into the columns' (see above) */
+        for (int64_t j = 0; j < n; j++) wscale[j] *= g.alpha;
+        g.alpha = 1.0f;
     }
     s = qd_gemm_run(&g);
     goto done;
