@@ -16,8 +16,6 @@
 
 #define QD_WIDE_ELEMS ((int64_t)32 << 20)
 
-static cudaDataType_t wide_type(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
-
 /* Vt[d][j] = v[j][d] for a head's [Lk, Dv] slice with rows `row` elements apart; Vt rows `ldt` apart (the padding
    columns j ≥ Lk are never read: the matmul's K is Lk) */
 template <typename T>
@@ -88,7 +86,7 @@ qd_status qd_cuda_attention_wide(qd_backend *b, const qd_attn_args *a, const uin
     const int64_t vrow = a->v_row ? a->v_row : Hkv * Dv;
     const qd_dtype t = q->dtype;
     const size_t es = (size_t)qd_dtype_bits(t) / 8;
-    const cudaDataType_t lt = wide_type(t);
+    const cudaDataType_t lt = qd_cuda_lt_type(t);
     if (!Lk) { /* no keys: every row sees nothing, its output is 0 (as the other kernels give) */
         const cudaError_t e = cudaMemsetAsync(out->data, 0, qd_tensor_bytes(out), c->stream);
         return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "attention (wide heads): no keys");
@@ -131,7 +129,7 @@ qd_status qd_cuda_attention_wide(qd_backend *b, const qd_attn_args *a, const uin
                     char *ob = (char *)out->data + (size_t)(qd_dtype_bits(out->dtype) / 8) * (size_t)(((bb * Lq + q0) * H + h) * Dv);
                     lt_extra xo = {};
                     xo.lda = ld, xo.ldb = ld, xo.ldd = H * Dv;
-                    s = qd_cuda_lt_matmul(c, "attention (wide heads) P·V", n, Dv, Lk, Vt, lt, P, lt, ob, wide_type(out->dtype), NULL, &xo);
+                    s = qd_cuda_lt_matmul(c, "attention (wide heads) P·V", n, Dv, Lk, Vt, lt, P, lt, ob, qd_cuda_lt_type(out->dtype), NULL, &xo);
                 }
         }
     qd_cuda_scratch_free(c, S), qd_cuda_scratch_free(c, P), qd_cuda_scratch_free(c, Vt);

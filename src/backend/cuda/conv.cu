@@ -182,8 +182,6 @@ static bool conv_cudnn(qd_cuda *c, const char *op, bool is3d, const qd_tensor *x
     return ran;
 }
 
-static cudaDataType_t conv_lt_type(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
-
 template <typename T>
 static qd_status conv_gemm_typed(qd_cuda *c, const char *op, const qd_tensor *x, const qd_tensor *w, const qd_tensor *bias, const conv_geom *g,
                                  qd_tensor *y) {
@@ -225,8 +223,8 @@ static qd_status conv_gemm_typed(qd_cuda *c, const char *op, const qd_tensor *x,
             }
             lt_extra xd = {};
             xd.ldd = P;
-            s = qd_cuda_lt_matmul(c, op, g->O, nr * g->Wo, Kp, col, conv_lt_type(x->dtype), wg, conv_lt_type(x->dtype),
-                                  (char *)y->data + ys * (size_t)(nb * g->O * P + r0 * g->Wo), conv_lt_type(y->dtype), NULL, &xd);
+            s = qd_cuda_lt_matmul(c, op, g->O, nr * g->Wo, Kp, col, qd_cuda_lt_type(x->dtype), wg, qd_cuda_lt_type(x->dtype),
+                                  (char *)y->data + ys * (size_t)(nb * g->O * P + r0 * g->Wo), qd_cuda_lt_type(y->dtype), NULL, &xd);
         }
     qd_cuda_scratch_free(c, wg), qd_cuda_scratch_free(c, col);
     return s;

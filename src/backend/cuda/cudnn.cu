@@ -256,6 +256,19 @@ static qd_status build_plan(cudnnHandle_t h, const sdpa_key *k, cudnnBackendDesc
     return s;
 }
 
+/* run a plan on the tensors' pointers (uids[i] ↔ ptrs[i]) with its workspace */
+static qd_status execute_plan(dnn_state *d, cudnnBackendDescriptor_t plan, void *ws, int n, int64_t *uids, void **ptrs, const char *what) {
+    cudnnBackendDescriptor_t pack = NULL;
+    cudnnStatus_t s = dnn.CreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Finalize(pack);
+    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Execute(d->handle, plan, pack);
+    if (pack) dnn.DestroyDescriptor(pack);
+    return s == CUDNN_STATUS_SUCCESS ? QD_OK : dnn_fail(s, what);
+}
+
 static qd_status state_of(qd_cuda *c, dnn_state **out) {
     if (!c->cudnn) {
         dnn_state *d = (dnn_state *)calloc(1, sizeof *d);
@@ -361,16 +374,7 @@ extern "C" bool qd_cudnn_sdpa(qd_backend *b, const qd_attn_args *a, qd_tensor *o
     float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     int64_t uids[5] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE};
     void *ptrs[5] = {q->data, k->data, v->data, out->data, &scale};
-    void *ws = p->ws;
-    cudnnBackendDescriptor_t pack = NULL;
-    cudnnStatus_t s = dnn.CreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Finalize(pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Execute(d->handle, p->plan, pack);
-    if (s != CUDNN_STATUS_SUCCESS) *st = dnn_fail(s, "SDPA execute");
-    if (pack) dnn.DestroyDescriptor(pack);
+    *st = execute_plan(d, p->plan, p->ws, 5, uids, ptrs, "SDPA execute");
     return true;
 }
 
@@ -483,16 +487,7 @@ extern "C" bool qd_cudnn_conv(qd_cuda *c, const qd_cudnn_conv_args *a, qd_status
     if (!p->plan) return false;
     int64_t uids[3] = {UID_X, UID_W, UID_Y};
     void *ptrs[3] = {(void *)a->x, (void *)a->w, a->y};
-    void *ws = p->ws;
-    cudnnBackendDescriptor_t pack = NULL;
-    cudnnStatus_t s = dnn.CreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Finalize(pack);
-    if (s == CUDNN_STATUS_SUCCESS) s = dnn.Execute(d->handle, p->plan, pack);
-    if (s != CUDNN_STATUS_SUCCESS) *st = dnn_fail(s, "convolution execute");
-    if (pack) dnn.DestroyDescriptor(pack);
+    *st = execute_plan(d, p->plan, p->ws, 3, uids, ptrs, "convolution execute");
     return true;
 }
 

@@ -226,14 +226,6 @@ extern "C" qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l) {
     return s;
 }
 
-static cudaDataType_t lt_type(qd_dtype t) {
-    switch (t) {
-    case QD_DTYPE_BF16: return CUDA_R_16BF;
-    case QD_DTYPE_F16: return CUDA_R_16F;
-    case QD_DTYPE_F8_E4M3: return CUDA_R_8F_E4M3;
-    default: return CUDA_R_32F;
-    }
-}
 
 /* A matmul plan: the descriptors and the algorithm cuBLASLt's heuristic chose for one shape and type
  * combination (the heuristic costs tens of microseconds of host time; a model step has hundreds of
@@ -475,19 +467,19 @@ qd_status qd_cuda_dense_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear
     const bool half_w = wt == QD_DTYPE_BF16 || wt == QD_DTYPE_F16;
     if (half_w && x->dtype == wt && y->dtype != QD_DTYPE_F16) {
         const lt_extra f32_bias = {NULL, NULL, 0, 0, CUDA_R_32F, false, false, 0, NULL, 0, 0};
-        qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, lt_type(y->dtype), d->bias,
+        qd_status s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, qd_cuda_lt_type(wt), x->data, qd_cuda_lt_type(x->dtype), y->data, qd_cuda_lt_type(y->dtype), d->bias,
                                      f32_bias, gelu);
         if (s == QD_EUNSUPPORTED && y->dtype == QD_DTYPE_BF16 && d->bias16) {
             /* measured on an H200: cuBLASLt's f32-bias epilogue into BF16 is as fast as no bias where it exists,
                its BF16-bias algorithms were 40% slower over a FLUX step, so they are only the second choice */
             const lt_extra ex = {NULL, NULL, 0, 0, CUDA_R_16BF, false, false, 0, NULL, 0, 0};
-            s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
+            s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, qd_cuda_lt_type(wt), x->data, qd_cuda_lt_type(x->dtype), y->data, CUDA_R_16BF, d->bias16, ex, gelu);
         }
         if (s != QD_EUNSUPPORTED || !d->bias) return s;
         /* no algorithm with an f32 bias into a 16-bit output for this shape: f32 output, bias, one rounding */
         float *yf = NULL;
         if ((s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&yf))) return s;
-        s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, lt_type(wt), x->data, lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
+        s = qd_cuda_lt_matmul_gelu(c, l->name, m, n, k, w, qd_cuda_lt_type(wt), x->data, qd_cuda_lt_type(x->dtype), yf, CUDA_R_32F, d->bias, f32_bias, gelu);
         if (!s) {
             narrow_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(yf, y->data, y->dtype, m * n);
             cudaError_t e = cudaGetLastError();
@@ -691,7 +683,7 @@ static qd_status fp8(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const
         const bool b16 = y->dtype == QD_DTYPE_BF16;
         const lt_extra ex = {d->wscale, sx, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
                              b16 ? CUDA_R_16BF : CUDA_R_32F, false, false, 0, NULL, 0, 0};
-        if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+        if (!s) s = qd_cuda_lt_matmul_gelu(c, l->name, mp, np, kp, d->w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, qd_cuda_lt_type(y->dtype),
                                    b16 ? d->bias16 : d->bias, ex, gelu);
         if (!s && yp != y->data) {
             cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice,
@@ -725,7 +717,7 @@ qd_status qd_cuda_fp8_matmul(qd_cuda *c, const qd_linear *l, const cuda_linear *
         qd_status f = np == n ? QD_OK : qd_cuda_scratch(c, es * (size_t)(m * np), &yp);
         const lt_extra ex = {d->wscale_vec, sx, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
                              b16 ? CUDA_R_16BF : CUDA_R_32F, false, accumulate, 0, NULL, 0, 0};
-        if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, lt_type(y->dtype),
+        if (!f) f = qd_cuda_lt_matmul_gelu(c, l->name, m, np, kp, w, CUDA_R_8F_E4M3, q, CUDA_R_8F_E4M3, yp, qd_cuda_lt_type(y->dtype),
                                            b16 ? d->bias16 : d->bias, ex, gelu);
         if (!f && yp != y->data) {
             cudaError_t e = cudaMemcpy2DAsync(y->data, es * (size_t)n, yp, es * (size_t)np, es * (size_t)n, (size_t)m, cudaMemcpyDeviceToDevice, c->stream);

@@ -104,6 +104,16 @@ typedef struct {
     int64_t ldb;         /* B's leading dimension when its rows are a slice of wider rows (0: K, packed) */
 } lt_extra;
 
+/* a tensor dtype as cuBLASLt's (F32 for anything else) */
+static inline cudaDataType_t qd_cuda_lt_type(qd_dtype t) {
+    switch (t) {
+    case QD_DTYPE_BF16: return CUDA_R_16BF;
+    case QD_DTYPE_F16: return CUDA_R_16F;
+    case QD_DTYPE_F8_E4M3: return CUDA_R_8F_E4M3;
+    default: return CUDA_R_32F;
+    }
+}
+
 /* D[N, M] (col-major) = A[K, N]ᵀ·B[K, M] (+ bias) through cuBLASLt; QD_EUNSUPPORTED when cuBLASLt has no
  * algorithm for the combination (callers may fall back). */
 qd_status qd_cuda_lt_matmul(qd_cuda *c, const char *name, int64_t m, int64_t n, int64_t k, const void *a, cudaDataType_t at, const void *bm,

@@ -773,8 +773,6 @@ __global__ void up_from_e4m3_kernel(const uint8_t *u8, const float *vec, float m
 
 /* ------------------------------------------------------------------------------------------------ the op -- */
 
-static cudaDataType_t dtype_lt(qd_dtype t) { return t == QD_DTYPE_BF16 ? CUDA_R_16BF : t == QD_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F; }
-
 static qd_status launched(const char *what) {
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, what);
@@ -808,15 +806,15 @@ static qd_status lora(qd_cuda *c, const qd_linear *l, const cuda_linear *d, cons
         }
     }
     if (!s) s = qd_cuda_scratch(c, es * (size_t)(m * r), &act);
-    if (!s) s = qd_cuda_lt_matmul(c, l->name, m, r, k, d->lora_down, dtype_lt(t), xt, dtype_lt(t), act, dtype_lt(t), NULL, NULL);
+    if (!s) s = qd_cuda_lt_matmul(c, l->name, m, r, k, d->lora_down, qd_cuda_lt_type(t), xt, qd_cuda_lt_type(t), act, qd_cuda_lt_type(t), NULL, NULL);
     const bool direct = lora_direct(d, y);
     if (!add && !direct) s = s ? s : qd_fail(QD_EINVAL, "layer '%s': the low-rank branch written into a %s output", l->name, qd_dtype_name(y->dtype));
     lt_extra ex = {};
     ex.accumulate = add;
-    if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, dtype_lt(t), act, dtype_lt(t), y->data, dtype_lt(y->dtype), NULL, &ex);
+    if (!s && direct) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, qd_cuda_lt_type(t), act, qd_cuda_lt_type(t), y->data, qd_cuda_lt_type(y->dtype), NULL, &ex);
     if (!s && !direct) {
         s = qd_cuda_scratch(c, sizeof(float) * (size_t)(m * n), (void **)&acc);
-        if (!s) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, dtype_lt(t), act, dtype_lt(t), acc, CUDA_R_32F, NULL, NULL);
+        if (!s) s = qd_cuda_lt_matmul(c, l->name, m, n, r, up, qd_cuda_lt_type(t), act, qd_cuda_lt_type(t), acc, CUDA_R_32F, NULL, NULL);
         if (!s) {
             add_f32_kernel<<<qd_cuda_blocks(m * n, 256), 256, 0, c->stream>>>(acc, y->data, y->dtype, m * n);
             s = launched("svdquant low-rank add");
@@ -961,7 +959,7 @@ qd_status qd_cuda_svdq_lr_down(qd_cuda *c, const qd_linear *l, const cuda_linear
         }
         lt_extra ex = {};
         ex.accumulate = j > 0, ex.lda = k; /* part j meets D's columns c0 .. c0 + k_j */
-        if (!s) s = qd_cuda_lt_matmul(c, l->name, rows, r, p->k[j], (const uint8_t *)d->lora_down + 2 * c0, dtype_lt(t), xj, dtype_lt(t), lr, CUDA_R_32F, NULL, &ex);
+        if (!s) s = qd_cuda_lt_matmul(c, l->name, rows, r, p->k[j], (const uint8_t *)d->lora_down + 2 * c0, qd_cuda_lt_type(t), xj, qd_cuda_lt_type(t), lr, CUDA_R_32F, NULL, &ex);
         qd_cuda_scratch_free(c, conv);
     }
     return s;
