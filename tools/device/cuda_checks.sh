@@ -80,16 +80,17 @@ for t in "$@"; do
           QDIT_CUDA_FP8_PRECISE=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_precise.log" ;;
     fluxbf16_unfused) # the BF16 step with linear_fused composed, for the side-by-side comparison with the flux check
           QDIT_CUDA_LINEAR_UNFUSED=1 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant none --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_none_unfused.log" ;;
-    offload) # FLUX.1-dev FP8 at 1024², resident and with --dit-layerwise-offload within a budget for the blocks' weights
-             # (OFFLOAD_BUDGET_MIB, default 3650: with the non-block layers under 4 GB), side by side in one call (issue 9:
-             # weights ≤ 4 GB on the GPU, slowdown target ≤ 1.3×); the same arguments as the flux check
-             .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_fp8_resident.log"
-             QDIT_LOG=info .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant fp8 --res 1024 --steps 6 --text 512 --dit-layerwise-offload true \
-               --dit-offload-budget-mib ${OFFLOAD_BUDGET_MIB:-3650} 2>&1 | grep -v "^qdit: info: cuda:" | tee "$OUT/flux_fp8_layerwise.log"
+    offload) # FLUX.1-dev FP8 (OFFLOAD_QUANT: another scheme) at 1024², resident and with --dit-layerwise-offload within a budget
+             # for the blocks' weights (OFFLOAD_BUDGET_MIB, default 3650: with the non-block layers under 4 GB), side by side in
+             # one call (issue 9: weights ≤ 4 GB on the GPU, slowdown target ≤ 1.3×); the same arguments as the flux check
+             oq=${OFFLOAD_QUANT:-fp8}
+             .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $oq --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${oq}_resident.log"
+             QDIT_LOG=info .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $oq --res 1024 --steps 6 --text 512 --dit-layerwise-offload true \
+               --dit-offload-budget-mib ${OFFLOAD_BUDGET_MIB:-3650} 2>&1 | grep -v "^qdit: info: cuda:" | tee "$OUT/flux_${oq}_layerwise.log"
              python3 -c "
 import re
-med = [float(re.search(r'median ([0-9.]+) s/step', open('$OUT/flux_fp8_%s.log' % k).read()).group(1)) for k in ('resident', 'layerwise')]
-print('offload: FLUX.1-dev fp8 1024^2 median %.4f s/step resident, %.4f s/step layerwise: %.3fx' % (med[0], med[1], med[1] / med[0]))" ;;
+med = [float(re.search(r'median ([0-9.]+) s/step', open('$OUT/flux_${oq}_%s.log' % k).read()).group(1)) for k in ('resident', 'layerwise')]
+print('offload: FLUX.1-dev $oq 1024^2 median %.4f s/step resident, %.4f s/step layerwise: %.3fx' % (med[0], med[1], med[1] / med[0]))" ;;
     nograph) for q in none fp8; do QDIT_CUDA_GRAPH=0 .devrun/bin/bench_dit_step --device cuda --model flux.1-dev --quant $q --res 1024 --steps 6 --text 512 2>&1 | tee "$OUT/flux_${q}_nograph.log"; done ;;
     generate) # the embedded tiny model end to end: a step graph must give the op-by-op image byte for byte
               prompt="a large red circle at the top left and a small blue square at the bottom right on a yellow background"
