@@ -1,5 +1,6 @@
 /* Per-layer scheme choice and binding (see plan.h). */
 #include "quant/plan.h"
+#include "core/mem.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -19,7 +20,7 @@ static bool ends_with(const char *s, const char *suffix) {
 /* Replace a dense binding with its online quantization. */
 static qd_status quantize_online(const qd_quant_config *cfg, qd_linear *l) {
     int64_t n = l->out_features, k = l->in_features;
-    float *w = malloc(sizeof *w * (size_t)(n * k) + 1);
+    float *w = qd_alloc_big(sizeof *w * (size_t)(n * k) + 1);
     if (!w) return qd_fail(QD_ENOMEM, "layer '%s': cannot allocate %lld×%lld floats", l->name, (long long)n, (long long)k);
     qd_status s = qd_dequantize_dense(l, w);
     qd_linear q = {0};

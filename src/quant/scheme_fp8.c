@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "quant/schemes.h"
 #include "core/threads.h"
@@ -114,7 +115,7 @@ qd_status qd_bind_fp8(const qd_bind_ctx *c, qd_linear *l) {
 }
 
 qd_status qd_quantize_fp8(const float *w, int64_t n, int64_t k, bool per_tensor, qd_linear *l) {
-    uint8_t *q = malloc((size_t)(n * k));
+    uint8_t *q = qd_alloc_big((size_t)(n * k));
     float *sc = malloc(sizeof(float) * (size_t)(per_tensor ? 1 : n));
     if (!q || !sc) {
         free(q);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "quant/schemes.h"
 #include "core/threads.h"
@@ -134,7 +135,7 @@ qd_status qd_bind_modelslim_int(const qd_bind_ctx *c, qd_linear *l) {
 }
 
 qd_status qd_quantize_int8(const float *w, int64_t n, int64_t k, qd_linear *l) {
-    int8_t *q = malloc((size_t)(n * k) + 1);
+    int8_t *q = qd_alloc_big((size_t)(n * k) + 1);
     float *sc = malloc(sizeof *sc * (size_t)n + 1);
     if (!q || !sc) {
         free(q);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "quant/packing.h"
 #include "quant/schemes.h"
@@ -106,7 +107,7 @@ static int shared_exponent(float amax, int emax) {
 qd_status qd_quantize_mx(const float *w, int64_t n, int64_t k, bool fp4, qd_linear *l) {
     if (k % 32) return qd_fail(QD_EINVAL, "MX needs in_features a multiple of 32, got %lld", (long long)k);
     size_t wbytes = (size_t)(fp4 ? n * k / 2 : n * k);
-    uint8_t *q = calloc(wbytes + 1, 1), *sc = malloc((size_t)(n * k / 32) + 1);
+    uint8_t *q = qd_calloc_big(wbytes + 1), *sc = malloc((size_t)(n * k / 32) + 1);
     if (!q || !sc) {
         free(q);
         free(sc);

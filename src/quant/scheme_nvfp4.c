@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "quant/packing.h"
@@ -134,7 +135,7 @@ qd_status qd_bind_nvfp4(const qd_bind_ctx *c, qd_linear *l) {
 qd_status qd_quantize_nvfp4(const float *w, int64_t n, int64_t k, qd_linear *l) {
     if (k % 16) return qd_fail(QD_EINVAL, "NVFP4 needs in_features a multiple of 16, got %lld", (long long)k);
     int64_t kg = k / 16;
-    uint8_t *q = calloc((size_t)(n * k / 2) + 1, 1), *sc = malloc((size_t)(n * kg) + 1);
+    uint8_t *q = qd_calloc_big((size_t)(n * k / 2) + 1), *sc = malloc((size_t)(n * kg) + 1);
     float *g = malloc(sizeof *g);
     if (!q || !sc || !g) {
         free(q);

@@ -7,14 +7,12 @@
 
 #include "backend/cpu/cpu.h"
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "core/threads.h"
 
-void *qd_cpu_alloc(size_t bytes) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0) return NULL;
-    return p;
-}
+/* 64-byte aligned; large tensors on huge pages (core/mem.h) */
+void *qd_cpu_alloc(size_t bytes) { return qd_alloc_big(bytes); }
 
 void qd_cpu_free(void *p) { free(p); }
 
