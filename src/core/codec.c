@@ -71,15 +71,6 @@ static inline uint32_t round_to_binary(uint32_t abs_bits, int mbits, int bias) {
 
 float qd_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
-uint16_t qd_f32_to_bf16(float f) {
-    uint32_t u = f32_bits(f);
-    /* Truncating a NaN could clear every payload bit and leave an infinity; force the quiet bit. */
-    if ((u & F32_ABS) > F32_INF) return (uint16_t)((u >> 16) | 0x0040u);
-    /* The carry of the rounding add walks into the exponent, which also turns overflow into ±inf. */
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* ---- f16 ---- */
 
 float qd_f16_to_f32(uint16_t h) {

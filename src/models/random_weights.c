@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "io/ckpt.h"
 #include "quant/plan.h"
-#include "core/mem.h"
 #include "core/threads.h"
 
 static uint64_t hash_name(uint64_t seed, const char *name) {
@@ -29,21 +29,13 @@ static uint64_t mix(uint64_t x) { /* splitmix64 finaliser */
     return x ^ (x >> 31);
 }
 
-/* qd_f32_to_bf16 for the finite values drawn here, inline: the call per value was a third of a full-size draw */
-static inline uint16_t bf16_of_finite(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* U(−1, 1) stream of row r */
 static void fill_row(uint64_t h, int64_t r, float a, int64_t n, uint16_t *bf16, float *f32) {
     uint64_t s = mix(h + (uint64_t)r * 0x632be59bd9b4e019ull) | 1;
     for (int64_t i = 0; i < n; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         float u = a * ((float)(s >> 40) * 0x1.0p-23f - 1.0f);
-        if (bf16) bf16[i] = bf16_of_finite(u);
+        if (bf16) bf16[i] = qd_f32_to_bf16(u);
         else f32[i] = u;
     }
 }

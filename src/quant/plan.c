@@ -1,6 +1,5 @@
 /* Per-layer scheme choice and binding (see plan.h). */
 #include "quant/plan.h"
-#include "core/mem.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -9,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/mem.h"
 #include "core/status.h"
 #include "quant/schemes.h"
 

@@ -170,8 +170,9 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          # NCU_WARM=1: caches left as the previous kernel left them (--cache-control none), as in a step
          for sc in ${NCU_SCHEMES:-svdq fp8}; do BENCH_ONLY=$sc ncu --csv ${NCU_WARM:+--cache-control none} --metrics gpu__time_duration.sum .devrun/bin/bench_cuda_ops \
            > "$OUT/ncu_$sc.csv" 2> "$OUT/ncu_$sc.err"; python3 tools/device/ncu_table.py "$OUT/ncu_$sc.csv" | tee "$OUT/ncu_$sc.md"; done ;;
-    ncu_rows) # the row kernels of BENCH_ONLY=zimage (norm_modulate(_fp8), rms_norm_gated_add, rms_norm_rope_cols, swiglu) under
-              # Nsight Compute: speed of light, occupancy, warp stalls and memory per kernel (NCU_ROWS_KERNELS: a regex of names)
+    ncu_rows) # row kernels of BENCH_ONLY=zimage under Nsight Compute: speed of light, occupancy, warp state and memory per
+              # launch, for 6 launches after the first 3 whose names match NCU_ROWS_KERNELS (a regex; by default those are
+              # Z-Image's norm_modulate_fp8 and rms_norm_gated_add; name rms_rope_bf16 or swiglu alone to reach those)
          ncu --kernel-name "regex:${NCU_ROWS_KERNELS:-norm_mod_bf16|norm_add_bf16|rms_rope_bf16}" --launch-skip 3 --launch-count 6 \
            --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
            env BENCH_ONLY=zimage .devrun/bin/bench_cuda_ops 3 > "$OUT/ncu_rows.txt" 2>&1
