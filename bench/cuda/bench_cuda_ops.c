@@ -25,6 +25,8 @@
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
+ * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the FP8 linears' quantization by reciprocal, against the
+ * paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1), timed in alternation and compared byte for byte.
  * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
  * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
@@ -311,6 +313,100 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
 }
 
+/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and FP8 per-token quantizations (by
+   reciprocal and FMA) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1 and
+   QDIT_CUDA_QUANT_DIV=1, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
+   must agree byte for byte (same arithmetic), and a difference fails the run */
+static int path_failures;
+
+static int64_t bytes_differing(const qd_tensor *a, const qd_tensor *b) {
+    const size_t n = qd_tensor_bytes(a);
+    unsigned char *h1 = malloc(n), *h2 = malloc(n);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h1, a->data, n, cudaMemcpyDeviceToHost), cudaMemcpy(h2, b->data, n, cudaMemcpyDeviceToHost);
+    int64_t d = 0;
+    for (size_t i = 0; i < n; i++) d += h1[i] != h2[i];
+    free(h1), free(h2);
+    return d;
+}
+
+static void report_differing(const char *what, int64_t d, const qd_tensor *t) {
+    printf("| %s: %lld of %zu bytes differ |  |  |\n", what, (long long)d, qd_tensor_bytes(t));
+    if (d) path_failures++;
+}
+
+static void paths_against_old(qd_backend *be, int reps) {
+    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1);
+    qd_backend *old;
+    if (qd_backend_cuda_create(0, &old)) die("cuda (old paths)");
+    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV");
+    printf("\n| op (this build, then the replaced path)            | ms        | GB/s    |\n|---|---:|---:|\n");
+    /* q and k out of the joined q/k/v: FLUX.1 (L 4608, 24 heads: 4 per thread), Z-Image (L 4224, 30 heads: 2) */
+    const struct {
+        const char *what;
+        int64_t l, h;
+    } rc[] = {{"FLUX rms_norm_rope_cols q, k (H 24)", 4608, 24}, {"Z-Image rms_norm_rope_cols q, k (H 30)", 4224, 30}};
+    for (int ci = 0; ci < 2; ci++) {
+        const int64_t L = rc[ci].l, H = rc[ci].h, hd = 128, D = H * hd;
+        qd_tensor qkv = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, L, 3 * D}, 2.0f), o[4] = {{0}};
+        qd_tensor nw = dev_f32(be, 1, (int64_t[]){hd}, 1.0f, 0.2f), cs = dev_f32(be, 2, (int64_t[]){L, hd / 2}, 0.0f, 1.0f),
+                  sn = dev_f32(be, 2, (int64_t[]){L, hd / 2}, 0.0f, 1.0f);
+        for (int j = 0; j < 4; j++)
+            if (qd_tensor_new(be, &o[j], QD_DTYPE_BF16, 4, (int64_t[]){1, L, H, hd})) die("alloc");
+        const double xb = 2.0 * (double)(L * D);
+        for (int round = 0; round < 2; round++) {
+            TIME(rc[ci].what, 4 * xb * 1e3, reps,
+                 be->ops->rms_norm_rope_cols(be, &qkv, 0, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o[0]) ||
+                     be->ops->rms_norm_rope_cols(be, &qkv, D, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o[1]));
+            TIME("  the same, one head per thread", 4 * xb * 1e3, reps,
+                 old->ops->rms_norm_rope_cols(old, &qkv, 0, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o[2]) ||
+                     old->ops->rms_norm_rope_cols(old, &qkv, D, &nw, 1e-6f, &cs, &sn, QD_ROPE_INTERLEAVED, &o[3]));
+        }
+        report_differing("  q", bytes_differing(&o[0], &o[2]), &o[0]);
+        report_differing("  k", bytes_differing(&o[1], &o[3]), &o[1]);
+        /* rotate-half pairs, the other path of the kernel */
+        if (be->ops->rms_norm_rope_cols(be, &qkv, D, &nw, 1e-6f, &cs, &sn, QD_ROPE_HALF, &o[1]) ||
+            old->ops->rms_norm_rope_cols(old, &qkv, D, &nw, 1e-6f, &cs, &sn, QD_ROPE_HALF, &o[3]))
+            die("rms_norm_rope_cols (rotate-half)");
+        report_differing("  k, rotate-half pairs", bytes_differing(&o[1], &o[3]), &o[1]);
+        for (int j = 0; j < 4; j++) qd_tensor_free(&o[j]);
+        qd_tensor_free(&qkv), qd_tensor_free(&nw), qd_tensor_free(&cs), qd_tensor_free(&sn);
+    }
+    /* online FP8 linears whose quantization runs inside: FLUX's MLP-out (linear, 12288 x 3072) and a single block's
+       proj_out (linear_fused, [attention 3072 | MLP 12288] x 3072 into the residual under its gate) */
+    for (int ci = 0; ci < 2; ci++) {
+        const int64_t M = 4608, k0 = ci ? 3072 : 12288, k1 = ci ? 12288 : 0, K = k0 + k1, N = 3072;
+        float *w = malloc(sizeof(float) * (size_t)(N * K));
+        for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
+        qd_linear ln = {0}, lo = {0};
+        if (qd_quantize_fp8(w, N, K, false, &ln) || qd_quantize_fp8(w, N, K, false, &lo)) die("quantize");
+        ln.name = strdup("fp8_new"), lo.name = strdup("fp8_old");
+        free(w);
+        qd_tensor x0 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, k0}, 1.0f), x1 = {0}, y[2] = {{0}};
+        if (k1) x1 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, k1}, 3.0f);
+        qd_tensor g = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, N}, 1.0f), res = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, N}, 1.0f);
+        for (int j = 0; j < 2; j++)
+            if (qd_tensor_new(be, &y[j], QD_DTYPE_BF16, 3, (int64_t[]){1, M, N})) die("alloc");
+        const qd_tensor *xs[2] = {&x0, &x1};
+        const double flop = 2.0 * (double)M * (double)N * (double)K;
+        const char *what = ci ? "fp8 proj_out [3072|12288]x3072 fused" : "fp8 linear 12288x3072";
+        for (int round = 0; round < 2; round++) {
+            /* (TFLOP/s in the last column here) */
+            if (ci) {
+                TIME(what, flop, reps, qd_linear_fused(be, &ln, xs, 2, &g, &res, &y[0]));
+                TIME("  the same, dividing", flop, reps, qd_linear_fused(old, &lo, xs, 2, &g, &res, &y[1]));
+            } else {
+                TIME(what, flop, reps, be->ops->linear(be, &ln, &x0, &y[0]));
+                TIME("  the same, dividing", flop, reps, old->ops->linear(old, &lo, &x0, &y[1]));
+            }
+        }
+        report_differing("  outputs", bytes_differing(&y[0], &y[1]), &y[0]);
+        qd_linear_free(&ln), qd_linear_free(&lo);
+        qd_tensor_free(&x0), qd_tensor_free(&x1), qd_tensor_free(&y[0]), qd_tensor_free(&y[1]), qd_tensor_free(&g), qd_tensor_free(&res);
+    }
+    old->ops->destroy(old);
+}
+
 static int expand_failures; /* expansions whose bytes differ from the reference kernel's */
 
 int main(int argc, char **argv) {
@@ -321,6 +417,12 @@ int main(int argc, char **argv) {
        (cuBLASLt's int8 matmul + the epilogue kernel), side by side with the default wgmma kernel */
     const char *only_env = getenv("BENCH_ONLY");
     const bool int8_only = only_env && !strcmp(only_env, "int8");
+    if (only_env && !strcmp(only_env, "paths")) {
+        paths_against_old(be, reps);
+        be->ops->destroy(be);
+        if (path_failures) fprintf(stderr, "%d outputs differ from the replaced paths'\n", path_failures);
+        return path_failures ? 1 : 0;
+    }
     if (only_env && !strcmp(only_env, "zimage")) { /* BENCH_ONLY=zimage: Z-Image's fused element-wise ops only */
         zimage_elementwise(be, reps);
         be->ops->destroy(be);

@@ -1381,7 +1381,9 @@ static void run_rms_norm_rope(qd_backend *be) {
     } cases[] = {
         {1, 19, 3, 64, false, true, false, F, F},    /* f32 */
         {2, 7, 5, 128, false, true, true, H, F},     /* FLUX / Z-Image q and k: bf16, head 128, F32 weight, in place */
-        {1, 33, 24, 128, false, true, true, H, F},   /* FLUX's 24 heads */
+        {1, 33, 24, 128, false, true, true, H, F},   /* FLUX's 24 heads (4 per thread on the GPU) */
+        {1, 13, 30, 128, false, true, false, H, F},  /* Z-Image's 30 heads (2 per thread on the GPU) */
+        {2, 5, 6, 64, true, true, true, H, H},       /* rotate-half, 2 heads per thread, B = 2, in place */
         {2, 5, 3, 128, true, true, false, H, H},     /* rotate-half, bf16 weight */
         {1, 9, 3, 40, false, true, false, H, F},     /* D/8 = 5 lanes of 8 on the GPU */
         {1, 6, 2, 40, true, false, false, H, F},     /* rotate-half with D % 16 ≠ 0, no weight */
@@ -1445,6 +1447,7 @@ static void run_rms_norm_rope_cols(qd_backend *be) {
     } cases[] = {
         {1, 37, 24, 128, 3 * 24 * 128, 24 * 128, false, H}, /* FLUX's k from [q; k; v], bf16 fast path */
         {1, 37, 24, 128, 3 * 24 * 128, 0, false, H},        /* and q */
+        {2, 11, 30, 128, 3 * 30 * 128, 30 * 128, true, H},  /* Z-Image's 30 heads, rotate-half, B = 2 */
         {2, 9, 3, 64, 3 * 3 * 64 + 8, 3 * 64, true, F},     /* f32, rotate-half, a row wider than 3 parts, B = 2 */
         {1, 6, 2, 40, 2 * 40 * 3, 2 * 40 + 8, true, H},     /* D % 16 ≠ 0, a column not on a head boundary */
     };

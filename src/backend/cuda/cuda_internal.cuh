@@ -52,6 +52,9 @@ typedef struct {
     int quant_threads; /* QDIT_CUDA_QUANT_THREADS (64..1024, multiple of 32): the per-token activation quantizations' blocks (one
                           row each) for FP8 and the W4A8 schemes without a folded branch (0: each kernel's default) */
     int quant_batch; /* QDIT_CUDA_QUANT_BATCH (1..QD_ROW_BATCH): loads in flight per thread in the per-token quantizations */
+    int rope_heads;  /* QDIT_CUDA_ROPE_HEADS (1, 2 or 4): heads per thread in rms_norm_rope's BF16 kernel (0: 4, 2 or 1 as H allows) */
+    bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs
+                        (the same bits: the op case "fp8 per-token codes … against a host division" holds both to the host) */
     int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */
     bool svdq_amax_pass; /* QDIT_CUDA_SVDQ_AMAX_PASS: the folded rows' maxima by a pass of the quantization over x, not by
                             lr_down_kernel */
@@ -274,6 +277,22 @@ __device__ __forceinline__ float qd_block_max(float v, float *smem32) {
 __device__ __forceinline__ float qd_div_by(float v, float s, float inv) {
     const float q = v * inv;
     return fmaf(fmaf(-q, s, v), inv, q);
+}
+
+/* 8 E4M3 codes of v/s (RNE, saturating), two per conversion: by qd_div_by where `ieee` is false (s finite), else by
+ * the IEEE division (an infinite s, or QDIT_CUDA_QUANT_DIV) — the same bits either way */
+__device__ __forceinline__ uint2 qd_fp8x8_div(const float *v, float s, float inv, bool ieee) {
+    uint32_t w[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float t[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) t[e] = ieee ? v[4 * h + e] / s : qd_div_by(v[4 * h + e], s, inv);
+        const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
+        const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
+        w[h] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    return make_uint2(w[0], w[1]);
 }
 
 /* The per-token FP8 tail of the row kernels that hold their row in registers (norm_modulate_fp8, swiglu_fp8,

@@ -534,7 +534,7 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
 /* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
  * activations); the row is read twice, the second time from L2 */
 template <typename Q>
-__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, int batch, Q *q, float *row_scale) {
+__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, int batch, bool div, Q *q, float *row_scale) {
     /* 8 codes in one store: 8 bytes of E4M3, 16 of BF16 */
     typedef typename std::conditional<sizeof(Q) == 1, uint2, uint4>::type vec8;
     __shared__ float red[32];
@@ -554,13 +554,20 @@ __global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, 
     }
     if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
     vec8 *qr = (vec8 *)(q + blockIdx.x * k);
+    const float inv = 1.0f / s;
+    const bool ieee = div || !isfinite(s); /* qd_div_by needs a finite s */
     qd_row_words(xr, n8, batch, [&](int64_t i, const uint4 &u) {
         float v[8];
         qd_bf16x8_f32(u, v);
-        alignas(16) Q o[8];
+        if (sizeof(Q) == 1) {
+            const uint2 w = qd_fp8x8_div(v, s, inv, ieee);
+            qr[i] = *(const vec8 *)&w;
+        } else {
+            alignas(16) Q o[8];
 #pragma unroll
-        for (int j = 0; j < 8; j++) o[j] = fp8_code<Q>(v[j] / s);
-        qr[i] = *(const vec8 *)o;
+            for (int j = 0; j < 8; j++) o[j] = fp8_code<Q>(ieee ? v[j] / s : qd_div_by(v[j], s, inv));
+            qr[i] = *(const vec8 *)o;
+        }
     });
 }
 
@@ -634,7 +641,7 @@ static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear 
     } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
-            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, c->quant_batch, *q,
+            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, c->quant_batch, c->quant_div, *q,
                                                                                                      *sx);
         else fp8_quant_rows_kernel<Q><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, *q, *sx);
     } else if (!s) {
@@ -847,7 +854,7 @@ __device__ __forceinline__ float tail_value(const fused_parts &p, int64_t row, i
  * linear_w4.cu's quant_rows_mult_kernel (mult: the smoothing multiplier, or NULL). VEC: BF16 parts with widths % 8
  * == 0, 8 values per 16-byte load. */
 template <bool VEC, bool W4>
-__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, int batch,
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, int batch, bool div,
                                        __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
@@ -881,6 +888,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
     }
     if (threadIdx.x == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
     const float inv = 1.0f / s;
+    const bool ieee = div || !isfinite(s); /* FP8 layers: v/s by qd_div_by, which needs a finite s */
     __nv_fp8_e4m3 *qr = q + row * k;
     int64_t c0 = 0;
     for (int j = 0; j < p.n; j++) {
@@ -888,11 +896,15 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
             qd_row_words((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, [&](int64_t i, const uint4 &u) {
                 float v[8];
                 qd_bf16x8_f32(u, v);
-                if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
-                alignas(8) __nv_fp8_e4m3 o[8];
+                if (W4) {
+                    if (mult) qd_mul8(v, mult, c0 + 8 * i);
+                    alignas(8) __nv_fp8_e4m3 o[8];
 #pragma unroll
-                for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(W4 ? v[t] * inv : v[t] / s);
-                ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
+                    for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] * inv);
+                    ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
+                } else {
+                    ((uint2 *)(qr + c0))[i] = qd_fp8x8_div(v, s, inv, ieee);
+                }
             });
         } else {
             for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
@@ -920,8 +932,8 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
     /* SVDQuant's folded rows: blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or 96,
        95.3 with 128, 98.0 with 256, 105.8 with 512); QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
     const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
-    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, threads, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, c->quant_batch, q, sx);
-    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, 1, q, sx);
+    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, threads, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, c->quant_batch, false, q, sx);
+    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, 1, false, q, sx);
     const cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "w4a8 activation quantization");
 }
@@ -1022,8 +1034,8 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     else if (!s) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(p, K, fixed, NULL, per, stride,
-                                                                                                                 c->quant_batch, q, sx);
-        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, 1, q, sx);
+                                                                                                                 c->quant_batch, c->quant_div, q, sx);
+        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, 1, true, q, sx);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
     }

@@ -46,69 +46,66 @@ extern "C" qd_status qd_cuda_rope(qd_backend *b, const qd_tensor *x, const qd_te
 
 /* BF16 heads with D % 8 == 0 and D ≤ 256: G lanes per head (a power of two ≥ D/8), 8 values per lane in one
    16-byte load; the sum of squares reduced over the G lanes by shuffles. Interleaved pairs lie within a lane;
-   rotate-half pairs (D % 16 == 0) are D/2 apart, in the lane D/16 away, whose values come by shuffle. */
-template <int G>
+   rotate-half pairs (D % 16 == 0) are D/2 apart, in the lane D/16 away, whose values come by shuffle. A thread
+   takes HP heads of one position (H % HP == 0): their cos and sin are read once instead of once per head (they
+   came from L2 at twice x's bytes), and its HP loads of x are in flight together. */
+template <int G, int HP>
 __global__ void rms_rope_bf16_kernel(const __nv_bfloat16 *x, int64_t xrow, const void *w, int wt, float eps, const float *cs, const float *sn,
                                      bool interleaved, __nv_bfloat16 *y, int rows, int L, int H, int d) {
-    const int t = blockIdx.x * blockDim.x + threadIdx.x, row = t / G, k = t & (G - 1), nv = d / 8;
-    const bool on = row < rows && k < nv;
-    const int64_t at = (int64_t)row * d + 8 * k, xat = (int64_t)(row / H) * xrow + (int64_t)(row % H) * d + 8 * k;
-    const int l = (row < rows ? row / H : 0) % L, h2 = d / 2;
+    const int t = blockIdx.x * blockDim.x + threadIdx.x, grp = t / G, k = t & (G - 1), nv = d / 8, gph = H / HP;
+    const int row0 = grp * HP; /* the group's first head: position row0 / H, heads row0 % H .. + HP − 1 */
+    const bool on = row0 < rows && k < nv;
+    const int pos = on ? row0 / H : 0, l = pos % L, h2 = d / 2;
+    const int64_t xat = (int64_t)pos * xrow + (int64_t)(grp % gph) * HP * d + 8 * k;
     float4 ic = {}, is = {}; /* interleaved pairs' cos and sin, read with x rather than after the reduction */
     if (interleaved && on) ic = *(const float4 *)(cs + (int64_t)l * h2 + 4 * k), is = *(const float4 *)(sn + (int64_t)l * h2 + 4 * k);
-    float v[8];
-    if (on) {
-        const uint4 u = *(const uint4 *)(x + xat);
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const float2 f = __bfloat1622float2(h[e]);
-            v[2 * e] = f.x, v[2 * e + 1] = f.y;
-        }
-    } else {
-#pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = 0.0f;
+    float4 c0 = {}, c1 = {}, s0 = {}, s1 = {}; /* rotate-half: lane k's cos and sin (those of the pairs' first half) */
+    const int half = nv / 2, lo = k < half, j = lo ? k : k - half;
+    if (!interleaved && on) {
+        const float *cr = cs + (int64_t)l * h2 + 8 * j, *sr = sn + (int64_t)l * h2 + 8 * j;
+        c0 = *(const float4 *)cr, c1 = *(const float4 *)(cr + 4), s0 = *(const float4 *)sr, s1 = *(const float4 *)(sr + 4);
     }
-    float ss = 0.0f;
+    uint4 u[HP];
 #pragma unroll
-    for (int e = 0; e < 8; e++) ss += v[e] * v[e];
-#pragma unroll
-    for (int o = G / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    const float r = rsqrtf(ss / (float)d + eps);
+    for (int hp = 0; hp < HP; hp++) u[hp] = on ? *(const uint4 *)(x + xat + (int64_t)hp * d) : make_uint4(0, 0, 0, 0);
     float wv[8];
     if (w && on) qd_ld8(w, wt, 8 * k, wv);
     const bool round_w = w && wt != QD_DTYPE_F32;
 #pragma unroll
-    for (int e = 0; e < 8; e++) {
-        float n = v[e] * r;
-        if (w && on) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
-        v[e] = qd_round_to(QD_DTYPE_BF16, n);
-    }
-    float o[8];
-    if (interleaved) {
-        if (on) {
+    for (int hp = 0; hp < HP; hp++) {
+        float v[8];
+        qd_bf16x8_f32(u[hp], v);
+        float ss = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+#pragma unroll
+        for (int o = G / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        const float r = rsqrtf(ss / (float)d + eps);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float n = v[e] * r;
+            if (w && on) n = (round_w ? qd_round_to(wt, n) : n) * wv[e];
+            v[e] = qd_round_to(QD_DTYPE_BF16, n);
+        }
+        float o[8];
+        if (interleaved) {
             const float cc[4] = {ic.x, ic.y, ic.z, ic.w}, ssn[4] = {is.x, is.y, is.z, is.w};
 #pragma unroll
             for (int q = 0; q < 4; q++) {
                 o[2 * q] = v[2 * q] * cc[q] - v[2 * q + 1] * ssn[q];
                 o[2 * q + 1] = v[2 * q + 1] * cc[q] + v[2 * q] * ssn[q];
             }
-        }
-    } else {
-        const int half = nv / 2, lo = k < half, j = lo ? k : k - half;
-        const int partner = (threadIdx.x & 31 & ~(G - 1)) + (lo ? k + half : k - half);
-        float p[8];
+        } else {
+            const int partner = (threadIdx.x & 31 & ~(G - 1)) + (lo ? k + half : k - half);
+            float p[8];
 #pragma unroll
-        for (int e = 0; e < 8; e++) p[e] = __shfl_sync(0xffffffffu, v[e], partner);
-        if (on) {
-            const float *cr = cs + (int64_t)l * h2 + 8 * j, *sr = sn + (int64_t)l * h2 + 8 * j;
-            const float4 c0 = *(const float4 *)cr, c1 = *(const float4 *)(cr + 4), s0 = *(const float4 *)sr, s1 = *(const float4 *)(sr + 4);
+            for (int e = 0; e < 8; e++) p[e] = __shfl_sync(0xffffffffu, v[e], partner);
             const float cc[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w}, ssn[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
             for (int e = 0; e < 8; e++) o[e] = lo ? v[e] * cc[e] - p[e] * ssn[e] : v[e] * cc[e] + p[e] * ssn[e];
         }
+        if (on) *(uint4 *)(y + (int64_t)(row0 + hp) * d + 8 * k) = qd_pack_bf16x8(o);
     }
-    if (on) *(uint4 *)(y + at) = qd_pack_bf16x8(o);
 }
 
 /* any dtypes and even D: a block per head, the squares summed over the block, then one thread per pair
@@ -163,19 +160,24 @@ static qd_status launch_rms_rope(qd_backend *b, const void *x_data, qd_dtype xdt
                       xrow % 8 == 0 && qd_cuda_aligned16(x_data) && qd_cuda_aligned16(y->data) && qd_cuda_aligned16(cos->data) &&
                       qd_cuda_aligned16(sin->data) && (!w || qd_cuda_aligned16(wd));
     if (fast) {
-        const unsigned blocks = (unsigned)((rows * g + 255) / 256);
+        /* heads per thread: 4 where H allows, else 2, else 1 (QDIT_CUDA_ROPE_HEADS=1|2|4 asks, where H allows) */
+        const int want = qd_cuda_of(b)->rope_heads;
+        const int hp = want ? (H % want == 0 ? want : 1) : H % 4 == 0 ? 4 : H % 2 == 0 ? 2 : 1;
+        const unsigned blocks = (unsigned)((rows / hp * g + 255) / 256);
         const __nv_bfloat16 *xp = (const __nv_bfloat16 *)x_data;
         __nv_bfloat16 *yp = (__nv_bfloat16 *)y->data;
         const float *cp = (const float *)cos->data, *sp = (const float *)sin->data;
-#define RR(G) rms_rope_bf16_kernel<G><<<blocks, 256, 0, stream>>>(xp, xrow, wd, wt, eps, cp, sp, il, yp, (int)rows, (int)L, (int)H, (int)D)
+#define RR(G, HP) rms_rope_bf16_kernel<G, HP><<<blocks, 256, 0, stream>>>(xp, xrow, wd, wt, eps, cp, sp, il, yp, (int)rows, (int)L, (int)H, (int)D)
+#define RRH(G) (hp == 4 ? RR(G, 4) : hp == 2 ? RR(G, 2) : RR(G, 1))
         switch (g) {
-        case 1: RR(1); break;
-        case 2: RR(2); break;
-        case 4: RR(4); break;
-        case 8: RR(8); break;
-        case 16: RR(16); break;
-        default: RR(32); break;
+        case 1: RRH(1); break;
+        case 2: RRH(2); break;
+        case 4: RRH(4); break;
+        case 8: RRH(8); break;
+        case 16: RRH(16); break;
+        default: RRH(32); break;
         }
+#undef RRH
 #undef RR
     } else {
         rms_rope_kernel<<<(unsigned)rows, 64, 0, stream>>>(x_data, xdt, xrow, wd, wt, eps, (const float *)cos->data, (const float *)sin->data, il,
