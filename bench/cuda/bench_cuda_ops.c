@@ -25,8 +25,9 @@
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
- * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the FP8 linears' quantization by reciprocal, against the
- * paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1), timed in alternation and compared byte for byte.
+ * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the linears' per-token quantizations (a warp per row,
+ * FP8's by reciprocal) against the paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1,
+ * QDIT_CUDA_QUANT_BLOCK=1), timed in alternation and compared byte for byte.
  * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
  * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
@@ -313,9 +314,9 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
 }
 
-/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and FP8 per-token quantizations (by
-   reciprocal and FMA) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1 and
-   QDIT_CUDA_QUANT_DIV=1, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
+/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and per-token quantizations (a warp per row;
+   FP8's by reciprocal and FMA) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1,
+   QDIT_CUDA_QUANT_DIV=1 and QDIT_CUDA_QUANT_BLOCK=1, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
    must agree byte for byte (same arithmetic), and a difference fails the run */
 static int path_failures;
 
@@ -336,10 +337,10 @@ static void report_differing(const char *what, int64_t d, const qd_tensor *t) {
 }
 
 static void paths_against_old(qd_backend *be, int reps) {
-    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1);
+    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1), setenv("QDIT_CUDA_QUANT_BLOCK", "1", 1);
     qd_backend *old;
     if (qd_backend_cuda_create(0, &old)) die("cuda (old paths)");
-    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV");
+    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV"), unsetenv("QDIT_CUDA_QUANT_BLOCK");
     printf("\n| op (this build, then the replaced path)            | ms        | GB/s    |\n|---|---:|---:|\n");
     /* q and k out of the joined q/k/v: FLUX.1 (L 4608, 24 heads: 4 per thread), Z-Image (L 4224, 30 heads: 2) */
     const struct {
@@ -372,16 +373,37 @@ static void paths_against_old(qd_backend *be, int reps) {
         for (int j = 0; j < 4; j++) qd_tensor_free(&o[j]);
         qd_tensor_free(&qkv), qd_tensor_free(&nw), qd_tensor_free(&cs), qd_tensor_free(&sn);
     }
-    /* online FP8 linears whose quantization runs inside: FLUX's MLP-out (linear, 12288 x 3072) and a single block's
-       proj_out (linear_fused, [attention 3072 | MLP 12288] x 3072 into the residual under its gate) */
-    for (int ci = 0; ci < 2; ci++) {
-        const int64_t M = 4608, k0 = ci ? 3072 : 12288, k1 = ci ? 12288 : 0, K = k0 + k1, N = 3072;
-        float *w = malloc(sizeof(float) * (size_t)(N * K));
-        for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
+    /* linears whose per-token quantization runs inside: FLUX's online FP8 MLP-out (linear, 12288 x 3072), to_out
+       (3072 x 3072) and a single block's proj_out (linear_fused, [attention 3072 | MLP 12288] x 3072 into the residual
+       under its gate); SVDQuant int4 r32 (smoothing, folded low-rank branch) and NVFP4 at FLUX shapes */
+    const struct {
+        const char *what;
+        int scheme; /* 0 fp8 per-channel / per-token, 1 SVDQuant int4 r32, 2 NVFP4 */
+        int64_t k0, k1, n;
+    } lc[] = {{"fp8 linear 12288x3072", 0, 12288, 0, 3072},
+              {"fp8 linear 3072x3072", 0, 3072, 0, 3072},
+              {"fp8 proj_out [3072|12288]x3072 fused", 0, 3072, 12288, 3072},
+              {"svdq int4 linear 3072x3072", 1, 3072, 0, 3072},
+              {"svdq int4 linear 12288x3072", 1, 12288, 0, 3072},
+              {"svdq int4 linear 3072x12288", 1, 3072, 0, 12288},
+              {"nvfp4 linear 3072x3072", 2, 3072, 0, 3072}};
+    for (size_t ci = 0; ci < sizeof lc / sizeof *lc; ci++) {
+        const int64_t M = 4608, k0 = lc[ci].k0, k1 = lc[ci].k1, K = k0 + k1, N = lc[ci].n;
         qd_linear ln = {0}, lo = {0};
-        if (qd_quantize_fp8(w, N, K, false, &ln) || qd_quantize_fp8(w, N, K, false, &lo)) die("quantize");
-        ln.name = strdup("fp8_new"), lo.name = strdup("fp8_old");
-        free(w);
+        if (lc[ci].scheme == 1) { /* the same random layer twice */
+            const uint64_t seed = st;
+            if (svdq_int4_random(N, K, &ln)) die("svdq layer");
+            st = seed;
+            if (svdq_int4_random(N, K, &lo)) die("svdq layer");
+        } else {
+            float *w = malloc(sizeof(float) * (size_t)(N * K));
+            for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
+            if (lc[ci].scheme == 0 ? qd_quantize_fp8(w, N, K, false, &ln) || qd_quantize_fp8(w, N, K, false, &lo)
+                                   : qd_quantize_nvfp4(w, N, K, &ln) || qd_quantize_nvfp4(w, N, K, &lo))
+                die("quantize");
+            free(w);
+        }
+        ln.name = strdup("layer_new"), lo.name = strdup("layer_old");
         qd_tensor x0 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, k0}, 1.0f), x1 = {0}, y[2] = {{0}};
         if (k1) x1 = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, k1}, 3.0f);
         qd_tensor g = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, N}, 1.0f), res = dev_random(be, QD_DTYPE_BF16, 3, (int64_t[]){1, M, N}, 1.0f);
@@ -389,15 +411,13 @@ static void paths_against_old(qd_backend *be, int reps) {
             if (qd_tensor_new(be, &y[j], QD_DTYPE_BF16, 3, (int64_t[]){1, M, N})) die("alloc");
         const qd_tensor *xs[2] = {&x0, &x1};
         const double flop = 2.0 * (double)M * (double)N * (double)K;
-        const char *what = ci ? "fp8 proj_out [3072|12288]x3072 fused" : "fp8 linear 12288x3072";
-        for (int round = 0; round < 2; round++) {
-            /* (TFLOP/s in the last column here) */
-            if (ci) {
-                TIME(what, flop, reps, qd_linear_fused(be, &ln, xs, 2, &g, &res, &y[0]));
-                TIME("  the same, dividing", flop, reps, qd_linear_fused(old, &lo, xs, 2, &g, &res, &y[1]));
+        for (int round = 0; round < 2; round++) { /* (TFLOP/s in the last column here) */
+            if (k1) {
+                TIME(lc[ci].what, flop, reps, qd_linear_fused(be, &ln, xs, 2, &g, &res, &y[0]));
+                TIME("  the same, replaced path", flop, reps, qd_linear_fused(old, &lo, xs, 2, &g, &res, &y[1]));
             } else {
-                TIME(what, flop, reps, be->ops->linear(be, &ln, &x0, &y[0]));
-                TIME("  the same, dividing", flop, reps, old->ops->linear(old, &lo, &x0, &y[1]));
+                TIME(lc[ci].what, flop, reps, be->ops->linear(be, &ln, &x0, &y[0]));
+                TIME("  the same, replaced path", flop, reps, old->ops->linear(old, &lo, &x0, &y[1]));
             }
         }
         report_differing("  outputs", bytes_differing(&y[0], &y[1]), &y[0]);

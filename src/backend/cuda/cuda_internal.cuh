@@ -53,6 +53,7 @@ typedef struct {
                           row each) for FP8 and the W4A8 schemes without a folded branch (0: each kernel's default) */
     int quant_batch; /* QDIT_CUDA_QUANT_BATCH (1..QD_ROW_BATCH): loads in flight per thread in the per-token quantizations */
     int rope_heads;  /* QDIT_CUDA_ROPE_HEADS (1, 2 or 4): heads per thread in rms_norm_rope's BF16 kernel (0: 4, 2 or 1 as H allows) */
+    bool quant_block; /* QDIT_CUDA_QUANT_BLOCK: the linears' per-token quantizations take a block per row (the earlier form), not a warp */
     bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs
                         (the same bits: the op case "fp8 per-token codes … against a host division" holds both to the host) */
     int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */
@@ -193,20 +194,23 @@ __device__ __forceinline__ void qd_bf16x8_f32(const uint4 &u, float *o) {
  * `batch` (1..QD_ROW_BATCH) loads of each thread in flight before the first f: the per-token quantizations (one block
  * per row, a store after each load) ran at ~1.5 TB/s with one load at a time (Nsight Compute, H200) */
 #define QD_ROW_BATCH 4
-template <typename F> __device__ __forceinline__ void qd_row_words(const uint4 *xr, int64_t n16, int batch, F f) {
-    for (int64_t i0 = threadIdx.x; i0 < n16; i0 += (int64_t)batch * blockDim.x) {
+template <typename F> __device__ __forceinline__ void qd_row_words_by(const uint4 *xr, int64_t n16, int batch, int tid, int nthr, F f) {
+    for (int64_t i0 = tid; i0 < n16; i0 += (int64_t)batch * nthr) {
         uint4 u[QD_ROW_BATCH];
 #pragma unroll
         for (int t = 0; t < QD_ROW_BATCH; t++) {
-            const int64_t i = i0 + (int64_t)t * blockDim.x;
+            const int64_t i = i0 + (int64_t)t * nthr;
             if (t < batch && i < n16) u[t] = __ldg(xr + i);
         }
 #pragma unroll
         for (int t = 0; t < QD_ROW_BATCH; t++) {
-            const int64_t i = i0 + (int64_t)t * blockDim.x;
+            const int64_t i = i0 + (int64_t)t * nthr;
             if (t < batch && i < n16) f(i, u[t]);
         }
     }
+}
+template <typename F> __device__ __forceinline__ void qd_row_words(const uint4 *xr, int64_t n16, int batch, F f) {
+    qd_row_words_by(xr, n16, batch, (int)threadIdx.x, (int)blockDim.x, f);
 }
 
 /* 8 floats as 8 BF16 values in one 16-byte word (round to nearest even) */
@@ -251,6 +255,11 @@ __device__ __forceinline__ float qd_block_sum(float v, float *smem32) {
     __syncthreads();
     v = lane < nw ? smem32[lane] : 0.0f;
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float qd_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 

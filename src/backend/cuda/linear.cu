@@ -532,31 +532,35 @@ __global__ void fp8_quant_rows_kernel(const void *x, int xt, int64_t k, int64_t 
 }
 
 /* the same for BF16 rows with K % 8 == 0, 8 values per 16-byte load (the common case: a model's bf16
- * activations); the row is read twice, the second time from L2 */
-template <typename Q>
-__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t k, float fixed, int batch, bool div, Q *q, float *row_scale) {
+ * activations); the row is read twice, the second time from L2. WARP: a warp per row, blockDim.x / 32 rows per block
+ * (fp8_quant_parts_kernel says why); else a block per row. */
+template <typename Q, bool WARP>
+__global__ void fp8_quant_rows_bf16x8_kernel(const __nv_bfloat16 *x, int64_t rows, int64_t k, float fixed, int batch, bool div, Q *q, float *row_scale) {
     /* 8 codes in one store: 8 bytes of E4M3, 16 of BF16 */
     typedef typename std::conditional<sizeof(Q) == 1, uint2, uint4>::type vec8;
     __shared__ float red[32];
-    const uint4 *xr = (const uint4 *)(x + blockIdx.x * k);
+    const int tid = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x, nthr = WARP ? 32 : (int)blockDim.x;
+    const int64_t row = WARP ? (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5) : (int64_t)blockIdx.x;
+    if (WARP && row >= rows) return;
+    const uint4 *xr = (const uint4 *)(x + row * k);
     const int64_t n8 = k / 8;
     float s = fixed;
     if (!(s > 0.0f)) {
         float amax = 0.0f;
-        qd_row_words(xr, n8, batch, [&](int64_t, const uint4 &u) {
+        qd_row_words_by(xr, n8, batch, tid, nthr, [&](int64_t, const uint4 &u) {
             float v[8];
             qd_bf16x8_f32(u, v);
 #pragma unroll
             for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j]));
         });
-        amax = qd_block_max(amax, red);
+        amax = WARP ? qd_warp_max(amax) : qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     }
-    if (threadIdx.x == 0) row_scale[blockIdx.x] = s;
-    vec8 *qr = (vec8 *)(q + blockIdx.x * k);
+    if (tid == 0) row_scale[row] = s;
+    vec8 *qr = (vec8 *)(q + row * k);
     const float inv = 1.0f / s;
     const bool ieee = div || !isfinite(s); /* qd_div_by needs a finite s */
-    qd_row_words(xr, n8, batch, [&](int64_t i, const uint4 &u) {
+    qd_row_words_by(xr, n8, batch, tid, nthr, [&](int64_t i, const uint4 &u) {
         float v[8];
         qd_bf16x8_f32(u, v);
         if (sizeof(Q) == 1) {
@@ -640,9 +644,12 @@ static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear 
         fp8_quant_groups_kernel<Q><<<(unsigned)mp, 128, 0, c->stream>>>(x->data, x->dtype, m, mp, k, kp, *q, *sx);
     } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
-            fp8_quant_rows_bf16x8_kernel<Q><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>((const __nv_bfloat16 *)x->data, k, fixed, c->quant_batch, c->quant_div, *q,
-                                                                                                     *sx);
+        const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x->data;
+        if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k && !c->quant_block)
+            fp8_quant_rows_bf16x8_kernel<Q, true><<<(unsigned)((m + 7) / 8), 256, 0, c->stream>>>(xb, m, k, fixed, c->quant_batch, c->quant_div, *q, *sx);
+        else if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
+            fp8_quant_rows_bf16x8_kernel<Q, false><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(xb, m, k, fixed, c->quant_batch, c->quant_div,
+                                                                                                            *q, *sx);
         else fp8_quant_rows_kernel<Q><<<(unsigned)m, 256, 0, c->stream>>>(x->data, x->dtype, k, kp, fixed, *q, *sx);
     } else if (!s) {
         int *amax = NULL;
@@ -853,20 +860,24 @@ __device__ __forceinline__ float tail_value(const fused_parts &p, int64_t row, i
  * per row. FP8 layers: q = e4m3(x / s) as fp8_quant_rows_kernel; W4A8 layers (W4): q = e4m3(x·mult[c]·(1/s)) as
  * linear_w4.cu's quant_rows_mult_kernel (mult: the smoothing multiplier, or NULL). VEC: BF16 parts with widths % 8
  * == 0, 8 values per 16-byte load. */
-template <bool VEC, bool W4>
-__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, int batch, bool div,
-                                       __nv_fp8_e4m3 *q, float *row_scale) {
+template <bool VEC, bool W4, bool WARP>
+__global__ void fp8_quant_parts_kernel(fused_parts p, int64_t rows, int64_t k, float fixed, const float *mult, int64_t per, int64_t stride, int batch,
+                                       bool div, __nv_fp8_e4m3 *q, float *row_scale) {
     __shared__ float red[32];
-    const int64_t row = blockIdx.x;
+    /* WARP: a warp per row, blockDim.x / 32 rows per block, no block barriers (rows ≫ the SMs' block slots: at M 4608 a
+       block of 128 per row ran 2.2 waves of 16 blocks per SM, the last a fifth full); else a block per row */
+    const int tid = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x, nthr = WARP ? 32 : (int)blockDim.x;
+    const int64_t row = WARP ? (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5) : (int64_t)blockIdx.x;
+    if (WARP && row >= rows) return;
     float s = fixed;
     if (!(s > 0.0f)) {
         float amax = 0.0f;
         int64_t c0 = 0; /* the part's first column in the concatenated row */
         if (W4 && p.amax) /* taken by lr_down_kernel while it read x: the parts are not read twice */
-            for (int sp = threadIdx.x; sp < p.tail_splits; sp += blockDim.x) amax = fmaxf(amax, p.amax[sp * p.tail_rows + row]);
+            for (int sp = tid; sp < p.tail_splits; sp += nthr) amax = fmaxf(amax, p.amax[sp * p.tail_rows + row]);
         for (int j = 0; j < (W4 && p.amax ? 0 : p.n); j++) {
             if (VEC) {
-                qd_row_words((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, [&](int64_t i, const uint4 &u) {
+                qd_row_words_by((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, tid, nthr, [&](int64_t i, const uint4 &u) {
                     float v[8];
                     qd_bf16x8_f32(u, v);
                     if (W4 && mult) qd_mul8(v, mult, c0 + 8 * i);
@@ -874,7 +885,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
                     for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(v[t]));
                 });
             } else {
-                for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
+                for (int64_t i = tid; i < p.k[j]; i += nthr) {
                     const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
                     amax = fmaxf(amax, fabsf(W4 && mult ? v * mult[c0 + i] : v));
                 }
@@ -882,18 +893,18 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
             c0 += p.k[j];
         }
         if (W4 && p.tail)
-            for (int64_t i = threadIdx.x; i < p.tail_k; i += blockDim.x) amax = fmaxf(amax, fabsf(tail_value(p, row, i)));
-        amax = qd_block_max(amax, red);
+            for (int64_t i = tid; i < p.tail_k; i += nthr) amax = fmaxf(amax, fabsf(tail_value(p, row, i)));
+        amax = WARP ? qd_warp_max(amax) : qd_block_max(amax, red);
         s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
     }
-    if (threadIdx.x == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
+    if (tid == 0) row_scale[row / per * stride + row % per] = s; /* batch element row / per's scales at its offset */
     const float inv = 1.0f / s;
     const bool ieee = div || !isfinite(s); /* FP8 layers: v/s by qd_div_by, which needs a finite s */
     __nv_fp8_e4m3 *qr = q + row * k;
     int64_t c0 = 0;
     for (int j = 0; j < p.n; j++) {
         if (VEC) {
-            qd_row_words((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, [&](int64_t i, const uint4 &u) {
+            qd_row_words_by((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, tid, nthr, [&](int64_t i, const uint4 &u) {
                 float v[8];
                 qd_bf16x8_f32(u, v);
                 if (W4) {
@@ -907,7 +918,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
                 }
             });
         } else {
-            for (int64_t i = threadIdx.x; i < p.k[j]; i += blockDim.x) {
+            for (int64_t i = tid; i < p.k[j]; i += nthr) {
                 const float v = qd_ld(p.x[j], p.xt, row * p.k[j] + i);
                 qr[c0 + i] = __nv_fp8_e4m3(W4 ? (mult ? v * mult[c0 + i] : v) * inv : v / s);
             }
@@ -916,13 +927,28 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t k, float fixed, co
     }
     /* the tail as hi + lo: hi·(u_hi + u_lo) + lo·u_hi carries the branch to ~2^-8 relative, about BF16's 2^-9 */
     if (W4 && p.tail)
-        for (int64_t i = threadIdx.x; i < p.tail_k; i += blockDim.x) {
+        for (int64_t i = tid; i < p.tail_k; i += nthr) {
             const float v = tail_value(p, row, i) * inv;
             const __nv_fp8_e4m3 hi(v);
             const __nv_fp8_e4m3 lo(v - (float)hi);
             qr[c0 + i] = hi, qr[c0 + p.tail_k + i] = hi, qr[c0 + 2 * p.tail_k + i] = lo;
             if (p.tail_terms == 4) qr[c0 + 3 * p.tail_k + i] = lo;
         }
+}
+
+qd_status qd_cuda_fp8_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t k, float fixed, int64_t per, int64_t stride,
+                                  __nv_fp8_e4m3 *q, float *sx) {
+    bool vec = p->xt == QD_DTYPE_BF16;
+    for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
+    if (vec && !c->quant_block)
+        fp8_quant_parts_kernel<true, false, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, k, fixed, NULL, per, stride, c->quant_batch,
+                                                                                                 c->quant_div, q, sx);
+    else if (vec)
+        fp8_quant_parts_kernel<true, false, false><<<(unsigned)rows, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(*p, rows, k, fixed, NULL, per, stride,
+                                                                                                                 c->quant_batch, c->quant_div, q, sx);
+    else fp8_quant_parts_kernel<false, false, false><<<(unsigned)rows, 256, 0, c->stream>>>(*p, rows, k, fixed, NULL, per, stride, 1, true, q, sx);
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "fp8 activation quantization");
 }
 
 qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t kq, const float *mult, int64_t per, int64_t stride,
@@ -932,8 +958,11 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
     /* SVDQuant's folded rows: blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or 96,
        95.3 with 128, 98.0 with 256, 105.8 with 512); QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
     const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
-    if (vec) fp8_quant_parts_kernel<true, true><<<(unsigned)rows, threads, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, c->quant_batch, false, q, sx);
-    else fp8_quant_parts_kernel<false, true><<<(unsigned)rows, 256, 0, c->stream>>>(*p, kq, 0.0f, mult, per, stride, 1, false, q, sx);
+    if (vec && !c->quant_block)
+        fp8_quant_parts_kernel<true, true, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch,
+                                                                                                false, q, sx);
+    else if (vec) fp8_quant_parts_kernel<true, true, false><<<(unsigned)rows, threads, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch, false, q, sx);
+    else fp8_quant_parts_kernel<false, true, false><<<(unsigned)rows, 256, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, 1, false, q, sx);
     const cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "w4a8 activation quantization");
 }
@@ -1033,11 +1062,7 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     if (!s && w4) s = qd_cuda_w4_quant_parts(c, &p, rows, KQ, d->smooth, per, stride, q, sx);
     else if (!s) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
-        if (vec) fp8_quant_parts_kernel<true, false><<<(unsigned)rows, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(p, K, fixed, NULL, per, stride,
-                                                                                                                 c->quant_batch, c->quant_div, q, sx);
-        else fp8_quant_parts_kernel<false, false><<<(unsigned)rows, 256, 0, c->stream>>>(p, K, fixed, NULL, per, stride, 1, true, q, sx);
-        const cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused fp8 quantization");
+        s = qd_cuda_fp8_quant_parts(c, &p, rows, K, fixed, per, stride, q, sx);
     }
     qd_cuda_scratch_free(c, lr);
     if (!s) s = fused_matmuls(c, l, d, w4 ? w8 : d->w, q, KQ, sx, stride, B, gate, r != NULL, gs, gb, y);

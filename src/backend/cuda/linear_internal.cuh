@@ -161,6 +161,11 @@ typedef struct {
                           quantization takes them itself */
 } fused_parts;
 
+/* E4M3 codes of an FP8 layer's activations over the concatenated parts: per row s = max(amax/448, floor), or `fixed`
+ * (> 0: a static input scale), q = e4m3(x/s) with the division's bits, k columns; the row scales as below */
+qd_status qd_cuda_fp8_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t k, float fixed, int64_t per, int64_t stride,
+                                  __nv_fp8_e4m3 *q, float *sx);
+
 /* E4M3 codes of the W4A8 schemes' activations: per row, s = max(amax(v·mult)/448, floor), q = e4m3(v·mult/s) over
  * the concatenated parts (mult: K entries, or NULL) and the tail (its values' amax counted alike), kq columns in all,
  * the row scales at sx[row / per · stride + row % per] (one 256-byte aligned run per batch element) */

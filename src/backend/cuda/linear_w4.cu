@@ -1137,7 +1137,13 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     }
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    if (!s) {
+    if (!s && !c->quant_block && x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && qd_cuda_aligned16(x->data)) {
+        /* a warp per row (linear.cu): with the smoothing multiplier the W4A8 codes e4m3(x·mult·(1/s)), without it an FP8
+           linear's e4m3(x/s), each the kernel below's to the bit */
+        fused_parts p = {};
+        p.x[0] = x->data, p.k[0] = k, p.n = 1, p.xt = x->dtype;
+        s = d->smooth ? qd_cuda_w4_quant_parts(c, &p, m, k, d->smooth, m, m, q, sx) : qd_cuda_fp8_quant_parts(c, &p, m, k, 0.0f, m, m, q, sx);
+    } else if (!s) {
         quant_rows_mult_kernel<<<(unsigned)m, qd_cuda_quant_threads(c, 256), 0, c->stream>>>(x->data, x->dtype, k, d->smooth, c->quant_batch, q, sx);
         s = launched("fp8 activation quantization");
     }
