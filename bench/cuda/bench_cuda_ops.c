@@ -25,9 +25,9 @@
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
- * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the linears' per-token quantizations (a warp per row,
- * FP8's by reciprocal) against the paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1,
- * QDIT_CUDA_QUANT_BLOCK=1), timed in alternation and compared byte for byte.
+ * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the linears' per-token quantizations (FP8's by
+ * reciprocal, SVDQuant's folded rows a warp per row) against the paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1,
+ * QDIT_CUDA_QUANT_WARP=0), timed in alternation and compared byte for byte.
  * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
  * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
@@ -314,9 +314,9 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
 }
 
-/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and per-token quantizations (a warp per row;
-   FP8's by reciprocal and FMA) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1,
-   QDIT_CUDA_QUANT_DIV=1 and QDIT_CUDA_QUANT_BLOCK=1, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
+/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and per-token quantizations (FP8's by reciprocal
+   and FMA; SVDQuant's folded rows a warp per row) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1,
+   QDIT_CUDA_QUANT_DIV=1 and QDIT_CUDA_QUANT_WARP=0, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
    must agree byte for byte (same arithmetic), and a difference fails the run */
 static int path_failures;
 
@@ -337,10 +337,10 @@ static void report_differing(const char *what, int64_t d, const qd_tensor *t) {
 }
 
 static void paths_against_old(qd_backend *be, int reps) {
-    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1), setenv("QDIT_CUDA_QUANT_BLOCK", "1", 1);
+    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1), setenv("QDIT_CUDA_QUANT_WARP", "0", 1);
     qd_backend *old;
     if (qd_backend_cuda_create(0, &old)) die("cuda (old paths)");
-    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV"), unsetenv("QDIT_CUDA_QUANT_BLOCK");
+    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV"), unsetenv("QDIT_CUDA_QUANT_WARP");
     printf("\n| op (this build, then the replaced path)            | ms        | GB/s    |\n|---|---:|---:|\n");
     /* q and k out of the joined q/k/v: FLUX.1 (L 4608, 24 heads: 4 per thread), Z-Image (L 4224, 30 heads: 2) */
     const struct {

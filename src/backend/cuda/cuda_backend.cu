@@ -410,7 +410,8 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;
     c->svdq_amax_pass = getenv("QDIT_CUDA_SVDQ_AMAX_PASS") != NULL;
     c->quant_div = getenv("QDIT_CUDA_QUANT_DIV") != NULL;
-    c->quant_block = getenv("QDIT_CUDA_QUANT_BLOCK") != NULL;
+    const char *qw = getenv("QDIT_CUDA_QUANT_WARP");
+    c->quant_warp = qw && (atoi(qw) == 0 || atoi(qw) == 1) ? atoi(qw) : -1;
     const char *rh = getenv("QDIT_CUDA_ROPE_HEADS");
     c->rope_heads = rh && (atoi(rh) == 1 || atoi(rh) == 2 || atoi(rh) == 4) ? atoi(rh) : 0;
     const char *qb = getenv("QDIT_CUDA_QUANT_BATCH"), *lps = getenv("QDIT_CUDA_SVDQ_LRD_PER_SM");

@@ -53,7 +53,8 @@ typedef struct {
                           row each) for FP8 and the W4A8 schemes without a folded branch (0: each kernel's default) */
     int quant_batch; /* QDIT_CUDA_QUANT_BATCH (1..QD_ROW_BATCH): loads in flight per thread in the per-token quantizations */
     int rope_heads;  /* QDIT_CUDA_ROPE_HEADS (1, 2 or 4): heads per thread in rms_norm_rope's BF16 kernel (0: 4, 2 or 1 as H allows) */
-    bool quant_block; /* QDIT_CUDA_QUANT_BLOCK: the linears' per-token quantizations take a block per row (the earlier form), not a warp */
+    int quant_warp; /* QDIT_CUDA_QUANT_WARP=1|0: the linears' BF16 per-token quantizations take a warp per row, or a block per row;
+                       unset (-1): a warp for SVDQuant's folded rows, where it measured faster (docs/benchmarks.md), a block elsewhere */
     bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs
                         (the same bits: the op case "fp8 per-token codes … against a host division" holds both to the host) */
     int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */

@@ -645,7 +645,7 @@ static qd_status fp8_quantize(qd_cuda *c, const qd_linear *l, const cuda_linear 
     } else if (!s && l->act != QD_ACT_DYNAMIC_TENSOR) {
         const float fixed = l->act == QD_ACT_STATIC_TENSOR ? d->input_scale : 0.0f;
         const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x->data;
-        if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k && !c->quant_block)
+        if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k && c->quant_warp == 1)
             fp8_quant_rows_bf16x8_kernel<Q, true><<<(unsigned)((m + 7) / 8), 256, 0, c->stream>>>(xb, m, k, fixed, c->quant_batch, c->quant_div, *q, *sx);
         else if (x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && kp == k)
             fp8_quant_rows_bf16x8_kernel<Q, false><<<(unsigned)m, qd_cuda_quant_threads(c, 128), 0, c->stream>>>(xb, m, k, fixed, c->quant_batch, c->quant_div,
@@ -940,7 +940,7 @@ qd_status qd_cuda_fp8_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows
                                   __nv_fp8_e4m3 *q, float *sx) {
     bool vec = p->xt == QD_DTYPE_BF16;
     for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
-    if (vec && !c->quant_block)
+    if (vec && c->quant_warp == 1)
         fp8_quant_parts_kernel<true, false, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, k, fixed, NULL, per, stride, c->quant_batch,
                                                                                                  c->quant_div, q, sx);
     else if (vec)
@@ -958,7 +958,7 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
     /* SVDQuant's folded rows: blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or 96,
        95.3 with 128, 98.0 with 256, 105.8 with 512); QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
     const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
-    if (vec && !c->quant_block)
+    if (vec && (c->quant_warp == 1 || (c->quant_warp < 0 && p->tail)))
         fp8_quant_parts_kernel<true, true, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch,
                                                                                                 false, q, sx);
     else if (vec) fp8_quant_parts_kernel<true, true, false><<<(unsigned)rows, threads, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch, false, q, sx);

@@ -1137,7 +1137,7 @@ qd_status qd_cuda_w4_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d
     }
     if (!s) s = qd_cuda_scratch(c, (size_t)(m * k), (void **)&q);
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)m, (void **)&sx);
-    if (!s && !c->quant_block && x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && qd_cuda_aligned16(x->data)) {
+    if (!s && c->quant_warp == 1 && x->dtype == QD_DTYPE_BF16 && k % 8 == 0 && qd_cuda_aligned16(x->data)) {
         /* a warp per row (linear.cu): with the smoothing multiplier the W4A8 codes e4m3(x·mult·(1/s)), without it an FP8
            linear's e4m3(x/s), each the kernel below's to the bit */
         fused_parts p = {};
