@@ -74,7 +74,7 @@ for t in "$@"; do
           [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
           python3 tools/device/trace_compare.py .devrun/bin/qdit .devrun/quant-fixtures/zimage_tiny_a/${TRACE_FAMILY:-fp8_channel} \
             .devrun/fixtures/zimage_tiny_a/io.safetensors "$OUT" 2>&1 | tee "$OUT/trace.md" ;;
-    paths) # rms_norm_rope's heads per thread and the FP8 linears' quantization by reciprocal against the paths they replaced,
+    paths) # rms_norm_rope's heads per thread, the FP8 linears' quantization by reciprocal and SVDQuant's warp rows against the paths they replaced,
            # timed in alternation, outputs compared byte for byte (bench_cuda_ops BENCH_ONLY=paths; fails on a difference)
           BENCH_ONLY=paths .devrun/bin/bench_cuda_ops ${PATHS_REPS:-50} 2>&1 | tee "$OUT/paths.md" ;;
     ops_filter) # the op harness's cases whose names contain OPS_FILTER (failures and the summary printed)

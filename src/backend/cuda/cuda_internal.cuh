@@ -320,18 +320,7 @@ __device__ __forceinline__ void qd_row_fp8_codes(const float (&v)[NV][8], int nv
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int k = threadIdx.x + j * blockDim.x;
-        if (k >= nv) continue;
-        uint32_t w[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float t[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) t[e] = exact ? qd_div_by(v[j][4 * h + e], ts, inv) : v[j][4 * h + e] / ts;
-            const __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(t[0], t[1]), __NV_SATFINITE, __NV_E4M3);
-            const __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(t[2], t[3]), __NV_SATFINITE, __NV_E4M3);
-            w[h] = (uint32_t)lo | ((uint32_t)hi << 16);
-        }
-        qr[k] = make_uint2(w[0], w[1]);
+        if (k < nv) qr[k] = qd_fp8x8_div(v[j], ts, inv, !exact);
     }
 }
 

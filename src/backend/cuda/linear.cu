@@ -955,8 +955,9 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
                                  __nv_fp8_e4m3 *q, float *sx) {
     bool vec = p->xt == QD_DTYPE_BF16;
     for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
-    /* SVDQuant's folded rows: blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or 96,
-       95.3 with 128, 98.0 with 256, 105.8 with 512); QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
+    /* SVDQuant's folded rows: a warp per row (eighteenth pass: 0.115 against 0.119 ms at 3072 x 3072); in the block form
+       (QDIT_CUDA_QUANT_WARP=0) blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or
+       96, 95.3 with 128, 98.0 with 256, 105.8 with 512), which QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
     const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
     if (vec && (c->quant_warp == 1 || (c->quant_warp < 0 && p->tail)))
         fp8_quant_parts_kernel<true, true, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch,
