@@ -1205,7 +1205,8 @@ static void run_fp8_codes_out(qd_backend *be) {
    the next modulated RMSNorm of x out of the same pass: against f64 (x, with the norm rounded to x's dtype as the op
    says), and against rms_norm, gated_add and norm_modulate(_fp8) on the same backend, which it must equal bit for bit
    (x, the next norm's BF16 output, or its FP8 codes and row scales). Z-Image's D 3840 with F32 and BF16 weights,
-   B = 2 with per-batch gates, no gate, and the composed fallback (D % 8 != 0, f32). */
+   B = 2 with per-batch gates, no gate, and the composed fallback (D % 8 != 0, f32, and on the GPU D ≤ 1024, where
+   rms_norm takes a kernel that sums in another order). */
 static void run_rms_norm_gated_add(qd_backend *be) {
     const qd_dtype F = QD_DTYPE_F32, H = QD_DTYPE_BF16;
     struct {

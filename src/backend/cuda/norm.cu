@@ -512,8 +512,11 @@ extern "C" qd_status qd_cuda_rms_norm_gated_add(qd_backend *b, const qd_tensor *
             if (q && !qd_cuda_aligned16(q)) return false;
         return true;
     }();
+    /* the row kernel only where rms_norm runs norm_bf16_rows too (D > 1024): its rows of at most 1024 take rms_warp_kernel,
+       whose sums of squares are in another order, and the op must equal the composition bit for bit (the op harness
+       found a code and an x value apart at D 512 on an H200) */
     const bool vec = o->dtype == QD_DTYPE_BF16 && x->dtype == QD_DTYPE_BF16 && (codes || !next_y || next_y->dtype == QD_DTYPE_BF16) && d % 8 == 0 &&
-                     nv <= 2048 && ok16;
+                     d > 1024 && nv <= 2048 && ok16;
     if (!vec) { /* the composition: rms_norm into scratch, gated_add, the next norm */
         qd_tensor on = *o;
         on.backend = NULL;
