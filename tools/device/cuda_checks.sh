@@ -74,8 +74,8 @@ for t in "$@"; do
           [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
           python3 tools/device/trace_compare.py .devrun/bin/qdit .devrun/quant-fixtures/zimage_tiny_a/${TRACE_FAMILY:-fp8_channel} \
             .devrun/fixtures/zimage_tiny_a/io.safetensors "$OUT" 2>&1 | tee "$OUT/trace.md" ;;
-    paths) # rms_norm_rope's heads per thread, the FP8 linears' quantization by reciprocal and SVDQuant's warp rows against the paths they replaced,
-           # timed in alternation, outputs compared byte for byte (bench_cuda_ops BENCH_ONLY=paths; fails on a difference)
+    paths) # rms_norm_rope and the linears' per-token quantizations against the paths the switches in PATHS_OLD restore (default
+           # QDIT_CUDA_QUANT_SMEM=0), timed in alternation, outputs compared byte for byte (bench_cuda_ops BENCH_ONLY=paths; fails on a difference)
           BENCH_ONLY=paths .devrun/bin/bench_cuda_ops ${PATHS_REPS:-50} 2>&1 | tee "$OUT/paths.md" ;;
     ops_filter) # the op harness's cases whose names contain OPS_FILTER (failures and the summary printed)
           for f in ${OPS_FILTER:-swiglu}; do .devrun/bin/test_backend_ops --backend cuda --filter "$f" 2>&1 | tee -a "$OUT/ops_filter.log" | grep -Ev "^(ok  |skip)"; done ;;
@@ -173,6 +173,32 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
          # NCU_WARM=1: caches left as the previous kernel left them (--cache-control none), as in a step
          for sc in ${NCU_SCHEMES:-svdq fp8}; do BENCH_ONLY=$sc ncu --csv ${NCU_WARM:+--cache-control none} --metrics gpu__time_duration.sum .devrun/bin/bench_cuda_ops \
            > "$OUT/ncu_$sc.csv" 2> "$OUT/ncu_$sc.err"; python3 tools/device/ncu_table.py "$OUT/ncu_$sc.csv" | tee "$OUT/ncu_$sc.md"; done ;;
+    ncu_step) # one FLUX.1 step (NCU_STEP_QUANT, default fp8; NCU_STEP_MODEL) kernel by kernel under Nsight Compute, graphs off,
+              # caches as the previous kernel left them: each kernel family's launches, time, DRAM bytes and clock over the
+              # last step (tools/device/ncu_step.py; NCU_STEP_LIST=N also lists the step's first N launches; NCU_STEP_KERNELS: a regex,
+              # only the kernels it matches)
+         QDIT_CUDA_GRAPH=0 timeout 540 ncu --csv --cache-control none --clock-control none ${NCU_STEP_KERNELS:+--kernel-name regex:$NCU_STEP_KERNELS} \
+           --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_elapsed.avg.per_second \
+           .devrun/bin/bench_dit_step --device cuda --model "${NCU_STEP_MODEL:-flux.1-dev}" --quant "${NCU_STEP_QUANT:-fp8}" --res 1024 \
+           --warmup 1 --steps 2 --text "${NCU_STEP_TEXT:-512}" > "$OUT/ncu_step${NCU_STEP_TAG:-}.csv" 2> "$OUT/ncu_step${NCU_STEP_TAG:-}.err"
+         tail -3 "$OUT/ncu_step${NCU_STEP_TAG:-}.err"; python3 tools/device/ncu_step.py "$OUT/ncu_step${NCU_STEP_TAG:-}.csv" ${NCU_STEP_LIST:-} | tee "$OUT/ncu_step${NCU_STEP_TAG:-}.md" ;;
+    kernel_trace) # one FLUX.1 step's kernels as they run (graphs on, nothing serialised): CUPTI's activity records through an
+                  # injection library built here (tools/device/kernel_trace.c), then the step's span, the time some kernel ran and
+                  # the idle gaps between kernels, by kernel pair (tools/device/kernel_gaps.py). KT_RUNS: entries "quant" or
+                  # "quant:VAR=v[,VAR=v]" as in side (default fp8)
+         cupti_h=$(find /usr/local/cuda/ /usr/local/cuda/extras/ $(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null) \
+                     -name cupti.h -path "*include*" 2>/dev/null | head -1)
+         cupti_dir=$(dirname "$(dirname "$cupti_h")")
+         cupti_lib=$(dirname "$(find "$cupti_dir" /usr/local/cuda/ -name 'libcupti.so*' 2>/dev/null | head -1)")
+         krec=$(grep -oh "CUpti_ActivityKernel[0-9]*" "$(dirname "$cupti_h")"/cupti_activity*.h | sort -u | sort -V | tail -1)
+         echo "cupti: $cupti_h, $cupti_lib, $krec"
+         nvcc -shared -Xcompiler -fPIC -x c -I"$(dirname "$cupti_h")" -DKREC="$krec" tools/device/kernel_trace.c -L"$cupti_lib" -lcupti \
+           -o /tmp/kernel_trace.so 2>&1 | tail -5
+         ki=0; for e in ${KT_RUNS:-fp8}; do q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}; ki=$((ki + 1))
+           echo "-- $q ${v:-(defaults)}"
+           env ${v//,/ } LD_LIBRARY_PATH="$cupti_lib:$LD_LIBRARY_PATH" CUDA_INJECTION64_PATH=/tmp/kernel_trace.so KERNEL_TRACE_OUT="$OUT/kernel_trace_$ki.csv" \
+             .devrun/bin/bench_dit_step --device cuda --model "${KT_MODEL:-flux.1-dev}" --quant $q --res 1024 --steps 4 --text "${KT_TEXT:-512}" 2>&1 | grep median
+           python3 tools/device/kernel_gaps.py "$OUT/kernel_trace_$ki.csv" | tee "$OUT/kernel_gaps_$ki.md"; done ;;
     ncu_rows) # row kernels of BENCH_ONLY=zimage under Nsight Compute: speed of light, occupancy, warp state and memory per
               # launch, for 6 launches after the first 3 whose names match NCU_ROWS_KERNELS (a regex; by default those are
               # Z-Image's norm_modulate_fp8 and rms_norm_gated_add; name rms_rope_bf16 or swiglu alone to reach those)
