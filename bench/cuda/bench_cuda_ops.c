@@ -25,9 +25,9 @@
  *            of the layer that together exceed the 50 MB L2 several times, recorded into one CUDA graph (a
  *            step's launches are too: this times the device, not the host's launch rate). Also the largest
  *            difference between the two paths' outputs.
- * BENCH_ONLY=paths: rms_norm_rope with several heads per thread and the linears' per-token quantizations (FP8's by
- * reciprocal, SVDQuant's folded rows a warp per row) against the paths they replaced (QDIT_CUDA_ROPE_HEADS=1, QDIT_CUDA_QUANT_DIV=1,
- * QDIT_CUDA_QUANT_WARP=0), timed in alternation and compared byte for byte.
+ * BENCH_ONLY=paths: rms_norm_rope and the linears' per-token quantizations against the paths a set of switches restores
+ * (PATHS_OLD, default QDIT_CUDA_QUANT_SMEM=0: the rows read twice from global memory), timed in alternation and compared
+ * byte for byte.
  * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
  * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
@@ -314,10 +314,10 @@ static void zimage_elementwise(qd_backend *be, int reps) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) qd_tensor_free(all[i]);
 }
 
-/* BENCH_ONLY=paths: this build's rms_norm_rope (several heads per thread) and per-token quantizations (FP8's by reciprocal
-   and FMA; SVDQuant's folded rows a warp per row) against the paths they replaced, a second backend made with QDIT_CUDA_ROPE_HEADS=1,
-   QDIT_CUDA_QUANT_DIV=1 and QDIT_CUDA_QUANT_WARP=0, timed in alternation on the same operands at FLUX.1 and Z-Image 1024² shapes; their outputs
-   must agree byte for byte (same arithmetic), and a difference fails the run */
+/* BENCH_ONLY=paths: this build's rms_norm_rope and per-token quantizations (with their matmuls) against the paths they
+   replaced, a second backend made with the switches PATHS_OLD names (default QDIT_CUDA_QUANT_SMEM=0; the eighteenth pass's were
+   QDIT_CUDA_ROPE_HEADS=1,QDIT_CUDA_QUANT_DIV=1,QDIT_CUDA_QUANT_WARP=0), timed in alternation on the same operands at FLUX.1 and
+   Z-Image 1024² shapes; their outputs must agree byte for byte (same arithmetic), and a difference fails the run */
 static int path_failures;
 
 static int64_t bytes_differing(const qd_tensor *a, const qd_tensor *b) {
@@ -337,10 +337,22 @@ static void report_differing(const char *what, int64_t d, const qd_tensor *t) {
 }
 
 static void paths_against_old(qd_backend *be, int reps) {
-    setenv("QDIT_CUDA_ROPE_HEADS", "1", 1), setenv("QDIT_CUDA_QUANT_DIV", "1", 1), setenv("QDIT_CUDA_QUANT_WARP", "0", 1);
+    /* PATHS_OLD: the switches that make the replaced paths, "VAR=v,VAR=v" (default: this pass's, the quantizations
+       reading their rows twice from global memory) */
+    const char *spec = getenv("PATHS_OLD") ? getenv("PATHS_OLD") : "QDIT_CUDA_QUANT_SMEM=0";
+    char vars[8][64];
+    int nv = 0;
+    for (const char *q = spec; *q && nv < 8;) {
+        size_t n = strcspn(q, ",");
+        snprintf(vars[nv], sizeof vars[nv], "%.*s", (int)n, q);
+        char *eq = strchr(vars[nv], '=');
+        if (eq) *eq = 0, setenv(vars[nv], eq + 1, 1), nv++;
+        q += n + (q[n] == ',');
+    }
+    printf("\nreplaced paths: %s\n", spec);
     qd_backend *old;
     if (qd_backend_cuda_create(0, &old)) die("cuda (old paths)");
-    unsetenv("QDIT_CUDA_ROPE_HEADS"), unsetenv("QDIT_CUDA_QUANT_DIV"), unsetenv("QDIT_CUDA_QUANT_WARP");
+    for (int i = 0; i < nv; i++) unsetenv(vars[i]);
     printf("\n| op (this build, then the replaced path)            | ms        | GB/s    |\n|---|---:|---:|\n");
     /* q and k out of the joined q/k/v: FLUX.1 (L 4608, 24 heads: 4 per thread), Z-Image (L 4224, 30 heads: 2) */
     const struct {
@@ -386,7 +398,8 @@ static void paths_against_old(qd_backend *be, int reps) {
               {"svdq int4 linear 3072x3072", 1, 3072, 0, 3072},
               {"svdq int4 linear 12288x3072", 1, 12288, 0, 3072},
               {"svdq int4 linear 3072x12288", 1, 3072, 0, 12288},
-              {"nvfp4 linear 3072x3072", 2, 3072, 0, 3072}};
+              {"nvfp4 linear 3072x3072", 2, 3072, 0, 3072},
+              {"nvfp4 proj_out [3072|12288]x3072 fused", 2, 3072, 12288, 3072}};
     for (size_t ci = 0; ci < sizeof lc / sizeof *lc; ci++) {
         const int64_t M = 4608, k0 = lc[ci].k0, k1 = lc[ci].k1, K = k0 + k1, N = lc[ci].n;
         qd_linear ln = {0}, lo = {0};

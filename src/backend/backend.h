@@ -183,6 +183,11 @@ typedef struct qd_backend_ops {
        roundings of intermediates only (y's dtype, once instead of twice). */
     qd_status (*linear_fused)(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate,
                               const qd_tensor *r, qd_tensor *y);
+    /* Optional (NULL: qd_linear_many runs linear n times): ys[i] = linear(ls[i], x) for 1 ≤ n ≤ QD_LINEAR_MANY layers of
+       one input x [..., K] (FLUX.1's modulation linears of every block, which read only silu(temb)), each ys[i]
+       [..., out_features]. The same results as the n linear calls, bit for bit: a device backend reads every weight in one
+       kernel where the layers allow it (few rows, the same scheme), x quantized once where they all quantize it alike. */
+    qd_status (*linear_many)(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys);
     /* y = a ∘ c with c broadcast over a's leading dims (c's shape a suffix of a's) */
     qd_status (*add)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
     qd_status (*mul)(qd_backend *b, const qd_tensor *a, const qd_tensor *c, qd_tensor *y);
@@ -238,7 +243,8 @@ typedef struct qd_backend_ops {
        E4M3 (linear_w4.cu), which otherwise runs before each matmul — and a linear of them finds it done. Each call
        also ends what the call before the previous one started and nothing used; n = 0 only ends. Never changes a
        result; recordable into a graph. Not with layerwise offload (the next block's weights are not resident yet):
-       models/offload.h calls it one block ahead. */
+       models/offload.h calls it one block ahead. Layers run through linear_many (FLUX.1's modulations, all before the
+       first block) are not held to that order: few rows, nothing for them is done ahead. */
     qd_status (*linears_ahead)(qd_backend *b, qd_linear *const *layers, int n);
     /* Optional: the device's memory and what weight offload holds (for the auto offload rule and benchmarks). */
     qd_status (*memory_info)(qd_backend *b, struct qd_memory_info *out);
@@ -266,6 +272,9 @@ void qd_tensor_shape(qd_tensor *t, qd_dtype dtype, int rank, const int64_t *shap
    gated_add (with r). */
 qd_status qd_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
                           qd_tensor *y);
+#define QD_LINEAR_MANY 128
+/* linear_many (see the op) through the backend's op where it has one, else n linear calls. */
+qd_status qd_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys);
 /* The composition itself (what a backend's op falls back to for layers it cannot fuse). */
 qd_status qd_linear_fused_composed(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate,
                                    const qd_tensor *r, qd_tensor *y);

@@ -64,3 +64,11 @@ qd_status qd_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *x
     }
     return qd_linear_fused_composed(b, l, xs, n, gate, r, y);
 }
+
+qd_status qd_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys) {
+    if (n < 1 || n > QD_LINEAR_MANY) return qd_fail(QD_EINVAL, "linear_many takes 1 to %d layers, not %d", QD_LINEAR_MANY, n);
+    if (b->ops->linear_many) return b->ops->linear_many(b, ls, n, x, ys);
+    qd_status s = QD_OK;
+    for (int i = 0; i < n && !s; i++) s = b->ops->linear(b, ls[i], x, ys[i]);
+    return s;
+}

@@ -66,6 +66,26 @@ qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n
     return c;
 }
 
+void qd_run_linear_many(qd_run *r, qd_linear *const *ls, int n, const qd_tensor *x, const int64_t *outs, qd_tensor *ys) {
+    memset(ys, 0, sizeof *ys * (size_t)(n > 0 ? n : 0));
+    bool one = n >= 1 && n <= QD_LINEAR_MANY;
+    for (int i = 0; one && i < n; i++) one = ls[i]->in_features == x->shape[x->rank - 1] && ls[i]->out_features == outs[i];
+    if (!one) {
+        for (int i = 0; i < n; i++) ys[i] = qd_run_linear_n(r, ls[i], x, outs[i]);
+        return;
+    }
+    qd_tensor *yp[QD_LINEAR_MANY];
+    for (int i = 0; i < n; i++) {
+        int64_t shape[QD_MAX_RANK];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[x->rank - 1] = outs[i];
+        ys[i] = qd_run_tensor(r, x->rank, shape);
+        qd_run_observe(r, ls[i], x);
+        yp[i] = &ys[i];
+    }
+    if (!r->s) r->s = qd_linear_many(r->be, ls, n, x, yp);
+}
+
 void qd_run_linear_fused(qd_run *r, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, qd_tensor *res) {
     if (r->s) return;
     int64_t k = 0;

@@ -25,6 +25,9 @@ qd_tensor qd_run_linear_padded(qd_run *r, qd_linear *l, const qd_tensor *x);
 /* The layer's n logical outputs on x, for layers stored wider than x and than n (SVDQuant pads K and N to
  * multiples of 128): x gets zero columns appended (padded columns have zero weights), y is cropped. */
 qd_tensor qd_run_linear_n(qd_run *r, qd_linear *l, const qd_tensor *x, int64_t n);
+/* ys[i] = qd_run_linear_n(r, ls[i], x, outs[i]) for n layers of one input: one backend call (linear_many: a device reads
+   every weight in one pass) where each layer is x's width in and outs[i] out, else layer by layer. */
+void qd_run_linear_many(qd_run *r, qd_linear *const *ls, int n, const qd_tensor *x, const int64_t *outs, qd_tensor *ys);
 /* res = res + gate·([xs_0 | … | xs_{n-1}]·Wᵀ + b) in place (gate [B, N] or NULL): the backend's linear_fused, which
  * on a device reads the parts in place and applies gate and residual in the matmul's epilogue. Layers stored wider
  * than their logical input/output (SVDQuant padding) and observed runs (calibration) take the composed path:

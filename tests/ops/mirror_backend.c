@@ -300,6 +300,17 @@ static qd_status m_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *co
     return finish(b, &p, s, OUTS(y));
 }
 
+/* (at most 9 layers: the pairs hold x and 9 outputs) */
+static qd_status m_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys) {
+    if (n > 9) return qd_fail(QD_EINVAL, "mirror: linear_many of %d layers (at most 9 here)", n);
+    pairs p = {0};
+    qd_status s = QD_OK;
+    qd_tensor *dx = to_dev(b, &p, x, &s), *dys[9];
+    for (int i = 0; i < n; i++) dys[i] = to_dev(b, &p, ys[i], &s);
+    if (!s) s = qd_linear_many(DEV(b), ls, n, dx, dys);
+    return finish(b, &p, s, (const qd_tensor *const *)ys, n);
+}
+
 static qd_status m_binary(qd_backend *b, bool mul, const qd_tensor *a, const qd_tensor *c, qd_tensor *y) {
     pairs p = {0};
     qd_status s = QD_OK;
@@ -414,6 +425,7 @@ static const qd_backend_ops mirror_ops = {
     .modulate = m_modulate,
     .gated_add = m_gated_add,
     .linear_fused = m_linear_fused,
+    .linear_many = m_linear_many,
     .add = m_add,
     .mul = m_mul,
     .softmax = m_softmax,

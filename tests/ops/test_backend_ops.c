@@ -1042,6 +1042,69 @@ static void run_fp8_token_codes(qd_backend *be) {
     }
 }
 
+/* elements of two tensors of one shape and dtype whose bytes differ */
+static int64_t memcmp_count(const qd_tensor *a, const qd_tensor *b) {
+    const size_t es = (size_t)qd_dtype_bits(a->dtype) / 8;
+    const int64_t n = qd_tensor_elements(a);
+    int64_t d = 0;
+    for (int64_t i = 0; i < n; i++) d += memcmp((const char *)a->data + (size_t)i * es, (const char *)b->data + (size_t)i * es, es) != 0;
+    return d;
+}
+
+/* Several linears of one input in one call (qd_linear_many: on a device one GEMV launch over every layer's weights,
+   x quantized once): each output must equal the layer's own linear call on the same backend byte for byte — FLUX.1's
+   modulation linears of every block, which read only silu(temb), in miniature. BF16 and per-token FP8 layers of
+   different widths (N not a multiple of the GEMV's 4 rows per block among them), 1 and 3 rows of x, and a set the
+   device cannot take in one launch (an FP8 layer among BF16 ones, a GELU layer), which runs layer by layer. */
+static void run_linear_many(qd_backend *be) {
+    const struct {
+        const char *what;
+        int64_t m, k;
+        int n_layers;
+        int64_t n[4];
+        int kind; /* 0 BF16, 1 FP8 per channel with per-token activations, 2 mixed BF16 and FP8, 3 BF16 with a GELU layer */
+    } cases[] = {
+        {"bf16", 1, 512, 4, {96, 18, 1030, 64}, 0},   {"bf16", 3, 256, 3, {9, 128, 40}, 0},
+        {"fp8", 1, 1024, 3, {4608, 2050, 36}, 1},     {"fp8", 3, 384, 4, {40, 130, 9, 96}, 1},
+        {"bf16 and fp8", 1, 512, 3, {64, 96, 32}, 2}, {"bf16 with gelu", 2, 512, 3, {64, 96, 32}, 3},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int64_t M = cases[ci].m, K = cases[ci].k;
+        const int nl = cases[ci].n_layers;
+        char name[160];
+        snprintf(name, sizeof name, "linear_many %s M=%lld K=%lld %d layers (outputs differing from linear's)", cases[ci].what, (long long)M,
+                 (long long)K, nl);
+        if (!selected(name)) continue;
+        qd_linear l[4] = {{0}};
+        qd_tensor x, y[4], y1[4];
+        qd_tensor *yp[4];
+        qd_linear *lp[4];
+        qd_status s = QD_OK;
+        for (int i = 0; i < nl && !s; i++) {
+            const bool fp8 = cases[ci].kind == 1 || (cases[ci].kind == 2 && i == 1);
+            s = fp8 ? b_fp8_channel(cases[ci].n[i], K, &l[i]) : b_bf16(cases[ci].n[i], K, &l[i]);
+            add_bias(&l[i]);
+            if (cases[ci].kind == 3 && i == 2) l[i].out_act = QD_OUT_ACT_GELU_TANH;
+            char ln[32];
+            snprintf(ln, sizeof ln, "many_%d", i);
+            l[i].name = strdup(ln), lp[i] = &l[i];
+        }
+        qd_tensor_new(be, &x, QD_DTYPE_BF16, 2, (int64_t[]){M, K});
+        fill(&x, 1.0f);
+        for (int i = 0; i < nl; i++) {
+            qd_tensor_new(be, &y[i], QD_DTYPE_BF16, 2, (int64_t[]){M, cases[ci].n[i]}), qd_tensor_new(be, &y1[i], QD_DTYPE_BF16, 2, (int64_t[]){M, cases[ci].n[i]});
+            yp[i] = &y[i];
+        }
+        if (!s) s = qd_linear_many(be, lp, nl, &x, yp);
+        for (int i = 0; i < nl && !s; i++) s = be->ops->linear(be, &l[i], &x, &y1[i]);
+        int64_t differ = 0;
+        for (int i = 0; i < nl && !s; i++) differ += memcmp_count(&y[i], &y1[i]);
+        report(name, (double)differ, 0.0, s);
+        qd_tensor_free(&x);
+        for (int i = 0; i < nl; i++) qd_tensor_free(&y[i]), qd_tensor_free(&y1[i]), qd_linear_free(&l[i]);
+    }
+}
+
 /* FP8 codes between two layers (device backends: fp8_codes_between, linear_fp8_codes, linear_fused_codes): an MLP
    whose out layer has a static input scale (ModelOpt FP8), res += gate·out([a | gelu(in(x))]), in's output written
    straight as out's codes, never in BF16. Against what this file computes on the host:
@@ -2454,6 +2517,7 @@ int main(int argc, char **argv) {
     run_modulate_more(be);
     run_gated_add(be);
     run_linear_fused(be);
+    run_linear_many(be);
     run_binary(be);
     run_rope(be);
     run_norm_modulate(be);

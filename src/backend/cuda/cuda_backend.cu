@@ -187,6 +187,7 @@ static const qd_backend_ops cuda_ops = {
     .modulate = qd_cuda_modulate,
     .gated_add = qd_cuda_gated_add,
     .linear_fused = qd_cuda_linear_fused,
+    .linear_many = qd_cuda_linear_many,
     .add = qd_cuda_add,
     .mul = qd_cuda_mul,
     .softmax = qd_cuda_softmax,
@@ -272,6 +273,9 @@ extern "C" void qd_backend_cuda_profile_reset(void) {
 static qd_status p_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const int64_t k = x->rank ? x->shape[x->rank - 1] : 1, rows = k ? qd_tensor_elements(x) / k : 0;
     PROF(rows <= 16 ? P_LINEAR_SMALL : rows <= 1024 ? P_LINEAR_MID : P_LINEAR, qd_cuda_linear(b, l, x, y));
+}
+static qd_status p_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys) {
+    PROF(P_LINEAR_SMALL, qd_cuda_linear_many(b, ls, n, x, ys));
 }
 static qd_status p_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *g, const qd_tensor *r, qd_tensor *y) {
     PROF(P_LINEAR_FUSED, qd_cuda_linear_fused(b, l, xs, n, g, r, y)); /* (its composed fallback's ops are counted twice) */
@@ -410,6 +414,8 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->svdq_lr_lt = getenv("QDIT_CUDA_SVDQ_LR_LT") != NULL;
     c->svdq_amax_pass = getenv("QDIT_CUDA_SVDQ_AMAX_PASS") != NULL;
     c->quant_div = getenv("QDIT_CUDA_QUANT_DIV") != NULL;
+    c->no_many = getenv("QDIT_CUDA_NO_MANY") != NULL;
+    c->quant_smem = !(getenv("QDIT_CUDA_QUANT_SMEM") && !strcmp(getenv("QDIT_CUDA_QUANT_SMEM"), "0"));
     const char *qw = getenv("QDIT_CUDA_QUANT_WARP");
     c->quant_warp = qw && (atoi(qw) == 0 || atoi(qw) == 1) ? atoi(qw) : -1;
     const char *rh = getenv("QDIT_CUDA_ROPE_HEADS");
@@ -454,7 +460,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
             *po = cuda_ops;
             po->linear = p_linear, po->attention = p_attention, po->rms_norm = p_rms, po->layer_norm = p_ln, po->group_norm = p_gn;
             po->rope = p_rope, po->norm_modulate = p_norm_mod, po->rms_norm_rope = p_rms_rope, po->rms_norm_rope_cols = p_rms_rope_cols, po->activation = p_act, po->gated = p_gated, po->swiglu = p_swiglu, po->rms_norm_gated_add = p_norm_add, po->swiglu_fp8 = p_swiglu_fp8, po->modulate = p_mod, po->gated_add = p_gadd;
-            po->linear_fused = p_linear_fused, po->norm_modulate_fp8 = p_norm_mod_fp8, po->linear_fp8_tokens = p_linear_fp8_tokens;
+            po->linear_fused = p_linear_fused, po->linear_many = p_linear_many, po->norm_modulate_fp8 = p_norm_mod_fp8, po->linear_fp8_tokens = p_linear_fp8_tokens;
             po->linear_fp8_codes = p_linear_fp8_codes, po->linear_fused_codes = p_linear_fused_codes;
             po->add = p_add, po->mul = p_mul, po->softmax = p_softmax, po->conv2d = p_conv2d, po->conv3d = p_conv3d;
             po->upsample_nearest = p_ups, po->permute = p_perm, po->concat = p_concat, po->slice = p_slice, po->embedding = p_emb;

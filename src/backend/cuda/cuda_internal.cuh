@@ -55,6 +55,9 @@ typedef struct {
     int rope_heads;  /* QDIT_CUDA_ROPE_HEADS (1, 2 or 4): heads per thread in rms_norm_rope's BF16 kernel (0: 4, 2 or 1 as H allows) */
     int quant_warp; /* QDIT_CUDA_QUANT_WARP=1|0: the linears' BF16 per-token quantizations take a warp per row, or a block per row;
                        unset (-1): a warp for SVDQuant's folded rows, where it measured faster (docs/benchmarks.md), a block elsewhere */
+    bool no_many;    /* QDIT_CUDA_NO_MANY: linear_many runs its layers one by one (for side-by-side timing) */
+    bool quant_smem; /* the per-token quantizations of BF16 rows stage each row in shared memory (QDIT_CUDA_QUANT_SMEM=0: they read it twice
+                        from global memory, as before the nineteenth pass; the same bits) */
     bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs
                         (the same bits: the op case "fp8 per-token codes … against a host division" holds both to the host) */
     int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */
@@ -329,6 +332,7 @@ extern "C" {
 qd_status qd_cuda_copy(qd_backend *b, const qd_tensor *src, qd_tensor *dst);
 qd_status qd_cuda_prepare_linear(qd_backend *b, qd_linear *l);
 qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y);
+qd_status qd_cuda_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys);
 qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_tensor *const *xs, int n, const qd_tensor *gate, const qd_tensor *r,
                                qd_tensor *y);
 qd_status qd_cuda_attention(qd_backend *b, const qd_attn_args *a, qd_tensor *out);

@@ -37,6 +37,7 @@
 #include <type_traits>
 
 #include "backend/cuda/linear_internal.cuh"
+#include "backend/cuda/mma.cuh"
 
 static const char cuda_linear_tag = 0; /* prepared_for */
 
@@ -627,6 +628,97 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
     }
 }
 
+/* fp8_quant_parts_kernel's block-per-row form (FP8, and the W4A8 schemes without a folded branch) with the row staged
+ * in shared memory: the parts' rows land there by cp.async in 16-byte pieces, and the row max and the codes both read
+ * it there. The other forms read the row twice from global memory, the second time hoping for L2; at FLUX.1's
+ * proj_out (rows of 15360 BF16, 16 blocks of 128 per SM: 63 MB of rows in flight across the GPU, more than its L2) the
+ * second read went back to DRAM: Nsight Compute counted 225 MB read per call for 142 MB of rows (docs/benchmarks.md,
+ * nineteenth pass). The same arithmetic in the same order (a max does not depend on it), so the same codes and scales.
+ * Rows of at most QUANT_SMEM_K values (48 KB: every model's widest input, FLUX.1's 15360, fits).
+ * linear_fused's inputs only (qd_cuda_fp8_quant_parts, qd_cuda_w4_quant_parts): traced in a FLUX.1 FP8 step it took
+ * 72.2 µs against 76.6 after the attention (to_out, proj_out) and 25.8 against 30.6 after a matmul (the text stream's
+ * to_out, the MLPs' outputs), but a plain FP8 linear's input that a small producer had just left in L2 took it 2x
+ * longer (3072 x 3072 in bench_cuda_ops' paths: 0.095 against 0.080 ms with the matmul), so those keep the two reads. */
+#define QUANT_SMEM_K 24576
+template <bool W4>
+__global__ void fp8_quant_parts_smem_kernel(fused_parts p, int64_t rows, int64_t k, const float *mult, int64_t per, int64_t stride, bool div,
+                                            __nv_fp8_e4m3 *q, float *row_scale) {
+    extern __shared__ uint4 row_words[]; /* the concatenated row, k / 8 words */
+    __shared__ float red[32];
+    const int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
+    const int64_t row = blockIdx.x, n8 = k / 8;
+    if (row >= rows) { /* the blocks after the rows: linear_fused's per-channel vectors (fused_vectors_kernel's statements) */
+        for (int64_t c = (row - rows) * nthr + tid; c < p.vj_n; c += (int64_t)(gridDim.x - rows) * nthr) {
+            const float gv = p.vj_g ? qd_ld(p.vj_g, p.vj_gt, c) : 1.0f;
+            p.vj_gs[c] = gv * (p.vj_scale ? p.vj_scale[c] : 1.0f);
+            if (p.vj_bias) qd_st(p.vj_gb, p.vj_gbt, c, gv * p.vj_bias[c]);
+        }
+        return;
+    }
+    for (int j = 0, w0 = 0; j < p.n; w0 += (int)(p.k[j] / 8), j++) {
+        const uint4 *src = (const uint4 *)p.x[j] + row * (p.k[j] / 8);
+        for (int64_t i = tid; i < p.k[j] / 8; i += nthr) cp_async16(&row_words[w0 + i], src + i, true);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    float amax = 0.0f;
+    for (int64_t i = tid; i < n8; i += nthr) {
+        float v[8];
+        qd_bf16x8_f32(row_words[i], v);
+        if (W4 && mult) qd_mul8(v, mult, 8 * i);
+#pragma unroll
+        for (int t = 0; t < 8; t++) amax = fmaxf(amax, fabsf(v[t]));
+    }
+    amax = qd_block_max(amax, red);
+    const float s = fmaxf(amax / 448.0f, QD_TOKEN_MIN_SCALE);
+    if (tid == 0) row_scale[row / per * stride + row % per] = s;
+    const float inv = 1.0f / s;
+    const bool ieee = div || !isfinite(s);
+    uint2 *qr = (uint2 *)(q + row * k);
+    for (int64_t i = tid; i < n8; i += nthr) {
+        float v[8];
+        qd_bf16x8_f32(row_words[i], v);
+        if (W4) {
+            if (mult) qd_mul8(v, mult, 8 * i);
+            alignas(8) __nv_fp8_e4m3 o[8];
+#pragma unroll
+            for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] * inv);
+            qr[i] = *(const uint2 *)o;
+        } else {
+            qr[i] = qd_fp8x8_div(v, s, inv, ieee);
+        }
+    }
+}
+
+/* whether the staged form takes these parts: BF16 parts of widths % 8 == 0 at 16-byte aligned rows that make up the
+   whole row of k (no folded tail), per-token scales (a static one reads the row once anyway), at most QUANT_SMEM_K wide,
+   and not switched off (QDIT_CUDA_QUANT_SMEM=0, or QDIT_CUDA_QUANT_WARP=1 asking for the warp form) */
+static bool quant_smem_takes(const qd_cuda *c, const fused_parts *p, int64_t k, float fixed) {
+    if (!c->quant_smem || c->quant_warp == 1 || fixed > 0.0f || p->xt != QD_DTYPE_BF16 || p->tail || p->amax || k > QUANT_SMEM_K) return false;
+    int64_t sum = 0;
+    for (int j = 0; j < p->n; j++) {
+        if (p->k[j] % 8 || !qd_cuda_aligned16(p->x[j])) return false;
+        sum += p->k[j];
+    }
+    return sum == k;
+}
+
+template <bool W4>
+static void quant_smem_launch(qd_cuda *c, const fused_parts *p, int64_t rows, int64_t k, const float *mult, int64_t per, int64_t stride, bool div,
+                              __nv_fp8_e4m3 *q, float *sx) {
+    /* 128 threads, 256 past 1536 words (FLUX.1's proj_out, 15360: 7.5 words a thread, 7 rows per SM by shared memory) */
+    const unsigned threads = c->quant_threads ? (unsigned)c->quant_threads : k / 8 > 1536 ? 256 : 128;
+    /* all of the SM's configurable memory as shared memory: the rows in flight are what the kernel's speed is made of,
+       and the matmuls around it take that configuration too (none to switch between them) */
+    static bool carved = false;
+    if (!carved) cudaFuncSetAttribute(fp8_quant_parts_smem_kernel<W4>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    carved = true;
+    const int64_t vblocks = p->vj_gs ? (p->vj_n + threads - 1) / threads : 0; /* linear_fused's vectors, after the rows */
+    fp8_quant_parts_smem_kernel<W4><<<(unsigned)(rows + vblocks), threads, (size_t)k * 2, c->stream>>>(*p, rows, k, mult, per, stride, div, q, sx);
+    if (vblocks && p->vj_done) *p->vj_done = true;
+}
+
 /* An FP8 layer's activations quantized as its scheme says, into scratch (freed by the caller with
  * qd_cuda_scratch_free): the codes *q and scales *sx.
  *   block (128×128 weights): q [Mp, Kp] (rows past M, columns past K zero), sx [Kp/128][Mp] (1×128 groups);
@@ -770,6 +862,8 @@ static qd_status ready(qd_linear *l, const cuda_linear **out) {
     *out = d;
     return QD_OK;
 }
+
+qd_status qd_cuda_linear_ready(qd_linear *l, const cuda_linear **out) { return ready(l, out); }
 
 extern "C" qd_status qd_cuda_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_tensor *y) {
     const char *name = l->name ? l->name : "linear";
@@ -940,7 +1034,8 @@ qd_status qd_cuda_fp8_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows
                                   __nv_fp8_e4m3 *q, float *sx) {
     bool vec = p->xt == QD_DTYPE_BF16;
     for (int j = 0; j < p->n; j++) vec = vec && p->k[j] % 8 == 0 && qd_cuda_aligned16(p->x[j]);
-    if (vec && c->quant_warp == 1)
+    if (quant_smem_takes(c, p, k, fixed)) quant_smem_launch<false>(c, p, rows, k, NULL, per, stride, c->quant_div, q, sx);
+    else if (vec && c->quant_warp == 1)
         fp8_quant_parts_kernel<true, false, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, k, fixed, NULL, per, stride, c->quant_batch,
                                                                                                  c->quant_div, q, sx);
     else if (vec)
@@ -959,7 +1054,8 @@ qd_status qd_cuda_w4_quant_parts(qd_cuda *c, const fused_parts *p, int64_t rows,
        (QDIT_CUDA_QUANT_WARP=0) blocks of 64 threads (FLUX.1 SVDQuant step on an H200, side by side: 94.4 ms with 64 or
        96, 95.3 with 128, 98.0 with 256, 105.8 with 512), which QDIT_CUDA_SVDQ_QUANT_THREADS chooses */
     const unsigned threads = !p->tail ? qd_cuda_quant_threads(c, 128) : c->svdq_quant_threads ? (unsigned)c->svdq_quant_threads : 64;
-    if (vec && (c->quant_warp == 1 || (c->quant_warp < 0 && p->tail)))
+    if (quant_smem_takes(c, p, kq, 0.0f)) quant_smem_launch<true>(c, p, rows, kq, mult, per, stride, false, q, sx);
+    else if (vec && (c->quant_warp == 1 || (c->quant_warp < 0 && p->tail)))
         fp8_quant_parts_kernel<true, true, true><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch,
                                                                                                 false, q, sx);
     else if (vec) fp8_quant_parts_kernel<true, true, false><<<(unsigned)rows, threads, 0, c->stream>>>(*p, rows, kq, 0.0f, mult, per, stride, c->quant_batch, false, q, sx);
@@ -994,13 +1090,14 @@ static qd_status fill_f32(qd_cuda *c, float *p, int64_t n, float v) {
  * (gb), the residual already in y entering as C (accumulate). QD_EUNSUPPORTED (nothing written) when cuBLASLt has
  * no such algorithm. */
 static qd_status fused_matmuls(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const void *w, const __nv_fp8_e4m3 *q, int64_t kq, const float *sx,
-                               int64_t stride, int64_t B, const qd_tensor *gate, bool accumulate, float *gs, void *gb, qd_tensor *y) {
+                               int64_t stride, int64_t B, const qd_tensor *gate, bool accumulate, float *gs, void *gb, bool vectors_made, qd_tensor *y) {
     const int64_t N = l->out_features, per = qd_tensor_elements(y) / N / B;
     const void *bias = d->bias16; /* cuBLASLt's FP8 epilogue into BF16 takes a BF16 bias */
     qd_status s = QD_OK;
     for (int64_t bi = 0; !s && bi < B; bi++) {
-        fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
-                                                                             gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
+        if (!(bi == 0 && vectors_made)) /* (made by the quantization's extra blocks: qd_cuda_fp8_quant_parts) */
+            fused_vectors_kernel<<<qd_cuda_blocks(N, 256), 256, 0, c->stream>>>(gate ? gate->data : NULL, gate ? gate->dtype : 0, bi, N, d->wscale_vec,
+                                                                                 gate ? d->bias : NULL, gs, gb, QD_DTYPE_BF16);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) s = qd_cuda_fail(e, "linear_fused vectors");
         char *yb = (char *)y->data + (size_t)(bi * per * N) * 2;
@@ -1056,6 +1153,11 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
     bool vec = xt == QD_DTYPE_BF16;
     for (int j = 0; j < n; j++) p.x[j] = xs[j]->data, p.k[j] = xs[j]->shape[xs[j]->rank - 1], vec = vec && p.k[j] % 8 == 0;
     p.n = n, p.xt = xt;
+    bool vectors_made = false;
+    if (B == 1) { /* the per-channel vectors by the quantization's extra blocks where it can (fused_matmuls' kernel otherwise) */
+        p.vj_g = gate ? gate->data : NULL, p.vj_gt = gate ? gate->dtype : 0, p.vj_n = N, p.vj_scale = d->wscale_vec;
+        p.vj_bias = gate ? d->bias : NULL, p.vj_gs = gs, p.vj_gb = gb, p.vj_gbt = QD_DTYPE_BF16, p.vj_done = &vectors_made;
+    }
     if (!s && w4 && d->lr_fold) { /* the low-rank branch's input, x·Dᵀ, becomes the activations' last columns */
         s = qd_cuda_svdq_lr_down(c, l, d, &p, rows);
         lr = (float *)p.tail;
@@ -1066,7 +1168,7 @@ extern "C" qd_status qd_cuda_linear_fused(qd_backend *b, qd_linear *l, const qd_
         s = qd_cuda_fp8_quant_parts(c, &p, rows, K, fixed, per, stride, q, sx);
     }
     qd_cuda_scratch_free(c, lr);
-    if (!s) s = fused_matmuls(c, l, d, w4 ? w8 : d->w, q, KQ, sx, stride, B, gate, r != NULL, gs, gb, y);
+    if (!s) s = fused_matmuls(c, l, d, w4 ? w8 : d->w, q, KQ, sx, stride, B, gate, r != NULL, gs, gb, vectors_made, y);
     qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx), qd_cuda_scratch_free(c, w8);
     /* cuBLASLt has no such algorithm: nothing was written yet (the first matmul is where its plan is made), y holds
        r — the composition from there */
@@ -1216,7 +1318,7 @@ extern "C" qd_status qd_cuda_linear_fused_codes(qd_backend *b, qd_linear *l, qd_
     if (!s) s = qd_cuda_scratch(c, sizeof(float) * (size_t)(B * stride), (void **)&sx);
     if (!s) s = fill_f32(c, sx, B * stride, d->input_scale);
     if (!s) s = c->fp8_codes_fallback ? QD_EUNSUPPORTED
-                                      : fused_matmuls(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, K, sx, stride, B, gate, r != NULL, gs, gb, y);
+                                      : fused_matmuls(c, l, d, d->w, (const __nv_fp8_e4m3 *)codes->data, K, sx, stride, B, gate, r != NULL, gs, gb, false, y);
     qd_cuda_scratch_free(c, gs), qd_cuda_scratch_free(c, gb), qd_cuda_scratch_free(c, sx);
     if (s != QD_EUNSUPPORTED) return s;
     /* no fused matmul for this shape: the codes' matmul into scratch, then the gate and the residual (y holds r, or

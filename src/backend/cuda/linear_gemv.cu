@@ -123,12 +123,12 @@ template <int XT, int S> __device__ __forceinline__ void load_x(const void *x, i
     }
 }
 
-/* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored) */
-template <int WT, int XT, int MT, bool BLOCK>
-__global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const gemv_args a) {
+/* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored); blk: the block's
+   group of GEMV_OUT output rows */
+template <int WT, int XT, int MT, bool BLOCK> __device__ __forceinline__ void gemv_rows(const gemv_args &a, int64_t blk) {
     constexpr int V = gemv_w<WT>::V, S = gemv_w<WT>::S, R = GEMV_OUT;
     __shared__ float red[GEMV_THREADS / 32][MT * R];
-    const int64_t r0 = (int64_t)blockIdx.x * R;
+    const int64_t r0 = blk * R;
     const uint8_t *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = a.w + (r0 + r < a.n ? r0 + r : a.n - 1) * a.w_ld; /* past N: the last row again, not stored */
@@ -202,6 +202,37 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const gemv_args a) {
     qd_st(a.y, a.yt, i * a.n + row, v);
 }
 
+template <int WT, int XT, int MT, bool BLOCK> __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const gemv_args a) {
+    gemv_rows<WT, XT, MT, BLOCK>(a, blockIdx.x);
+}
+
+/* linear_many's layers in one launch: what they share (x, its scales, K, the output dtype) in a, and per layer its
+   weight, weight scales, bias, output and N, with the first block of its rows. The table travels as the kernel's
+   parameter (__grid_constant__: read where it lies, not copied per thread), up to QD_LINEAR_MANY layers (6 KB). */
+typedef struct {
+    const uint8_t *w;
+    const float *sw, *bias;
+    void *y;
+    int64_t n, block0;
+} gemv_seg;
+typedef struct {
+    gemv_args a;
+    int nseg;
+    gemv_seg seg[QD_LINEAR_MANY];
+} gemv_group;
+
+template <int WT, int XT, int MT> __global__ void __launch_bounds__(GEMV_THREADS) gemv_group_kernel(const __grid_constant__ gemv_group g) {
+    int lo = 0, hi = g.nseg - 1; /* the last layer whose rows start at or before this block */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (g.seg[mid].block0 <= (int64_t)blockIdx.x) lo = mid;
+        else hi = mid - 1;
+    }
+    gemv_args a = g.a;
+    a.w = g.seg[lo].w, a.sw = g.seg[lo].sw, a.bias = g.seg[lo].bias, a.y = g.seg[lo].y, a.n = g.seg[lo].n;
+    gemv_rows<WT, XT, MT, false>(a, (int64_t)blockIdx.x - g.seg[lo].block0);
+}
+
 template <int WT, int XT, bool BLOCK> static void launch(qd_cuda *c, const gemv_args &a) {
     const unsigned blocks = (unsigned)((a.n + GEMV_OUT - 1) / GEMV_OUT);
     if (a.m == 1) gemv_kernel<WT, XT, 1, BLOCK><<<blocks, GEMV_THREADS, 0, c->stream>>>(a);
@@ -264,4 +295,76 @@ qd_status qd_cuda_gemv_linear(qd_cuda *c, const qd_linear *l, const cuda_linear 
     cudaError_t e = cudaGetLastError();
     qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
     return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "fp8 gemv");
+}
+
+/* ---- linear_many (backend.h): the layers' GEMVs in one kernel ----
+   Where every layer is a GEMV of the same kind — dense with one weight dtype, or FP8 per channel / per tensor with
+   per-token activations — over the same K, with no output activation and outputs of one dtype, x is quantized once
+   (FP8: every layer would make the same codes and scales from it) and one gemv_group_kernel launch reads every
+   weight: FLUX.1's 76 modulation linears (3.2 GB in FP8) in one pass instead of 76 launches of 1-2 waves each and
+   their quantizations. Each output row is computed by the same statements as gemv_kernel's, so the results equal the
+   separate calls' bit for bit. Otherwise the layers run one by one. */
+static bool group_kind(const qd_linear *l, const cuda_linear *d, const qd_linear *l0, const cuda_linear *d0, const qd_tensor *x, const qd_tensor *y,
+                       const qd_tensor *y0) {
+    if (!qd_cuda_gemv_covers(l, d, x) || l->out_act != QD_OUT_ACT_NONE || l->in_features != l0->in_features || l->scheme != l0->scheme ||
+        y->dtype != y0->dtype || qd_tensor_elements(y) != qd_tensor_elements(x) / l->in_features * l->out_features)
+        return false;
+    if (l->scheme == QD_SCHEME_DENSE) return d->wt == d0->wt;
+    return !d->block && l->act == QD_ACT_DYNAMIC_TOKEN && l0->act == QD_ACT_DYNAMIC_TOKEN && d->kp == d0->kp;
+}
+
+template <int WT, int XT> static void launch_group(qd_cuda *c, const gemv_group &g, int64_t blocks) {
+    if (g.a.m == 1) gemv_group_kernel<WT, XT, 1><<<(unsigned)blocks, GEMV_THREADS, 0, c->stream>>>(g);
+    else if (g.a.m == 2) gemv_group_kernel<WT, XT, 2><<<(unsigned)blocks, GEMV_THREADS, 0, c->stream>>>(g);
+    else if (g.a.m <= 4) gemv_group_kernel<WT, XT, 4><<<(unsigned)blocks, GEMV_THREADS, 0, c->stream>>>(g);
+    else gemv_group_kernel<WT, XT, GEMV_ROWS><<<(unsigned)blocks, GEMV_THREADS, 0, c->stream>>>(g);
+}
+
+extern "C" qd_status qd_cuda_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys) {
+    qd_cuda *c = qd_cuda_of(b);
+    const int64_t k = n > 0 ? ls[0]->in_features : 0, m = k > 0 && x->rank >= 1 && x->shape[x->rank - 1] == k ? qd_tensor_elements(x) / k : 0;
+    const cuda_linear *d[QD_LINEAR_MANY];
+    bool one = n >= 2 && n <= QD_LINEAR_MANY && m >= 1 && m <= GEMV_ROWS && !c->no_gemv && !c->no_many && qd_cuda_float_dtype(x->dtype);
+    for (int i = 0; one && i < n; i++)
+        one = !qd_cuda_linear_ready(ls[i], &d[i]) && qd_cuda_float_dtype(ys[i]->dtype) && group_kind(ls[i], d[i], ls[0], d[0], x, ys[i], ys[0]);
+    if (!one) {
+        qd_status s = QD_OK;
+        for (int i = 0; i < n && !s; i++) s = qd_cuda_linear(b, ls[i], x, ys[i]);
+        return s;
+    }
+    gemv_group g = {};
+    g.a.m = (int)m, g.a.yt = ys[0]->dtype;
+    int64_t blocks = 0;
+    for (int i = 0; i < n; i++) {
+        g.seg[i].w = (const uint8_t *)d[i]->w, g.seg[i].bias = d[i]->bias, g.seg[i].y = ys[i]->data, g.seg[i].n = ls[i]->out_features;
+        g.seg[i].sw = ls[i]->scheme == QD_SCHEME_FP8 ? d[i]->wscale_vec : NULL;
+        g.seg[i].block0 = blocks;
+        blocks += (ls[i]->out_features + GEMV_OUT - 1) / GEMV_OUT;
+    }
+    g.nseg = n;
+    if (ls[0]->scheme == QD_SCHEME_DENSE) {
+        g.a.w_ld = k * (qd_dtype_bits(d[0]->wt) / 8), g.a.chunks = g.a.w_ld / 16;
+        g.a.x = x->data, g.a.x_ld = k;
+#define LG(WT)                                                                                                            \
+    (x->dtype == QD_DTYPE_BF16 ? launch_group<WT, QD_DTYPE_BF16>(c, g, blocks)                                           \
+     : x->dtype == QD_DTYPE_F16 ? launch_group<WT, QD_DTYPE_F16>(c, g, blocks)                                            \
+                                : launch_group<WT, QD_DTYPE_F32>(c, g, blocks))
+        if (d[0]->wt == QD_DTYPE_BF16) LG(QD_DTYPE_BF16);
+        else if (d[0]->wt == QD_DTYPE_F16) LG(QD_DTYPE_F16);
+        else LG(QD_DTYPE_F32);
+#undef LG
+        QD_CUDA_LAUNCHED("dense gemv (many layers)");
+        return QD_OK;
+    }
+    __nv_bfloat16 *q = NULL;
+    float *sx = NULL;
+    qd_status s = qd_cuda_fp8_act_bf16(c, ls[0], d[0], x, m, &q, &sx); /* the codes and scales every layer would make */
+    if (s) return s;
+    g.a.w_ld = d[0]->kp, g.a.chunks = d[0]->kp / 16;
+    g.a.x = q, g.a.x_ld = d[0]->kp;
+    g.a.sx = sx;
+    launch_group<QD_DTYPE_F8_E4M3, QD_DTYPE_BF16>(c, g, blocks);
+    cudaError_t e = cudaGetLastError();
+    qd_cuda_scratch_free(c, q), qd_cuda_scratch_free(c, sx);
+    return e == cudaSuccess ? QD_OK : qd_cuda_fail(e, "fp8 gemv (many layers)");
 }

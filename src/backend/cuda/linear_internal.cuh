@@ -159,6 +159,16 @@ typedef struct {
     float tail_mult;
     const float *amax; /* [tail_splits][tail_rows] maxima of |x·mult| over the parts (lr_down_kernel), or NULL: the
                           quantization takes them itself */
+    /* linear_fused with one batch element: its per-channel vectors gs[c] = g[c]·scale[c], gb[c] = g[c]·bias[c] (type
+       vj_gbt; g NULL: 1, scale NULL: 1, bias NULL: no gb), made by extra blocks of the staged quantization where that
+       runs (it then sets *vj_done), so that they cost no launch of their own; vj_gs NULL: none asked */
+    const void *vj_g;
+    int vj_gt, vj_gbt;
+    int64_t vj_n;
+    const float *vj_scale, *vj_bias;
+    float *vj_gs;
+    void *vj_gb;
+    bool *vj_done;
 } fused_parts;
 
 /* E4M3 codes of an FP8 layer's activations over the concatenated parts: per row s = max(amax/448, floor), or `fixed`
@@ -206,6 +216,8 @@ void *qd_cuda_ahead_take(qd_cuda *c, const cuda_linear *d);
 qd_status qd_cuda_int8_prepare(qd_linear *l, cuda_linear *d, cuda_arena *a);
 qd_status qd_cuda_int8_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);
 bool qd_cuda_int8_covers(const qd_linear *l);
+/* the layer prepared here (preparing it on first use) and its weights on the device, or an error naming why not */
+qd_status qd_cuda_linear_ready(qd_linear *l, const cuda_linear **out);
 /* linear_gemv.cu: whether its kernels take this layer and input (else the matmul path), and the run */
 bool qd_cuda_gemv_covers(const qd_linear *l, const cuda_linear *d, const qd_tensor *x);
 qd_status qd_cuda_gemv_linear(qd_cuda *c, const qd_linear *l, const cuda_linear *d, const qd_tensor *x, qd_tensor *y, int64_t m, bool *gelu);

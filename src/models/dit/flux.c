@@ -613,10 +613,26 @@ static qd_status flux_body(void *user) {
     qd_tensor silu_temb = qd_run_tensor(r, 2, (int64_t[]){B, D});
     if (!r->s) r->s = r->be->ops->activation(r->be, QD_ACT_SILU, &temb, &silu_temb);
 
+    /* every block's modulation reads only silu(temb): all of them in one call up front (a device reads their weights in
+       one pass: linear_many), unless the blocks' weights stream in one at a time (--dit-layerwise-offload) */
+    const int n_mod = (int)(2 * c->num_layers + c->num_single_layers);
+    qd_tensor *mods = NULL;
+    if (m->off.mode != QD_OFFLOAD_MODE_LAYERWISE && n_mod <= QD_LINEAR_MANY && !r->s) {
+        qd_linear *ml[QD_LINEAR_MANY];
+        int64_t mo[QD_LINEAR_MANY];
+        for (int64_t i = 0; i < c->num_layers; i++)
+            ml[2 * i] = &m->dbl[i].norm1, ml[2 * i + 1] = &m->dbl[i].norm1_context, mo[2 * i] = mo[2 * i + 1] = 6 * D;
+        for (int64_t i = 0; i < c->num_single_layers; i++) ml[2 * c->num_layers + i] = &m->sgl[i].norm, mo[2 * c->num_layers + i] = 3 * D;
+        if (!(mods = calloc((size_t)n_mod, sizeof *mods))) r->s = qd_fail(QD_ENOMEM, "flux: the blocks' modulations");
+        else qd_run_linear_many(r, ml, n_mod, &silu_temb, mo, mods);
+    }
+
     for (int64_t i = 0; i < c->num_layers && !r->s; i++) {
         double_block *b = &m->dbl[i];
         r->s = qd_model_offload_fetch(&m->off, (int)i); /* the block's weights on the device (--dit-layerwise-offload) */
-        qd_tensor e = qd_run_linear_n(r, &b->norm1, &silu_temb, 6 * D), ce = qd_run_linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
+        qd_tensor e = mods ? mods[2 * i] : qd_run_linear_n(r, &b->norm1, &silu_temb, 6 * D);
+        qd_tensor ce = mods ? mods[2 * i + 1] : qd_run_linear_n(r, &b->norm1_context, &silu_temb, 6 * D);
+        if (mods) memset(&mods[2 * i], 0, 2 * sizeof *mods); /* freed below with the block's chunks */
         qd_tensor mod[6], cmod[6]; /* shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
         for (int k = 0; k < 6; k++) mod[k] = qd_run_chunk_view(r, &e, k, D), cmod[k] = qd_run_chunk_view(r, &ce, k, D);
 
@@ -708,7 +724,8 @@ static qd_status flux_body(void *user) {
     for (int64_t i = 0; i < c->num_single_layers && !r->s; i++) {
         single_block *b = &m->sgl[i];
         r->s = qd_model_offload_fetch(&m->off, (int)(c->num_layers + i));
-        qd_tensor e = qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
+        qd_tensor e = mods ? mods[2 * c->num_layers + i] : qd_run_linear_n(r, &b->norm, &silu_temb, 3 * D);
+        if (mods) memset(&mods[2 * c->num_layers + i], 0, sizeof *mods);
         qd_tensor shift = qd_run_chunk_view(r, &e, 0, D), scale = qd_run_chunk_view(r, &e, 1, D), gate = qd_run_chunk_view(r, &e, 2, D);
         const bool nk_slices = m->nunchaku && !nk_unpadded(&b->qkv, D); /* a padded qkv_proj: sliced, then normalised */
         qd_linear *sn_l[] = {&b->proj_mlp, &b->qkv}; /* one FP8 quantization for both where they take it */
@@ -767,6 +784,8 @@ static qd_status flux_body(void *user) {
     if (!r->s) r->s = r->be->ops->linear(r->be, &m->proj_out, &xn, a->out);
     qd_tensor *rest[] = {&img, &scale, &shift, &e, &xn, &temb, &silu_temb};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) qd_tensor_free(rest[i]);
+    for (int j = 0; mods && j < n_mod; j++) qd_tensor_free(&mods[j]); /* those a failed step did not reach */
+    free(mods);
     return r->s;
 }
 

@@ -14,6 +14,8 @@
  *   - off: no group, no fetch; a backend without the ops (the CPU) runs any mode as if off;
  *   - the groups are released once, before the layers are freed (the recorded layers are read then: a
  *     use after free would show under ASan);
+ *   - FLUX.1 runs every block's modulation through one linear_many call per forward (its layers resident), except
+ *     layerwise, where they run block by block after each fetch;
  *   - linears_ahead (backend.h), not layerwise: each forward hands it block 0, then at the start of each block b
  *     block b + 1 (after the last block: an empty call), each call exactly that block's prepared linears, and every
  *     linear of block b runs between the call for b + 1 and the next call; layerwise never calls it;
@@ -54,6 +56,7 @@ typedef struct {
     const char *(*prefix)(int group, char *buf, size_t len);
     int blocks;
     int seq[MAX_EVENTS], n_seq, aheads;
+    int many_layers; /* layers run through linear_many */
 } rec_backend;
 
 static rec_backend R;
@@ -121,6 +124,23 @@ static qd_status r_linear(qd_backend *b, qd_linear *l, const qd_tensor *x, qd_te
     return R.cpu->ops->linear(b, l, x, y);
 }
 
+/* linear_many (FLUX's modulations of every block, at a step's start): each layer must be resident, as in r_linear; it
+   is not a block's linear in the linears_ahead order (backend.h: what linear_many runs needs nothing done ahead) */
+static qd_status r_linear_many(qd_backend *b, qd_linear *const *ls, int n, const qd_tensor *x, qd_tensor *const *ys) {
+    R.many_layers += n;
+    for (int i = 0; i < n; i++) {
+        const int g = group_of(ls[i]);
+        event(g >= 0 ? 1000 + g : EV_LINEAR_REST);
+        if (g >= 0 && !R.resident[g]) {
+            R.violations++;
+            return qd_fail(QD_EINVAL, "layer '%s': its weights are offloaded and were not fetched (test backend)", ls[i]->name);
+        }
+        qd_status s = R.cpu->ops->linear(b, ls[i], x, ys[i]);
+        if (s) return s;
+    }
+    return QD_OK;
+}
+
 static qd_status r_group(qd_backend *b, qd_linear *const *layers, int n, int *id) {
     (void)b;
     assert_true(n > 0 && R.n_groups < MAX_GROUPS);
@@ -173,7 +193,7 @@ static qd_backend *backend(bool with_ops) {
     assert_int_equal(qd_backend_cpu_create(&R.cpu), QD_OK);
     if (!with_ops) return R.cpu;
     R.ops = *R.cpu->ops;
-    R.ops.prepare_linear = r_prepare, R.ops.linear = r_linear;
+    R.ops.prepare_linear = r_prepare, R.ops.linear = r_linear, R.ops.linear_many = r_linear_many;
     R.ops.weights_group = r_group, R.ops.weights_fetch = r_fetch, R.ops.weights_fetch_all = r_fetch_all;
     R.ops.weights_evict_all = r_evict_all, R.ops.weights_release = r_release, R.ops.linears_ahead = r_ahead;
     R.be = (qd_backend){.ops = &R.ops, .impl = R.cpu->impl};
@@ -277,6 +297,7 @@ typedef struct {
     qd_status (*end)(void *model);
     void (*free_model)(void *model);
     int64_t n_out;
+    int many; /* layers a forward runs through linear_many where the blocks stay resident (FLUX.1's modulations) */
 } model_kind;
 
 /* ---- FLUX.1, tiny ---- */
@@ -338,8 +359,8 @@ static qd_status zimage_forward(void *model, qd_backend *be, uint64_t seed, floa
 static qd_status zimage_end(void *model) { return qd_zimage_offload_end(model); }
 static void zimage_free(void *model) { qd_zimage_free(model); }
 
-static const model_kind FLUX = {"FLUX.1", 5, flux_prefix, flux_load, flux_forward, flux_end, flux_free, 1 * 4 * 8};
-static const model_kind ZIMAGE = {"Z-Image", 4, zimage_prefix, zimage_load, zimage_forward, zimage_end, zimage_free, 4 * 8 * 8};
+static const model_kind FLUX = {"FLUX.1", 5, flux_prefix, flux_load, flux_forward, flux_end, flux_free, 1 * 4 * 8, 2 * 2 + 3};
+static const model_kind ZIMAGE = {"Z-Image", 4, zimage_prefix, zimage_load, zimage_forward, zimage_end, zimage_free, 4 * 8 * 8, 0};
 
 /* Load the model in `mode` on the recording backend (or the plain CPU one), run two forwards on the same
    fresh inputs, end the offload, run one more, free; the outputs into out[3][n_out]. */
@@ -368,6 +389,9 @@ static void run_model(const model_kind *k, qd_offload_mode mode, bool with_ops, 
         }
     }
     assert_int_equal(R.violations, 0);
+    /* FLUX.1's modulations of every block in one linear_many call per forward, unless the blocks stream in one at a
+       time (their weights are not resident together) */
+    if (with_ops) assert_int_equal(R.many_layers, mode == QD_OFFLOAD_MODE_LAYERWISE ? 0 : 3 * k->many);
     if (mode == QD_OFFLOAD_MODE_LAYERWISE && offloads) {
         for (int f = 0; f < 3; f++) check_fetch_order(marks[f], marks[f + 1], k->blocks);
         assert_int_equal(R.fetches, 3 * k->blocks);
