@@ -25,6 +25,8 @@
  * activations, which every block reads, stay in L1. Nothing allocates or synchronises: dense layers are one
  * kernel, FP8 ones the quantization kernel(s) on stream-ordered scratch and this kernel, all recordable into a
  * step graph.
+ * linear_many's layers of one input (FLUX.1's modulations of every block) run as one gemv_group_kernel launch over
+ * all their weights (see the end of this file).
  * What the kernels assume, checked by qd_cuda_gemv_covers (else the matmul path runs): weight rows of a multiple
  * of 16 bytes (dense: K·size % 16 == 0, so BF16 K % 8 and F32 K % 4; FP8 rows are stored padded to Kp), 16-byte
  * aligned weights and dense inputs. QDIT_CUDA_NO_GEMV sends every layer to the matmul path (for checks). */
