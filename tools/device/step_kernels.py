@@ -13,12 +13,12 @@ def family(name, width=60):
 
 def last_step(names):
     """(p, tail): the last step is names[-tail - p:-tail or None]. For the fewest trailing launches after the last step
-    (the benchmark's own comparison), the longest p (at least 100, at most a third of the launches) with
-    names[-p:] == names[-2p:-p]. A step's blocks repeat within it, but its embedders and final layer do not, so only
-    whole steps match. (0, 0): none found."""
+    (the benchmark's own comparison), the shortest p of at least 100 with names[-p:] == names[-2p:-p]. A step's blocks
+    repeat within it, but its embedders and final layer do not, so no shorter run matches; and any number of whole
+    steps does, hence the shortest. (0, 0): none found."""
     for t in range(0, 40):
         end = len(names) - t
-        p = next((q for q in range(end // 3, 99, -1) if names[end - q:end] == names[end - 2 * q:end - q]), 0)
+        p = next((q for q in range(100, end // 2 + 1) if names[end - q:end] == names[end - 2 * q:end - q]), 0)
         if p:
             return p, t
     return 0, 0
