@@ -56,8 +56,8 @@ typedef struct {
     int quant_warp; /* QDIT_CUDA_QUANT_WARP=1|0: the linears' BF16 per-token quantizations take a warp per row, or a block per row;
                        unset (-1): a warp for SVDQuant's folded rows, where it measured faster (docs/benchmarks.md), a block elsewhere */
     bool no_many;    /* QDIT_CUDA_NO_MANY: linear_many runs its layers one by one (for side-by-side timing) */
-    bool quant_smem; /* the per-token quantizations of BF16 rows stage each row in shared memory (QDIT_CUDA_QUANT_SMEM=0: they read it twice
-                        from global memory, as before the nineteenth pass; the same bits) */
+    bool quant_smem; /* linear_fused's per-token quantizations of BF16 rows stage each row in shared memory (QDIT_CUDA_QUANT_SMEM=0: they
+                        read it twice from global memory, as before the nineteenth pass; the same bits). Plain linears always read twice */
     bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs
                         (the same bits: the op case "fp8 per-token codes … against a host division" holds both to the host) */
     int lrd_per_sm;  /* QDIT_CUDA_SVDQ_LRD_PER_SM (1..16): lr_down_kernel's blocks per SM that its K slices aim for (4) */
