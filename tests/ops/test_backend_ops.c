@@ -1053,20 +1053,34 @@ static int64_t memcmp_count(const qd_tensor *a, const qd_tensor *b) {
 
 /* Several linears of one input in one call (qd_linear_many: on a device one GEMV launch over every layer's weights,
    x quantized once): each output must equal the layer's own linear call on the same backend byte for byte — FLUX.1's
-   modulation linears of every block, which read only silu(temb), in miniature. BF16 and per-token FP8 layers of
-   different widths (N not a multiple of the GEMV's 4 rows per block among them), 1 and 3 rows of x, and a set the
-   device cannot take in one launch (an FP8 layer among BF16 ones, a GELU layer), which runs layer by layer. */
+   modulation linears of every block, which read only silu(temb), in miniature. BF16, per-token FP8 and the 4-bit and
+   MX schemes (NVFP4, MXFP4, MXFP8, AWQ: W4A16 on a device) in layers of different widths (N not a multiple of the
+   GEMV's 4 rows per group among them), 1 to 3 rows of x, and sets the device cannot take in one launch (an FP8 layer
+   among BF16 ones, a GELU layer, NVFP4 with MXFP4, SVDQuant's low-rank branch), which run layer by layer. */
 static void run_linear_many(qd_backend *be) {
     const struct {
         const char *what;
         int64_t m, k;
         int n_layers;
         int64_t n[4];
-        int kind; /* 0 BF16, 1 FP8 per channel with per-token activations, 2 mixed BF16 and FP8, 3 BF16 with a GELU layer */
+        qd_status (*build)(int64_t, int64_t, qd_linear *);  /* every layer's */
+        qd_status (*build1)(int64_t, int64_t, qd_linear *); /* layer 1's, where it differs (NULL: build) */
+        bool gelu2;                                         /* layer 2 with a GELU-tanh output */
     } cases[] = {
-        {"bf16", 1, 512, 4, {96, 18, 1030, 64}, 0},   {"bf16", 3, 256, 3, {9, 128, 40}, 0},
-        {"fp8", 1, 1024, 3, {4608, 2050, 36}, 1},     {"fp8", 3, 384, 4, {40, 130, 9, 96}, 1},
-        {"bf16 and fp8", 1, 512, 3, {64, 96, 32}, 2}, {"bf16 with gelu", 2, 512, 3, {64, 96, 32}, 3},
+        {"bf16", 1, 512, 4, {96, 18, 1030, 64}, b_bf16, NULL, false},
+        {"bf16", 3, 256, 3, {9, 128, 40}, b_bf16, NULL, false},
+        {"fp8", 1, 1024, 3, {4608, 2050, 36}, b_fp8_channel, NULL, false},
+        {"fp8", 3, 384, 4, {40, 130, 9, 96}, b_fp8_channel, NULL, false},
+        {"bf16 and fp8", 1, 512, 3, {64, 96, 32}, b_bf16, b_fp8_channel, false},
+        {"bf16 with gelu", 2, 512, 3, {64, 96, 32}, b_bf16, NULL, true},
+        {"nvfp4", 1, 1024, 4, {4608, 2050, 36, 9}, b_nvfp4, NULL, false},
+        {"nvfp4", 2, 512, 3, {130, 9, 64}, b_nvfp4, NULL, false},
+        {"nvfp4", 3, 256, 3, {40, 130, 9}, b_nvfp4, NULL, false},
+        {"mxfp4", 1, 768, 3, {1030, 18, 256}, b_mxfp4, NULL, false},
+        {"mxfp8", 2, 512, 3, {96, 130, 9}, b_mxfp8, NULL, false},
+        {"awq", 1, 512, 3, {64, 130, 18}, b_awq, NULL, false},
+        {"nvfp4 and mxfp4", 1, 512, 3, {64, 96, 32}, b_nvfp4, b_mxfp4, false},
+        {"svdq_int4 (low-rank branch)", 1, 512, 3, {128, 256, 128}, b_svdq_int4, NULL, false},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const int64_t M = cases[ci].m, K = cases[ci].k;
@@ -1081,10 +1095,9 @@ static void run_linear_many(qd_backend *be) {
         qd_linear *lp[4];
         qd_status s = QD_OK;
         for (int i = 0; i < nl && !s; i++) {
-            const bool fp8 = cases[ci].kind == 1 || (cases[ci].kind == 2 && i == 1);
-            s = fp8 ? b_fp8_channel(cases[ci].n[i], K, &l[i]) : b_bf16(cases[ci].n[i], K, &l[i]);
-            add_bias(&l[i]);
-            if (cases[ci].kind == 3 && i == 2) l[i].out_act = QD_OUT_ACT_GELU_TANH;
+            s = (i == 1 && cases[ci].build1 ? cases[ci].build1 : cases[ci].build)(cases[ci].n[i], K, &l[i]);
+            if (!s && !l[i].bias.data) add_bias(&l[i]);
+            if (cases[ci].gelu2 && i == 2) l[i].out_act = QD_OUT_ACT_GELU_TANH;
             char ln[32];
             snprintf(ln, sizeof ln, "many_%d", i);
             l[i].name = strdup(ln), lp[i] = &l[i];
@@ -2481,6 +2494,18 @@ int main(int argc, char **argv) {
                     run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_BF16, oa, v & 1);
                     if (device_backend && (v == 1 || v == 2)) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F16, oa, v & 1);
                 }
+    }
+    /* the GEMVs past one wave of blocks: on the GPU each block streams through several groups of 4 output rows, the
+       next group's first loads in flight while it finishes the last (linear_gemv.cu's gemv_groups, linear_w4.cu's
+       w4_gemv_groups). N = 9002 makes more groups than any GPU holds blocks (132 SMs × 16); the 4-bit schemes on
+       device backends only, as below */
+    static const char *const wave_names[] = {"dense_bf16", "fp8_channel", "fp8_block", "nvfp4", "mxfp8", "awq_w4a16"};
+    for (size_t gi = 0; gi < sizeof wave_names / sizeof *wave_names; gi++) {
+        const linear_case *c = NULL;
+        for (size_t j = 0; j < sizeof linear_cases / sizeof *linear_cases; j++)
+            if (!strcmp(linear_cases[j].name, wave_names[gi])) c = &linear_cases[j];
+        if (gi >= 3 && !device_backend) continue;
+        for (int64_t m = 1; m <= 2; m++) run_linear(be, c, m, 384, 9002, QD_DTYPE_BF16, QD_OUT_ACT_NONE, 1);
     }
     /* few rows of the 4-bit and MX schemes, which the GPU runs on its W4A16 GEMV (src/backend/cuda/linear_w4.cu,
        M ≤ 8; M = 9 the W4A8 matmul path): K = 3072 and 384 (16-byte weight rows), and 208 = 16·13 for the schemes
