@@ -28,6 +28,8 @@
  * BENCH_ONLY=paths: rms_norm_rope and the linears' per-token quantizations against the paths a set of switches restores
  * (PATHS_OLD, default QDIT_CUDA_QUANT_SMEM=0: the rows read twice from global memory), timed in alternation and compared
  * byte for byte.
+ * BENCH_ONLY=many: FLUX.1's 76 modulation linears (M = 1) through linear_many, FP8 and NVFP4, against the layers one by
+ *            one (QDIT_CUDA_NO_MANY=1), in µs per set and GB/s of weights read, outputs compared byte for byte
  * BENCH_ONLY=zimage: Z-Image's fused element-wise ops (swiglu, swiglu_fp8, rms_norm_gated_add) against the ops they
  * replace, at 1024² shapes, in ms and GB/s.
  * Each op runs 3 times to warm up, then `reps` times between two device synchronisations; the mean of
@@ -440,6 +442,94 @@ static void paths_against_old(qd_backend *be, int reps) {
     old->ops->destroy(old);
 }
 
+/* mean µs per call of linear_many over the n layers, from a CUDA graph of one call (run once before: weights
+   uploaded) */
+static double time_many(qd_backend *be, qd_linear *const *lp, int n, const qd_tensor *x, qd_tensor *const *yp, int reps) {
+    if (qd_linear_many(be, lp, n, x, yp)) die("linear_many");
+    void *g = NULL;
+    if (be->ops->graph_begin && !be->ops->graph_begin(be)) {
+        const qd_status s = qd_linear_many(be, lp, n, x, yp);
+        if (be->ops->graph_end(be, &g) || s) die("graph of linear_many");
+    }
+    for (int w = 0; w < 3; w++)
+        if (g ? be->ops->graph_launch(be, g) : qd_linear_many(be, lp, n, x, yp)) die("linear_many");
+    cudaDeviceSynchronize();
+    const double t0 = now();
+    for (int r = 0; r < reps; r++)
+        if (g ? be->ops->graph_launch(be, g) : qd_linear_many(be, lp, n, x, yp)) die("linear_many");
+    cudaDeviceSynchronize();
+    const double us = (now() - t0) / reps * 1e6;
+    if (g) be->ops->graph_free(be, g);
+    return us;
+}
+
+/* BENCH_ONLY=many (see the top of this file) */
+static int many_failures; /* outputs whose bytes differ between the two paths */
+static void bench_many(qd_backend *be, int reps) {
+    qd_backend *one;
+    setenv("QDIT_CUDA_NO_MANY", "1", 1);
+    if (qd_backend_cuda_create(0, &one)) die("cuda (QDIT_CUDA_NO_MANY=1)");
+    unsetenv("QDIT_CUDA_NO_MANY");
+    enum { NL = 76 };
+    const int64_t K = 3072;
+    printf("\n| FLUX.1's 76 modulation linears, M = 1 | linear_many us | GB/s | one by one us | GB/s | outputs differing |\n"
+           "|---|---:|---:|---:|---:|---:|\n");
+    for (int v = 0; v < 2; v++) {
+        const bool fp8 = v == 0;
+        qd_linear src[2] = {{0}};
+        for (int j = 0; j < 2; j++) { /* the double blocks' norm1 / norm1_context (18432) and the single blocks' norm (9216) */
+            const int64_t N = j ? 9216 : 18432;
+            float *w = malloc(sizeof(float) * (size_t)(N * K)), *b = malloc(sizeof(float) * (size_t)N);
+            for (int64_t i = 0; i < N * K; i++) w[i] = 0.03f * frand();
+            for (int64_t i = 0; i < N; i++) b[i] = 0.1f * frand();
+            if (fp8 ? qd_quantize_fp8(w, N, K, false, &src[j]) : qd_quantize_nvfp4(w, N, K, &src[j])) die("quantize");
+            free(w);
+            src[j].bias = (qd_view){.dtype = QD_DTYPE_F32, .rank = 1, .shape = {N}, .data = b, .owned = b};
+        }
+        qd_linear ls[NL];
+        qd_linear *lp[NL];
+        qd_tensor y[2][NL];
+        qd_tensor *yp[2][NL];
+        double bytes = 0;
+        for (int i = 0; i < NL; i++) { /* copies borrowing src's host bytes, each uploaded to its own device memory */
+            const int j = i >= 38;
+            ls[i] = src[j];
+            ls[i].weight.owned = ls[i].scale.owned = ls[i].scale2.owned = ls[i].bias.owned = NULL;
+            ls[i].name = strdup("modulation");
+            lp[i] = &ls[i];
+            const int64_t N = ls[i].out_features;
+            bytes += (double)(N * K) * (fp8 ? 1 : 0.5 + 1.0 / 16);
+            for (int p = 0; p < 2; p++) {
+                if (qd_tensor_new(be, &y[p][i], QD_DTYPE_BF16, 2, (int64_t[]){1, N})) die("alloc");
+                yp[p][i] = &y[p][i];
+            }
+        }
+        qd_tensor x = dev_random(be, QD_DTYPE_BF16, 2, (int64_t[]){1, K}, 1.0f);
+        double t[2] = {0};
+        for (int round = 0; round < 2; round++) /* alternating */
+            for (int p = 0; p < 2; p++) t[p] += time_many(p == 0 ? be : one, lp, NL, &x, yp[p], reps) / 2;
+        int64_t differ = 0;
+        for (int i = 0; i < NL; i++) {
+            const size_t nb = qd_tensor_bytes(&y[0][i]);
+            uint8_t *h[2];
+            for (int p = 0; p < 2; p++)
+                if (!(h[p] = malloc(nb)) || be->ops->download(be, &y[p][i], h[p])) die("outputs");
+            for (size_t e = 0; e < nb / 2; e++) differ += memcmp(h[0] + 2 * e, h[1] + 2 * e, 2) != 0;
+            for (int p = 0; p < 2; p++) free(h[p]);
+        }
+        many_failures += differ != 0;
+        printf("| %-37s | %14.1f | %4.0f | %13.1f | %4.0f | %lld |\n", fp8 ? "fp8 chan/token" : "nvfp4 (W4A16)", t[0], bytes / (t[0] * 1e-6) / 1e9,
+               t[1], bytes / (t[1] * 1e-6) / 1e9, (long long)differ);
+        qd_tensor_free(&x);
+        for (int i = 0; i < NL; i++) {
+            for (int p = 0; p < 2; p++) qd_tensor_free(&y[p][i]);
+            qd_linear_free(&ls[i]);
+        }
+        qd_linear_free(&src[0]), qd_linear_free(&src[1]);
+    }
+    one->ops->destroy(one);
+}
+
 static int expand_failures; /* expansions whose bytes differ from the reference kernel's */
 
 int main(int argc, char **argv) {
@@ -455,6 +545,12 @@ int main(int argc, char **argv) {
         be->ops->destroy(be);
         if (path_failures) fprintf(stderr, "%d outputs differ from the replaced paths'\n", path_failures);
         return path_failures ? 1 : 0;
+    }
+    if (only_env && !strcmp(only_env, "many")) {
+        bench_many(be, reps);
+        be->ops->destroy(be);
+        if (many_failures) fprintf(stderr, "%d linear_many sets differ between the paths\n", many_failures);
+        return many_failures ? 1 : 0;
     }
     if (only_env && !strcmp(only_env, "zimage")) { /* BENCH_ONLY=zimage: Z-Image's fused element-wise ops only */
         zimage_elementwise(be, reps);

@@ -77,6 +77,9 @@ for t in "$@"; do
     paths) # rms_norm_rope and the linears' per-token quantizations against the paths the switches in PATHS_OLD restore (default
            # QDIT_CUDA_QUANT_SMEM=0), timed in alternation, outputs compared byte for byte (bench_cuda_ops BENCH_ONLY=paths; fails on a difference)
           BENCH_ONLY=paths .devrun/bin/bench_cuda_ops ${PATHS_REPS:-50} 2>&1 | tee "$OUT/paths.md" ;;
+    many) # FLUX.1's 76 modulation linears through linear_many against the layers one by one, FP8 and NVFP4 (bench_cuda_ops
+          # BENCH_ONLY=many; fails where the outputs differ)
+          BENCH_ONLY=many .devrun/bin/bench_cuda_ops ${MANY_REPS:-50} 2>&1 | tee "$OUT/many.md" ;;
     ops_filter) # the op harness's cases whose names contain OPS_FILTER (failures and the summary printed)
           for f in ${OPS_FILTER:-swiglu}; do .devrun/bin/test_backend_ops --backend cuda --filter "$f" 2>&1 | tee -a "$OUT/ops_filter.log" | grep -Ev "^(ok  |skip)"; done ;;
     fluxfp8_precise) # the FP8 step with cuBLASLt's promoted accumulation, for the side-by-side comparison with the flux check
