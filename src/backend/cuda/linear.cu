@@ -628,6 +628,19 @@ __global__ void fp8_quant_groups_kernel(const void *x, int xt, int64_t m, int64_
     }
 }
 
+/* the E4M3 codes of 8 consecutive values of a row (column col of the concatenated row) under the row's scale s (inv = 1/s):
+   FP8 layers v/s correctly rounded (qd_fp8x8_div; ieee: by division), the W4A8 schemes (v·mult[col..])·inv, as their
+   recipes quantize (linear_w4.cu). The codes loop of the per-token quantizations that read BF16 words. */
+template <bool W4>
+__device__ __forceinline__ uint2 quant_codes8(float (&v)[8], const float *mult, int64_t col, float s, float inv, bool ieee) {
+    if (!W4) return qd_fp8x8_div(v, s, inv, ieee);
+    if (mult) qd_mul8(v, mult, col);
+    alignas(8) __nv_fp8_e4m3 o[8];
+#pragma unroll
+    for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] * inv);
+    return *(const uint2 *)o;
+}
+
 /* fp8_quant_parts_kernel's block-per-row form (FP8, and the W4A8 schemes without a folded branch) with the row staged
  * in shared memory: the parts' rows land there by cp.async in 16-byte pieces, and the row max and the codes both read
  * it there. The other forms read the row twice from global memory, the second time hoping for L2; at FLUX.1's
@@ -679,15 +692,7 @@ __global__ void fp8_quant_parts_smem_kernel(fused_parts p, int64_t rows, int64_t
     for (int64_t i = tid; i < n8; i += nthr) {
         float v[8];
         qd_bf16x8_f32(row_words[i], v);
-        if (W4) {
-            if (mult) qd_mul8(v, mult, 8 * i);
-            alignas(8) __nv_fp8_e4m3 o[8];
-#pragma unroll
-            for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] * inv);
-            qr[i] = *(const uint2 *)o;
-        } else {
-            qr[i] = qd_fp8x8_div(v, s, inv, ieee);
-        }
+        qr[i] = quant_codes8<W4>(v, mult, 8 * i, s, inv, ieee);
     }
 }
 
@@ -1001,15 +1006,7 @@ __global__ void fp8_quant_parts_kernel(fused_parts p, int64_t rows, int64_t k, f
             qd_row_words_by((const uint4 *)p.x[j] + row * (p.k[j] / 8), p.k[j] / 8, batch, tid, nthr, [&](int64_t i, const uint4 &u) {
                 float v[8];
                 qd_bf16x8_f32(u, v);
-                if (W4) {
-                    if (mult) qd_mul8(v, mult, c0 + 8 * i);
-                    alignas(8) __nv_fp8_e4m3 o[8];
-#pragma unroll
-                    for (int t = 0; t < 8; t++) o[t] = __nv_fp8_e4m3(v[t] * inv);
-                    ((uint2 *)(qr + c0))[i] = *(const uint2 *)o;
-                } else {
-                    ((uint2 *)(qr + c0))[i] = qd_fp8x8_div(v, s, inv, ieee);
-                }
+                ((uint2 *)(qr + c0))[i] = quant_codes8<W4>(v, mult, c0 + 8 * i, s, inv, ieee);
             });
         } else {
             for (int64_t i = tid; i < p.k[j]; i += nthr) {
