@@ -1053,10 +1053,11 @@ static int64_t memcmp_count(const qd_tensor *a, const qd_tensor *b) {
 
 /* Several linears of one input in one call (qd_linear_many: on a device one GEMV launch over every layer's weights,
    x quantized once): each output must equal the layer's own linear call on the same backend byte for byte — FLUX.1's
-   modulation linears of every block, which read only silu(temb), in miniature. BF16, per-token FP8 and the 4-bit and
-   MX schemes (NVFP4, MXFP4, MXFP8, AWQ: W4A16 on a device) in layers of different widths (N not a multiple of the
-   GEMV's 4 rows per group among them), 1 to 3 rows of x, and sets the device cannot take in one launch (an FP8 layer
-   among BF16 ones, a GELU layer, NVFP4 with MXFP4, SVDQuant's low-rank branch), which run layer by layer. */
+   modulation linears of every block, which read only silu(temb), in miniature. BF16 and per-token FP8 layers (one
+   launch on a device) of different widths (N not a multiple of the GEMV's 4 rows per block among them), 1 to 3 rows
+   of x, and sets that run layer by layer: an FP8 layer among BF16 ones, a GELU layer, and the 4-bit and MX schemes
+   (NVFP4, MXFP4, MXFP8, AWQ, a mix of NVFP4 and MXFP4, SVDQuant with its low-rank branch), whose W4A16 GEMVs have
+   no grouped launch (docs/benchmarks.md, twentieth pass). */
 static void run_linear_many(qd_backend *be) {
     const struct {
         const char *what;
@@ -2495,10 +2496,9 @@ int main(int argc, char **argv) {
                     if (device_backend && (v == 1 || v == 2)) run_linear(be, c, gemv_m[mi], k, n, QD_DTYPE_F16, oa, v & 1);
                 }
     }
-    /* the GEMVs past one wave of blocks: on the GPU each block streams through several groups of 4 output rows, the
-       next group's first loads in flight while it finishes the last (linear_gemv.cu's gemv_groups, linear_w4.cu's
-       w4_gemv_groups). N = 9002 makes more groups than any GPU holds blocks (132 SMs × 16); the 4-bit schemes on
-       device backends only, as below */
+    /* wide few-row linears: on the GPU the GEMVs (linear_gemv.cu, linear_w4.cu) take a block per 4 output rows, and
+       N = 9002 makes more of them than any GPU holds at once (132 SMs × 16), so blocks run in several waves and the last
+       one is partial (N % 4 = 2); the 4-bit schemes on device backends only, as below */
     static const char *const wave_names[] = {"dense_bf16", "fp8_channel", "fp8_block", "nvfp4", "mxfp8", "awq_w4a16"};
     for (size_t gi = 0; gi < sizeof wave_names / sizeof *wave_names; gi++) {
         const linear_case *c = NULL;
