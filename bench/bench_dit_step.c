@@ -118,6 +118,7 @@ int main(int argc, char **argv) {
     }
     printf("median %.4f s/step over %d steps\n", r->median_s, r->steps);
     if (r->warmup + r->steps > 1) printf("largest |later step - first step| of the output: %.3g (same inputs each step)\n", r->rerun_max_diff);
+    printf("output hash %016llx (FNV-1a of the last step's output bytes)\n", (unsigned long long)r->output_hash);
     printf("peak resident %.2f GiB\n", gib(r->rss_peak));
     if (r->gpu_total) {
         printf("GPU memory in use at the end %.2f GiB (of %.1f)\n", gib(r->gpu_used), gib(r->gpu_total));

@@ -118,6 +118,9 @@ static int step_json(const qd_bench_report *r) {
     json_object_set_new(j, "offload_host_bytes", json_integer((json_int_t)r->offload_host_bytes));
     json_object_set_new(j, "offload_device_bytes", json_integer((json_int_t)r->offload_device_bytes));
     json_object_set_new(j, "rerun_max_diff", json_real(r->rerun_max_diff));
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)r->output_hash);
+    json_object_set_new(j, "output_hash", json_string(hash));
     json_object_set_new(j, "warmup", json_integer(r->warmup));
     json_object_set_new(j, "warmup_s", array_of(r->warmup_s, r->warmup));
     json_object_set_new(j, "steps", json_integer(r->steps));
@@ -237,6 +240,7 @@ int qd_cmd_bench(int argc, char **argv) {
                        r->offload_groups, gib(r->offload_host_bytes), gib(r->offload_device_bytes),
                        strcmp(r->offload, "layerwise") ? "the whole-component buffer" : "the two streaming slots");
             if (r->warmup + r->steps > 1) printf("reruns       largest |output − first step's| %.3g (same inputs every step)\n", r->rerun_max_diff);
+            printf("output hash  %016llx (FNV-1a of the last step's output bytes)\n", (unsigned long long)r->output_hash);
         }
         free(r);
         if (!s) return rc;

@@ -72,6 +72,8 @@ struct qd_bench_report {
     double median_s, mean_s, min_s;
     double rerun_max_diff; /* largest |output of a later step − output of the first| (same inputs every step: a
                               step replayed from a graph must equal the first, op-by-op one) */
+    uint64_t output_hash;  /* FNV-1a (64-bit) of the last step's output bytes: two runs of one model and inputs that
+                              must agree bit for bit (say, a backend switch on and off) compare this */
 };
 
 /* Step mode. Argument errors (QD_EINVAL) name the flag. */

@@ -133,6 +133,9 @@ static void check_steps(const json_t *j, int steps, int warmup, int64_t res, int
        (the step io's copies in and out, the cached RoPE tables) */
     assert_true(json_is_number(json_object_get(j, "rerun_max_diff")));
     if (warmup + steps > 1) assert_true(num(j, "rerun_max_diff") == 0.0);
+    const char *h = str(j, "output_hash");
+    assert_int_equal(strlen(h), 16);
+    assert_int_equal(strspn(h, "0123456789abcdef"), 16);
 }
 
 typedef struct {

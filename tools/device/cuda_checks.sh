@@ -68,7 +68,7 @@ for t in "$@"; do
           for e in ${SIDE:-svdq-int4}; do bin=.devrun/bin; [ "${e#old/}" != "$e" ] && bin=.devrun/old/bin && e=${e#old/}
             q=${e%%:*}; v=""; [ "$e" != "$q" ] && v=${e#*:}
             echo "$model $bin $q ${v:-(defaults)}: $(env ${v//,/ } $bin/bench_dit_step --device cuda --model $model --quant $q --res 1024 --steps 6 \
-              --text $text 2>&1 | tee -a "$OUT/side.log" | grep median)"; done ;;
+              --text $text 2>&1 | tee -a "$OUT/side.log" | grep -E "median|output hash" | tr '\n' ' ')"; done ;;
     trace) # where the GPU's run of a checkpoint family parts from the CPU's: every linear's input compared in call order
            # (TRACE_FAMILY, default Z-Image's fp8_channel, from the carried quant fixtures)
           [ -f .devrun/fixtures.tar.xz ] && tar -C .devrun -xJf .devrun/fixtures.tar.xz
