@@ -204,10 +204,11 @@ mse = ((a - b) ** 2).mean(); print('generate: cuda vs cpu PSNR %.1f dB' % (10 * 
            python3 tools/device/kernel_gaps.py "$OUT/kernel_trace_$ki.csv" | tee "$OUT/kernel_gaps_$ki.md"; done ;;
     ncu_rows) # row kernels of BENCH_ONLY=zimage under Nsight Compute: speed of light, occupancy, warp state and memory per
               # launch, for 6 launches after the first 3 whose names match NCU_ROWS_KERNELS (a regex; by default those are
-              # Z-Image's norm_modulate_fp8 and rms_norm_gated_add; name rms_rope_bf16 or swiglu alone to reach those)
+              # Z-Image's norm_modulate_fp8 and rms_norm_gated_add; name rms_rope_bf16 or swiglu alone to reach those;
+              # NCU_ROWS_BENCH: another BENCH_ONLY part, e.g. many with NCU_ROWS_KERNELS=w4_gemv for the W4A16 GEMV)
          ncu --kernel-name "regex:${NCU_ROWS_KERNELS:-norm_mod_bf16|norm_add_bf16|rms_rope_bf16}" --launch-skip 3 --launch-count 6 \
            --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
-           env BENCH_ONLY=zimage .devrun/bin/bench_cuda_ops 3 > "$OUT/ncu_rows.txt" 2>&1
+           env BENCH_ONLY=${NCU_ROWS_BENCH:-zimage} .devrun/bin/bench_cuda_ops 3 > "$OUT/ncu_rows.txt" 2>&1
          grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Size|Grid Size|Warp Cycles Per Issued|SM Frequency|L2 Hit|L1/TEX Hit|Compute \(SM\) Throughput|Block Limit" "$OUT/ncu_rows.txt" | head -150 ;;
     lab) # the kernel lab (bench/kernels/fp8_gemm_lab): every variant on each shape, checked against float64 and
          # cuBLASLt and timed, one markdown table per shape (FLUX.1's linears at 1024²: MLP up and down, attention
