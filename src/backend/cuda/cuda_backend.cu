@@ -415,6 +415,7 @@ extern "C" qd_status qd_backend_cuda_create(int device, qd_backend **out) {
     c->svdq_amax_pass = getenv("QDIT_CUDA_SVDQ_AMAX_PASS") != NULL;
     c->quant_div = getenv("QDIT_CUDA_QUANT_DIV") != NULL;
     c->no_many = getenv("QDIT_CUDA_NO_MANY") != NULL;
+    c->w4_gemv_pf = getenv("QDIT_CUDA_W4_GEMV_PF") != NULL;
     c->quant_smem = !(getenv("QDIT_CUDA_QUANT_SMEM") && !strcmp(getenv("QDIT_CUDA_QUANT_SMEM"), "0"));
     const char *qw = getenv("QDIT_CUDA_QUANT_WARP");
     c->quant_warp = qw && (atoi(qw) == 0 || atoi(qw) == 1) ? atoi(qw) : -1;

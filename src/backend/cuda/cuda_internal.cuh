@@ -56,6 +56,8 @@ typedef struct {
     int quant_warp; /* QDIT_CUDA_QUANT_WARP=1|0: the linears' BF16 per-token quantizations take a warp per row, or a block per row;
                        unset (-1): a warp for SVDQuant's folded rows, where it measured faster (docs/benchmarks.md), a block elsewhere */
     bool no_many;    /* QDIT_CUDA_NO_MANY: linear_many runs its layers one by one (for side-by-side timing) */
+    bool w4_gemv_pf; /* QDIT_CUDA_W4_GEMV_PF: the one-row W4A16 GEMV prefetches each thread's next chunk, as before the
+                        twenty-first pass (linear_w4.cu; the same bits) */
     bool quant_smem; /* linear_fused's per-token quantizations of BF16 rows stage each row in shared memory (QDIT_CUDA_QUANT_SMEM=0: they
                         read it twice from global memory, as before the nineteenth pass; the same bits). Plain linears always read twice */
     bool quant_div;  /* QDIT_CUDA_QUANT_DIV: the FP8 linears' own quantizations divide (IEEE) instead of qd_div_by's reciprocal and FMAs

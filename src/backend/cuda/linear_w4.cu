@@ -27,8 +27,9 @@
  * AWQ (W = q·s + z) is weight-only: expanded to the activations' dtype and run as a dense matmul.
  *
  * A few rows (M ≤ 8: modulation GEMVs, CFG pairs) skip the expansion: a W4A16 GEMV (w4_gemv_kernel, laid out as
- * linear_gemv.cu's: 4 output rows per 128-thread block, 16-byte streaming loads of the next chunk before the current
- * one is used, each activation loaded once for the 4 rows, codes decoded two at a time through f16) reads the
+ * linear_gemv.cu's: 4 output rows per 128-thread block, 16-byte streaming loads (of the next chunk before the current
+ * one is used, or with one row of x as each chunk starts and more blocks per SM), each activation loaded once for the
+ * 4 rows, codes decoded two at a time through f16) reads the
  * stored weights once and dequantizes them exactly (QDIT_CUDA_W4_NO_GEMV=1 sends them through the expansion too). */
 #include <math.h>
 #include <stdlib.h>
@@ -462,7 +463,8 @@ __global__ void expand_awq_kernel(const uint8_t *w, const void *bs, const void *
  * Work split as gemv_kernel's (linear_gemv.cu): a block of 4 warps owns W4_OUT = 4 consecutive output rows (rows
  * past N repeat row N − 1 and are not stored); its threads stride along the rows in 16-byte chunks (4-bit: 32
  * codes, E4M3: 16) with streaming loads, the next chunk of all 4 rows — and its block scales, zeros and dual
- * scales — loaded before the current one is used. Per sub-chunk of 8 codes (one group: groups are ≥ 16) each x
+ * scales — loaded before the current one is used (one row of x: as each chunk starts, see PF below). Per sub-chunk of
+ * 8 codes (one group: groups are ≥ 16) each x
  * row's 8 activations are loaded once and serve the 4 weight rows; codes decode two at a time through f16
  * (w4_codes.h), E4M3 through the FP8 → f16x2 conversion. Sums are reduced by shuffles within a warp and shared
  * memory across the 4 warps in a fixed order. Needs weight rows of a multiple of 16 bytes (4-bit: K % 32,
@@ -545,9 +547,14 @@ __device__ __forceinline__ void load_chunk(const w4_args &a, const int64_t *rows
     }
 }
 
-/* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored) */
-template <int KIND, int LG, int MT>
-__global__ void __launch_bounds__(W4_THREADS) w4_gemv_kernel(const w4_args a) {
+/* MT: rows of x the sums are kept for (m ≤ MT; rows past m repeat row m − 1 and are not stored). PF: each thread loads
+   its next chunk while it works on the current one (two chunks of registers: 116–167 registers, 4 blocks per SM);
+   without, it loads each chunk as it starts on it and more warps hide the wait: MINB blocks per SM, which the
+   registers are held to. One row of x (the modulation GEMVs) takes the second form with 5 blocks: FLUX.1's 76 NVFP4
+   modulations in 1.41 ms against 1.96 ms prefetching (H200, docs/benchmarks.md twenty-first pass; 6, 7 and 8 blocks
+   spill more and took 1.49, 1.51 and 1.59 ms). The arithmetic is the same in both forms, so are the bits. */
+template <int KIND, int LG, int MT, bool PF, int MINB = 4>
+__global__ void __launch_bounds__(W4_THREADS, MINB) w4_gemv_kernel(const w4_args a) {
     constexpr int R = W4_OUT, CODES = KIND == CODE_E4M3 ? 16 : 32, SUB = CODES / 8;
     constexpr int GPC = (CODES >> LG) > 0 ? CODES >> LG : 1; /* groups one chunk touches (2: 4-bit codes in groups of 16) */
     constexpr bool AWQ = KIND == CODE_UINT4;
@@ -568,12 +575,13 @@ __global__ void __launch_bounds__(W4_THREADS) w4_gemv_kernel(const w4_args a) {
     uint4 cur[R];
     uint32_t scur[R][GPC], zcur[R][GPC];
     float dcur[R];
-    load_chunk<KIND, LG, R, GPC>(a, rows, c, cur, scur, zcur, dcur);
+    if (PF) load_chunk<KIND, LG, R, GPC>(a, rows, c, cur, scur, zcur, dcur);
     for (; c < a.chunks; c += W4_THREADS) {
         uint4 nxt[R];
         uint32_t snxt[R][GPC], znxt[R][GPC];
         float dnxt[R];
-        load_chunk<KIND, LG, R, GPC>(a, rows, c + W4_THREADS, nxt, snxt, znxt, dnxt);
+        if (PF) load_chunk<KIND, LG, R, GPC>(a, rows, c + W4_THREADS, nxt, snxt, znxt, dnxt);
+        else load_chunk<KIND, LG, R, GPC>(a, rows, c, cur, scur, zcur, dcur);
 #pragma unroll
         for (int h = 0; h < SUB; h++) {
             const int64_t col = c * CODES + 8 * h;
@@ -606,12 +614,13 @@ __global__ void __launch_bounds__(W4_THREADS) w4_gemv_kernel(const w4_args a) {
                 }
             }
         }
+        if (PF)
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            cur[r] = nxt[r], dcur[r] = dnxt[r];
+            for (int r = 0; r < R; r++) {
+                cur[r] = nxt[r], dcur[r] = dnxt[r];
 #pragma unroll
-            for (int g = 0; g < GPC; g++) scur[r][g] = snxt[r][g], zcur[r][g] = znxt[r][g];
-        }
+                for (int g = 0; g < GPC; g++) scur[r][g] = snxt[r][g], zcur[r][g] = znxt[r][g];
+            }
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
@@ -674,10 +683,11 @@ __global__ void w4_gemv_rows_kernel(const w4_args a) {
 template <int KIND, int LG> static void w4_launch(qd_cuda *c, const w4_args &a, bool rows16) {
     const unsigned blocks = (unsigned)((a.n + W4_OUT - 1) / W4_OUT);
     if (!rows16) w4_gemv_rows_kernel<KIND, LG><<<blocks, 128, 0, c->stream>>>(a); /* 4 rows (warps) per block */
-    else if (a.m == 1) w4_gemv_kernel<KIND, LG, 1><<<blocks, W4_THREADS, 0, c->stream>>>(a);
-    else if (a.m == 2) w4_gemv_kernel<KIND, LG, 2><<<blocks, W4_THREADS, 0, c->stream>>>(a);
-    else if (a.m <= 4) w4_gemv_kernel<KIND, LG, 4><<<blocks, W4_THREADS, 0, c->stream>>>(a);
-    else w4_gemv_kernel<KIND, LG, GEMV_ROWS><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 1 && c->w4_gemv_pf) w4_gemv_kernel<KIND, LG, 1, true><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 1) w4_gemv_kernel<KIND, LG, 1, false, 5><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m == 2) w4_gemv_kernel<KIND, LG, 2, true><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else if (a.m <= 4) w4_gemv_kernel<KIND, LG, 4, true><<<blocks, W4_THREADS, 0, c->stream>>>(a);
+    else w4_gemv_kernel<KIND, LG, GEMV_ROWS, true><<<blocks, W4_THREADS, 0, c->stream>>>(a);
 }
 
 template <int KIND>
