@@ -15,7 +15,12 @@ export LD_LIBRARY_PATH="/tmp/devlib:$PWD/.devrun/lib:/usr/local/cuda/lib64:${cub
 # the binaries may travel xz-compressed too (.devrun/bin.tar.xz unpacks into .devrun/bin)
 [ -f .devrun/bin.tar.xz ] && mkdir -p .devrun/bin && tar -C .devrun -xJf .devrun/bin.tar.xz
 # diffusers' public source for the reference side travels xz-compressed too (.refpack/, never committed)
-[ ! -d .ref/src/diffusers ] && [ -f .refpack/diffusers_src.tar.xz ] && mkdir -p .ref && tar -C .ref -xJf .refpack/diffusers_src.tar.xz
+# (packed as src/diffusers/… from the repository's root, or as diffusers/… from its src/)
+if [ ! -d .ref/src/diffusers ] && [ -f .refpack/diffusers_src.tar.xz ]; then
+  ref_first=$(tar -tJf .refpack/diffusers_src.tar.xz 2>/dev/null | head -1); ref_into=.ref
+  [ "${ref_first#diffusers/}" != "$ref_first" ] && ref_into=.ref/src
+  mkdir -p "$ref_into" && tar -C "$ref_into" -xJf .refpack/diffusers_src.tar.xz
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 # the SM clock and power while a step benchmark runs (sampled every 200 ms): whether the sustained step runs its
 # kernels slower than the isolated kernel benchmarks because the GPU is at its power limit
